@@ -1,0 +1,52 @@
+"""Events produced by the inventory service on `backroom.inventory`.
+
+Stock level events are keyed by sku; reservation events by order id."""
+
+from datetime import datetime
+
+from libs.events.common import Line, WireModel
+
+
+class StockLevelChanged(WireModel):
+    sku: str
+    on_hand: int
+    reserved: int
+    available: int
+    reason: str
+
+
+class StockLow(WireModel):
+    """Available stock fell to or below the reorder point (once per crossing)."""
+
+    sku: str
+    available: int
+    reorder_point: int
+
+
+class StockReserved(WireModel):
+    order_id: str
+    lines: list[Line]
+    expires_at: datetime
+
+
+class ShortLine(WireModel):
+    sku: str
+    requested: int
+    available: int
+
+
+class StockReservationFailed(WireModel):
+    order_id: str
+    reason: str
+    short_lines: list[ShortLine] = []
+
+
+class StockCommitted(WireModel):
+    order_id: str
+    lines: list[Line]
+
+
+class StockReleased(WireModel):
+    order_id: str
+    lines: list[Line]
+    reason: str

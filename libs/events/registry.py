@@ -1,0 +1,51 @@
+"""Every event type Backroom publishes, mapped to its data model and topic."""
+
+from pydantic import BaseModel
+
+from libs.events import catalog, inventory, notifications, orders, payments, pricing, topics
+
+EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
+    model.__name__: (topic, model)
+    for topic, models in (
+        (topics.CATALOG, (catalog.ProductCreated, catalog.ProductUpdated)),
+        (topics.PRICING, (pricing.PriceChanged,)),
+        (
+            topics.INVENTORY,
+            (
+                inventory.StockLevelChanged,
+                inventory.StockLow,
+                inventory.StockReserved,
+                inventory.StockReservationFailed,
+                inventory.StockCommitted,
+                inventory.StockReleased,
+            ),
+        ),
+        (
+            topics.ORDERS,
+            (
+                orders.OrderPlaced,
+                orders.OrderConfirmed,
+                orders.OrderRejected,
+                orders.OrderCancellationRequested,
+                orders.OrderCancelled,
+                orders.OrderShipped,
+                orders.OrderDelivered,
+            ),
+        ),
+        (topics.PAYMENT_INSTRUCTIONS, (orders.PaymentInstructionIssued,)),
+        (
+            topics.PAYMENTS,
+            (payments.PaymentCaptured, payments.PaymentFailed, payments.PaymentRefunded),
+        ),
+        (topics.NOTIFICATIONS, (notifications.NotificationSent,)),
+    )
+    for model in models
+}
+
+
+def data_model_for(event_type: str) -> type[BaseModel]:
+    return EVENT_TYPES[event_type][1]
+
+
+def topic_for(event_type: str) -> str:
+    return EVENT_TYPES[event_type][0]

@@ -1,0 +1,143 @@
+"""The FastAPI app factory every service uses: request ids, problem+json, health, metrics, lifespan."""
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from libs.kit.logging import configure_logging
+from libs.kit.outbox import Emitter
+from libs.kit.problems import install_problem_handlers
+from libs.kit.runtime import Runtime
+
+HTTP_REQUESTS = Counter(
+    "backroom_http_requests_total", "HTTP requests", ["method", "route", "status"]
+)
+HTTP_SECONDS = Histogram(
+    "backroom_http_request_seconds", "HTTP request latency", ["method", "route"]
+)
+REQUEST_ID_HEADER = "x-request-id"
+
+
+class RequestContextMiddleware:
+    """Takes or makes the X-Request-ID, binds it to every log line, echoes it, and times the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")[:200]
+                break
+        request_id = request_id or uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", request_id.encode("latin-1")))
+                message["headers"] = headers
+            await send(message)
+
+        with structlog.contextvars.bound_contextvars(
+            request_id=request_id, correlation_id=request_id
+        ):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = scope.get("route")
+                path = getattr(route, "path", "unmatched")
+                HTTP_REQUESTS.labels(scope["method"], path, str(status)).inc()
+                HTTP_SECONDS.labels(scope["method"], path).observe(time.perf_counter() - started)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def request_id(request: Request) -> str:
+    return str(request.state.request_id)
+
+
+async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's unit of work: commits after the route returns, rolls back if it raises."""
+    async with get_runtime(request).db.transaction() as session:
+        yield session
+
+
+def emitter(
+    request: Request, session: Annotated[AsyncSession, Depends(transaction)]
+) -> Emitter:
+    """Events caused by this request, written to the outbox in the request's transaction."""
+    return Emitter(session, get_runtime(request).service, request_id(request))
+
+
+Session = Annotated[AsyncSession, Depends(transaction)]
+Events = Annotated[Emitter, Depends(emitter)]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def create_service_app(
+    runtime: Runtime,
+    *,
+    routers: list[APIRouter],
+    title: str,
+    on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
+) -> FastAPI:
+    """Build a service's ASGI app around its runtime; nothing connects until the lifespan starts."""
+    settings = runtime.settings
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        if on_startup is not None:
+            await on_startup(runtime)
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(title=title, version="1", lifespan=lifespan)
+    app.state.runtime = runtime
+    app.add_middleware(RequestContextMiddleware)
+    install_problem_handlers(app)
+
+    @app.get("/health/live", tags=["ops"])
+    async def live() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health/ready", tags=["ops"], response_model=None)
+    async def ready() -> Any:
+        checks = await runtime.readiness()
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    for router in routers:
+        app.include_router(router)
+    return app

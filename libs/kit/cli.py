@@ -1,0 +1,198 @@
+"""`backroom`: the operator's command (tokens, migrations, topics, dead-letter queues)."""
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from libs.events import topics
+from libs.kit.auth import ROLES, mint_token
+from libs.kit.kafka import all_topic_names, ensure_topics, new_producer
+from libs.kit.settings import ServiceSettings
+
+SERVICES = ("catalog", "inventory", "pricing", "orders", "payments", "notifications")
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    settings = ServiceSettings()
+    print(
+        mint_token(
+            settings.jwt_secret,
+            args.sub,
+            args.role or ["customer"],
+            groups=args.group,
+            ttl_s=args.ttl,
+            email=args.email,
+            algorithm=settings.jwt_algorithm,
+        )
+    )
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from libs.kit.migrations import upgrade
+
+    for service in args.services or SERVICES:
+        settings = ServiceSettings(service_name=service)
+        upgrade(service, settings.sqlalchemy_url())
+        print(f"migrated {service}")
+    return 0
+
+
+def _cmd_topics(args: argparse.Namespace) -> int:
+    settings = ServiceSettings()
+    asyncio.run(
+        ensure_topics(
+            settings.kafka_bootstrap,
+            partitions=args.partitions or settings.topic_partitions,
+            replication=args.replication or settings.topic_replication,
+        )
+    )
+    print("topics ready:", ", ".join(all_topic_names()))
+    return 0
+
+
+async def read_dlq(bootstrap: str, dlq_topics: list[str]) -> list[dict[str, Any]]:
+    """Every record currently on the given dead-letter topics, oldest first per partition."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    entries: list[dict[str, Any]] = []
+    try:
+        partitions = [
+            TopicPartition(t, p)
+            for t in dlq_topics
+            for p in sorted(consumer.partitions_for_topic(t) or await _partitions(consumer, t))
+        ]
+        if not partitions:
+            return entries
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if end[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=2000)
+            if not batch:
+                break
+            for tp, records in batch.items():
+                for rec in records:
+                    headers = {k: v.decode(errors="replace") for k, v in (rec.headers or ())}
+                    try:
+                        event = json.loads(rec.value)
+                    except ValueError:
+                        event = {}
+                    entries.append(
+                        {
+                            "dlq_topic": rec.topic,
+                            "partition": rec.partition,
+                            "offset": rec.offset,
+                            "key": rec.key.decode() if rec.key else None,
+                            "event_id": event.get("id") if isinstance(event, dict) else None,
+                            "type": event.get("type") if isinstance(event, dict) else None,
+                            "original_topic": headers.get("x-dlq-original-topic"),
+                            "consumer_group": headers.get("x-dlq-consumer-group"),
+                            "attempts": headers.get("x-dlq-attempts"),
+                            "error": headers.get("x-dlq-error"),
+                            "failed_at": headers.get("x-dlq-failed-at"),
+                            "_record": rec,
+                        }
+                    )
+                    if rec.offset + 1 >= end[tp]:
+                        remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return entries
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
+    await consumer._client.force_metadata_update()  # metadata of a topic we never subscribed to
+    return consumer.partitions_for_topic(topic) or set()
+
+
+async def replay_dlq(bootstrap: str, dlq_topics: list[str], event_id: str | None) -> int:
+    """Re-publish dead-lettered records to their original topic (same key and value)."""
+    entries = [
+        e for e in await read_dlq(bootstrap, dlq_topics) if event_id in (None, e["event_id"])
+    ]
+    producer = new_producer(bootstrap, "backroom-dlq-replay")
+    await producer.start()
+    try:
+        for entry in entries:
+            rec = entry["_record"]
+            headers = [(k, v) for k, v in (rec.headers or ()) if not k.startswith("x-dlq-")]
+            headers.append(("x-dlq-replayed-from", f"{rec.topic}/{rec.partition}/{rec.offset}".encode()))
+            original = entry["original_topic"] or rec.topic.removesuffix(topics.DLQ_SUFFIX)
+            await producer.send_and_wait(original, value=rec.value, key=rec.key, headers=headers)
+    finally:
+        await producer.stop()
+    return len(entries)
+
+
+def _dlq_topics(args: argparse.Namespace) -> list[str]:
+    if args.topic:
+        return [args.topic if args.topic.endswith(topics.DLQ_SUFFIX) else topics.dlq(args.topic)]
+    return [topics.dlq(t) for t in topics.ALL_TOPICS]
+
+
+def _cmd_dlq(args: argparse.Namespace) -> int:
+    settings = ServiceSettings()
+    if args.dlq_command == "list":
+        entries = asyncio.run(read_dlq(settings.kafka_bootstrap, _dlq_topics(args)))
+        if args.json:
+            print(json.dumps([{k: v for k, v in e.items() if k != "_record"} for e in entries]))
+        else:
+            print(f"{len(entries)} dead-lettered message(s)")
+            for e in entries:
+                print(
+                    f"{e['dlq_topic']}[{e['partition']}]@{e['offset']} {e['type']} id={e['event_id']}"
+                    f" key={e['key']} group={e['consumer_group']} attempts={e['attempts']}"
+                    f" at={e['failed_at']}\n    error: {e['error']}"
+                )
+        return 0
+    count = asyncio.run(replay_dlq(settings.kafka_bootstrap, _dlq_topics(args), args.event_id))
+    print(f"replayed {count} message(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="backroom", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    token = sub.add_parser("token", help="mint a development JWT")
+    token.add_argument("--sub", required=True)
+    token.add_argument("--role", action="append", choices=ROLES)
+    token.add_argument("--group", action="append")
+    token.add_argument("--email")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    token.set_defaults(func=_cmd_token)
+
+    migrate = sub.add_parser("migrate", help="apply alembic migrations")
+    migrate.add_argument("services", nargs="*", help="default: all six")
+    migrate.set_defaults(func=_cmd_migrate)
+
+    tps = sub.add_parser("topics", help="create every Backroom topic and its DLQ")
+    tps.add_argument("--partitions", type=int)
+    tps.add_argument("--replication", type=int)
+    tps.set_defaults(func=_cmd_topics)
+
+    dlq = sub.add_parser("dlq", help="inspect and replay dead-lettered events")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list")
+    dlq_list.add_argument("--topic", help="source topic or its .dlq (default: all)")
+    dlq_list.add_argument("--json", action="store_true")
+    dlq_replay = dlq_sub.add_parser("replay")
+    dlq_replay.add_argument("--topic", help="source topic or its .dlq (default: all)")
+    dlq_replay.add_argument("--event-id", help="replay only this CloudEvent id")
+    dlq.set_defaults(func=_cmd_dlq)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

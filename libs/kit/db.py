@@ -1,0 +1,68 @@
+"""Async SQLAlchemy engine, the per-request/per-message transaction, and the kit's own tables."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from libs.kit.settings import ServiceSettings
+
+# Tables every service database has; each service's first migration creates them.
+kit_metadata = MetaData()
+
+outbox = Table(
+    "outbox",
+    kit_metadata,
+    # Insertion order is publish order: the relay reads by id, so per-key order holds.
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("event_type", String(100), nullable=False),
+    Column("topic", String(200), nullable=False),
+    Column("message_key", String(200), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+processed_events = Table(
+    "processed_events",
+    kit_metadata,
+    Column("event_id", String(64), primary_key=True),
+    Column("event_type", String(100), nullable=False),
+    Column("topic", String(200), nullable=False),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+class Database:
+    """One service's database: an engine and short transactions on it."""
+
+    def __init__(self, url: str, pool_size: int = 10) -> None:
+        self.engine: AsyncEngine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        )
+        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> "Database":
+        return cls(settings.sqlalchemy_url(), settings.db_pool_size)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A unit of work: commits when the block ends normally, rolls back on any error."""
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

@@ -1,0 +1,186 @@
+"""The idempotent consumer: each event is handled in one transaction with its processed-events row,
+retried with backoff, dead-lettered after N attempts, and its offset committed only after the commit."""
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.events import topics
+from libs.events.envelope import CloudEvent
+from libs.kit.db import Database, processed_events
+from libs.kit.faults import crash_point
+from libs.kit.outbox import Emitter
+
+log = logging.getLogger(__name__)
+
+EVENTS_HANDLED = Counter(
+    "backroom_events_handled_total",
+    "Consumed events by outcome (applied, duplicate, ignored, dead_lettered)",
+    ["topic", "type", "outcome"],
+)
+HANDLER_SECONDS = Histogram(
+    "backroom_event_handler_seconds", "Time to apply one consumed event", ["type"]
+)
+HANDLER_RETRIES = Counter(
+    "backroom_event_handler_retries_total", "Handler attempts that failed and were retried", ["type"]
+)
+
+
+@dataclass
+class EventContext:
+    """What a handler gets: the event, its transaction, and an emitter that carries causation."""
+
+    event: CloudEvent
+    session: AsyncSession
+    emitter: Emitter
+    topic: str
+
+    async def emit(self, data: Any, *, subject: str, topic: str | None = None) -> CloudEvent:
+        return await self.emitter.emit(data, subject=subject, topic=topic)
+
+
+EventHandler = Callable[[EventContext], Awaitable[None]]
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Infrastructure trouble (database unreachable) is retried forever, never dead-lettered."""
+    if isinstance(exc, OperationalError | InterfaceError | ConnectionError | OSError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    name = type(exc).__name__
+    return name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "TooManyConnectionsError"}
+
+
+class EventProcessor:
+    """Dispatches CloudEvents by `type` to a service's handlers, exactly once in effect."""
+
+    def __init__(
+        self,
+        service: str,
+        db: Database,
+        producer: Any,
+        max_attempts: int = 5,
+        backoff_initial_s: float = 0.2,
+        backoff_max_s: float = 5.0,
+    ) -> None:
+        self.service = service
+        self.db = db
+        self.producer = producer
+        self.max_attempts = max_attempts
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.handlers: dict[str, EventHandler] = {}
+
+    def on(self, event_type: str) -> Callable[[EventHandler], EventHandler]:
+        def register(handler: EventHandler) -> EventHandler:
+            self.handlers[event_type] = handler
+            return handler
+
+        return register
+
+    def _backoff(self, attempt: int) -> float:
+        return float(min(self.backoff_initial_s * 2 ** (attempt - 1), self.backoff_max_s))
+
+    async def process_record(self, record: ConsumerRecord[Any, Any]) -> str:
+        """Apply one Kafka record; returns the outcome. Raises only if dead-lettering failed."""
+        value: bytes = record.value
+        try:
+            event = CloudEvent.from_json(value)
+        except ValidationError as exc:
+            await self.dead_letter(record, exc, attempts=1)
+            EVENTS_HANDLED.labels(record.topic, "unparseable", "dead_lettered").inc()
+            return "dead_lettered"
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            EVENTS_HANDLED.labels(record.topic, event.type, "ignored").inc()
+            return "ignored"
+        attempt = 0
+        with structlog.contextvars.bound_contextvars(
+            correlation_id=event.correlationid, event_id=event.id, event_type=event.type
+        ):
+            while True:
+                attempt += 1
+                started = time.perf_counter()
+                try:
+                    outcome = await self._apply(handler, event, record.topic)
+                    HANDLER_SECONDS.labels(event.type).observe(time.perf_counter() - started)
+                    EVENTS_HANDLED.labels(record.topic, event.type, outcome).inc()
+                    return outcome
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    HANDLER_RETRIES.labels(event.type).inc()
+                    transient = _is_transient(exc)
+                    if not transient and attempt >= self.max_attempts:
+                        log.error("event %s failed %d times, dead-lettering: %r", event.id, attempt, exc)
+                        await self.dead_letter(record, exc, attempts=attempt)
+                        EVENTS_HANDLED.labels(record.topic, event.type, "dead_lettered").inc()
+                        return "dead_lettered"
+                    delay = self._backoff(min(attempt, 10))
+                    log.warning(
+                        "event %s attempt %d failed (%s), retrying in %.2fs: %r",
+                        event.id, attempt, "transient" if transient else "error", delay, exc,
+                    )
+                    await asyncio.sleep(delay)
+
+    async def _apply(self, handler: EventHandler, event: CloudEvent, topic: str) -> str:
+        async with self.db.transaction() as session:
+            first_time = await session.scalar(
+                pg_insert(processed_events)
+                .values(event_id=event.id, event_type=event.type, topic=topic)
+                .on_conflict_do_nothing()
+                .returning(processed_events.c.event_id)
+            )
+            if first_time is None:
+                return "duplicate"
+            emitter = Emitter(session, self.service, event.correlationid, event.id)
+            await handler(EventContext(event, session, emitter, topic))
+        crash_point(f"{self.service}.after_db_commit")
+        return "applied"
+
+    async def dead_letter(self, record: ConsumerRecord[Any, Any], exc: BaseException, attempts: int) -> None:
+        """Park the record on `<topic>.dlq` with its error; same key and value, so it can be replayed."""
+        headers = [(k, v) for k, v in (record.headers or ()) if not k.startswith("x-dlq-")]
+        headers += [
+            (k, v.encode())
+            for k, v in {
+                "x-dlq-error": repr(exc)[:2000],
+                "x-dlq-error-type": type(exc).__name__,
+                "x-dlq-original-topic": record.topic,
+                "x-dlq-original-partition": str(record.partition),
+                "x-dlq-original-offset": str(record.offset),
+                "x-dlq-consumer-group": self.service,
+                "x-dlq-attempts": str(attempts),
+                "x-dlq-failed-at": datetime.now(UTC).isoformat(),
+            }.items()
+        ]
+        await self.producer.send_and_wait(
+            topics.dlq(record.topic), value=record.value, key=record.key, headers=headers
+        )
+
+
+async def commit_offset(consumer: Any, record: ConsumerRecord[Any, Any]) -> None:
+    """Commit exactly this record's next offset (not whatever the consumer has fetched)."""
+    if not isinstance(consumer, AIOKafkaConsumer):
+        await consumer.commit()  # FastStream's in-memory test consumer
+        return
+    try:
+        await consumer.commit({TopicPartition(record.topic, record.partition): record.offset + 1})
+    except CommitFailedError as exc:
+        # A rebalance took the partition: the next owner re-reads the record and the inbox
+        # makes that harmless.
+        log.warning("offset commit lost to a rebalance: %s", exc)

@@ -1,0 +1,186 @@
+"""The transactional outbox: events are rows written in the caller's transaction, and a relay
+publishes them to Kafka in insertion order with the idempotent producer."""
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+from prometheus_client import Counter, Histogram
+from pydantic import BaseModel
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.events.envelope import CloudEvent, new_event
+from libs.events.registry import topic_for
+from libs.kit.db import Database, outbox
+from libs.kit.faults import crash_point
+from libs.kit.kafka import ce_headers
+
+log = logging.getLogger(__name__)
+
+NOTIFY_CHANNEL = "backroom_outbox"
+# One relay at a time per service database publishes (several replicas may run): the lock keeps
+# per-key order, which SKIP LOCKED batches taken by two relays in parallel would not.
+RELAY_LOCK_ID = 0x0B0C_0001
+
+OUTBOX_PUBLISHED = Counter(
+    "backroom_outbox_published_total", "Outbox events published to Kafka", ["topic"]
+)
+OUTBOX_LAG = Histogram(
+    "backroom_outbox_lag_seconds",
+    "Time from an outbox row's commit to its publication",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+async def add_to_outbox(session: AsyncSession, event: CloudEvent, topic: str, key: str) -> None:
+    """Write `event` in the session's transaction; NOTIFY fires only when that transaction commits."""
+    await session.execute(
+        insert(outbox).values(
+            event_id=event.id,
+            event_type=event.type,
+            topic=topic,
+            message_key=key,
+            payload=event.model_dump_json(),
+        )
+    )
+    await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+
+
+class Emitter:
+    """Writes a service's outgoing events to its outbox, carrying correlation and causation."""
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        service: str,
+        correlation_id: str | None,
+        causation_id: str | None = None,
+    ) -> None:
+        self.session = session
+        self.service = service
+        self.correlation_id = correlation_id
+        self.causation_id = causation_id
+        self.emitted: list[CloudEvent] = []
+
+    async def emit(self, data: BaseModel, *, subject: str, topic: str | None = None) -> CloudEvent:
+        """Record one event; `subject` is the aggregate id and the Kafka message key."""
+        event = new_event(
+            service=self.service,
+            data=data,
+            subject=subject,
+            correlation_id=self.correlation_id,
+            causation_id=self.causation_id,
+        )
+        await add_to_outbox(self.session, event, topic or topic_for(event.type), subject)
+        self.emitted.append(event)
+        return event
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows; woken by LISTEN/NOTIFY, with a slow poll as a safety net."""
+
+    def __init__(
+        self,
+        db: Database,
+        producer: Any,
+        listen_dsn: str,
+        poll_interval_s: float = 1.0,
+        batch_size: int = 500,
+    ) -> None:
+        self.db = db
+        self.producer = producer
+        self.listen_dsn = listen_dsn
+        self.poll_interval_s = poll_interval_s
+        self.batch_size = batch_size
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._listen_forever(), name="outbox-listen"),
+            asyncio.create_task(self._publish_forever(), name="outbox-relay"),
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _listen_forever(self) -> None:
+        while not self._stopping:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self.listen_dsn)
+                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                self._wake.set()  # catch up on anything committed while we were not listening
+                while not conn.is_closed():
+                    await asyncio.sleep(self.poll_interval_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox listener lost its connection: %s", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    await conn.close()
+
+    async def _publish_forever(self) -> None:
+        backoff = 0.1
+        while not self._stopping:
+            try:
+                self._wake.clear()
+                while await self.publish_batch() == self.batch_size:
+                    pass
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox relay failed, retrying in %.1fs: %s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
+            except TimeoutError:
+                pass
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch of pending rows and delete them; returns how many."""
+        async with self.db.transaction() as session:
+            locked = await session.scalar(
+                text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": RELAY_LOCK_ID}
+            )
+            if not locked:
+                return 0
+            rows = (
+                await session.execute(
+                    select(outbox).order_by(outbox.c.id).limit(self.batch_size)
+                )
+            ).all()
+            if not rows:
+                return 0
+            futures = [
+                await self.producer.send(
+                    row.topic,
+                    value=row.payload.encode(),
+                    key=row.message_key.encode(),
+                    headers=ce_headers(row.event_id, row.event_type),
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*futures)
+            crash_point("relay.after_publish")
+            await session.execute(delete(outbox).where(outbox.c.id <= rows[-1].id))
+            now = datetime.now(UTC)
+            for row in rows:
+                OUTBOX_PUBLISHED.labels(row.topic).inc()
+                OUTBOX_LAG.observe((now - row.created_at).total_seconds())
+        return len(rows)

@@ -1,0 +1,128 @@
+"""One service process's moving parts (database, producer, consumers, outbox relay), started and
+stopped together."""
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from faststream import AckPolicy
+from faststream.kafka import KafkaBroker, Topic
+from faststream.kafka.annotations import KafkaMessage
+from sqlalchemy import text
+
+from libs.kit.db import Database
+from libs.kit.inbox import EventProcessor, commit_offset
+from libs.kit.kafka import ensure_topics, new_producer
+from libs.kit.outbox import OutboxRelay
+from libs.kit.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    """Composition of the kit for one service process."""
+
+    def __init__(self, settings: ServiceSettings, subscribe_to: Iterable[str] = ()) -> None:
+        self.settings = settings
+        self.service = settings.service_name
+        self.db = Database.from_settings(settings)
+        # aiokafka clients bind to the running loop, so the producer is made in start().
+        self.producer: AIOKafkaProducer | None = None
+        self.processor = EventProcessor(
+            self.service,
+            self.db,
+            None,
+            max_attempts=settings.consumer_max_attempts,
+            backoff_initial_s=settings.consumer_backoff_initial_s,
+            backoff_max_s=settings.consumer_backoff_max_s,
+        )
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap,
+            client_id=self.service,
+            graceful_timeout=10.0,
+            logger=logging.getLogger(f"faststream.{self.service}"),
+        )
+        self.relay = OutboxRelay(
+            self.db,
+            None,
+            settings.asyncpg_dsn(),
+            poll_interval_s=settings.relay_poll_interval_s,
+            batch_size=settings.relay_batch_size,
+        )
+        self.subscribed_topics = list(subscribe_to)
+        for topic in self.subscribed_topics:
+            self._subscribe(topic)
+        self.extra_tasks: list[asyncio.Task[Any]] = []
+
+    def _subscribe(self, topic: str) -> None:
+        processor = self.processor
+
+        async def consume(msg: KafkaMessage) -> None:
+            record = msg.raw_message
+            assert not isinstance(record, tuple)
+            await processor.process_record(record)
+            await commit_offset(msg.consumer, record)
+
+        consume.__name__ = f"consume_{topic.replace('.', '_').replace('-', '_')}"
+        self.broker.subscriber(
+            Topic(topic, declare=False),
+            group_id=self.service,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+        )(consume)
+
+    async def start(self) -> None:
+        await ensure_topics(
+            self.settings.kafka_bootstrap,
+            partitions=self.settings.topic_partitions,
+            replication=self.settings.topic_replication,
+        )
+        self.producer = new_producer(self.settings.kafka_bootstrap, self.service)
+        await _retry_forever("kafka producer", self.producer.start)
+        self.processor.producer = self.relay.producer = self.producer
+        self.relay.start()
+        await self.broker.start()
+        log.info("%s runtime started", self.service)
+
+    async def stop(self) -> None:
+        for task in self.extra_tasks:
+            task.cancel()
+        await asyncio.gather(*self.extra_tasks, return_exceptions=True)
+        await self.broker.stop()
+        await self.relay.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        await self.db.dispose()
+
+    async def readiness(self) -> dict[str, str]:
+        """What /health/ready reports: each dependency 'ok' or the error."""
+        checks: dict[str, str] = {}
+        try:
+            async with self.db.engine.connect() as conn:
+                await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2)
+            checks["database"] = "ok"
+        except Exception as exc:
+            checks["database"] = f"error: {exc!r}"[:300]
+        try:
+            ok = await self.broker.ping(timeout=2.0)
+            checks["kafka"] = "ok" if ok else "error: broker did not answer"
+        except Exception as exc:
+            checks["kafka"] = f"error: {exc!r}"[:300]
+        return checks
+
+
+async def _retry_forever(what: str, start: Any) -> None:
+    delay = 0.5
+    while True:
+        try:
+            await start()
+            return
+        except Exception as exc:
+            log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

@@ -22,3 +22,10 @@ class PaymentRefunded(WireModel):
     amount: Money
     provider_ref: str
     reason: str
+
+
+class PaymentVoided(WireModel):
+    """Answer to a cancellation when nothing was captured: nothing ever will be for this order."""
+
+    order_id: str
+    reason: str

@@ -35,7 +35,12 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
         (topics.PAYMENT_INSTRUCTIONS, (orders.PaymentInstructionIssued,)),
         (
             topics.PAYMENTS,
-            (payments.PaymentCaptured, payments.PaymentFailed, payments.PaymentRefunded),
+            (
+                payments.PaymentCaptured,
+                payments.PaymentFailed,
+                payments.PaymentRefunded,
+                payments.PaymentVoided,
+            ),
         ),
         (topics.NOTIFICATIONS, (notifications.NotificationSent,)),
     )

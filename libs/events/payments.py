@@ -14,6 +14,9 @@ class PaymentFailed(WireModel):
     order_id: str
     payment_id: str
     reason: str
+    # Additive: the provider's own decline code (card_declined, invalid_token, ...) and the amount.
+    decline_code: str | None = None
+    amount: Money | None = None
 
 
 class PaymentRefunded(WireModel):
@@ -22,6 +25,8 @@ class PaymentRefunded(WireModel):
     amount: Money
     provider_ref: str
     reason: str
+    # Additive: the refund's own payment id (`payment_id` is the capture it gives back).
+    refund_id: str | None = None
 
 
 class PaymentVoided(WireModel):

@@ -1,5 +1,6 @@
 """The FastAPI app factory every service uses: request ids, problem+json, health, metrics, lifespan."""
 
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.kit.logging import configure_logging
 from libs.kit.outbox import Emitter
-from libs.kit.problems import install_problem_handlers
+from libs.kit.problems import install_problem_handlers, problem_response
 from libs.kit.runtime import Runtime
 
 HTTP_REQUESTS = Counter(
@@ -24,7 +25,7 @@ HTTP_REQUESTS = Counter(
 HTTP_SECONDS = Histogram(
     "backroom_http_request_seconds", "HTTP request latency", ["method", "route"]
 )
-REQUEST_ID_HEADER = "x-request-id"
+log = logging.getLogger(__name__)
 
 
 class RequestContextMiddleware:
@@ -47,9 +48,12 @@ class RequestContextMiddleware:
         started = time.perf_counter()
         status = 500
 
+        started_response = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 headers.append((b"x-request-id", request_id.encode("latin-1")))
@@ -61,6 +65,14 @@ class RequestContextMiddleware:
         ):
             try:
                 await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                # Rendered here rather than by Starlette's outermost error middleware, so the
+                # 500 still carries the request id.
+                log.exception("unhandled error: %r", exc)
+                if started_response:
+                    raise
+                response = problem_response(500, "unexpected error; it has been logged")
+                await response(scope, receive, send_with_id)
             finally:
                 route = scope.get("route")
                 path = getattr(route, "path", "unmatched")

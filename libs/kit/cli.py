@@ -32,6 +32,26 @@ def _cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Run one service's HTTP API, consumers and relay in this process."""
+    import importlib
+
+    import uvicorn
+
+    module = importlib.import_module(f"services.{args.service}.main")
+    app = module.create_app()
+    settings = app.state.runtime.settings
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=15,
+    )
+    return 0
+
+
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from libs.kit.migrations import upgrade
 
@@ -167,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--email")
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(func=_cmd_token)
+
+    serve = sub.add_parser("serve", help="run one service (HTTP, consumers, outbox relay)")
+    serve.add_argument("service", choices=SERVICES)
+    serve.set_defaults(func=_cmd_serve)
 
     migrate = sub.add_parser("migrate", help="apply alembic migrations")
     migrate.add_argument("services", nargs="*", help="default: all six")

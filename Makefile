@@ -1,0 +1,64 @@
+# Backroom: `make run` brings the whole system up; `make test` runs every test on real infrastructure.
+SHELL := /bin/bash
+CACHE ?= $(HOME)/.cache/backroom
+UV_VERSION := 0.13.9
+UV := $(CACHE)/uv-tool/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+export UV_PYTHON ?= python3.11
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+
+.PHONY: help install run test test-unit lint format infra-up infra-down status migrate clean
+
+help:
+	@echo "make run    - everything up (Kafka, PostgreSQL, SMTP sink, six services, nginx), demo data, URLs; Ctrl-C stops all"
+	@echo "make test   - install, start what is missing, run unit + integration + e2e tests, stop what it started"
+	@echo "make lint   - ruff + mypy"
+	@echo "make status / infra-up / infra-down / migrate"
+
+$(UV):
+	python3 -m venv $(CACHE)/uv-tool
+	$(CACHE)/uv-tool/bin/pip install -q uv==$(UV_VERSION)
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen
+	@touch $@
+
+install: $(VENV)/.synced
+
+run: install
+	bash deploy/local/run.sh
+
+test: install
+	bash deploy/local/test.sh
+
+test-unit: install
+	$(PY) -m pytest tests/unit -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy libs services
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+infra-up: install
+	bash deploy/local/infra.sh up
+
+infra-down:
+	bash deploy/local/services.sh down || true
+	bash deploy/local/nginx.sh down || true
+	bash deploy/local/infra.sh down
+
+status:
+	@bash deploy/local/infra.sh status; bash deploy/local/services.sh status; bash deploy/local/nginx.sh status || true
+
+migrate: install
+	$(VENV)/bin/backroom topics
+	$(VENV)/bin/backroom migrate
+
+clean: infra-down
+	rm -rf .run

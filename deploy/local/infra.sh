@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The infrastructure under the services: Kafka, PostgreSQL and the SMTP sink.
+#
+#   infra.sh up [FILE]            start what is not running; lists what it started in FILE
+#   infra.sh stop-started [FILE]  stop only what that `up` started (make test and make run)
+#   infra.sh down                 stop all three, whoever started them
+#   infra.sh status
+set -euo pipefail
+SAY_PREFIX=infra
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+COMPONENTS=(kafka postgres smtp)
+STARTED=${2:-$RUN_DIR/infra.started}
+
+is_up() { bash "$LOCAL_DIR/$1.sh" status >/dev/null 2>&1; }
+
+case "${1:-}" in
+up)
+    mkdir -p "$RUN_DIR" "$(dirname "$STARTED")"
+    : >"$STARTED"
+    pids=()
+    for c in "${COMPONENTS[@]}"; do
+        if is_up "$c"; then
+            say "$c already running"
+        else
+            echo "$c" >>"$STARTED"
+            bash "$LOCAL_DIR/$c.sh" up &
+            pids+=($!)
+        fi
+    done
+    rc=0
+    for p in "${pids[@]}"; do wait "$p" || rc=1; done
+    [[ $rc -eq 0 ]] || die "some infrastructure failed to start (see above)"
+    ;;
+down)
+    for c in smtp kafka postgres; do bash "$LOCAL_DIR/$c.sh" down || true; done
+    ;;
+stop-started)
+    if [[ -f "$STARTED" ]]; then
+        while read -r c; do [[ -n "$c" ]] && { bash "$LOCAL_DIR/$c.sh" down || true; }; done <"$STARTED"
+        rm -f "$STARTED"
+    fi
+    ;;
+status)
+    for c in "${COMPONENTS[@]}"; do bash "$LOCAL_DIR/$c.sh" status || true; done
+    ;;
+*) usage up down stop-started status ;;
+esac

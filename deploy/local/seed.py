@@ -1,0 +1,67 @@
+"""Seed a small demo catalog through the gateway (idempotent): products, prices, tax rates, stock,
+a promotion; then print a customer token and the first step of a checkout."""
+
+import sys
+from datetime import UTC, datetime, timedelta
+
+import httpx
+
+from libs.kit.auth import mint_token
+from libs.kit.settings import ServiceSettings
+
+PRODUCTS = [
+    ("TSHIRT-BLK-M", "Backroom T-shirt, black, M", "apparel", 1999, 120, 10),
+    ("TSHIRT-WHT-M", "Backroom T-shirt, white, M", "apparel", 1999, 80, 10),
+    ("HOODIE-GRY-L", "Backroom hoodie, grey, L", "apparel", 4999, 40, 5),
+    ("MUG-STEEL", "Enamel steel mug", "kitchen", 1250, 200, 20),
+    ("NOTEBOOK-A5", "Dot-grid notebook A5", "stationery", 899, 300, 30),
+    ("PEN-GEL-BLK", "Gel pen, black", "stationery", 249, 1000, 100),
+    ("STICKER-PACK", "Sticker pack (12)", "stationery", 499, 500, 50),
+    ("CAP-NAVY", "Baseball cap, navy", "apparel", 2499, 3, 2),
+]
+TAX_RATES = {"DE": 1900, "FR": 2000, "NL": 2100, "IE": 2300, "US-NY": 888}
+
+
+def main(gateway: str) -> None:
+    settings = ServiceSettings()
+    admin = mint_token(settings.jwt_secret, "seed-admin", ["admin"])
+    headers = {"Authorization": f"Bearer {admin}"}
+    with httpx.Client(base_url=gateway, headers=headers, timeout=10) as http:
+        for sku, name, category, price, stock, reorder in PRODUCTS:
+            created = http.post(
+                "/catalog/products",
+                json={"sku": sku, "name": name, "category": category,
+                      "description": f"{name}. Demo product.", "attributes": {"demo": True}},
+            )
+            if created.status_code not in (201, 409):
+                created.raise_for_status()
+            http.put(f"/pricing/prices/{sku}", json={"amount": price, "currency": "EUR"}).raise_for_status()
+            http.put(
+                f"/inventory/items/{sku}", json={"on_hand": stock, "reorder_point": reorder}
+            ).raise_for_status()
+        for region, bps in TAX_RATES.items():
+            http.put(f"/pricing/tax-rates/{region}", json={"rate_bps": bps}).raise_for_status()
+        now = datetime.now(UTC)
+        http.post(
+            "/pricing/rules",
+            json={"kind": "promotion", "category": "stationery", "percent_off": 10,
+                  "starts_at": now.isoformat(), "ends_at": (now + timedelta(days=30)).isoformat()},
+        ).raise_for_status()
+        http.post(
+            "/pricing/rules",
+            json={"kind": "volume", "sku": "PEN-GEL-BLK",
+                  "tiers": [{"min_quantity": 10, "percent_off": 15}, {"min_quantity": 50, "percent_off": 25}]},
+        ).raise_for_status()
+    customer = mint_token(settings.jwt_secret, "alice", ["customer"], ttl_s=86400, email="alice@example.com")
+    print(f"seeded {len(PRODUCTS)} products, {len(TAX_RATES)} tax rates, 2 pricing rules")
+    print(f"\ncustomer token (alice, 24 h):\n  export TOKEN={customer}")
+    print(
+        "  curl -s -X POST " + gateway + "/orders -H \"Authorization: Bearer $TOKEN\" "
+        "-H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' "
+        "-d '{\"lines\":[{\"sku\":\"MUG-STEEL\",\"quantity\":2}],\"region\":\"DE\","
+        "\"shipping_address\":{\"name\":\"Alice\",\"city\":\"Berlin\"},\"payment\":{\"token\":\"tok_visa\"}}'"
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:8000")

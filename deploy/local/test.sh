@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# `make test`: start the infrastructure that is not already running, apply topics and migrations,
+# run unit + integration + e2e tests (e2e starts its own services and gateway), then stop what
+# this script started. The exit code is pytest's.
+set -euo pipefail
+SAY_PREFIX=test
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+STARTED=$RUN_DIR/test-infra.started
+t0=$(now)
+cleanup() {
+    local rc=$?
+    bash "$LOCAL_DIR/infra.sh" stop-started "$STARTED" || true
+    say "wall time $(elapsed "$t0")s (exit $rc)"
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+bash "$LOCAL_DIR/infra.sh" up "$STARTED"
+say "infrastructure ready after $(elapsed "$t0")s"
+cd "$REPO_ROOT"
+.venv/bin/backroom topics >/dev/null
+.venv/bin/backroom migrate
+.venv/bin/python -m pytest tests -q -p no:cacheprovider --durations=10 -o log_cli=false "$@"

@@ -30,12 +30,19 @@ def main(gateway: str) -> None:
         for sku, name, category, price, stock, reorder in PRODUCTS:
             created = http.post(
                 "/catalog/products",
-                json={"sku": sku, "name": name, "category": category,
-                      "description": f"{name}. Demo product.", "attributes": {"demo": True}},
+                json={
+                    "sku": sku,
+                    "name": name,
+                    "category": category,
+                    "description": f"{name}. Demo product.",
+                    "attributes": {"demo": True},
+                },
             )
             if created.status_code not in (201, 409):
                 created.raise_for_status()
-            http.put(f"/pricing/prices/{sku}", json={"amount": price, "currency": "EUR"}).raise_for_status()
+            http.put(
+                f"/pricing/prices/{sku}", json={"amount": price, "currency": "EUR"}
+            ).raise_for_status()
             http.put(
                 f"/inventory/items/{sku}", json={"on_hand": stock, "reorder_point": reorder}
             ).raise_for_status()
@@ -44,22 +51,35 @@ def main(gateway: str) -> None:
         now = datetime.now(UTC)
         http.post(
             "/pricing/rules",
-            json={"kind": "promotion", "category": "stationery", "percent_off": 10,
-                  "starts_at": now.isoformat(), "ends_at": (now + timedelta(days=30)).isoformat()},
+            json={
+                "kind": "promotion",
+                "category": "stationery",
+                "percent_off": 10,
+                "starts_at": now.isoformat(),
+                "ends_at": (now + timedelta(days=30)).isoformat(),
+            },
         ).raise_for_status()
         http.post(
             "/pricing/rules",
-            json={"kind": "volume", "sku": "PEN-GEL-BLK",
-                  "tiers": [{"min_quantity": 10, "percent_off": 15}, {"min_quantity": 50, "percent_off": 25}]},
+            json={
+                "kind": "volume",
+                "sku": "PEN-GEL-BLK",
+                "tiers": [
+                    {"min_quantity": 10, "percent_off": 15},
+                    {"min_quantity": 50, "percent_off": 25},
+                ],
+            },
         ).raise_for_status()
-    customer = mint_token(settings.jwt_secret, "alice", ["customer"], ttl_s=86400, email="alice@example.com")
+    customer = mint_token(
+        settings.jwt_secret, "alice", ["customer"], ttl_s=86400, email="alice@example.com"
+    )
     print(f"seeded {len(PRODUCTS)} products, {len(TAX_RATES)} tax rates, 2 pricing rules")
     print(f"\ncustomer token (alice, 24 h):\n  export TOKEN={customer}")
     print(
-        "  curl -s -X POST " + gateway + "/orders -H \"Authorization: Bearer $TOKEN\" "
+        "  curl -s -X POST " + gateway + '/orders -H "Authorization: Bearer $TOKEN" '
         "-H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' "
-        "-d '{\"lines\":[{\"sku\":\"MUG-STEEL\",\"quantity\":2}],\"region\":\"DE\","
-        "\"shipping_address\":{\"name\":\"Alice\",\"city\":\"Berlin\"},\"payment\":{\"token\":\"tok_visa\"}}'"
+        '-d \'{"lines":[{"sku":"MUG-STEEL","quantity":2}],"region":"DE",'
+        '"shipping_address":{"name":"Alice","city":"Berlin"},"payment":{"token":"tok_visa"}}\''
     )
 
 

@@ -1,4 +1,4 @@
-"""Events produced by the notifications service on `backroom.notifications` (key = order id or sku)."""
+"""Events produced by the notifications service on `backroom.notifications` (key: order or sku)."""
 
 from typing import Literal
 

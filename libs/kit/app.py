@@ -95,9 +95,7 @@ async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def emitter(
-    request: Request, session: Annotated[AsyncSession, Depends(transaction)]
-) -> Emitter:
+def emitter(request: Request, session: Annotated[AsyncSession, Depends(transaction)]) -> Emitter:
     """Events caused by this request, written to the outbox in the request's transaction."""
     return Emitter(session, get_runtime(request).service, request_id(request))
 

@@ -142,7 +142,9 @@ async def replay_dlq(bootstrap: str, dlq_topics: list[str], event_id: str | None
         for entry in entries:
             rec = entry["_record"]
             headers = [(k, v) for k, v in (rec.headers or ()) if not k.startswith("x-dlq-")]
-            headers.append(("x-dlq-replayed-from", f"{rec.topic}/{rec.partition}/{rec.offset}".encode()))
+            headers.append(
+                ("x-dlq-replayed-from", f"{rec.topic}/{rec.partition}/{rec.offset}".encode())
+            )
             original = entry["original_topic"] or rec.topic.removesuffix(topics.DLQ_SUFFIX)
             await producer.send_and_wait(original, value=rec.value, key=rec.key, headers=headers)
     finally:

@@ -35,7 +35,9 @@ HANDLER_SECONDS = Histogram(
     "backroom_event_handler_seconds", "Time to apply one consumed event", ["type"]
 )
 HANDLER_RETRIES = Counter(
-    "backroom_event_handler_retries_total", "Handler attempts that failed and were retried", ["type"]
+    "backroom_event_handler_retries_total",
+    "Handler attempts that failed and were retried",
+    ["type"],
 )
 
 
@@ -62,7 +64,11 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
     name = type(exc).__name__
-    return name in {"CannotConnectNowError", "ConnectionDoesNotExistError", "TooManyConnectionsError"}
+    return name in {
+        "CannotConnectNowError",
+        "ConnectionDoesNotExistError",
+        "TooManyConnectionsError",
+    }
 
 
 class EventProcessor:
@@ -126,14 +132,20 @@ class EventProcessor:
                     HANDLER_RETRIES.labels(event.type).inc()
                     transient = _is_transient(exc)
                     if not transient and attempt >= self.max_attempts:
-                        log.error("event %s failed %d times, dead-lettering: %r", event.id, attempt, exc)
+                        log.error(
+                            "event %s failed %d times, dead-lettering: %r", event.id, attempt, exc
+                        )
                         await self.dead_letter(record, exc, attempts=attempt)
                         EVENTS_HANDLED.labels(record.topic, event.type, "dead_lettered").inc()
                         return "dead_lettered"
                     delay = self._backoff(min(attempt, 10))
                     log.warning(
                         "event %s attempt %d failed (%s), retrying in %.2fs: %r",
-                        event.id, attempt, "transient" if transient else "error", delay, exc,
+                        event.id,
+                        attempt,
+                        "transient" if transient else "error",
+                        delay,
+                        exc,
                     )
                     await asyncio.sleep(delay)
 
@@ -152,7 +164,9 @@ class EventProcessor:
         crash_point(f"{self.service}.after_db_commit")
         return "applied"
 
-    async def dead_letter(self, record: ConsumerRecord[Any, Any], exc: BaseException, attempts: int) -> None:
+    async def dead_letter(
+        self, record: ConsumerRecord[Any, Any], exc: BaseException, attempts: int
+    ) -> None:
         """Park the record on `<topic>.dlq` with its error; same key and value, so it can be replayed."""
         headers = [(k, v) for k, v in (record.headers or ()) if not k.startswith("x-dlq-")]
         headers += [

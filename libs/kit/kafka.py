@@ -1,6 +1,7 @@
 """Kafka plumbing: the idempotent producer, topic provisioning, and CloudEvent headers."""
 
 import asyncio
+import contextlib
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -24,9 +25,15 @@ def new_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
     )
 
 
-def ce_headers(event_id: str, event_type: str, extra: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+def ce_headers(
+    event_id: str, event_type: str, extra: dict[str, str] | None = None
+) -> list[tuple[str, bytes]]:
     """Kafka headers mirroring the envelope, so consumers can filter without parsing the value."""
-    headers = {"ce_id": event_id, "ce_type": event_type, "content-type": "application/cloudevents+json"}
+    headers = {
+        "ce_id": event_id,
+        "ce_type": event_type,
+        "content-type": "application/cloudevents+json",
+    }
     headers.update(extra or {})
     return [(k, v.encode()) for k, v in headers.items()]
 
@@ -64,10 +71,8 @@ async def ensure_topics(
                         # Tokens live on the broker for one hour at most.
                         topic_configs["retention.ms"] = str(3_600_000)
                     new.append(NewTopic(name, partitions, replication, topic_configs=topic_configs))
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):  # another process won
                     await admin.create_topics(new)
-                except TopicAlreadyExistsError:
-                    pass
                 log.info("created topics %s", missing)
             return
         except Exception:

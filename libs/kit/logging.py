@@ -7,7 +7,9 @@ import structlog
 
 
 def configure_logging(service: str, level: str = "INFO", json: bool = True) -> None:
-    def add_service(_: object, __: str, event: structlog.types.EventDict) -> structlog.types.EventDict:
+    def add_service(
+        _: object, __: str, event: structlog.types.EventDict
+    ) -> structlog.types.EventDict:
         event.setdefault("service", service)
         return event
 

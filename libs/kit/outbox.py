@@ -2,6 +2,7 @@
 publishes them to Kafka in insertion order with the idempotent producer."""
 
 import asyncio
+import contextlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -121,7 +122,7 @@ class OutboxRelay:
                 conn = await asyncpg.connect(self.listen_dsn)
                 await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
                 self._wake.set()  # catch up on anything committed while we were not listening
-                while not conn.is_closed():
+                while not conn.is_closed():  # noqa: ASYNC110 - asyncpg offers no close event
                     await asyncio.sleep(self.poll_interval_s)
             except asyncio.CancelledError:
                 raise
@@ -147,10 +148,8 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):  # the slow poll: wake up anyway
                 await asyncio.wait_for(self._wake.wait(), timeout=self.poll_interval_s)
-            except TimeoutError:
-                pass
 
     async def publish_batch(self) -> int:
         """Publish up to one batch of pending rows and delete them; returns how many."""
@@ -161,9 +160,7 @@ class OutboxRelay:
             if not locked:
                 return 0
             rows = (
-                await session.execute(
-                    select(outbox).order_by(outbox.c.id).limit(self.batch_size)
-                )
+                await session.execute(select(outbox).order_by(outbox.c.id).limit(self.batch_size))
             ).all()
             if not rows:
                 return 0

@@ -25,7 +25,9 @@ _VIEW = (
 )
 
 
-async def create_product(session: AsyncSession, events: Emitter, fields: dict[str, Any]) -> Row[Any]:
+async def create_product(
+    session: AsyncSession, events: Emitter, fields: dict[str, Any]
+) -> Row[Any]:
     inserted = await session.scalar(
         pg_insert(products).values(**fields).on_conflict_do_nothing().returning(products.c.sku)
     )
@@ -90,7 +92,9 @@ async def list_products(
     return list((await session.execute(query)).all())
 
 
-async def record_price(session: AsyncSession, sku: str, amount: int | None, currency: str | None) -> None:
+async def record_price(
+    session: AsyncSession, sku: str, amount: int | None, currency: str | None
+) -> None:
     await _upsert(session, price_projection, sku, amount=amount, currency=currency)
 
 

@@ -11,7 +11,9 @@ def token(sub: str, *roles: str, groups: list[str] | None = None, email: str | N
     )
 
 
-def bearer(sub: str, *roles: str, groups: list[str] | None = None, email: str | None = None) -> dict[str, str]:
+def bearer(
+    sub: str, *roles: str, groups: list[str] | None = None, email: str | None = None
+) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(sub, *roles, groups=groups, email=email)}"}
 
 

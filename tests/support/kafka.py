@@ -79,7 +79,9 @@ class TopicTail:
         for records in batch.values():
             self.records.extend(records)
 
-    def events(self, predicate: Callable[[dict[str, Any]], bool] = lambda e: True) -> list[dict[str, Any]]:
+    def events(
+        self, predicate: Callable[[dict[str, Any]], bool] = lambda e: True
+    ) -> list[dict[str, Any]]:
         out = []
         for record in self.records:
             try:
@@ -87,9 +89,15 @@ class TopicTail:
             except ValueError:
                 continue
             if predicate(value):
-                out.append(value | {"_key": record.key.decode() if record.key else None,
-                                    "_topic": record.topic, "_partition": record.partition,
-                                    "_headers": {k: v.decode() for k, v in record.headers or ()}})
+                out.append(
+                    value
+                    | {
+                        "_key": record.key.decode() if record.key else None,
+                        "_topic": record.topic,
+                        "_partition": record.partition,
+                        "_headers": {k: v.decode() for k, v in record.headers or ()},
+                    }
+                )
         return out
 
     async def wait_for(
@@ -106,10 +114,14 @@ class TopicTail:
                 return found
             if time.monotonic() > deadline:
                 seen = [(e.get("type"), e.get("subject")) for e in self.events()][-20:]
-                raise AssertionError(f"expected {count} matching events, got {len(found)}; recent: {seen}")
+                raise AssertionError(
+                    f"expected {count} matching events, got {len(found)}; recent: {seen}"
+                )
             await self.poll()
             await asyncio.sleep(0)
 
 
 def of_type(event_type: str, subject: str | None = None) -> Callable[[dict[str, Any]], bool]:
-    return lambda e: e.get("type") == event_type and (subject is None or e.get("subject") == subject)
+    return lambda e: e.get("type") == event_type and (
+        subject is None or e.get("subject") == subject
+    )

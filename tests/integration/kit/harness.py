@@ -106,7 +106,9 @@ def producer_runtime() -> Runtime:
 async def applied_rows(runtime: Runtime, key_prefix: str) -> list[Any]:
     async with runtime.db.transaction() as session:
         result = await session.execute(
-            select(applied).where(applied.c.message_key.like(f"{key_prefix}%")).order_by(applied.c.seq_no)
+            select(applied)
+            .where(applied.c.message_key.like(f"{key_prefix}%"))
+            .order_by(applied.c.seq_no)
         )
         return list(result.all())
 

@@ -3,7 +3,6 @@
 import asyncio
 import os
 import signal
-import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -61,9 +60,7 @@ async def test_relay_killed_after_publish_republishes_and_the_consumer_applies_o
             assert await run_relay_process(None) == 0
             await tail.wait_for(lambda e: e["id"] == event.id, count=2)
             await eventually(lambda: count_applied(consumer, event.id), what="applied")
-            [marker_event] = [
-                await _emit_marker(writer, topic)
-            ]
+            [marker_event] = [await _emit_marker(writer, topic)]
             assert await run_relay_process(None) == 0
             await eventually(lambda: count_applied(consumer, marker_event), what="marker applied")
             assert await count_applied(consumer, event.id) == 1
@@ -116,10 +113,13 @@ async def test_broker_killed_during_steady_publish_loses_no_committed_event(
         stop.set()
         await writer
     try:
+
         async def everything_arrived() -> bool:
             return len({r.position for r in await applied_rows(consumer, prefix)}) == committed
 
-        await eventually(everything_arrived, timeout=120, interval=0.5, what="all committed rows consumed")
+        await eventually(
+            everything_arrived, timeout=120, interval=0.5, what="all committed rows consumed"
+        )
         assert await outbox_size(producer) == 0
     finally:
         await consumer.stop()

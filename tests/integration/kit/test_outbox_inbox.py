@@ -62,11 +62,15 @@ async def test_poison_message_is_dead_lettered_and_replayed_once_fixed(producer:
         [bad] = await emit(producer, topic, Ping(key=key, position=1, poison=True))
         [good] = await emit(producer, topic, Ping(key=key, position=2))
         # The consumer keeps going: the next event on the same key is applied.
-        await eventually(lambda: count_applied(consumer, good), what="event after the poison applied")
+        await eventually(
+            lambda: count_applied(consumer, good), what="event after the poison applied"
+        )
         assert await count_applied(consumer, bad) == 0
 
         async def parked() -> list[dict[str, object]]:
-            return [e for e in await read_dlq(bootstrap, [topics.dlq(topic)]) if e["event_id"] == bad]
+            return [
+                e for e in await read_dlq(bootstrap, [topics.dlq(topic)]) if e["event_id"] == bad
+            ]
 
         [entry] = await eventually(parked, what="poison message on the DLQ")
         assert entry["attempts"] == "3"

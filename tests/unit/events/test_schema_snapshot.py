@@ -1,7 +1,8 @@
 """Contract test: a breaking change to an event fails CI; an additive one only needs a new snapshot.
 
-Breaking = an event type or topic disappears, a field disappears or changes its schema, or a field
-becomes required. Such a change must be a new type name (e.g. OrderPlacedV2) published side by side."""
+Breaking = an event type or topic disappears, a field disappears or changes its schema, or a
+field becomes required. Such a change must be a new type name (e.g. OrderPlacedV2), published
+side by side."""
 
 import json
 from typing import Any
@@ -16,7 +17,13 @@ def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def breaking_changes(old: dict[str, Any], new: dict[str, Any], path: str, old_root: dict[str, Any], new_root: dict[str, Any]) -> list[str]:
+def breaking_changes(
+    old: dict[str, Any],
+    new: dict[str, Any],
+    path: str,
+    old_root: dict[str, Any],
+    new_root: dict[str, Any],
+) -> list[str]:
     old, new = _resolve(old, old_root), _resolve(new, new_root)
     problems: list[str] = []
     if old.get("type") != new.get("type"):
@@ -26,14 +33,20 @@ def breaking_changes(old: dict[str, Any], new: dict[str, Any], path: str, old_ro
         if new_field is None:
             problems.append(f"{path}.{field}: removed")
         else:
-            problems += breaking_changes(old_field, new_field, f"{path}.{field}", old_root, new_root)
+            problems += breaking_changes(
+                old_field, new_field, f"{path}.{field}", old_root, new_root
+            )
     newly_required = set(new.get("required", [])) - set(old.get("required", []))
     if newly_required:
         problems.append(f"{path}: newly required {sorted(newly_required)}")
     for key in ("anyOf", "enum", "const", "items"):
         if key in old and key in new and key == "items":
             problems += breaking_changes(old[key], new[key], f"{path}[]", old_root, new_root)
-        elif key in old and key != "items" and json.dumps(old[key], sort_keys=True) != json.dumps(new.get(key), sort_keys=True):
+        elif (
+            key in old
+            and key != "items"
+            and json.dumps(old[key], sort_keys=True) != json.dumps(new.get(key), sort_keys=True)
+        ):
             if key == "enum" and set(old[key]) <= set(new.get(key, [])):
                 continue  # more enum values is additive
             if key == "anyOf" and all(o in new.get(key, []) for o in old[key]):
@@ -56,7 +69,9 @@ def test_no_event_changed_incompatibly() -> None:
             problems.append(f"{name}: event type removed")
             continue
         problems += breaking_changes(old_schema, current[name], name, old_schema, current[name])
-    assert not problems, "breaking event changes (publish a new type instead):\n" + "\n".join(problems)
+    assert not problems, "breaking event changes (publish a new type instead):\n" + "\n".join(
+        problems
+    )
 
 
 def test_snapshot_is_up_to_date() -> None:

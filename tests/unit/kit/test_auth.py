@@ -28,7 +28,10 @@ def test_admin_can_see_everyone() -> None:
 @pytest.mark.parametrize(
     "token",
     [
-        jwt.encode({"sub": "a", "roles": ["admin"], "exp": int(time.time()) + 60}, "other-secret-that-is-long-enough-32"),
+        jwt.encode(
+            {"sub": "a", "roles": ["admin"], "exp": int(time.time()) + 60},
+            "other-secret-that-is-long-enough-32",
+        ),
         jwt.encode({"sub": "a", "roles": ["admin"], "exp": int(time.time()) - 10}, SECRET),
         jwt.encode({"sub": "a", "roles": ["admin"]}, SECRET),
         jwt.encode({"sub": "a", "roles": "admin", "exp": int(time.time()) + 60}, SECRET),

@@ -28,11 +28,15 @@ def test_new_event_fills_the_contract_attributes() -> None:
 
 
 def test_events_without_a_correlation_start_their_own() -> None:
-    event = new_event(service="x", data=OrderRejected(order_id="o", customer_id="c", reason="r"), subject="o")
+    event = new_event(
+        service="x", data=OrderRejected(order_id="o", customer_id="c", reason="r"), subject="o"
+    )
     assert event.correlationid == event.id
 
 
 def test_unknown_attributes_are_kept_for_forward_compatibility() -> None:
-    raw = new_event(service="x", data=OrderRejected(order_id="o", customer_id="c", reason="r"), subject="o")
+    raw = new_event(
+        service="x", data=OrderRejected(order_id="o", customer_id="c", reason="r"), subject="o"
+    )
     wire = json.loads(raw.to_json()) | {"traceparent": "00-abc-def-01"}
     assert CloudEvent.model_validate(wire).model_extra == {"traceparent": "00-abc-def-01"}

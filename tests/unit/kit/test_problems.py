@@ -25,7 +25,9 @@ def make_app() -> FastAPI:
     install_problem_handlers(app)
 
     @app.post("/things")
-    async def things(body: Body, key: Annotated[str, Header(alias="Idempotency-Key")]) -> dict[str, str]:
+    async def things(
+        body: Body, key: Annotated[str, Header(alias="Idempotency-Key")]
+    ) -> dict[str, str]:
         if body.lines[0].sku == "taken":
             raise Problem(409, "sku taken")
         if body.lines[0].sku == "ghost":
@@ -54,9 +56,13 @@ def test_validation_errors_name_each_field() -> None:
 
 def test_business_errors_are_problems_too() -> None:
     headers = {"Idempotency-Key": "k"}
-    conflict = client.post("/things", json={"lines": [{"sku": "taken", "quantity": 1}]}, headers=headers)
+    conflict = client.post(
+        "/things", json={"lines": [{"sku": "taken", "quantity": 1}]}, headers=headers
+    )
     assert conflict.status_code == 409 and conflict.json()["detail"] == "sku taken"
-    unknown = client.post("/things", json={"lines": [{"sku": "ghost", "quantity": 1}]}, headers=headers)
+    unknown = client.post(
+        "/things", json={"lines": [{"sku": "ghost", "quantity": 1}]}, headers=headers
+    )
     assert unknown.status_code == 422
     assert unknown.json()["errors"] == [{"field": "lines[0].sku", "message": "unknown sku"}]
 

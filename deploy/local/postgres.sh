@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# A project-private PostgreSQL 15 cluster (trust auth, 127.0.0.1 only) with one database per
+# service. Runs as the `postgres` OS user: initdb/pg_ctl/postgres refuse to run as root.
+#
+#   postgres.sh up       install postgresql-15 if needed, initdb once, start, create the databases
+#   postgres.sh down     fast shutdown (pg_ctl stop -m fast)
+#   postgres.sh status   exit 0 when running, 3 when stopped
+#   postgres.sh kill     immediate shutdown (pg_ctl stop -m immediate; crash recovery on next up)
+#   postgres.sh reset    down, then delete the data
+#   postgres.sh psql [db] [psql args...]
+#
+# Env: PGPORT (55432), BACKROOM_RUN_DIR (<repo>/.run), BACKROOM_PG_FAST=1 (fsync, synchronous_commit
+# and full_page_writes off: for throw-away test data only, never for durability/fault tests).
+set -euo pipefail
+SAY_PREFIX=postgres
+# shellcheck source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PG_BIN=/usr/lib/postgresql/15/bin
+PGPORT=${PGPORT:-55432}
+PG_HOST=127.0.0.1
+DATABASES=(catalog inventory pricing orders payments notifications)
+FAST=${BACKROOM_PG_FAST:-0}
+
+as_pg() { (cd / && unlocked runuser -u postgres -- "$@"); }
+
+# Where the cluster lives: $RUN_DIR/postgres, unless the postgres user cannot reach $RUN_DIR
+# (e.g. the repo is under /root, mode 700); then /var/tmp/backroom-<hash of RUN_DIR>/postgres,
+# with $RUN_DIR/postgres a symlink to it for humans.
+resolve_paths() {
+    local fallback_root
+    fallback_root=/var/tmp/backroom-$(short_hash "$RUN_DIR")
+    if [[ -L "$RUN_DIR/postgres" ]]; then
+        PG_BASE=$(readlink "$RUN_DIR/postgres")
+    elif id postgres >/dev/null 2>&1 && mkdir -p "$RUN_DIR" \
+        && ! (cd / && runuser -u postgres -- test -x "$RUN_DIR"); then
+        PG_BASE=$fallback_root/postgres
+    else
+        PG_BASE=$RUN_DIR/postgres
+    fi
+    PG_DATA=$PG_BASE/data
+    PG_LOG=$PG_BASE/postgres.log
+    PG_SOCK=$PG_BASE/sock
+    # A unix socket path must fit in sun_path (108 bytes incl. NUL).
+    if (( ${#PG_SOCK} + ${#PGPORT} + 11 > 100 )); then
+        PG_SOCK=$fallback_root/pgsock
+    fi
+}
+
+running() {
+    [[ -f "$PG_DATA/PG_VERSION" ]] || return 1
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" status >/dev/null 2>&1
+}
+
+postmaster_pid() { sed -n 1p "$PG_DATA/postmaster.pid" 2>/dev/null || true; }
+postmaster_port() { sed -n 4p "$PG_DATA/postmaster.pid" 2>/dev/null || true; }
+
+pg_psql() { "$PG_BIN/psql" -h "$PG_HOST" -p "$PGPORT" -U postgres -X -v ON_ERROR_STOP=1 "$@"; }
+
+# Rewrite the managed block at the end of postgresql.conf (so BACKROOM_PG_FAST, PGPORT... apply
+# on every start, not only the first).
+write_conf() {
+    local conf=$PG_DATA/postgresql.conf tmp
+    tmp=$(mktemp "$PG_DATA/.postgresql.conf.XXXXXX")
+    sed '/^# >>> backroom/,/^# <<< backroom/d' "$conf" >"$tmp"
+    {
+        echo "# >>> backroom (managed by deploy/local/postgres.sh; rewritten on every up)"
+        echo "listen_addresses = '$PG_HOST'"
+        echo "port = $PGPORT"
+        echo "unix_socket_directories = '$PG_SOCK'"
+        echo "max_connections = 300"
+        echo "shared_buffers = 256MB"
+        if [[ "$FAST" == 1 ]]; then
+            echo "# BACKROOM_PG_FAST=1: throw-away test data only"
+            echo "fsync = off"
+            echo "synchronous_commit = off"
+            echo "full_page_writes = off"
+        fi
+        echo "# <<< backroom"
+    } >>"$tmp"
+    chown postgres:postgres "$tmp"
+    chmod 600 "$tmp"
+    mv -f "$tmp" "$conf"
+}
+
+create_databases() {
+    local list
+    list=$(printf "'%s'," "${DATABASES[@]}")
+    pg_psql -d postgres -q <<SQL
+SELECT format('CREATE DATABASE %I OWNER postgres ENCODING ''UTF8''', d)
+FROM unnest(ARRAY[${list%,}]) AS d
+WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = d)
+\gexec
+SQL
+}
+
+cmd_up() {
+    lock postgres
+    ensure_apt_pkg "$PG_BIN/postgres" postgresql-15
+    resolve_paths
+    if [[ "$PG_BASE" != "$RUN_DIR/postgres" && ! -e "$RUN_DIR/postgres" ]]; then
+        say "postgres user cannot reach $RUN_DIR; data goes to $PG_BASE"
+        ln -s "$PG_BASE" "$RUN_DIR/postgres"
+    fi
+    mkdir -p "$PG_BASE" "$PG_SOCK"
+    chown postgres:postgres "$PG_BASE" "$PG_SOCK"
+    chmod 700 "$PG_BASE"
+
+    local t0 t_init="" t_start
+    t0=$(now)
+    if running; then
+        if [[ "$(postmaster_port)" != "$PGPORT" ]]; then
+            die "already running on port $(postmaster_port), not $PGPORT: run down first"
+        fi
+        say "already running on $PG_HOST:$PGPORT (pid $(postmaster_pid), data $PG_DATA)"
+    else
+        if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
+            # A leftover from an interrupted initdb would make initdb refuse the directory.
+            rm -rf "$PG_DATA"
+            local nosync=()
+            [[ "$FAST" == 1 ]] && nosync=(--no-sync)
+            as_pg "$PG_BIN/initdb" -D "$PG_DATA" -A trust -U postgres -E UTF8 \
+                --locale=C.UTF-8 "${nosync[@]}" >"$PG_BASE/initdb.log" 2>&1 \
+                || { cat "$PG_BASE/initdb.log" >&2; die "initdb failed"; }
+            t_init=$(elapsed "$t0")
+            say "initdb $PG_DATA in ${t_init}s"
+        fi
+        if port_open "$PG_HOST" "$PGPORT"; then
+            die "port $PG_HOST:$PGPORT is taken by another process (set PGPORT)"
+        fi
+        write_conf
+        t_start=$(now)
+        if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null; then
+            tail -n 20 "$PG_LOG" >&2 || true
+            die "pg_ctl start failed (log: $PG_LOG)"
+        fi
+        say "up on $PG_HOST:$PGPORT (started in $(elapsed "$t_start")s)"
+    fi
+    create_databases
+    say "databases: ${DATABASES[*]} (data $PG_DATA, socket dir $PG_SOCK, log $PG_LOG$([[ "$FAST" == 1 ]] && echo ', FAST: fsync off'))"
+}
+
+cmd_stop() {  # cmd_stop fast|immediate
+    resolve_paths
+    if ! running; then
+        say "not running"
+        return 0
+    fi
+    local pid
+    pid=$(postmaster_pid)
+    as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -m "$1" -w -t 60 stop >/dev/null
+    say "stopped (pid $pid, mode $1)"
+}
+
+cmd_status() {
+    resolve_paths
+    if running; then
+        say "running on $PG_HOST:$(postmaster_port) (pid $(postmaster_pid), data $PG_DATA)"
+        return 0
+    fi
+    say "stopped (data $PG_DATA$([[ -f "$PG_DATA/PG_VERSION" ]] || echo ', not initialised'))"
+    return 3
+}
+
+cmd_reset() {
+    lock postgres
+    cmd_stop fast
+    rm -rf "$PG_DATA" "$PG_LOG" "$PG_BASE/initdb.log"
+    say "data deleted ($PG_DATA)"
+}
+
+case "${1:-}" in
+    up) cmd_up ;;
+    down) lock postgres; cmd_stop fast ;;
+    kill) cmd_stop immediate ;;
+    status) cmd_status ;;
+    reset) cmd_reset ;;
+    psql)
+        shift
+        resolve_paths
+        running && PGPORT=$(postmaster_port)  # the port it really runs on
+        db=postgres
+        if [[ $# -gt 0 && "$1" != -* ]]; then db=$1; shift; fi
+        exec "$PG_BIN/psql" -h "$PG_HOST" -p "$PGPORT" -U postgres -d "$db" "$@" ;;
+    *) usage up down status kill reset psql ;;
+esac

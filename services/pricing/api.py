@@ -1,0 +1,301 @@
+"""HTTP in: the pricing routes of the contract (prices, rules, tax rates, quotes)."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Path, Query, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from sqlalchemy import Row
+
+from libs.events.common import Money
+from libs.kit.app import Events, RuntimeDep, Session
+from libs.kit.auth import Admin, MaybeCaller
+from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
+from libs.kit.problems import invalid
+from services.pricing import service
+from services.pricing.domain import CURRENCY_PATTERN, MAX_RATE_BPS, REGION_PATTERN, SKU_PATTERN
+from services.pricing.settings import PricingSettings
+
+router = APIRouter(prefix="/pricing", tags=["pricing"])
+
+MAX_AMOUNT = 1_000_000_000_000  # minor units; keeps every sum of a quote far inside BIGINT
+
+Sku = Annotated[str, Field(pattern=SKU_PATTERN, max_length=64)]
+Region = Annotated[str, Field(pattern=REGION_PATTERN, max_length=32)]
+Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
+SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, max_length=64)]
+RegionPath = Annotated[str, Path(pattern=REGION_PATTERN, max_length=32)]
+IdPath = Annotated[str, Path(max_length=64)]
+
+
+def _as_number(value: Decimal) -> int | float:
+    """Percentages go out as JSON numbers (5 or 12.5); two decimals survive a float exactly."""
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+Percent = Annotated[
+    Decimal,
+    Field(gt=0, le=100, max_digits=5, decimal_places=2),
+    PlainSerializer(_as_number, return_type=int | float, when_used="json"),
+]
+
+
+def utc_now() -> datetime:
+    """The clock quotes and promotions are judged by (tests may override this dependency)."""
+    return datetime.now(UTC)
+
+
+Now = Annotated[datetime, Depends(utc_now)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- prices ----
+
+
+class PriceIn(Strict):
+    amount: Amount
+    currency: str = Field(pattern=CURRENCY_PATTERN)
+
+
+class PriceOut(BaseModel):
+    sku: str
+    price: Money
+    updated_at: str
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> "PriceOut":
+        return cls(
+            sku=row.sku,
+            price=Money(amount=row.amount, currency=row.currency),
+            updated_at=row.updated_at.isoformat(),
+        )
+
+
+@router.put("/prices/{sku}", response_model=PriceOut)
+async def set_price(
+    sku: SkuPath, body: PriceIn, _: Admin, session: Session, events: Events
+) -> PriceOut:
+    row = await service.set_price(session, events, sku, body.amount, body.currency)
+    return PriceOut.from_row(row)
+
+
+@router.get("/prices/{sku}", response_model=PriceOut)
+async def get_price(sku: Annotated[str, Path(max_length=64)], session: Session) -> PriceOut:
+    return PriceOut.from_row(await service.get_price(session, sku))
+
+
+# ---- rules ----
+
+
+class TierIn(Strict):
+    min_quantity: int = Field(ge=1, le=1_000_000)
+    percent_off: Percent
+
+
+class VolumeRuleIn(Strict):
+    kind: Literal["volume"]
+    sku: Sku
+    tiers: list[TierIn] = Field(min_length=1, max_length=20)
+
+    @field_validator("tiers")
+    @classmethod
+    def _distinct_breaks(cls, tiers: list[TierIn]) -> list[TierIn]:
+        breaks = [t.min_quantity for t in tiers]
+        if len(set(breaks)) != len(breaks):
+            raise ValueError("each tier needs its own min_quantity")
+        return sorted(tiers, key=lambda t: t.min_quantity)
+
+
+class PromotionRuleIn(Strict):
+    kind: Literal["promotion"]
+    skus: list[Sku] | None = Field(default=None, min_length=1, max_length=500)
+    category: str | None = Field(default=None, min_length=1, max_length=100)
+    percent_off: Percent
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @field_validator("ends_at")
+    @classmethod
+    def _after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        starts_at = info.data.get("starts_at")
+        if starts_at is not None and value <= starts_at:
+            raise ValueError("must be after starts_at")
+        return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "PromotionRuleIn":
+        if (self.skus is None) == (self.category is None):
+            raise PydanticCustomError(
+                "promotion_target",
+                "give exactly one of skus or category",
+                {"field": "skus" if self.skus is not None else "category"},
+            )
+        return self
+
+
+class GroupPriceRuleIn(Strict):
+    """Members of `group` pay `amount` per unit of `sku`, in the currency of its base price."""
+
+    kind: Literal["customer_group"]
+    group: str = Field(min_length=1, max_length=64)
+    sku: Sku
+    amount: Amount
+
+
+RuleIn = Annotated[VolumeRuleIn | PromotionRuleIn | GroupPriceRuleIn, Field(discriminator="kind")]
+_RULE = TypeAdapter[VolumeRuleIn | PromotionRuleIn | GroupPriceRuleIn](RuleIn)
+
+
+def parse_rule(body: dict[str, Any]) -> VolumeRuleIn | PromotionRuleIn | GroupPriceRuleIn:
+    """Validate a rule, naming fields as the client wrote them (`tiers.0.percent_off`, not
+    `volume.tiers.0.percent_off` as pydantic's discriminated union would)."""
+    try:
+        return _RULE.validate_python(body)
+    except ValidationError as exc:
+        errors = []
+        for error in exc.errors(include_url=False, include_context=True):
+            loc: tuple[Any, ...] = tuple(error["loc"])
+            if error["type"].startswith("union_tag"):
+                loc = ("kind",)
+                error["msg"] = "must be one of volume, promotion, customer_group"
+            else:
+                loc = loc[1:]  # drop the union tag
+                if not loc and "field" in error.get("ctx", {}):
+                    loc = (error["ctx"]["field"],)
+            errors.append({**error, "loc": ("body", *loc)})
+        raise RequestValidationError(errors) from exc
+
+
+def _rule_out(row: Row[Any]) -> dict[str, Any]:
+    return {"id": row.id, **row.definition, "created_at": row.created_at.isoformat()}
+
+
+@router.post("/rules", status_code=201)
+async def create_rule(
+    body: Annotated[dict[str, Any], Body(description="a volume, promotion or customer_group rule")],
+    _: Admin,
+    session: Session,
+) -> dict[str, Any]:
+    rule = parse_rule(body)
+    definition = rule.model_dump(mode="json", exclude_none=True)
+    return _rule_out(await service.create_rule(session, definition))
+
+
+@router.delete("/rules/{rule_id}", status_code=204)
+async def delete_rule(rule_id: IdPath, _: Admin, session: Session) -> Response:
+    await service.delete_rule(session, rule_id)
+    return Response(status_code=204)
+
+
+@router.get("/rules", response_model=Page[dict[str, Any]])
+async def list_rules(
+    _: Admin,
+    session: Session,
+    kind: Literal["volume", "promotion", "customer_group"] | None = None,
+    sku: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[dict[str, Any]]:
+    position = decode_cursor(cursor)
+    after = None
+    if position:
+        try:
+            after = (datetime.fromisoformat(position["at"]), str(position["id"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise invalid("cursor", "malformed cursor", status=400) from exc
+    rows = await service.list_rules(session, kind=kind, sku=sku, after=after, limit=limit)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_cursor = (
+        encode_cursor({"at": rows[-1].created_at.isoformat(), "id": rows[-1].id})
+        if more and rows
+        else None
+    )
+    return Page[dict[str, Any]](items=[_rule_out(r) for r in rows], next_cursor=next_cursor)
+
+
+# ---- tax rates ----
+
+
+class TaxRateIn(Strict):
+    rate_bps: int = Field(ge=0, le=MAX_RATE_BPS, description="basis points: 2000 = 20.00 %")
+
+
+class TaxRateOut(BaseModel):
+    region: str
+    rate_bps: int
+    updated_at: str
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> "TaxRateOut":
+        return cls(region=row.region, rate_bps=row.rate_bps, updated_at=row.updated_at.isoformat())
+
+
+@router.put("/tax-rates/{region}", response_model=TaxRateOut)
+async def set_tax_rate(
+    region: RegionPath, body: TaxRateIn, _: Admin, session: Session
+) -> TaxRateOut:
+    return TaxRateOut.from_row(await service.set_tax_rate(session, region, body.rate_bps))
+
+
+@router.get("/tax-rates/{region}", response_model=TaxRateOut)
+async def get_tax_rate(region: Annotated[str, Path(max_length=32)], session: Session) -> TaxRateOut:
+    return TaxRateOut.from_row(await service.get_tax_rate(session, region))
+
+
+# ---- quotes ----
+
+
+class QuoteLineIn(Strict):
+    sku: Sku
+    quantity: int = Field(ge=1, le=10_000)
+
+
+class QuoteIn(Strict):
+    lines: list[QuoteLineIn] = Field(min_length=1, max_length=100)
+    region: Region
+
+
+@router.post("/quotes", status_code=201)
+async def create_quote(
+    body: QuoteIn, caller: MaybeCaller, session: Session, runtime: RuntimeDep, now: Now
+) -> dict[str, Any]:
+    """Price lines for a region; a bearer token's `groups` claim unlocks customer_group prices."""
+    settings = runtime.settings
+    assert isinstance(settings, PricingSettings)
+    return await service.create_quote(
+        session,
+        lines=[(line.sku, line.quantity) for line in body.lines],
+        region=body.region,
+        groups=caller.groups if caller else frozenset(),
+        customer_id=caller.sub if caller else None,
+        now=now,
+        ttl_s=settings.quote_ttl_s,
+    )
+
+
+@router.get("/quotes/{quote_id}")
+async def get_quote(quote_id: IdPath, session: Session) -> dict[str, Any]:
+    return await service.get_quote(session, quote_id)

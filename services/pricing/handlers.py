@@ -1,0 +1,36 @@
+"""Kafka in: pricing learns which skus exist, their category and status from catalog facts."""
+
+from libs.events import topics
+from libs.events.catalog import ProductCreated, ProductUpdated
+from libs.kit.inbox import EventContext, EventProcessor
+from services.pricing import service
+
+SUBSCRIBES_TO = (topics.CATALOG,)
+
+
+async def on_product_created(ctx: EventContext) -> None:
+    event = ProductCreated.model_validate(ctx.event.data)
+    await service.record_product(
+        ctx.session,
+        sku=event.sku,
+        category=event.category,
+        status=event.status,
+        event_time=ctx.event.time,
+    )
+
+
+async def on_product_updated(ctx: EventContext) -> None:
+    # ProductUpdated carries the whole product, so it is applied exactly like a creation.
+    event = ProductUpdated.model_validate(ctx.event.data)
+    await service.record_product(
+        ctx.session,
+        sku=event.sku,
+        category=event.category,
+        status=event.status,
+        event_time=ctx.event.time,
+    )
+
+
+def register(processor: EventProcessor) -> None:
+    processor.on("ProductCreated")(on_product_created)
+    processor.on("ProductUpdated")(on_product_updated)

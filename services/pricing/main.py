@@ -1,0 +1,15 @@
+"""Composition root of the pricing service."""
+
+from fastapi import FastAPI
+
+from libs.kit.app import create_service_app
+from libs.kit.runtime import Runtime
+from services.pricing import api, handlers
+from services.pricing.settings import PricingSettings
+
+
+def create_app(settings: PricingSettings | None = None) -> FastAPI:
+    settings = settings or PricingSettings()
+    runtime = Runtime(settings, subscribe_to=handlers.SUBSCRIBES_TO)
+    handlers.register(runtime.processor)
+    return create_service_app(runtime, routers=[api.router], title="Backroom pricing")

@@ -7,13 +7,14 @@
 #   smtp.sh status   exit 0 when running, 3 when stopped
 #   smtp.sh clear    delete the stored messages
 #
-# Env: PYTHON (python3; must have aiosmtpd, e.g. the project venv), SMTP_PORT (2525),
+# Env: PYTHON (the project venv's python, else python3; must have aiosmtpd), SMTP_PORT (2525),
 # BACKROOM_RUN_DIR (<repo>/.run).
 set -euo pipefail
 SAY_PREFIX=smtp
 # shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
+if [[ -z "${PYTHON:-}" && -x "$REPO_ROOT/.venv/bin/python" ]]; then PYTHON=$REPO_ROOT/.venv/bin/python; fi
 PYTHON=${PYTHON:-python3}
 SMTP_PORT=${SMTP_PORT:-2525}
 HOST=127.0.0.1

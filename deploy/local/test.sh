@@ -22,4 +22,6 @@ say "infrastructure ready after $(elapsed "$t0")s"
 cd "$REPO_ROOT"
 .venv/bin/backroom topics >/dev/null
 .venv/bin/backroom migrate
-.venv/bin/python -m pytest tests -q -p no:cacheprovider --durations=10 -o log_cli=false "$@"
+# Arguments (paths, -k, ...) replace the default selection of the whole suite.
+[[ $# -gt 0 ]] || set -- tests
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=10 "$@"

@@ -67,8 +67,11 @@ async def ensure_topics(
                 new = []
                 for name in missing:
                     topic_configs = dict(configs)
-                    if name == topics.PAYMENT_INSTRUCTIONS:
-                        # Tokens live on the broker for one hour at most.
+                    if name in (
+                        topics.PAYMENT_INSTRUCTIONS,
+                        topics.dlq(topics.PAYMENT_INSTRUCTIONS),
+                    ):
+                        # Tokens live on the broker for one hour at most, dead-lettered or not.
                         topic_configs["retention.ms"] = str(3_600_000)
                     new.append(NewTopic(name, partitions, replication, topic_configs=topic_configs))
                 with contextlib.suppress(TopicAlreadyExistsError):  # another process won

@@ -1,0 +1,123 @@
+"""Payments decisions: charge exactly once when both facts are known; refund or void on close."""
+
+from dataclasses import replace
+from unittest.mock import MagicMock
+
+import pytest
+from pydantic import ValidationError
+
+from libs.events.common import Money
+from libs.events.envelope import new_event
+from libs.events.orders import PaymentInstructionIssued
+from libs.kit.inbox import EventContext
+from services.payments.domain import (
+    CaptureDecision,
+    CloseDecision,
+    OrderPayment,
+    accepts_instruction,
+    decide_capture,
+    decide_close,
+    storable_token,
+)
+from services.payments.handlers import InvalidInstruction, on_payment_instruction_issued
+
+READY = OrderPayment(
+    order_id="o-1", amount=1000, currency="EUR", has_token=True, stock_reserved=True
+)
+
+
+def test_charges_when_instruction_and_reservation_are_both_known() -> None:
+    assert decide_capture(READY) is CaptureDecision.CAPTURE
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        OrderPayment(order_id="o-1"),
+        replace(READY, stock_reserved=False),  # instruction first, stock not yet
+        OrderPayment(order_id="o-1", stock_reserved=True),  # stock first, instruction not yet
+    ],
+)
+def test_waits_for_the_missing_fact(state: OrderPayment) -> None:
+    assert decide_capture(state) is CaptureDecision.WAIT
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        replace(READY, closed_reason="rejected"),
+        replace(READY, closed_reason="cancelled"),
+        replace(READY, capture_status="captured"),
+        replace(READY, capture_status="failed"),
+        replace(READY, capture_status="refunded"),
+    ],
+)
+def test_never_charges_a_closed_or_already_decided_order(state: OrderPayment) -> None:
+    assert decide_capture(state) is CaptureDecision.NOTHING
+
+
+def test_declines_without_the_provider_when_there_is_no_usable_token_or_amount() -> None:
+    assert decide_capture(replace(READY, has_token=False)) is CaptureDecision.DECLINE_INVALID_TOKEN
+    assert decide_capture(replace(READY, amount=0)) is CaptureDecision.DECLINE_INVALID_AMOUNT
+
+
+def test_only_the_first_instruction_of_an_open_order_counts() -> None:
+    assert accepts_instruction(OrderPayment(order_id="o-1", stock_reserved=True))
+    assert not accepts_instruction(READY)
+    assert not accepts_instruction(OrderPayment(order_id="o-1", closed_reason="cancelled"))
+
+
+@pytest.mark.parametrize("token", ["4242424242424242", "tok 4242-4242-4242-4242", "x" * 101, ""])
+def test_card_numbers_and_oversized_tokens_are_never_kept(token: str) -> None:
+    assert storable_token(token) is None
+
+
+def test_test_tokens_are_kept_until_the_charge_is_decided() -> None:
+    assert storable_token("tok_visa") == "tok_visa"
+
+
+def test_rejection_refunds_a_capture() -> None:
+    captured = replace(READY, capture_status="captured")
+    assert decide_close(captured, cancellation=False) is CloseDecision.REFUND
+    assert decide_close(captured, cancellation=True) is CloseDecision.REFUND
+
+
+def test_rejection_without_capture_does_nothing() -> None:
+    assert decide_close(READY, cancellation=False) is CloseDecision.NOTHING
+    failed = replace(READY, capture_status="failed")
+    assert decide_close(failed, cancellation=False) is CloseDecision.NOTHING
+
+
+def test_cancellation_without_capture_is_voided() -> None:
+    assert decide_close(OrderPayment(order_id="o-1"), cancellation=True) is CloseDecision.VOID
+    failed = replace(READY, capture_status="failed")
+    assert decide_close(failed, cancellation=True) is CloseDecision.VOID
+
+
+def test_closing_twice_answers_once() -> None:
+    refunded = replace(READY, capture_status="refunded", closed_reason="rejected")
+    assert decide_close(refunded, cancellation=False) is CloseDecision.NOTHING
+    assert decide_close(refunded, cancellation=True) is CloseDecision.NOTHING
+    voided = OrderPayment(order_id="o-1", closed_reason="cancelled")
+    assert decide_close(voided, cancellation=True) is CloseDecision.NOTHING
+
+
+async def test_a_malformed_instruction_is_refused_without_quoting_its_token() -> None:
+    secret = "tok_visa_secret_value"
+    instruction = PaymentInstructionIssued(
+        order_id="o-1", customer_id="c", amount=Money(amount=1, currency="EUR"), token=secret
+    )
+    event = new_event(service="orders", data=instruction, subject="o-1")
+    # pydantic's own message for a missing field quotes the whole input, token included.
+    event.data = {"customer_id": "c", "amount": "lots", "token": secret}
+    with pytest.raises(ValidationError) as raw:
+        PaymentInstructionIssued.model_validate(event.data)
+    assert secret in str(raw.value)
+    ctx = EventContext(event, MagicMock(), MagicMock(), "backroom.internal.payment-instructions")
+
+    with pytest.raises(InvalidInstruction) as caught:
+        await on_payment_instruction_issued(ctx, MagicMock())
+
+    assert "order_id" in str(caught.value) and "amount" in str(caught.value)
+    assert secret not in repr(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__

@@ -95,13 +95,17 @@ async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-def emitter(request: Request, session: Annotated[AsyncSession, Depends(transaction)]) -> Emitter:
+# scope="function": commit when the route returns, before the response is sent (FastAPI's default
+# request scope would run the commit after the client already has its 2xx).
+Session = Annotated[AsyncSession, Depends(transaction, scope="function")]
+
+
+def emitter(request: Request, session: Session) -> Emitter:
     """Events caused by this request, written to the outbox in the request's transaction."""
     return Emitter(session, get_runtime(request).service, request_id(request))
 
 
-Session = Annotated[AsyncSession, Depends(transaction)]
-Events = Annotated[Emitter, Depends(emitter)]
+Events = Annotated[Emitter, Depends(emitter, scope="function")]
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
@@ -111,6 +115,7 @@ def create_service_app(
     routers: list[APIRouter],
     title: str,
     on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
+    on_shutdown: Callable[[Runtime], Awaitable[None]] | None = None,
 ) -> FastAPI:
     """Build a service's ASGI app around its runtime; nothing connects until the lifespan starts."""
     settings = runtime.settings
@@ -124,6 +129,8 @@ def create_service_app(
         try:
             yield
         finally:
+            if on_shutdown is not None:
+                await on_shutdown(runtime)
             await runtime.stop()
 
     app = FastAPI(title=title, version="1", lifespan=lifespan)

@@ -1,0 +1,116 @@
+"""Orders' view of pricing: quotes read, pricing's verdicts relayed, outages turned into 503."""
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+
+from libs.kit.problems import Problem
+from services.orders.service import Pricing
+
+LINES = [("MUG-1", 2), ("TEA-9", 1)]
+
+
+def money(amount: int) -> dict[str, Any]:
+    return {"amount": amount, "currency": "EUR"}
+
+
+QUOTE: dict[str, Any] = {
+    "id": "q-1",
+    "lines": [
+        {
+            "sku": "TEA-9",
+            "quantity": 1,
+            "unit_price": money(500),
+            "discount": money(0),
+            "total": money(500),
+        },
+        {
+            "sku": "MUG-1",
+            "quantity": 2,
+            "unit_price": money(1000),
+            "discount": money(100),
+            "tax": money(380),
+            "total": money(1900),
+        },
+    ],
+    "subtotal": money(2500),
+    "discount": money(100),
+    "tax": money(480),
+    "total": money(2880),
+    "expires_at": "2026-01-01T00:00:00Z",
+}
+
+
+def pricing_answering(handler: Callable[[httpx.Request], httpx.Response]) -> Pricing:
+    pricing = Pricing("http://pricing", 1.0)
+    pricing.client = httpx.AsyncClient(
+        base_url="http://pricing", transport=httpx.MockTransport(handler)
+    )
+    return pricing
+
+
+async def quote(pricing: Pricing, auth: str | None = "Bearer t") -> Any:
+    return await pricing.quote(LINES, "FR", authorization=auth, request_id="req-1")
+
+
+async def test_quote_is_read_and_the_callers_token_is_forwarded() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=QUOTE)
+
+    result = await quote(pricing_answering(handler))
+    assert result.id == "q-1" and result.total.amount == 2880
+    [request] = seen
+    assert request.url.path == "/pricing/quotes"
+    assert request.headers["authorization"] == "Bearer t"
+    assert request.headers["x-request-id"] == "req-1"
+    assert b'"region":"FR"' in request.content.replace(b" ", b"")
+
+
+async def test_pricing_field_errors_are_relayed_as_422() -> None:
+    problem = {
+        "type": "about:blank",
+        "title": "Unprocessable Content",
+        "status": 422,
+        "detail": "lines[1].sku: unknown sku",
+        "errors": [{"field": "lines[1].sku", "message": "unknown sku"}],
+    }
+    pricing = pricing_answering(lambda r: httpx.Response(422, json=problem))
+    with pytest.raises(Problem) as caught:
+        await quote(pricing)
+    assert caught.value.status == 422
+    assert caught.value.errors == problem["errors"]
+
+
+@pytest.mark.parametrize("status", [500, 502, 401])
+async def test_pricing_failures_are_503(status: int) -> None:
+    pricing = pricing_answering(lambda r: httpx.Response(status, json={}))
+    with pytest.raises(Problem) as caught:
+        await quote(pricing)
+    assert caught.value.status == 503
+
+
+async def test_unreachable_pricing_is_503() -> None:
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    with pytest.raises(Problem) as caught:
+        await quote(pricing_answering(refuse))
+    assert caught.value.status == 503
+
+
+async def test_a_quote_for_other_lines_is_not_trusted() -> None:
+    other = QUOTE | {"lines": QUOTE["lines"][:1]}
+    with pytest.raises(Problem) as caught:
+        await quote(pricing_answering(lambda r: httpx.Response(200, json=other)))
+    assert caught.value.status == 503
+
+
+async def test_unreadable_quote_is_503() -> None:
+    with pytest.raises(Problem) as caught:
+        await quote(pricing_answering(lambda r: httpx.Response(200, json={"lines": "?"})))
+    assert caught.value.status == 503

@@ -175,7 +175,9 @@ class OutboxRelay:
             ]
             await asyncio.gather(*futures)
             crash_point("relay.after_publish")
-            await session.execute(delete(outbox).where(outbox.c.id <= rows[-1].id))
+            # Exactly the rows published: a transaction that took a lower id but committed after
+            # our SELECT is visible to a later statement, and must stay for the next batch.
+            await session.execute(delete(outbox).where(outbox.c.id.in_([row.id for row in rows])))
             now = datetime.now(UTC)
             for row in rows:
                 OUTBOX_PUBLISHED.labels(row.topic).inc()

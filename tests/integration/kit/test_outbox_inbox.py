@@ -1,10 +1,16 @@
 """Outbox → Kafka → inbox between two service databases, on the real broker and PostgreSQL."""
 
+import asyncio
+import json
 import uuid
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events import topics
 from libs.kit.cli import read_dlq, replay_dlq
-from libs.kit.outbox import Emitter
+from libs.kit.db import Database
+from libs.kit.outbox import Emitter, OutboxRelay
 from libs.kit.runtime import Runtime
 from libs.kit.settings import ServiceSettings
 from tests.integration.kit.harness import (
@@ -14,6 +20,7 @@ from tests.integration.kit.harness import (
     consumer_runtime,
     count_applied,
     new_topic,
+    settings_for,
 )
 from tests.support.eventually import eventually
 from tests.support.kafka import TopicTail, make_event, publish
@@ -114,3 +121,42 @@ async def test_thousand_events_over_ten_keys_arrive_in_per_key_order(producer: R
             assert positions == sorted(positions) and len(positions) == 100, key
     finally:
         await consumer.stop()
+
+
+async def test_a_transaction_that_commits_during_a_relay_pass_is_not_lost(
+    kit_databases: None,
+) -> None:
+    """Outbox ids are taken at insert time but become visible at commit: a row with a lower id
+    can commit while the relay is publishing higher ones; it must stay for the next pass."""
+    db = Database.from_settings(settings_for("kit_a", "kit-relay-test"))
+    topic = f"test.kit.unused.{uuid.uuid4().hex[:8]}"
+    sent: list[str] = []
+    slow_session = db._sessions()
+    await slow_session.begin()
+    [early] = await emit_in(slow_session, topic, Ping(key="late-a", position=1))
+
+    class CommitsTheSlowTransactionWhileSending:
+        async def send(self, topic: str, value: bytes, key: bytes, headers: object) -> Any:
+            if slow_session.in_transaction():
+                await slow_session.commit()
+            sent.append(json.loads(value)["id"])
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    relay = OutboxRelay(db, CommitsTheSlowTransactionWhileSending(), listen_dsn="unused")
+    try:
+        async with db.transaction() as session:
+            [quick] = await emit_in(session, topic, Ping(key="late-b", position=1))
+        await relay.publish_batch()
+        assert quick in sent and early not in sent
+        await relay.publish_batch()
+        assert early in sent, "the row committed during the first pass was lost"
+    finally:
+        await slow_session.close()
+        await db.dispose()
+
+
+async def emit_in(session: AsyncSession, topic: str, *pings: Ping) -> list[str]:
+    emitter = Emitter(session, "kit-producer", correlation_id=None)
+    return [(await emitter.emit(p, subject=p.key, topic=topic)).id for p in pings]

@@ -1,0 +1,161 @@
+"""Order and stock events become emails, once each, with NotificationSent behind them."""
+
+import uuid
+
+from libs.events import topics
+from libs.events.common import Money, PricedLine
+from libs.events.inventory import StockLow
+from libs.events.orders import OrderConfirmed, OrderRejected, OrderShipped
+from tests.integration.notifications.conftest import Notifications, new_order_id, send
+from tests.support.eventually import eventually
+from tests.support.kafka import TopicTail, make_event, publish
+
+WAREHOUSE = "warehouse@backroom.local"
+
+
+def eur(amount: int) -> Money:
+    return Money(amount=amount, currency="EUR")
+
+
+def confirmed(order_id: str, email: str | None = None) -> OrderConfirmed:
+    return OrderConfirmed(
+        order_id=order_id,
+        customer_id="carol",
+        email=email,
+        lines=[
+            PricedLine(
+                sku="MUG-1",
+                quantity=2,
+                unit_price=eur(1250),
+                discount=eur(250),
+                tax=eur(450),
+                total=eur(2700),
+            ),
+            PricedLine(
+                sku="TEA-7",
+                quantity=1,
+                unit_price=eur(399),
+                discount=eur(0),
+                tax=eur(80),
+                total=eur(479),
+            ),
+        ],
+        total=eur(3179),
+    )
+
+
+async def test_order_confirmed_twice_sends_one_receipt(notifications: Notifications) -> None:
+    order_id = new_order_id()
+    to = f"{order_id}@example.com"
+    async with TopicTail(topics.NOTIFICATIONS) as tail:
+        event = make_event("orders", confirmed(order_id, to), subject=order_id)
+        await publish(event, topics.ORDERS)
+        await publish(event, topics.ORDERS)  # an at-least-once redelivery
+        # The same fact published again under a new event id (e.g. a replay by the producer).
+        await send("orders", topics.ORDERS, confirmed(order_id, to), order_id)
+        # A later event of the same order is handled after all of those (same key, same partition).
+        shipped = OrderShipped(
+            order_id=order_id, customer_id="carol", email=to, tracking={"number": "JD1"}
+        )
+        await send("orders", topics.ORDERS, shipped, order_id)
+
+        async def shipping_email_sent() -> bool:
+            return any("shipped" in str(m["Subject"]) for m in notifications.mailbox.to(to))
+
+        await eventually(shipping_email_sent, timeout=30, what="the later shipping email")
+        sent = await tail.wait_for(
+            lambda e: e["type"] == "NotificationSent" and e["subject"] == order_id, count=2
+        )
+
+    receipts = [m for m in notifications.mailbox.to(to) if "confirmed" in str(m["Subject"])]
+    assert len(receipts) == 1
+    receipt = receipts[0]
+    assert receipt["Message-ID"] == f"<{order_id}/order_confirmed@backroom>"
+    assert receipt["From"] == "Backroom <orders@backroom.local>"
+    text = receipt.get_content()
+    assert "2 x MUG-1 at EUR 12.50, discount EUR 2.50, tax EUR 4.50: EUR 27.00" in text
+    assert "1 x TEA-7 at EUR 3.99, discount EUR 0.00, tax EUR 0.80: EUR 4.79" in text
+    assert "Total: EUR 31.79" in text
+
+    log = await notifications.log(order_id)
+    assert [(n["channel"], n["template"], n["to"], n["status"]) for n in log] == [
+        ("email", "order_confirmed", to, "sent"),
+        ("email", "order_shipped", to, "sent"),
+    ]
+    assert sorted(e["data"]["template"] for e in sent) == ["order_confirmed", "order_shipped"]
+    receipt_event = next(e for e in sent if e["data"]["template"] == "order_confirmed")
+    assert receipt_event["_key"] == order_id
+    assert receipt_event["data"]["notification_id"] == log[0]["id"]
+    assert (receipt_event["data"]["channel"], receipt_event["data"]["to"]) == ("email", to)
+    assert receipt_event["data"]["status"] == "sent"
+    assert receipt_event["correlationid"] == event.correlationid
+
+
+async def test_rejection_email_says_why_and_goes_to_the_customer_mailbox(
+    notifications: Notifications,
+) -> None:
+    order_id = new_order_id()
+    customer = f"dave-{uuid.uuid4().hex[:8]}"
+    rejected = OrderRejected(order_id=order_id, customer_id=customer, reason="out_of_stock")
+    await send("orders", topics.ORDERS, rejected, order_id)
+
+    # No email on the event: the customer's mailbox at customers.backroom.local.
+    to = f"{customer}@customers.backroom.local"
+
+    async def delivered() -> bool:
+        return len(notifications.mailbox.to(to)) == 1
+
+    await eventually(delivered, timeout=30, what="rejection email")
+    [mail] = notifications.mailbox.to(to)
+    assert str(mail["Subject"]) == f"We could not accept your order {order_id}"
+    assert "some of the items you ordered are out of stock" in mail.get_content()
+    [row] = await notifications.log(order_id)
+    assert (row["template"], row["to"], row["status"]) == ("order_rejected", to, "sent")
+
+
+async def test_stock_low_alerts_the_warehouse(notifications: Notifications) -> None:
+    sku = f"SKU-{uuid.uuid4().hex[:10]}"
+    async with TopicTail(topics.NOTIFICATIONS) as tail:
+        await send(
+            "inventory", topics.INVENTORY, StockLow(sku=sku, available=2, reorder_point=5), sku
+        )
+
+        async def alerted() -> bool:
+            return any(sku in str(m["Subject"]) for m in notifications.mailbox.to(WAREHOUSE))
+
+        await eventually(alerted, timeout=30, what="low stock email")
+        [sent] = await tail.wait_for(lambda e: e["subject"] == sku)
+    [mail] = [m for m in notifications.mailbox.to(WAREHOUSE) if sku in str(m["Subject"])]
+    assert str(mail["Subject"]) == f"Low stock: {sku} (2 available)"
+    text = mail.get_content()
+    assert f"SKU:           {sku}" in text
+    assert "Available:     2" in text
+    assert "Reorder point: 5" in text
+    assert sent["_key"] == sku
+    assert sent["data"]["sku"] == sku
+    assert sent["data"]["template"] == "low_stock"
+    assert sent["data"]["to"] == WAREHOUSE
+
+
+async def test_a_refusing_smtp_server_is_retried_then_the_event_is_dead_lettered(
+    notifications: Notifications,
+) -> None:
+    flaky, refusing = new_order_id(), new_order_id()
+    notifications.mailbox.refuse(f"{flaky}@example.com", "451 4.3.0 try again later", times=1)
+    notifications.mailbox.refuse(f"{refusing}@example.com", "550 5.1.1 no such user")
+    async with TopicTail(topics.dlq(topics.ORDERS)) as dlq:
+        await send("orders", topics.ORDERS, confirmed(flaky, f"{flaky}@example.com"), flaky)
+        dead = await send(
+            "orders", topics.ORDERS, confirmed(refusing, f"{refusing}@example.com"), refusing
+        )
+
+        async def flaky_delivered() -> bool:
+            return len(notifications.mailbox.to(f"{flaky}@example.com")) == 1
+
+        await eventually(flaky_delivered, timeout=30, what="email sent on the retry")
+        [parked] = await dlq.wait_for(lambda e: e["id"] == dead.id, timeout=30)
+    assert parked["_headers"]["x-dlq-error-type"] == "EmailRejected"
+    assert "550" in parked["_headers"]["x-dlq-error"]
+    assert notifications.mailbox.to(f"{refusing}@example.com") == []
+    assert await notifications.log(refusing) == []  # nothing was recorded as sent
+    assert [n["status"] for n in await notifications.log(flaky)] == ["sent"]

@@ -1,0 +1,184 @@
+"""Webhook subscribers receive the CloudEvents they asked for, signed, retried with backoff."""
+
+import hashlib
+import hmac
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from libs.events import topics
+from libs.events.orders import OrderCancelled, OrderRejected
+from libs.events.payments import PaymentCaptured
+from tests.integration.notifications.conftest import (
+    Notifications,
+    Receiver,
+    Request,
+    new_order_id,
+    send,
+)
+from tests.integration.notifications.test_email import confirmed, eur
+from tests.support.eventually import eventually
+from tests.support.kafka import TopicTail, make_event, publish
+
+SECRET = "whsec-" + "x" * 24
+
+
+def expected_signature(body: bytes, secret: str = SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def test_subscriber_receives_signed_cloud_events_exactly_as_published(
+    notifications: Notifications, receiver: Receiver
+) -> None:
+    order_id = new_order_id()
+    subscription = await notifications.subscribe(
+        receiver.url, ["OrderConfirmed", "PaymentCaptured", "NotificationSent"], SECRET
+    )
+    assert "secret" not in subscription
+    try:
+        async with TopicTail(topics.NOTIFICATIONS) as tail:
+            event = make_event("orders", confirmed(order_id), subject=order_id)
+            # Published with its own spacing: the body must be these bytes, not a re-serialisation.
+            raw = json.dumps(event.model_dump(mode="json"), indent=2).encode()
+            await publish(event, topics.ORDERS, value=raw)
+            captured = PaymentCaptured(
+                order_id=order_id, payment_id="pay-1", amount=eur(3179), provider_ref="sbx_1"
+            )
+            payment = await send("payments", topics.PAYMENTS, captured, order_id)
+
+            def of_this_order() -> list[Request]:
+                # The subscription also gets NotificationSent of other orders' emails.
+                return [r for r in receiver.requests if json.loads(r.body)["subject"] == order_id]
+
+            async def three_deliveries() -> bool:
+                return len(of_this_order()) == 3
+
+            await eventually(three_deliveries, timeout=30, what="webhook deliveries")
+            await tail.wait_for(
+                lambda e: e["subject"] == order_id and e["data"]["channel"] == "webhook", count=3
+            )
+
+        by_type = {json.loads(r.body)["type"]: r for r in of_this_order()}
+        assert set(by_type) == {"OrderConfirmed", "PaymentCaptured", "NotificationSent"}
+        order = by_type["OrderConfirmed"]
+        assert order.body == raw
+        assert order.path == "/hooks"
+        assert order.headers["content-type"] == "application/cloudevents+json"
+        assert order.headers["x-backroom-signature"] == expected_signature(raw)
+        assert order.headers["x-backroom-delivery"]
+        assert json.loads(by_type["PaymentCaptured"].body)["id"] == payment.id
+        # Our own NotificationSent for the receipt email reaches subscribers too.
+        sent = json.loads(by_type["NotificationSent"].body)
+        assert sent["data"]["channel"] == "email"
+        assert sent["data"]["template"] == "order_confirmed"
+        for request in receiver.requests:
+            assert request.headers["x-backroom-signature"] == expected_signature(request.body)
+
+        log = await notifications.log(order_id)
+        webhooks = sorted(
+            (n["template"], n["to"], n["status"]) for n in log if n["channel"] == "webhook"
+        )
+        assert webhooks == [
+            ("NotificationSent", receiver.url, "sent"),
+            ("OrderConfirmed", receiver.url, "sent"),
+            ("PaymentCaptured", receiver.url, "sent"),
+        ]
+    finally:
+        await notifications.unsubscribe(subscription["id"])
+
+
+async def test_failed_delivery_is_retried_with_backoff_until_it_succeeds(
+    notifications: Notifications, receiver: Receiver
+) -> None:
+    receiver.statuses = [500, 500, 200]
+    # Freeze the background worker in the past: this test drives each pass on its own clock.
+    notifications.clock.frozen = datetime.now(UTC) - timedelta(hours=1)
+    worker = notifications.worker
+    subscription = await notifications.subscribe(receiver.url, ["OrderRejected"], SECRET)
+    try:
+        order_id = new_order_id()
+        rejected = OrderRejected(order_id=order_id, customer_id="erin", reason="payment_declined")
+        await send("orders", topics.ORDERS, rejected, order_id)
+        t0 = datetime.now(UTC) + timedelta(minutes=1)
+
+        async def first_attempt() -> bool:
+            await worker.run_once(t0)
+            return len(receiver.requests) == 1
+
+        await eventually(first_attempt, timeout=30, what="first delivery attempt")
+        await worker.run_once(t0 + timedelta(seconds=0.5))
+        assert len(receiver.requests) == 1, "retried before its backoff (1 s) elapsed"
+        await worker.run_once(t0 + timedelta(seconds=1))
+        assert len(receiver.requests) == 2
+        await worker.run_once(t0 + timedelta(seconds=2.5))
+        assert len(receiver.requests) == 2, "second retry before its backoff (2 s) elapsed"
+        await worker.run_once(t0 + timedelta(seconds=3))
+        assert len(receiver.requests) == 3
+        await worker.run_once(t0 + timedelta(hours=1))
+        assert len(receiver.requests) == 3, "a delivered event is never sent again"
+
+        # Every attempt is the same delivery: same id, same body, same signature.
+        assert len({r.headers["x-backroom-delivery"] for r in receiver.requests}) == 1
+        assert len({r.body for r in receiver.requests}) == 1
+        webhook_rows = [n for n in await notifications.log(order_id) if n["channel"] == "webhook"]
+        assert [(n["template"], n["status"]) for n in webhook_rows] == [("OrderRejected", "sent")]
+    finally:
+        notifications.clock.frozen = None
+        await notifications.unsubscribe(subscription["id"])
+
+
+async def test_delivery_is_given_up_after_max_attempts(
+    notifications: Notifications, receiver: Receiver
+) -> None:
+    receiver.statuses = [503]
+    notifications.clock.frozen = datetime.now(UTC) - timedelta(hours=1)
+    worker = notifications.worker
+    subscription = await notifications.subscribe(receiver.url, ["OrderCancelled"], SECRET)
+    try:
+        order_id = new_order_id()
+        cancelled = OrderCancelled(
+            order_id=order_id, customer_id="frank", reason="customer_request"
+        )
+        async with TopicTail(topics.NOTIFICATIONS) as tail:
+            await send("orders", topics.ORDERS, cancelled, order_id)
+            t0 = datetime.now(UTC) + timedelta(minutes=1)
+
+            async def first_attempt() -> bool:
+                await worker.run_once(t0)
+                return len(receiver.requests) == 1
+
+            await eventually(first_attempt, timeout=30, what="first delivery attempt")
+            # Passes ten minutes apart: past every backoff (at most 5 min), so each one retries.
+            for step in range(1, 12):
+                await worker.run_once(t0 + timedelta(minutes=10 * step))
+            [gave_up] = await tail.wait_for(
+                lambda e: e["subject"] == order_id and e["data"]["channel"] == "webhook"
+            )
+        assert len(receiver.requests) == 8  # webhook_max_attempts
+        assert gave_up["data"]["status"] == "failed"
+        log = await notifications.log(order_id)
+        assert [(n["channel"], n["template"], n["status"], n["error"]) for n in log] == [
+            ("email", "order_cancelled", "sent", None),
+            ("webhook", "OrderCancelled", "failed", "HTTP 503"),
+        ]
+    finally:
+        notifications.clock.frozen = None
+        await notifications.unsubscribe(subscription["id"])
+
+
+async def test_deleted_subscription_receives_nothing_more(
+    notifications: Notifications, receiver: Receiver
+) -> None:
+    subscription = await notifications.subscribe(receiver.url, ["OrderRejected"], SECRET)
+    await notifications.unsubscribe(subscription["id"])
+    order_id = new_order_id()
+    customer = f"gina-{uuid.uuid4().hex[:8]}"
+    rejected = OrderRejected(order_id=order_id, customer_id=customer, reason="invalid")
+    await send("orders", topics.ORDERS, rejected, order_id)
+
+    async def emailed() -> bool:
+        return bool(await notifications.log(order_id))
+
+    await eventually(emailed, timeout=30, what="the event handled")
+    await notifications.worker.run_once(datetime.now(UTC) + timedelta(hours=1))
+    assert receiver.requests == []

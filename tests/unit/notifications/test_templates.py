@@ -1,0 +1,104 @@
+"""Email templates render what a customer or the warehouse needs to read."""
+
+from datetime import UTC, datetime
+from email import message_from_bytes, policy
+
+from services.notifications.domain import plan_email
+from services.notifications.service import build_message, render
+from services.notifications.settings import NotificationsSettings
+
+WAREHOUSE = "warehouse@backroom.local"
+
+
+def eur(amount: int) -> dict[str, object]:
+    return {"amount": amount, "currency": "EUR"}
+
+
+CONFIRMED = {
+    "order_id": "ord-42",
+    "customer_id": "alice",
+    "email": "alice@example.com",
+    "lines": [
+        {
+            "sku": "MUG-1",
+            "quantity": 2,
+            "unit_price": eur(1250),
+            "discount": eur(0),
+            "tax": eur(500),
+            "total": eur(3000),
+        },
+        {
+            "sku": "TEA-7",
+            "quantity": 10,
+            "unit_price": eur(399),
+            "discount": eur(200),
+            "tax": eur(758),
+            "total": eur(4548),
+        },
+    ],
+    "total": eur(7548),
+}
+
+
+def test_receipt_shows_each_line_and_the_total() -> None:
+    email = plan_email("OrderConfirmed", CONFIRMED, "ev-1", WAREHOUSE)
+    assert email is not None
+    rendered = render(email.template, email.context)
+    assert rendered.subject == "Your order ord-42 is confirmed"
+    assert "2 x MUG-1 at EUR 12.50, discount EUR 0.00, tax EUR 5.00: EUR 30.00" in rendered.text
+    assert "10 x TEA-7 at EUR 3.99, discount EUR 2.00, tax EUR 7.58: EUR 45.48" in rendered.text
+    assert "Total: EUR 75.48" in rendered.text
+
+
+def test_rejection_says_why() -> None:
+    data = {"order_id": "ord-1", "customer_id": "bob", "reason": "payment_declined"}
+    email = plan_email("OrderRejected", data, "ev", WAREHOUSE)
+    assert email is not None
+    rendered = render(email.template, email.context)
+    assert "ord-1" in rendered.subject
+    assert "your payment was declined" in rendered.text
+
+
+def test_cancellation_and_shipping_emails() -> None:
+    cancelled = plan_email(
+        "OrderCancelled",
+        {"order_id": "ord-2", "customer_id": "c", "reason": "customer_request"},
+        "ev",
+        WAREHOUSE,
+    )
+    shipped = plan_email(
+        "OrderShipped",
+        {"order_id": "ord-3", "customer_id": "c", "tracking": {"carrier": "DHL", "number": "JD1"}},
+        "ev",
+        WAREHOUSE,
+    )
+    assert cancelled is not None and shipped is not None
+    cancelled_text = render(cancelled.template, cancelled.context)
+    assert "cancelled because you asked us to cancel it" in cancelled_text.text
+    shipped_text = render(shipped.template, shipped.context)
+    assert shipped_text.subject == "Your order ord-3 has shipped"
+    assert "Carrier: DHL" in shipped_text.text
+    assert "Tracking number: JD1" in shipped_text.text
+
+
+def test_low_stock_alert_names_sku_available_and_reorder_point() -> None:
+    email = plan_email(
+        "StockLow", {"sku": "MUG-1", "available": 3, "reorder_point": 5}, "ev", WAREHOUSE
+    )
+    assert email is not None
+    rendered = render(email.template, email.context)
+    assert rendered.subject == "Low stock: MUG-1 (3 available)"
+    assert "Available:     3" in rendered.text
+    assert "Reorder point: 5" in rendered.text
+
+
+def test_message_carries_headers_that_survive_a_mail_parser() -> None:
+    email = plan_email("OrderConfirmed", CONFIRMED, "ev-1", WAREHOUSE)
+    assert email is not None
+    settings = NotificationsSettings()
+    message = build_message(settings, email, datetime(2026, 1, 2, 3, 4, tzinfo=UTC))
+    parsed = message_from_bytes(message.as_bytes(), policy=policy.default)
+    assert parsed["Message-ID"] == "<ord-42/order_confirmed@backroom>"
+    assert parsed["To"] == "alice@example.com"
+    assert parsed["From"] == "Backroom <orders@backroom.local>"
+    assert "Total: EUR 75.48" in parsed.get_content()

@@ -83,11 +83,18 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
-def _field_name(loc: tuple[Any, ...]) -> str:
-    parts = [str(p) for p in loc]
+def field_name(loc: tuple[Any, ...]) -> str:
+    """`("body", "lines", 0, "sku")` -> `lines[0].sku`: the path as a client would write it."""
+    parts = list(loc)
     if parts and parts[0] in {"body", "query", "path", "header"}:
         parts = parts[1:] or parts
-    return ".".join(parts)
+    name = ""
+    for part in parts:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += ("." if name else "") + str(part)
+    return name
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -105,7 +112,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
-            {"field": _field_name(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
+            {"field": field_name(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
             for e in exc.errors()
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"

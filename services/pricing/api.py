@@ -169,7 +169,7 @@ _RULE = TypeAdapter[VolumeRuleIn | PromotionRuleIn | GroupPriceRuleIn](RuleIn)
 
 
 def parse_rule(body: dict[str, Any]) -> VolumeRuleIn | PromotionRuleIn | GroupPriceRuleIn:
-    """Validate a rule, naming fields as the client wrote them (`tiers.0.percent_off`, not
+    """Validate a rule, naming fields as the client wrote them (`tiers[0].percent_off`, not
     `volume.tiers.0.percent_off` as pydantic's discriminated union would)."""
     try:
         return _RULE.validate_python(body)

@@ -209,21 +209,24 @@ async def test_idempotency_key_replays_the_same_order_and_refuses_a_changed_body
 ) -> None:
     sku = await new_product(gateway, stock=10)
     key = uuid.uuid4().hex
-    first = await place_order(gateway, "idem-ida", [(sku, 1)], key=key)
+    ida = f"idem-ida-{key[:8]}"
+    first = await place_order(gateway, ida, [(sku, 1)], key=key)
     assert first.status_code == 202
-    replay = await place_order(gateway, "idem-ida", [(sku, 1)], key=key)
+    replay = await place_order(gateway, ida, [(sku, 1)], key=key)
     assert replay.status_code == 200
     assert replay.json()["id"] == first.json()["id"]
-    changed = await place_order(gateway, "idem-ida", [(sku, 2)], key=key)
+    changed = await place_order(gateway, ida, [(sku, 2)], key=key)
     assert changed.status_code == 409
     assert changed.headers["content-type"] == "application/problem+json"
-    mine = await gateway.get("/orders", headers=bearer("idem-ida", "customer"))
+    mine = await gateway.get("/orders", headers=bearer(ida, "customer"))
     assert [o["id"] for o in mine.json()["items"]].count(first.json()["id"]) == 1
 
 
 async def test_security_and_bad_input(gateway: httpx.AsyncClient) -> None:
     sku = await new_product(gateway, stock=10)
-    alice, mallory = bearer("sec-alice", "customer"), bearer("sec-mallory", "customer")
+    run = uuid.uuid4().hex[:8]
+    alice_id, mallory_id = f"sec-alice-{run}", f"sec-mallory-{run}"
+    alice, mallory = bearer(alice_id, "customer"), bearer(mallory_id, "customer")
 
     assert (await gateway.post("/orders", json=order_body([(sku, 1)]))).status_code == 401
     bad_token = {"Authorization": "Bearer not.a.jwt"}
@@ -234,7 +237,7 @@ async def test_security_and_bad_input(gateway: httpx.AsyncClient) -> None:
     assert forbidden.status_code == 403
     assert (await gateway.get("/notifications", headers=alice)).status_code == 403
 
-    placed = await place_order(gateway, "sec-alice", [(sku, 1)])
+    placed = await place_order(gateway, alice_id, [(sku, 1)])
     order_id = placed.json()["id"]
     assert (await gateway.get(f"/orders/{order_id}", headers=mallory)).status_code == 404
     assert (

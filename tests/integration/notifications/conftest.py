@@ -169,7 +169,9 @@ class Notifications:
         assert response.status_code == 204, response.text
 
 
-@pytest.fixture(scope="session")
+# Package scope: the service must be gone before other packages (e2e above all) start theirs in
+# the same consumer group.
+@pytest.fixture(scope="package")
 def mailbox() -> Iterator[Mailbox]:
     box = Mailbox()
     controller = Controller(box, hostname="127.0.0.1", port=free_port())
@@ -179,9 +181,9 @@ def mailbox() -> Iterator[Mailbox]:
     controller.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def notifications(migrated_databases: None, mailbox: Mailbox) -> AsyncIterator[Notifications]:
-    """One service for the session (joining the consumer group takes seconds)."""
+    """One service for this package's tests (joining the consumer group takes seconds)."""
     clock = Clock()
     settings = NotificationsSettings(
         smtp_port=mailbox.port,

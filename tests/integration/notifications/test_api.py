@@ -107,13 +107,13 @@ async def test_subscriptions_are_listed_without_secret_and_deleted(
         ({"url": "https://hooks.example/" + " " * 700 + "x", "events": ["OrderConfirmed"]}, "url"),
         ({"url": "https://hooks.example/x", "events": []}, "events"),
         ({"url": "https://hooks.example/x", "events": ["OrderConfirmed"] * 31}, "events"),
-        ({"url": "https://hooks.example/x", "events": ["OrderExploded"]}, "events.0"),
+        ({"url": "https://hooks.example/x", "events": ["OrderExploded"]}, "events[0]"),
         (
             {
                 "url": "https://hooks.example/x",
                 "events": ["OrderPlaced", "PaymentInstructionIssued"],
             },
-            "events.1",
+            "events[1]",
         ),
         (
             {"url": "https://hooks.example/x", "events": ["OrderPlaced"], "secret": "short"},

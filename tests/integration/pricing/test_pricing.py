@@ -331,7 +331,7 @@ async def test_bad_input_is_a_problem_naming_the_field(client: httpx.AsyncClient
             "POST",
             "/pricing/rules",
             {"kind": "volume", "sku": sku, "tiers": [{"min_quantity": 1, "percent_off": 101}]},
-            "tiers.0.percent_off",
+            "tiers[0].percent_off",
         ),
         (
             "POST",
@@ -349,7 +349,7 @@ async def test_bad_input_is_a_problem_naming_the_field(client: httpx.AsyncClient
             "POST",
             "/pricing/quotes",
             {"lines": [{"sku": sku, "quantity": 0}], "region": region},
-            "lines.0.quantity",
+            "lines[0].quantity",
         ),
         ("POST", "/pricing/quotes", {"lines": [], "region": region}, "lines"),
         (

@@ -51,7 +51,7 @@ def test_validation_errors_name_each_field() -> None:
     body = response.json()
     assert body["status"] == 422 and body["title"]
     fields = {e["field"] for e in body["errors"]}
-    assert fields == {"lines.0.quantity", "Idempotency-Key"}
+    assert fields == {"lines[0].quantity", "Idempotency-Key"}
 
 
 def test_business_errors_are_problems_too() -> None:

@@ -83,8 +83,8 @@ async def test_duplicate_skus_name_the_repeated_line(client: httpx.AsyncClient) 
     ("change", "field"),
     [
         ({"lines": []}, "lines"),
-        ({"lines": [{"sku": "A", "quantity": 0}]}, "lines.0.quantity"),
-        ({"lines": [{"sku": "A", "quantity": 1001}]}, "lines.0.quantity"),
+        ({"lines": [{"sku": "A", "quantity": 0}]}, "lines[0].quantity"),
+        ({"lines": [{"sku": "A", "quantity": 1001}]}, "lines[0].quantity"),
         ({"lines": [{"sku": f"S{i}", "quantity": 1} for i in range(101)]}, "lines"),
         ({"region": ""}, "region"),
         ({"region": "R" * 51}, "region"),

@@ -6,13 +6,14 @@ import pytest
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from libs.kit.problems import field_name
 from services.pricing.api import PriceIn, PromotionRuleIn, QuoteIn, VolumeRuleIn, parse_rule
 
 
 def fields_of(body: dict[str, Any]) -> set[str]:
     with pytest.raises(RequestValidationError) as caught:
         parse_rule(body)
-    return {".".join(str(p) for p in e["loc"][1:]) for e in caught.value.errors()}
+    return {field_name(tuple(e["loc"])) for e in caught.value.errors()}
 
 
 PROMO = {
@@ -58,19 +59,19 @@ def test_promotion_times_are_stored_in_utc() -> None:
         ({"kind": "volume", "sku": "S", "tiers": []}, "tiers"),
         (
             {"kind": "volume", "sku": "S", "tiers": [{"min_quantity": 0, "percent_off": 5}]},
-            "tiers.0.min_quantity",
+            "tiers[0].min_quantity",
         ),
         (
             {"kind": "volume", "sku": "S", "tiers": [{"min_quantity": 5, "percent_off": 0}]},
-            "tiers.0.percent_off",
+            "tiers[0].percent_off",
         ),
         (
             {"kind": "volume", "sku": "S", "tiers": [{"min_quantity": 5, "percent_off": 100.5}]},
-            "tiers.0.percent_off",
+            "tiers[0].percent_off",
         ),
         (
             {"kind": "volume", "sku": "S", "tiers": [{"min_quantity": 5, "percent_off": 1.234}]},
-            "tiers.0.percent_off",
+            "tiers[0].percent_off",
         ),
         (
             {

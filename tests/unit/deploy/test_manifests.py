@@ -1,0 +1,712 @@
+"""The container descriptions (Dockerfile, docker-compose.yml, deploy/k8s) agree with the code.
+
+They name services, settings, ports, commands and routes that live in Python; nothing else keeps
+them in step. These tests fail when a service or a setting is renamed or dropped and the
+descriptions are not, when a port or a route drifts, or when a probe or a Service goes missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import re
+import shlex
+import shutil
+import subprocess
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from libs.kit.cli import SERVICES, build_parser
+from libs.kit.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parents[3]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+K8S_DIR = ROOT / "deploy" / "k8s"
+COMPOSE_NGINX = ROOT / "deploy" / "compose" / "nginx.conf"
+K8S_NGINX = K8S_DIR / "gateway" / "nginx.conf"
+LOCAL_NGINX_TEMPLATE = ROOT / "deploy" / "local" / "nginx" / "nginx.conf.tmpl"
+
+COMPOSE_INFRA = {"kafka", "postgres", "smtp", "migrate", "gateway"}
+K8S_GATEWAY = "gateway"
+SCALED_OUT = {"inventory": 2, "payments": 2}  # replicas; every other service runs one
+ENV_PREFIX = "BACKROOM_"
+
+
+# --- what the code says ------------------------------------------------------------------------
+
+
+def env_names(settings_cls: type[ServiceSettings]) -> set[str]:
+    """The environment variables a settings class reads (env_prefix + field name, upper case)."""
+    prefix = str(settings_cls.model_config.get("env_prefix", ""))
+    return {(prefix + name).upper() for name in settings_cls.model_fields}
+
+
+KIT_ENV = env_names(ServiceSettings)
+
+
+@cache
+def settings_class(service: str) -> type[ServiceSettings] | None:
+    """The ServiceSettings subclass defined in services/<service>/settings.py (None if it does
+    not import yet: other people may be writing it right now)."""
+    try:
+        module = importlib.import_module(f"services.{service}.settings")
+    except Exception:
+        return None
+    classes = [
+        cls
+        for _, cls in inspect.getmembers(module, inspect.isclass)
+        if issubclass(cls, ServiceSettings) and cls.__module__ == module.__name__
+    ]
+    assert len(classes) == 1, f"services/{service}/settings.py should define one settings class"
+    return classes[0]
+
+
+def service_env(service: str) -> set[str]:
+    """Every BACKROOM_* variable `serve <service>` reads; skips the test if that is unknown yet."""
+    cls = settings_class(service)
+    if cls is None:
+        pytest.skip(f"services.{service}.settings does not import yet (kit fields checked apart)")
+    return env_names(cls)
+
+
+def default_port(service: str) -> int:
+    cls = settings_class(service)
+    if cls is None:
+        pytest.skip(f"services.{service}.settings does not import yet")
+    return int(cls.model_fields["http_port"].default)
+
+
+def unknown_env(names: set[str], allowed: set[str]) -> list[str]:
+    """The BACKROOM_* names that no settings field backs (other names are not ours to judge)."""
+    return sorted(n for n in names if n.startswith(ENV_PREFIX) and n not in allowed)
+
+
+def parse_cli(argv: list[str]) -> argparse.Namespace:
+    """`backroom <argv>` as the CLI would parse it; fails the test when the CLI refuses it."""
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit:
+        pytest.fail(f"`backroom {shlex.join(argv)}` is not a valid backroom command")
+
+
+def backroom_chain(script: str) -> list[list[str]]:
+    """The `backroom ...` commands of an `sh -c` script made of `cmd && cmd`."""
+    commands = [shlex.split(part) for part in script.split("&&")]
+    for argv in commands:
+        assert argv and argv[0] == "backroom", f"not a backroom command: {argv} in {script!r}"
+        parse_cli(argv[1:])
+    return commands
+
+
+# --- docker-compose.yml ------------------------------------------------------------------------
+
+
+@cache
+def compose() -> dict[str, Any]:
+    doc = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert isinstance(doc, dict) and isinstance(doc.get("services"), dict)
+    return doc
+
+
+def compose_service(name: str) -> dict[str, Any]:
+    service: dict[str, Any] = compose()["services"][name]
+    return service
+
+
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+
+
+def interpolate(value: Any) -> str:
+    """A compose value with ${VAR:-default} replaced by its default (what a bare `up` uses)."""
+    return _INTERPOLATION.sub(lambda m: m.group(2) or "", str(value))
+
+
+def compose_env(name: str) -> dict[str, str]:
+    env = compose_service(name).get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {str(k): interpolate(v) for k, v in env.items()}
+
+
+def container_ports(name: str) -> set[int]:
+    """Container-side ports a compose service publishes ("ip:host:container", "host:container")."""
+    ports = set()
+    for entry in compose_service(name).get("ports") or []:
+        target = entry.get("target") if isinstance(entry, dict) else str(entry).split(":")[-1]
+        ports.add(int(str(target).split("/")[0]))
+    return ports
+
+
+def host_port(url_or_address: str) -> tuple[str, int]:
+    parts = urlsplit(url_or_address if "//" in url_or_address else f"//{url_or_address}")
+    assert parts.hostname and parts.port, f"no host:port in {url_or_address!r}"
+    return parts.hostname, parts.port
+
+
+def compose_http_port(service: str) -> int:
+    return int(compose_env(service).get("BACKROOM_HTTP_PORT") or default_port(service))
+
+
+def backroom_image() -> str:
+    return str(compose()["x-backroom-image"]["image"])
+
+
+# --- deploy/k8s ----------------------------------------------------------------------------------
+
+
+@cache
+def kustomization() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((K8S_DIR / "kustomization.yaml").read_text())
+    return doc
+
+
+@cache
+def k8s_objects() -> tuple[dict[str, Any], ...]:
+    objects = []
+    for resource in kustomization()["resources"]:
+        for doc in yaml.safe_load_all((K8S_DIR / resource).read_text()):
+            if doc:
+                assert {"apiVersion", "kind", "metadata"} <= doc.keys(), f"{resource}: {doc}"
+                objects.append(doc)
+    return tuple(objects)
+
+
+def k8s_all(kind: str) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for obj in k8s_objects():
+        if obj["kind"] == kind:
+            name = obj["metadata"]["name"]
+            assert name not in found, f"two {kind} objects named {name}"
+            found[name] = obj
+    return found
+
+
+def k8s_one(kind: str, name: str) -> dict[str, Any]:
+    objects = k8s_all(kind)
+    assert name in objects, f"no {kind} {name!r} in deploy/k8s (have {sorted(objects)})"
+    return objects[name]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def main_container(deployment: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec(deployment)["containers"]
+    assert len(containers) == 1, f"{deployment['metadata']['name']}: one container expected"
+    container: dict[str, Any] = containers[0]
+    return container
+
+
+def explicit_env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: str(e.get("value", "")) for e in container.get("env") or []}
+
+
+def container_port(container: dict[str, Any], port: int | str) -> int:
+    """A container port by number or by name."""
+    for p in container.get("ports") or []:
+        if port in (p["containerPort"], p.get("name")):
+            return int(p["containerPort"])
+    pytest.fail(f"container {container['name']} has no port {port!r}")
+
+
+def k8s_http_port(service: str) -> int:
+    env = explicit_env(main_container(k8s_one("Deployment", service)))
+    return int(env.get("BACKROOM_HTTP_PORT") or default_port(service))
+
+
+def service_port(service: dict[str, Any], port: int | str) -> dict[str, Any]:
+    for p in service["spec"]["ports"]:
+        if port in (p["port"], p.get("name")):
+            found: dict[str, Any] = p
+            return found
+    pytest.fail(f"Service {service['metadata']['name']} has no port {port!r}")
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def env_sources(container: dict[str, Any]) -> dict[str, str]:
+    """Every BACKROOM_* variable a container gets: ConfigMap and Secret keys, then its env."""
+    names: dict[str, str] = {}
+    for source in container.get("envFrom") or []:
+        if "configMapRef" in source:
+            names |= k8s_one("ConfigMap", source["configMapRef"]["name"])["data"]
+        if "secretRef" in source:
+            secret = k8s_one("Secret", source["secretRef"]["name"])
+            names |= secret.get("stringData") or secret.get("data") or {}
+    return names | explicit_env(container)
+
+
+# --- nginx configs -------------------------------------------------------------------------------
+
+
+def nginx_routes(path: Path) -> tuple[dict[str, str], dict[str, list[str]], list[str]]:
+    """(location -> proxy_pass target, upstream -> servers, listen directives) of a config."""
+    text = re.sub(r"(?m)(^|\s)#.*$", "", path.read_text())
+    upstreams = {
+        m.group(1): re.findall(r"(?m)^\s*server\s+([^\s;]+)", m.group(2))
+        for m in re.finditer(r"upstream\s+(\w+)\s*\{(.*?)\}", text, re.S)
+    }
+    locations = {}
+    for m in re.finditer(r"location\s+(?:=\s+)?(\S+)\s*\{(.*?)\}", text, re.S):
+        target = re.search(r"proxy_pass\s+([^;]+);", m.group(2))
+        if target:
+            locations[m.group(1)] = target.group(1).strip()
+    listens = re.findall(r"(?m)^\s*listen\s+([^\s;]+)", text)
+    return locations, upstreams, listens
+
+
+GATEWAY_CONFIGS = {
+    "compose": (COMPOSE_NGINX, compose_http_port),
+    "k8s": (K8S_NGINX, lambda svc: service_port(k8s_one("Service", svc), "http")["port"]),
+}
+
+
+# =================================================================================================
+# Dockerfile and .dockerignore
+# =================================================================================================
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "")
+        for line in (raw.strip() for raw in text.splitlines())
+        if line and not line.startswith("#")
+    ]
+
+
+def test_dockerfile_builds_the_locked_venv_with_uv_and_runs_backroom_unprivileged() -> None:
+    instructions = dockerfile_instructions()
+    args = dict(
+        value.split("=", 1) for kind, value in instructions if kind == "ARG" and "=" in value
+    )
+    bases = [
+        re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], value.split()[0])
+        for kind, value in instructions
+        if kind == "FROM"
+    ]
+    assert len(bases) >= 2, "multi-stage: a build stage and a runtime stage"
+    assert set(bases) == {"python:3.11-slim"}, bases
+
+    runs = " ".join(value for kind, value in instructions if kind == "RUN")
+    uv_version = re.search(r"^UV_VERSION\s*:=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
+    assert uv_version, "Makefile pins UV_VERSION"
+    assert f"pip install --no-cache-dir uv=={uv_version.group(1)}" in runs
+    assert "uv sync --frozen --no-dev" in runs
+    assert "UV_PROJECT_ENVIRONMENT=/app/.venv" in " ".join(v for k, v in instructions if k == "ENV")
+
+    runtime = instructions[max(i for i, (k, _) in enumerate(instructions) if k == "FROM") :]
+    users = [value for kind, value in runtime if kind == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0"), "the runtime user is not root"
+
+    entrypoint = [yaml.safe_load(v) for k, v in runtime if k == "ENTRYPOINT"]
+    assert entrypoint == [["/app/.venv/bin/backroom"]]
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert re.search(r'(?m)^backroom\s*=\s*"libs\.kit\.cli:main"', pyproject)
+    cmd = [yaml.safe_load(v) for k, v in runtime if k == "CMD"]
+    assert cmd == [["serve", "catalog"]]
+    parse_cli(cmd[0])
+
+
+def test_dockerfile_env_names_are_kit_settings() -> None:
+    env_text = " ".join(v for k, v in dockerfile_instructions() if k == "ENV")
+    names = set(re.findall(r"\b(BACKROOM_\w+)=", env_text))
+    assert not unknown_env(names, KIT_ENV)
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip().rstrip("/") for line in lines if line.strip() and line[0] != "#"]
+
+
+def test_dockerignore_drops_local_state_but_not_what_the_image_copies() -> None:
+    patterns = dockerignore_patterns()
+    for needed in (".venv", ".run", ".git", ".pytest_cache", ".mypy_cache", ".ruff_cache"):
+        assert needed in patterns, f".dockerignore should exclude {needed}"
+
+    sources = []
+    for kind, value in dockerfile_instructions():
+        if kind == "COPY" and "--from=" not in value:
+            parts = [p for p in value.split() if not p.startswith("--")]
+            sources += parts[:-1]
+    assert {"pyproject.toml", "uv.lock", "libs", "services"} <= set(sources)
+    for source in sources:
+        assert (ROOT / source).exists(), f"Dockerfile copies {source}, which does not exist"
+        for pattern in patterns:
+            if not pattern.startswith("!") and "*" not in pattern:
+                excluded = source == pattern or source.startswith(pattern + "/")
+                assert not excluded, f".dockerignore pattern {pattern!r} drops {source}"
+
+
+# =================================================================================================
+# docker-compose.yml
+# =================================================================================================
+
+
+def test_compose_runs_the_six_services_and_the_infrastructure() -> None:
+    assert set(compose()["services"]) == set(SERVICES) | COMPOSE_INFRA
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_service_serves_itself_from_the_backroom_image(service: str) -> None:
+    spec = compose_service(service)
+    assert spec["image"] == backroom_image()
+    assert "entrypoint" not in spec, "the image's entrypoint is `backroom`"
+    assert spec["command"] == ["serve", service]
+    assert parse_cli(spec["command"]).service == service
+
+
+def test_compose_shared_env_and_migrate_use_only_kit_settings() -> None:
+    shared = set(compose()["x-backroom-env"])
+    assert not unknown_env(shared, KIT_ENV)
+    assert not unknown_env(set(compose_env("migrate")), KIT_ENV)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_env_names_are_settings_fields(service: str) -> None:
+    names = set(compose_env(service))
+    assert not unknown_env(names, service_env(service))
+
+
+def test_env_check_catches_a_renamed_setting() -> None:
+    """The checks above are not vacuous: a name no field backs is reported."""
+    assert unknown_env({"BACKROOM_PG_HOST", "BACKROOM_PG_HOSTNAME", "PATH"}, KIT_ENV) == [
+        "BACKROOM_PG_HOSTNAME"
+    ]
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_ports_and_healthcheck_match_the_settings(service: str) -> None:
+    env = compose_env(service)
+    port = compose_http_port(service)
+    assert env.get("BACKROOM_HTTP_HOST") == "0.0.0.0", "listen beyond the container's loopback"
+    assert container_ports(service) == {port}
+    check = " ".join(map(str, compose_service(service)["healthcheck"]["test"]))
+    assert "/health/ready" in check and "BACKROOM_HTTP_PORT" in check
+    assert "BACKROOM_HTTP_PORT" in env, "the healthcheck reads the port from the environment"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_service_reaches_kafka_and_postgres_after_migrations(service: str) -> None:
+    env = compose_env(service)
+    kafka_host, kafka_port = host_port(env["BACKROOM_KAFKA_BOOTSTRAP"])
+    advertised = compose_env(kafka_host)["KAFKA_ADVERTISED_LISTENERS"]
+    assert f"//{kafka_host}:{kafka_port}" in advertised
+    assert env["BACKROOM_PG_HOST"] == "postgres"
+    assert int(env["BACKROOM_PG_PORT"]) == 5432
+    assert env["BACKROOM_PG_USER"] == compose_env("postgres")["POSTGRES_USER"]
+    assert env["BACKROOM_PG_PASSWORD"] == compose_env("postgres")["POSTGRES_PASSWORD"]
+    assert env["BACKROOM_JWT_SECRET"], "every service verifies tokens with the same secret"
+
+    depends = compose_service(service)["depends_on"]
+    assert depends["kafka"]["condition"] == "service_healthy"
+    assert depends["postgres"]["condition"] == "service_healthy"
+    assert depends["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_compose_wires_orders_to_pricing_and_notifications_to_the_smtp_sink() -> None:
+    host, port = host_port(compose_env("orders")["BACKROOM_PRICING_URL"])
+    assert (host, port) == ("pricing", compose_http_port("pricing"))
+    assert "BACKROOM_PRICING_URL" in service_env("orders")
+
+    env = compose_env("notifications")
+    assert {"BACKROOM_SMTP_HOST", "BACKROOM_SMTP_PORT"} <= service_env("notifications")
+    assert env["BACKROOM_SMTP_HOST"] == "smtp"
+    sink = compose_service("smtp")
+    argv = [*sink["entrypoint"], *sink["command"]]
+    assert "deploy/local/smtp_sink.py" in argv and (ROOT / "deploy/local/smtp_sink.py").is_file()
+    assert argv[argv.index("--port") + 1] == env["BACKROOM_SMTP_PORT"]
+    assert argv[argv.index("--host") + 1] == "0.0.0.0"
+
+
+def test_compose_migrate_creates_topics_then_migrates_every_database() -> None:
+    spec = compose_service("migrate")
+    assert spec["image"] == backroom_image()
+    assert spec["entrypoint"] == ["sh", "-c"]
+    (script,) = spec["command"]
+    commands = [argv[1] for argv in backroom_chain(script)]
+    assert commands == ["topics", "migrate"]
+    assert spec["depends_on"]["kafka"]["condition"] == "service_healthy"
+    assert spec["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def test_compose_postgres_creates_one_database_per_service() -> None:
+    spec = compose_service("postgres")
+    assert spec["image"].startswith("postgres:15")
+    init = [v for v in spec["volumes"] if "/docker-entrypoint-initdb.d/" in v]
+    assert len(init) == 1
+    script = ROOT / init[0].split(":")[0]
+    names = re.findall(r"(?im)^\s*CREATE DATABASE\s+(\w+)", script.read_text())
+    assert sorted(names) == sorted(SERVICES)
+    assert "pg_isready" in " ".join(spec["healthcheck"]["test"])
+
+
+def test_compose_kafka_is_a_single_kraft_node_of_the_local_version() -> None:
+    spec = compose_service("kafka")
+    env = compose_env("kafka")
+    local = re.search(
+        r"(?m)^KAFKA_VERSION=(\d+\.\d+)\.", (ROOT / "deploy/local/kafka/lib.sh").read_text()
+    )
+    assert local, "deploy/local/kafka/lib.sh pins KAFKA_VERSION"
+    assert spec["image"].startswith(f"apache/kafka:{local.group(1)}.")
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    node_id = env["KAFKA_NODE_ID"]
+    controller = env["KAFKA_CONTROLLER_LISTENER_NAMES"]
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert len(voters) == 1 and voters[0].startswith(f"{node_id}@kafka:")
+    voter_port = voters[0].rsplit(":", 1)[1]
+    assert f"{controller}://:{voter_port}" in env["KAFKA_LISTENERS"]
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    for listener in env["KAFKA_LISTENERS"].split(","):
+        assert listener.split(":")[0] in protocols, f"{listener} has no security protocol"
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
+        assert env[key] == "1", f"{key} must be 1 on a single node"
+    assert "healthcheck" in spec
+
+
+def test_compose_gateway_is_nginx_with_the_compose_config_on_8000() -> None:
+    spec = compose_service("gateway")
+    assert spec["image"].startswith("nginx:1.27")
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in spec["volumes"]}
+    assert (ROOT / mounts["/etc/nginx/nginx.conf"]).resolve() == COMPOSE_NGINX
+    assert container_ports("gateway") == {8000}
+    _, _, listens = nginx_routes(COMPOSE_NGINX)
+    assert [listen.rsplit(":", 1)[-1] for listen in listens] == ["8000"]
+    for service in SERVICES:
+        assert spec["depends_on"][service]["condition"] == "service_healthy"
+
+
+# =================================================================================================
+# Gateway configs (compose and k8s): exactly the six prefixes, prefix kept, right host and port
+# =================================================================================================
+
+
+@pytest.mark.parametrize("where", sorted(GATEWAY_CONFIGS))
+def test_gateway_routes_exactly_the_six_prefixes_to_their_service(where: str) -> None:
+    path, port_of = GATEWAY_CONFIGS[where]
+    locations, upstreams, _ = nginx_routes(path)
+    assert set(locations) == {f"/{s}" for s in SERVICES}
+    for service in SERVICES:
+        target = re.fullmatch(r"http://(\w+)", locations[f"/{service}"])
+        assert target, f"proxy_pass for /{service} must have no URI part (the prefix is kept)"
+        servers = upstreams[target.group(1)]
+        assert servers == [f"{service}:{port_of(service)}"], f"{where}: upstream of /{service}"
+
+
+def test_gateway_configs_keep_the_local_gateways_routes() -> None:
+    local, _, _ = nginx_routes(LOCAL_NGINX_TEMPLATE)
+    for path, _ in GATEWAY_CONFIGS.values():
+        routes, _, _ = nginx_routes(path)
+        assert set(routes) == set(local), path
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="no nginx binary here")
+@pytest.mark.parametrize("where", sorted(GATEWAY_CONFIGS))
+def test_gateway_config_passes_nginx_t(where: str, tmp_path: Path) -> None:
+    """nginx -t on the config, with the service names pointed at 127.0.0.1 (they resolve only in
+    compose or the cluster), files moved under tmp_path, and `resolve` dropped for an nginx
+    older than 1.27.3."""
+    text = GATEWAY_CONFIGS[where][0].read_text()
+    text = re.sub(r"(?m)^\s*(pid|\w+_temp_path)\s.*$", "", text)
+    text = re.sub(r"(server\s+)\w+(:\d+)(\s+resolve)?;", r"\g<1>127.0.0.1\2;", text)
+    text = text.replace("/dev/stderr", str(tmp_path / "error.log"))
+    text = text.replace("/dev/stdout", str(tmp_path / "access.log"))
+    text = f"pid {tmp_path}/nginx.pid;\n" + text.replace(
+        "http {",
+        "http {\n"
+        + "".join(f"    {k}_temp_path {tmp_path}/{k};\n" for k in ("client_body", "proxy"))
+        + "".join(f"    {k}_temp_path {tmp_path}/{k};\n" for k in ("fastcgi", "uwsgi", "scgi")),
+        1,
+    )
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    result = subprocess.run(
+        ["nginx", "-t", "-p", f"{tmp_path}/", "-c", str(conf), "-e", str(tmp_path / "e.log")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+# =================================================================================================
+# deploy/k8s
+# =================================================================================================
+
+
+def test_kustomization_lists_every_manifest_and_generates_the_gateway_config() -> None:
+    listed = set(kustomization()["resources"])
+    on_disk = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+    assert kustomization()["namespace"] == "backroom"
+    generated = {g["name"]: g for g in kustomization()["configMapGenerator"]}
+    files = dict(f.split("=", 1) for f in generated["gateway-nginx"]["files"])
+    assert (K8S_DIR / files["nginx.conf"]).resolve() == K8S_NGINX
+
+
+def test_k8s_objects_live_in_the_backroom_namespace() -> None:
+    assert "backroom" in k8s_all("Namespace")
+    for obj in k8s_objects():
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == "backroom", obj["metadata"]["name"]
+
+
+def test_k8s_deploys_the_six_services_and_the_gateway() -> None:
+    assert set(k8s_all("Deployment")) == set(SERVICES) | {K8S_GATEWAY}
+
+
+def test_k8s_shared_config_and_secret_are_kit_settings() -> None:
+    config = k8s_one("ConfigMap", "backroom-config")["data"]
+    secret = k8s_one("Secret", "backroom-secrets")["stringData"]
+    assert not unknown_env(set(config) | set(secret), KIT_ENV)
+    assert all(name.startswith(ENV_PREFIX) for name in set(config) | set(secret))
+    assert config["BACKROOM_TOPIC_REPLICATION"] == "3"
+    for key in ("BACKROOM_KAFKA_BOOTSTRAP", "BACKROOM_PG_HOST"):
+        host = host_port(config[key])[0] if ":" in config[key] else config[key]
+        assert host not in ("127.0.0.1", "localhost"), f"{key} must name the provided service"
+    assert {"BACKROOM_JWT_SECRET", "BACKROOM_PG_PASSWORD"} <= set(secret)
+    assert not {"BACKROOM_JWT_SECRET", "BACKROOM_PG_PASSWORD"} & set(config)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_env_names_are_settings_fields(service: str) -> None:
+    deployment = k8s_one("Deployment", service)
+    for container in pod_spec(deployment).get("initContainers", []):
+        assert not unknown_env(set(env_sources(container)), KIT_ENV)
+    names = set(env_sources(main_container(deployment)))
+    assert not unknown_env(names, service_env(service))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_deployment_runs_the_service_safely_with_probes(service: str) -> None:
+    deployment = k8s_one("Deployment", service)
+    assert deployment["spec"]["replicas"] == SCALED_OUT.get(service, 1)
+    container = main_container(deployment)
+    assert container["image"].split(":")[0] == "backroom", "the image kustomization.yaml sets"
+    assert "command" not in container, "the image's entrypoint is `backroom`"
+    assert container["args"] == ["serve", service]
+    assert parse_cli(container["args"]).service == service
+
+    env = explicit_env(container)
+    port = k8s_http_port(service)
+    assert env.get("BACKROOM_HTTP_HOST") == "0.0.0.0"
+    assert "BACKROOM_HTTP_PORT" in env
+    for probe, path in (("readinessProbe", "/health/ready"), ("livenessProbe", "/health/live")):
+        check = container[probe]["httpGet"]
+        assert check["path"] == path, f"{service} {probe}"
+        assert container_port(container, check["port"]) == port
+
+    resources = container["resources"]
+    for bound in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(resources[bound]), f"{service} resources.{bound}"
+    pod_security = pod_spec(deployment)["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
+    assert pod_security.get("runAsUser", 10001) != 0
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_service_selects_its_deployment_on_the_settings_port(service: str) -> None:
+    deployment = k8s_one("Deployment", service)
+    svc = k8s_one("Service", service)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert selects(deployment["spec"]["selector"]["matchLabels"], labels)
+    selector = svc["spec"]["selector"]
+    chosen = [
+        name
+        for name, other in k8s_all("Deployment").items()
+        if selects(selector, other["spec"]["template"]["metadata"]["labels"])
+    ]
+    assert chosen == [service], f"Service {service} selects {chosen}"
+    http = service_port(svc, "http")
+    assert container_port(main_container(deployment), http["targetPort"]) == k8s_http_port(service)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_init_container_prepares_topics_and_its_own_schema(service: str) -> None:
+    (init,) = pod_spec(k8s_one("Deployment", service))["initContainers"]
+    assert init["command"] == ["sh", "-c"]
+    commands = backroom_chain(init["args"][0])
+    assert commands == [["backroom", "topics"], ["backroom", "migrate", service]]
+
+
+def test_k8s_orders_and_notifications_reach_their_dependencies() -> None:
+    orders = explicit_env(main_container(k8s_one("Deployment", "orders")))
+    host, port = host_port(orders["BACKROOM_PRICING_URL"])
+    assert host == "pricing"
+    assert port == service_port(k8s_one("Service", "pricing"), port)["port"]
+    notifications = explicit_env(main_container(k8s_one("Deployment", "notifications")))
+    assert notifications["BACKROOM_SMTP_HOST"] not in ("127.0.0.1", "localhost")
+
+
+def test_k8s_migration_job_creates_topics_then_migrates_every_database() -> None:
+    (job,) = k8s_all("Job").values()
+    (container,) = pod_spec(job)["containers"]
+    assert container["command"] == ["sh", "-c"]
+    assert [argv[1:] for argv in backroom_chain(container["args"][0])] == [["topics"], ["migrate"]]
+    assert not unknown_env(set(env_sources(container)), KIT_ENV)
+    assert pod_spec(job)["securityContext"]["runAsNonRoot"] is True
+
+
+def test_k8s_gateway_serves_its_generated_config_on_the_nginx_listen_port() -> None:
+    deployment = k8s_one("Deployment", K8S_GATEWAY)
+    container = main_container(deployment)
+    assert container["image"].startswith("nginx:1.27")
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    config_volume = next(v for v in volumes.values() if "configMap" in v)
+    assert config_volume["configMap"]["name"] == "gateway-nginx"
+    mount = next(m for m in container["volumeMounts"] if m["name"] == config_volume["name"])
+    assert container["command"][:3] == ["nginx", "-c", f"{mount['mountPath']}/nginx.conf"]
+    _, _, listens = nginx_routes(K8S_NGINX)
+    assert [int(listen.rsplit(":", 1)[-1]) for listen in listens] == [
+        container_port(container, "http")
+    ]
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/health"
+    assert pod_spec(deployment)["securityContext"]["runAsNonRoot"] is True
+    svc = k8s_one("Service", K8S_GATEWAY)
+    assert selects(svc["spec"]["selector"], deployment["spec"]["template"]["metadata"]["labels"])
+
+
+def test_k8s_ingress_routes_the_six_prefixes_to_the_gateway() -> None:
+    (ingress,) = k8s_all("Ingress").values()
+    paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
+    assert sorted(p["path"] for p in paths) == sorted(f"/{s}" for s in SERVICES)
+    gateway = k8s_one("Service", K8S_GATEWAY)
+    for path in paths:
+        assert path["pathType"] == "Prefix"
+        backend = path["backend"]["service"]
+        assert backend["name"] == K8S_GATEWAY
+        service_port(gateway, backend["port"].get("name") or backend["port"].get("number"))
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="no kubectl here")
+def test_k8s_kustomization_builds() -> None:
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(K8S_DIR)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    built = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    config_maps = [d["metadata"]["name"] for d in built if d["kind"] == "ConfigMap"]
+    generated = [name for name in config_maps if name.startswith("gateway-nginx-")]
+    assert len(generated) == 1, config_maps
+    (gateway,) = (
+        d for d in built if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway"
+    )
+    mounted = [v["configMap"]["name"] for v in pod_spec(gateway)["volumes"] if "configMap" in v]
+    assert mounted == generated, "the gateway mounts the generated (hash-named) ConfigMap"
+    assert {d["metadata"].get("namespace", "backroom") for d in built} == {"backroom"}

@@ -49,6 +49,7 @@ class EventContext:
     session: AsyncSession
     emitter: Emitter
     topic: str
+    raw: bytes  # the record's value exactly as received (e.g. to forward it byte for byte)
 
     async def emit(self, data: Any, *, subject: str, topic: str | None = None) -> CloudEvent:
         return await self.emitter.emit(data, subject=subject, topic=topic)
@@ -122,7 +123,7 @@ class EventProcessor:
                 attempt += 1
                 started = time.perf_counter()
                 try:
-                    outcome = await self._apply(handler, event, record.topic)
+                    outcome = await self._apply(handler, event, record.topic, value)
                     HANDLER_SECONDS.labels(event.type).observe(time.perf_counter() - started)
                     EVENTS_HANDLED.labels(record.topic, event.type, outcome).inc()
                     return outcome
@@ -149,7 +150,7 @@ class EventProcessor:
                     )
                     await asyncio.sleep(delay)
 
-    async def _apply(self, handler: EventHandler, event: CloudEvent, topic: str) -> str:
+    async def _apply(self, handler: EventHandler, event: CloudEvent, topic: str, raw: bytes) -> str:
         async with self.db.transaction() as session:
             first_time = await session.scalar(
                 pg_insert(processed_events)
@@ -160,7 +161,7 @@ class EventProcessor:
             if first_time is None:
                 return "duplicate"
             emitter = Emitter(session, self.service, event.correlationid, event.id)
-            await handler(EventContext(event, session, emitter, topic))
+            await handler(EventContext(event, session, emitter, topic, raw))
         crash_point(f"{self.service}.after_db_commit")
         return "applied"
 

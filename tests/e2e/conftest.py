@@ -11,6 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from libs.events import topics
+from tests.support.kafka import TopicTail
+
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / "deploy" / "local"
 PORT_BASE = 18100
@@ -63,7 +66,14 @@ def smtp_maildir() -> Path:
     return run_dir / "smtp" / "maildir"
 
 
+@pytest.fixture(scope="session")
+async def event_stream(gateway_url: str) -> AsyncIterator[TopicTail]:
+    """Every public topic, read from the start of the e2e session as a downstream subscriber would."""
+    async with TopicTail(*topics.PUBLIC_TOPICS) as tail:
+        yield tail
+
+
 @pytest.fixture
-async def gateway(gateway_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def gateway(gateway_url: str, event_stream: TopicTail) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
         yield client

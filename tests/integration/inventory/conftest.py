@@ -67,9 +67,9 @@ class Inventory:
         return response.json()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def inventory(migrated_databases: None) -> AsyncIterator[Inventory]:
-    """One inventory service for the whole session (joining the consumer group takes seconds)."""
+    """One inventory service for this package, gone before e2e starts its own (joining the consumer group takes seconds)."""
     app = create_app(settings_at(None))
     async with running(app) as http:
         yield Inventory(http, app)

@@ -161,9 +161,9 @@ async def send(data: Any, order_id: str, topic: str, source: str) -> CloudEvent:
     return event
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def payments_service(migrated_databases: None) -> AsyncIterator[Payments]:
-    """One payments service for the session (joining the consumer group takes seconds)."""
+    """One payments service for this package, gone before e2e starts its own (joining the consumer group takes seconds)."""
     settings = PaymentsSettings(
         relay_poll_interval_s=0.5,
         consumer_backoff_initial_s=0.05,

@@ -113,7 +113,9 @@ async def test_a_malformed_instruction_is_refused_without_quoting_its_token() ->
     with pytest.raises(ValidationError) as raw:
         PaymentInstructionIssued.model_validate(event.data)
     assert secret in str(raw.value)
-    ctx = EventContext(event, MagicMock(), MagicMock(), "backroom.internal.payment-instructions")
+    ctx = EventContext(
+        event, MagicMock(), MagicMock(), "backroom.internal.payment-instructions", event.to_json()
+    )
 
     with pytest.raises(InvalidInstruction) as caught:
         await on_payment_instruction_issued(ctx, MagicMock())

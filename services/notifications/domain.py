@@ -1,0 +1,242 @@
+"""Notification rules: which email an event calls for, dedupe keys, money text, webhook retries."""
+
+import hashlib
+import hmac
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from libs.events import EVENT_TYPES
+from libs.events.common import Money
+from libs.events.inventory import StockLow
+from libs.events.orders import OrderCancelled, OrderConfirmed, OrderRejected, OrderShipped
+
+ORDER_CONFIRMED = "order_confirmed"
+ORDER_REJECTED = "order_rejected"
+ORDER_CANCELLED = "order_cancelled"
+ORDER_SHIPPED = "order_shipped"
+LOW_STOCK = "low_stock"
+TEMPLATES = (ORDER_CONFIRMED, ORDER_REJECTED, ORDER_CANCELLED, ORDER_SHIPPED, LOW_STOCK)
+
+EMAIL_EVENTS = {
+    "OrderConfirmed": ORDER_CONFIRMED,
+    "OrderRejected": ORDER_REJECTED,
+    "OrderCancelled": ORDER_CANCELLED,
+    "OrderShipped": ORDER_SHIPPED,
+    "StockLow": LOW_STOCK,
+}
+
+# Events a webhook may subscribe to: every registered type except the internal one that carries
+# payment tokens, which must never leave the system.
+INTERNAL_EVENT_TYPES = frozenset({"PaymentInstructionIssued"})
+WEBHOOK_EVENT_TYPES = tuple(sorted(t for t in EVENT_TYPES if t not in INTERNAL_EVENT_TYPES))
+
+# Orders may carry no email address (the contract's OrderPlaced has it optional); customers then
+# get mail at a per-customer mailbox of this domain, which the mail system routes.
+CUSTOMER_EMAIL_DOMAIN = "customers.backroom.local"
+
+REJECTION_REASONS = {
+    "out_of_stock": "some of the items you ordered are out of stock",
+    "payment_declined": "your payment was declined by the card issuer",
+    "reservation_expired": "we could not confirm your payment in time, so the items were released",
+    "invalid": "the order could not be accepted as placed (an item or the address was invalid)",
+}
+CANCELLATION_REASONS = {
+    "customer_request": "you asked us to cancel it",
+}
+TRACKING_LABELS = {
+    "carrier": "Carrier",
+    "tracking_number": "Tracking number",
+    "number": "Tracking number",
+    "url": "Track your parcel",
+}
+
+# ISO 4217 exponents that differ from the usual two decimals.
+_MINOR_DIGITS = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG"), 0),
+    **dict.fromkeys(("RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+}
+
+
+def format_money(amount: int, currency: str) -> str:
+    """Minor units as text for people: `format_money(1234, "EUR") == "EUR 12.34"`."""
+    digits = _MINOR_DIGITS.get(currency.upper(), 2)
+    sign = "-" if amount < 0 else ""
+    whole, fraction = divmod(abs(amount), 10**digits)
+    return f"{currency} {sign}{whole}" + (f".{fraction:0{digits}d}" if digits else "")
+
+
+def money(value: Money) -> str:
+    return format_money(value.amount, value.currency)
+
+
+def customer_address(customer_id: str, email: str | None) -> str:
+    """The event's email if it has one, else `<customer_id>@customers.backroom.local`."""
+    if email:
+        return email
+    local = re.sub(r"[^A-Za-z0-9._+-]", "-", customer_id).strip(".") or "unknown"
+    return f"{local[:64]}@{CUSTOMER_EMAIL_DOMAIN}"
+
+
+def email_dedupe_key(aggregate: str, template: str) -> str:
+    """One email per (order, template), or per (sku:crossing event, template) for stock alerts."""
+    return f"{aggregate}:{template}"
+
+
+def message_id(dedupe_key: str) -> str:
+    """A deterministic Message-ID, so a resend after a crash is recognisably the same message.
+
+    `<dedupe_key@backroom>` with each ':' written as '/': a colon is not allowed in a Message-ID
+    (RFC 5322 dot-atom), and mail parsers (Python's email package among them) cut the id there."""
+    return f"<{dedupe_key.replace(':', '/')}@backroom>"
+
+
+def rejection_reason(reason: str) -> str:
+    return REJECTION_REASONS.get(reason, "we could not complete it")
+
+
+def cancellation_reason(reason: str) -> str:
+    return CANCELLATION_REASONS.get(reason, f"it was cancelled ({reason.replace('_', ' ')})")
+
+
+def describe_tracking(tracking: dict[str, Any]) -> list[str]:
+    """Tracking details as `Label: value` lines, the well-known ones first."""
+    known = [k for k in TRACKING_LABELS if k in tracking]
+    others = sorted(k for k in tracking if k not in TRACKING_LABELS)
+    return [
+        f"{TRACKING_LABELS.get(k, k.replace('_', ' ').capitalize())}: {tracking[k]}"
+        for k in known + others
+        if tracking[k] not in (None, "")
+    ]
+
+
+@dataclass(frozen=True)
+class Email:
+    """An email to send for one event: template, recipient, dedupe key and the template context."""
+
+    template: str
+    to: str
+    dedupe_key: str
+    subject: str  # the aggregate id (order id or sku): NotificationSent's key
+    order_id: str | None = None
+    sku: str | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def message_id(self) -> str:
+        return message_id(self.dedupe_key)
+
+
+def _order_email(template: str, order_id: str, to: str, **context: Any) -> Email:
+    return Email(
+        template=template,
+        to=to,
+        dedupe_key=email_dedupe_key(order_id, template),
+        subject=order_id,
+        order_id=order_id,
+        context={"order_id": order_id, **context},
+    )
+
+
+def plan_email(
+    event_type: str, data: dict[str, Any], event_id: str, warehouse_email: str
+) -> Email | None:
+    """The email an event calls for, or None if it calls for none."""
+    if event_type == "OrderConfirmed":
+        confirmed = OrderConfirmed.model_validate(data)
+        lines = [
+            {
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "unit_price": money(line.unit_price),
+                "discount": money(line.discount),
+                "tax": money(line.tax),
+                "total": money(line.total),
+            }
+            for line in confirmed.lines
+        ]
+        to = customer_address(confirmed.customer_id, confirmed.email)
+        return _order_email(
+            ORDER_CONFIRMED, confirmed.order_id, to, lines=lines, total=money(confirmed.total)
+        )
+    if event_type == "OrderRejected":
+        rejected = OrderRejected.model_validate(data)
+        to = customer_address(rejected.customer_id, rejected.email)
+        return _order_email(
+            ORDER_REJECTED, rejected.order_id, to, reason=rejection_reason(rejected.reason)
+        )
+    if event_type == "OrderCancelled":
+        cancelled = OrderCancelled.model_validate(data)
+        to = customer_address(cancelled.customer_id, cancelled.email)
+        return _order_email(
+            ORDER_CANCELLED, cancelled.order_id, to, reason=cancellation_reason(cancelled.reason)
+        )
+    if event_type == "OrderShipped":
+        shipped = OrderShipped.model_validate(data)
+        to = customer_address(shipped.customer_id, shipped.email)
+        return _order_email(
+            ORDER_SHIPPED, shipped.order_id, to, tracking=describe_tracking(shipped.tracking)
+        )
+    if event_type == "StockLow":
+        low = StockLow.model_validate(data)
+        # StockLow is emitted once per crossing of the reorder point: each event is its own alert.
+        return Email(
+            template=LOW_STOCK,
+            to=warehouse_email,
+            dedupe_key=email_dedupe_key(f"{low.sku}:{event_id}", LOW_STOCK),
+            subject=low.sku,
+            sku=low.sku,
+            context={
+                "sku": low.sku,
+                "available": low.available,
+                "reorder_point": low.reorder_point,
+            },
+        )
+    return None
+
+
+def signature(secret: str, body: bytes) -> str:
+    """`X-Backroom-Signature`: `sha256=<hex HMAC-SHA256 of the exact body>`."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, body: bytes, header: str) -> bool:
+    """What a receiver does; kept here so tests and docs show the same rule."""
+    return hmac.compare_digest(signature(secret, body), header)
+
+
+def retry_delay(failed_attempts: int, base_s: float, max_s: float) -> timedelta:
+    """Wait after the n-th failed delivery: base, 2·base, 4·base, ... capped at max."""
+    exponent = min(max(failed_attempts - 1, 0), 32)
+    return timedelta(seconds=min(base_s * 2**exponent, max_s))
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    status: str  # pending | delivered | failed
+    attempts: int
+    next_attempt_at: datetime | None
+
+
+def after_attempt(
+    *,
+    succeeded: bool,
+    attempts_before: int,
+    now: datetime,
+    max_attempts: int,
+    base_s: float,
+    max_s: float,
+) -> DeliveryOutcome:
+    """Where a webhook delivery stands after one more POST."""
+    attempts = attempts_before + 1
+    if succeeded:
+        return DeliveryOutcome("delivered", attempts, None)
+    if attempts >= max_attempts:
+        return DeliveryOutcome("failed", attempts, None)
+    return DeliveryOutcome("pending", attempts, now + retry_delay(attempts, base_s, max_s))
+
+
+def is_success(status_code: int) -> bool:
+    return 200 <= status_code < 300

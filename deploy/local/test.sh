@@ -23,5 +23,6 @@ cd "$REPO_ROOT"
 .venv/bin/backroom topics >/dev/null
 .venv/bin/backroom migrate
 # Arguments (paths, -k, ...) replace the default selection of the whole suite.
-[[ $# -gt 0 ]] || set -- tests
+# Default: pure tests first, then one service at a time, then the whole system.
+[[ $# -gt 0 ]] || set -- tests/unit tests/integration tests/e2e
 .venv/bin/python -m pytest -q -p no:cacheprovider --durations=10 "$@"

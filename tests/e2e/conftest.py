@@ -45,7 +45,9 @@ def _run(*args: str) -> None:
     subprocess.run(["bash", *args], check=True, env=_env(), cwd=ROOT)
 
 
-@pytest.fixture(scope="session")
+# Package scope: the e2e system stops when the e2e tests are done, so its consumers never
+# compete with the in-process services of the integration tests in the same pytest session.
+@pytest.fixture(scope="package")
 def gateway_url(migrated_databases: None) -> Iterator[str]:
     external = os.environ.get("BACKROOM_E2E_GATEWAY")
     if external:
@@ -66,7 +68,7 @@ def smtp_maildir() -> Path:
     return run_dir / "smtp" / "maildir"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 async def event_stream(gateway_url: str) -> AsyncIterator[TopicTail]:
     """Every public topic, read from the start of the e2e session as a downstream subscriber would."""
     async with TopicTail(*topics.PUBLIC_TOPICS) as tail:

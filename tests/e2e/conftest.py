@@ -3,6 +3,8 @@
 
 Set BACKROOM_E2E_GATEWAY=http://host:port to test an already running system instead."""
 
+import asyncio
+import importlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -12,7 +14,9 @@ import httpx
 import pytest
 
 from libs.events import topics
+from libs.kit.settings import ServiceSettings
 from tests.support.kafka import TopicTail
+from tests.support.service import group_caught_up
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL = ROOT / "deploy" / "local"
@@ -41,6 +45,15 @@ def _env() -> dict[str, str]:
     return env
 
 
+async def _all_caught_up() -> None:
+    """Let every service chew through what earlier tests left on the topics before the clock of
+    any e2e deadline starts."""
+    bootstrap = ServiceSettings().kafka_bootstrap
+    for svc in SERVICES:
+        handlers = importlib.import_module(f"services.{svc}.handlers")
+        await group_caught_up(bootstrap, svc, list(getattr(handlers, "SUBSCRIBES_TO", ())), 300)
+
+
 def _run(*args: str) -> None:
     subprocess.run(["bash", *args], check=True, env=_env(), cwd=ROOT)
 
@@ -56,6 +69,7 @@ def gateway_url(migrated_databases: None) -> Iterator[str]:
     try:
         _run(str(LOCAL / "services.sh"), "up")
         _run(str(LOCAL / "nginx.sh"), "up")
+        asyncio.run(_all_caught_up())
         yield f"http://127.0.0.1:{GATEWAY_PORT}"
     finally:
         subprocess.run(["bash", str(LOCAL / "nginx.sh"), "down"], env=_env(), cwd=ROOT)

@@ -43,7 +43,7 @@ wait_ready() {
     local svc=$1 port deadline
     port=$(port_of "$svc")
     deadline=$((SECONDS + ${BACKROOM_READY_TIMEOUT:-90}))
-    until curl -fsS -o /dev/null "http://127.0.0.1:$port/health/ready"; do
+    until curl -fs -o /dev/null "http://127.0.0.1:$port/health/ready"; do
         pid_alive "$(pidfile "$svc")" || { tail -n 40 "$DIR/$svc.log" >&2; die "$svc exited; log: $DIR/$svc.log"; }
         ((SECONDS < deadline)) || { tail -n 40 "$DIR/$svc.log" >&2; die "$svc not ready; log: $DIR/$svc.log"; }
         sleep 0.2

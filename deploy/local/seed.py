@@ -48,28 +48,33 @@ def main(gateway: str) -> None:
             ).raise_for_status()
         for region, bps in TAX_RATES.items():
             http.put(f"/pricing/tax-rates/{region}", json={"rate_bps": bps}).raise_for_status()
+        existing = http.get("/pricing/rules", params={"limit": 200})
+        existing.raise_for_status()
+        kinds = {rule["kind"] for rule in existing.json()["items"]}
         now = datetime.now(UTC)
-        http.post(
-            "/pricing/rules",
-            json={
-                "kind": "promotion",
-                "category": "stationery",
-                "percent_off": 10,
-                "starts_at": now.isoformat(),
-                "ends_at": (now + timedelta(days=30)).isoformat(),
-            },
-        ).raise_for_status()
-        http.post(
-            "/pricing/rules",
-            json={
-                "kind": "volume",
-                "sku": "PEN-GEL-BLK",
-                "tiers": [
-                    {"min_quantity": 10, "percent_off": 15},
-                    {"min_quantity": 50, "percent_off": 25},
-                ],
-            },
-        ).raise_for_status()
+        if "promotion" not in kinds:  # promotions may overlap, so only seed one once
+            http.post(
+                "/pricing/rules",
+                json={
+                    "kind": "promotion",
+                    "category": "stationery",
+                    "percent_off": 10,
+                    "starts_at": now.isoformat(),
+                    "ends_at": (now + timedelta(days=30)).isoformat(),
+                },
+            ).raise_for_status()
+        if "volume" not in kinds:
+            http.post(
+                "/pricing/rules",
+                json={
+                    "kind": "volume",
+                    "sku": "PEN-GEL-BLK",
+                    "tiers": [
+                        {"min_quantity": 10, "percent_off": 15},
+                        {"min_quantity": 50, "percent_off": 25},
+                    ],
+                },
+            ).raise_for_status()
     customer = mint_token(
         settings.jwt_secret, "alice", ["customer"], ttl_s=86400, email="alice@example.com"
     )

@@ -9,12 +9,14 @@ export UV_PYTHON ?= python3.11
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: help install run test test-unit lint format infra-up infra-down status migrate clean
+.PHONY: help install run test test-unit lint format infra-up infra-down status migrate clean bench faults
 
 help:
 	@echo "make run    - everything up (Kafka, PostgreSQL, SMTP sink, six services, nginx), demo data, URLs; Ctrl-C stops all"
 	@echo "make test   - install, start what is missing, run unit + integration + e2e tests, stop what it started"
 	@echo "make lint   - ruff + mypy"
+	@echo "make bench  - checkout throughput/latency vs offered rate -> bench/results/<date>.json + .png"
+	@echo "make faults - crash scenarios under load, invariants checked -> bench/results/faults-<date>.json"
 	@echo "make status / infra-up / infra-down / migrate"
 
 $(UV):
@@ -32,6 +34,12 @@ run: install
 
 test: install
 	bash deploy/local/test.sh
+
+bench: install
+	$(PY) -m bench.bench
+
+faults: install
+	$(PY) -m bench.faults
 
 test-unit: install
 	$(PY) -m pytest tests/unit -q

@@ -100,13 +100,19 @@ async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
 Session = Annotated[AsyncSession, Depends(transaction, scope="function")]
 
 
-def emitter(request: Request, session: Session) -> Emitter:
+# Dependencies are `async def` even when they never await: FastAPI runs a plain `def` dependency
+# in a worker thread, a thread hop per dependency per request.
+async def emitter(request: Request, session: Session) -> Emitter:
     """Events caused by this request, written to the outbox in the request's transaction."""
     return Emitter(session, get_runtime(request).service, request_id(request))
 
 
+async def runtime_dependency(request: Request) -> Runtime:
+    return get_runtime(request)
+
+
 Events = Annotated[Emitter, Depends(emitter, scope="function")]
-RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+RuntimeDep = Annotated[Runtime, Depends(runtime_dependency)]
 
 
 def create_service_app(

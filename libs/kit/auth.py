@@ -76,7 +76,8 @@ def decode_token(token: str, secret: str, algorithm: str = "HS256") -> Principal
     )
 
 
-def optional_principal(request: Request) -> Principal | None:
+# `async def` although nothing is awaited: FastAPI would run a plain `def` in a worker thread.
+async def optional_principal(request: Request) -> Principal | None:
     header = request.headers.get("authorization")
     if not header:
         return None
@@ -87,7 +88,7 @@ def optional_principal(request: Request) -> Principal | None:
     return decode_token(token.strip(), settings.jwt_secret, settings.jwt_algorithm)
 
 
-def require_customer(
+async def require_customer(
     principal: Annotated[Principal | None, Depends(optional_principal)],
 ) -> Principal:
     """Any valid token."""
@@ -96,7 +97,7 @@ def require_customer(
     return principal
 
 
-def require_admin(principal: Annotated[Principal, Depends(require_customer)]) -> Principal:
+async def require_admin(principal: Annotated[Principal, Depends(require_customer)]) -> Principal:
     if not principal.is_admin:
         raise Problem(403, "admin role required")
     return principal

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import gc
 import json
 import sys
 from typing import Any
@@ -41,6 +42,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     module = importlib.import_module(f"services.{args.service}.main")
     app = module.create_app()
     settings = app.state.runtime.settings
+    # Everything built so far (modules, models, routes) lives as long as the process: keep it
+    # out of the cyclic garbage collector's full passes, which otherwise walk all of it again
+    # and again under load.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         app,
         host=settings.http_host,

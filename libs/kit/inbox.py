@@ -1,10 +1,15 @@
 """The idempotent consumer: each event is handled in one transaction with its processed-events row,
-retried with backoff, dead-lettered after N attempts, and its offset committed only after the commit."""
+retried with backoff, dead-lettered after N attempts, and its offset committed only after the commit.
+
+Records that are already waiting are applied together: one transaction (one inbox insert, one
+commit) for the lot, one offset commit after it. If anything in such a batch fails, it is rolled
+back and its records are applied one at a time as above."""
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -22,7 +27,7 @@ from libs.events import topics
 from libs.events.envelope import CloudEvent
 from libs.kit.db import Database, processed_events
 from libs.kit.faults import crash_point
-from libs.kit.outbox import Emitter
+from libs.kit.outbox import Emitter, OutboxBuffer
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +155,82 @@ class EventProcessor:
                     )
                     await asyncio.sleep(delay)
 
+    async def process_batch(self, records: Sequence[ConsumerRecord[Any, Any]]) -> list[str]:
+        """Apply records in order, all in one transaction; returns their outcomes. Types without a
+        handler are skipped on their `ce_type` header alone. If the transaction fails for any
+        reason, every record of it goes through `process_record` (retries, dead letters)."""
+        if len(records) == 1:
+            return [await self.process_record(records[0])]
+        outcomes: list[str] = ["ignored"] * len(records)
+        todo: list[tuple[int, ConsumerRecord[Any, Any], CloudEvent, EventHandler]] = []
+        for index, record in enumerate(records):
+            event_type = _header(record, "ce_type")
+            if event_type is not None and event_type not in self.handlers:
+                EVENTS_HANDLED.labels(record.topic, event_type, "ignored").inc()
+                continue
+            try:
+                event = CloudEvent.from_json(record.value)
+            except ValidationError:
+                event = None
+            handler = self.handlers.get(event.type) if event is not None else None
+            if event is None or handler is None:
+                # Unparseable (dead-lettered) or not ours (ignored): no database work either way.
+                outcomes[index] = await self.process_record(record)
+                continue
+            todo.append((index, record, event, handler))
+        if not todo:
+            return outcomes
+        try:
+            applied = await self._apply_batch(todo)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.info("batch of %d events failed (%r); applying them one by one", len(todo), exc)
+            for index, record, _, _ in todo:
+                outcomes[index] = await self.process_record(record)
+            return outcomes
+        for (index, record, event, _), outcome in zip(todo, applied, strict=True):
+            outcomes[index] = outcome
+            EVENTS_HANDLED.labels(record.topic, event.type, outcome).inc()
+        return outcomes
+
+    async def _apply_batch(
+        self, todo: list[tuple[int, ConsumerRecord[Any, Any], CloudEvent, EventHandler]]
+    ) -> list[str]:
+        outcomes: list[str] = []
+        buffer = OutboxBuffer()  # the batch's outgoing events: one insert at the end
+        async with self.db.transaction() as session:
+            rows = {
+                event.id: {"event_id": event.id, "event_type": event.type, "topic": record.topic}
+                for _, record, event, _ in todo
+            }
+            fresh = set(
+                await session.scalars(
+                    pg_insert(processed_events)
+                    .values(list(rows.values()))
+                    .on_conflict_do_nothing()
+                    .returning(processed_events.c.event_id)
+                )
+            )
+            for _, record, event, handler in todo:
+                if event.id not in fresh:
+                    outcomes.append("duplicate")
+                    continue
+                fresh.discard(event.id)  # the same event twice in one batch: applied once
+                with structlog.contextvars.bound_contextvars(
+                    correlation_id=event.correlationid, event_id=event.id, event_type=event.type
+                ):
+                    started = time.perf_counter()
+                    emitter = Emitter(
+                        session, self.service, event.correlationid, event.id, buffer=buffer
+                    )
+                    await handler(EventContext(event, session, emitter, record.topic, record.value))
+                    HANDLER_SECONDS.labels(event.type).observe(time.perf_counter() - started)
+                outcomes.append("applied")
+            await buffer.flush(session)
+        crash_point(f"{self.service}.after_db_commit")
+        return outcomes
+
     async def _apply(self, handler: EventHandler, event: CloudEvent, topic: str, raw: bytes) -> str:
         async with self.db.transaction() as session:
             first_time = await session.scalar(
@@ -188,13 +269,53 @@ class EventProcessor:
         )
 
 
+def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
+    for key, value in record.headers or ():
+        if key == name:
+            return bytes(value).decode(errors="replace")
+    return None
+
+
+async def waiting_records(
+    consumer: Any, limit: int, partitions: Sequence[TopicPartition] = ()
+) -> list[ConsumerRecord[Any, Any]]:
+    """Records the consumer has already fetched (at most `limit`), without waiting for more."""
+    if limit <= 0 or not isinstance(consumer, AIOKafkaConsumer):
+        return []
+    fetched = await consumer.getmany(*partitions, timeout_ms=0, max_records=limit)
+    return [record for records in fetched.values() for record in records]
+
+
+def rewind(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    """Seek back to the first of these records on each partition, so they are read again."""
+    if not isinstance(consumer, AIOKafkaConsumer):
+        return
+    first: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        first[tp] = min(first.get(tp, record.offset), record.offset)
+    for tp, offset in first.items():
+        with contextlib.suppress(Exception):  # partition no longer ours: its next owner reads it
+            consumer.seek(tp, offset)
+
+
 async def commit_offset(consumer: Any, record: ConsumerRecord[Any, Any]) -> None:
     """Commit exactly this record's next offset (not whatever the consumer has fetched)."""
+    await commit_offsets(consumer, [record])
+
+
+async def commit_offsets(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    """Commit, per partition, the offset after the last of these records (not whatever the
+    consumer has fetched)."""
     if not isinstance(consumer, AIOKafkaConsumer):
         await consumer.commit()  # FastStream's in-memory test consumer
         return
+    offsets: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
     try:
-        await consumer.commit({TopicPartition(record.topic, record.partition): record.offset + 1})
+        await consumer.commit(offsets)
     except CommitFailedError as exc:
         # A rebalance took the partition: the next owner re-reads the record and the inbox
         # makes that harmless.

@@ -13,6 +13,12 @@ from libs.events import topics
 log = logging.getLogger(__name__)
 
 
+def bootstrap_servers(bootstrap: str) -> list[str]:
+    """`host:port[,host:port...]` as a list. aiokafka splits such a string itself, but FastStream's
+    KafkaBroker takes a string as one server: given a cluster's list, the services could not start."""
+    return [server.strip() for server in bootstrap.split(",") if server.strip()]
+
+
 def new_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
     """An idempotent producer: acks=all, no duplicates or reordering on internal retries."""
     return AIOKafkaProducer(

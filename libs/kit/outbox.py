@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel
-from sqlalchemy import delete, insert, select, text
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events.envelope import CloudEvent, new_event
@@ -25,6 +25,7 @@ NOTIFY_CHANNEL = "backroom_outbox"
 # One relay at a time per service database publishes (several replicas may run): the lock keeps
 # per-key order, which SKIP LOCKED batches taken by two relays in parallel would not.
 RELAY_LOCK_ID = 0x0B0C_0001
+_NOTIFIED = "backroom_outbox_notified"
 
 OUTBOX_PUBLISHED = Counter(
     "backroom_outbox_published_total", "Outbox events published to Kafka", ["topic"]
@@ -36,18 +37,43 @@ OUTBOX_LAG = Histogram(
 )
 
 
+def _row(event: CloudEvent, topic: str, key: str) -> dict[str, str]:
+    return {
+        "event_id": event.id,
+        "event_type": event.type,
+        "topic": topic,
+        "message_key": key,
+        "payload": event.model_dump_json(),
+    }
+
+
 async def add_to_outbox(session: AsyncSession, event: CloudEvent, topic: str, key: str) -> None:
     """Write `event` in the session's transaction; NOTIFY fires only when that transaction commits."""
-    await session.execute(
-        insert(outbox).values(
-            event_id=event.id,
-            event_type=event.type,
-            topic=topic,
-            message_key=key,
-            payload=event.model_dump_json(),
-        )
-    )
-    await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+    await _insert(session, [_row(event, topic, key)])
+
+
+async def _insert(session: AsyncSession, rows: list[dict[str, str]]) -> None:
+    # Several rows go as one executemany (one round trip with asyncpg), in the list's order,
+    # which is the publish order. Not `.values([...])`: SQLAlchemy cannot cache that statement.
+    await session.execute(insert(outbox), rows)
+    # One NOTIFY per transaction is enough: PostgreSQL folds repeats into one anyway.
+    transaction = session.sync_session.get_transaction()
+    if transaction is None or session.info.get(_NOTIFIED) is not transaction:
+        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
+        session.info[_NOTIFIED] = session.sync_session.get_transaction()
+
+
+class OutboxBuffer:
+    """Outbox rows held back and written with one statement by `flush`, which whoever made the
+    buffer calls before the transaction commits (the inbox does, for a batch of events)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, str]] = []
+
+    async def flush(self, session: AsyncSession) -> None:
+        if self.rows:
+            rows, self.rows = self.rows, []
+            await _insert(session, rows)
 
 
 class Emitter:
@@ -59,11 +85,13 @@ class Emitter:
         service: str,
         correlation_id: str | None,
         causation_id: str | None = None,
+        buffer: OutboxBuffer | None = None,
     ) -> None:
         self.session = session
         self.service = service
         self.correlation_id = correlation_id
         self.causation_id = causation_id
+        self.buffer = buffer
         self.emitted: list[CloudEvent] = []
 
     async def emit(self, data: BaseModel, *, subject: str, topic: str | None = None) -> CloudEvent:
@@ -75,7 +103,11 @@ class Emitter:
             correlation_id=self.correlation_id,
             causation_id=self.causation_id,
         )
-        await add_to_outbox(self.session, event, topic or topic_for(event.type), subject)
+        topic = topic or topic_for(event.type)
+        if self.buffer is not None:
+            self.buffer.rows.append(_row(event, topic, subject))
+        else:
+            await add_to_outbox(self.session, event, topic, subject)
         self.emitted.append(event)
         return event
 
@@ -154,13 +186,13 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish up to one batch of pending rows and delete them; returns how many."""
         async with self.db.transaction() as session:
-            locked = await session.scalar(
-                text("SELECT pg_try_advisory_xact_lock(:id)"), {"id": RELAY_LOCK_ID}
-            )
-            if not locked:
-                return 0
+            # The lock and the read in one statement: the lock is an InitPlan, taken once before
+            # the scan, and no rows come back (none are read) if another relay holds it.
+            locked = select(func.pg_try_advisory_xact_lock(RELAY_LOCK_ID)).scalar_subquery()
             rows = (
-                await session.execute(select(outbox).order_by(outbox.c.id).limit(self.batch_size))
+                await session.execute(
+                    select(outbox).where(locked).order_by(outbox.c.id).limit(self.batch_size)
+                )
             ).all()
             if not rows:
                 return 0

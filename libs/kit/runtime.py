@@ -13,8 +13,8 @@ from faststream.kafka.annotations import KafkaMessage
 from sqlalchemy import text
 
 from libs.kit.db import Database
-from libs.kit.inbox import EventProcessor, commit_offset
-from libs.kit.kafka import ensure_topics, new_producer
+from libs.kit.inbox import EventProcessor, commit_offsets, rewind, waiting_records
+from libs.kit.kafka import bootstrap_servers, ensure_topics, new_producer
 from libs.kit.outbox import OutboxRelay
 from libs.kit.settings import ServiceSettings
 
@@ -39,10 +39,14 @@ class Runtime:
             backoff_max_s=settings.consumer_backoff_max_s,
         )
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap,
+            bootstrap_servers(settings.kafka_bootstrap),
             client_id=self.service,
             graceful_timeout=10.0,
-            logger=logging.getLogger(f"faststream.{self.service}"),
+            # Outside the `faststream` logger tree (which FastStream gives its own INFO handler),
+            # so broker logs are ours (JSON, our level); its per-message "Received"/"Processed"
+            # lines at DEBUG.
+            logger=logging.getLogger(f"backroom.kafka.{self.service}"),
+            log_level=logging.DEBUG,
         )
         self.relay = OutboxRelay(
             self.db,
@@ -52,22 +56,33 @@ class Runtime:
             batch_size=settings.relay_batch_size,
         )
         self.subscribed_topics = list(subscribe_to)
-        for topic in self.subscribed_topics:
-            self._subscribe(topic)
+        if self.subscribed_topics:
+            self._subscribe(self.subscribed_topics)
         self.extra_tasks: list[asyncio.Task[Any]] = []
 
-    def _subscribe(self, topic: str) -> None:
+    def _subscribe(self, topics: list[str]) -> None:
+        """One consumer for all the service's topics: one fetch loop, one group member, and
+        records of several topics (the facts one order's next step waits for) can share a
+        transaction. Order holds per partition, which is all Kafka promises anyway."""
         processor = self.processor
+        batch_max = self.settings.consumer_batch_max
 
         async def consume(msg: KafkaMessage) -> None:
             record = msg.raw_message
             assert not isinstance(record, tuple)
-            await processor.process_record(record)
-            await commit_offset(msg.consumer, record)
+            # What the consumer already holds goes along in the same transaction: no waiting for
+            # a batch to fill, only fewer commits once records queue up.
+            batch = [record, *await waiting_records(msg.consumer, batch_max - 1)]
+            try:
+                await processor.process_batch(batch)
+            except BaseException:
+                rewind(msg.consumer, batch)  # not applied, so not skipped either: read again
+                raise
+            await commit_offsets(msg.consumer, batch)
 
-        consume.__name__ = f"consume_{topic.replace('.', '_').replace('-', '_')}"
+        consume.__name__ = f"consume_{self.service}"
         self.broker.subscriber(
-            Topic(topic, declare=False),
+            *(Topic(topic, declare=False) for topic in topics),
             group_id=self.service,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",

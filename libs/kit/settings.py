@@ -30,6 +30,9 @@ class ServiceSettings(BaseSettings):
     consumer_max_attempts: int = 5
     consumer_backoff_initial_s: float = 0.2
     consumer_backoff_max_s: float = 5.0
+    # Records already fetched are applied together, in one transaction, up to this many (1: one
+    # transaction per record).
+    consumer_batch_max: int = 100
     relay_poll_interval_s: float = 1.0
     relay_batch_size: int = 500
 

@@ -1,7 +1,9 @@
 """Notifications use cases: send an event's email once, queue and deliver webhooks, read the log."""
 
 import asyncio
+import contextlib
 import smtplib
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -78,20 +80,67 @@ class EmailRejected(Exception):
     with backoff and then dead-letters the event, instead of retrying forever."""
 
 
-def _smtp_send(settings: NotificationsSettings, message: EmailMessage) -> None:
-    # An unreachable or vanished server raises OSError (SMTPServerDisconnected is one): the kit
-    # treats that as infrastructure trouble and retries until the server is back.
-    with smtplib.SMTP(
-        settings.smtp_host, settings.smtp_port, timeout=settings.smtp_timeout_s
-    ) as smtp:
+_REFUSALS = (
+    smtplib.SMTPRecipientsRefused,
+    smtplib.SMTPResponseException,
+    smtplib.SMTPNotSupportedError,
+)
+
+
+class SmtpSession:
+    """One SMTP connection kept open from message to message (connect, greeting, EHLO and QUIT
+    once, not per mail). A kept connection that turns out dead (server restarted, idle timeout)
+    is replaced and the message sent once more on the new one."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._smtp: smtplib.SMTP | None = None
+        self._server: tuple[str, int] | None = None
+
+    def send(self, settings: NotificationsSettings, message: EmailMessage) -> None:
+        # An unreachable or vanished server raises OSError (SMTPServerDisconnected is one): the
+        # kit treats that as infrastructure trouble and retries until the server is back.
+        server = (settings.smtp_host, settings.smtp_port)
+        with self._lock:
+            if self._server != server:
+                self._close()
+            for fresh in (False, True) if self._smtp is not None else (True,):
+                if fresh:
+                    self._close()
+                    self._smtp = smtplib.SMTP(*server, timeout=settings.smtp_timeout_s)
+                    self._server = server
+                assert self._smtp is not None
+                try:
+                    self._smtp.send_message(message)
+                    return
+                except _REFUSALS as exc:
+                    self._reset()
+                    raise EmailRejected(f"SMTP server refused the message: {exc}") from exc
+                except OSError:
+                    self._close()
+                    if fresh:
+                        raise
+
+    def _reset(self) -> None:
+        """Back to a clean session after a refusal (or a new connection next time)."""
         try:
-            smtp.send_message(message)
-        except (
-            smtplib.SMTPRecipientsRefused,
-            smtplib.SMTPResponseException,
-            smtplib.SMTPNotSupportedError,
-        ) as exc:
-            raise EmailRejected(f"SMTP server refused the message: {exc}") from exc
+            if self._smtp is not None:
+                self._smtp.rset()
+        except (OSError, smtplib.SMTPException):
+            self._close()
+
+    def _close(self) -> None:
+        smtp, self._smtp, self._server = self._smtp, None, None
+        if smtp is not None:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                smtp.close()
+
+
+_smtp_session = SmtpSession()
+
+
+def _smtp_send(settings: NotificationsSettings, message: EmailMessage) -> None:
+    _smtp_session.send(settings, message)
 
 
 async def send_email(settings: NotificationsSettings, message: EmailMessage) -> None:
@@ -150,10 +199,33 @@ async def notify_by_email(
 # --- webhooks ----------------------------------------------------------------------------------
 
 
+_SUBSCRIBED_TYPES = "notifications_subscribed_types"
+
+
+async def subscribed_types(session: AsyncSession) -> frozenset[str]:
+    """The event types any webhook subscription lists, read once per transaction: the consumer
+    applies several events in one transaction, and most types usually have no subscriber, so
+    this spares each of them a statement. Events applied together count as consumed at the same
+    moment, the moment of this read."""
+    transaction = session.sync_session.get_transaction()
+    cached = session.info.get(_SUBSCRIBED_TYPES)
+    if cached is not None and transaction is not None and cached[0] is transaction:
+        return frozenset(cached[1])
+    types = frozenset(
+        await session.scalars(
+            select(func.jsonb_array_elements_text(webhook_subscriptions.c.events)).distinct()
+        )
+    )
+    session.info[_SUBSCRIBED_TYPES] = (transaction, types)
+    return types
+
+
 async def enqueue_deliveries(
     session: AsyncSession, event_type: str, event_id: str, payload: str
 ) -> None:
     """One pending delivery per subscription that lists `event_type` (once per event)."""
+    if event_type not in await subscribed_types(session):
+        return
     subscribers = select(
         func.gen_random_uuid().cast(String),
         webhook_subscriptions.c.id,

@@ -19,21 +19,22 @@ from services.orders.settings import OrdersSettings
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 
-def _pricing(request: Request) -> service.Pricing:
+async def _pricing(request: Request) -> service.Pricing:
     pricing: service.Pricing = request.app.state.pricing
     return pricing
 
 
-def _clock(request: Request) -> Callable[[], datetime]:
+async def _clock(request: Request) -> Callable[[], datetime]:
     clock: Callable[[], datetime] = request.app.state.clock
     return clock
 
 
-def _settings(request: Request) -> OrdersSettings:
+async def _settings(request: Request) -> OrdersSettings:
     settings: OrdersSettings = request.app.state.settings
     return settings
 
 
+# Dependencies are `async def` so FastAPI calls them inline instead of in a worker thread.
 SettingsDep = Annotated[OrdersSettings, Depends(_settings)]
 PricingDep = Annotated[service.Pricing, Depends(_pricing)]
 ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]

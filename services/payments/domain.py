@@ -46,6 +46,22 @@ class PaymentProvider(Protocol):
         self, idempotency_key: str, capture_ref: str, amount: int
     ) -> ProviderResult: ...
 
+    async def find_capture(self, idempotency_key: str) -> "ProviderCapture | None":
+        """The money a capture with this key moved, or None if none did (never seen, declined,
+        or only transient failures so far). Moves no money itself. An adapter for a PSP that may
+        still be executing a request our process sent before it died must make the answer final
+        (e.g. cancel the key at the PSP), so that no capture lands after it said None."""
+        ...
+
+
+@dataclass(frozen=True)
+class ProviderCapture:
+    """A capture the provider made: its reference and the money it took."""
+
+    ref: str
+    amount: int
+    currency: str
+
 
 def refund_key(order_id: str) -> str:
     """The idempotency key of an order's (full) refund; the capture's key is the order id."""
@@ -115,6 +131,17 @@ def decide_capture(state: OrderPayment) -> CaptureDecision:
     if not state.has_token:
         return CaptureDecision.DECLINE_INVALID_TOKEN
     return CaptureDecision.CAPTURE
+
+
+def capture_may_be_unrecorded(state: OrderPayment) -> bool:
+    """Whether closing the order must first ask the provider for a capture under its key.
+
+    The process may die between the provider's capture and our commit; the redelivered fact
+    that would record it can then arrive after the close, which never charges, and the money
+    would stay taken. The fact that triggered the capture was rolled back with it, but the other
+    one was committed earlier: a capture may exist whenever none is on record and at least one
+    of the two facts is."""
+    return state.capture_status is None and (state.instructed or state.stock_reserved)
 
 
 class CloseDecision(Enum):

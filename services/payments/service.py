@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import DateTime, Row, func, insert, literal, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.events.common import Money
 from libs.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded, PaymentVoided
 from libs.kit.db import Database
+from libs.kit.faults import crash_point
 from libs.kit.outbox import Emitter
 from services.payments.db import payment_orders, payments, sandbox_ledger
 from services.payments.domain import (
@@ -27,9 +28,11 @@ from services.payments.domain import (
     LedgerEntry,
     OrderPayment,
     PaymentProvider,
+    ProviderCapture,
     ProviderResult,
     TransientProviderError,
     accepts_instruction,
+    capture_may_be_unrecorded,
     decide_capture,
     decide_close,
     refund_key,
@@ -39,6 +42,7 @@ from services.payments.domain import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # What orders reads in PaymentFailed.reason (it becomes the order's rejection reason); the
 # provider's own code travels in `decline_code`.
@@ -58,9 +62,7 @@ class Charging:
     backoff_initial_s: float = 0.2
     backoff_max_s: float = 2.0
 
-    async def call(
-        self, what: str, operation: Callable[[], Awaitable[ProviderResult]]
-    ) -> ProviderResult:
+    async def call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """Retry transient errors (same idempotency key each time); re-raise after the last attempt
         so the kit retries the message later or dead-letters it."""
         delay = self.backoff_initial_s
@@ -127,6 +129,8 @@ async def close_order(
     capture, and answer a cancellation with PaymentRefunded or PaymentVoided."""
     row = await _lock_order(session, order_id, customer_id)
     capture = await _capture_row(session, order_id)
+    if capture_may_be_unrecorded(_state(row, None if capture is None else capture.status)):
+        capture = await _record_provider_capture(session, events, charging, row)
     state = _state(row, capture.status if capture else None)
     decision = decide_close(state, cancellation=cancellation)
     await session.execute(
@@ -167,6 +171,7 @@ async def _charge_if_due(
             f"capture of order {order_id}",
             lambda: charging.provider.capture(order_id, amount, currency, token),
         )
+        crash_point("payments.after_provider_capture")
     else:
         result = ProviderResult.declined(decision.value)
 
@@ -215,6 +220,48 @@ async def _charge_if_due(
         log.info("order %s declined: %s", order_id, result.decline_reason)
 
 
+async def _record_provider_capture(
+    session: AsyncSession, events: Emitter, charging: Charging, row: Row[Any]
+) -> Row[Any] | None:
+    """A capture the provider made under the order's key that we never recorded (we died before
+    our commit): record it and announce it, so closing the order refunds it. None if the
+    provider has none."""
+    order_id = str(row.order_id)
+    found = await charging.call(
+        f"capture lookup of order {order_id}", lambda: charging.provider.find_capture(order_id)
+    )
+    if found is None:
+        return None
+    payment_id = new_id()
+    await session.execute(
+        insert(payments).values(
+            id=payment_id,
+            order_id=order_id,
+            customer_id=row.customer_id,
+            kind="capture",
+            amount=found.amount,
+            currency=found.currency,
+            status="captured",
+            provider_ref=found.ref,
+        )
+    )
+    await events.emit(
+        PaymentCaptured(
+            order_id=order_id,
+            payment_id=payment_id,
+            amount=Money(amount=found.amount, currency=found.currency),
+            provider_ref=found.ref,
+        ),
+        subject=order_id,
+    )
+    log.warning(
+        "order %s closes with a capture the provider made but we never recorded (payment %s)",
+        order_id,
+        payment_id,
+    )
+    return await _capture_row(session, order_id)
+
+
 async def _refund(
     session: AsyncSession, events: Emitter, charging: Charging, capture: Row[Any], reason: str
 ) -> None:
@@ -224,6 +271,7 @@ async def _refund(
         f"refund of order {order_id}",
         lambda: charging.provider.refund(refund_key(order_id), capture_ref, amount),
     )
+    crash_point("payments.after_provider_refund")
     if result.ref is None:
         raise RefundDeclined(f"refund of order {order_id} declined: {result.decline_reason}")
     refund_id = new_id()
@@ -393,6 +441,12 @@ class SandboxProvider:
             lambda e: sandbox_capture(e, idempotency_key, amount, currency, token, ref),
         )
         return entry.result()
+
+    async def find_capture(self, idempotency_key: str) -> ProviderCapture | None:
+        entry = await self.ledger.get(idempotency_key)
+        if entry is None or entry.operation != "capture" or entry.ref is None:
+            return None
+        return ProviderCapture(ref=entry.ref, amount=entry.amount, currency=entry.currency or "")
 
     async def refund(self, idempotency_key: str, capture_ref: str, amount: int) -> ProviderResult:
         capture = await self.ledger.by_ref(capture_ref)

@@ -54,8 +54,9 @@ Percent = Annotated[
 ]
 
 
-def utc_now() -> datetime:
-    """The clock quotes and promotions are judged by (tests may override this dependency)."""
+async def utc_now() -> datetime:
+    """The clock quotes and promotions are judged by (tests may override this dependency);
+    `async` so FastAPI calls it inline rather than in a worker thread."""
     return datetime.now(UTC)
 
 

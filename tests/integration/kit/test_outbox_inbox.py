@@ -160,3 +160,42 @@ async def test_a_transaction_that_commits_during_a_relay_pass_is_not_lost(
 async def emit_in(session: AsyncSession, topic: str, *pings: Ping) -> list[str]:
     emitter = Emitter(session, "kit-producer", correlation_id=None)
     return [(await emitter.emit(p, subject=p.key, topic=topic)).id for p in pings]
+
+
+async def test_a_poison_event_amid_a_backlog_fails_alone(producer: Runtime) -> None:
+    """A consumer that starts behind applies what it has already fetched in one transaction; a
+    poison event among them rolls that back, and the events are applied one by one: the others
+    exactly once and in per-key order, the poison dead-lettered."""
+    topic = await new_topic()
+    prefix = f"backlog-{topic}-"
+    keys = [f"{prefix}{k}" for k in range(3)]
+    pings = [Ping(key=keys[i % 3], position=i, poison=i == 137) for i in range(300)]
+    bootstrap = ServiceSettings().kafka_bootstrap
+    async with TopicTail(topic) as tail:
+        ids = await emit(producer, topic, *pings)
+        await tail.wait_for(lambda e: e["id"] == ids[-1])  # the whole backlog is on the topic
+    consumer = consumer_runtime(topic)
+    await consumer.start()
+    try:
+
+        async def all_but_one_applied() -> bool:
+            return len(await applied_rows(consumer, prefix)) >= 299
+
+        await eventually(all_but_one_applied, timeout=60, what="299 events applied")
+
+        async def parked() -> list[dict[str, object]]:
+            return [
+                e
+                for e in await read_dlq(bootstrap, [topics.dlq(topic)])
+                if e["event_id"] == ids[137]
+            ]
+
+        [entry] = await eventually(parked, what="poison event on the DLQ")
+        assert "PoisonError" in str(entry["error"])
+        rows = await applied_rows(consumer, prefix)
+        assert sorted(r.event_id for r in rows) == sorted(ids[:137] + ids[138:])
+        for key in keys:
+            positions = [r.position for r in rows if r.message_key == key]
+            assert positions == sorted(positions), key
+    finally:
+        await consumer.stop()

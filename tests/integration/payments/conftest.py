@@ -22,7 +22,7 @@ from libs.events.orders import OrderCancellationRequested, OrderRejected, Paymen
 from libs.kit.db import Database, processed_events
 from libs.kit.runtime import Runtime
 from services.payments.db import payment_orders, payments, sandbox_ledger
-from services.payments.domain import ProviderResult
+from services.payments.domain import ProviderCapture, ProviderResult
 from services.payments.main import create_app
 from services.payments.service import PgSandboxLedger, SandboxProvider
 from services.payments.settings import PaymentsSettings
@@ -39,6 +39,9 @@ class ObservedSandbox:
     def __init__(self, sandbox: SandboxProvider) -> None:
         self.sandbox = sandbox
         self.crash_once: set[str] = set()
+        # For chosen orders, every capture attempt dies right after the provider's answer until
+        # the event is set; as a transient error, so the kit keeps redelivering the fact meanwhile.
+        self.crash_until: dict[str, asyncio.Event] = {}
         self.capture_started: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
     async def capture(
@@ -49,7 +52,13 @@ class ObservedSandbox:
         if idempotency_key in self.crash_once:
             self.crash_once.discard(idempotency_key)
             raise RuntimeError("simulated crash between the provider's answer and our commit")
+        held = self.crash_until.get(idempotency_key)
+        if held is not None and not held.is_set():
+            raise ConnectionError("simulated crash between the provider's answer and our commit")
         return result
+
+    async def find_capture(self, idempotency_key: str) -> ProviderCapture | None:
+        return await self.sandbox.find_capture(idempotency_key)
 
     async def refund(self, idempotency_key: str, capture_ref: str, amount: int) -> ProviderResult:
         return await self.sandbox.refund(idempotency_key, capture_ref, amount)

@@ -5,6 +5,8 @@ import asyncio
 import uuid
 from typing import Any
 
+import pytest
+
 from libs.events import topics
 from services.payments.domain import TOK_DECLINED, TOK_PROCESSING_ERROR, TOK_SLOW, TOK_VISA
 from tests.integration.payments.conftest import Payments, new_customer, new_order_id
@@ -96,6 +98,67 @@ async def test_a_crash_after_the_provider_answered_is_harmless(payments_service:
     assert entry.attempts == 1
     assert captured["data"]["provider_ref"] == entry.ref
     assert len(await payments_service.payment_rows(order_id)) == 1
+
+
+@pytest.mark.parametrize(
+    ("first_fact", "close"),
+    [("instruction", "cancellation"), ("reservation", "rejection")],
+)
+async def test_a_close_read_before_the_redelivered_capture_refunds_the_provider_capture(
+    payments_service: Payments, first_fact: str, close: str
+) -> None:
+    """Found by `make faults` (crash-payments-capture-vs-cancel): the process dies after the PSP
+    captured but before our commit (which also loses the fact that triggered the capture), and
+    the order's close is read before that fact is redelivered (it then charges nothing: the
+    order is closed). The close must find the provider's capture, record it and refund it, not
+    answer PaymentVoided (or nothing) and leave the money taken."""
+    order_id, customer = new_order_id(), new_customer()
+    release = asyncio.Event()
+    payments_service.provider.crash_until[order_id] = release
+    try:
+        async with TopicTail(topics.PAYMENTS) as tail:
+            if first_fact == "instruction":
+                first = await payments_service.instruct(order_id, customer, 2300)
+                await eventually(lambda: payments_service.handled(first), what="first fact")
+                await payments_service.reserve(order_id)
+            else:
+                first = await payments_service.reserve(order_id)
+                await eventually(lambda: payments_service.handled(first), what="first fact")
+                await payments_service.instruct(order_id, customer, 2300)
+
+            async def captured_at_provider_only() -> bool:
+                entries = await payments_service.ledger(order_id)
+                return any(e.ref for e in entries) and not await payments_service.payment_rows(
+                    order_id
+                )
+
+            await eventually(captured_at_provider_only, what="the PSP captured, we did not commit")
+            if close == "cancellation":
+                closing = await payments_service.cancel(order_id, customer)
+            else:
+                closing = await payments_service.reject(order_id, customer, "reservation_expired")
+            await eventually(lambda: payments_service.handled(closing), what="close handled")
+            release.set()  # the redelivered fact may now commit: it must charge nothing more
+            [refunded] = await tail.wait_for(of_type("PaymentRefunded", order_id))
+            [captured] = tail.events(of_type("PaymentCaptured", order_id))
+            assert tail.events(of_type("PaymentVoided", order_id)) == []
+    finally:
+        release.set()
+
+    ledger = {e.idempotency_key: e for e in await payments_service.ledger(order_id)}
+    assert ledger[order_id].ref == captured["data"]["provider_ref"]
+    assert ledger[order_id].attempts == 1
+    assert ledger[f"refund:{order_id}"].ref == refunded["data"]["provider_ref"]
+    assert captured["data"]["amount"] == {"amount": 2300, "currency": "EUR"}
+    assert refunded["data"]["reason"] == (
+        "cancelled" if close == "cancellation" else "reservation_expired"
+    )
+    assert refunded["data"]["payment_id"] == captured["data"]["payment_id"]
+    rows = await payments_service.payment_rows(order_id)
+    assert sorted((r.kind, r.status, r.amount) for r in rows) == [
+        ("capture", "refunded", 2300),
+        ("refund", "refunded", 2300),
+    ]
 
 
 async def test_declined_card_fails_the_payment(payments_service: Payments) -> None:

@@ -15,6 +15,7 @@ from services.payments.domain import (
     CloseDecision,
     OrderPayment,
     accepts_instruction,
+    capture_may_be_unrecorded,
     decide_capture,
     decide_close,
     storable_token,
@@ -100,6 +101,31 @@ def test_closing_twice_answers_once() -> None:
     assert decide_close(refunded, cancellation=True) is CloseDecision.NOTHING
     voided = OrderPayment(order_id="o-1", closed_reason="cancelled")
     assert decide_close(voided, cancellation=True) is CloseDecision.NOTHING
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        READY,  # both facts known, the capture's own commit lost
+        replace(READY, stock_reserved=False),  # the reservation was the fact rolled back
+        OrderPayment(order_id="o-1", stock_reserved=True),  # the instruction was
+    ],
+)
+def test_closing_asks_the_provider_when_a_capture_may_be_unrecorded(state: OrderPayment) -> None:
+    assert capture_may_be_unrecorded(state)
+
+
+@pytest.mark.parametrize(
+    "state",
+    [
+        OrderPayment(order_id="o-1"),  # neither fact: nothing can have been captured
+        replace(READY, capture_status="captured"),
+        replace(READY, capture_status="failed"),
+        replace(READY, capture_status="refunded"),
+    ],
+)
+def test_closing_trusts_the_record_otherwise(state: OrderPayment) -> None:
+    assert not capture_may_be_unrecorded(state)
 
 
 async def test_a_malformed_instruction_is_refused_without_quoting_its_token() -> None:

@@ -52,6 +52,21 @@ async def test_tok_visa_succeeds_and_a_replay_returns_the_same_capture(
     assert ledger.entries["order-1"].attempts == 1  # the replay moved no money
 
 
+async def test_find_capture_reports_only_money_that_moved(sandbox: SandboxProvider) -> None:
+    captured = await sandbox.capture("order-1", 1250, "EUR", "tok_visa")
+    await sandbox.capture("order-2", 500, "EUR", "tok_chargeDeclined")
+    with pytest.raises(TransientProviderError):
+        await sandbox.capture("order-3", 500, "EUR", "tok_processingError")
+
+    found = await sandbox.find_capture("order-1")
+    assert found is not None
+    assert (found.ref, found.amount, found.currency) == (captured.ref, 1250, "EUR")
+    assert await sandbox.find_capture("order-2") is None  # declined
+    assert await sandbox.find_capture("order-3") is None  # only a transient failure so far
+    assert await sandbox.find_capture("order-4") is None  # never seen
+    assert await sandbox.find_capture("refund:order-1") is None
+
+
 async def test_another_key_is_another_capture(sandbox: SandboxProvider) -> None:
     one = await sandbox.capture("order-1", 100, "EUR", "tok_visa")
     two = await sandbox.capture("order-2", 100, "EUR", "tok_visa")

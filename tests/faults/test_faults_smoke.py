@@ -12,18 +12,20 @@ import json
 from bench.faults import SMOKE, SMOKE_CONFIG, run, select, table
 from bench.stack import ROOT, StackConfig
 
-# Ports apart from `make run` (8000, 81xx, 9092, 55432, 2525), the e2e tests (18xxx) and
-# `make faults` (28xxx, 39092, 56432, 3525), so a fault run elsewhere cannot collide with it.
+# Apart from `make run` (8000, 81xx, 9092, 55432, 2525), the e2e tests (18xxx), `make faults`
+# (28xxx, 39xxx, 56432, 3525) and `make bench` (38xxx), so a run elsewhere cannot collide; and
+# below Linux's ephemeral range (32768-60999), where any outgoing connection may hold a port
+# (a broker failed to bind 39092 that way while another stack was under load).
 SMOKE_STACK = StackConfig(
     run_dir=ROOT / ".run" / "faults-smoke",
-    kafka_port=39492,
-    kafka_controller_port=39493,
-    cluster_base_port=39592,
-    pg_port=56632,
-    smtp_port=3725,
-    port_base=28500,
-    gateway_port=28400,
-    replica_port_base=28600,
+    kafka_port=27092,
+    kafka_controller_port=27093,
+    cluster_base_port=27192,
+    pg_port=27432,
+    smtp_port=27525,
+    port_base=27500,
+    gateway_port=27400,
+    replica_port_base=27600,
 )
 
 

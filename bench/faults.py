@@ -253,6 +253,12 @@ class Load:
                 self.stats["client_abandoned"] += 1
             await asyncio.gather(*pending, return_exceptions=True)
 
+    async def abort(self, run_task: asyncio.Task[None]) -> None:
+        tasks = [run_task, *self.tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self.tasks.add(task)
@@ -716,12 +722,16 @@ async def _run_loaded(
             ctx.errors.append(f"fault injection failed: {exc}")
             log(f"  ERROR {exc}")
         await asyncio.sleep(cfg.tail_s)
-    finally:
         load.stop()
         await load_task
-    stopped = time.monotonic()
-    log(f"  load stopped: {load.stats['attempted']} orders offered; waiting for clients and drain")
-    await load.finish(timeout=cfg.client_patience_s + 30)
+        stopped = time.monotonic()
+        log(f"  load stopped: {load.stats['attempted']} orders offered; waiting for drain")
+        await load.finish(timeout=cfg.client_patience_s + 30)
+    except BaseException:
+        # Interrupted or failed: no client may outlive the scenario (the HTTP client closes next).
+        load.stop()
+        await load.abort(load_task)
+        raise
     result.clients_s = round(time.monotonic() - stopped, 1)
     drained, state = await wait_drained(dbs, scope, stack.bootstrap, cfg.drain_timeout_s)
     result.drain_s = round(time.monotonic() - stopped, 1)
@@ -757,18 +767,47 @@ async def recover(stack: Stack) -> None:
     await stack.script("services", "up", check=False)
 
 
+@dataclass
+class Progress:
+    """What a run has done so far (kept by the caller, so an interrupted run can still report)."""
+
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    t0: float = field(default_factory=time.monotonic)
+    results: list[Result] = field(default_factory=list)
+    stack: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self, cfg: RunConfig, interrupted: bool = False) -> dict[str, Any]:
+        results = self.results
+        return {
+            "code": code_state(),
+            "started_at": self.started_at.isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
+            "wall_s": round(time.monotonic() - self.t0, 1),
+            "interrupted": interrupted,
+            "stack": self.stack,
+            "config": asdict(cfg),
+            "scenarios": [asdict(r) for r in results],
+            "violations": sum(r.violations for r in results),
+            "errors": sum(len(r.errors) for r in results),
+        }
+
+
 async def run(
-    scenarios: list[Scenario], cfg: RunConfig, stack_config: StackConfig | None = None
+    scenarios: list[Scenario],
+    cfg: RunConfig,
+    stack_config: StackConfig | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Start the isolated stack, run the scenarios one after the other, stop the stack."""
     run_id = uuid.uuid4().hex[:6]
-    started_at = datetime.now(UTC)
-    results: list[Result] = []
+    progress = progress or Progress()
+    results = progress.results
     stack = Stack(stack_config)
+    progress.stack = describe(stack)
     log(f"starting the isolated stack in {stack.run_dir} (log: {stack.log_path})")
-    t0 = time.monotonic()
     async with stack:
-        log(f"stack up in {time.monotonic() - t0:.1f}s")
+        log(f"stack up in {time.monotonic() - progress.t0:.1f}s")
+        progress.stack = describe(stack)
         gw = Gateway(stack.gateway)
         dlq_seen: set[tuple[str, int, int]] = set()
         try:
@@ -792,17 +831,7 @@ async def run(
                         await recover(stack)
         finally:
             await gw.close()
-    return {
-        "code": code_state(),
-        "started_at": started_at.isoformat(),
-        "finished_at": datetime.now(UTC).isoformat(),
-        "wall_s": round(time.monotonic() - t0, 1),
-        "stack": describe(stack),
-        "config": asdict(cfg),
-        "scenarios": [asdict(r) for r in results],
-        "violations": sum(r.violations for r in results),
-        "errors": sum(len(r.errors) for r in results),
-    }
+    return progress.summary(cfg)
 
 
 def code_state() -> dict[str, Any]:
@@ -893,10 +922,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
     # Our own Kafka clients complain about a broker the scenario killed on purpose.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    progress = Progress()
     try:
-        summary = asyncio.run(_main_task(run(scenarios, cfg)))
+        summary = asyncio.run(_main_task(run(scenarios, cfg, progress=progress)))
     except (KeyboardInterrupt, asyncio.CancelledError):
-        print("interrupted; the stack was stopped", file=sys.stderr)
+        print("\ninterrupted; the stack was stopped", file=sys.stderr)
+        summary = progress.summary(cfg, interrupted=True)
+        if summary["scenarios"]:
+            print(table(summary))
+            print(f"(partial) -> {write_results(summary).relative_to(ROOT)}")
         return 130
     path = write_results(summary)
     print()

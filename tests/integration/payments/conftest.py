@@ -39,8 +39,9 @@ class ObservedSandbox:
     def __init__(self, sandbox: SandboxProvider) -> None:
         self.sandbox = sandbox
         self.crash_once: set[str] = set()
-        # For chosen orders, every capture attempt dies right after the provider's answer until
-        # the event is set; as a transient error, so the kit keeps redelivering the fact meanwhile.
+        # For chosen orders, every capture attempt fails right after the provider's answer until
+        # the event is set (the kit retries the fact, then parks it on its DLQ: as if the process
+        # had died and the fact were not redelivered yet).
         self.crash_until: dict[str, asyncio.Event] = {}
         self.capture_started: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
 
@@ -54,7 +55,7 @@ class ObservedSandbox:
             raise RuntimeError("simulated crash between the provider's answer and our commit")
         held = self.crash_until.get(idempotency_key)
         if held is not None and not held.is_set():
-            raise ConnectionError("simulated crash between the provider's answer and our commit")
+            raise RuntimeError("simulated crash between the provider's answer and our commit")
         return result
 
     async def find_capture(self, idempotency_key: str) -> ProviderCapture | None:

@@ -100,11 +100,6 @@ async def test_a_crash_after_the_provider_answered_is_harmless(payments_service:
     assert len(await payments_service.payment_rows(order_id)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug found by make faults, fix in progress: a close handled while the capture's "
-    "commit keeps failing does not yet find the provider's capture (see the issue 4 note)",
-)
 @pytest.mark.parametrize(
     ("first_fact", "close"),
     [("instruction", "cancellation"), ("reservation", "rejection")],
@@ -114,22 +109,25 @@ async def test_a_close_read_before_the_redelivered_capture_refunds_the_provider_
 ) -> None:
     """Found by `make faults` (crash-payments-capture-vs-cancel): the process dies after the PSP
     captured but before our commit (which also loses the fact that triggered the capture), and
-    the order's close is read before that fact is redelivered (it then charges nothing: the
-    order is closed). The close must find the provider's capture, record it and refund it, not
-    answer PaymentVoided (or nothing) and leave the money taken."""
+    after the restart the order's close is read before that fact is redelivered (the redelivery
+    then charges nothing: the order is closed). The close must find the provider's capture,
+    record it and refund it, not answer PaymentVoided (or nothing) and leave the money taken."""
     order_id, customer = new_order_id(), new_customer()
     release = asyncio.Event()
     payments_service.provider.crash_until[order_id] = release
     try:
         async with TopicTail(topics.PAYMENTS) as tail:
-            if first_fact == "instruction":
-                first = await payments_service.instruct(order_id, customer, 2300)
-                await eventually(lambda: payments_service.handled(first), what="first fact")
-                await payments_service.reserve(order_id)
-            else:
-                first = await payments_service.reserve(order_id)
-                await eventually(lambda: payments_service.handled(first), what="first fact")
-                await payments_service.instruct(order_id, customer, 2300)
+            facts = {
+                "instruction": (
+                    lambda: payments_service.instruct(order_id, customer, 2300),
+                    topics.PAYMENT_INSTRUCTIONS,
+                ),
+                "reservation": (lambda: payments_service.reserve(order_id), topics.INVENTORY),
+            }
+            second_fact = "reservation" if first_fact == "instruction" else "instruction"
+            first = await facts[first_fact][0]()
+            await eventually(lambda: payments_service.handled(first), what="first fact")
+            second = await facts[second_fact][0]()  # captures, then "dies" before the commit
 
             async def captured_at_provider_only() -> bool:
                 entries = await payments_service.ledger(order_id)
@@ -143,9 +141,13 @@ async def test_a_close_read_before_the_redelivered_capture_refunds_the_provider_
             else:
                 closing = await payments_service.reject(order_id, customer, "reservation_expired")
             await eventually(lambda: payments_service.handled(closing), what="close handled")
-            release.set()  # the redelivered fact may now commit: it must charge nothing more
             [refunded] = await tail.wait_for(of_type("PaymentRefunded", order_id))
             [captured] = tail.events(of_type("PaymentCaptured", order_id))
+
+            release.set()
+            await publish(second, facts[second_fact][1])  # the redelivery, after the close
+            await _settled(payments_service, tail, second)
+            assert len(tail.events(of_type("PaymentCaptured", order_id))) == 1
             assert tail.events(of_type("PaymentVoided", order_id)) == []
     finally:
         release.set()

@@ -96,6 +96,10 @@ class EventProcessor:
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
         self.handlers: dict[str, EventHandler] = {}
+        # Optional: a cheap, in-memory verdict on whether an event of this type can have any
+        # effect right now (see notifications' webhook interest). False means the event is
+        # ignored like a type without a handler: no transaction, no inbox row.
+        self.interested: Callable[[str], bool] | None = None
 
     def on(self, event_type: str) -> Callable[[EventHandler], EventHandler]:
         def register(handler: EventHandler) -> EventHandler:
@@ -103,6 +107,11 @@ class EventProcessor:
             return handler
 
         return register
+
+    def _handles(self, event_type: str) -> bool:
+        return event_type in self.handlers and (
+            self.interested is None or self.interested(event_type)
+        )
 
     def _backoff(self, attempt: int) -> float:
         return float(min(self.backoff_initial_s * 2 ** (attempt - 1), self.backoff_max_s))
@@ -117,7 +126,7 @@ class EventProcessor:
             EVENTS_HANDLED.labels(record.topic, "unparseable", "dead_lettered").inc()
             return "dead_lettered"
         handler = self.handlers.get(event.type)
-        if handler is None:
+        if handler is None or not self._handles(event.type):
             EVENTS_HANDLED.labels(record.topic, event.type, "ignored").inc()
             return "ignored"
         attempt = 0
@@ -165,7 +174,7 @@ class EventProcessor:
         todo: list[tuple[int, ConsumerRecord[Any, Any], CloudEvent, EventHandler]] = []
         for index, record in enumerate(records):
             event_type = _header(record, "ce_type")
-            if event_type is not None and event_type not in self.handlers:
+            if event_type is not None and not self._handles(event_type):
                 EVENTS_HANDLED.labels(record.topic, event_type, "ignored").inc()
                 continue
             try:
@@ -173,7 +182,7 @@ class EventProcessor:
             except ValidationError:
                 event = None
             handler = self.handlers.get(event.type) if event is not None else None
-            if event is None or handler is None:
+            if event is None or handler is None or not self._handles(event.type):
                 # Unparseable (dead-lettered) or not ours (ignored): no database work either way.
                 outcomes[index] = await self.process_record(record)
                 continue
@@ -304,19 +313,73 @@ async def commit_offset(consumer: Any, record: ConsumerRecord[Any, Any]) -> None
     await commit_offsets(consumer, [record])
 
 
-async def commit_offsets(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-    """Commit, per partition, the offset after the last of these records (not whatever the
-    consumer has fetched)."""
-    if not isinstance(consumer, AIOKafkaConsumer):
-        await consumer.commit()  # FastStream's in-memory test consumer
-        return
+def _next_offsets(records: Sequence[ConsumerRecord[Any, Any]]) -> dict[TopicPartition, int]:
     offsets: dict[TopicPartition, int] = {}
     for record in records:
         tp = TopicPartition(record.topic, record.partition)
         offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    return offsets
+
+
+async def commit_offsets(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+    """Commit, per partition, the offset after the last of these records (not whatever the
+    consumer has fetched)."""
+    await _commit(consumer, _next_offsets(records))
+
+
+async def _commit(consumer: Any, offsets: dict[TopicPartition, int]) -> None:
+    if not isinstance(consumer, AIOKafkaConsumer):
+        await consumer.commit()  # FastStream's in-memory test consumer
+        return
     try:
         await consumer.commit(offsets)
     except CommitFailedError as exc:
         # A rebalance took the partition: the next owner re-reads the record and the inbox
         # makes that harmless.
         log.warning("offset commit lost to a rebalance: %s", exc)
+
+
+class OffsetCommitter:
+    """Commits consumed offsets, always after the database commit of what they cover. Records
+    that changed something (applied, dead-lettered) are committed at once; records that needed
+    no database work (types the service does not handle, duplicates) are committed with the next
+    commit or by `flush`, every `interval_s`: reading them again after a crash costs nothing, and
+    a commit per record costs a broker round trip each."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self._pending: dict[TopicPartition, int] = {}
+        self._consumer: Any = None
+        self._lock = asyncio.Lock()
+
+    async def done(
+        self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]], outcomes: Sequence[str]
+    ) -> None:
+        self._consumer = consumer
+        for tp, offset in _next_offsets(records).items():
+            self._pending[tp] = max(self._pending.get(tp, 0), offset)
+        if self.interval_s <= 0 or any(o in ("applied", "dead_lettered") for o in outcomes):
+            await self.flush()
+
+    async def flush(self) -> None:
+        async with self._lock:
+            consumer, offsets, self._pending = self._consumer, self._pending, {}
+            if consumer is None or not offsets:
+                return
+            if isinstance(consumer, AIOKafkaConsumer):
+                assigned = consumer.assignment()  # a revoked partition is its new owner's now
+                offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+                if not offsets:
+                    return
+            await _commit(consumer, offsets)
+
+    async def run(self) -> None:
+        """Background task: flush every `interval_s`."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("deferred offset commit failed (records are read again): %r", exc)

@@ -2,6 +2,7 @@
 stopped together."""
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -9,11 +10,11 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from faststream import AckPolicy
 from faststream.kafka import KafkaBroker, Topic
-from faststream.kafka.annotations import KafkaMessage
+from faststream.kafka.message import KafkaMessage
 from sqlalchemy import text
 
 from libs.kit.db import Database
-from libs.kit.inbox import EventProcessor, commit_offsets, rewind, waiting_records
+from libs.kit.inbox import EventProcessor, OffsetCommitter, rewind, waiting_records
 from libs.kit.kafka import bootstrap_servers, ensure_topics, new_producer
 from libs.kit.outbox import OutboxRelay
 from libs.kit.settings import ServiceSettings
@@ -47,6 +48,10 @@ class Runtime:
             # lines at DEBUG.
             logger=logging.getLogger(f"backroom.kafka.{self.service}"),
             log_level=logging.DEBUG,
+            # No FastDepends: the one handler takes FastStream's message as it is (see
+            # `_the_message`); resolving it as a Context dependency took a worker thread hop per
+            # message.
+            apply_types=False,
         )
         self.relay = OutboxRelay(
             self.db,
@@ -55,16 +60,19 @@ class Runtime:
             poll_interval_s=settings.relay_poll_interval_s,
             batch_size=settings.relay_batch_size,
         )
+        self.offsets = OffsetCommitter(settings.consumer_commit_interval_s)
         self.subscribed_topics = list(subscribe_to)
         if self.subscribed_topics:
             self._subscribe(self.subscribed_topics)
         self.extra_tasks: list[asyncio.Task[Any]] = []
+        self._offset_flusher: asyncio.Task[None] | None = None
 
     def _subscribe(self, topics: list[str]) -> None:
         """One consumer for all the service's topics: one fetch loop, one group member, and
         records of several topics (the facts one order's next step waits for) can share a
         transaction. Order holds per partition, which is all Kafka promises anyway."""
         processor = self.processor
+        offsets = self.offsets
         batch_max = self.settings.consumer_batch_max
 
         async def consume(msg: KafkaMessage) -> None:
@@ -74,15 +82,16 @@ class Runtime:
             # a batch to fill, only fewer commits once records queue up.
             batch = [record, *await waiting_records(msg.consumer, batch_max - 1)]
             try:
-                await processor.process_batch(batch)
+                outcomes = await processor.process_batch(batch)
             except BaseException:
                 rewind(msg.consumer, batch)  # not applied, so not skipped either: read again
                 raise
-            await commit_offsets(msg.consumer, batch)
+            await offsets.done(msg.consumer, batch, outcomes)
 
         consume.__name__ = f"consume_{self.service}"
         self.broker.subscriber(
             *(Topic(topic, declare=False) for topic in topics),
+            decoder=_the_message,
             group_id=self.service,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
@@ -102,12 +111,18 @@ class Runtime:
         self.processor.producer = self.relay.producer = self.producer
         self.relay.start()
         await self.broker.start()
+        self._offset_flusher = asyncio.create_task(self.offsets.run(), name="offset-commits")
         log.info("%s runtime started", self.service)
 
     async def stop(self) -> None:
         for task in self.extra_tasks:
             task.cancel()
         await asyncio.gather(*self.extra_tasks, return_exceptions=True)
+        if self._offset_flusher is not None:
+            self._offset_flusher.cancel()
+            await asyncio.gather(self._offset_flusher, return_exceptions=True)
+        with contextlib.suppress(Exception):  # best effort: unflushed records are read again
+            await self.offsets.flush()
         await self.broker.stop()
         await self.relay.stop()
         if self.producer is not None:
@@ -129,6 +144,12 @@ class Runtime:
         except Exception as exc:
             checks["kafka"] = f"error: {exc!r}"[:300]
         return checks
+
+
+async def _the_message(msg: KafkaMessage) -> KafkaMessage:
+    """The subscriber's decoder: the handler gets FastStream's message itself (record and
+    consumer); the record's value is parsed once, by the inbox."""
+    return msg
 
 
 async def _retry_forever(what: str, start: Any) -> None:

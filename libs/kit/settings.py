@@ -33,6 +33,9 @@ class ServiceSettings(BaseSettings):
     # Records already fetched are applied together, in one transaction, up to this many (1: one
     # transaction per record).
     consumer_batch_max: int = 100
+    # Offsets of records that needed no database work are committed at most this much later
+    # (0: at once, like the others).
+    consumer_commit_interval_s: float = 0.5
     relay_poll_interval_s: float = 1.0
     relay_batch_size: int = 500
 

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
 from sqlalchemy import Row
 
@@ -109,8 +109,12 @@ async def list_notifications(
 
 
 @router.post("/webhooks", status_code=201, response_model=WebhookOut)
-async def create_webhook(body: WebhookIn, _: Admin, session: Session) -> WebhookOut:
+async def create_webhook(
+    body: WebhookIn, _: Admin, session: Session, request: Request
+) -> WebhookOut:
     events = list(dict.fromkeys(body.events))  # a type listed twice is still delivered once
+    # Before the commit: if it fails, the consumer merely looks at a few events too many.
+    request.app.state.webhook_interest.widen(events)
     row = await service.create_subscription(session, str(body.url), events, body.secret)
     return WebhookOut.from_row(row)
 

@@ -140,6 +140,12 @@ def _order_email(template: str, order_id: str, to: str, **context: Any) -> Email
     )
 
 
+# The types `plan_email` may answer with an email for; every other type gets none.
+EMAIL_EVENT_TYPES = frozenset(
+    {"OrderConfirmed", "OrderRejected", "OrderCancelled", "OrderShipped", "StockLow"}
+)
+
+
 def plan_email(
     event_type: str, data: dict[str, Any], event_id: str, warehouse_email: str
 ) -> Email | None:

@@ -66,9 +66,19 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
     settings = settings or NotificationsSettings()
     runtime = Runtime(settings, subscribe_to=handlers.SUBSCRIBES_TO)
     handlers.register(runtime.processor, settings)
+    interest = service.WebhookInterest(settings.webhook_interest_refresh_s)
+    runtime.processor.interested = interest
     worker = WebhookWorker(runtime, settings, clock)
+
+    async def start_background(runtime: Runtime) -> None:
+        runtime.extra_tasks.append(
+            asyncio.create_task(interest.run(runtime.db), name="webhook-interest")
+        )
+        await worker.start(runtime)
+
     app = create_service_app(
-        runtime, routers=[api.router], title="Backroom notifications", on_startup=worker.start
+        runtime, routers=[api.router], title="Backroom notifications", on_startup=start_background
     )
     app.state.webhook_worker = worker
+    app.state.webhook_interest = interest
     return app

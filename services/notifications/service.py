@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import logging
 import smtplib
 import threading
 import uuid
@@ -20,12 +21,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events.envelope import CloudEvent
 from libs.events.notifications import NotificationSent
+from libs.kit.db import Database
 from libs.kit.faults import crash_point
 from libs.kit.outbox import Emitter
 from libs.kit.problems import not_found
 from services.notifications import domain
 from services.notifications.db import notifications, webhook_deliveries, webhook_subscriptions
 from services.notifications.settings import NotificationsSettings
+
+log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 _templates = Environment(
@@ -200,6 +204,53 @@ async def notify_by_email(
 
 
 _SUBSCRIBED_TYPES = "notifications_subscribed_types"
+
+
+class WebhookInterest:
+    """Which event types can have an effect here: the email ones, and those some webhook
+    subscription lists, as this process last read them. The consumer skips every other event
+    without a transaction (most events of most types, when few subscriptions exist).
+
+    Read at start (until then every type counts), again every `refresh_s`, and widened at once
+    when this process creates a subscription. A subscription created through another replica
+    is seen here within `refresh_s`: events consumed before that are not delivered to it."""
+
+    def __init__(self, refresh_s: float) -> None:
+        self.refresh_s = refresh_s
+        self.types: frozenset[str] | None = None
+        self._widened: set[str] = set()  # since the read in progress began
+
+    def __call__(self, event_type: str) -> bool:
+        return (
+            self.types is None or event_type in domain.EMAIL_EVENT_TYPES or event_type in self.types
+        )
+
+    def widen(self, event_types: list[str]) -> None:
+        self._widened.update(event_types)
+        if self.types is not None:
+            self.types = self.types | frozenset(event_types)
+
+    async def refresh(self, db: Database) -> None:
+        self._widened = set()
+        async with db.transaction() as session:
+            read = frozenset(
+                await session.scalars(
+                    select(func.jsonb_array_elements_text(webhook_subscriptions.c.events))
+                )
+            )
+        # A subscription made while we read may be missing from what we read: keep its types.
+        self.types = read | self._widened
+
+    async def run(self, db: Database) -> None:
+        """Background task: re-read every `refresh_s`; a failed read keeps the last answer."""
+        while True:
+            try:
+                await self.refresh(db)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("reading webhook subscriptions failed: %r", exc)
+            await asyncio.sleep(self.refresh_s)
 
 
 async def subscribed_types(session: AsyncSession) -> frozenset[str]:

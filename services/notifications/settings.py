@@ -19,3 +19,6 @@ class NotificationsSettings(ServiceSettings):
     webhook_backoff_max_s: float = 300.0
     webhook_worker_interval_s: float = 1.0
     webhook_batch_size: int = 50
+    # How often the consumer re-reads which event types webhook subscriptions list (events of
+    # other types are skipped); subscriptions made through this process count at once.
+    webhook_interest_refresh_s: float = 1.0

@@ -44,44 +44,52 @@ async def test_happy_path_confirms_charges_once_emails_and_calls_webhooks(
             headers=admin(),
         )
         assert hook.status_code == 201, hook.text
+        # Removed at the end: a subscription left behind would make every later confirmation
+        # in this database queue deliveries to a dead URL.
+        hook_url = f"/notifications/webhooks/{hook.json()['id']}"
+        try:
+            placed = await place_order(gateway, "happy-hannah", [(sku, 2)])
+            assert placed.status_code == 202, placed.text
+            assert placed.json()["status"] == "pending"
+            order_id = placed.json()["id"]
 
-        placed = await place_order(gateway, "happy-hannah", [(sku, 2)])
-        assert placed.status_code == 202, placed.text
-        assert placed.json()["status"] == "pending"
-        order_id = placed.json()["id"]
+            confirmed = await settled(gateway, order_id)
+            assert confirmed["status"] == "confirmed", confirmed
+            assert [h["status"] for h in confirmed["history"]] == ["pending", "confirmed"]
+            # 2 x 12.50 + 20 % tax
+            assert confirmed["total"] == {"amount": 3000, "currency": "EUR"}
 
-        confirmed = await settled(gateway, order_id)
-        assert confirmed["status"] == "confirmed", confirmed
-        assert [h["status"] for h in confirmed["history"]] == ["pending", "confirmed"]
-        # 2 x 12.50 + 20 % tax
-        assert confirmed["total"] == {"amount": 3000, "currency": "EUR"}
+            async def committed() -> bool:
+                item = await stock(gateway, sku)
+                return item["on_hand"] == 8 and item["reserved"] == 0
 
-        async def committed() -> bool:
-            item = await stock(gateway, sku)
-            return item["on_hand"] == 8 and item["reserved"] == 0
+            await eventually(committed, what="stock committed")
+            [capture] = await payments(gateway, order_id)
+            assert capture["status"] == "captured"
+            assert capture["amount"] == confirmed["total"]
 
-        await eventually(committed, what="stock committed")
-        [capture] = await payments(gateway, order_id)
-        assert capture["status"] == "captured"
-        assert capture["amount"] == confirmed["total"]
+            await eventually(
+                lambda: _async(
+                    any("confirm" in s.lower() for s in mails_for(smtp_maildir, order_id))
+                ),
+                what="confirmation email",
+            )
 
-        await eventually(
-            lambda: _async(any("confirm" in s.lower() for s in mails_for(smtp_maildir, order_id))),
-            what="confirmation email",
-        )
+            async def hooked() -> bool:
+                return any(d.json()["subject"] == order_id for d in receiver.deliveries)
 
-        async def hooked() -> bool:
-            return any(d.json()["subject"] == order_id for d in receiver.deliveries)
-
-        await eventually(hooked, what="webhook delivery")
-        [delivery] = [d for d in receiver.deliveries if d.json()["subject"] == order_id]
-        assert delivery.signature_valid(secret)
-        assert delivery.json()["type"] == "OrderConfirmed"
-        sent = await notifications(gateway, order_id)
-        assert {(n["channel"], n["status"]) for n in sent} >= {
-            ("email", "sent"),
-            ("webhook", "sent"),
-        }
+            await eventually(hooked, what="webhook delivery")
+            [delivery] = [d for d in receiver.deliveries if d.json()["subject"] == order_id]
+            assert delivery.signature_valid(secret)
+            assert delivery.json()["type"] == "OrderConfirmed"
+            sent = await notifications(gateway, order_id)
+            assert {(n["channel"], n["status"]) for n in sent} >= {
+                ("email", "sent"),
+                ("webhook", "sent"),
+            }
+        finally:
+            removed = await gateway.delete(hook_url, headers=admin())
+            assert removed.status_code == 204, removed.text
 
 
 async def _async(value: bool) -> bool:

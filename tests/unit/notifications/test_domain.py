@@ -82,6 +82,12 @@ def test_events_without_an_email_plan_none() -> None:
     assert plan_email("PaymentCaptured", {"order_id": "o"}, "e", WAREHOUSE) is None
 
 
+def test_only_the_email_event_types_can_plan_an_email() -> None:
+    # The consumer skips events of other types when no webhook wants them.
+    for event_type in set(domain.WEBHOOK_EVENT_TYPES) - domain.EMAIL_EVENT_TYPES:
+        assert plan_email(event_type, {}, "e", WAREHOUSE) is None, event_type
+
+
 @pytest.mark.parametrize(
     ("reason", "phrase"),
     [

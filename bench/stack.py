@@ -40,10 +40,10 @@ class StackConfig:
     """Ports and places; the defaults are the ones reserved for fault tests."""
 
     run_dir: Path = ROOT / ".run" / "faults"
-    kafka_port: int = 39092
-    kafka_controller_port: int = 39093
-    cluster_base_port: int = 39192
-    pg_port: int = 56432
+    kafka_port: int = 28092
+    kafka_controller_port: int = 28093
+    cluster_base_port: int = 28192
+    pg_port: int = 28432
     smtp_port: int = 3525
     port_base: int = 28100
     gateway_port: int = 28000

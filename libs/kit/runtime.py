@@ -3,7 +3,9 @@ stopped together."""
 
 import asyncio
 import contextlib
+import io
 import logging
+import signal
 from collections.abc import Iterable
 from typing import Any
 
@@ -112,6 +114,10 @@ class Runtime:
         self.relay.start()
         await self.broker.start()
         self._offset_flusher = asyncio.create_task(self.offsets.run(), name="offset-commits")
+        # `kill -USR1 <pid>` logs where every task of this process is waiting: the one way to
+        # see which await a stuck consumer is in, without stopping it.
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
         log.info("%s runtime started", self.service)
 
     async def stop(self) -> None:
@@ -144,6 +150,14 @@ class Runtime:
         except Exception as exc:
             checks["kafka"] = f"error: {exc!r}"[:300]
         return checks
+
+
+def dump_tasks() -> None:
+    """Log the stack of every asyncio task of this process (at WARNING, so it always shows)."""
+    for task in asyncio.all_tasks():
+        stack = io.StringIO()
+        task.print_stack(limit=30, file=stack)
+        log.warning("task %s:\n%s", task.get_name(), stack.getvalue())
 
 
 async def _the_message(msg: KafkaMessage) -> KafkaMessage:

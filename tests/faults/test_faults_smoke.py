@@ -13,7 +13,7 @@ from bench.faults import SMOKE, SMOKE_CONFIG, run, select, table
 from bench.stack import ROOT, StackConfig
 
 # Apart from `make run` (8000, 81xx, 9092, 55432, 2525), the e2e tests (18xxx), `make faults`
-# (28xxx, 39xxx, 56432, 3525) and `make bench` (38xxx), so a run elsewhere cannot collide; and
+# (28xxx, 3525) and `make bench` (30xxx), so a run elsewhere cannot collide; and
 # below Linux's ephemeral range (32768-60999), where any outgoing connection may hold a port
 # (a broker failed to bind 39092 that way while another stack was under load).
 SMOKE_STACK = StackConfig(

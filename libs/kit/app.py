@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.kit.logging import configure_logging
-from libs.kit.outbox import Emitter
+from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.problems import install_problem_handlers, problem_response
 from libs.kit.runtime import Runtime
 
@@ -102,9 +102,13 @@ Session = Annotated[AsyncSession, Depends(transaction, scope="function")]
 
 # Dependencies are `async def` even when they never await: FastAPI runs a plain `def` dependency
 # in a worker thread, a thread hop per dependency per request.
-async def emitter(request: Request, session: Session) -> Emitter:
-    """Events caused by this request, written to the outbox in the request's transaction."""
-    return Emitter(session, get_runtime(request).service, request_id(request))
+async def emitter(request: Request, session: Session) -> AsyncIterator[Emitter]:
+    """Events caused by this request, written to the outbox in the request's transaction: held
+    back and inserted with one statement when the route returns (this dependency closes before
+    the session it depends on commits; if the route raises, nothing is written)."""
+    buffer = OutboxBuffer()
+    yield Emitter(session, get_runtime(request).service, request_id(request), buffer=buffer)
+    await buffer.flush(session)
 
 
 async def runtime_dependency(request: Request) -> Runtime:

@@ -250,8 +250,10 @@ class EventProcessor:
             )
             if first_time is None:
                 return "duplicate"
-            emitter = Emitter(session, self.service, event.correlationid, event.id)
+            buffer = OutboxBuffer()  # the handler's outgoing events: one insert at the end
+            emitter = Emitter(session, self.service, event.correlationid, event.id, buffer=buffer)
             await handler(EventContext(event, session, emitter, topic, raw))
+            await buffer.flush(session)
         crash_point(f"{self.service}.after_db_commit")
         return "applied"
 

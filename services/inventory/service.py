@@ -4,7 +4,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, func, insert, select, update
+from sqlalchemy import Integer, Row, String, column, func, insert, select, update, values
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -266,40 +266,47 @@ async def _settle(
 async def _move_lines(
     session: AsyncSession, lines: Lines, move: StockMove
 ) -> tuple[list[Row[Any]], str | None]:
-    """Apply `move` to every line (in sku order) or to none: on the first line the database
-    refuses, a savepoint undoes the lines already moved. Returns the moved rows, or the sku
-    that was refused."""
-    savepoint = await session.begin_nested()
-    moved: list[Row[Any]] = []
-    for sku, quantity in lines:
-        row = await _move(session, sku, move, quantity)
-        if row is None:
-            await savepoint.rollback()
-            return [], sku
-        moved.append(row)
-    await savepoint.commit()
-    return moved, None
-
-
-async def _move(session: AsyncSession, sku: str, move: StockMove, quantity: int) -> Row[Any] | None:
-    """One conditional UPDATE: the row lock and the availability check are one statement, so
-    concurrent reservations can never take the same unit twice."""
-    if quantity > domain.MAX_QUANTITY:
-        return None
-    delta_on_hand, delta_reserved = move.deltas(quantity)
-    statement = (
-        update(stock_items)
-        .where(stock_items.c.sku == sku)
-        .values(
-            on_hand=stock_items.c.on_hand + delta_on_hand,
-            reserved=stock_items.c.reserved + delta_reserved,
-            version=stock_items.c.version + 1,
-            updated_at=func.now(),
+    """Apply `move` to every line or to none. The rows are locked first, in sku order (so
+    concurrent orders never deadlock each other), the move is checked against the locked
+    levels, and then one UPDATE moves every line. Returns the moved rows (in `lines`' order),
+    or the first sku that cannot move (unknown, or not enough available)."""
+    quantities = dict(lines)
+    locked = {
+        row.sku: row
+        for row in await session.execute(
+            select(stock_items)
+            .where(stock_items.c.sku.in_(sorted(quantities)))
+            .order_by(stock_items.c.sku)
+            .with_for_update()
         )
-    )
-    if move.needs_available:
-        statement = statement.where(stock_items.c.on_hand - stock_items.c.reserved >= quantity)
-    return (await session.execute(statement.returning(*stock_items.c))).first()
+    }
+    for sku, quantity in lines:
+        row = locked.get(sku)
+        if row is None or quantity > domain.MAX_QUANTITY:
+            return [], sku
+        if move.needs_available and row.on_hand - row.reserved < quantity:
+            return [], sku
+    deltas = values(
+        column("sku", String),
+        column("d_on_hand", Integer),
+        column("d_reserved", Integer),
+        name="deltas",
+    ).data([(sku, *move.deltas(quantity)) for sku, quantity in lines])
+    moved = {
+        row.sku: row
+        for row in await session.execute(
+            update(stock_items)
+            .where(stock_items.c.sku == deltas.c.sku)
+            .values(
+                on_hand=stock_items.c.on_hand + deltas.c.d_on_hand,
+                reserved=stock_items.c.reserved + deltas.c.d_reserved,
+                version=stock_items.c.version + 1,
+                updated_at=func.now(),
+            )
+            .returning(*stock_items.c)
+        )
+    }
+    return [moved[sku] for sku, _ in lines], None
 
 
 async def _record_moves(
@@ -310,11 +317,13 @@ async def _record_moves(
     move: StockMove,
     order_id: str,
 ) -> None:
-    for row, (_, quantity) in zip(rows, lines, strict=True):
-        delta_on_hand, delta_reserved = move.deltas(quantity)
-        await _record_change(
-            session, events, row, delta_on_hand, delta_reserved, _MOVE_REASONS[move], order_id
-        )
+    """`_record_change` for every moved line, with one audit INSERT for all of them."""
+    changes = [
+        (row, *move.deltas(quantity)) for row, (_, quantity) in zip(rows, lines, strict=True)
+    ]
+    await _audit(session, changes, _MOVE_REASONS[move], order_id)
+    for row, _, _ in changes:
+        await _announce(session, events, row, _MOVE_REASONS[move])
 
 
 async def _record_change(
@@ -328,23 +337,41 @@ async def _record_change(
 ) -> None:
     """After any change of a stock row: audit it, announce the new level, and StockLow on a
     crossing (the row is locked by the change, so the crossing is decided once)."""
+    await _audit(session, [(row, delta_on_hand, delta_reserved)], reason, order_id)
+    await _announce(session, events, row, reason)
+
+
+async def _audit(
+    session: AsyncSession,
+    changes: list[tuple[Row[Any], int, int]],
+    reason: str,
+    order_id: str | None,
+) -> None:
+    await session.execute(
+        insert(stock_movements).values(
+            [
+                {
+                    "sku": row.sku,
+                    "delta_on_hand": delta_on_hand,
+                    "delta_reserved": delta_reserved,
+                    "on_hand": row.on_hand,
+                    "reserved": row.reserved,
+                    "reason": reason,
+                    "order_id": order_id,
+                }
+                for row, delta_on_hand, delta_reserved in changes
+            ]
+        )
+    )
+
+
+async def _announce(session: AsyncSession, events: Emitter, row: Row[Any], reason: str) -> None:
     level = _level(row)
     signal = domain.low_stock_signal(level.available, level.reorder_point, level.low_reported)
     if signal.low != level.low_reported:
         await session.execute(
             update(stock_items).where(stock_items.c.sku == row.sku).values(low_reported=signal.low)
         )
-    await session.execute(
-        insert(stock_movements).values(
-            sku=row.sku,
-            delta_on_hand=delta_on_hand,
-            delta_reserved=delta_reserved,
-            on_hand=row.on_hand,
-            reserved=row.reserved,
-            reason=reason,
-            order_id=order_id,
-        )
-    )
     await events.emit(
         StockLevelChanged(
             sku=row.sku,

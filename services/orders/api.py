@@ -201,12 +201,13 @@ async def place_order(
         email=body.email or caller.email,
         payment_token=body.payment.token,
     )
-    order_id, created = await service.place_order(
+    order_id, view = await service.place_order(
         session, events, new, quote, clock(), settings.reservation_ttl_s
     )
-    if not created:
+    if view is None:  # a concurrent identical request placed it
         response.status_code = 200
-    return OrderOut.from_view(await service.get_order(session, order_id, caller))
+        view = await service.get_order(session, order_id, caller)
+    return OrderOut.from_view(view)
 
 
 @router.get("/{order_id}", response_model=OrderOut)

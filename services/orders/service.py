@@ -129,6 +129,9 @@ def _relayed(response: httpx.Response) -> Problem:
     )
 
 
+OrderView = tuple[Row[Any], list[Row[Any]]]  # the order row and its history, oldest first
+
+
 # --- placing ------------------------------------------------------------------------------------
 
 
@@ -166,10 +169,11 @@ async def find_replay(
 
 async def place_order(
     session: AsyncSession, events: Emitter, new: NewOrder, quote: Quote, now: datetime, ttl_s: int
-) -> tuple[str, bool]:
-    """Write the key, the pending order and its events; returns (order id, created). The key's
-    primary key decides between concurrent identical requests: the loser waits for the winner's
-    commit and answers with its order."""
+) -> tuple[str, OrderView | None]:
+    """Write the key, the pending order and its events; returns the order id and, when this
+    request created it, its view as written (no read back). The key's primary key decides
+    between concurrent identical requests: the loser waits for the winner's commit and answers
+    with its order (view None)."""
     order_id = str(uuid.uuid4())
     claimed = await session.scalar(
         pg_insert(idempotency_keys)
@@ -188,7 +192,7 @@ async def place_order(
         )
         if existing is None:  # the winner rolled back between our insert and read
             raise Problem(409, "a request with this Idempotency-Key is in flight; retry")
-        return existing, False
+        return existing, None
 
     zero = Money(amount=0, currency=quote.total.currency)
     lines = [
@@ -203,8 +207,9 @@ async def place_order(
         for ln in quote.lines
     ]
     deadline = now + timedelta(seconds=ttl_s)
-    await session.execute(
-        insert(orders).values(
+    order = await session.execute(
+        insert(orders)
+        .values(
             id=order_id,
             customer_id=new.customer_id,
             status=OrderStatus.PENDING.value,
@@ -221,8 +226,14 @@ async def place_order(
             reservation_deadline=deadline,
             correlation_id=events.correlation_id or order_id,
         )
+        .returning(*orders.c)
     )
-    await _append_history(session, order_id, OrderStatus.PENDING, None)
+    history = await session.execute(
+        insert(order_history)
+        .values(order_id=order_id, status=OrderStatus.PENDING.value, reason=None)
+        .returning(*order_history.c)
+    )
+    view = (order.one(), list(history.all()))
     await events.emit(
         OrderPlaced(
             order_id=order_id,
@@ -249,12 +260,10 @@ async def place_order(
         ),
         subject=order_id,
     )
-    return order_id, True
+    return order_id, view
 
 
 # --- reading ------------------------------------------------------------------------------------
-
-OrderView = tuple[Row[Any], list[Row[Any]]]  # the order row and its history, oldest first
 
 
 async def get_order(session: AsyncSession, order_id: str, caller: Principal) -> OrderView:

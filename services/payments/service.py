@@ -93,26 +93,25 @@ async def record_instruction(
 ) -> None:
     """Orders told us how to charge the order (the token arrives only here)."""
     row = await _lock_order(session, order_id, customer_id)
-    if accepts_instruction(_state(row, await _capture_status(session, order_id))):
-        await session.execute(
-            update(payment_orders)
-            .where(payment_orders.c.order_id == order_id)
-            .values(amount=amount.amount, currency=amount.currency, token=storable_token(token))
-        )
-    await _charge_if_due(session, events, charging, order_id)
+    capture_status = await _capture_status(session, order_id)
+    if accepts_instruction(_state(row, capture_status)):
+        row = (
+            await session.execute(
+                update(payment_orders)
+                .where(payment_orders.c.order_id == order_id)
+                .values(amount=amount.amount, currency=amount.currency, token=storable_token(token))
+                .returning(*payment_orders.c)
+            )
+        ).one()
+    await _charge_if_due(session, events, charging, row, capture_status)
 
 
 async def record_stock_reserved(
     session: AsyncSession, events: Emitter, charging: Charging, order_id: str
 ) -> None:
     """Inventory holds the order's stock: the other half of what a charge waits for."""
-    await _lock_order(session, order_id)
-    await session.execute(
-        update(payment_orders)
-        .where(payment_orders.c.order_id == order_id)
-        .values(stock_reserved=True)
-    )
-    await _charge_if_due(session, events, charging, order_id)
+    row = await _lock_order(session, order_id, stock_reserved=True)
+    await _charge_if_due(session, events, charging, row, await _capture_status(session, order_id))
 
 
 async def close_order(
@@ -158,10 +157,15 @@ async def close_order(
 
 
 async def _charge_if_due(
-    session: AsyncSession, events: Emitter, charging: Charging, order_id: str
+    session: AsyncSession,
+    events: Emitter,
+    charging: Charging,
+    row: Row[Any],
+    capture_status: Any,
 ) -> None:
-    row = await _locked_order(session, order_id)
-    decision = decide_capture(_state(row, await _capture_status(session, order_id)))
+    """`row`: the order's payment row as this transaction holds it locked (and last wrote it)."""
+    order_id = str(row.order_id)
+    decision = decide_capture(_state(row, capture_status))
     if decision in (CaptureDecision.WAIT, CaptureDecision.NOTHING):
         return
     amount, currency = int(row.amount), str(row.currency)
@@ -353,32 +357,31 @@ def new_id() -> str:
 
 
 async def _lock_order(
-    session: AsyncSession, order_id: str, customer_id: str | None = None
+    session: AsyncSession,
+    order_id: str,
+    customer_id: str | None = None,
+    *,
+    stock_reserved: bool = False,
 ) -> Row[Any]:
-    """Create the order's row if this is the first fact about it, and lock it either way."""
-    statement = pg_insert(payment_orders).values(order_id=order_id, customer_id=customer_id)
+    """Create the order's row if this is the first fact about it, and lock it either way (with
+    `stock_reserved`, also record that inventory holds the stock); returns the row as written."""
+    statement = pg_insert(payment_orders).values(
+        order_id=order_id, customer_id=customer_id, stock_reserved=stock_reserved
+    )
+    changes: dict[str, Any] = {
+        "customer_id": func.coalesce(payment_orders.c.customer_id, statement.excluded.customer_id),
+        "updated_at": func.now(),
+    }
+    if stock_reserved:
+        changes["stock_reserved"] = True
     row = (
         await session.execute(
             statement.on_conflict_do_update(
-                index_elements=[payment_orders.c.order_id],
-                set_={
-                    "customer_id": func.coalesce(
-                        payment_orders.c.customer_id, statement.excluded.customer_id
-                    ),
-                    "updated_at": func.now(),
-                },
+                index_elements=[payment_orders.c.order_id], set_=changes
             ).returning(*payment_orders.c)
         )
     ).one()
     return row
-
-
-async def _locked_order(session: AsyncSession, order_id: str) -> Row[Any]:
-    return (
-        await session.execute(
-            select(payment_orders).where(payment_orders.c.order_id == order_id).with_for_update()
-        )
-    ).one()
 
 
 async def _capture_row(session: AsyncSession, order_id: str) -> Row[Any] | None:
@@ -432,9 +435,10 @@ class SandboxProvider:
     async def capture(
         self, idempotency_key: str, amount: int, currency: str, token: str
     ) -> ProviderResult:
-        known = await self.ledger.get(idempotency_key)
-        if token == TOK_SLOW and not (known and known.decided):
-            await asyncio.sleep(self.slow_s)
+        if token == TOK_SLOW:  # the ledger is read only for the token that needs it
+            known = await self.ledger.get(idempotency_key)
+            if not (known and known.decided):
+                await asyncio.sleep(self.slow_s)
         ref = f"ch_sbx_{uuid.uuid4().hex[:24]}"
         entry = await self.ledger.apply(
             idempotency_key,

@@ -739,6 +739,9 @@ async def _run_loaded(
     report: Report = await check(dbs, scope, stack.maildir, stack.bootstrap, dlq_seen)
     if not drained:
         report.add("not_drained", scenario.name, state.describe())
+        # Where is it stuck? Every service logs its tasks' stacks (kept in the run directory).
+        dumped = stack.dump_tasks()
+        ctx.notes.append(f"not drained: task stacks of {dumped} logged in {stack.services_dir}")
     result.orders = len(scope.accepted)
     result.in_db = report.orders
     result.violations = len(report.violations)

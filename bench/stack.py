@@ -323,6 +323,18 @@ class Stack:
     def alive(self, service: str) -> bool:
         return self.pid(service) is not None
 
+    def dump_tasks(self) -> list[str]:
+        """SIGUSR1 to every running service process: each logs the stack of every asyncio task
+        (libs/kit/runtime.py) into its log in `services_dir`. Returns the names signalled."""
+        signalled = []
+        for name in [*SERVICES, *self.replicas]:
+            pid = self.pid(name)
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGUSR1)
+                    signalled.append(name)
+        return signalled
+
     async def start(self, service: str, extra_env: Mapping[str, str] | None = None) -> None:
         """Start a service (services.sh up: waits until it is ready). Replicas by their name."""
         if service in self.replicas:

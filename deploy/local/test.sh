@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: start the infrastructure that is not already running, apply topics and migrations,
-# run unit + integration + e2e tests (e2e starts its own services and gateway), then stop what
-# this script started. The exit code is pytest's.
+# run unit, integration, e2e and fault smoke tests (e2e and faults start their own services),
+# then stop what this script started. The exit code is pytest's.
 set -euo pipefail
 SAY_PREFIX=test
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,6 +23,7 @@ cd "$REPO_ROOT"
 .venv/bin/backroom topics >/dev/null
 .venv/bin/backroom migrate
 # Arguments (paths, -k, ...) replace the default selection of the whole suite.
-# Default: pure tests first, then one service at a time, then the whole system.
-[[ $# -gt 0 ]] || set -- tests/unit tests/integration tests/e2e
+# Default: pure tests first, then one service at a time, then the whole system, then the short
+# fault set (tests/faults: its own isolated stack on 27xxx ports; one kill of each kind).
+[[ $# -gt 0 ]] || set -- tests/unit tests/integration tests/e2e tests/faults
 .venv/bin/python -m pytest -q -p no:cacheprovider --durations=10 "$@"

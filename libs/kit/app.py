@@ -148,8 +148,14 @@ def create_service_app(
     app.add_middleware(RequestContextMiddleware)
     install_problem_handlers(app)
 
-    @app.get("/health/live", tags=["ops"])
-    async def live() -> dict[str, str]:
+    @app.get("/health/live", tags=["ops"], response_model=None)
+    async def live() -> Any:
+        stuck = runtime.consumer_stuck_s()
+        if stuck is not None:
+            return JSONResponse(
+                {"status": "stuck", "detail": f"consumer in one batch for {stuck:.0f}s"},
+                status_code=503,
+            )
         return {"status": "ok"}
 
     @app.get("/health/ready", tags=["ops"], response_model=None)

@@ -3,9 +3,9 @@ stopped together."""
 
 import asyncio
 import contextlib
-import io
 import logging
 import signal
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -68,11 +68,16 @@ class Runtime:
             self._subscribe(self.subscribed_topics)
         self.extra_tasks: list[asyncio.Task[Any]] = []
         self._offset_flusher: asyncio.Task[None] | None = None
+        # When the consume handler began the batch it is in (None between batches): a handler
+        # that never returns stops the service's whole consumer while the process looks fine.
+        self.handling_since: float | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     def _subscribe(self, topics: list[str]) -> None:
         """One consumer for all the service's topics: one fetch loop, one group member, and
         records of several topics (the facts one order's next step waits for) can share a
         transaction. Order holds per partition, which is all Kafka promises anyway."""
+        runtime = self
         processor = self.processor
         offsets = self.offsets
         batch_max = self.settings.consumer_batch_max
@@ -82,13 +87,17 @@ class Runtime:
             assert not isinstance(record, tuple)
             # What the consumer already holds goes along in the same transaction: no waiting for
             # a batch to fill, only fewer commits once records queue up.
-            batch = [record, *await waiting_records(msg.consumer, batch_max - 1)]
+            runtime.handling_since = time.monotonic()
             try:
-                outcomes = await processor.process_batch(batch)
-            except BaseException:
-                rewind(msg.consumer, batch)  # not applied, so not skipped either: read again
-                raise
-            await offsets.done(msg.consumer, batch, outcomes)
+                batch = [record, *await waiting_records(msg.consumer, batch_max - 1)]
+                try:
+                    outcomes = await processor.process_batch(batch)
+                except BaseException:
+                    rewind(msg.consumer, batch)  # not applied, so not skipped either: read again
+                    raise
+                await offsets.done(msg.consumer, batch, outcomes)
+            finally:
+                runtime.handling_since = None
 
         consume.__name__ = f"consume_{self.service}"
         self.broker.subscriber(
@@ -118,12 +127,37 @@ class Runtime:
         # see which await a stuck consumer is in, without stopping it.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
+        self._watchdog = asyncio.create_task(self._watch_consumer(), name="consumer-watchdog")
         log.info("%s runtime started", self.service)
 
+    def consumer_stuck_s(self) -> float | None:
+        """Seconds the consume handler has been in its current batch, once past
+        `consumer_stuck_after_s`; None while it is fine."""
+        since = self.handling_since
+        if since is None:
+            return None
+        busy = time.monotonic() - since
+        return busy if busy > self.settings.consumer_stuck_after_s else None
+
+    async def _watch_consumer(self) -> None:
+        """Log (and dump every task's stack, once per episode) when the handler stays in one
+        batch too long; /health/live then fails, so an orchestrator restarts the process."""
+        reported: float | None = None
+        while True:
+            await asyncio.sleep(min(10.0, self.settings.consumer_stuck_after_s / 2))
+            busy = self.consumer_stuck_s()
+            if busy is None:
+                reported = None
+            elif reported != self.handling_since:
+                reported = self.handling_since
+                log.error("%s consumer stuck in one batch for %.0fs; tasks:", self.service, busy)
+                dump_tasks()
+
     async def stop(self) -> None:
-        for task in self.extra_tasks:
+        background = [*self.extra_tasks, *([self._watchdog] if self._watchdog else [])]
+        for task in background:
             task.cancel()
-        await asyncio.gather(*self.extra_tasks, return_exceptions=True)
+        await asyncio.gather(*background, return_exceptions=True)
         if self._offset_flusher is not None:
             self._offset_flusher.cancel()
             await asyncio.gather(self._offset_flusher, return_exceptions=True)
@@ -153,11 +187,24 @@ class Runtime:
 
 
 def dump_tasks() -> None:
-    """Log the stack of every asyncio task of this process (at WARNING, so it always shows)."""
+    """Log, for every asyncio task of this process, the chain of awaits it is suspended in
+    (outermost first, then what it waits on), at WARNING so it always shows. Task.print_stack
+    would show only the task's own coroutine, not the awaits below it."""
     for task in asyncio.all_tasks():
-        stack = io.StringIO()
-        task.print_stack(limit=30, file=stack)
-        log.warning("task %s:\n%s", task.get_name(), stack.getvalue())
+        log.warning("task %s:\n%s", task.get_name(), "\n".join(await_chain(task)))
+
+
+def await_chain(task: "asyncio.Task[Any]") -> list[str]:
+    lines: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:  # a future, or a coroutine that is running or done
+            lines.append(f"  waiting on {awaited!r}"[:300])
+            break
+        lines.append(f"  {frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return lines
 
 
 async def _the_message(msg: KafkaMessage) -> KafkaMessage:

@@ -36,6 +36,10 @@ class ServiceSettings(BaseSettings):
     # Offsets of records that needed no database work are committed at most this much later
     # (0: at once, like the others).
     consumer_commit_interval_s: float = 0.5
+    # A consume handler still in one batch after this long is reported as stuck (error log with
+    # every task's stack; /health/live answers 503). Long database outages count too: the inbox
+    # retries them inside the batch, and a restart is harmless then.
+    consumer_stuck_after_s: float = 180.0
     relay_poll_interval_s: float = 1.0
     relay_batch_size: int = 500
 

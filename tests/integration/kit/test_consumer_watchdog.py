@@ -23,7 +23,9 @@ class Records(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-async def test_a_handler_stuck_in_one_batch_fails_liveness_until_it_returns() -> None:
+async def test_a_handler_stuck_in_one_batch_fails_liveness_until_it_returns(
+    kit_databases: None,
+) -> None:
     topic = await new_topic()
     settings = settings_for("kit_b", f"kit-watchdog-{topic}").model_copy(
         update={"consumer_stuck_after_s": 1.0}

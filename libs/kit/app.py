@@ -150,12 +150,17 @@ def create_service_app(
 
     @app.get("/health/live", tags=["ops"], response_model=None)
     async def live() -> Any:
+        # Failing liveness asks the orchestrator for a restart: only for a consumer that is
+        # stuck or broken for good, never for a dependency that is merely down (that is /ready).
         stuck = runtime.consumer_stuck_s()
         if stuck is not None:
             return JSONResponse(
                 {"status": "stuck", "detail": f"consumer in one batch for {stuck:.0f}s"},
                 status_code=503,
             )
+        failure = runtime.consumer_failure()
+        if failure is not None:
+            return JSONResponse({"status": "broken", "detail": failure}, status_code=503)
         return {"status": "ok"}
 
     @app.get("/health/ready", tags=["ops"], response_model=None)

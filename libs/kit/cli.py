@@ -51,6 +51,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         app,
         host=settings.http_host,
         port=settings.http_port,
+        # The standard asyncio loop, not uvloop (uvicorn's "auto" picks uvloop when installed):
+        # under uvloop, aiokafka writing to a connection the broker has closed gets a
+        # RuntimeError it does not catch (aio-libs/aiokafka#1038), its group coordination task
+        # dies, and the consumer never fetches again (seen after a broker restart in make
+        # faults' kafka-kill).
+        loop="asyncio",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=15,

@@ -139,12 +139,33 @@ class Runtime:
         busy = time.monotonic() - since
         return busy if busy > self.settings.consumer_stuck_after_s else None
 
+    def consumer_failure(self) -> str | None:
+        """A consumer failure that never heals by itself, or None: aiokafka's group coordination
+        task ended with an error (aiokafka does not restart it, and every fetch re-raises it, so
+        FastStream retries forever without consuming). Reads aiokafka internals, defensively."""
+        for subscriber in getattr(self.broker, "subscribers", ()):
+            consumer = getattr(subscriber, "consumer", None)
+            coordinator = getattr(consumer, "_coordinator", None)
+            task = getattr(coordinator, "_coordination_task", None)
+            if isinstance(task, asyncio.Future) and task.done() and not task.cancelled():
+                error = task.exception()
+                if error is not None:
+                    return f"kafka group coordination ended: {error!r}"[:300]
+        return None
+
     async def _watch_consumer(self) -> None:
         """Log (and dump every task's stack, once per episode) when the handler stays in one
         batch too long; /health/live then fails, so an orchestrator restarts the process."""
         reported: float | None = None
+        failure_reported = False
         while True:
             await asyncio.sleep(min(10.0, self.settings.consumer_stuck_after_s / 2))
+            failure = self.consumer_failure()
+            if failure is not None and not failure_reported:
+                log.error(
+                    "%s consumer cannot recover, restart the process: %s", self.service, failure
+                )
+            failure_reported = failure is not None
             busy = self.consumer_stuck_s()
             if busy is None:
                 reported = None

@@ -43,11 +43,12 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from libs.events import topics
 from libs.kit.cli import read_dlq
+from libs.kit.kafka import topic_partitions
 
 DATABASES = ("catalog", "inventory", "pricing", "orders", "payments", "notifications")
 TERMINAL = frozenset({"confirmed", "shipped", "delivered", "rejected", "cancelled"})
@@ -169,13 +170,7 @@ async def consumer_lag(bootstrap: str) -> dict[str, int]:
         try:
             lag: dict[str, int] = {}
             for group, group_topics in subscriptions().items():
-                partitions: list[TopicPartition] = []
-                for topic in group_topics:
-                    parts = probe.partitions_for_topic(topic)
-                    if not parts:
-                        await probe._client.force_metadata_update()
-                        parts = probe.partitions_for_topic(topic) or set()
-                    partitions += [TopicPartition(topic, p) for p in parts]
+                partitions = await topic_partitions(probe, group_topics)
                 if not partitions:
                     continue
                 ends = await probe.end_offsets(partitions)

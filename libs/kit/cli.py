@@ -7,11 +7,11 @@ import json
 import sys
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
 from libs.events import topics
 from libs.kit.auth import ROLES, mint_token
-from libs.kit.kafka import all_topic_names, ensure_topics, new_producer
+from libs.kit.kafka import all_topic_names, ensure_topics, new_producer, topic_partitions
 from libs.kit.settings import ServiceSettings
 
 SERVICES = ("catalog", "inventory", "pricing", "orders", "payments", "notifications")
@@ -93,11 +93,7 @@ async def read_dlq(bootstrap: str, dlq_topics: list[str]) -> list[dict[str, Any]
     await consumer.start()
     entries: list[dict[str, Any]] = []
     try:
-        partitions = [
-            TopicPartition(t, p)
-            for t in dlq_topics
-            for p in sorted(consumer.partitions_for_topic(t) or await _partitions(consumer, t))
-        ]
+        partitions = await topic_partitions(consumer, dlq_topics)
         if not partitions:
             return entries
         consumer.assign(partitions)
@@ -136,11 +132,6 @@ async def read_dlq(bootstrap: str, dlq_topics: list[str]) -> list[dict[str, Any]
     finally:
         await consumer.stop()
     return entries
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # metadata of a topic we never subscribed to
-    return consumer.partitions_for_topic(topic) or set()
 
 
 async def replay_dlq(bootstrap: str, dlq_topics: list[str], event_id: str | None) -> int:

@@ -3,8 +3,9 @@
 import asyncio
 import contextlib
 import logging
+from collections.abc import Iterable
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -17,6 +18,22 @@ def bootstrap_servers(bootstrap: str) -> list[str]:
     """`host:port[,host:port...]` as a list. aiokafka splits such a string itself, but FastStream's
     KafkaBroker takes a string as one server: given a cluster's list, the services could not start."""
     return [server.strip() for server in bootstrap.split(",") if server.strip()]
+
+
+async def topic_partitions(
+    consumer: AIOKafkaConsumer, topics: Iterable[str]
+) -> list[TopicPartition]:
+    """Every partition of these topics, in order. A started consumer knows only the metadata of
+    topics it has seen: for the others it asks the broker once. Topics that do not exist have
+    none."""
+    partitions: list[TopicPartition] = []
+    for topic in topics:
+        numbers = consumer.partitions_for_topic(topic)
+        if not numbers:
+            await consumer._client.force_metadata_update()
+            numbers = consumer.partitions_for_topic(topic) or set()
+        partitions += [TopicPartition(topic, n) for n in sorted(numbers)]
+    return partitions
 
 
 def new_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:

@@ -6,11 +6,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel
 
 from libs.events.envelope import CloudEvent, new_event
-from libs.kit.kafka import ce_headers
+from libs.kit.kafka import ce_headers, topic_partitions
 from libs.kit.settings import ServiceSettings
 
 
@@ -50,13 +50,7 @@ class TopicTail:
     async def start(self) -> "TopicTail":
         self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(), enable_auto_commit=False)
         await self._consumer.start()
-        partitions: list[TopicPartition] = []
-        for topic in self.topics:
-            parts = self._consumer.partitions_for_topic(topic)
-            if not parts:
-                await self._consumer._client.force_metadata_update()
-                parts = self._consumer.partitions_for_topic(topic) or set()
-            partitions += [TopicPartition(topic, p) for p in parts]
+        partitions = await topic_partitions(self._consumer, self.topics)
         self._consumer.assign(partitions)
         await self._consumer.seek_to_end(*partitions)
         for tp in partitions:  # resolve positions now, before the action under test

@@ -6,9 +6,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
+
+from libs.kit.kafka import topic_partitions
 
 
 @asynccontextmanager
@@ -41,13 +43,7 @@ async def group_caught_up(
     await admin.start()
     await probe.start()
     try:
-        partitions = []
-        for topic in topics:
-            parts = probe.partitions_for_topic(topic)
-            if not parts:
-                await probe._client.force_metadata_update()
-                parts = probe.partitions_for_topic(topic) or set()
-            partitions += [TopicPartition(topic, p) for p in parts]
+        partitions = await topic_partitions(probe, topics)
         ends = await probe.end_offsets(partitions)
         deadline = time.monotonic() + timeout
         while True:

@@ -233,11 +233,7 @@ class WebhookInterest:
     async def refresh(self, db: Database) -> None:
         self._widened = set()
         async with db.transaction() as session:
-            read = frozenset(
-                await session.scalars(
-                    select(func.jsonb_array_elements_text(webhook_subscriptions.c.events))
-                )
-            )
+            read = await _listed_types(session)
         # A subscription made while we read may be missing from what we read: keep its types.
         self.types = read | self._widened
 
@@ -262,13 +258,18 @@ async def subscribed_types(session: AsyncSession) -> frozenset[str]:
     cached = session.info.get(_SUBSCRIBED_TYPES)
     if cached is not None and transaction is not None and cached[0] is transaction:
         return frozenset(cached[1])
-    types = frozenset(
+    types = await _listed_types(session)
+    session.info[_SUBSCRIBED_TYPES] = (transaction, types)
+    return types
+
+
+async def _listed_types(session: AsyncSession) -> frozenset[str]:
+    """Every event type some webhook subscription lists."""
+    return frozenset(
         await session.scalars(
             select(func.jsonb_array_elements_text(webhook_subscriptions.c.events)).distinct()
         )
     )
-    session.info[_SUBSCRIBED_TYPES] = (transaction, types)
-    return types
 
 
 async def enqueue_deliveries(

@@ -179,38 +179,23 @@ async def _charge_if_due(
     else:
         result = ProviderResult.declined(decision.value)
 
-    payment_id = new_id()
-    await session.execute(
-        insert(payments).values(
-            id=payment_id,
-            order_id=order_id,
-            customer_id=row.customer_id,
-            kind="capture",
-            amount=amount,
-            currency=currency,
-            status="captured" if result.ok else "failed",
-            provider_ref=result.ref,
-            failure_reason=result.decline_reason,
-        )
-    )
-    # The charge is decided: the token must not stay at rest.
-    await session.execute(
-        update(payment_orders)
-        .where(payment_orders.c.order_id == order_id)
-        .values(token=None, updated_at=func.now())
-    )
     if result.ref is not None:
-        await events.emit(
-            PaymentCaptured(
-                order_id=order_id,
-                payment_id=payment_id,
-                amount=Money(amount=amount, currency=currency),
-                provider_ref=result.ref,
-            ),
-            subject=order_id,
-        )
+        payment_id = await _record_capture(session, events, row, amount, currency, result.ref)
         log.info("order %s captured (payment %s)", order_id, payment_id)
     else:
+        payment_id = new_id()
+        await session.execute(
+            insert(payments).values(
+                id=payment_id,
+                order_id=order_id,
+                customer_id=row.customer_id,
+                kind="capture",
+                amount=amount,
+                currency=currency,
+                status="failed",
+                failure_reason=result.decline_reason,
+            )
+        )
         await events.emit(
             PaymentFailed(
                 order_id=order_id,
@@ -222,6 +207,42 @@ async def _charge_if_due(
             subject=order_id,
         )
         log.info("order %s declined: %s", order_id, result.decline_reason)
+    # The charge is decided: the token must not stay at rest.
+    await session.execute(
+        update(payment_orders)
+        .where(payment_orders.c.order_id == order_id)
+        .values(token=None, updated_at=func.now())
+    )
+
+
+async def _record_capture(
+    session: AsyncSession, events: Emitter, row: Row[Any], amount: int, currency: str, ref: str
+) -> str:
+    """Record a capture the provider made for the order and announce it; returns its payment id."""
+    order_id = str(row.order_id)
+    payment_id = new_id()
+    await session.execute(
+        insert(payments).values(
+            id=payment_id,
+            order_id=order_id,
+            customer_id=row.customer_id,
+            kind="capture",
+            amount=amount,
+            currency=currency,
+            status="captured",
+            provider_ref=ref,
+        )
+    )
+    await events.emit(
+        PaymentCaptured(
+            order_id=order_id,
+            payment_id=payment_id,
+            amount=Money(amount=amount, currency=currency),
+            provider_ref=ref,
+        ),
+        subject=order_id,
+    )
+    return payment_id
 
 
 async def _record_provider_capture(
@@ -236,27 +257,8 @@ async def _record_provider_capture(
     )
     if found is None:
         return None
-    payment_id = new_id()
-    await session.execute(
-        insert(payments).values(
-            id=payment_id,
-            order_id=order_id,
-            customer_id=row.customer_id,
-            kind="capture",
-            amount=found.amount,
-            currency=found.currency,
-            status="captured",
-            provider_ref=found.ref,
-        )
-    )
-    await events.emit(
-        PaymentCaptured(
-            order_id=order_id,
-            payment_id=payment_id,
-            amount=Money(amount=found.amount, currency=found.currency),
-            provider_ref=found.ref,
-        ),
-        subject=order_id,
+    payment_id = await _record_capture(
+        session, events, row, found.amount, found.currency, found.ref
     )
     log.warning(
         "order %s closes with a capture the provider made but we never recorded (payment %s)",

@@ -28,6 +28,7 @@ import asyncpg
 import httpx
 
 from bench import probes, report
+from bench.invariants import subscriptions
 from bench.loadgen import (
     DONE,
     INTENDED,
@@ -560,14 +561,6 @@ def machine_info(system: System, settings: ServiceSettings, pg_version: str) -> 
             k: v for k, v in system.env.items() if k.startswith(("BACKROOM_", "GATEWAY_"))
         },
         "kafka_bootstrap": settings.kafka_bootstrap,
-    }
-
-
-def subscriptions() -> dict[str, tuple[str, ...]]:
-    return {
-        svc: tuple(importlib.import_module(f"services.{svc}.handlers").SUBSCRIBES_TO)
-        for svc in SERVICES
-        if hasattr(importlib.import_module(f"services.{svc}.handlers"), "SUBSCRIBES_TO")
     }
 
 

@@ -153,11 +153,15 @@ class Databases:
 
 
 def subscriptions() -> dict[str, tuple[str, ...]]:
-    """Consumer group (= service) -> the topics it reads."""
-    return {
-        svc: tuple(importlib.import_module(f"services.{svc}.handlers").SUBSCRIBES_TO)
-        for svc in DATABASES
-    }
+    """Consumer group (= service) -> the topics it reads: derived, as the service derives them at
+    start, from the event types its handlers registered (building an app connects nothing)."""
+    found: dict[str, tuple[str, ...]] = {}
+    for svc in DATABASES:
+        app = importlib.import_module(f"services.{svc}.main").create_app()
+        topics_read = tuple(app.state.runtime.processor.topics)
+        if topics_read:
+            found[svc] = topics_read
+    return found
 
 
 async def consumer_lag(bootstrap: str) -> dict[str, int]:

@@ -5,7 +5,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
@@ -18,6 +18,9 @@ from libs.kit.logging import configure_logging
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.problems import install_problem_handlers, problem_response
 from libs.kit.runtime import Runtime
+from libs.kit.uow import SessionTx
+
+S = TypeVar("S")
 
 HTTP_REQUESTS = Counter(
     "backroom_http_requests_total", "HTTP requests", ["method", "route", "status"]
@@ -117,6 +120,19 @@ async def runtime_dependency(request: Request) -> Runtime:
 
 Events = Annotated[Emitter, Depends(emitter, scope="function")]
 RuntimeDep = Annotated[Runtime, Depends(runtime_dependency)]
+
+
+def transaction_of(
+    make_store: Callable[[AsyncSession], S],
+) -> Callable[[AsyncSession, Emitter], Awaitable[SessionTx[S]]]:
+    """A dependency giving the request's transaction as a use case sees it: the service's
+    repositories on the request's session, and its outbox emitter. Use it as
+    `Annotated[SessionTx[Store], Depends(transaction_of(Store), scope="function")]`."""
+
+    async def dependency(session: Session, events: Events) -> SessionTx[S]:
+        return SessionTx(session, make_store(session), events)
+
+    return dependency
 
 
 def create_service_app(

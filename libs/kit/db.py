@@ -1,6 +1,7 @@
 """Async SQLAlchemy engine, the per-request/per-message transaction, and the kit's own tables."""
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -25,6 +26,9 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from libs.kit.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+_AFTER_COMMIT = "backroom_after_commit"
 
 # Tables every service database has; each service's first migration creates them.
 kit_metadata = MetaData()
@@ -59,6 +63,14 @@ def _discard_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         raise DisconnectionError("connection closed by the server")
 
 
+def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
+    """Run `callback` once the session's transaction has committed (never after a rollback):
+    e.g. wake the in-process worker that makes the external call an intent row asks for."""
+    callbacks: list[Callable[[], None]] = session.info.setdefault(_AFTER_COMMIT, [])
+    if callback not in callbacks:
+        callbacks.append(callback)
+
+
 class Database:
     """One service's database: an engine and short transactions on it."""
 
@@ -79,9 +91,17 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A unit of work: commits when the block ends normally, rolls back on any error."""
-        async with self._sessions() as session, session.begin():
-            yield session
+        """A unit of work: commits when the block ends normally, rolls back on any error; then
+        runs what `after_commit` registered (only if it committed)."""
+        async with self._sessions() as session:
+            async with session.begin():
+                yield session
+            callbacks: list[Callable[[], None]] = session.info.pop(_AFTER_COMMIT, [])
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception as exc:  # the data is committed: a hook's failure must not undo that
+                log.warning("after-commit hook failed: %r", exc)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

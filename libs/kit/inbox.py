@@ -12,22 +12,25 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 from prometheus_client import Counter, Histogram
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events import topics
 from libs.events.envelope import CloudEvent
-from libs.kit.db import Database, processed_events
+from libs.events.registry import EVENT_TYPES
+from libs.kit.db import Database, after_commit, processed_events
 from libs.kit.faults import crash_point
 from libs.kit.outbox import Emitter, OutboxBuffer
+from libs.kit.retry import RetryPolicy
+from libs.kit.uow import SessionTx
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +49,13 @@ HANDLER_RETRIES = Counter(
 )
 
 
+S = TypeVar("S")
+
+
 @dataclass
 class EventContext:
-    """What a handler gets: the event, its transaction, and an emitter that carries causation."""
+    """What a handler gets beside the validated event data: the CloudEvent, its transaction,
+    and an emitter that carries causation."""
 
     event: CloudEvent
     session: AsyncSession
@@ -59,8 +66,42 @@ class EventContext:
     async def emit(self, data: Any, *, subject: str, topic: str | None = None) -> CloudEvent:
         return await self.emitter.emit(data, subject=subject, topic=topic)
 
+    def on_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once this event's transaction has committed."""
+        after_commit(self.session, callback)
 
-EventHandler = Callable[[EventContext], Awaitable[None]]
+    def tx(self, make_store: Callable[[AsyncSession], S]) -> SessionTx[S]:
+        """This event's transaction as a use case sees it (repositories, emitter, hook)."""
+        return SessionTx(self.session, make_store(self.session), self.emitter)
+
+
+E = TypeVar("E", bound=BaseModel)
+EventHandler = Callable[[E, EventContext], Awaitable[None]]
+
+
+class UnknownEventType(LookupError):
+    """A handler was registered for a model that is not an event of the registry: a start-up
+    error, so a misspelt or unpublished type never silently counts as ignored."""
+
+
+class InvalidEventData(ValueError):
+    """A CloudEvent whose `data` does not match its type's model; names the bad fields, never
+    their values (a payment token may be among them), since this text is logged and
+    dead-lettered."""
+
+
+@dataclass(frozen=True)
+class _Route:
+    model: type[BaseModel]
+    topic: str
+    handler: EventHandler[Any]
+
+    def parse(self, event: CloudEvent) -> BaseModel:
+        try:
+            return self.model.model_validate(event.data)
+        except ValidationError as exc:
+            fields = sorted({".".join(map(str, e["loc"])) or "data" for e in exc.errors()})
+            raise InvalidEventData(f"invalid {event.type} data, fields: {fields}") from None
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -75,6 +116,9 @@ def _is_transient(exc: BaseException) -> bool:
         "ConnectionDoesNotExistError",
         "TooManyConnectionsError",
     }
+
+
+_Todo = tuple[int, ConsumerRecord[Any, Any], CloudEvent, EventHandler[Any], BaseModel]
 
 
 class EventProcessor:
@@ -93,28 +137,47 @@ class EventProcessor:
         self.db = db
         self.producer = producer
         self.max_attempts = max_attempts
-        self.backoff_initial_s = backoff_initial_s
-        self.backoff_max_s = backoff_max_s
-        self.handlers: dict[str, EventHandler] = {}
+        # Only its pauses: a handler is retried `max_attempts` times, infrastructure errors forever.
+        self.backoff = RetryPolicy(max_attempts, backoff_initial_s, backoff_max_s)
+        self.routes: dict[str, _Route] = {}
         # Optional: a cheap, in-memory verdict on whether an event of this type can have any
         # effect right now (see notifications' webhook interest). False means the event is
         # ignored like a type without a handler: no transaction, no inbox row.
         self.interested: Callable[[str], bool] | None = None
 
-    def on(self, event_type: str) -> Callable[[EventHandler], EventHandler]:
-        def register(handler: EventHandler) -> EventHandler:
-            self.handlers[event_type] = handler
+    def on(
+        self, model: type[E], *, topic: str | None = None
+    ) -> Callable[[EventHandler[E]], EventHandler[E]]:
+        """Register the handler of one event type, named by its data model; it is called with
+        the validated data and the context, and the type's topic joins the subscriptions. A
+        model of the registry (libs/events) reads its registered topic; any other model must
+        name its `topic` (the kit's own tests do), so a type nobody publishes fails here, at
+        start-up, instead of being silently ignored."""
+        registered = EVENT_TYPES.get(model.__name__)
+        if registered is not None and registered[1] is model:
+            if topic is not None and topic != registered[0]:
+                raise UnknownEventType(f"{model.__name__} is published on {registered[0]}")
+            topic = registered[0]
+        elif topic is None or registered is not None:
+            raise UnknownEventType(f"{model.__qualname__} is not an event type of libs/events")
+        if model.__name__ in self.routes:
+            raise ValueError(f"{model.__name__} already has a handler")
+
+        def register(handler: EventHandler[E]) -> EventHandler[E]:
+            self.routes[model.__name__] = _Route(model, topic, handler)
             return handler
 
         return register
 
+    @property
+    def topics(self) -> list[str]:
+        """The topics this service must read: those of the event types it handles."""
+        return sorted({route.topic for route in self.routes.values()})
+
     def _handles(self, event_type: str) -> bool:
-        return event_type in self.handlers and (
+        return event_type in self.routes and (
             self.interested is None or self.interested(event_type)
         )
-
-    def _backoff(self, attempt: int) -> float:
-        return float(min(self.backoff_initial_s * 2 ** (attempt - 1), self.backoff_max_s))
 
     async def process_record(self, record: ConsumerRecord[Any, Any]) -> str:
         """Apply one Kafka record; returns the outcome. Raises only if dead-lettering failed."""
@@ -125,10 +188,18 @@ class EventProcessor:
             await self.dead_letter(record, exc, attempts=1)
             EVENTS_HANDLED.labels(record.topic, "unparseable", "dead_lettered").inc()
             return "dead_lettered"
-        handler = self.handlers.get(event.type)
-        if handler is None or not self._handles(event.type):
+        route = self.routes.get(event.type)
+        if route is None or not self._handles(event.type):
             EVENTS_HANDLED.labels(record.topic, event.type, "ignored").inc()
             return "ignored"
+        try:
+            data = route.parse(event)
+        except InvalidEventData as exc:
+            # Retrying cannot make it valid: straight to the dead letters.
+            log.error("event %s dead-lettered: %s", event.id, exc)
+            await self.dead_letter(record, exc, attempts=1)
+            EVENTS_HANDLED.labels(record.topic, event.type, "dead_lettered").inc()
+            return "dead_lettered"
         attempt = 0
         with structlog.contextvars.bound_contextvars(
             correlation_id=event.correlationid, event_id=event.id, event_type=event.type
@@ -137,7 +208,7 @@ class EventProcessor:
                 attempt += 1
                 started = time.perf_counter()
                 try:
-                    outcome = await self._apply(handler, event, record.topic, value)
+                    outcome = await self._apply(route.handler, data, event, record.topic, value)
                     HANDLER_SECONDS.labels(event.type).observe(time.perf_counter() - started)
                     EVENTS_HANDLED.labels(record.topic, event.type, outcome).inc()
                     return outcome
@@ -153,7 +224,7 @@ class EventProcessor:
                         await self.dead_letter(record, exc, attempts=attempt)
                         EVENTS_HANDLED.labels(record.topic, event.type, "dead_lettered").inc()
                         return "dead_lettered"
-                    delay = self._backoff(min(attempt, 10))
+                    delay = self.backoff.delay(min(attempt, 10))
                     log.warning(
                         "event %s attempt %d failed (%s), retrying in %.2fs: %r",
                         event.id,
@@ -171,22 +242,19 @@ class EventProcessor:
         if len(records) == 1:
             return [await self.process_record(records[0])]
         outcomes: list[str] = ["ignored"] * len(records)
-        todo: list[tuple[int, ConsumerRecord[Any, Any], CloudEvent, EventHandler]] = []
+        todo: list[_Todo] = []
         for index, record in enumerate(records):
             event_type = _header(record, "ce_type")
             if event_type is not None and not self._handles(event_type):
                 EVENTS_HANDLED.labels(record.topic, event_type, "ignored").inc()
                 continue
-            try:
-                event = CloudEvent.from_json(record.value)
-            except ValidationError:
-                event = None
-            handler = self.handlers.get(event.type) if event is not None else None
-            if event is None or handler is None or not self._handles(event.type):
+            parsed = self._parse(record)
+            if parsed is None:
                 # Unparseable (dead-lettered) or not ours (ignored): no database work either way.
                 outcomes[index] = await self.process_record(record)
                 continue
-            todo.append((index, record, event, handler))
+            event, route, data = parsed
+            todo.append((index, record, event, route.handler, data))
         if not todo:
             return outcomes
         try:
@@ -195,23 +263,34 @@ class EventProcessor:
             raise
         except Exception as exc:
             log.info("batch of %d events failed (%r); applying them one by one", len(todo), exc)
-            for index, record, _, _ in todo:
+            for index, record, *_ in todo:
                 outcomes[index] = await self.process_record(record)
             return outcomes
-        for (index, record, event, _), outcome in zip(todo, applied, strict=True):
+        for (index, record, event, *_), outcome in zip(todo, applied, strict=True):
             outcomes[index] = outcome
             EVENTS_HANDLED.labels(record.topic, event.type, outcome).inc()
         return outcomes
 
-    async def _apply_batch(
-        self, todo: list[tuple[int, ConsumerRecord[Any, Any], CloudEvent, EventHandler]]
-    ) -> list[str]:
+    def _parse(
+        self, record: ConsumerRecord[Any, Any]
+    ) -> tuple[CloudEvent, _Route, BaseModel] | None:
+        """The record's event, route and validated data, if it is valid and ours."""
+        try:
+            event = CloudEvent.from_json(record.value)
+            route = self.routes.get(event.type)
+            if route is None or not self._handles(event.type):
+                return None
+            return event, route, route.parse(event)
+        except (ValidationError, InvalidEventData):
+            return None
+
+    async def _apply_batch(self, todo: list["_Todo"]) -> list[str]:
         outcomes: list[str] = []
         buffer = OutboxBuffer()  # the batch's outgoing events: one insert at the end
         async with self.db.transaction() as session:
             rows = {
                 event.id: {"event_id": event.id, "event_type": event.type, "topic": record.topic}
-                for _, record, event, _ in todo
+                for _, record, event, *_ in todo
             }
             fresh = set(
                 await session.scalars(
@@ -221,7 +300,7 @@ class EventProcessor:
                     .returning(processed_events.c.event_id)
                 )
             )
-            for _, record, event, handler in todo:
+            for _, record, event, handler, data in todo:
                 if event.id not in fresh:
                     outcomes.append("duplicate")
                     continue
@@ -233,14 +312,22 @@ class EventProcessor:
                     emitter = Emitter(
                         session, self.service, event.correlationid, event.id, buffer=buffer
                     )
-                    await handler(EventContext(event, session, emitter, record.topic, record.value))
+                    context = EventContext(event, session, emitter, record.topic, record.value)
+                    await handler(data, context)
                     HANDLER_SECONDS.labels(event.type).observe(time.perf_counter() - started)
                 outcomes.append("applied")
             await buffer.flush(session)
         crash_point(f"{self.service}.after_db_commit")
         return outcomes
 
-    async def _apply(self, handler: EventHandler, event: CloudEvent, topic: str, raw: bytes) -> str:
+    async def _apply(
+        self,
+        handler: EventHandler[Any],
+        data: BaseModel,
+        event: CloudEvent,
+        topic: str,
+        raw: bytes,
+    ) -> str:
         async with self.db.transaction() as session:
             first_time = await session.scalar(
                 pg_insert(processed_events)
@@ -252,7 +339,7 @@ class EventProcessor:
                 return "duplicate"
             buffer = OutboxBuffer()  # the handler's outgoing events: one insert at the end
             emitter = Emitter(session, self.service, event.correlationid, event.id, buffer=buffer)
-            await handler(EventContext(event, session, emitter, topic, raw))
+            await handler(data, EventContext(event, session, emitter, topic, raw))
             await buffer.flush(session)
         crash_point(f"{self.service}.after_db_commit")
         return "applied"
@@ -288,19 +375,17 @@ def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:
 
 
 async def waiting_records(
-    consumer: Any, limit: int, partitions: Sequence[TopicPartition] = ()
+    consumer: AIOKafkaConsumer, limit: int, partitions: Sequence[TopicPartition] = ()
 ) -> list[ConsumerRecord[Any, Any]]:
     """Records the consumer has already fetched (at most `limit`), without waiting for more."""
-    if limit <= 0 or not isinstance(consumer, AIOKafkaConsumer):
+    if limit <= 0:
         return []
     fetched = await consumer.getmany(*partitions, timeout_ms=0, max_records=limit)
     return [record for records in fetched.values() for record in records]
 
 
-def rewind(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
+def rewind(consumer: AIOKafkaConsumer, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
     """Seek back to the first of these records on each partition, so they are read again."""
-    if not isinstance(consumer, AIOKafkaConsumer):
-        return
     first: dict[TopicPartition, int] = {}
     for record in records:
         tp = TopicPartition(record.topic, record.partition)
@@ -308,11 +393,6 @@ def rewind(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
     for tp, offset in first.items():
         with contextlib.suppress(Exception):  # partition no longer ours: its next owner reads it
             consumer.seek(tp, offset)
-
-
-async def commit_offset(consumer: Any, record: ConsumerRecord[Any, Any]) -> None:
-    """Commit exactly this record's next offset (not whatever the consumer has fetched)."""
-    await commit_offsets(consumer, [record])
 
 
 def _next_offsets(records: Sequence[ConsumerRecord[Any, Any]]) -> dict[TopicPartition, int]:
@@ -323,16 +403,7 @@ def _next_offsets(records: Sequence[ConsumerRecord[Any, Any]]) -> dict[TopicPart
     return offsets
 
 
-async def commit_offsets(consumer: Any, records: Sequence[ConsumerRecord[Any, Any]]) -> None:
-    """Commit, per partition, the offset after the last of these records (not whatever the
-    consumer has fetched)."""
-    await _commit(consumer, _next_offsets(records))
-
-
-async def _commit(consumer: Any, offsets: dict[TopicPartition, int]) -> None:
-    if not isinstance(consumer, AIOKafkaConsumer):
-        await consumer.commit()  # FastStream's in-memory test consumer
-        return
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
     try:
         await consumer.commit(offsets)
     except CommitFailedError as exc:
@@ -351,11 +422,14 @@ class OffsetCommitter:
     def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s = interval_s
         self._pending: dict[TopicPartition, int] = {}
-        self._consumer: Any = None
+        self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 
     async def done(
-        self, consumer: Any, records: Sequence[ConsumerRecord[Any, Any]], outcomes: Sequence[str]
+        self,
+        consumer: AIOKafkaConsumer,
+        records: Sequence[ConsumerRecord[Any, Any]],
+        outcomes: Sequence[str],
     ) -> None:
         self._consumer = consumer
         for tp, offset in _next_offsets(records).items():
@@ -368,12 +442,10 @@ class OffsetCommitter:
             consumer, offsets, self._pending = self._consumer, self._pending, {}
             if consumer is None or not offsets:
                 return
-            if isinstance(consumer, AIOKafkaConsumer):
-                assigned = consumer.assignment()  # a revoked partition is its new owner's now
-                offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-                if not offsets:
-                    return
-            await _commit(consumer, offsets)
+            assigned = consumer.assignment()  # a revoked partition is its new owner's now
+            offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
+            if offsets:
+                await _commit(consumer, offsets)
 
     async def run(self) -> None:
         """Background task: flush every `interval_s`."""

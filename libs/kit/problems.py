@@ -7,6 +7,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from libs.kit.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unavailable
+
 PROBLEM_JSON = "application/problem+json"
 _TITLES = {
     400: "Bad Request",
@@ -97,7 +99,34 @@ def field_name(loc: tuple[Any, ...]) -> str:
     return name
 
 
+def domain_problem(exc: DomainError) -> Problem:
+    """The one mapping from a use case's domain error to its HTTP answer."""
+    match exc:
+        case NotFound():
+            return Problem(404, exc.detail)
+        case Conflict():
+            return Problem(409, exc.detail)
+        case Forbidden():
+            return Problem(403, exc.detail)
+        case Invalid():
+            errors = [{"field": e.field, "message": e.message} for e in exc.errors] or None
+            return Problem(400 if exc.malformed else 422, exc.detail, errors=errors)
+        case Unavailable():
+            headers = None
+            if exc.retry_after_s is not None:
+                headers = {"Retry-After": str(exc.retry_after_s)}
+            return Problem(503, exc.detail, headers=headers)
+    return Problem(500, "unexpected error; it has been logged")
+
+
 def install_problem_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DomainError)
+    async def _domain(_: Request, exc: DomainError) -> JSONResponse:
+        problem = domain_problem(exc)
+        return problem_response(
+            problem.status, problem.detail, errors=problem.errors, headers=problem.headers
+        )
+
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
         return problem_response(

@@ -6,7 +6,6 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -20,6 +19,7 @@ from libs.kit.inbox import EventProcessor, OffsetCommitter, rewind, waiting_reco
 from libs.kit.kafka import bootstrap_servers, ensure_topics, new_producer
 from libs.kit.outbox import OutboxRelay
 from libs.kit.settings import ServiceSettings
+from libs.kit.worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 class Runtime:
     """Composition of the kit for one service process."""
 
-    def __init__(self, settings: ServiceSettings, subscribe_to: Iterable[str] = ()) -> None:
+    def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.service = settings.service_name
         self.db = Database.from_settings(settings)
@@ -63,9 +63,8 @@ class Runtime:
             batch_size=settings.relay_batch_size,
         )
         self.offsets = OffsetCommitter(settings.consumer_commit_interval_s)
-        self.subscribed_topics = list(subscribe_to)
-        if self.subscribed_topics:
-            self._subscribe(self.subscribed_topics)
+        # Derived from the handlers registered on `processor` (by the service's main), at start.
+        self.subscribed_topics: list[str] = []
         self.extra_tasks: list[asyncio.Task[Any]] = []
         self._offset_flusher: asyncio.Task[None] | None = None
         # When the consume handler began the batch it is in (None between batches): a handler
@@ -111,7 +110,14 @@ class Runtime:
             max_poll_interval_ms=300_000,
         )(consume)
 
+    def start_worker(self, worker: Worker) -> None:
+        """Run one of the service's background workers for as long as the runtime runs."""
+        self.extra_tasks.append(asyncio.create_task(worker.run(), name=worker.name))
+
     async def start(self) -> None:
+        if not self.subscribed_topics and self.processor.topics:
+            self.subscribed_topics = self.processor.topics
+            self._subscribe(self.subscribed_topics)
         await ensure_topics(
             self.settings.kafka_bootstrap,
             partitions=self.settings.topic_partitions,

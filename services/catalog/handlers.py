@@ -1,27 +1,22 @@
 """Kafka in: catalog keeps its price and availability projection from pricing and inventory facts."""
 
-from libs.events import topics
 from libs.events.inventory import StockLevelChanged
 from libs.events.pricing import PriceChanged
 from libs.kit.inbox import EventContext, EventProcessor
 from services.catalog import service
 
-SUBSCRIBES_TO = (topics.PRICING, topics.INVENTORY)
 
-
-async def on_price_changed(ctx: EventContext) -> None:
-    event = PriceChanged.model_validate(ctx.event.data)
+async def on_price_changed(event: PriceChanged, ctx: EventContext) -> None:
     price = event.price
     await service.record_price(
         ctx.session, event.sku, price.amount if price else None, price.currency if price else None
     )
 
 
-async def on_stock_level_changed(ctx: EventContext) -> None:
-    event = StockLevelChanged.model_validate(ctx.event.data)
+async def on_stock_level_changed(event: StockLevelChanged, ctx: EventContext) -> None:
     await service.record_stock(ctx.session, event.sku, event.available)
 
 
 def register(processor: EventProcessor) -> None:
-    processor.on("PriceChanged")(on_price_changed)
-    processor.on("StockLevelChanged")(on_stock_level_changed)
+    processor.on(PriceChanged)(on_price_changed)
+    processor.on(StockLevelChanged)(on_stock_level_changed)

@@ -10,6 +10,6 @@ from services.catalog.settings import CatalogSettings
 
 def create_app(settings: CatalogSettings | None = None) -> FastAPI:
     settings = settings or CatalogSettings()
-    runtime = Runtime(settings, subscribe_to=handlers.SUBSCRIBES_TO)
+    runtime = Runtime(settings)
     handlers.register(runtime.processor)
     return create_service_app(runtime, routers=[api.router], title="Backroom catalog")

@@ -4,7 +4,6 @@ import asyncio
 import logging
 from functools import partial
 
-from libs.events import topics
 from libs.events.orders import (
     OrderCancellationRequested,
     OrderConfirmed,
@@ -18,36 +17,34 @@ from services.inventory.settings import InventorySettings
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBES_TO = (topics.ORDERS,)
 
-
-async def on_order_placed(ctx: EventContext, settings: InventorySettings) -> None:
-    order = OrderPlaced.model_validate(ctx.event.data)
+async def on_order_placed(
+    order: OrderPlaced, ctx: EventContext, settings: InventorySettings
+) -> None:
     await service.reserve_for_order(
         ctx.session, ctx.emitter, order, now=settings.now(), grace_s=settings.reservation_grace_s
     )
 
 
-async def on_order_confirmed(ctx: EventContext) -> None:
-    event = OrderConfirmed.model_validate(ctx.event.data)
+async def on_order_confirmed(event: OrderConfirmed, ctx: EventContext) -> None:
     await service.commit_order(ctx.session, ctx.emitter, event.order_id)
 
 
-async def on_order_rejected(ctx: EventContext) -> None:
-    event = OrderRejected.model_validate(ctx.event.data)
+async def on_order_rejected(event: OrderRejected, ctx: EventContext) -> None:
     await service.release_order(ctx.session, ctx.emitter, event.order_id, event.reason)
 
 
-async def on_order_cancellation_requested(ctx: EventContext) -> None:
-    event = OrderCancellationRequested.model_validate(ctx.event.data)
+async def on_order_cancellation_requested(
+    event: OrderCancellationRequested, ctx: EventContext
+) -> None:
     await service.cancel_order(ctx.session, ctx.emitter, event.order_id)
 
 
 def register(processor: EventProcessor, settings: InventorySettings) -> None:
-    processor.on("OrderPlaced")(partial(on_order_placed, settings=settings))
-    processor.on("OrderConfirmed")(on_order_confirmed)
-    processor.on("OrderRejected")(on_order_rejected)
-    processor.on("OrderCancellationRequested")(on_order_cancellation_requested)
+    processor.on(OrderPlaced)(partial(on_order_placed, settings=settings))
+    processor.on(OrderConfirmed)(on_order_confirmed)
+    processor.on(OrderRejected)(on_order_rejected)
+    processor.on(OrderCancellationRequested)(on_order_cancellation_requested)
 
 
 async def sweep_expired_reservations(

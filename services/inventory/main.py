@@ -12,7 +12,7 @@ from services.inventory.settings import InventorySettings
 
 def create_app(settings: InventorySettings | None = None) -> FastAPI:
     settings = settings or InventorySettings()
-    runtime = Runtime(settings, subscribe_to=handlers.SUBSCRIBES_TO)
+    runtime = Runtime(settings)
     handlers.register(runtime.processor, settings)
 
     async def start_expiry_sweeper(runtime: Runtime) -> None:

@@ -64,7 +64,7 @@ class WebhookWorker:
 
 def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc_now) -> FastAPI:
     settings = settings or NotificationsSettings()
-    runtime = Runtime(settings, subscribe_to=handlers.SUBSCRIBES_TO)
+    runtime = Runtime(settings)
     handlers.register(runtime.processor, settings)
     interest = service.WebhookInterest(settings.webhook_interest_refresh_s)
     runtime.processor.interested = interest

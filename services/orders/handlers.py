@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from libs.events import topics
 from libs.events.inventory import StockReleased, StockReservationFailed, StockReserved
 from libs.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded, PaymentVoided
 from libs.kit.db import Database
@@ -16,27 +15,23 @@ from services.orders import domain, service
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBES_TO = (topics.INVENTORY, topics.PAYMENTS)
 Clock = Callable[[], datetime]
 # StockReleased also answers rejections and reservation expiry; only this reason settles a
 # cancellation.
 CANCELLED = "cancelled"
 
 
-async def on_stock_reserved(ctx: EventContext) -> None:
-    event = StockReserved.model_validate(ctx.event.data)
+async def on_stock_reserved(event: StockReserved, ctx: EventContext) -> None:
     await service.apply_fact(ctx.session, ctx.emitter, event.order_id, domain.note_stock_reserved)
 
 
-async def on_stock_reservation_failed(ctx: EventContext) -> None:
-    event = StockReservationFailed.model_validate(ctx.event.data)
+async def on_stock_reservation_failed(event: StockReservationFailed, ctx: EventContext) -> None:
     await service.apply_fact(
         ctx.session, ctx.emitter, event.order_id, lambda o: domain.reject(o, "out_of_stock")
     )
 
 
-async def on_stock_released(ctx: EventContext) -> None:
-    event = StockReleased.model_validate(ctx.event.data)
+async def on_stock_released(event: StockReleased, ctx: EventContext) -> None:
     if event.reason != CANCELLED:
         return
     await service.apply_fact(
@@ -44,9 +39,8 @@ async def on_stock_released(ctx: EventContext) -> None:
     )
 
 
-def on_payment_captured(clock: Clock) -> EventHandler:
-    async def handle(ctx: EventContext) -> None:
-        event = PaymentCaptured.model_validate(ctx.event.data)
+def on_payment_captured(clock: Clock) -> EventHandler[PaymentCaptured]:
+    async def handle(event: PaymentCaptured, ctx: EventContext) -> None:
         now = clock()
         await service.apply_fact(
             ctx.session, ctx.emitter, event.order_id, lambda o: domain.payment_captured(o, now)
@@ -55,35 +49,32 @@ def on_payment_captured(clock: Clock) -> EventHandler:
     return handle
 
 
-async def on_payment_failed(ctx: EventContext) -> None:
-    event = PaymentFailed.model_validate(ctx.event.data)
+async def on_payment_failed(event: PaymentFailed, ctx: EventContext) -> None:
     await service.apply_fact(
         ctx.session, ctx.emitter, event.order_id, lambda o: domain.reject(o, "payment_declined")
     )
 
 
-async def on_payment_refunded(ctx: EventContext) -> None:
-    event = PaymentRefunded.model_validate(ctx.event.data)
+async def on_payment_refunded(event: PaymentRefunded, ctx: EventContext) -> None:
     await service.apply_fact(
         ctx.session, ctx.emitter, event.order_id, domain.cancellation_payment_returned
     )
 
 
-async def on_payment_voided(ctx: EventContext) -> None:
-    event = PaymentVoided.model_validate(ctx.event.data)
+async def on_payment_voided(event: PaymentVoided, ctx: EventContext) -> None:
     await service.apply_fact(
         ctx.session, ctx.emitter, event.order_id, domain.cancellation_payment_returned
     )
 
 
 def register(processor: EventProcessor, clock: Clock) -> None:
-    processor.on("StockReserved")(on_stock_reserved)
-    processor.on("StockReservationFailed")(on_stock_reservation_failed)
-    processor.on("StockReleased")(on_stock_released)
-    processor.on("PaymentCaptured")(on_payment_captured(clock))
-    processor.on("PaymentFailed")(on_payment_failed)
-    processor.on("PaymentRefunded")(on_payment_refunded)
-    processor.on("PaymentVoided")(on_payment_voided)
+    processor.on(StockReserved)(on_stock_reserved)
+    processor.on(StockReservationFailed)(on_stock_reservation_failed)
+    processor.on(StockReleased)(on_stock_released)
+    processor.on(PaymentCaptured)(on_payment_captured(clock))
+    processor.on(PaymentFailed)(on_payment_failed)
+    processor.on(PaymentRefunded)(on_payment_refunded)
+    processor.on(PaymentVoided)(on_payment_voided)
 
 
 async def sweep_overdue(

@@ -22,7 +22,7 @@ def create_app(
 ) -> FastAPI:
     """`clock` decides what "now" is for deadlines, so tests can move it instead of sleeping."""
     settings = settings or OrdersSettings()
-    runtime = Runtime(settings, subscribe_to=handlers.SUBSCRIBES_TO)
+    runtime = Runtime(settings)
     handlers.register(runtime.processor, clock)
     pricing = Pricing(settings.pricing_url, settings.pricing_timeout_s)
 

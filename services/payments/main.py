@@ -15,7 +15,7 @@ def create_app(
 ) -> FastAPI:
     """`provider` replaces the configured one (a real PSP adapter, or a fake in tests)."""
     settings = settings or PaymentsSettings()
-    runtime = Runtime(settings, subscribe_to=handlers.SUBSCRIBES_TO)
+    runtime = Runtime(settings)
     if provider is None:
         # Only the sandbox exists so far (settings.payment_provider == "sandbox"); its ledger
         # shares our database but never our transactions.

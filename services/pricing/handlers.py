@@ -1,15 +1,11 @@
 """Kafka in: pricing learns which skus exist, their category and status from catalog facts."""
 
-from libs.events import topics
 from libs.events.catalog import ProductCreated, ProductUpdated
 from libs.kit.inbox import EventContext, EventProcessor
 from services.pricing import service
 
-SUBSCRIBES_TO = (topics.CATALOG,)
 
-
-async def on_product_created(ctx: EventContext) -> None:
-    event = ProductCreated.model_validate(ctx.event.data)
+async def on_product_created(event: ProductCreated, ctx: EventContext) -> None:
     await service.record_product(
         ctx.session,
         sku=event.sku,
@@ -19,9 +15,8 @@ async def on_product_created(ctx: EventContext) -> None:
     )
 
 
-async def on_product_updated(ctx: EventContext) -> None:
+async def on_product_updated(event: ProductUpdated, ctx: EventContext) -> None:
     # ProductUpdated carries the whole product, so it is applied exactly like a creation.
-    event = ProductUpdated.model_validate(ctx.event.data)
     await service.record_product(
         ctx.session,
         sku=event.sku,
@@ -32,5 +27,5 @@ async def on_product_updated(ctx: EventContext) -> None:
 
 
 def register(processor: EventProcessor) -> None:
-    processor.on("ProductCreated")(on_product_created)
-    processor.on("ProductUpdated")(on_product_updated)
+    processor.on(ProductCreated)(on_product_created)
+    processor.on(ProductUpdated)(on_product_updated)

@@ -10,6 +10,6 @@ from services.pricing.settings import PricingSettings
 
 def create_app(settings: PricingSettings | None = None) -> FastAPI:
     settings = settings or PricingSettings()
-    runtime = Runtime(settings, subscribe_to=handlers.SUBSCRIBES_TO)
+    runtime = Runtime(settings)
     handlers.register(runtime.processor)
     return create_service_app(runtime, routers=[api.router], title="Backroom pricing")

@@ -4,7 +4,6 @@
 Set BACKROOM_E2E_GATEWAY=http://host:port to test an already running system instead."""
 
 import asyncio
-import importlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.invariants import subscriptions
 from libs.events import topics
 from libs.kit.settings import ServiceSettings
 from tests.support.kafka import TopicTail
@@ -49,9 +49,8 @@ async def _all_caught_up() -> None:
     """Let every service chew through what earlier tests left on the topics before the clock of
     any e2e deadline starts."""
     bootstrap = ServiceSettings().kafka_bootstrap
-    for svc in SERVICES:
-        handlers = importlib.import_module(f"services.{svc}.handlers")
-        await group_caught_up(bootstrap, svc, list(getattr(handlers, "SUBSCRIBES_TO", ())), 300)
+    for svc, topics_read in subscriptions().items():
+        await group_caught_up(bootstrap, svc, list(topics_read), 300)
 
 
 def _run(*args: str) -> None:

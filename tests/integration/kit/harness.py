@@ -83,11 +83,10 @@ class Switch:
 
 
 def consumer_runtime(topic: str, switch: Switch | None = None) -> Runtime:
-    runtime = Runtime(settings_for("kit_b", f"kit-consumer-{topic}"), subscribe_to=[topic])
+    runtime = Runtime(settings_for("kit_b", f"kit-consumer-{topic}"))
 
-    @runtime.processor.on("Ping")
-    async def on_ping(ctx: EventContext) -> None:
-        ping = Ping.model_validate(ctx.event.data)
+    @runtime.processor.on(Ping, topic=topic)
+    async def on_ping(ping: Ping, ctx: EventContext) -> None:
         if ping.poison and not (switch and switch.fixed):
             raise PoisonError(f"cannot handle {ping.key}/{ping.position}")
         await ctx.session.execute(

@@ -30,15 +30,15 @@ async def test_a_handler_stuck_in_one_batch_fails_liveness_until_it_returns(
     settings = settings_for("kit_b", f"kit-watchdog-{topic}").model_copy(
         update={"consumer_stuck_after_s": 1.0}
     )
-    runtime = Runtime(settings, subscribe_to=[topic])
+    runtime = Runtime(settings)
     entered, release = asyncio.Event(), asyncio.Event()
     handled: list[int] = []
 
-    @runtime.processor.on("Ping")
-    async def on_ping(ctx: EventContext) -> None:
+    @runtime.processor.on(Ping, topic=topic)
+    async def on_ping(ping: Ping, ctx: EventContext) -> None:
         entered.set()
         await release.wait()  # stands for an await that never comes back
-        handled.append(Ping.model_validate(ctx.event.data).position)
+        handled.append(ping.position)
 
     app = create_service_app(runtime, routers=[], title="watchdog test")
     transport = httpx.ASGITransport(app=app)

@@ -16,7 +16,9 @@ from libs.kit.settings import ServiceSettings
 
 
 def runtime_with_coordination(task: "asyncio.Future[Any] | None") -> Runtime:
-    runtime = Runtime(ServiceSettings(service_name="kit-test"), subscribe_to=["some.topic"])
+    runtime = Runtime(ServiceSettings(service_name="kit-test"))
+    runtime.subscribed_topics = ["some.topic"]
+    runtime._subscribe(runtime.subscribed_topics)
     [subscriber] = runtime.broker.subscribers
     subscriber.consumer = SimpleNamespace(  # type: ignore[assignment]
         _coordinator=SimpleNamespace(_coordination_task=task)

@@ -1,15 +1,9 @@
 """Payments decisions: charge exactly once when both facts are known; refund or void on close."""
 
 from dataclasses import replace
-from unittest.mock import MagicMock
 
 import pytest
-from pydantic import ValidationError
 
-from libs.events.common import Money
-from libs.events.envelope import new_event
-from libs.events.orders import PaymentInstructionIssued
-from libs.kit.inbox import EventContext
 from services.payments.domain import (
     CaptureDecision,
     CloseDecision,
@@ -20,7 +14,6 @@ from services.payments.domain import (
     decide_close,
     storable_token,
 )
-from services.payments.handlers import InvalidInstruction, on_payment_instruction_issued
 
 READY = OrderPayment(
     order_id="o-1", amount=1000, currency="EUR", has_token=True, stock_reserved=True
@@ -126,26 +119,3 @@ def test_closing_asks_the_provider_when_a_capture_may_be_unrecorded(state: Order
 )
 def test_closing_trusts_the_record_otherwise(state: OrderPayment) -> None:
     assert not capture_may_be_unrecorded(state)
-
-
-async def test_a_malformed_instruction_is_refused_without_quoting_its_token() -> None:
-    secret = "tok_visa_secret_value"
-    instruction = PaymentInstructionIssued(
-        order_id="o-1", customer_id="c", amount=Money(amount=1, currency="EUR"), token=secret
-    )
-    event = new_event(service="orders", data=instruction, subject="o-1")
-    # pydantic's own message for a missing field quotes the whole input, token included.
-    event.data = {"customer_id": "c", "amount": "lots", "token": secret}
-    with pytest.raises(ValidationError) as raw:
-        PaymentInstructionIssued.model_validate(event.data)
-    assert secret in str(raw.value)
-    ctx = EventContext(
-        event, MagicMock(), MagicMock(), "backroom.internal.payment-instructions", event.to_json()
-    )
-
-    with pytest.raises(InvalidInstruction) as caught:
-        await on_payment_instruction_issued(ctx, MagicMock())
-
-    assert "order_id" in str(caught.value) and "amount" in str(caught.value)
-    assert secret not in repr(caught.value)
-    assert caught.value.__cause__ is None and caught.value.__suppress_context__

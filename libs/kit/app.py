@@ -18,7 +18,7 @@ from libs.kit.logging import configure_logging
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.problems import install_problem_handlers, problem_response
 from libs.kit.runtime import Runtime
-from libs.kit.uow import SessionTx
+from libs.kit.transactions import SessionTx
 
 S = TypeVar("S")
 

@@ -30,7 +30,7 @@ from libs.kit.db import Database, after_commit, processed_events
 from libs.kit.faults import crash_point
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.retry import RetryPolicy
-from libs.kit.uow import SessionTx
+from libs.kit.transactions import SessionTx
 
 log = logging.getLogger(__name__)
 

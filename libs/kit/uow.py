@@ -1,21 +1,16 @@
 """What a use case sees of a database transaction: the service's repositories (`store`), the
-outbox emitter (`events`) and an after-commit hook, with no SQLAlchemy in sight. `UnitOfWork`
-opens such transactions on the real database; tests pass in-memory fakes of the same shape."""
+outbox emitter (`events`) and an after-commit hook, with no SQLAlchemy in sight (the real ones
+are in `libs/kit/transactions.py`; tests pass in-memory fakes of the same shape)."""
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events.envelope import CloudEvent
-from libs.kit.db import Database, after_commit
-from libs.kit.outbox import Emitter, OutboxBuffer
 
-S = TypeVar("S")
 S_co = TypeVar("S_co", covariant=True)
 
 Clock = Callable[[], datetime]
@@ -56,40 +51,3 @@ class UnitOfWork(Protocol[S_co]):
     def __call__(
         self, correlation_id: str | None = None, causation_id: str | None = None
     ) -> AbstractAsyncContextManager[Tx[S_co]]: ...
-
-
-@dataclass
-class SessionTx(Generic[S]):
-    """A `Tx` on a real SQLAlchemy session (an HTTP request's, an event batch's, or our own)."""
-
-    session: AsyncSession
-    store: S
-    events: EventSink
-
-    def on_commit(self, callback: Callable[[], None]) -> None:
-        after_commit(self.session, callback)
-
-
-class DatabaseUnitOfWork(Generic[S]):
-    """`UnitOfWork` over a service's database: each call is a new transaction whose events go to
-    the outbox (one insert when the block ends), committed when the block ends normally."""
-
-    def __init__(self, db: Database, service: str, make_store: Callable[[AsyncSession], S]) -> None:
-        self.db = db
-        self.service = service
-        self.make_store = make_store
-
-    def __call__(
-        self, correlation_id: str | None = None, causation_id: str | None = None
-    ) -> AbstractAsyncContextManager[Tx[S]]:
-        return self._begin(correlation_id, causation_id)
-
-    @asynccontextmanager
-    async def _begin(
-        self, correlation_id: str | None, causation_id: str | None
-    ) -> AsyncIterator[Tx[S]]:
-        async with self.db.transaction() as session:
-            buffer = OutboxBuffer()
-            emitter = Emitter(session, self.service, correlation_id, causation_id, buffer=buffer)
-            yield SessionTx(session, self.make_store(session), emitter)
-            await buffer.flush(session)

@@ -2,18 +2,21 @@
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
-from sqlalchemy import Row
 
 from libs.events.common import Money
-from libs.kit.app import Events, Session
+from libs.kit.app import transaction_of
 from libs.kit.auth import Admin
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
+from libs.kit.transactions import SessionTx
 from services.catalog import service
-from services.catalog.domain import SKU_PATTERN, Availability
+from services.catalog.db import Store
+from services.catalog.domain import SKU_PATTERN, NewProduct, ProductView
 
 router = APIRouter(prefix="/catalog", tags=["catalog"])
+
+TxDep = Annotated[SessionTx[Store], Depends(transaction_of(Store), scope="function")]
 
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, max_length=64)]
 Attributes = Annotated[dict[str, Any], Field(max_length=50)]
@@ -61,34 +64,29 @@ class ProductOut(BaseModel):
     updated_at: str
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> "ProductOut":
-        availability = Availability.from_available(row.available)
-        price = (
-            Money(amount=row.price_amount, currency=row.price_currency)
-            if row.price_amount is not None and row.price_currency
-            else None
-        )
+    def from_view(cls, view: ProductView) -> "ProductOut":
+        product = view.product
         return cls(
-            sku=row.sku,
-            name=row.name,
-            description=row.description,
-            category=row.category,
-            attributes=row.attributes,
-            images=row.images,
-            status=row.status,
-            price=price,
+            sku=product.sku,
+            name=product.name,
+            description=product.description,
+            category=product.category,
+            attributes=product.attributes,
+            images=product.images,
+            status=product.status,
+            price=view.price,
             availability=AvailabilityOut(
-                available=availability.available, in_stock=availability.in_stock
+                available=view.availability.available, in_stock=view.availability.in_stock
             ),
-            created_at=row.created_at.isoformat(),
-            updated_at=row.updated_at.isoformat(),
+            created_at=product.created_at.isoformat(),
+            updated_at=product.updated_at.isoformat(),
         )
 
 
 @router.post("/products", status_code=201, response_model=ProductOut)
-async def create_product(body: ProductIn, _: Admin, session: Session, events: Events) -> ProductOut:
-    fields = body.model_dump(mode="json")
-    return ProductOut.from_row(await service.create_product(session, events, fields))
+async def create_product(body: ProductIn, _: Admin, tx: TxDep) -> ProductOut:
+    new = NewProduct(**body.model_dump(mode="json"))
+    return ProductOut.from_view(await service.create_product(tx, new))
 
 
 @router.patch("/products/{sku}", response_model=ProductOut)
@@ -96,24 +94,23 @@ async def update_product(
     sku: Annotated[str, Path(max_length=64)],
     body: ProductPatch,
     _: Admin,
-    session: Session,
-    events: Events,
+    tx: TxDep,
 ) -> ProductOut:
     patch = body.model_dump(mode="json", exclude_unset=True)
     for field in ("name", "category", "attributes", "images", "status"):
         if field in patch and patch[field] is None:
             patch.pop(field)  # null means "leave as is" for required fields
-    return ProductOut.from_row(await service.update_product(session, events, sku, patch))
+    return ProductOut.from_view(await service.update_product(tx, sku, patch))
 
 
 @router.get("/products/{sku}", response_model=ProductOut)
-async def get_product(sku: Annotated[str, Path(max_length=64)], session: Session) -> ProductOut:
-    return ProductOut.from_row(await service.get_product(session, sku))
+async def get_product(sku: Annotated[str, Path(max_length=64)], tx: TxDep) -> ProductOut:
+    return ProductOut.from_view(await service.get_product(tx, sku))
 
 
 @router.get("/products", response_model=Page[ProductOut])
 async def list_products(
-    session: Session,
+    tx: TxDep,
     q: Annotated[str | None, Query(max_length=200)] = None,
     category: Annotated[str | None, Query(max_length=100)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = DEFAULT_LIMIT,
@@ -121,10 +118,9 @@ async def list_products(
 ) -> Page[ProductOut]:
     position = decode_cursor(cursor)
     after = str(position.get("sku")) if position else None
-    rows = await service.list_products(
-        session, q=q, category=category, after_sku=after, limit=limit
+    page = await service.list_products(tx, q=q, category=category, after_sku=after, limit=limit)
+    last = page.items[-1].product.sku if page.items else None
+    next_cursor = encode_cursor({"sku": last}) if page.more and last else None
+    return Page[ProductOut](
+        items=[ProductOut.from_view(v) for v in page.items], next_cursor=next_cursor
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor({"sku": rows[-1].sku}) if more and rows else None
-    return Page[ProductOut](items=[ProductOut.from_row(r) for r in rows], next_cursor=next_cursor)

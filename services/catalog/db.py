@@ -1,4 +1,7 @@
-"""Catalog tables: products, plus the price and stock projections fed by other services' events."""
+"""Catalog tables and repositories: products, and the price and stock projections of other services' facts."""
+
+from dataclasses import asdict
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -7,12 +10,21 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Row,
     String,
     Table,
     Text,
     func,
+    or_,
+    select,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.events.common import Money
+from services.catalog.domain import Availability, NewProduct, Product, ProductView
 
 metadata = MetaData()
 
@@ -48,3 +60,124 @@ stock_projection = Table(
     Column("available", Integer, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+# The public read of a product: its row with the projections it may already have.
+_VIEW = (
+    select(
+        products,
+        price_projection.c.amount.label("price_amount"),
+        price_projection.c.currency.label("price_currency"),
+        stock_projection.c.available.label("available"),
+    )
+    .select_from(products)
+    .outerjoin(price_projection, price_projection.c.sku == products.c.sku)
+    .outerjoin(stock_projection, stock_projection.c.sku == products.c.sku)
+)
+
+
+def _product(row: Row[Any]) -> Product:
+    return Product(
+        sku=row.sku,
+        name=row.name,
+        description=row.description,
+        category=row.category,
+        attributes=row.attributes,
+        images=row.images,
+        status=row.status,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _view(row: Row[Any]) -> ProductView:
+    price = (
+        Money(amount=row.price_amount, currency=row.price_currency)
+        if row.price_amount is not None and row.price_currency
+        else None
+    )
+    return ProductView(
+        product=_product(row), price=price, availability=Availability.from_available(row.available)
+    )
+
+
+class Products:
+    """The products catalog owns, read with their projections."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, new: NewProduct) -> bool:
+        inserted = await self.session.scalar(
+            pg_insert(products)
+            .values(**asdict(new))
+            .on_conflict_do_nothing()
+            .returning(products.c.sku)
+        )
+        return inserted is not None
+
+    async def lock(self, sku: str) -> Product | None:
+        query = select(products).where(products.c.sku == sku).with_for_update()
+        row = (await self.session.execute(query)).first()
+        return _product(row) if row is not None else None
+
+    async def change(self, sku: str, changes: dict[str, Any]) -> None:
+        await self.session.execute(
+            update(products).where(products.c.sku == sku).values(**changes, updated_at=func.now())
+        )
+
+    async def view(self, sku: str) -> ProductView | None:
+        row = (await self.session.execute(_VIEW.where(products.c.sku == sku))).first()
+        return _view(row) if row is not None else None
+
+    async def search(
+        self, *, q: str | None, category: str | None, after_sku: str | None, limit: int
+    ) -> list[ProductView]:
+        query = _VIEW.order_by(products.c.sku).limit(limit)
+        if q:
+            pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(
+                or_(
+                    products.c.name.ilike(pattern),
+                    products.c.description.ilike(pattern),
+                    products.c.sku.ilike(pattern),
+                )
+            )
+        if category:
+            query = query.where(products.c.category == category)
+        if after_sku:
+            query = query.where(products.c.sku > after_sku)
+        return [_view(row) for row in (await self.session.execute(query)).all()]
+
+
+class Projections:
+    """Price and stock projections: one upsert per fact, the latest one processed wins."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def record_price(self, sku: str, price: Money | None) -> None:
+        await self._upsert(
+            price_projection,
+            sku,
+            amount=price.amount if price else None,
+            currency=price.currency if price else None,
+        )
+
+    async def record_stock(self, sku: str, available: int) -> None:
+        await self._upsert(stock_projection, sku, available=available)
+
+    async def _upsert(self, table: Table, sku: str, **values: Any) -> None:
+        statement = pg_insert(table).values(sku=sku, **values)
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[table.c.sku], set_={**values, "updated_at": func.now()}
+            )
+        )
+
+
+class Store:
+    """Catalog's repositories on one session (the `CatalogStore` its use cases need)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.products = Products(session)
+        self.projections = Projections(session)

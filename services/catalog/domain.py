@@ -1,7 +1,10 @@
 """Catalog rules: what a product is, which fields may change, and what availability means."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from libs.events.common import Money
 
 PRODUCT_STATUSES = ("active", "discontinued")
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -20,6 +23,50 @@ class Availability:
         return cls(available=count, in_stock=count > 0)
 
 
-def changed_fields(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class NewProduct:
+    """What an admin gives to create a product (already validated)."""
+
+    sku: str
+    name: str
+    category: str
+    description: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    images: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Product:
+    """A product as the catalog owns it (without what other services project onto it)."""
+
+    sku: str
+    name: str
+    description: str | None
+    category: str
+    attributes: dict[str, Any]
+    images: list[str]
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ProductView:
+    """A product as the public reads it: with the price and stock other services reported."""
+
+    product: Product
+    price: Money | None
+    availability: Availability
+
+
+@dataclass(frozen=True)
+class ProductPage:
+    """One page of products in sku order; `more` says whether another page follows."""
+
+    items: list[ProductView]
+    more: bool
+
+
+def changed_fields(current: Product, patch: dict[str, Any]) -> dict[str, Any]:
     """The subset of a patch that really changes the product."""
-    return {k: v for k, v in patch.items() if k in MUTABLE_FIELDS and current.get(k) != v}
+    return {k: v for k, v in patch.items() if k in MUTABLE_FIELDS and getattr(current, k) != v}

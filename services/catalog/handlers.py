@@ -4,17 +4,15 @@ from libs.events.inventory import StockLevelChanged
 from libs.events.pricing import PriceChanged
 from libs.kit.inbox import EventContext, EventProcessor
 from services.catalog import service
+from services.catalog.db import Store
 
 
 async def on_price_changed(event: PriceChanged, ctx: EventContext) -> None:
-    price = event.price
-    await service.record_price(
-        ctx.session, event.sku, price.amount if price else None, price.currency if price else None
-    )
+    await service.record_price(ctx.tx(Store), event.sku, event.price)
 
 
 async def on_stock_level_changed(event: StockLevelChanged, ctx: EventContext) -> None:
-    await service.record_stock(ctx.session, event.sku, event.available)
+    await service.record_stock(ctx.tx(Store), event.sku, event.available)
 
 
 def register(processor: EventProcessor) -> None:

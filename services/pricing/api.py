@@ -19,18 +19,29 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
-from sqlalchemy import Row
 
 from libs.events.common import Money
-from libs.kit.app import Events, RuntimeDep, Session
+from libs.kit.app import RuntimeDep, transaction_of
 from libs.kit.auth import Admin, MaybeCaller
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
+from libs.kit.transactions import SessionTx
 from services.pricing import service
-from services.pricing.domain import CURRENCY_PATTERN, MAX_RATE_BPS, REGION_PATTERN, SKU_PATTERN
+from services.pricing.db import Store
+from services.pricing.domain import (
+    CURRENCY_PATTERN,
+    MAX_RATE_BPS,
+    REGION_PATTERN,
+    SKU_PATTERN,
+    BasePrice,
+    StoredRule,
+    TaxRate,
+)
 from services.pricing.settings import PricingSettings
 
 router = APIRouter(prefix="/pricing", tags=["pricing"])
+
+TxDep = Annotated[SessionTx[Store], Depends(transaction_of(Store), scope="function")]
 
 MAX_AMOUNT = 1_000_000_000_000  # minor units; keeps every sum of a quote far inside BIGINT
 
@@ -81,25 +92,19 @@ class PriceOut(BaseModel):
     updated_at: str
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> "PriceOut":
-        return cls(
-            sku=row.sku,
-            price=Money(amount=row.amount, currency=row.currency),
-            updated_at=row.updated_at.isoformat(),
-        )
+    def of(cls, base: BasePrice) -> "PriceOut":
+        return cls(sku=base.sku, price=base.price, updated_at=base.updated_at.isoformat())
 
 
 @router.put("/prices/{sku}", response_model=PriceOut)
-async def set_price(
-    sku: SkuPath, body: PriceIn, _: Admin, session: Session, events: Events
-) -> PriceOut:
-    row = await service.set_price(session, events, sku, body.amount, body.currency)
-    return PriceOut.from_row(row)
+async def set_price(sku: SkuPath, body: PriceIn, _: Admin, tx: TxDep) -> PriceOut:
+    price = Money(amount=body.amount, currency=body.currency)
+    return PriceOut.of(await service.set_price(tx, sku, price))
 
 
 @router.get("/prices/{sku}", response_model=PriceOut)
-async def get_price(sku: Annotated[str, Path(max_length=64)], session: Session) -> PriceOut:
-    return PriceOut.from_row(await service.get_price(session, sku))
+async def get_price(sku: Annotated[str, Path(max_length=64)], tx: TxDep) -> PriceOut:
+    return PriceOut.of(await service.get_price(tx, sku))
 
 
 # ---- rules ----
@@ -189,31 +194,31 @@ def parse_rule(body: dict[str, Any]) -> VolumeRuleIn | PromotionRuleIn | GroupPr
         raise RequestValidationError(errors) from exc
 
 
-def _rule_out(row: Row[Any]) -> dict[str, Any]:
-    return {"id": row.id, **row.definition, "created_at": row.created_at.isoformat()}
+def _rule_out(rule: StoredRule) -> dict[str, Any]:
+    return {"id": rule.id, **rule.definition, "created_at": rule.created_at.isoformat()}
 
 
 @router.post("/rules", status_code=201)
 async def create_rule(
     body: Annotated[dict[str, Any], Body(description="a volume, promotion or customer_group rule")],
     _: Admin,
-    session: Session,
+    tx: TxDep,
 ) -> dict[str, Any]:
     rule = parse_rule(body)
     definition = rule.model_dump(mode="json", exclude_none=True)
-    return _rule_out(await service.create_rule(session, definition))
+    return _rule_out(await service.create_rule(tx, definition))
 
 
 @router.delete("/rules/{rule_id}", status_code=204)
-async def delete_rule(rule_id: IdPath, _: Admin, session: Session) -> Response:
-    await service.delete_rule(session, rule_id)
+async def delete_rule(rule_id: IdPath, _: Admin, tx: TxDep) -> Response:
+    await service.delete_rule(tx, rule_id)
     return Response(status_code=204)
 
 
 @router.get("/rules", response_model=Page[dict[str, Any]])
 async def list_rules(
     _: Admin,
-    session: Session,
+    tx: TxDep,
     kind: Literal["volume", "promotion", "customer_group"] | None = None,
     sku: Annotated[str | None, Query(max_length=64)] = None,
     limit: Limit = DEFAULT_LIMIT,
@@ -226,15 +231,14 @@ async def list_rules(
             after = (datetime.fromisoformat(position["at"]), str(position["id"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise invalid("cursor", "malformed cursor", status=400) from exc
-    rows = await service.list_rules(session, kind=kind, sku=sku, after=after, limit=limit)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    page = await service.list_rules(tx, kind=kind, sku=sku, after=after, limit=limit)
+    last = page.items[-1] if page.items else None
     next_cursor = (
-        encode_cursor({"at": rows[-1].created_at.isoformat(), "id": rows[-1].id})
-        if more and rows
+        encode_cursor({"at": last.created_at.isoformat(), "id": last.id})
+        if page.more and last
         else None
     )
-    return Page[dict[str, Any]](items=[_rule_out(r) for r in rows], next_cursor=next_cursor)
+    return Page[dict[str, Any]](items=[_rule_out(r) for r in page.items], next_cursor=next_cursor)
 
 
 # ---- tax rates ----
@@ -250,20 +254,20 @@ class TaxRateOut(BaseModel):
     updated_at: str
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> "TaxRateOut":
-        return cls(region=row.region, rate_bps=row.rate_bps, updated_at=row.updated_at.isoformat())
+    def of(cls, rate: TaxRate) -> "TaxRateOut":
+        return cls(
+            region=rate.region, rate_bps=rate.rate_bps, updated_at=rate.updated_at.isoformat()
+        )
 
 
 @router.put("/tax-rates/{region}", response_model=TaxRateOut)
-async def set_tax_rate(
-    region: RegionPath, body: TaxRateIn, _: Admin, session: Session
-) -> TaxRateOut:
-    return TaxRateOut.from_row(await service.set_tax_rate(session, region, body.rate_bps))
+async def set_tax_rate(region: RegionPath, body: TaxRateIn, _: Admin, tx: TxDep) -> TaxRateOut:
+    return TaxRateOut.of(await service.set_tax_rate(tx, region, body.rate_bps))
 
 
 @router.get("/tax-rates/{region}", response_model=TaxRateOut)
-async def get_tax_rate(region: Annotated[str, Path(max_length=32)], session: Session) -> TaxRateOut:
-    return TaxRateOut.from_row(await service.get_tax_rate(session, region))
+async def get_tax_rate(region: Annotated[str, Path(max_length=32)], tx: TxDep) -> TaxRateOut:
+    return TaxRateOut.of(await service.get_tax_rate(tx, region))
 
 
 # ---- quotes ----
@@ -281,13 +285,13 @@ class QuoteIn(Strict):
 
 @router.post("/quotes", status_code=201)
 async def create_quote(
-    body: QuoteIn, caller: MaybeCaller, session: Session, runtime: RuntimeDep, now: Now
+    body: QuoteIn, caller: MaybeCaller, tx: TxDep, runtime: RuntimeDep, now: Now
 ) -> dict[str, Any]:
     """Price lines for a region; a bearer token's `groups` claim unlocks customer_group prices."""
     settings = runtime.settings
     assert isinstance(settings, PricingSettings)
     return await service.create_quote(
-        session,
+        tx,
         lines=[(line.sku, line.quantity) for line in body.lines],
         region=body.region,
         groups=caller.groups if caller else frozenset(),
@@ -298,5 +302,5 @@ async def create_quote(
 
 
 @router.get("/quotes/{quote_id}")
-async def get_quote(quote_id: IdPath, session: Session) -> dict[str, Any]:
-    return await service.get_quote(session, quote_id)
+async def get_quote(quote_id: IdPath, tx: TxDep) -> dict[str, Any]:
+    return await service.get_quote(tx, quote_id)

@@ -1,4 +1,8 @@
-"""Pricing tables: base prices, rules, tax rates, issued quotes, and the products projection."""
+"""Pricing tables and repositories: base prices, rules, tax rates, quotes, the products projection."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -8,12 +12,25 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Row,
     String,
     Table,
+    and_,
+    delete,
     func,
+    or_,
+    select,
     text,
+    tuple_,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSON
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.events.common import Money
+from services.pricing import domain
+from services.pricing.domain import BasePrice, ProductFacts, StoredRule, TaxRate
 
 metadata = MetaData()
 
@@ -93,3 +110,218 @@ products = Table(
     Column("event_time", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+
+# ---- repositories: every query of pricing, returning its domain's read models ----
+
+
+class Prices:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock(self, sku: str) -> BasePrice | None:
+        query = select(prices).where(prices.c.sku == sku).with_for_update()
+        row = (await self.session.execute(query)).first()
+        return _price(row) if row is not None else None
+
+    async def add(self, sku: str, price: Money) -> bool:
+        inserted = await self.session.scalar(
+            pg_insert(prices)
+            .values(sku=sku, amount=price.amount, currency=price.currency)
+            .on_conflict_do_nothing()
+            .returning(prices.c.sku)
+        )
+        return inserted is not None
+
+    async def change(self, sku: str, price: Money) -> None:
+        await self.session.execute(
+            update(prices)
+            .where(prices.c.sku == sku)
+            .values(amount=price.amount, currency=price.currency, updated_at=func.now())
+        )
+
+    async def get(self, sku: str) -> BasePrice | None:
+        row = (await self.session.execute(select(prices).where(prices.c.sku == sku))).first()
+        return _price(row) if row is not None else None
+
+    async def of(self, skus: Sequence[str]) -> dict[str, BasePrice]:
+        rows = (await self.session.execute(select(prices).where(prices.c.sku.in_(skus)))).all()
+        return {row.sku: _price(row) for row in rows}
+
+
+def _price(row: Row[Any]) -> BasePrice:
+    return BasePrice(
+        sku=row.sku,
+        price=Money(amount=row.amount, currency=row.currency),
+        updated_at=row.updated_at,
+    )
+
+
+class Rules:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, rule: domain.Rule, definition: dict[str, Any]) -> bool:
+        columns: dict[str, Any] = {"id": rule.id, "kind": rule.kind, "definition": definition}
+        columns |= _keys(rule)
+        inserted = await self.session.scalar(
+            pg_insert(rules).values(**columns).on_conflict_do_nothing().returning(rules.c.id)
+        )
+        return inserted is not None
+
+    async def holder_of(self, rule: domain.Rule) -> str | None:
+        keys = _keys(rule)
+        holder: str | None = await self.session.scalar(
+            select(rules.c.id).where(
+                rules.c.kind == rule.kind,
+                rules.c.sku == keys.get("sku"),
+                rules.c.group_name.is_not_distinct_from(keys.get("group_name")),
+            )
+        )
+        return holder
+
+    async def get(self, rule_id: str) -> StoredRule | None:
+        row = (await self.session.execute(select(rules).where(rules.c.id == rule_id))).first()
+        return _stored_rule(row) if row is not None else None
+
+    async def delete(self, rule_id: str) -> bool:
+        deleted = await self.session.scalar(
+            delete(rules).where(rules.c.id == rule_id).returning(rules.c.id)
+        )
+        return deleted is not None
+
+    async def page(
+        self, *, kind: str | None, sku: str | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[StoredRule]:
+        query = select(rules).order_by(rules.c.created_at, rules.c.id).limit(limit)
+        if kind:
+            query = query.where(rules.c.kind == kind)
+        if sku:
+            query = query.where(rules.c.sku == sku)
+        if after:
+            query = query.where(tuple_(rules.c.created_at, rules.c.id) > after)
+        return [_stored_rule(row) for row in (await self.session.execute(query)).all()]
+
+    async def applicable(
+        self, skus: Sequence[str], groups: frozenset[str], now: datetime
+    ) -> list[domain.Rule]:
+        wanted = [
+            and_(rules.c.kind == "volume", rules.c.sku.in_(skus)),
+            and_(rules.c.kind == "promotion", rules.c.starts_at <= now, rules.c.ends_at > now),
+        ]
+        if groups:
+            wanted.append(
+                and_(
+                    rules.c.kind == "customer_group",
+                    rules.c.sku.in_(skus),
+                    rules.c.group_name.in_(sorted(groups)),
+                )
+            )
+        query = select(rules.c.id, rules.c.definition).where(or_(*wanted))
+        rows = (await self.session.execute(query)).all()
+        return [domain.rule_from_definition(row.id, row.definition) for row in rows]
+
+
+def _keys(rule: domain.Rule) -> dict[str, Any]:
+    """The columns lifted out of a rule's definition, which queries and unique indexes use."""
+    if isinstance(rule, domain.PromotionRule):
+        return {"starts_at": rule.starts_at, "ends_at": rule.ends_at}
+    if isinstance(rule, domain.GroupPriceRule):
+        return {"sku": rule.sku, "group_name": rule.group}
+    return {"sku": rule.sku}
+
+
+def _stored_rule(row: Row[Any]) -> StoredRule:
+    return StoredRule(id=row.id, definition=row.definition, created_at=row.created_at)
+
+
+class TaxRates:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def put(self, region: str, rate_bps: int) -> None:
+        statement = pg_insert(tax_rates).values(region=region, rate_bps=rate_bps)
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[tax_rates.c.region],
+                set_={"rate_bps": rate_bps, "updated_at": func.now()},
+            )
+        )
+
+    async def get(self, region: str) -> TaxRate | None:
+        query = select(tax_rates).where(tax_rates.c.region == region)
+        row = (await self.session.execute(query)).first()
+        if row is None:
+            return None
+        return TaxRate(region=row.region, rate_bps=row.rate_bps, updated_at=row.updated_at)
+
+    async def rate_of(self, region: str) -> int | None:
+        rate: int | None = await self.session.scalar(
+            select(tax_rates.c.rate_bps).where(tax_rates.c.region == region)
+        )
+        return rate
+
+
+class Quotes:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(
+        self,
+        quote_id: str,
+        *,
+        customer_id: str | None,
+        body: dict[str, Any],
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> None:
+        await self.session.execute(
+            pg_insert(quotes).values(
+                id=quote_id,
+                customer_id=customer_id,
+                body=body,
+                created_at=created_at,
+                expires_at=expires_at,
+            )
+        )
+
+    async def body_of(self, quote_id: str) -> dict[str, Any] | None:
+        body: dict[str, Any] | None = await self.session.scalar(
+            select(quotes.c.body).where(quotes.c.id == quote_id)
+        )
+        return body
+
+
+class Products:
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def record(self, facts: ProductFacts, event_time: datetime) -> None:
+        values = {"category": facts.category, "status": facts.status, "event_time": event_time}
+        statement = pg_insert(products).values(sku=facts.sku, **values)
+        await self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[products.c.sku],
+                set_={**values, "updated_at": func.now()},
+                where=products.c.event_time <= statement.excluded.event_time,
+            )
+        )
+
+    async def of(self, skus: Sequence[str]) -> dict[str, ProductFacts]:
+        query = select(products).where(products.c.sku.in_(skus))
+        rows = (await self.session.execute(query)).all()
+        return {
+            row.sku: ProductFacts(sku=row.sku, category=row.category, status=row.status)
+            for row in rows
+        }
+
+
+class Store:
+    """Pricing's repositories on one session (the `PricingStore` its use cases need)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.prices = Prices(session)
+        self.rules = Rules(session)
+        self.tax_rates = TaxRates(session)
+        self.quotes = Quotes(session)
+        self.products = Products(session)

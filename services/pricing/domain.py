@@ -1,4 +1,4 @@
-"""Pricing rules: the discount a line gets, how tax and rounding work, when a price changed."""
+"""Pricing rules: the discount a line gets, tax and rounding, when a price changed, what a quote says."""
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -249,3 +249,97 @@ def price_change(previous: Money | None, new: Money, sku: str) -> PriceChanged |
     if previous is not None and previous.amount == new.amount and previous.currency == new.currency:
         return None
     return PriceChanged(sku=sku, price=new, previous=previous)
+
+
+# ---- what pricing stores, as its use cases read it ----
+
+
+@dataclass(frozen=True)
+class BasePrice:
+    sku: str
+    price: Money
+    updated_at: datetime  # the last real change
+
+
+@dataclass(frozen=True)
+class TaxRate:
+    region: str
+    rate_bps: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    """A rule as an admin posted it (normalised), under its id."""
+
+    id: str
+    definition: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RulePage:
+    """Rules in creation order; `more` says whether another page follows."""
+
+    items: list[StoredRule]
+    more: bool
+
+
+@dataclass(frozen=True)
+class ProductFacts:
+    """What pricing knows of a catalog product."""
+
+    sku: str
+    category: str
+    status: str
+
+
+# ---- quotes ----
+
+
+def _money(amount: int, currency: str) -> dict[str, Any]:
+    return {"amount": amount, "currency": currency}
+
+
+def quote_body(
+    quote_id: str,
+    priced: Sequence[PricedLine],
+    *,
+    region: str,
+    rate_bps: int,
+    customer_id: str | None,
+    now: datetime,
+    expires_at: datetime,
+) -> dict[str, Any]:
+    """The quote as stored and answered (the JSON of the contract, in one currency)."""
+    currency = priced[0].currency
+    sums = totals(priced)
+    return {
+        "id": quote_id,
+        "customer_id": customer_id,
+        "region": region,
+        "tax_rate_bps": rate_bps,
+        "currency": currency,
+        "lines": [
+            {
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "unit_price": _money(line.unit_price, currency),
+                "discount": _money(line.discount, currency),
+                "tax": _money(line.tax, currency),
+                "total": _money(line.total, currency),
+                "applied_rule": (
+                    {"id": line.applied.rule_id, "kind": line.applied.kind}
+                    if line.applied
+                    else None
+                ),
+            }
+            for line in priced
+        ],
+        "subtotal": _money(sums.subtotal, currency),
+        "discount": _money(sums.discount, currency),
+        "tax": _money(sums.tax, currency),
+        "total": _money(sums.total, currency),
+        "created_at": now.isoformat(),
+        "expires_at": expires_at.isoformat(),
+    }

@@ -3,27 +3,19 @@
 from libs.events.catalog import ProductCreated, ProductUpdated
 from libs.kit.inbox import EventContext, EventProcessor
 from services.pricing import service
+from services.pricing.db import Store
+from services.pricing.domain import ProductFacts
 
 
 async def on_product_created(event: ProductCreated, ctx: EventContext) -> None:
-    await service.record_product(
-        ctx.session,
-        sku=event.sku,
-        category=event.category,
-        status=event.status,
-        event_time=ctx.event.time,
-    )
+    facts = ProductFacts(sku=event.sku, category=event.category, status=event.status)
+    await service.record_product(ctx.tx(Store), facts, ctx.event.time)
 
 
 async def on_product_updated(event: ProductUpdated, ctx: EventContext) -> None:
     # ProductUpdated carries the whole product, so it is applied exactly like a creation.
-    await service.record_product(
-        ctx.session,
-        sku=event.sku,
-        category=event.category,
-        status=event.status,
-        event_time=ctx.event.time,
-    )
+    facts = ProductFacts(sku=event.sku, category=event.category, status=event.status)
+    await service.record_product(ctx.tx(Store), facts, ctx.event.time)
 
 
 def register(processor: EventProcessor) -> None:

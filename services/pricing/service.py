@@ -1,138 +1,196 @@
 """Pricing use cases: base prices, rules, tax rates, quotes, and the catalog products projection."""
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
-
-from sqlalchemy import Row, and_, delete, func, or_, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Any, Protocol
 
 from libs.events.common import Money
-from libs.kit.outbox import Emitter
-from libs.kit.problems import Problem, conflict, not_found
+from libs.kit.errors import Conflict, FieldError, Invalid, NotFound
+from libs.kit.uow import Tx
 from services.pricing import domain
-from services.pricing.db import prices, products, quotes, rules, tax_rates
+from services.pricing.domain import BasePrice, ProductFacts, RulePage, StoredRule, TaxRate
 
 
-async def set_price(
-    session: AsyncSession, events: Emitter, sku: str, amount: int, currency: str
-) -> Row[Any]:
+class PriceRepository(Protocol):
+    async def lock(self, sku: str) -> BasePrice | None:
+        """The sku's base price, locked until the transaction ends."""
+        ...
+
+    async def add(self, sku: str, price: Money) -> bool:
+        """A first price; False (nothing written) when the sku already has one."""
+        ...
+
+    async def change(self, sku: str, price: Money) -> None:
+        """Replace the price and stamp it as changed now."""
+        ...
+
+    async def get(self, sku: str) -> BasePrice | None: ...
+
+    async def of(self, skus: Sequence[str]) -> dict[str, BasePrice]: ...
+
+
+class RuleRepository(Protocol):
+    async def add(self, rule: domain.Rule, definition: dict[str, Any]) -> bool:
+        """Store a rule; False (nothing written) when a volume rule for its sku, or a group
+        price for its (group, sku), already exists."""
+        ...
+
+    async def holder_of(self, rule: domain.Rule) -> str | None:
+        """The id of the stored rule that keeps `rule` from being added."""
+        ...
+
+    async def get(self, rule_id: str) -> StoredRule | None: ...
+
+    async def delete(self, rule_id: str) -> bool:
+        """False when there was no such rule."""
+        ...
+
+    async def page(
+        self, *, kind: str | None, sku: str | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[StoredRule]:
+        """Up to `limit` rules in (created_at, id) order after `after`."""
+        ...
+
+    async def applicable(
+        self, skus: Sequence[str], groups: frozenset[str], now: datetime
+    ) -> list[domain.Rule]:
+        """Rules that may touch these skus now (volume and group prices of the skus, for the
+        caller's groups only, and every active promotion); the domain decides which apply."""
+        ...
+
+
+class TaxRateRepository(Protocol):
+    async def put(self, region: str, rate_bps: int) -> None: ...
+
+    async def get(self, region: str) -> TaxRate | None: ...
+
+    async def rate_of(self, region: str) -> int | None: ...
+
+
+class QuoteRepository(Protocol):
+    async def add(
+        self,
+        quote_id: str,
+        *,
+        customer_id: str | None,
+        body: dict[str, Any],
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> None: ...
+
+    async def body_of(self, quote_id: str) -> dict[str, Any] | None: ...
+
+
+class ProductRepository(Protocol):
+    async def record(self, facts: ProductFacts, event_time: datetime) -> None:
+        """Upsert the sku's facts unless they already reflect a newer catalog event."""
+        ...
+
+    async def of(self, skus: Sequence[str]) -> dict[str, ProductFacts]: ...
+
+
+class PricingStore(Protocol):
+    @property
+    def prices(self) -> PriceRepository: ...
+
+    @property
+    def rules(self) -> RuleRepository: ...
+
+    @property
+    def tax_rates(self) -> TaxRateRepository: ...
+
+    @property
+    def quotes(self) -> QuoteRepository: ...
+
+    @property
+    def products(self) -> ProductRepository: ...
+
+
+# ---- prices ----
+
+
+async def set_price(tx: Tx[PricingStore], sku: str, price: Money) -> BasePrice:
     """Set a sku's base price; PriceChanged goes out only when the price really changes."""
-    current = await _price_for_update(session, sku)
-    if current is None:
-        inserted = await session.scalar(
-            pg_insert(prices)
-            .values(sku=sku, amount=amount, currency=currency)
-            .on_conflict_do_nothing()
-            .returning(prices.c.sku)
-        )
-        if inserted is None:  # a concurrent PUT created it first: lock theirs and compare
-            current = await _price_for_update(session, sku)
-    previous = Money(amount=current.amount, currency=current.currency) if current else None
-    change = domain.price_change(previous, Money(amount=amount, currency=currency), sku)
+    prices = tx.store.prices
+    current = await prices.lock(sku)
+    if current is None and not await prices.add(sku, price):
+        current = await prices.lock(sku)  # a concurrent PUT created it first: compare with theirs
+    change = domain.price_change(current.price if current else None, price, sku)
     if change is not None:
         if current is not None:
-            await session.execute(
-                update(prices)
-                .where(prices.c.sku == sku)
-                .values(amount=amount, currency=currency, updated_at=func.now())
-            )
-        await events.emit(change, subject=sku)
-    return await get_price(session, sku)
+            await prices.change(sku, price)
+        await tx.events.emit(change, subject=sku)
+    return await get_price(tx, sku)
 
 
-async def _price_for_update(session: AsyncSession, sku: str) -> Row[Any] | None:
-    query = select(prices).where(prices.c.sku == sku).with_for_update()
-    return (await session.execute(query)).first()
+async def get_price(tx: Tx[PricingStore], sku: str) -> BasePrice:
+    found = await tx.store.prices.get(sku)
+    if found is None:
+        raise NotFound(f"price of {sku}")
+    return found
 
 
-async def get_price(session: AsyncSession, sku: str) -> Row[Any]:
-    row = (await session.execute(select(prices).where(prices.c.sku == sku))).first()
-    if row is None:
-        raise not_found(f"price of {sku}")
-    return row
+# ---- rules ----
 
 
-async def create_rule(session: AsyncSession, definition: dict[str, Any]) -> Row[Any]:
+async def create_rule(tx: Tx[PricingStore], definition: dict[str, Any]) -> StoredRule:
     """Store a validated rule definition (as the API will echo it) under a new id."""
     rule_id = str(uuid.uuid4())
     rule = domain.rule_from_definition(rule_id, definition)
-    columns: dict[str, Any] = {"id": rule_id, "kind": rule.kind, "definition": definition}
-    if isinstance(rule, domain.PromotionRule):
-        columns |= {"starts_at": rule.starts_at, "ends_at": rule.ends_at}
-    else:
-        columns["sku"] = rule.sku
-    if isinstance(rule, domain.GroupPriceRule):
-        columns["group_name"] = rule.group
-    inserted = await session.scalar(
-        pg_insert(rules).values(**columns).on_conflict_do_nothing().returning(rules.c.id)
-    )
-    if inserted is None:
-        existing = await session.scalar(
-            select(rules.c.id).where(
-                rules.c.kind == rule.kind,
-                rules.c.sku == columns.get("sku"),
-                rules.c.group_name.is_not_distinct_from(columns.get("group_name")),
-            )
-        )
+    if not await tx.store.rules.add(rule, definition):
+        existing = await tx.store.rules.holder_of(rule)
         what = "volume rule for this sku" if rule.kind == "volume" else "group price for this sku"
-        raise conflict(f"a {what} already exists (rule {existing}); delete it first")
-    return await get_rule(session, rule_id)
+        raise Conflict(f"a {what} already exists (rule {existing}); delete it first")
+    return await get_rule(tx, rule_id)
 
 
-async def get_rule(session: AsyncSession, rule_id: str) -> Row[Any]:
-    row = (await session.execute(select(rules).where(rules.c.id == rule_id))).first()
-    if row is None:
-        raise not_found(f"rule {rule_id}")
-    return row
+async def get_rule(tx: Tx[PricingStore], rule_id: str) -> StoredRule:
+    found = await tx.store.rules.get(rule_id)
+    if found is None:
+        raise NotFound(f"rule {rule_id}")
+    return found
 
 
-async def delete_rule(session: AsyncSession, rule_id: str) -> None:
-    deleted = await session.scalar(delete(rules).where(rules.c.id == rule_id).returning(rules.c.id))
-    if deleted is None:
-        raise not_found(f"rule {rule_id}")
+async def delete_rule(tx: Tx[PricingStore], rule_id: str) -> None:
+    """Quotes already issued keep their prices: they hold copies, not references."""
+    if not await tx.store.rules.delete(rule_id):
+        raise NotFound(f"rule {rule_id}")
 
 
 async def list_rules(
-    session: AsyncSession,
+    tx: Tx[PricingStore],
     *,
     kind: str | None,
     sku: str | None,
     after: tuple[datetime, str] | None,
     limit: int,
-) -> list[Row[Any]]:
-    """One page in creation order, one row more than asked so the caller knows if there is more."""
-    query = select(rules).order_by(rules.c.created_at, rules.c.id).limit(limit + 1)
-    if kind:
-        query = query.where(rules.c.kind == kind)
-    if sku:
-        query = query.where(rules.c.sku == sku)
-    if after:
-        query = query.where(tuple_(rules.c.created_at, rules.c.id) > after)
-    return list((await session.execute(query)).all())
+) -> RulePage:
+    """One page in creation order; one rule more is read than asked, to know if there is more."""
+    found = await tx.store.rules.page(kind=kind, sku=sku, after=after, limit=limit + 1)
+    return RulePage(items=found[:limit], more=len(found) > limit)
 
 
-async def set_tax_rate(session: AsyncSession, region: str, rate_bps: int) -> Row[Any]:
-    statement = pg_insert(tax_rates).values(region=region, rate_bps=rate_bps)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[tax_rates.c.region],
-            set_={"rate_bps": rate_bps, "updated_at": func.now()},
-        )
-    )
-    return await get_tax_rate(session, region)
+# ---- tax rates ----
 
 
-async def get_tax_rate(session: AsyncSession, region: str) -> Row[Any]:
-    row = (await session.execute(select(tax_rates).where(tax_rates.c.region == region))).first()
-    if row is None:
-        raise not_found(f"tax rate of region {region}")
-    return row
+async def set_tax_rate(tx: Tx[PricingStore], region: str, rate_bps: int) -> TaxRate:
+    await tx.store.tax_rates.put(region, rate_bps)
+    return await get_tax_rate(tx, region)
+
+
+async def get_tax_rate(tx: Tx[PricingStore], region: str) -> TaxRate:
+    found = await tx.store.tax_rates.get(region)
+    if found is None:
+        raise NotFound(f"tax rate of region {region}")
+    return found
+
+
+# ---- quotes ----
 
 
 async def create_quote(
-    session: AsyncSession,
+    tx: Tx[PricingStore],
     *,
     lines: list[tuple[str, int]],
     region: str,
@@ -141,21 +199,15 @@ async def create_quote(
     now: datetime,
     ttl_s: int,
 ) -> dict[str, Any]:
-    """Price the lines with today's prices and rules, store the quote and return its body."""
+    """Price the lines with today's prices and rules, store the quote and return its body.
+    Every line that cannot be quoted, and an unknown region, are refused together."""
+    store = tx.store
     skus = [sku for sku, _ in lines]
     _refuse_duplicates(skus)
-    known = {
-        r.sku: r
-        for r in (await session.execute(select(products).where(products.c.sku.in_(skus)))).all()
-    }
-    base = {
-        r.sku: r
-        for r in (await session.execute(select(prices).where(prices.c.sku.in_(skus)))).all()
-    }
-    rate_bps = await session.scalar(
-        select(tax_rates.c.rate_bps).where(tax_rates.c.region == region)
-    )
-    errors: list[tuple[str, str]] = []
+    known = await store.products.of(skus)
+    base = await store.prices.of(skus)
+    rate_bps = await store.tax_rates.rate_of(region)
+    errors: list[FieldError] = []
     for index, sku in enumerate(skus):
         product = known.get(sku)
         reason = domain.line_problem(
@@ -164,30 +216,27 @@ async def create_quote(
             has_price=sku in base,
         )
         if reason:
-            errors.append((f"lines[{index}].sku", reason))
+            errors.append(FieldError(f"lines[{index}].sku", reason))
     if rate_bps is None:
-        errors.append(("region", "unknown region: no tax rate is set"))
+        errors.append(FieldError("region", "unknown region: no tax rate is set"))
     if errors or rate_bps is None:
         raise _invalid_fields(errors)
-    foreign = domain.first_foreign_currency([base[sku].currency for sku in skus])
+    currencies = [base[sku].price.currency for sku in skus]
+    foreign = domain.first_foreign_currency(currencies)
     if foreign is not None:
-        raise _invalid_fields(
-            [
-                (
-                    f"lines[{foreign}].sku",
-                    f"priced in {base[skus[foreign]].currency}, other lines in "
-                    f"{base[skus[0]].currency}: quote them separately",
-                )
-            ]
+        message = (
+            f"priced in {currencies[foreign]}, other lines in {currencies[0]}: "
+            "quote them separately"
         )
-    applicable = await _rules_for(session, skus, groups, now)
+        raise _invalid_fields([FieldError(f"lines[{foreign}].sku", message)])
+    applicable = await store.rules.applicable(skus, groups, now)
     priced = [
         domain.price_line(
             domain.LineToPrice(
                 sku=sku,
                 quantity=quantity,
-                unit_price=base[sku].amount,
-                currency=base[sku].currency,
+                unit_price=base[sku].price.amount,
+                currency=base[sku].price.currency,
                 category=known[sku].category,
             ),
             applicable,
@@ -199,56 +248,27 @@ async def create_quote(
     ]
     quote_id = str(uuid.uuid4())
     expires_at = now + timedelta(seconds=ttl_s)
-    body = _quote_body(quote_id, priced, region, rate_bps, customer_id, now, expires_at)
-    await session.execute(
-        pg_insert(quotes).values(
-            id=quote_id, customer_id=customer_id, body=body, created_at=now, expires_at=expires_at
-        )
+    body = domain.quote_body(
+        quote_id,
+        priced,
+        region=region,
+        rate_bps=rate_bps,
+        customer_id=customer_id,
+        now=now,
+        expires_at=expires_at,
+    )
+    await store.quotes.add(
+        quote_id, customer_id=customer_id, body=body, created_at=now, expires_at=expires_at
     )
     return body
 
 
-async def get_quote(session: AsyncSession, quote_id: str) -> dict[str, Any]:
-    body = await session.scalar(select(quotes.c.body).where(quotes.c.id == quote_id))
+async def get_quote(tx: Tx[PricingStore], quote_id: str) -> dict[str, Any]:
+    """The stored quote, also after it expired (the reader compares `expires_at`)."""
+    body = await tx.store.quotes.body_of(quote_id)
     if body is None:
-        raise not_found(f"quote {quote_id}")
-    result: dict[str, Any] = body
-    return result
-
-
-async def record_product(
-    session: AsyncSession, *, sku: str, category: str, status: str, event_time: datetime
-) -> None:
-    """Upsert the projection unless the row already reflects a newer catalog event."""
-    values = {"category": category, "status": status, "event_time": event_time}
-    statement = pg_insert(products).values(sku=sku, **values)
-    await session.execute(
-        statement.on_conflict_do_update(
-            index_elements=[products.c.sku],
-            set_={**values, "updated_at": func.now()},
-            where=products.c.event_time <= statement.excluded.event_time,
-        )
-    )
-
-
-async def _rules_for(
-    session: AsyncSession, skus: list[str], groups: frozenset[str], now: datetime
-) -> list[domain.Rule]:
-    """Rules that may touch these lines; the domain decides which really apply."""
-    wanted = [
-        and_(rules.c.kind == "volume", rules.c.sku.in_(skus)),
-        and_(rules.c.kind == "promotion", rules.c.starts_at <= now, rules.c.ends_at > now),
-    ]
-    if groups:
-        wanted.append(
-            and_(
-                rules.c.kind == "customer_group",
-                rules.c.sku.in_(skus),
-                rules.c.group_name.in_(sorted(groups)),
-            )
-        )
-    rows = (await session.execute(select(rules.c.id, rules.c.definition).where(or_(*wanted)))).all()
-    return [domain.rule_from_definition(row.id, row.definition) for row in rows]
+        raise NotFound(f"quote {quote_id}")
+    return body
 
 
 def _refuse_duplicates(skus: list[str]) -> None:
@@ -256,62 +276,23 @@ def _refuse_duplicates(skus: list[str]) -> None:
     errors = []
     for index, sku in enumerate(skus):
         if sku in seen:
-            errors.append((f"lines[{index}].sku", f"duplicate sku {sku}: one line per sku"))
+            errors.append(
+                FieldError(f"lines[{index}].sku", f"duplicate sku {sku}: one line per sku")
+            )
         seen.add(sku)
     if errors:
         raise _invalid_fields(errors)
 
 
-def _invalid_fields(errors: list[tuple[str, str]]) -> Problem:
-    """One 422 naming every bad field at once."""
-    return Problem(
-        422,
-        "; ".join(f"{field}: {message}" for field, message in errors),
-        errors=[{"field": field, "message": message} for field, message in errors],
-    )
+def _invalid_fields(errors: list[FieldError]) -> Invalid:
+    """One refusal naming every bad field at once."""
+    return Invalid("; ".join(f"{e.field}: {e.message}" for e in errors), errors)
 
 
-def _money(amount: int, currency: str) -> dict[str, Any]:
-    return {"amount": amount, "currency": currency}
+# ---- the catalog products projection ----
 
 
-def _quote_body(
-    quote_id: str,
-    priced: list[domain.PricedLine],
-    region: str,
-    rate_bps: int,
-    customer_id: str | None,
-    now: datetime,
-    expires_at: datetime,
-) -> dict[str, Any]:
-    currency = priced[0].currency
-    sums = domain.totals(priced)
-    return {
-        "id": quote_id,
-        "customer_id": customer_id,
-        "region": region,
-        "tax_rate_bps": rate_bps,
-        "currency": currency,
-        "lines": [
-            {
-                "sku": line.sku,
-                "quantity": line.quantity,
-                "unit_price": _money(line.unit_price, currency),
-                "discount": _money(line.discount, currency),
-                "tax": _money(line.tax, currency),
-                "total": _money(line.total, currency),
-                "applied_rule": (
-                    {"id": line.applied.rule_id, "kind": line.applied.kind}
-                    if line.applied
-                    else None
-                ),
-            }
-            for line in priced
-        ],
-        "subtotal": _money(sums.subtotal, currency),
-        "discount": _money(sums.discount, currency),
-        "tax": _money(sums.tax, currency),
-        "total": _money(sums.total, currency),
-        "created_at": now.isoformat(),
-        "expires_at": expires_at.isoformat(),
-    }
+async def record_product(tx: Tx[PricingStore], facts: ProductFacts, event_time: datetime) -> None:
+    """Apply a catalog fact unless a newer one was applied already (a DLQ replay of an older
+    event never undoes a newer one)."""
+    await tx.store.products.record(facts, event_time)

@@ -1,0 +1,163 @@
+"""In-memory pricing repositories: the same answers as services/pricing/db.py, without PostgreSQL."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from libs.events.common import Money
+from libs.kit.uow import Clock
+from services.pricing import domain
+from services.pricing.domain import BasePrice, ProductFacts, StoredRule, TaxRate
+from tests.support.fakes import MutableClock
+
+
+@dataclass
+class FakePrices:
+    clock: Clock
+    rows: dict[str, BasePrice] = field(default_factory=dict)
+
+    async def lock(self, sku: str) -> BasePrice | None:
+        return self.rows.get(sku)
+
+    async def add(self, sku: str, price: Money) -> bool:
+        if sku in self.rows:
+            return False
+        self.rows[sku] = BasePrice(sku, price, self.clock())
+        return True
+
+    async def change(self, sku: str, price: Money) -> None:
+        self.rows[sku] = BasePrice(sku, price, self.clock())
+
+    async def get(self, sku: str) -> BasePrice | None:
+        return self.rows.get(sku)
+
+    async def of(self, skus: Sequence[str]) -> dict[str, BasePrice]:
+        return {sku: self.rows[sku] for sku in skus if sku in self.rows}
+
+
+@dataclass
+class FakeRules:
+    clock: Clock
+    rows: dict[str, tuple[StoredRule, domain.Rule]] = field(default_factory=dict)
+
+    async def add(self, rule: domain.Rule, definition: dict[str, Any]) -> bool:
+        if await self.holder_of(rule) is not None:
+            return False
+        self.rows[rule.id] = (StoredRule(rule.id, definition, self.clock()), rule)
+        return True
+
+    async def holder_of(self, rule: domain.Rule) -> str | None:
+        key = _unique_key(rule)
+        for stored, other in self.rows.values():
+            if key is not None and _unique_key(other) == key:
+                return stored.id
+        return None
+
+    async def get(self, rule_id: str) -> StoredRule | None:
+        found = self.rows.get(rule_id)
+        return found[0] if found else None
+
+    async def delete(self, rule_id: str) -> bool:
+        return self.rows.pop(rule_id, None) is not None
+
+    async def page(
+        self, *, kind: str | None, sku: str | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[StoredRule]:
+        def wanted(rule: domain.Rule, stored: StoredRule) -> bool:
+            return (
+                (kind is None or rule.kind == kind)
+                and (sku is None or getattr(rule, "sku", None) == sku)
+                and (after is None or (stored.created_at, stored.id) > after)
+            )
+
+        found = [stored for stored, rule in self.rows.values() if wanted(rule, stored)]
+        return sorted(found, key=lambda r: (r.created_at, r.id))[:limit]
+
+    async def applicable(
+        self, skus: Sequence[str], groups: frozenset[str], now: datetime
+    ) -> list[domain.Rule]:
+        def wanted(rule: domain.Rule) -> bool:
+            if isinstance(rule, domain.VolumeRule):
+                return rule.sku in skus
+            if isinstance(rule, domain.PromotionRule):
+                return rule.starts_at <= now < rule.ends_at
+            return rule.sku in skus and rule.group in groups
+
+        return [rule for _, rule in self.rows.values() if wanted(rule)]
+
+
+def _unique_key(rule: domain.Rule) -> tuple[str, ...] | None:
+    """What the unique indexes hold: one volume rule per sku, one group price per (group, sku)."""
+    if isinstance(rule, domain.VolumeRule):
+        return ("volume", rule.sku)
+    if isinstance(rule, domain.GroupPriceRule):
+        return ("customer_group", rule.group, rule.sku)
+    return None  # promotions may overlap
+
+
+@dataclass
+class FakeTaxRates:
+    clock: Clock
+    rows: dict[str, TaxRate] = field(default_factory=dict)
+
+    async def put(self, region: str, rate_bps: int) -> None:
+        self.rows[region] = TaxRate(region, rate_bps, self.clock())
+
+    async def get(self, region: str) -> TaxRate | None:
+        return self.rows.get(region)
+
+    async def rate_of(self, region: str) -> int | None:
+        found = self.rows.get(region)
+        return found.rate_bps if found else None
+
+
+@dataclass(frozen=True)
+class StoredQuote:
+    customer_id: str | None
+    body: dict[str, Any]
+    created_at: datetime
+    expires_at: datetime
+
+
+@dataclass
+class FakeQuotes:
+    rows: dict[str, StoredQuote] = field(default_factory=dict)
+
+    async def add(
+        self,
+        quote_id: str,
+        *,
+        customer_id: str | None,
+        body: dict[str, Any],
+        created_at: datetime,
+        expires_at: datetime,
+    ) -> None:
+        self.rows[quote_id] = StoredQuote(customer_id, body, created_at, expires_at)
+
+    async def body_of(self, quote_id: str) -> dict[str, Any] | None:
+        found = self.rows.get(quote_id)
+        return found.body if found else None
+
+
+@dataclass
+class FakeProducts:
+    rows: dict[str, tuple[ProductFacts, datetime]] = field(default_factory=dict)
+
+    async def record(self, facts: ProductFacts, event_time: datetime) -> None:
+        current = self.rows.get(facts.sku)
+        if current is None or current[1] <= event_time:
+            self.rows[facts.sku] = (facts, event_time)
+
+    async def of(self, skus: Sequence[str]) -> dict[str, ProductFacts]:
+        return {sku: self.rows[sku][0] for sku in skus if sku in self.rows}
+
+
+class FakeStore:
+    def __init__(self, clock: MutableClock | None = None) -> None:
+        self.clock = clock or MutableClock()
+        self.prices = FakePrices(self.clock)
+        self.rules = FakeRules(self.clock)
+        self.tax_rates = FakeTaxRates(self.clock)
+        self.quotes = FakeQuotes()
+        self.products = FakeProducts()

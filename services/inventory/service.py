@@ -240,11 +240,14 @@ async def cancel_order(tx: Tx[Store], order_id: str) -> None:
 
 async def release_one_expired(tx: ExpiryTx, now: datetime) -> str | None:
     """Claim one reservation overdue on `now` (skipping those another sweeper holds) and release
-    it, as OrderRejected would; returns its order id, or None when nothing is overdue."""
+    it, as OrderRejected would; returns its order id, or None when nothing is overdue (or what
+    is could not be released: the sweep stops there instead of claiming it over and over)."""
     reservation = await tx.store.reservations.claim_expired(now)
     if reservation is None:
         return None
-    await _release(tx.store, tx.events_of(reservation.correlation_id), reservation, domain.EXPIRED)
+    events = tx.events_of(reservation.correlation_id)
+    if not await _release(tx.store, events, reservation, domain.EXPIRED):
+        return None
     log.warning("reservation of order %s expired and was released", reservation.order_id)
     return reservation.order_id
 
@@ -263,13 +266,16 @@ async def sweep_expired(open_tx: OpenExpiryTx, clock: Clock, limit: int) -> list
     return released
 
 
-async def _release(store: Store, events: EventSink, reservation: Reservation, reason: str) -> None:
+async def _release(store: Store, events: EventSink, reservation: Reservation, reason: str) -> bool:
+    """Give a reservation's units back and say so; False when it had nothing to release."""
     lines = await _step(store, events, reservation, OrderOutcome.REJECTED, reason)
-    if lines is not None:
-        await events.emit(
-            StockReleased(order_id=reservation.order_id, lines=_event_lines(lines), reason=reason),
-            subject=reservation.order_id,
-        )
+    if lines is None:
+        return False
+    await events.emit(
+        StockReleased(order_id=reservation.order_id, lines=_event_lines(lines), reason=reason),
+        subject=reservation.order_id,
+    )
+    return True
 
 
 async def _settle(
@@ -312,17 +318,21 @@ async def _step(
         return None
     lines = reservation.lines
     moved = await _move(store, lines, step.move)
-    if isinstance(moved, Refused):
-        # Only RETAKE can be refused: orders confirmed (and charged) the order after our safety
-        # net had already given its stock to others, and not enough is left. Orders is the
-        # authority and the saga has no event for "confirmed but unfulfillable", so nobody on the
-        # bus could act on one: this is an oversell for an operator (restock or refund by hand).
-        # The reservation stays `released`, which records that the units never left.
+    if isinstance(moved, Refused) and step.move is StockMove.RETAKE:
+        # Orders confirmed (and charged) the order after our safety net had already given its
+        # stock to others, and not enough is left. Orders is the authority and the saga has no
+        # event for "confirmed but unfulfillable", so nobody on the bus could act on one: this is
+        # an oversell for an operator (restock or refund by hand). The reservation stays
+        # `released`, which records that the units never left.
         log.error(
             "order %s was confirmed after its reservation expired and %s is short: oversold",
             order_id,
             moved.sku,
         )
+        return None
+    if isinstance(moved, Refused):
+        # Any other move only needs the rows to exist, and nothing deletes stock rows.
+        log.error("order %s: %s refused, %s has no stock row", order_id, step.move, moved.sku)
         return None
     await store.reservations.set_status(order_id, step.status, domain.settled_reason(step, reason))
     await _record_moves(store, events, moved, step.move, order_id)

@@ -398,6 +398,20 @@ class TestExpiry:
         assert store.reservations.rows["ord-late"].status is ReservationStatus.RESERVED
         assert store.items.level("a") == StockLevel(10, 1, 0)
 
+    async def test_a_reservation_that_cannot_be_released_does_not_spin_the_sweep(
+        self, store: FakeStore, clock: MutableClock
+    ) -> None:
+        await self.reserve(store, clock, "ord-1", 4)
+        del store.items.rows["a"]  # cannot happen today: nothing deletes stock rows
+        clock.advance((TTL + timedelta(seconds=GRACE_S)).total_seconds())
+
+        released, transactions = await self.sweep(store, clock)
+
+        assert released == []
+        assert len(transactions.opened) == 1
+        assert transactions.events.emitted == []
+        assert store.reservations.rows["ord-1"].status is ReservationStatus.RESERVED
+
     async def test_a_confirmation_after_expiry_takes_the_stock_again(
         self, store: FakeStore, clock: MutableClock
     ) -> None:

@@ -1,22 +1,24 @@
 """HTTP in: the inventory routes of the contract, plus a reservation view for operators."""
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Depends, Path, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Row
 
 from libs.events.common import Line
-from libs.kit.app import Events, Session
+from libs.kit.app import transaction_of
 from libs.kit.auth import Admin
+from libs.kit.transactions import SessionTx
 from services.inventory import service
-from services.inventory.domain import MAX_QUANTITY, SKU_PATTERN
+from services.inventory.db import Store
+from services.inventory.domain import MAX_QUANTITY, SKU_PATTERN, Reservation, StockItem
 
 router = APIRouter(prefix="/inventory", tags=["inventory"])
 
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, max_length=64)]
 Quantity = Annotated[int, Field(ge=0, le=MAX_QUANTITY)]
+TxDep = Annotated[SessionTx[Store], Depends(transaction_of(Store), scope="function")]
 
 
 class StockIn(BaseModel):
@@ -51,14 +53,14 @@ class ItemOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> "ItemOut":
+    def of(cls, item: StockItem) -> "ItemOut":
         return cls(
-            sku=row.sku,
-            on_hand=row.on_hand,
-            reserved=row.reserved,
-            available=row.on_hand - row.reserved,
-            reorder_point=row.reorder_point,
-            updated_at=row.updated_at,
+            sku=item.sku,
+            on_hand=item.level.on_hand,
+            reserved=item.level.reserved,
+            available=item.level.available,
+            reorder_point=item.level.reorder_point,
+            updated_at=item.updated_at,
         )
 
 
@@ -72,15 +74,15 @@ class ReservationOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> "ReservationOut":
+    def of(cls, reservation: Reservation) -> "ReservationOut":
         return cls(
-            order_id=row.order_id,
-            status=row.status,
-            reason=row.reason,
-            lines=[Line.model_validate(line) for line in row.lines],
-            expires_at=row.expires_at,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
+            order_id=reservation.order_id,
+            status=reservation.status.value,
+            reason=reservation.reason,
+            lines=[Line(sku=sku, quantity=quantity) for sku, quantity in reservation.lines],
+            expires_at=reservation.expires_at,
+            created_at=reservation.created_at,
+            updated_at=reservation.updated_at,
         )
 
 
@@ -90,31 +92,27 @@ class ReservationOut(BaseModel):
     responses={201: {"model": ItemOut, "description": "the item was created"}},
 )
 async def set_stock(
-    sku: SkuPath, body: StockIn, _: Admin, session: Session, events: Events, response: Response
+    sku: SkuPath, body: StockIn, _: Admin, tx: TxDep, response: Response
 ) -> ItemOut:
     """Set the counted stock: 200 for an existing item, 201 when this created it."""
-    row, created = await service.set_stock(session, events, sku, body.on_hand, body.reorder_point)
+    item, created = await service.set_stock(tx, sku, body.on_hand, body.reorder_point)
     if created:
         response.status_code = 201
-    return ItemOut.from_row(row)
+    return ItemOut.of(item)
 
 
 @router.post("/items/{sku}/adjustments", response_model=ItemOut)
-async def adjust_stock(
-    sku: SkuPath, body: AdjustmentIn, _: Admin, session: Session, events: Events
-) -> ItemOut:
-    return ItemOut.from_row(
-        await service.adjust_stock(session, events, sku, body.delta, body.reason)
-    )
+async def adjust_stock(sku: SkuPath, body: AdjustmentIn, _: Admin, tx: TxDep) -> ItemOut:
+    return ItemOut.of(await service.adjust_stock(tx, sku, body.delta, body.reason))
 
 
 @router.get("/items/{sku}", response_model=ItemOut)
-async def get_item(sku: Annotated[str, Path(max_length=64)], session: Session) -> ItemOut:
-    return ItemOut.from_row(await service.get_item(session, sku))
+async def get_item(sku: Annotated[str, Path(max_length=64)], tx: TxDep) -> ItemOut:
+    return ItemOut.of(await service.get_item(tx, sku))
 
 
 @router.get("/reservations/{order_id}", response_model=ReservationOut)
 async def get_reservation(
-    order_id: Annotated[str, Path(max_length=64)], _: Admin, session: Session
+    order_id: Annotated[str, Path(max_length=64)], _: Admin, tx: TxDep
 ) -> ReservationOut:
-    return ReservationOut.from_row(await service.get_reservation(session, order_id))
+    return ReservationOut.of(await service.get_reservation(tx, order_id))

@@ -1,4 +1,9 @@
-"""Inventory tables: stock per sku, one reservation per order, the stock movement audit."""
+"""Inventory tables (stock per sku, one reservation per order, the stock movement audit) and
+every query on them, as repositories that answer with domain objects."""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -10,12 +15,30 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Row,
     String,
     Table,
+    column,
     func,
+    insert,
+    select,
     text,
+    update,
+    values,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.inventory.domain import (
+    Lines,
+    Movement,
+    Reservation,
+    ReservationStatus,
+    StockDelta,
+    StockItem,
+    StockLevel,
+)
 
 metadata = MetaData()
 
@@ -76,3 +99,242 @@ stock_movements = Table(
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_stock_movements_sku_id", "sku", "id"),
 )
+
+
+class StockItems:
+    """Stock rows: one per sku. Every write bumps `version` and `updated_at`."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, sku: str) -> StockItem | None:
+        row = (
+            await self.session.execute(select(stock_items).where(stock_items.c.sku == sku))
+        ).first()
+        return None if row is None else _item(row)
+
+    async def lock(self, sku: str) -> StockItem | None:
+        row = (
+            await self.session.execute(
+                select(stock_items).where(stock_items.c.sku == sku).with_for_update()
+            )
+        ).first()
+        return None if row is None else _item(row)
+
+    async def create(self, sku: str, on_hand: int, reorder_point: int) -> StockItem | None:
+        """A new item; None when the sku exists already (its row is then not touched)."""
+        row = (
+            await self.session.execute(
+                pg_insert(stock_items)
+                .values(sku=sku, on_hand=on_hand, reorder_point=reorder_point)
+                .on_conflict_do_nothing()
+                .returning(*stock_items.c)
+            )
+        ).first()
+        return None if row is None else _item(row)
+
+    async def write(self, sku: str, on_hand: int, reorder_point: int | None = None) -> StockItem:
+        """New counts for a (locked) item; the reorder point stays unless given."""
+        counts = {"on_hand": on_hand}
+        if reorder_point is not None:
+            counts["reorder_point"] = reorder_point
+        row = (
+            await self.session.execute(
+                update(stock_items)
+                .where(stock_items.c.sku == sku)
+                .values(**counts, version=stock_items.c.version + 1, updated_at=func.now())
+                .returning(*stock_items.c)
+            )
+        ).one()
+        return _item(row)
+
+    async def lock_for(self, skus: Sequence[str]) -> dict[str, StockItem]:
+        """Lock the rows of these skus (those that exist) with one statement, in sku order, so
+        concurrent orders never deadlock each other."""
+        rows = await self.session.execute(
+            select(stock_items)
+            .where(stock_items.c.sku.in_(sorted(skus)))
+            .order_by(stock_items.c.sku)
+            .with_for_update()
+        )
+        return {row.sku: _item(row) for row in rows}
+
+    async def move(self, deltas: Sequence[StockDelta]) -> list[StockItem]:
+        """Apply every delta with one UPDATE (rows locked by `lock_for` first); returns the items
+        as they are after it, in `deltas`' order. The CHECK constraints refuse what would break
+        `0 <= reserved <= on_hand`, whatever a caller decided."""
+        if not deltas:
+            return []
+        changes = values(
+            column("sku", String),
+            column("d_on_hand", Integer),
+            column("d_reserved", Integer),
+            name="deltas",
+        ).data([(d.sku, d.on_hand, d.reserved) for d in deltas])
+        moved = {
+            row.sku: _item(row)
+            for row in await self.session.execute(
+                update(stock_items)
+                .where(stock_items.c.sku == changes.c.sku)
+                .values(
+                    on_hand=stock_items.c.on_hand + changes.c.d_on_hand,
+                    reserved=stock_items.c.reserved + changes.c.d_reserved,
+                    version=stock_items.c.version + 1,
+                    updated_at=func.now(),
+                )
+                .returning(*stock_items.c)
+            )
+        }
+        return [moved[d.sku] for d in deltas]
+
+    async def mark_low(self, sku: str, low: bool) -> None:
+        """Record whether the item's low state has been announced (StockLow once per crossing)."""
+        await self.session.execute(
+            update(stock_items).where(stock_items.c.sku == sku).values(low_reported=low)
+        )
+
+
+class Reservations:
+    """One row per order, whatever happened to it."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def get(self, order_id: str) -> Reservation | None:
+        row = (
+            await self.session.execute(
+                select(reservations).where(reservations.c.order_id == order_id)
+            )
+        ).first()
+        return None if row is None else _reservation(row)
+
+    async def create(
+        self,
+        order_id: str,
+        lines: Lines,
+        expires_at: datetime,
+        correlation_id: str | None,
+    ) -> bool:
+        """Claim the order with a live reservation; False when it has a row already (a duplicate
+        or concurrent OrderPlaced, or an order event that closed it first): the primary key
+        decides, so two transactions never both claim it."""
+        claimed = await self.session.scalar(
+            pg_insert(reservations)
+            .values(
+                order_id=order_id,
+                status=ReservationStatus.RESERVED,
+                lines=[{"sku": sku, "quantity": quantity} for sku, quantity in lines],
+                expires_at=expires_at,
+                correlation_id=correlation_id,
+            )
+            .on_conflict_do_nothing()
+            .returning(reservations.c.order_id)
+        )
+        return claimed is not None
+
+    async def lock(self, order_id: str) -> Reservation | None:
+        row = (
+            await self.session.execute(
+                select(reservations).where(reservations.c.order_id == order_id).with_for_update()
+            )
+        ).first()
+        return None if row is None else _reservation(row)
+
+    async def close_unseen(self, order_id: str, reason: str | None) -> None:
+        """A released row, with no lines, for an order closed before we saw it placed."""
+        await self.session.execute(
+            pg_insert(reservations)
+            .values(order_id=order_id, status=ReservationStatus.RELEASED, reason=reason)
+            .on_conflict_do_nothing()
+        )
+
+    async def set_status(
+        self, order_id: str, status: ReservationStatus, reason: str | None
+    ) -> None:
+        await self.session.execute(
+            update(reservations)
+            .where(reservations.c.order_id == order_id)
+            .values(status=status, reason=reason, updated_at=func.now())
+        )
+
+    async def claim_expired(self, now: datetime) -> Reservation | None:
+        """Lock the live reservation overdue longest on `now`, skipping those another
+        transaction holds (several sweepers share the work); None when nothing is overdue."""
+        row = (
+            await self.session.execute(
+                select(reservations)
+                .where(
+                    reservations.c.status == ReservationStatus.RESERVED,
+                    reservations.c.expires_at <= now,
+                )
+                .order_by(reservations.c.expires_at)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+        ).first()
+        return None if row is None else _reservation(row)
+
+
+class Movements:
+    """The stock movement audit: append only."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def record(
+        self, movements: Sequence[Movement], reason: str, order_id: str | None
+    ) -> None:
+        """Every movement with one INSERT."""
+        if not movements:
+            return
+        await self.session.execute(
+            insert(stock_movements).values(
+                [
+                    {
+                        "sku": m.sku,
+                        "delta_on_hand": m.delta_on_hand,
+                        "delta_reserved": m.delta_reserved,
+                        "on_hand": m.on_hand,
+                        "reserved": m.reserved,
+                        "reason": reason,
+                        "order_id": order_id,
+                    }
+                    for m in movements
+                ]
+            )
+        )
+
+
+class Store:
+    """Inventory's repositories on one session, i.e. in one transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.items = StockItems(session)
+        self.reservations = Reservations(session)
+        self.movements = Movements(session)
+
+
+def _item(row: Row[Any]) -> StockItem:
+    return StockItem(
+        sku=row.sku,
+        level=StockLevel(
+            on_hand=row.on_hand,
+            reserved=row.reserved,
+            reorder_point=row.reorder_point,
+            low_reported=row.low_reported,
+        ),
+        updated_at=row.updated_at,
+    )
+
+
+def _reservation(row: Row[Any]) -> Reservation:
+    return Reservation(
+        order_id=row.order_id,
+        status=ReservationStatus(row.status),
+        reason=row.reason,
+        lines=tuple((line["sku"], int(line["quantity"])) for line in row.lines),
+        expires_at=row.expires_at,
+        correlation_id=row.correlation_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )

@@ -1,11 +1,13 @@
 """Inventory rules: availability, the low-stock crossing, and the reservation life cycle."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# (sku, quantity) pairs: an order's lines, one per sku, in sku order once merged.
+Lines = Sequence[tuple[str, int]]
 # Bigger than any real shelf; keeps every quantity well inside a BIGINT and out of overflow errors.
 MAX_QUANTITY = 1_000_000_000
 
@@ -52,6 +54,15 @@ class StockLevel:
 
 
 @dataclass(frozen=True)
+class StockItem:
+    """One sku as stored: its counts and when they last changed."""
+
+    sku: str
+    level: StockLevel
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class LowStockSignal:
     emit: bool  # announce StockLow now
     low: bool  # the new value of `low_reported`
@@ -95,6 +106,20 @@ class StockMove(StrEnum):
         """Moves that consume available stock and so may be refused."""
         return self in (StockMove.RESERVE, StockMove.RETAKE)
 
+    @property
+    def reason(self) -> str:
+        """The `reason` of StockLevelChanged (and of the audit row) for this kind of move."""
+        return _MOVE_REASONS[self]
+
+
+_MOVE_REASONS = {
+    StockMove.RESERVE: "reserved",
+    StockMove.COMMIT: "committed",
+    StockMove.UNRESERVE: "released",
+    StockMove.RESTOCK: "restocked",
+    StockMove.RETAKE: "committed",
+}
+
 
 class OrderOutcome(StrEnum):
     """What an order event asks of its reservation."""
@@ -113,6 +138,23 @@ class Step:
 EXPIRED = "expired"
 CANCELLED = "cancelled"
 OUT_OF_STOCK = "out_of_stock"
+# A confirmation that took back stock our expiry had released.
+COMMITTED_AFTER_EXPIRY = "committed_after_expiry"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One order's reservation, whatever became of it (a row per order makes events idempotent).
+    `correlation_id` is the order's, so events of the expiry sweep stay in the order's story."""
+
+    order_id: str
+    status: ReservationStatus
+    reason: str | None
+    lines: tuple[tuple[str, int], ...]
+    expires_at: datetime | None
+    correlation_id: str | None
+    created_at: datetime
+    updated_at: datetime
 
 
 def next_step(status: ReservationStatus, reason: str | None, outcome: OrderOutcome) -> Step | None:
@@ -133,6 +175,14 @@ def next_step(status: ReservationStatus, reason: str | None, outcome: OrderOutco
     return None
 
 
+def settled_reason(step: Step, reason: str | None) -> str | None:
+    """The reason a reservation keeps after `step`: why it was released, or that a commit had
+    to take the stock back after our expiry; a plain commit has none."""
+    if step.move is StockMove.RETAKE:
+        return COMMITTED_AFTER_EXPIRY
+    return reason if step.status is ReservationStatus.RELEASED else None
+
+
 def merge_lines(lines: Iterable[tuple[str, int]]) -> list[tuple[str, int]]:
     """One (sku, quantity) per sku, sorted by sku: the lock order that keeps reservations
     from deadlocking each other."""
@@ -149,9 +199,7 @@ class ShortLine:
     available: int
 
 
-def short_lines(
-    lines: list[tuple[str, int]], available: Mapping[str, int], failed_sku: str
-) -> list[ShortLine]:
+def short_lines(lines: Lines, available: Mapping[str, int], failed_sku: str) -> list[ShortLine]:
     """The lines that cannot be served from `available` (an unknown sku has 0 available).
     The line whose reservation failed is always reported, even if stock came back since."""
     short = [
@@ -160,6 +208,57 @@ def short_lines(
         if quantity > available.get(sku, 0) or sku == failed_sku
     ]
     return short
+
+
+@dataclass(frozen=True)
+class StockDelta:
+    """What a move does to one sku's row."""
+
+    sku: str
+    on_hand: int
+    reserved: int
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A move of an order's lines that cannot happen: `sku` is the first line that cannot move,
+    `short` every line that cannot be served (what StockReservationFailed reports)."""
+
+    sku: str
+    short: list[ShortLine]
+
+
+def plan_move(
+    lines: Lines, levels: Mapping[str, StockLevel], move: StockMove
+) -> list[StockDelta] | Refused:
+    """All or nothing: the deltas of every line (in `lines`' order), or the refusal when any line
+    cannot move: its sku is unknown (no level), its quantity is beyond any shelf, or the move
+    consumes stock and the (locked) level has less available than the line asks."""
+    for sku, quantity in lines:
+        level = levels.get(sku)
+        if (
+            level is None
+            or quantity > MAX_QUANTITY
+            or (move.needs_available and level.available < quantity)
+        ):
+            available = {known: held.available for known, held in levels.items()}
+            return Refused(sku, short_lines(lines, available, sku))
+    return [StockDelta(sku, *move.deltas(quantity)) for sku, quantity in lines]
+
+
+@dataclass(frozen=True)
+class Movement:
+    """One audited stock change: the deltas, and the counts they led to."""
+
+    sku: str
+    delta_on_hand: int
+    delta_reserved: int
+    on_hand: int
+    reserved: int
+
+    @classmethod
+    def of(cls, after: StockLevel, sku: str, delta_on_hand: int, delta_reserved: int) -> "Movement":
+        return cls(sku, delta_on_hand, delta_reserved, after.on_hand, after.reserved)
 
 
 def reservation_expiry(deadline: datetime, now: datetime, grace_s: float) -> datetime:

@@ -1,7 +1,8 @@
 """Inbound triggers: order events from Kafka, and the clock that expires forgotten reservations."""
 
-import asyncio
-import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from functools import partial
 
 from libs.events.orders import (
@@ -12,32 +13,40 @@ from libs.events.orders import (
 )
 from libs.kit.db import Database
 from libs.kit.inbox import EventContext, EventProcessor
+from libs.kit.outbox import Emitter, OutboxBuffer
+from libs.kit.transactions import SessionTx
+from libs.kit.uow import EventSink
+from libs.kit.worker import Worker
 from services.inventory import service
+from services.inventory.db import Store
+from services.inventory.service import ExpiryTx, OpenExpiryTx
 from services.inventory.settings import InventorySettings
-
-log = logging.getLogger(__name__)
 
 
 async def on_order_placed(
     order: OrderPlaced, ctx: EventContext, settings: InventorySettings
 ) -> None:
     await service.reserve_for_order(
-        ctx.session, ctx.emitter, order, now=settings.now(), grace_s=settings.reservation_grace_s
+        ctx.tx(Store),
+        order,
+        correlation_id=ctx.event.correlationid,
+        clock=settings.now,
+        grace_s=settings.reservation_grace_s,
     )
 
 
 async def on_order_confirmed(event: OrderConfirmed, ctx: EventContext) -> None:
-    await service.commit_order(ctx.session, ctx.emitter, event.order_id)
+    await service.commit_order(ctx.tx(Store), event.order_id)
 
 
 async def on_order_rejected(event: OrderRejected, ctx: EventContext) -> None:
-    await service.release_order(ctx.session, ctx.emitter, event.order_id, event.reason)
+    await service.release_order(ctx.tx(Store), event.order_id, event.reason)
 
 
 async def on_order_cancellation_requested(
     event: OrderCancellationRequested, ctx: EventContext
 ) -> None:
-    await service.cancel_order(ctx.session, ctx.emitter, event.order_id)
+    await service.cancel_order(ctx.tx(Store), event.order_id)
 
 
 def register(processor: EventProcessor, settings: InventorySettings) -> None:
@@ -47,29 +56,47 @@ def register(processor: EventProcessor, settings: InventorySettings) -> None:
     processor.on(OrderCancellationRequested)(on_order_cancellation_requested)
 
 
+@dataclass
+class _ExpirySessionTx(SessionTx[Store]):
+    """`service.ExpiryTx` on a real session: every emitter of it writes to one outbox buffer."""
+
+    service: str
+    buffer: OutboxBuffer
+
+    def events_of(self, correlation_id: str | None) -> EventSink:
+        return Emitter(self.session, self.service, correlation_id, buffer=self.buffer)
+
+
+def expiry_transactions(db: Database, service_name: str) -> OpenExpiryTx:
+    """Opens the sweep's transactions: committed when the block ends, events via the outbox."""
+
+    @asynccontextmanager
+    async def open_tx() -> AsyncIterator[ExpiryTx]:
+        async with db.transaction() as session:
+            buffer = OutboxBuffer()
+            events = Emitter(session, service_name, None, buffer=buffer)
+            yield _ExpirySessionTx(session, Store(session), events, service_name, buffer)
+            await buffer.flush(session)
+
+    return open_tx
+
+
 async def sweep_expired_reservations(
     db: Database, settings: InventorySettings, limit: int | None = None
 ) -> list[str]:
-    """Release every reservation overdue on `settings.now()`, each in its own transaction (with
-    its outbox events), so one sweep never holds stock rows of several orders at once."""
-    now = settings.now()
-    released: list[str] = []
-    while len(released) < (limit or settings.expiry_sweep_batch):
-        async with db.transaction() as session:
-            order_id = await service.release_one_expired(session, settings.service_name, now)
-        if order_id is None:
-            break
-        released.append(order_id)
-    return released
+    """Release what is overdue on `settings.now()` (up to a batch); the released order ids."""
+    return await service.sweep_expired(
+        expiry_transactions(db, settings.service_name),
+        settings.now,
+        limit or settings.expiry_sweep_batch,
+    )
 
 
-async def run_expiry_sweeper(db: Database, settings: InventorySettings) -> None:
-    """Background task: sweep every `expiry_sweep_interval_s`; errors are logged, never fatal."""
-    while True:
-        try:
-            await sweep_expired_reservations(db, settings)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("reservation expiry sweep failed; retrying next interval")
-        await asyncio.sleep(settings.expiry_sweep_interval_s)
+def expiry_sweeper(db: Database, settings: InventorySettings) -> Worker:
+    """Background worker: sweeps batch after batch while there is work, then every
+    `expiry_sweep_interval_s`; a failed sweep is logged and retried (the rows stay overdue)."""
+
+    async def sweep() -> int:
+        return len(await sweep_expired_reservations(db, settings))
+
+    return Worker("reservation-expiry", sweep, settings.expiry_sweep_interval_s)

@@ -1,7 +1,5 @@
 """Composition root of the inventory service."""
 
-import asyncio
-
 from fastapi import FastAPI
 
 from libs.kit.app import create_service_app
@@ -16,11 +14,7 @@ def create_app(settings: InventorySettings | None = None) -> FastAPI:
     handlers.register(runtime.processor, settings)
 
     async def start_expiry_sweeper(runtime: Runtime) -> None:
-        runtime.extra_tasks.append(
-            asyncio.create_task(
-                handlers.run_expiry_sweeper(runtime.db, settings), name="reservation-expiry"
-            )
-        )
+        runtime.start_worker(handlers.expiry_sweeper(runtime.db, settings))
 
     return create_service_app(
         runtime, routers=[api.router], title="Backroom inventory", on_startup=start_expiry_sweeper

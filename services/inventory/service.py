@@ -1,12 +1,11 @@
-"""Inventory use cases: set and adjust stock; reserve, commit, release and restock for orders."""
+"""Inventory use cases: set and adjust stock; reserve, commit, release and restock for orders;
+release forgotten reservations. Over the repositories (`Store`), the event sink and the clock."""
 
 import logging
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any
-
-from sqlalchemy import Integer, Row, String, column, func, insert, select, update, values
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Protocol
 
 from libs.events.common import Line
 from libs.events.inventory import (
@@ -19,131 +18,188 @@ from libs.events.inventory import (
     StockReserved,
 )
 from libs.events.orders import OrderPlaced
-from libs.kit.outbox import Emitter
-from libs.kit.problems import conflict, not_found
+from libs.kit.errors import Conflict, NotFound
+from libs.kit.uow import Clock, EventSink, Tx
 from services.inventory import domain
-from services.inventory.db import reservations, stock_items, stock_movements
 from services.inventory.domain import (
+    Lines,
+    Movement,
     OrderOutcome,
+    Refused,
+    Reservation,
     ReservationStatus,
-    StockLevel,
+    StockDelta,
+    StockItem,
     StockMove,
     StockRuleViolation,
 )
 
 log = logging.getLogger(__name__)
 
-Lines = list[tuple[str, int]]
 
-# The `reason` of StockLevelChanged (and of the audit row) for each kind of move.
-_MOVE_REASONS = {
-    StockMove.RESERVE: "reserved",
-    StockMove.COMMIT: "committed",
-    StockMove.UNRESERVE: "released",
-    StockMove.RESTOCK: "restocked",
-    StockMove.RETAKE: "committed",
-}
+# --- what the use cases need of the database (db.py has the real ones) ---------------------
+
+
+class StockItems(Protocol):
+    async def get(self, sku: str) -> StockItem | None: ...
+
+    async def lock(self, sku: str) -> StockItem | None: ...
+
+    async def create(self, sku: str, on_hand: int, reorder_point: int) -> StockItem | None:
+        """A new item; None when the sku exists already."""
+        ...
+
+    async def write(
+        self, sku: str, on_hand: int, reorder_point: int | None = None
+    ) -> StockItem: ...
+
+    async def lock_for(self, skus: Sequence[str]) -> dict[str, StockItem]:
+        """Lock the existing items of these skus, in sku order (no deadlocks between orders)."""
+        ...
+
+    async def move(self, deltas: Sequence[StockDelta]) -> list[StockItem]:
+        """Apply every delta at once; the items after it, in `deltas`' order."""
+        ...
+
+    async def mark_low(self, sku: str, low: bool) -> None: ...
+
+
+class Reservations(Protocol):
+    async def get(self, order_id: str) -> Reservation | None: ...
+
+    async def create(
+        self, order_id: str, lines: Lines, expires_at: datetime, correlation_id: str | None
+    ) -> bool:
+        """A live reservation for the order; False when the order has a row already."""
+        ...
+
+    async def lock(self, order_id: str) -> Reservation | None: ...
+
+    async def close_unseen(self, order_id: str, reason: str | None) -> None:
+        """A released row with no lines, unless the order has a row already."""
+        ...
+
+    async def set_status(
+        self, order_id: str, status: ReservationStatus, reason: str | None
+    ) -> None: ...
+
+    async def claim_expired(self, now: datetime) -> Reservation | None:
+        """Lock the live reservation overdue longest on `now` that nobody else holds."""
+        ...
+
+
+class Movements(Protocol):
+    async def record(
+        self, movements: Sequence[Movement], reason: str, order_id: str | None
+    ) -> None: ...
+
+
+class Store(Protocol):
+    @property
+    def items(self) -> StockItems: ...
+
+    @property
+    def reservations(self) -> Reservations: ...
+
+    @property
+    def movements(self) -> Movements: ...
+
+
+class ExpiryTx(Tx[Store], Protocol):
+    """A transaction of the expiry sweep: it acts for an order it finds only once it has
+    claimed it, so its events take that order's correlation id from `events_of`."""
+
+    def events_of(self, correlation_id: str | None) -> EventSink: ...
+
+
+OpenExpiryTx = Callable[[], AbstractAsyncContextManager[ExpiryTx]]
 
 
 # --- stock items (operators) ---------------------------------------------------------------
 
 
-async def get_item(session: AsyncSession, sku: str) -> Row[Any]:
-    row = (await session.execute(select(stock_items).where(stock_items.c.sku == sku))).first()
-    if row is None:
-        raise not_found(f"stock item {sku}")
-    return row
+async def get_item(tx: Tx[Store], sku: str) -> StockItem:
+    item = await tx.store.items.get(sku)
+    if item is None:
+        raise NotFound(f"stock item {sku}")
+    return item
 
 
 async def set_stock(
-    session: AsyncSession, events: Emitter, sku: str, on_hand: int, reorder_point: int | None
-) -> tuple[Row[Any], bool]:
+    tx: Tx[Store], sku: str, on_hand: int, reorder_point: int | None
+) -> tuple[StockItem, bool]:
     """Set the counted stock (creating the item if new); returns the item and whether it was new."""
-    created = (
-        await session.execute(
-            pg_insert(stock_items)
-            .values(sku=sku, on_hand=on_hand, reorder_point=reorder_point or 0)
-            .on_conflict_do_nothing()
-            .returning(*stock_items.c)
-        )
-    ).first()
+    created = await tx.store.items.create(sku, on_hand, reorder_point or 0)
     if created is not None:
-        await _record_change(session, events, created, on_hand, 0, "set")
+        await _record_change(tx, created, on_hand, "set")
         return created, True
-    current = await _lock_item(session, sku)
+    current = await _lock_item(tx.store, sku)
     try:
-        wanted = _level(current).set_on_hand(on_hand, reorder_point)
+        wanted = current.level.set_on_hand(on_hand, reorder_point)
     except StockRuleViolation as exc:
-        raise conflict(str(exc)) from exc
-    if (wanted.on_hand, wanted.reorder_point) == (current.on_hand, current.reorder_point):
+        raise Conflict(str(exc)) from exc
+    if (wanted.on_hand, wanted.reorder_point) == (
+        current.level.on_hand,
+        current.level.reorder_point,
+    ):
         return current, False
-    row = await _write_item(
-        session, sku, on_hand=wanted.on_hand, reorder_point=wanted.reorder_point
-    )
-    await _record_change(session, events, row, row.on_hand - current.on_hand, 0, "set")
-    return row, False
+    item = await tx.store.items.write(sku, wanted.on_hand, wanted.reorder_point)
+    await _record_change(tx, item, item.level.on_hand - current.level.on_hand, "set")
+    return item, False
 
 
-async def adjust_stock(
-    session: AsyncSession, events: Emitter, sku: str, delta: int, reason: str
-) -> Row[Any]:
-    current = await _lock_item(session, sku)
+async def adjust_stock(tx: Tx[Store], sku: str, delta: int, reason: str) -> StockItem:
+    """A relative change (restock, damage, count correction) that never takes reserved units."""
+    current = await _lock_item(tx.store, sku)
     try:
-        wanted = _level(current).adjust(delta)
+        wanted = current.level.adjust(delta)
     except StockRuleViolation as exc:
-        raise conflict(str(exc)) from exc
-    row = await _write_item(session, sku, on_hand=wanted.on_hand)
-    await _record_change(session, events, row, delta, 0, reason)
-    return row
+        raise Conflict(str(exc)) from exc
+    item = await tx.store.items.write(sku, wanted.on_hand)
+    await _record_change(tx, item, delta, reason)
+    return item
 
 
-async def get_reservation(session: AsyncSession, order_id: str) -> Row[Any]:
-    row = (
-        await session.execute(select(reservations).where(reservations.c.order_id == order_id))
-    ).first()
-    if row is None:
-        raise not_found(f"reservation for order {order_id}")
-    return row
+async def get_reservation(tx: Tx[Store], order_id: str) -> Reservation:
+    reservation = await tx.store.reservations.get(order_id)
+    if reservation is None:
+        raise NotFound(f"reservation for order {order_id}")
+    return reservation
 
 
 # --- reservations (the saga) ---------------------------------------------------------------
 
 
 async def reserve_for_order(
-    session: AsyncSession, events: Emitter, order: OrderPlaced, *, now: datetime, grace_s: float
+    tx: Tx[Store],
+    order: OrderPlaced,
+    *,
+    correlation_id: str | None,
+    clock: Clock,
+    grace_s: float,
 ) -> ReservationStatus | None:
-    """Reserve every line of the order or none; None when the order was seen before."""
+    """Reserve every line of the order or none; None when the order was seen before.
+    `correlation_id` is the order's, kept so the expiry sweep's events stay in its story."""
+    store, events = tx.store, tx.events
     lines = domain.merge_lines((line.sku, line.quantity) for line in order.lines)
-    expires_at = domain.reservation_expiry(order.reservation_deadline, now, grace_s)
+    expires_at = domain.reservation_expiry(order.reservation_deadline, clock(), grace_s)
     # Claim the order first: the primary key turns a duplicate (or concurrent) OrderPlaced into
-    # a no-op, and a terminal order event seen earlier has left a row here too.
-    claimed = await session.scalar(
-        pg_insert(reservations)
-        .values(
-            order_id=order.order_id,
-            status=ReservationStatus.RESERVED,
-            lines=_lines_json(lines),
-            expires_at=expires_at,
-            correlation_id=events.correlation_id,
-        )
-        .on_conflict_do_nothing()
-        .returning(reservations.c.order_id)
-    )
-    if claimed is None:
+    # a no-op, and a terminal order event seen earlier has left a row there too.
+    if not await store.reservations.create(order.order_id, lines, expires_at, correlation_id):
         log.info("order %s already has a reservation; OrderPlaced ignored", order.order_id)
         return None
-    moved, failed_sku = await _move_lines(session, lines, StockMove.RESERVE)
-    if failed_sku is not None:
-        available = await _available(session, [sku for sku, _ in lines])
-        short = domain.short_lines(lines, available, failed_sku)
-        await _set_status(session, order.order_id, ReservationStatus.FAILED, domain.OUT_OF_STOCK)
+    moved = await _move(store, lines, StockMove.RESERVE)
+    if isinstance(moved, Refused):
+        await store.reservations.set_status(
+            order.order_id, ReservationStatus.FAILED, domain.OUT_OF_STOCK
+        )
         await events.emit(
             StockReservationFailed(
                 order_id=order.order_id,
                 reason=domain.OUT_OF_STOCK,
                 short_lines=[
                     ShortLine(sku=s.sku, requested=s.requested, available=s.available)
-                    for s in short
+                    for s in moved.short
                 ],
             ),
             subject=order.order_id,
@@ -153,293 +209,201 @@ async def reserve_for_order(
         StockReserved(order_id=order.order_id, lines=_event_lines(lines), expires_at=expires_at),
         subject=order.order_id,
     )
-    await _record_moves(session, events, moved, lines, StockMove.RESERVE, order.order_id)
+    await _record_moves(store, events, moved, StockMove.RESERVE, order.order_id)
     return ReservationStatus.RESERVED
 
 
-async def commit_order(session: AsyncSession, events: Emitter, order_id: str) -> None:
+async def commit_order(tx: Tx[Store], order_id: str) -> None:
     """OrderConfirmed: the reserved units leave the warehouse."""
-    lines = await _settle(session, events, order_id, OrderOutcome.CONFIRMED, None)
+    lines = await _settle(tx.store, tx.events, order_id, OrderOutcome.CONFIRMED, None)
     if lines is not None:
-        await events.emit(
+        await tx.events.emit(
             StockCommitted(order_id=order_id, lines=_event_lines(lines)), subject=order_id
         )
 
 
-async def release_order(session: AsyncSession, events: Emitter, order_id: str, reason: str) -> None:
-    """OrderRejected (or our expiry safety net): a live reservation gives its units back."""
-    lines = await _settle(session, events, order_id, OrderOutcome.REJECTED, reason)
-    if lines is not None:
-        await events.emit(
-            StockReleased(order_id=order_id, lines=_event_lines(lines), reason=reason),
-            subject=order_id,
-        )
+async def release_order(tx: Tx[Store], order_id: str, reason: str) -> None:
+    """OrderRejected: a live reservation gives its units back."""
+    reservation = await _lock_reservation(tx.store, order_id, OrderOutcome.REJECTED, reason)
+    if reservation is not None:
+        await _release(tx.store, tx.events, reservation, reason)
 
 
-async def cancel_order(session: AsyncSession, events: Emitter, order_id: str) -> None:
+async def cancel_order(tx: Tx[Store], order_id: str) -> None:
     """OrderCancellationRequested: release or restock, and always answer so orders can settle."""
-    lines = await _settle(session, events, order_id, OrderOutcome.CANCELLED, domain.CANCELLED)
-    await events.emit(
+    lines = await _settle(tx.store, tx.events, order_id, OrderOutcome.CANCELLED, domain.CANCELLED)
+    await tx.events.emit(
         StockReleased(order_id=order_id, lines=_event_lines(lines or []), reason=domain.CANCELLED),
         subject=order_id,
     )
 
 
-async def release_one_expired(session: AsyncSession, service: str, now: datetime) -> str | None:
-    """Claim one overdue live reservation (skipping those another worker holds) and release it;
-    returns its order id, or None when nothing is overdue."""
-    row = (
-        await session.execute(
-            select(reservations)
-            .where(
-                reservations.c.status == ReservationStatus.RESERVED,
-                reservations.c.expires_at <= now,
-            )
-            .order_by(reservations.c.expires_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-    ).first()
-    if row is None:
+async def release_one_expired(tx: ExpiryTx, now: datetime) -> str | None:
+    """Claim one reservation overdue on `now` (skipping those another sweeper holds) and release
+    it, as OrderRejected would; returns its order id, or None when nothing is overdue (or what
+    is could not be released: the sweep stops there instead of claiming it over and over)."""
+    reservation = await tx.store.reservations.claim_expired(now)
+    if reservation is None:
         return None
-    events = Emitter(session, service, row.correlation_id)
-    await release_order(session, events, row.order_id, domain.EXPIRED)
-    log.warning("reservation of order %s expired and was released", row.order_id)
-    return str(row.order_id)
+    events = tx.events_of(reservation.correlation_id)
+    if not await _release(tx.store, events, reservation, domain.EXPIRED):
+        return None
+    log.warning("reservation of order %s expired and was released", reservation.order_id)
+    return reservation.order_id
+
+
+async def sweep_expired(open_tx: OpenExpiryTx, clock: Clock, limit: int) -> list[str]:
+    """Release up to `limit` reservations overdue now, each in its own transaction (with its
+    events), so a sweep never holds the stock rows of several orders at once."""
+    now = clock()
+    released: list[str] = []
+    while len(released) < limit:
+        async with open_tx() as tx:
+            order_id = await release_one_expired(tx, now)
+        if order_id is None:
+            break
+        released.append(order_id)
+    return released
+
+
+async def _release(store: Store, events: EventSink, reservation: Reservation, reason: str) -> bool:
+    """Give a reservation's units back and say so; False when it had nothing to release."""
+    lines = await _step(store, events, reservation, OrderOutcome.REJECTED, reason)
+    if lines is None:
+        return False
+    await events.emit(
+        StockReleased(order_id=reservation.order_id, lines=_event_lines(lines), reason=reason),
+        subject=reservation.order_id,
+    )
+    return True
 
 
 async def _settle(
-    session: AsyncSession,
-    events: Emitter,
-    order_id: str,
-    outcome: OrderOutcome,
-    reason: str | None,
+    store: Store, events: EventSink, order_id: str, outcome: OrderOutcome, reason: str | None
 ) -> Lines | None:
     """Move a reservation on per the domain's transitions; returns the lines whose stock moved,
     or None when the event changes nothing (late, duplicated, or the order never reserved)."""
-    row = (
-        await session.execute(
-            select(reservations).where(reservations.c.order_id == order_id).with_for_update()
-        )
-    ).first()
-    if row is None:
+    reservation = await _lock_reservation(store, order_id, outcome, reason)
+    if reservation is None:
+        return None
+    return await _step(store, events, reservation, outcome, reason)
+
+
+async def _lock_reservation(
+    store: Store, order_id: str, outcome: OrderOutcome, reason: str | None
+) -> Reservation | None:
+    reservation = await store.reservations.lock(order_id)
+    if reservation is None:
         if outcome is not OrderOutcome.CONFIRMED:
             # The order closed before we saw it placed (its OrderPlaced is lost or parked on the
             # DLQ): leave a closed row so a late or replayed OrderPlaced reserves nothing.
-            await session.execute(
-                pg_insert(reservations)
-                .values(order_id=order_id, status=ReservationStatus.RELEASED, reason=reason)
-                .on_conflict_do_nothing()
-            )
+            await store.reservations.close_unseen(order_id, reason)
         else:
             log.warning("order %s confirmed but it has no reservation here", order_id)
-        return None
-    step = domain.next_step(ReservationStatus(row.status), row.reason, outcome)
+    return reservation
+
+
+async def _step(
+    store: Store,
+    events: EventSink,
+    reservation: Reservation,
+    outcome: OrderOutcome,
+    reason: str | None,
+) -> Lines | None:
+    """`_settle` for a reservation this transaction holds locked."""
+    order_id = reservation.order_id
+    step = domain.next_step(reservation.status, reservation.reason, outcome)
     if step is None:
-        log.info("order %s: %s ignored, reservation is %s", order_id, outcome, row.status)
+        log.info("order %s: %s ignored, reservation is %s", order_id, outcome, reservation.status)
         return None
-    lines = [(line["sku"], int(line["quantity"])) for line in row.lines]
-    moved, failed_sku = await _move_lines(session, lines, step.move)
-    if failed_sku is not None:
-        # Only RETAKE can fail: orders confirmed (and charged) the order after our safety net had
-        # already given its stock to others, and not enough is left. Orders is the authority and
-        # the saga has no event for "confirmed but unfulfillable", so nobody on the bus could act
-        # on one: this is an oversell for an operator (restock or refund by hand). The
-        # reservation stays `released`, which records that the units never left.
+    lines = reservation.lines
+    moved = await _move(store, lines, step.move)
+    if isinstance(moved, Refused) and step.move is StockMove.RETAKE:
+        # Orders confirmed (and charged) the order after our safety net had already given its
+        # stock to others, and not enough is left. Orders is the authority and the saga has no
+        # event for "confirmed but unfulfillable", so nobody on the bus could act on one: this is
+        # an oversell for an operator (restock or refund by hand). The reservation stays
+        # `released`, which records that the units never left.
         log.error(
             "order %s was confirmed after its reservation expired and %s is short: oversold",
             order_id,
-            failed_sku,
+            moved.sku,
         )
         return None
-    new_reason = reason if step.status is ReservationStatus.RELEASED else None
-    if step.move is StockMove.RETAKE:
-        new_reason = "committed_after_expiry"
-    await _set_status(session, order_id, step.status, new_reason)
-    await _record_moves(session, events, moved, lines, step.move, order_id)
+    if isinstance(moved, Refused):
+        # Any other move only needs the rows to exist, and nothing deletes stock rows.
+        log.error("order %s: %s refused, %s has no stock row", order_id, step.move, moved.sku)
+        return None
+    await store.reservations.set_status(order_id, step.status, domain.settled_reason(step, reason))
+    await _record_moves(store, events, moved, step.move, order_id)
     return lines
 
 
 # --- stock rows ------------------------------------------------------------------------------
 
+_Moved = list[tuple[StockItem, StockDelta]]
 
-async def _move_lines(
-    session: AsyncSession, lines: Lines, move: StockMove
-) -> tuple[list[Row[Any]], str | None]:
-    """Apply `move` to every line or to none. The rows are locked first, in sku order (so
-    concurrent orders never deadlock each other), the move is checked against the locked
-    levels, and then one UPDATE moves every line. Returns the moved rows (in `lines`' order),
-    or the first sku that cannot move (unknown, or not enough available)."""
-    quantities = dict(lines)
-    locked = {
-        row.sku: row
-        for row in await session.execute(
-            select(stock_items)
-            .where(stock_items.c.sku.in_(sorted(quantities)))
-            .order_by(stock_items.c.sku)
-            .with_for_update()
-        )
-    }
-    for sku, quantity in lines:
-        row = locked.get(sku)
-        if row is None or quantity > domain.MAX_QUANTITY:
-            return [], sku
-        if move.needs_available and row.on_hand - row.reserved < quantity:
-            return [], sku
-    deltas = values(
-        column("sku", String),
-        column("d_on_hand", Integer),
-        column("d_reserved", Integer),
-        name="deltas",
-    ).data([(sku, *move.deltas(quantity)) for sku, quantity in lines])
-    moved = {
-        row.sku: row
-        for row in await session.execute(
-            update(stock_items)
-            .where(stock_items.c.sku == deltas.c.sku)
-            .values(
-                on_hand=stock_items.c.on_hand + deltas.c.d_on_hand,
-                reserved=stock_items.c.reserved + deltas.c.d_reserved,
-                version=stock_items.c.version + 1,
-                updated_at=func.now(),
-            )
-            .returning(*stock_items.c)
-        )
-    }
-    return [moved[sku] for sku, _ in lines], None
+
+async def _move(store: Store, lines: Lines, move: StockMove) -> _Moved | Refused:
+    """Apply `move` to every line or to none: the rows are locked first (one statement, in sku
+    order), the domain decides on the locked levels, and one statement moves every line."""
+    locked = await store.items.lock_for([sku for sku, _ in lines])
+    plan = domain.plan_move(lines, {sku: item.level for sku, item in locked.items()}, move)
+    if isinstance(plan, Refused):
+        return plan
+    return list(zip(await store.items.move(plan), plan, strict=True))
 
 
 async def _record_moves(
-    session: AsyncSession,
-    events: Emitter,
-    rows: list[Row[Any]],
-    lines: Lines,
-    move: StockMove,
-    order_id: str,
+    store: Store, events: EventSink, moved: _Moved, move: StockMove, order_id: str
 ) -> None:
-    """`_record_change` for every moved line, with one audit INSERT for all of them."""
-    changes = [
-        (row, *move.deltas(quantity)) for row, (_, quantity) in zip(rows, lines, strict=True)
-    ]
-    await _audit(session, changes, _MOVE_REASONS[move], order_id)
-    for row, _, _ in changes:
-        await _announce(session, events, row, _MOVE_REASONS[move])
-
-
-async def _record_change(
-    session: AsyncSession,
-    events: Emitter,
-    row: Row[Any],
-    delta_on_hand: int,
-    delta_reserved: int,
-    reason: str,
-    order_id: str | None = None,
-) -> None:
-    """After any change of a stock row: audit it, announce the new level, and StockLow on a
-    crossing (the row is locked by the change, so the crossing is decided once)."""
-    await _audit(session, [(row, delta_on_hand, delta_reserved)], reason, order_id)
-    await _announce(session, events, row, reason)
-
-
-async def _audit(
-    session: AsyncSession,
-    changes: list[tuple[Row[Any], int, int]],
-    reason: str,
-    order_id: str | None,
-) -> None:
-    await session.execute(
-        insert(stock_movements).values(
-            [
-                {
-                    "sku": row.sku,
-                    "delta_on_hand": delta_on_hand,
-                    "delta_reserved": delta_reserved,
-                    "on_hand": row.on_hand,
-                    "reserved": row.reserved,
-                    "reason": reason,
-                    "order_id": order_id,
-                }
-                for row, delta_on_hand, delta_reserved in changes
-            ]
-        )
+    """Audit every moved line with one insert, then announce each new level."""
+    await store.movements.record(
+        [Movement.of(item.level, item.sku, d.on_hand, d.reserved) for item, d in moved],
+        move.reason,
+        order_id,
     )
+    for item, _ in moved:
+        await _announce(store, events, item, move.reason)
 
 
-async def _announce(session: AsyncSession, events: Emitter, row: Row[Any], reason: str) -> None:
-    level = _level(row)
+async def _record_change(tx: Tx[Store], item: StockItem, delta_on_hand: int, reason: str) -> None:
+    """After an operator's change of one item: audit it and announce the new level."""
+    await tx.store.movements.record(
+        [Movement.of(item.level, item.sku, delta_on_hand, 0)], reason, None
+    )
+    await _announce(tx.store, tx.events, item, reason)
+
+
+async def _announce(store: Store, events: EventSink, item: StockItem, reason: str) -> None:
+    """StockLevelChanged, and StockLow on a crossing (the row is locked by the change that led
+    here, so the crossing is decided once)."""
+    level = item.level
     signal = domain.low_stock_signal(level.available, level.reorder_point, level.low_reported)
     if signal.low != level.low_reported:
-        await session.execute(
-            update(stock_items).where(stock_items.c.sku == row.sku).values(low_reported=signal.low)
-        )
+        await store.items.mark_low(item.sku, signal.low)
     await events.emit(
         StockLevelChanged(
-            sku=row.sku,
+            sku=item.sku,
             on_hand=level.on_hand,
             reserved=level.reserved,
             available=level.available,
             reason=reason,
         ),
-        subject=row.sku,
+        subject=item.sku,
     )
     if signal.emit:
         await events.emit(
-            StockLow(sku=row.sku, available=level.available, reorder_point=level.reorder_point),
-            subject=row.sku,
+            StockLow(sku=item.sku, available=level.available, reorder_point=level.reorder_point),
+            subject=item.sku,
         )
 
 
-async def _lock_item(session: AsyncSession, sku: str) -> Row[Any]:
-    row = (
-        await session.execute(select(stock_items).where(stock_items.c.sku == sku).with_for_update())
-    ).first()
-    if row is None:
-        raise not_found(f"stock item {sku}")
-    return row
-
-
-async def _write_item(session: AsyncSession, sku: str, **values: int) -> Row[Any]:
-    row = (
-        await session.execute(
-            update(stock_items)
-            .where(stock_items.c.sku == sku)
-            .values(**values, version=stock_items.c.version + 1, updated_at=func.now())
-            .returning(*stock_items.c)
-        )
-    ).one()
-    return row
-
-
-async def _available(session: AsyncSession, skus: list[str]) -> dict[str, int]:
-    rows = await session.execute(
-        select(stock_items.c.sku, stock_items.c.on_hand - stock_items.c.reserved).where(
-            stock_items.c.sku.in_(skus)
-        )
-    )
-    return {sku: int(available) for sku, available in rows}
-
-
-async def _set_status(
-    session: AsyncSession, order_id: str, status: ReservationStatus, reason: str | None
-) -> None:
-    await session.execute(
-        update(reservations)
-        .where(reservations.c.order_id == order_id)
-        .values(status=status, reason=reason, updated_at=func.now())
-    )
-
-
-def _level(row: Row[Any]) -> StockLevel:
-    return StockLevel(
-        on_hand=row.on_hand,
-        reserved=row.reserved,
-        reorder_point=row.reorder_point,
-        low_reported=row.low_reported,
-    )
-
-
-def _lines_json(lines: Lines) -> list[dict[str, Any]]:
-    return [{"sku": sku, "quantity": quantity} for sku, quantity in lines]
+async def _lock_item(store: Store, sku: str) -> StockItem:
+    item = await store.items.lock(sku)
+    if item is None:
+        raise NotFound(f"stock item {sku}")
+    return item
 
 
 def _event_lines(lines: Lines) -> list[Line]:

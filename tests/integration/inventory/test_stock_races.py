@@ -3,40 +3,42 @@
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import TypeVar
 
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.kit.db import Database
+from libs.kit.errors import Conflict
 from libs.kit.outbox import Emitter
-from libs.kit.problems import Problem
+from libs.kit.transactions import SessionTx
+from libs.kit.uow import utc_now
 from services.inventory import service
-from services.inventory.db import reservations, stock_items
+from services.inventory.db import Store, reservations, stock_items
 from services.inventory.domain import ReservationStatus
 from tests.integration.inventory.conftest import new_order_id, new_sku, order_placed
 
 T = TypeVar("T")
 
 
-async def in_transaction(
-    db: Database, use_case: Callable[[AsyncSession, Emitter], Awaitable[T]]
-) -> T:
+async def in_transaction(db: Database, use_case: Callable[[SessionTx[Store]], Awaitable[T]]) -> T:
     async with db.transaction() as session:
-        return await use_case(session, Emitter(session, "inventory", None))
+        return await use_case(
+            SessionTx(session, Store(session), Emitter(session, "inventory", None))
+        )
 
 
 async def reserve(db: Database, order_id: str, lines: list[tuple[str, int]]) -> object:
     order = order_placed(order_id, lines)
     return await in_transaction(
         db,
-        lambda s, e: service.reserve_for_order(s, e, order, now=datetime.now(UTC), grace_s=60),
+        lambda tx: service.reserve_for_order(
+            tx, order, correlation_id=None, clock=utc_now, grace_s=60
+        ),
     )
 
 
 async def stock(db: Database, sku: str, on_hand: int) -> None:
-    await in_transaction(db, lambda s, e: service.set_stock(s, e, sku, on_hand, None))
+    await in_transaction(db, lambda tx: service.set_stock(tx, sku, on_hand, None))
 
 
 async def counts(db: Database, sku: str) -> tuple[int, int]:
@@ -82,12 +84,9 @@ async def test_damage_write_offs_racing_reservations_never_take_reserved_units(
 
     async def write_off() -> str:
         try:
-            await in_transaction(
-                database, lambda s, e: service.adjust_stock(s, e, sku, -1, "damage")
-            )
+            await in_transaction(database, lambda tx: service.adjust_stock(tx, sku, -1, "damage"))
             return "written_off"
-        except Problem as problem:
-            assert problem.status == 409
+        except Conflict:
             return "refused"
 
     results = await asyncio.gather(

@@ -6,17 +6,22 @@ import pytest
 
 from services.inventory.domain import (
     EXPIRED,
+    MAX_QUANTITY,
     OrderOutcome,
+    Refused,
     ReservationStatus,
     ShortLine,
     Step,
+    StockDelta,
     StockLevel,
     StockMove,
     StockRuleViolation,
     low_stock_signal,
     merge_lines,
     next_step,
+    plan_move,
     reservation_expiry,
+    settled_reason,
     short_lines,
 )
 
@@ -139,6 +144,54 @@ class TestReservationSteps:
             d_on_hand, d_reserved = move.deltas(4)
             level = StockLevel(level.on_hand + d_on_hand, level.reserved + d_reserved, 0)
             assert level.available == available
+
+
+class TestAllOrNothing:
+    levels = {"a": StockLevel(10, 2, 0), "b": StockLevel(3, 0, 0)}
+
+    def test_every_line_moves_when_every_line_can(self) -> None:
+        assert plan_move([("a", 8), ("b", 3)], self.levels, StockMove.RESERVE) == [
+            StockDelta("a", 0, 8),
+            StockDelta("b", 0, 3),
+        ]
+
+    def test_one_short_line_refuses_them_all_and_reports_the_short_ones(self) -> None:
+        assert plan_move([("a", 9), ("b", 1), ("ghost", 1)], self.levels, StockMove.RESERVE) == (
+            Refused("a", [ShortLine("a", 9, 8), ShortLine("ghost", 1, 0)])
+        )
+
+    def test_moves_that_consume_nothing_ignore_availability(self) -> None:
+        assert plan_move([("b", 5)], self.levels, StockMove.RESTOCK) == [StockDelta("b", 5, 0)]
+        assert isinstance(plan_move([("b", 5)], self.levels, StockMove.RETAKE), Refused)
+
+    def test_an_unknown_sku_or_an_absurd_quantity_never_moves(self) -> None:
+        assert plan_move([("ghost", 1)], self.levels, StockMove.RESTOCK) == Refused(
+            "ghost", [ShortLine("ghost", 1, 0)]
+        )
+        refused = plan_move([("a", MAX_QUANTITY + 1)], self.levels, StockMove.UNRESERVE)
+        assert isinstance(refused, Refused) and refused.sku == "a"
+
+    @pytest.mark.parametrize(
+        ("step", "reason", "kept"),
+        [
+            (Step(R.RELEASED, StockMove.UNRESERVE), "payment_declined", "payment_declined"),
+            (Step(R.COMMITTED, StockMove.COMMIT), None, None),
+            (Step(R.COMMITTED, StockMove.RETAKE), None, "committed_after_expiry"),
+        ],
+    )
+    def test_the_reason_a_settled_reservation_keeps(
+        self, step: Step, reason: str | None, kept: str | None
+    ) -> None:
+        assert settled_reason(step, reason) == kept
+
+    def test_each_move_names_its_level_change(self) -> None:
+        assert [m.reason for m in StockMove] == [
+            "reserved",
+            "committed",
+            "released",
+            "restocked",
+            "committed",
+        ]
 
 
 class TestLines:

@@ -1,0 +1,258 @@
+"""In-memory inventory repositories (the shape of `service.Store`) and the sweep's transactions,
+for use-case tests without PostgreSQL. They keep the database's guarantees that use cases rely
+on: one reservation row per order, and the stock CHECK constraints (a move that would break
+`0 <= reserved <= on_hand` fails as a whole, as the one UPDATE would)."""
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel
+
+from libs.events.common import Money, PricedLine
+from libs.events.envelope import CloudEvent
+from libs.events.orders import OrderPlaced
+from libs.kit.uow import Clock, EventSink
+from services.inventory.domain import (
+    Lines,
+    Movement,
+    Reservation,
+    ReservationStatus,
+    StockDelta,
+    StockItem,
+    StockLevel,
+)
+from services.inventory.service import ExpiryTx
+from tests.support.fakes import FakeTx, MutableClock, RecordingEvents
+
+
+class CheckViolation(Exception):
+    """What PostgreSQL's CHECK constraints on stock_items would raise."""
+
+
+def _checked(sku: str, level: StockLevel) -> StockLevel:
+    if level.on_hand < 0 or level.reserved < 0 or level.on_hand - level.reserved < 0:
+        raise CheckViolation(f"{sku}: on_hand {level.on_hand}, reserved {level.reserved}")
+    return level
+
+
+@dataclass
+class FakeStockItems:
+    clock: Clock
+    rows: dict[str, StockItem] = field(default_factory=dict)
+
+    def put(self, sku: str, on_hand: int, reserved: int = 0, reorder_point: int = 0) -> StockItem:
+        """Seed an item as it would stand in the table."""
+        level = _checked(sku, StockLevel(on_hand, reserved, reorder_point))
+        self.rows[sku] = StockItem(sku, level, self.clock())
+        return self.rows[sku]
+
+    def level(self, sku: str) -> StockLevel:
+        return self.rows[sku].level
+
+    async def get(self, sku: str) -> StockItem | None:
+        return self.rows.get(sku)
+
+    async def lock(self, sku: str) -> StockItem | None:
+        return self.rows.get(sku)
+
+    async def create(self, sku: str, on_hand: int, reorder_point: int) -> StockItem | None:
+        if sku in self.rows:
+            return None
+        return self.put(sku, on_hand, reorder_point=reorder_point)
+
+    async def write(self, sku: str, on_hand: int, reorder_point: int | None = None) -> StockItem:
+        level = replace(self.rows[sku].level, on_hand=on_hand)
+        if reorder_point is not None:
+            level = replace(level, reorder_point=reorder_point)
+        return self._store(sku, level)
+
+    async def lock_for(self, skus: Sequence[str]) -> dict[str, StockItem]:
+        return {sku: self.rows[sku] for sku in sorted(skus) if sku in self.rows}
+
+    async def move(self, deltas: Sequence[StockDelta]) -> list[StockItem]:
+        after = {
+            d.sku: _checked(
+                d.sku,
+                replace(
+                    self.rows[d.sku].level,
+                    on_hand=self.rows[d.sku].level.on_hand + d.on_hand,
+                    reserved=self.rows[d.sku].level.reserved + d.reserved,
+                ),
+            )
+            for d in deltas
+        }
+        return [self._store(sku, level) for sku, level in after.items()]
+
+    async def mark_low(self, sku: str, low: bool) -> None:
+        item = self.rows[sku]
+        self.rows[sku] = replace(item, level=replace(item.level, low_reported=low))
+
+    def _store(self, sku: str, level: StockLevel) -> StockItem:
+        self.rows[sku] = StockItem(sku, _checked(sku, level), self.clock())
+        return self.rows[sku]
+
+
+@dataclass
+class FakeReservations:
+    clock: Clock
+    rows: dict[str, Reservation] = field(default_factory=dict)
+
+    async def get(self, order_id: str) -> Reservation | None:
+        return self.rows.get(order_id)
+
+    async def create(
+        self, order_id: str, lines: Lines, expires_at: datetime, correlation_id: str | None
+    ) -> bool:
+        if order_id in self.rows:
+            return False
+        self._insert(order_id, ReservationStatus.RESERVED, None, lines, expires_at, correlation_id)
+        return True
+
+    async def lock(self, order_id: str) -> Reservation | None:
+        return self.rows.get(order_id)
+
+    async def close_unseen(self, order_id: str, reason: str | None) -> None:
+        if order_id not in self.rows:
+            self._insert(order_id, ReservationStatus.RELEASED, reason, (), None, None)
+
+    async def set_status(
+        self, order_id: str, status: ReservationStatus, reason: str | None
+    ) -> None:
+        self.rows[order_id] = replace(
+            self.rows[order_id], status=status, reason=reason, updated_at=self.clock()
+        )
+
+    async def claim_expired(self, now: datetime) -> Reservation | None:
+        overdue = [
+            r
+            for r in self.rows.values()
+            if r.status is ReservationStatus.RESERVED
+            and r.expires_at is not None
+            and r.expires_at <= now
+        ]
+        return min(overdue, key=lambda r: r.expires_at or now, default=None)
+
+    def _insert(
+        self,
+        order_id: str,
+        status: ReservationStatus,
+        reason: str | None,
+        lines: Lines,
+        expires_at: datetime | None,
+        correlation_id: str | None,
+    ) -> None:
+        now = self.clock()
+        self.rows[order_id] = Reservation(
+            order_id, status, reason, tuple(lines), expires_at, correlation_id, now, now
+        )
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    movement: Movement
+    reason: str
+    order_id: str | None
+
+
+@dataclass
+class FakeMovements:
+    entries: list[AuditEntry] = field(default_factory=list)
+
+    async def record(
+        self, movements: Sequence[Movement], reason: str, order_id: str | None
+    ) -> None:
+        self.entries.extend(AuditEntry(m, reason, order_id) for m in movements)
+
+    def of(self, sku: str) -> list[AuditEntry]:
+        return [e for e in self.entries if e.movement.sku == sku]
+
+
+class FakeStore:
+    """The three repositories over one shared in-memory state."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.clock = clock or MutableClock()
+        self.items = FakeStockItems(self.clock)
+        self.reservations = FakeReservations(self.clock)
+        self.movements = FakeMovements()
+
+
+@dataclass
+class _OrderStory:
+    """An EventSink whose events carry one order's correlation id (kept beside each event)."""
+
+    correlation_id: str | None
+    tx: "FakeExpiryTx"
+
+    async def emit(self, data: BaseModel, *, subject: str, topic: str | None = None) -> CloudEvent:
+        self.tx.correlated.append((self.correlation_id, data))
+        return await self.tx.events.emit(data, subject=subject, topic=topic)
+
+
+@dataclass
+class FakeExpiryTx(FakeTx[FakeStore]):
+    correlated: list[tuple[str | None, BaseModel]] = field(default_factory=list)
+
+    def events_of(self, correlation_id: str | None) -> EventSink:
+        return _OrderStory(correlation_id, self)
+
+
+@dataclass
+class FakeExpiryTransactions:
+    """Opens the sweep's transactions over one store; all their events land in `events`, and
+    `opened` keeps each transaction (to count them, and to see their events' correlation)."""
+
+    store: FakeStore
+    events: RecordingEvents = field(default_factory=RecordingEvents)
+    opened: list[FakeExpiryTx] = field(default_factory=list)
+
+    def __call__(self) -> AbstractAsyncContextManager[ExpiryTx]:
+        return self._begin()
+
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[ExpiryTx]:
+        tx = FakeExpiryTx(self.store, self.events)
+        self.opened.append(tx)
+        yield tx
+        tx.commit()
+
+    @property
+    def correlated(self) -> list[tuple[str | None, BaseModel]]:
+        return [pair for tx in self.opened for pair in tx.correlated]
+
+
+def _eur(amount: int) -> Money:
+    return Money(amount=amount, currency="EUR")
+
+
+def order_placed(order_id: str, lines: list[tuple[str, int]], deadline: datetime) -> OrderPlaced:
+    """An OrderPlaced as orders publishes it (prices are irrelevant to inventory)."""
+    priced = [
+        PricedLine(
+            sku=sku,
+            quantity=quantity,
+            unit_price=_eur(100),
+            discount=_eur(0),
+            tax=_eur(0),
+            total=_eur(100 * quantity),
+        )
+        for sku, quantity in lines
+    ]
+    total = _eur(sum(100 * q for _, q in lines))
+    return OrderPlaced(
+        order_id=order_id,
+        customer_id="cust-unit",
+        lines=priced,
+        region="EU",
+        subtotal=total,
+        discount=_eur(0),
+        tax=_eur(0),
+        total=total,
+        reservation_deadline=deadline,
+    )
+
+
+START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+TTL = timedelta(minutes=15)

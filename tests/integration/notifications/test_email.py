@@ -137,15 +137,15 @@ async def test_stock_low_alerts_the_warehouse(notifications: Notifications) -> N
     assert sent["data"]["to"] == WAREHOUSE
 
 
-async def test_a_refusing_smtp_server_is_retried_then_the_event_is_dead_lettered(
+async def test_a_deferral_is_retried_and_a_refusal_is_logged_as_failed(
     notifications: Notifications,
 ) -> None:
     flaky, refusing = new_order_id(), new_order_id()
     notifications.mailbox.refuse(f"{flaky}@example.com", "451 4.3.0 try again later", times=1)
     notifications.mailbox.refuse(f"{refusing}@example.com", "550 5.1.1 no such user")
-    async with TopicTail(topics.dlq(topics.ORDERS)) as dlq:
+    async with TopicTail(topics.NOTIFICATIONS) as tail:
         await send("orders", topics.ORDERS, confirmed(flaky, f"{flaky}@example.com"), flaky)
-        dead = await send(
+        await send(
             "orders", topics.ORDERS, confirmed(refusing, f"{refusing}@example.com"), refusing
         )
 
@@ -153,9 +153,13 @@ async def test_a_refusing_smtp_server_is_retried_then_the_event_is_dead_lettered
             return len(notifications.mailbox.to(f"{flaky}@example.com")) == 1
 
         await eventually(flaky_delivered, timeout=30, what="email sent on the retry")
-        [parked] = await dlq.wait_for(lambda e: e["id"] == dead.id, timeout=30)
-    assert parked["_headers"]["x-dlq-error-type"] == "EmailRejected"
-    assert "550" in parked["_headers"]["x-dlq-error"]
+        [announced] = await tail.wait_for(lambda e: e["subject"] == refusing, timeout=30)
+    # The event was handled: the refusal is the email's outcome, shown in the log (not a
+    # dead-lettered event).
     assert notifications.mailbox.to(f"{refusing}@example.com") == []
-    assert await notifications.log(refusing) == []  # nothing was recorded as sent
+    [failed] = await notifications.log(refusing)
+    assert (failed["template"], failed["status"]) == ("order_confirmed", "failed")
+    assert "550" in failed["error"]
+    assert announced["data"]["status"] == "failed"
+    assert announced["data"]["notification_id"] == failed["id"]
     assert [n["status"] for n in await notifications.log(flaky)] == ["sent"]

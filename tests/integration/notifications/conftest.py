@@ -87,6 +87,8 @@ class Receiver:
     statuses: list[int]
     requests: list[Request] = field(default_factory=list)
     server: asyncio.Server | None = None
+    delay_s: float = 0.0  # how long it takes to answer (a slow receiver)
+    answered: int = 0
 
     @property
     def url(self) -> str:
@@ -115,6 +117,9 @@ class Receiver:
         self.requests.append(Request(request_line.split(" ")[1], headers, body))
         index = min(len(self.requests), len(self.statuses)) - 1
         status = self.statuses[index]
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        self.answered += 1
         writer.write(
             f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
         )

@@ -25,13 +25,21 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import FromClause
 
-from services.notifications.domain import DueDelivery, LogEntry, QueuedEmail, Subscription
+from services.notifications.domain import (
+    Announcement,
+    DueDelivery,
+    LogEntry,
+    QueuedEmail,
+    Subscription,
+)
 
 metadata = MetaData()
 
@@ -164,6 +172,27 @@ def _subscription(row: Any) -> Subscription:
     )
 
 
+def _deliveries_of(announcement: Announcement, subscriptions: FromClause) -> Insert:
+    """INSERT one pending delivery of the event per subscription (of `subscriptions`, the table or
+    a join of it) that lists its type; a delivery already queued is left alone."""
+    subscribers = (
+        select(
+            func.gen_random_uuid().cast(String),
+            webhook_subscriptions.c.id,
+            literal(announcement.event_id, String),
+            literal(announcement.event_type, String),
+            literal(announcement.payload, String),
+        )
+        .select_from(subscriptions)
+        .where(webhook_subscriptions.c.events.contains([announcement.event_type]))
+    )
+    return (
+        pg_insert(webhook_deliveries)
+        .from_select(["id", "subscription_id", "event_id", "event_type", "payload"], subscribers)
+        .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
+    )
+
+
 @dataclass(frozen=True)
 class NotificationLog:
     """The `notifications` table: queued emails and the log of concluded notifications."""
@@ -221,19 +250,35 @@ class NotificationLog:
         return [_queued(r) for r in sorted(rows, key=lambda r: r.seq)]
 
     async def conclude_email(
-        self, email: QueuedEmail, status: str, error: str | None, at: datetime
+        self,
+        email: QueuedEmail,
+        status: str,
+        error: str | None,
+        at: datetime,
+        announcement: Announcement,
     ) -> bool:
-        """Record a claimed email as sent or failed; False if the claim was lost (the lease ran
-        out and another claim took it, or it is already concluded)."""
-        concluded = await self.session.scalar(
+        """Record a claimed email as sent or failed and queue `announcement` (its
+        NotificationSent) for the webhooks subscribed to it, in one statement; False if the claim
+        was lost (the lease ran out and another claim took it, or it is already concluded), and
+        then nothing is queued."""
+        concluded = (
             update(notifications)
             .where(notifications.c.id == email.id)
             .where(notifications.c.status == "pending")
             .where(notifications.c.lease_until == email.lease_until)
             .values(status=status, error=error, at=at, lease_until=None)
             .returning(notifications.c.id)
+            .cte("concluded")
         )
-        return concluded is not None
+        queued = (
+            _deliveries_of(announcement, webhook_subscriptions.join(concluded, true()))
+            .returning(webhook_deliveries.c.id)
+            .cte("queued")
+        )
+        found = await self.session.scalar(
+            select(func.count()).select_from(concluded).add_cte(queued)
+        )
+        return bool(found)
 
     async def release(self, emails: list[QueuedEmail], until: datetime) -> None:
         """Hand claimed, unsent emails back: claimable again from `until`."""
@@ -351,22 +396,9 @@ class Deliveries:
 
     session: AsyncSession
 
-    async def enqueue(self, event_type: str, event_id: str, payload: str) -> None:
-        """One pending delivery per subscription that lists `event_type` (once per event)."""
-        subscribers = select(
-            func.gen_random_uuid().cast(String),
-            webhook_subscriptions.c.id,
-            literal(event_id, String),
-            literal(event_type, String),
-            literal(payload, String),
-        ).where(webhook_subscriptions.c.events.contains([event_type]))
-        await self.session.execute(
-            pg_insert(webhook_deliveries)
-            .from_select(
-                ["id", "subscription_id", "event_id", "event_type", "payload"], subscribers
-            )
-            .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
-        )
+    async def enqueue(self, announcement: Announcement) -> None:
+        """One pending delivery per subscription that lists the event's type (once per event)."""
+        await self.session.execute(_deliveries_of(announcement, webhook_subscriptions))
 
     async def claim_due(
         self, now: datetime, lease_until: datetime, limit: int

@@ -273,6 +273,15 @@ class QueuedEmail:
 
 
 @dataclass(frozen=True)
+class Announcement:
+    """An event to queue for the webhooks subscribed to its type: the CloudEvent JSON as POSTed."""
+
+    event_type: str
+    event_id: str
+    payload: str
+
+
+@dataclass(frozen=True)
 class DueDelivery:
     """A webhook delivery a worker claimed: what to POST where, signed with which secret; its
     `next_attempt_at` is `lease_until` until the outcome is recorded."""

@@ -26,7 +26,13 @@ from services.notifications.adapters import (
     Templates,
     WebhookSender,
 )
-from services.notifications.domain import DueDelivery, LogEntry, QueuedEmail, Subscription
+from services.notifications.domain import (
+    Announcement,
+    DueDelivery,
+    LogEntry,
+    QueuedEmail,
+    Subscription,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +50,12 @@ class NotificationLog(Protocol):
         self, now: datetime, lease_until: datetime, limit: int
     ) -> list[QueuedEmail]: ...
     async def conclude_email(
-        self, email: QueuedEmail, status: str, error: str | None, at: datetime
+        self,
+        email: QueuedEmail,
+        status: str,
+        error: str | None,
+        at: datetime,
+        announcement: Announcement,
     ) -> bool: ...
     async def release(self, emails: list[QueuedEmail], until: datetime) -> None: ...
     async def log_webhook(
@@ -74,7 +85,7 @@ class Subscriptions(Protocol):
 
 
 class Deliveries(Protocol):
-    async def enqueue(self, event_type: str, event_id: str, payload: str) -> None: ...
+    async def enqueue(self, announcement: Announcement) -> None: ...
     async def claim_due(
         self, now: datetime, lease_until: datetime, limit: int
     ) -> list[DueDelivery]: ...
@@ -133,7 +144,7 @@ async def take_event(tx: Tx[Store], intake: Intake, event: ReceivedEvent) -> boo
     the email it calls for (if any) queued, rendered, unless its (order, template) key is taken.
     Nothing is sent here; the workers are woken once this commits. True if an email was queued."""
     if event.type in await tx.store.subscriptions.listed_types_in_this_transaction():
-        await tx.store.deliveries.enqueue(event.type, event.id, event.raw)
+        await tx.store.deliveries.enqueue(Announcement(event.type, event.id, event.raw))
         tx.on_commit(intake.wake_webhooks)
     email = domain.plan_email(event.type, event.data, event.id, intake.warehouse_email)
     if email is None:
@@ -253,10 +264,6 @@ async def record_email_outcome(
     to another worker, which then records it."""
     try:
         async with mailing.uow(email.correlation_id, email.causation_id) as tx:
-            if not await tx.store.notifications.conclude_email(
-                email, status, error, mailing.clock()
-            ):
-                raise _ClaimLost
             sent = await tx.events.emit(
                 NotificationSent(
                     notification_id=email.id,
@@ -271,7 +278,11 @@ async def record_email_outcome(
             )
             # We do not consume our own topic, so webhooks subscribed to NotificationSent get it
             # from here. Only email ones: announcing deliveries by webhook would feed itself.
-            await tx.store.deliveries.enqueue(sent.type, sent.id, sent.model_dump_json())
+            announcement = Announcement(sent.type, sent.id, sent.model_dump_json())
+            if not await tx.store.notifications.conclude_email(
+                email, status, error, mailing.clock(), announcement
+            ):
+                raise _ClaimLost  # rolls back the event emitted above
             tx.on_commit(mailing.wake_webhooks)
     except _ClaimLost:
         log.warning("email %s: claim lost before its outcome was recorded", email.message_id)

@@ -1,11 +1,13 @@
 """In-memory fakes of notifications' repositories and adapters, for use-case tests."""
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+from libs.kit.uow import Tx
 from services.notifications.adapters import (
     EmailDeferred,
     EmailRefused,
@@ -13,8 +15,16 @@ from services.notifications.adapters import (
     OutgoingEmail,
     Rendered,
 )
-from services.notifications.domain import DueDelivery, LogEntry, QueuedEmail, Subscription
-from tests.support.fakes import FakeUnitOfWork
+from services.notifications.domain import (
+    Announcement,
+    DueDelivery,
+    LogEntry,
+    QueuedEmail,
+    Subscription,
+)
+from tests.support.fakes import FakeTx, FakeUnitOfWork, RecordingEvents
+
+S = TypeVar("S")
 
 _seq = itertools.count(1)
 
@@ -60,6 +70,7 @@ class SubscriptionRow:
 @dataclass
 class FakeNotificationLog:
     rows: dict[str, Row] = field(default_factory=dict)
+    deliveries: "FakeDeliveries | None" = None  # where a concluded email's announcement goes
 
     def by_key(self, dedupe_key: str) -> Row | None:
         return next((r for r in self.rows.values() if r.dedupe_key == dedupe_key), None)
@@ -100,12 +111,19 @@ class FakeNotificationLog:
         return claimed
 
     async def conclude_email(
-        self, email: QueuedEmail, status: str, error: str | None, at: datetime
+        self,
+        email: QueuedEmail,
+        status: str,
+        error: str | None,
+        at: datetime,
+        announcement: Announcement,
     ) -> bool:
         row = self.rows.get(email.id)
         if row is None or row.status != "pending" or row.lease_until != email.lease_until:
             return False
         row.status, row.error, row.at, row.lease_until = status, error, at, None
+        if self.deliveries is not None:
+            await self.deliveries.enqueue(announcement)
         return True
 
     async def release(self, emails: list[QueuedEmail], until: datetime) -> None:
@@ -187,7 +205,12 @@ class FakeDeliveries:
     rows: dict[str, DeliveryRow] = field(default_factory=dict)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
-    async def enqueue(self, event_type: str, event_id: str, payload: str) -> None:
+    async def enqueue(self, announcement: Announcement) -> None:
+        event_type, event_id, payload = (
+            announcement.event_type,
+            announcement.event_id,
+            announcement.payload,
+        )
         for sub in self.subscriptions.rows.values():
             if event_type not in sub.subscription.events:
                 continue
@@ -262,11 +285,31 @@ class FakeStore:
         subscriptions = FakeSubscriptions()
         deliveries = FakeDeliveries(subscriptions)
         subscriptions.on_remove = deliveries.drop_subscription
-        return cls(FakeNotificationLog(), subscriptions, deliveries)
+        return cls(FakeNotificationLog(deliveries=deliveries), subscriptions, deliveries)
 
 
-def unit_of_work() -> FakeUnitOfWork[FakeStore]:
-    return FakeUnitOfWork(FakeStore.empty())
+@dataclass
+class EventsRollBack(FakeUnitOfWork[S]):
+    """FakeUnitOfWork whose events are kept only if the transaction ends without an error, as
+    the outbox's are (store writes are not undone: use cases here raise before writing)."""
+
+    def __call__(
+        self, correlation_id: str | None = None, causation_id: str | None = None
+    ) -> AbstractAsyncContextManager[Tx[S]]:
+        return self._begin_with_events()
+
+    @asynccontextmanager
+    async def _begin_with_events(self) -> AsyncIterator[Tx[S]]:
+        self.opened += 1
+        tx = FakeTx(self.store, RecordingEvents(self.events.service))
+        yield tx
+        self.events.emitted += tx.events.emitted
+        self.events.envelopes += tx.events.envelopes
+        tx.commit()
+
+
+def unit_of_work() -> EventsRollBack[FakeStore]:
+    return EventsRollBack(FakeStore.empty())
 
 
 # --- adapters ----------------------------------------------------------------------------------

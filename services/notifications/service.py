@@ -317,21 +317,21 @@ def _headers(delivery: DueDelivery, body: bytes) -> dict[str, str]:
 
 async def deliver_due_webhooks(delivering: Delivering, now: datetime) -> int:
     """One pass at `now`: claim due deliveries with a lease (short committed transaction), POST
-    them concurrently outside any transaction, record each outcome in its own transaction.
-    Returns how many were attempted."""
+    them concurrently outside any transaction, record each outcome in its own transaction once
+    its answer is in. Returns how many were attempted."""
     lease_until = now + timedelta(seconds=delivering.lease_s)
     async with delivering.uow() as tx:
         due = await tx.store.deliveries.claim_due(now, lease_until, delivering.batch_size)
     if not due:
         return 0
 
-    async def post(delivery: DueDelivery) -> str | None:
+    async def post_and_record(delivery: DueDelivery) -> None:
         body = delivery.payload.encode()
-        return await delivering.sender.post(delivery.url, body, _headers(delivery, body))
-
-    errors = await asyncio.gather(*(post(d) for d in due))
-    for delivery, error in zip(due, errors, strict=True):
+        error = await delivering.sender.post(delivery.url, body, _headers(delivery, body))
+        # Recorded as soon as its own answer is in: a slow receiver delays no other's outcome.
         await record_delivery_attempt(delivering, delivery, error, now)
+
+    await asyncio.gather(*(post_and_record(d) for d in due))
     return len(due)
 
 

@@ -39,6 +39,7 @@ class Mailbox:
         self._lock = threading.Lock()
         self._messages: list[EmailMessage] = []
         self._refusals: dict[str, tuple[str, int | None]] = {}
+        self.slow: dict[str, float] = {}  # recipient -> seconds the server takes to accept
 
     def refuse(self, address: str, reply: str, times: int | None = None) -> None:
         """Answer RCPT TO `address` with `reply`, `times` times (None: always)."""
@@ -57,6 +58,9 @@ class Mailbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        delay = max((self.slow.get(to, 0.0) for to in envelope.rcpt_tos), default=0.0)
+        if delay:
+            await asyncio.sleep(delay)
         message = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(message, EmailMessage)
         with self._lock:

@@ -211,7 +211,10 @@ async def test_a_slow_receiver_holds_no_row_lock_and_delays_no_email(
         assert locked is not None
         # Nor does it hold up the consumer or the email of another order.
         started = time.monotonic()
-        await send("orders", topics.ORDERS, confirmed(other, f"{other}@example.com"), other)
+        rejected = OrderRejected(
+            order_id=other, customer_id="ivy", email=f"{other}@example.com", reason="invalid"
+        )
+        await send("orders", topics.ORDERS, rejected, other)
 
         async def other_emailed() -> bool:
             return len(notifications.mailbox.to(f"{other}@example.com")) == 1

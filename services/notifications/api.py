@@ -1,18 +1,22 @@
 """HTTP in: the notifications log and webhook subscriptions (admin only)."""
 
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated, Protocol
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
-from sqlalchemy import Row
 
-from libs.kit.app import Session
+from libs.kit.app import transaction_of
 from libs.kit.auth import Admin
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
+from libs.kit.transactions import SessionTx
 from services.notifications import domain, service
+from services.notifications.db import Store
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
+
+TxDep = Annotated[SessionTx[Store], Depends(transaction_of(Store.of), scope="function")]
 
 
 def _known_event_type(name: str) -> str:
@@ -51,8 +55,13 @@ class WebhookOut(BaseModel):
     created_at: str
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> "WebhookOut":
-        return cls(id=row.id, url=row.url, events=row.events, created_at=row.created_at.isoformat())
+    def of(cls, subscription: domain.Subscription) -> "WebhookOut":
+        return cls(
+            id=subscription.id,
+            url=subscription.url,
+            events=list(subscription.events),
+            created_at=subscription.created_at.isoformat(),
+        )
 
 
 class NotificationOut(BaseModel):
@@ -66,16 +75,16 @@ class NotificationOut(BaseModel):
     error: str | None
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> "NotificationOut":
+    def of(cls, entry: domain.LogEntry) -> "NotificationOut":
         return cls(
-            id=row.id,
-            channel=row.channel,
-            template=row.template,
-            to=row.recipient,
-            status=row.status,
-            at=row.at.isoformat(),
-            order_id=row.order_id,
-            error=row.error,
+            id=entry.id,
+            channel=entry.channel,
+            template=entry.template,
+            to=entry.to,
+            status=entry.status,
+            at=entry.at.isoformat(),
+            order_id=entry.order_id,
+            error=entry.error,
         )
 
 
@@ -89,50 +98,52 @@ def _after_seq(cursor: str | None) -> int | None:
     return seq
 
 
-def _next_cursor(rows: list[Row[Any]], limit: int) -> str | None:
-    return encode_cursor({"seq": rows[limit - 1].seq}) if len(rows) > limit else None
+class _Sequenced(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+
+def _next_cursor(items: Sequence[_Sequenced], limit: int) -> str | None:
+    return encode_cursor({"seq": items[limit - 1].seq}) if len(items) > limit else None
 
 
 @router.get("", response_model=Page[NotificationOut])
 async def list_notifications(
     _: Admin,
-    session: Session,
+    tx: TxDep,
     order_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[NotificationOut]:
-    rows = await service.list_notifications(session, order_id, _after_seq(cursor), limit)
+    entries = await service.list_notifications(tx, order_id, _after_seq(cursor), limit)
     return Page[NotificationOut](
-        items=[NotificationOut.from_row(r) for r in rows[:limit]],
-        next_cursor=_next_cursor(rows, limit),
+        items=[NotificationOut.of(e) for e in entries[:limit]],
+        next_cursor=_next_cursor(entries, limit),
     )
 
 
 @router.post("/webhooks", status_code=201, response_model=WebhookOut)
-async def create_webhook(
-    body: WebhookIn, _: Admin, session: Session, request: Request
-) -> WebhookOut:
-    events = list(dict.fromkeys(body.events))  # a type listed twice is still delivered once
+async def create_webhook(body: WebhookIn, _: Admin, tx: TxDep, request: Request) -> WebhookOut:
     # Before the commit: if it fails, the consumer merely looks at a few events too many.
-    request.app.state.webhook_interest.widen(events)
-    row = await service.create_subscription(session, str(body.url), events, body.secret)
-    return WebhookOut.from_row(row)
+    request.app.state.webhook_interest.widen(body.events)
+    subscription = await service.create_subscription(tx, str(body.url), body.events, body.secret)
+    return WebhookOut.of(subscription)
 
 
 @router.get("/webhooks", response_model=Page[WebhookOut])
 async def list_webhooks(
-    _: Admin, session: Session, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
+    _: Admin, tx: TxDep, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None
 ) -> Page[WebhookOut]:
-    rows = await service.list_subscriptions(session, _after_seq(cursor), limit)
+    subscriptions = await service.list_subscriptions(tx, _after_seq(cursor), limit)
     return Page[WebhookOut](
-        items=[WebhookOut.from_row(r) for r in rows[:limit]],
-        next_cursor=_next_cursor(rows, limit),
+        items=[WebhookOut.of(s) for s in subscriptions[:limit]],
+        next_cursor=_next_cursor(subscriptions, limit),
     )
 
 
 @router.delete("/webhooks/{subscription_id}", status_code=204)
 async def delete_webhook(
-    subscription_id: Annotated[str, Path(max_length=64)], _: Admin, session: Session
+    subscription_id: Annotated[str, Path(max_length=64)], _: Admin, tx: TxDep
 ) -> Response:
-    await service.delete_subscription(session, subscription_id)
+    await service.delete_subscription(tx, subscription_id)
     return Response(status_code=204)

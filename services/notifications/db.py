@@ -1,4 +1,9 @@
-"""Notifications tables: the sent-notifications log, webhook subscriptions and their deliveries."""
+"""Notifications tables and every query on them: the notifications log (with the emails queued to
+send), webhook subscriptions and their deliveries, as small repositories returning domain values."""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -14,10 +19,27 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    delete,
     func,
+    literal,
+    or_,
+    select,
     text,
+    true,
+    update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSONB, Insert
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import FromClause
+
+from services.notifications.domain import (
+    Announcement,
+    DueDelivery,
+    LogEntry,
+    QueuedEmail,
+    Subscription,
+)
 
 metadata = MetaData()
 
@@ -33,13 +55,28 @@ notifications = Table(
     Column("template", String(100), nullable=False),
     Column("recipient", String(2048), nullable=False),
     Column("order_id", String(64)),
-    # 'pending' lives only inside the handler's transaction, between insert and send.
+    # 'pending': an email queued by the event's transaction, not sent yet (not in the log).
     Column("status", String(10), nullable=False),
     Column("error", Text),
+    # When it was sent or given up on (the log's time); when queued, while pending.
     Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # What a queued email needs to be sent later, fixed at queueing: a resend is the same mail.
+    Column("message_id", String(400)),
+    Column("mail_subject", Text),
+    Column("mail_text", Text),
+    Column("queued_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("subject", String(200)),  # the aggregate id, NotificationSent's key
+    Column("sku", String(200)),
+    Column("correlation_id", String(200)),
+    Column("causation_id", String(200)),
+    # Claims by the sending worker: a lease that ran out (a crash) lets another claim take it.
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_until", DateTime(timezone=True)),
     CheckConstraint("channel IN ('email', 'webhook')", name="ck_notifications_channel"),
     CheckConstraint("status IN ('pending', 'sent', 'failed')", name="ck_notifications_status"),
     Index("ix_notifications_order_id_seq", "order_id", "seq"),
+    # The sending worker's claim reads only pending rows, oldest first.
+    Index("ix_notifications_pending", "seq", postgresql_where=text("status = 'pending'")),
 )
 
 webhook_subscriptions = Table(
@@ -89,3 +126,363 @@ webhook_deliveries = Table(
         postgresql_where=text("status = 'pending'"),
     ),
 )
+
+
+# --- repositories ------------------------------------------------------------------------------
+
+_SUBSCRIBED_TYPES = "notifications_subscribed_types"
+
+
+def _queued(row: Any) -> QueuedEmail:
+    return QueuedEmail(
+        id=row.id,
+        dedupe_key=row.dedupe_key,
+        template=row.template,
+        to=row.recipient,
+        message_id=row.message_id,
+        mail_subject=row.mail_subject,
+        text=row.mail_text,
+        subject=row.subject,
+        order_id=row.order_id,
+        sku=row.sku,
+        correlation_id=row.correlation_id,
+        causation_id=row.causation_id,
+        queued_at=row.queued_at,
+        lease_until=row.lease_until,
+    )
+
+
+def _entry(row: Any) -> LogEntry:
+    return LogEntry(
+        id=row.id,
+        seq=row.seq,
+        channel=row.channel,
+        template=row.template,
+        to=row.recipient,
+        status=row.status,
+        at=row.at,
+        order_id=row.order_id,
+        error=row.error,
+    )
+
+
+def _subscription(row: Any) -> Subscription:
+    return Subscription(
+        id=row.id, seq=row.seq, url=row.url, events=tuple(row.events), created_at=row.created_at
+    )
+
+
+def _deliveries_of(announcement: Announcement, subscriptions: FromClause) -> Insert:
+    """INSERT one pending delivery of the event per subscription (of `subscriptions`, the table or
+    a join of it) that lists its type; a delivery already queued is left alone."""
+    subscribers = (
+        select(
+            func.gen_random_uuid().cast(String),
+            webhook_subscriptions.c.id,
+            literal(announcement.event_id, String),
+            literal(announcement.event_type, String),
+            literal(announcement.payload, String),
+        )
+        .select_from(subscriptions)
+        .where(webhook_subscriptions.c.events.contains([announcement.event_type]))
+    )
+    return (
+        pg_insert(webhook_deliveries)
+        .from_select(["id", "subscription_id", "event_id", "event_type", "payload"], subscribers)
+        .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
+    )
+
+
+@dataclass(frozen=True)
+class NotificationLog:
+    """The `notifications` table: queued emails and the log of concluded notifications."""
+
+    session: AsyncSession
+
+    async def queue_email(self, email: QueuedEmail) -> bool:
+        """Insert `email` as pending unless its dedupe key is taken; False if it was."""
+        queued = await self.session.scalar(
+            pg_insert(notifications)
+            .values(
+                id=email.id,
+                dedupe_key=email.dedupe_key,
+                channel="email",
+                template=email.template,
+                recipient=email.to,
+                order_id=email.order_id,
+                status="pending",
+                at=email.queued_at,
+                message_id=email.message_id,
+                mail_subject=email.mail_subject,
+                mail_text=email.text,
+                queued_at=email.queued_at,
+                subject=email.subject,
+                sku=email.sku,
+                correlation_id=email.correlation_id,
+                causation_id=email.causation_id,
+            )
+            .on_conflict_do_nothing(index_elements=[notifications.c.dedupe_key])
+            .returning(notifications.c.id)
+        )
+        return queued is not None
+
+    async def claim_emails(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[QueuedEmail]:
+        """Lease up to `limit` pending emails nobody holds (SKIP LOCKED: several workers share
+        them), oldest first; one statement, committed by the caller before any send."""
+        claimable = (
+            select(notifications.c.id)
+            .where(notifications.c.status == "pending")
+            .where(or_(notifications.c.lease_until.is_(None), notifications.c.lease_until <= now))
+            .order_by(notifications.c.seq)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = (
+            await self.session.execute(
+                update(notifications)
+                .where(notifications.c.id.in_(claimable.scalar_subquery()))
+                .values(lease_until=lease_until, attempts=notifications.c.attempts + 1)
+                .returning(notifications)
+            )
+        ).all()
+        return [_queued(r) for r in sorted(rows, key=lambda r: r.seq)]
+
+    async def conclude_email(
+        self,
+        email: QueuedEmail,
+        status: str,
+        error: str | None,
+        at: datetime,
+        announcement: Announcement,
+    ) -> bool:
+        """Record a claimed email as sent or failed and queue `announcement` (its
+        NotificationSent) for the webhooks subscribed to it, in one statement; False if the claim
+        was lost (the lease ran out and another claim took it, or it is already concluded), and
+        then nothing is queued."""
+        concluded = (
+            update(notifications)
+            .where(notifications.c.id == email.id)
+            .where(notifications.c.status == "pending")
+            .where(notifications.c.lease_until == email.lease_until)
+            .values(status=status, error=error, at=at, lease_until=None)
+            .returning(notifications.c.id)
+            .cte("concluded")
+        )
+        queued = (
+            _deliveries_of(announcement, webhook_subscriptions.join(concluded, true()))
+            .returning(webhook_deliveries.c.id)
+            .cte("queued")
+        )
+        found = await self.session.scalar(
+            select(func.count()).select_from(concluded).add_cte(queued)
+        )
+        return bool(found)
+
+    async def release(self, emails: list[QueuedEmail], until: datetime) -> None:
+        """Hand claimed, unsent emails back: claimable again from `until`."""
+        for lease in {e.lease_until for e in emails}:
+            await self.session.execute(
+                update(notifications)
+                .where(notifications.c.id.in_([e.id for e in emails if e.lease_until == lease]))
+                .where(notifications.c.status == "pending")
+                .where(notifications.c.lease_until == lease)
+                .values(lease_until=until)
+            )
+
+    async def log_webhook(
+        self,
+        notification_id: str,
+        delivery_id: str,
+        event_type: str,
+        url: str,
+        order_id: str | None,
+        status: str,
+        error: str | None,
+        at: datetime,
+    ) -> None:
+        await self.session.execute(
+            pg_insert(notifications)
+            .values(
+                id=notification_id,
+                dedupe_key=f"webhook:{delivery_id}",
+                channel="webhook",
+                template=event_type,
+                recipient=url,
+                order_id=order_id,
+                status=status,
+                error=error,
+                at=at,
+            )
+            .on_conflict_do_nothing(index_elements=[notifications.c.dedupe_key])
+        )
+
+    async def page(self, order_id: str | None, after_seq: int | None, limit: int) -> list[LogEntry]:
+        """One page of the log (pending emails are not in it), oldest first, one more than
+        asked so the caller knows if there is more."""
+        query = (
+            select(notifications)
+            .where(notifications.c.status != "pending")
+            .order_by(notifications.c.seq)
+            .limit(limit + 1)
+        )
+        if order_id is not None:
+            query = query.where(notifications.c.order_id == order_id)
+        if after_seq is not None:
+            query = query.where(notifications.c.seq > after_seq)
+        return [_entry(r) for r in (await self.session.execute(query)).all()]
+
+
+@dataclass(frozen=True)
+class Subscriptions:
+    """The `webhook_subscriptions` table."""
+
+    session: AsyncSession
+
+    async def add(
+        self, subscription_id: str, url: str, events: list[str], secret: str
+    ) -> Subscription:
+        row = (
+            await self.session.execute(
+                pg_insert(webhook_subscriptions)
+                .values(id=subscription_id, url=url, events=events, secret=secret)
+                .returning(webhook_subscriptions)
+            )
+        ).one()
+        return _subscription(row)
+
+    async def page(self, after_seq: int | None, limit: int) -> list[Subscription]:
+        """One page in creation order, one more than asked."""
+        query = select(webhook_subscriptions).order_by(webhook_subscriptions.c.seq).limit(limit + 1)
+        if after_seq is not None:
+            query = query.where(webhook_subscriptions.c.seq > after_seq)
+        return [_subscription(r) for r in (await self.session.execute(query)).all()]
+
+    async def remove(self, subscription_id: str) -> bool:
+        """Delete it, and its undelivered deliveries with it (ON DELETE CASCADE); False if absent."""
+        deleted = await self.session.scalar(
+            delete(webhook_subscriptions)
+            .where(webhook_subscriptions.c.id == subscription_id)
+            .returning(webhook_subscriptions.c.id)
+        )
+        return deleted is not None
+
+    async def listed_types(self) -> frozenset[str]:
+        """Every event type some subscription lists."""
+        return frozenset(
+            await self.session.scalars(
+                select(func.jsonb_array_elements_text(webhook_subscriptions.c.events)).distinct()
+            )
+        )
+
+    async def listed_types_in_this_transaction(self) -> frozenset[str]:
+        """`listed_types`, read once per transaction: the consumer applies several events in
+        one transaction, and most types usually have no subscriber, so this spares each of them
+        a statement. Events applied together count as consumed at the moment of this read."""
+        transaction = self.session.sync_session.get_transaction()
+        cached = self.session.info.get(_SUBSCRIBED_TYPES)
+        if cached is not None and transaction is not None and cached[0] is transaction:
+            types: frozenset[str] = cached[1]
+            return types
+        types = await self.listed_types()
+        self.session.info[_SUBSCRIBED_TYPES] = (transaction, types)
+        return types
+
+
+@dataclass(frozen=True)
+class Deliveries:
+    """The `webhook_deliveries` table: one row per (subscription, event) to POST."""
+
+    session: AsyncSession
+
+    async def enqueue(self, announcement: Announcement) -> None:
+        """One pending delivery per subscription that lists the event's type (once per event)."""
+        await self.session.execute(_deliveries_of(announcement, webhook_subscriptions))
+
+    async def claim_due(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[DueDelivery]:
+        """Lease up to `limit` due deliveries (SKIP LOCKED), most overdue first: their
+        `next_attempt_at` becomes `lease_until`, so after a crash they are due again then."""
+        claimable = (
+            select(webhook_deliveries.c.id)
+            .where(webhook_deliveries.c.status == "pending")
+            .where(webhook_deliveries.c.next_attempt_at <= now)
+            .order_by(webhook_deliveries.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = (
+            await self.session.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.id.in_(claimable.scalar_subquery()))
+                .where(webhook_deliveries.c.subscription_id == webhook_subscriptions.c.id)
+                .values(next_attempt_at=lease_until)
+                .returning(
+                    webhook_deliveries.c.id,
+                    webhook_deliveries.c.subscription_id,
+                    webhook_deliveries.c.event_type,
+                    webhook_deliveries.c.payload,
+                    webhook_deliveries.c.attempts,
+                    webhook_subscriptions.c.url,
+                    webhook_subscriptions.c.secret,
+                )
+            )
+        ).all()
+        return [
+            DueDelivery(
+                id=r.id,
+                subscription_id=r.subscription_id,
+                event_type=r.event_type,
+                payload=r.payload,
+                attempts=r.attempts,
+                url=r.url,
+                secret=r.secret,
+                lease_until=lease_until,
+            )
+            for r in rows
+        ]
+
+    async def record_attempt(
+        self,
+        delivery: DueDelivery,
+        *,
+        attempts: int,
+        status: str,
+        next_attempt_at: datetime | None,
+        error: str | None,
+        now: datetime,
+    ) -> bool:
+        """Record one POST's outcome on a claimed delivery; False if the claim was lost (lease
+        ran out and another worker took it) or the subscription was deleted meanwhile."""
+        values: dict[str, Any] = {
+            "attempts": attempts,
+            "status": status,
+            "last_error": error,
+            "updated_at": now,
+        }
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        recorded = await self.session.scalar(
+            update(webhook_deliveries)
+            .where(webhook_deliveries.c.id == delivery.id)
+            .where(webhook_deliveries.c.status == "pending")
+            .where(webhook_deliveries.c.next_attempt_at == delivery.lease_until)
+            .values(**values)
+            .returning(webhook_deliveries.c.id)
+        )
+        return recorded is not None
+
+
+@dataclass(frozen=True)
+class Store:
+    """The repositories of one transaction."""
+
+    notifications: NotificationLog
+    subscriptions: Subscriptions
+    deliveries: Deliveries
+
+    @classmethod
+    def of(cls, session: AsyncSession) -> "Store":
+        return cls(NotificationLog(session), Subscriptions(session), Deliveries(session))

@@ -246,3 +246,75 @@ def after_attempt(
 
 def is_success(status_code: int) -> bool:
     return 200 <= status_code < 300
+
+
+# --- what the repositories hand back ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueuedEmail:
+    """An email recorded to be sent, rendered once when it was queued; `lease_until` is set
+    while a worker holds it (its claim), None when it is only being queued."""
+
+    id: str
+    dedupe_key: str
+    template: str
+    to: str
+    message_id: str
+    mail_subject: str
+    text: str
+    subject: str  # the aggregate id: NotificationSent's key
+    order_id: str | None
+    sku: str | None
+    correlation_id: str | None
+    causation_id: str | None
+    queued_at: datetime
+    lease_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Announcement:
+    """An event to queue for the webhooks subscribed to its type: the CloudEvent JSON as POSTed."""
+
+    event_type: str
+    event_id: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """A webhook delivery a worker claimed: what to POST where, signed with which secret; its
+    `next_attempt_at` is `lease_until` until the outcome is recorded."""
+
+    id: str
+    subscription_id: str
+    event_type: str
+    payload: str
+    attempts: int
+    url: str
+    secret: str
+    lease_until: datetime
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    seq: int
+    url: str
+    events: tuple[str, ...]
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One row of the notifications log (an email or a webhook delivery that was concluded)."""
+
+    id: str
+    seq: int
+    channel: str
+    template: str
+    to: str
+    status: str
+    at: datetime
+    order_id: str | None
+    error: str | None

@@ -1,84 +1,102 @@
-"""Composition root of the notifications service: API, event handlers, webhook delivery worker."""
+"""Composition root of the notifications service: API, event handlers, the email sender and the
+webhook delivery worker."""
 
 import asyncio
-import logging
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
-import httpx
 from fastapi import FastAPI
 
 from libs.kit.app import create_service_app
+from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import Runtime
+from libs.kit.transactions import DatabaseUnitOfWork
+from libs.kit.uow import Clock, utc_now
+from libs.kit.worker import Worker
 from services.notifications import api, handlers, service
+from services.notifications.adapters import HttpxWebhookSender, JinjaTemplates, SmtpMailer
+from services.notifications.db import Store
 from services.notifications.settings import NotificationsSettings
-
-log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class WebhookWorker:
-    """Delivers due webhooks every `webhook_worker_interval_s`, on an injectable clock."""
+    """Delivers due webhooks on an injectable clock: woken after commits that queue deliveries,
+    polled every `webhook_worker_interval_s`."""
 
-    def __init__(self, runtime: Runtime, settings: NotificationsSettings, clock: Clock) -> None:
-        self.runtime = runtime
-        self.settings = settings
+    def __init__(self, delivering: service.Delivering, clock: Clock, interval_s: float) -> None:
+        self.delivering = delivering
         self.clock = clock
-        self.client: httpx.AsyncClient | None = None
-
-    async def start(self, runtime: Runtime) -> None:
-        # Redirects are not followed: a subscriber's URL is the one the admin registered.
-        self.client = httpx.AsyncClient(
-            timeout=self.settings.webhook_timeout_s, follow_redirects=False
-        )
-        runtime.extra_tasks.append(asyncio.create_task(self._run(), name="webhook-worker"))
+        self.worker = Worker("webhook-worker", self._step, interval_s)
 
     async def run_once(self, now: datetime | None = None) -> int:
         """One delivery pass (one batch) at `now` (default: the clock); returns deliveries tried."""
-        assert self.client is not None, "the worker starts with the app's lifespan"
-        async with self.runtime.db.transaction() as session:
-            return await service.deliver_due_webhooks(
-                session, self.runtime.service, self.client, self.settings, now or self.clock()
-            )
+        return await service.deliver_due_webhooks(self.delivering, now or self.clock())
 
-    async def _run(self) -> None:
-        assert self.client is not None
-        try:
-            while True:
-                try:
-                    while await self.run_once() == self.settings.webhook_batch_size:
-                        pass
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    log.warning("webhook delivery pass failed: %r", exc)
-                await asyncio.sleep(self.settings.webhook_worker_interval_s)
-        finally:
-            await self.client.aclose()
+    async def _step(self) -> int:
+        return await self.run_once()
 
 
 def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc_now) -> FastAPI:
+    """`clock` drives webhook delivery (due times, backoff); emails run on the real clock."""
     settings = settings or NotificationsSettings()
     runtime = Runtime(settings)
-    handlers.register(runtime.processor, settings)
+    uow = DatabaseUnitOfWork(runtime.db, runtime.service, Store.of)
+    sender = HttpxWebhookSender(settings.webhook_timeout_s)
+    webhooks = WebhookWorker(
+        service.Delivering(
+            uow,
+            sender,
+            batch_size=settings.webhook_batch_size,
+            lease_s=settings.webhook_lease_s,
+            max_attempts=settings.webhook_max_attempts,
+            backoff_base_s=settings.webhook_backoff_base_s,
+            backoff_max_s=settings.webhook_backoff_max_s,
+        ),
+        clock,
+        settings.webhook_worker_interval_s,
+    )
+    mailing = service.Mailing(
+        uow,
+        SmtpMailer(
+            settings.smtp_host, settings.smtp_port, settings.smtp_timeout_s, settings.smtp_from
+        ),
+        utc_now,
+        batch_size=settings.email_batch_size,
+        lease_s=settings.email_lease_s,
+        retry=RetryPolicy(
+            settings.smtp_attempts, settings.smtp_retry_initial_s, settings.smtp_retry_max_s
+        ),
+        unavailable_pause_s=settings.smtp_unavailable_pause_s,
+        wake_webhooks=webhooks.worker.wake,
+    )
+    mailer = Worker(
+        "email-sender", lambda: service.send_queued_emails(mailing), settings.email_poll_interval_s
+    )
+    intake = service.Intake(
+        JinjaTemplates(),
+        settings.warehouse_email,
+        utc_now,
+        wake_mailer=mailer.wake,
+        wake_webhooks=webhooks.worker.wake,
+    )
+    handlers.register(runtime.processor, intake)
     interest = service.WebhookInterest(settings.webhook_interest_refresh_s)
     runtime.processor.interested = interest
-    worker = WebhookWorker(runtime, settings, clock)
+
+    async def deliver_then_close() -> None:
+        try:
+            await webhooks.worker.run()
+        finally:
+            await sender.aclose()
 
     async def start_background(runtime: Runtime) -> None:
-        runtime.extra_tasks.append(
-            asyncio.create_task(interest.run(runtime.db), name="webhook-interest")
-        )
-        await worker.start(runtime)
+        runtime.extra_tasks.append(asyncio.create_task(interest.run(uow), name="webhook-interest"))
+        runtime.start_worker(mailer)
+        runtime.extra_tasks.append(asyncio.create_task(deliver_then_close(), name="webhook-worker"))
 
     app = create_service_app(
         runtime, routers=[api.router], title="Backroom notifications", on_startup=start_background
     )
-    app.state.webhook_worker = worker
+    app.state.webhook_worker = webhooks
+    app.state.email_worker = mailer
     app.state.webhook_interest = interest
     return app

@@ -1,209 +1,430 @@
-"""Notifications use cases: send an event's email once, queue and deliver webhooks, read the log."""
+"""Notifications use cases: queue an event's email and webhooks, send the queued emails, deliver
+due webhooks, manage subscriptions, read the log. Every outside call (SMTP, a webhook POST)
+happens between two transactions, never inside one: intent, call, outcome."""
 
 import asyncio
-import contextlib
 import logging
-import smtplib
-import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.message import EmailMessage
-from email.utils import format_datetime
-from pathlib import Path
-from typing import Any
-
-import httpx
-from jinja2 import Environment, FileSystemLoader, StrictUndefined
-from sqlalchemy import Row, String, delete, func, literal, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from libs.events.envelope import CloudEvent
 from libs.events.notifications import NotificationSent
-from libs.kit.db import Database
+from libs.kit.errors import NotFound
 from libs.kit.faults import crash_point
-from libs.kit.outbox import Emitter
-from libs.kit.problems import not_found
+from libs.kit.retry import RetryPolicy
+from libs.kit.uow import Clock, Tx, UnitOfWork
 from services.notifications import domain
-from services.notifications.db import notifications, webhook_deliveries, webhook_subscriptions
-from services.notifications.settings import NotificationsSettings
+from services.notifications.adapters import (
+    EmailDeferred,
+    EmailRejected,
+    Mailer,
+    MailServerUnavailable,
+    OutgoingEmail,
+    Templates,
+    WebhookSender,
+)
+from services.notifications.domain import (
+    Announcement,
+    DueDelivery,
+    LogEntry,
+    QueuedEmail,
+    Subscription,
+)
 
 log = logging.getLogger(__name__)
-
-TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-_templates = Environment(
-    loader=FileSystemLoader(TEMPLATES_DIR),
-    undefined=StrictUndefined,
-    autoescape=False,  # plain-text mail: nothing is interpreted as markup
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
 
 
 def new_id() -> str:
     return str(uuid.uuid4())
 
 
-# --- email -------------------------------------------------------------------------------------
+# --- the repositories a use case sees (db.py has the real ones) --------------------------------
+
+
+class NotificationLog(Protocol):
+    async def queue_email(self, email: QueuedEmail) -> bool: ...
+    async def claim_emails(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[QueuedEmail]: ...
+    async def conclude_email(
+        self,
+        email: QueuedEmail,
+        status: str,
+        error: str | None,
+        at: datetime,
+        announcement: Announcement,
+    ) -> bool: ...
+    async def release(self, emails: list[QueuedEmail], until: datetime) -> None: ...
+    async def log_webhook(
+        self,
+        notification_id: str,
+        delivery_id: str,
+        event_type: str,
+        url: str,
+        order_id: str | None,
+        status: str,
+        error: str | None,
+        at: datetime,
+    ) -> None: ...
+    async def page(
+        self, order_id: str | None, after_seq: int | None, limit: int
+    ) -> list[LogEntry]: ...
+
+
+class Subscriptions(Protocol):
+    async def add(
+        self, subscription_id: str, url: str, events: list[str], secret: str
+    ) -> Subscription: ...
+    async def page(self, after_seq: int | None, limit: int) -> list[Subscription]: ...
+    async def remove(self, subscription_id: str) -> bool: ...
+    async def listed_types(self) -> frozenset[str]: ...
+    async def listed_types_in_this_transaction(self) -> frozenset[str]: ...
+
+
+class Deliveries(Protocol):
+    async def enqueue(self, announcement: Announcement) -> None: ...
+    async def claim_due(
+        self, now: datetime, lease_until: datetime, limit: int
+    ) -> list[DueDelivery]: ...
+    async def record_attempt(
+        self,
+        delivery: DueDelivery,
+        *,
+        attempts: int,
+        status: str,
+        next_attempt_at: datetime | None,
+        error: str | None,
+        now: datetime,
+    ) -> bool: ...
+
+
+class Store(Protocol):
+    @property
+    def notifications(self) -> NotificationLog: ...
+    @property
+    def subscriptions(self) -> Subscriptions: ...
+    @property
+    def deliveries(self) -> Deliveries: ...
+
+
+def _nothing() -> None:
+    return None
+
+
+# --- consumed events: the intents ---------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Rendered:
-    subject: str
-    text: str
+class ReceivedEvent:
+    """A consumed event as the intake needs it: the raw CloudEvent JSON is what webhooks POST."""
+
+    type: str
+    id: str
+    correlation_id: str | None
+    data: dict[str, Any]
+    raw: str
 
 
-def render(template: str, context: dict[str, Any]) -> Rendered:
-    """Render a template file's `subject` and `text` blocks."""
-    tmpl = _templates.get_template(f"{template}.jinja")
-    ctx = tmpl.new_context(context)
-    subject = " ".join("".join(tmpl.blocks["subject"](ctx)).split())
-    text = "".join(tmpl.blocks["text"](ctx)).strip("\n") + "\n"
-    return Rendered(subject=subject, text=text)
+@dataclass(frozen=True)
+class Intake:
+    """What taking in an event needs besides its transaction."""
+
+    templates: Templates
+    warehouse_email: str
+    clock: Clock
+    wake_mailer: Callable[[], None] = _nothing
+    wake_webhooks: Callable[[], None] = _nothing
 
 
-def build_message(
-    settings: NotificationsSettings, email: domain.Email, now: datetime
-) -> EmailMessage:
-    rendered = render(email.template, email.context)
-    message = EmailMessage()
-    message["From"] = settings.smtp_from
-    message["To"] = email.to
-    message["Subject"] = rendered.subject
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = email.message_id
-    message["X-Backroom-Template"] = email.template
-    message.set_content(rendered.text)
-    return message
-
-
-class EmailRejected(Exception):
-    """The SMTP server answered with an error. Not an OSError, so the kit retries it a few times
-    with backoff and then dead-letters the event, instead of retrying forever."""
-
-
-_REFUSALS = (
-    smtplib.SMTPRecipientsRefused,
-    smtplib.SMTPResponseException,
-    smtplib.SMTPNotSupportedError,
-)
-
-
-class SmtpSession:
-    """One SMTP connection kept open from message to message (connect, greeting, EHLO and QUIT
-    once, not per mail). A kept connection that turns out dead (server restarted, idle timeout)
-    is replaced and the message sent once more on the new one."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._smtp: smtplib.SMTP | None = None
-        self._server: tuple[str, int] | None = None
-
-    def send(self, settings: NotificationsSettings, message: EmailMessage) -> None:
-        # An unreachable or vanished server raises OSError (SMTPServerDisconnected is one): the
-        # kit treats that as infrastructure trouble and retries until the server is back.
-        server = (settings.smtp_host, settings.smtp_port)
-        with self._lock:
-            if self._server != server:
-                self._close()
-            for fresh in (False, True) if self._smtp is not None else (True,):
-                if fresh:
-                    self._close()
-                    self._smtp = smtplib.SMTP(*server, timeout=settings.smtp_timeout_s)
-                    self._server = server
-                assert self._smtp is not None
-                try:
-                    self._smtp.send_message(message)
-                    return
-                except _REFUSALS as exc:
-                    self._reset()
-                    raise EmailRejected(f"SMTP server refused the message: {exc}") from exc
-                except OSError:
-                    self._close()
-                    if fresh:
-                        raise
-
-    def _reset(self) -> None:
-        """Back to a clean session after a refusal (or a new connection next time)."""
-        try:
-            if self._smtp is not None:
-                self._smtp.rset()
-        except (OSError, smtplib.SMTPException):
-            self._close()
-
-    def _close(self) -> None:
-        smtp, self._smtp, self._server = self._smtp, None, None
-        if smtp is not None:
-            with contextlib.suppress(OSError, smtplib.SMTPException):
-                smtp.close()
-
-
-_smtp_session = SmtpSession()
-
-
-def _smtp_send(settings: NotificationsSettings, message: EmailMessage) -> None:
-    _smtp_session.send(settings, message)
-
-
-async def send_email(settings: NotificationsSettings, message: EmailMessage) -> None:
-    await asyncio.to_thread(_smtp_send, settings, message)
-
-
-async def notify_by_email(
-    session: AsyncSession, emitter: Emitter, settings: NotificationsSettings, email: domain.Email
-) -> bool:
-    """Send `email` unless its dedupe key was sent before; False if it was.
-
-    The log row, the SMTP send and NotificationSent share the handler's transaction: if the send
-    fails nothing is kept and the event is retried; if we crash after the server accepted the
-    mail, the retry sends it again with the same Message-ID, so the duplicate is recognisable."""
-    notification_id = await session.scalar(
-        pg_insert(notifications)
-        .values(
+async def take_event(tx: Tx[Store], intake: Intake, event: ReceivedEvent) -> bool:
+    """In the event's transaction: one pending delivery per subscription listing its type, and
+    the email it calls for (if any) queued, rendered, unless its (order, template) key is taken.
+    Nothing is sent here; the workers are woken once this commits. True if an email was queued."""
+    if event.type in await tx.store.subscriptions.listed_types_in_this_transaction():
+        await tx.store.deliveries.enqueue(Announcement(event.type, event.id, event.raw))
+        tx.on_commit(intake.wake_webhooks)
+    email = domain.plan_email(event.type, event.data, event.id, intake.warehouse_email)
+    if email is None:
+        return False
+    rendered = intake.templates.render(email.template, email.context)
+    queued = await tx.store.notifications.queue_email(
+        QueuedEmail(
             id=new_id(),
             dedupe_key=email.dedupe_key,
-            channel="email",
-            template=email.template,
-            recipient=email.to,
-            order_id=email.order_id,
-            status="pending",
-        )
-        .on_conflict_do_nothing(index_elements=[notifications.c.dedupe_key])
-        .returning(notifications.c.id)
-    )
-    if notification_id is None:
-        return False
-    await send_email(settings, build_message(settings, email, datetime.now(UTC)))
-    crash_point("notifications.after_smtp_send")
-    await session.execute(
-        update(notifications)
-        .where(notifications.c.id == notification_id)
-        .values(status="sent", at=func.now())
-    )
-    sent = await emitter.emit(
-        NotificationSent(
-            notification_id=notification_id,
-            order_id=email.order_id,
-            sku=email.sku,
-            channel="email",
             template=email.template,
             to=email.to,
-            status="sent",
-        ),
-        subject=email.subject,
+            message_id=email.message_id,
+            mail_subject=rendered.subject,
+            text=rendered.text,
+            subject=email.subject,
+            order_id=email.order_id,
+            sku=email.sku,
+            correlation_id=event.correlation_id,
+            causation_id=event.id,
+            queued_at=intake.clock(),
+        )
     )
-    # We do not consume our own topic, so webhooks subscribed to NotificationSent get it from
-    # here. Only email ones: announcing webhook deliveries by webhook would feed itself forever.
-    await enqueue_deliveries(session, sent.type, sent.id, sent.model_dump_json())
+    if queued:
+        tx.on_commit(intake.wake_mailer)
+    return queued
+
+
+# --- sending queued emails ----------------------------------------------------------------------
+
+
+_SMTP_RETRY = RetryPolicy(attempts=4, initial_s=0.2, max_s=2.0)
+
+
+@dataclass(frozen=True)
+class Mailing:
+    """The email worker's collaborators and knobs."""
+
+    uow: UnitOfWork[Store]
+    mailer: Mailer
+    clock: Clock
+    batch_size: int = 20
+    lease_s: float = 60.0
+    # Deferrals (4xx) and a vanished server are retried this way, then: a refusal is final, an
+    # unreachable server puts the batch back for `unavailable_pause_s`.
+    retry: RetryPolicy = _SMTP_RETRY
+    unavailable_pause_s: float = 5.0
+    wake_webhooks: Callable[[], None] = _nothing
+
+
+class _ClaimLost(Exception):
+    """Our lease ran out and the row is no longer ours: roll the outcome back."""
+
+
+async def send_queued_emails(mailing: Mailing) -> int:
+    """One pass: claim a batch of pending emails (short committed transaction), send each
+    outside any transaction, record each outcome with its NotificationSent in its own
+    transaction. Returns how many were claimed (0: nothing to do)."""
+    started = mailing.clock()
+    lease_until = started + timedelta(seconds=mailing.lease_s)
+    async with mailing.uow() as tx:
+        claimed = await tx.store.notifications.claim_emails(
+            started, lease_until, mailing.batch_size
+        )
+    if not claimed:
+        return 0
+    crash_point("notifications.after_intent_commit")
+    for index, email in enumerate(claimed):
+        # Half the lease is left for the sends; whatever is not sent by then goes back, so a
+        # slow server never keeps a claim past its lease (another worker would send it too).
+        if mailing.clock() >= started + timedelta(seconds=mailing.lease_s / 2):
+            await _put_back(mailing, claimed[index:], mailing.clock())
+            break
+        try:
+            await _send(mailing, email)
+        except MailServerUnavailable as exc:
+            log.warning("SMTP server unavailable, emails put back: %s", exc)
+            pause = timedelta(seconds=mailing.unavailable_pause_s)
+            await _put_back(mailing, claimed[index:], mailing.clock() + pause)
+            break
+        except EmailRejected as exc:
+            await record_email_outcome(mailing, email, "failed", str(exc)[:1000])
+            continue
+        crash_point("notifications.after_smtp_send")
+        await record_email_outcome(mailing, email, "sent", None)
+    return len(claimed)
+
+
+async def _send(mailing: Mailing, email: QueuedEmail) -> None:
+    """The SMTP call, retried by the one retry policy: same message, same Message-ID."""
+    outgoing = OutgoingEmail(
+        to=email.to,
+        subject=email.mail_subject,
+        text=email.text,
+        message_id=email.message_id,
+        template=email.template,
+        date=email.queued_at,
+    )
+
+    async def call() -> None:
+        await mailing.mailer.send(outgoing)
+
+    await mailing.retry.run(
+        f"email {email.message_id}", call, retry_on=(EmailDeferred, MailServerUnavailable)
+    )
+
+
+async def _put_back(mailing: Mailing, emails: list[QueuedEmail], until: datetime) -> None:
+    async with mailing.uow() as tx:
+        await tx.store.notifications.release(emails, until)
+
+
+async def record_email_outcome(
+    mailing: Mailing, email: QueuedEmail, status: str, error: str | None
+) -> bool:
+    """The email's log row concluded, NotificationSent emitted (in the story of the event that
+    asked for the email) and queued for webhooks subscribed to it; False if the claim was lost
+    to another worker, which then records it."""
+    try:
+        async with mailing.uow(email.correlation_id, email.causation_id) as tx:
+            sent = await tx.events.emit(
+                NotificationSent(
+                    notification_id=email.id,
+                    order_id=email.order_id,
+                    sku=email.sku,
+                    channel="email",
+                    template=email.template,
+                    to=email.to,
+                    status="sent" if status == "sent" else "failed",
+                ),
+                subject=email.subject,
+            )
+            # We do not consume our own topic, so webhooks subscribed to NotificationSent get it
+            # from here. Only email ones: announcing deliveries by webhook would feed itself.
+            announcement = Announcement(sent.type, sent.id, sent.model_dump_json())
+            if not await tx.store.notifications.conclude_email(
+                email, status, error, mailing.clock(), announcement
+            ):
+                raise _ClaimLost  # rolls back the event emitted above
+            tx.on_commit(mailing.wake_webhooks)
+    except _ClaimLost:
+        log.warning("email %s: claim lost before its outcome was recorded", email.message_id)
+        return False
     return True
 
 
-# --- webhooks ----------------------------------------------------------------------------------
+# --- delivering webhooks ------------------------------------------------------------------------
 
 
-_SUBSCRIBED_TYPES = "notifications_subscribed_types"
+@dataclass(frozen=True)
+class Delivering:
+    """The webhook worker's collaborators and knobs."""
+
+    uow: UnitOfWork[Store]
+    sender: WebhookSender
+    batch_size: int = 50
+    lease_s: float = 60.0
+    max_attempts: int = 8
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 300.0
+
+
+def _headers(delivery: DueDelivery, body: bytes) -> dict[str, str]:
+    return {
+        "Content-Type": "application/cloudevents+json",
+        "X-Backroom-Signature": domain.signature(delivery.secret, body),
+        "X-Backroom-Delivery": delivery.id,
+        "User-Agent": "Backroom-Webhooks/1",
+    }
+
+
+async def deliver_due_webhooks(delivering: Delivering, now: datetime) -> int:
+    """One pass at `now`: claim due deliveries with a lease (short committed transaction), POST
+    them concurrently outside any transaction, record each outcome in its own transaction once
+    its answer is in. Returns how many were attempted."""
+    lease_until = now + timedelta(seconds=delivering.lease_s)
+    async with delivering.uow() as tx:
+        due = await tx.store.deliveries.claim_due(now, lease_until, delivering.batch_size)
+    if not due:
+        return 0
+
+    async def post_and_record(delivery: DueDelivery) -> None:
+        body = delivery.payload.encode()
+        error = await delivering.sender.post(delivery.url, body, _headers(delivery, body))
+        # Recorded as soon as its own answer is in: a slow receiver delays no other's outcome.
+        await record_delivery_attempt(delivering, delivery, error, now)
+
+    await asyncio.gather(*(post_and_record(d) for d in due))
+    return len(due)
+
+
+async def record_delivery_attempt(
+    delivering: Delivering, delivery: DueDelivery, error: str | None, now: datetime
+) -> bool:
+    """Attempts, status and the next attempt (backoff) of one POST; once delivered or given up,
+    its log row and NotificationSent. False if the claim was lost (see Deliveries)."""
+    outcome = domain.after_attempt(
+        succeeded=error is None,
+        attempts_before=delivery.attempts,
+        now=now,
+        max_attempts=delivering.max_attempts,
+        base_s=delivering.backoff_base_s,
+        max_s=delivering.backoff_max_s,
+    )
+    event = CloudEvent.from_json(delivery.payload)
+    try:
+        async with delivering.uow(event.correlationid, event.id) as tx:
+            if not await tx.store.deliveries.record_attempt(
+                delivery,
+                attempts=outcome.attempts,
+                status=outcome.status,
+                next_attempt_at=outcome.next_attempt_at,
+                error=error,
+                now=now,
+            ):
+                raise _ClaimLost
+            if outcome.status == "pending":
+                return True
+            status = "sent" if outcome.status == "delivered" else "failed"
+            order_id = event.data.get("order_id")
+            order_id = order_id if isinstance(order_id, str) else None
+            notification_id = new_id()
+            await tx.store.notifications.log_webhook(
+                notification_id,
+                delivery.id,
+                delivery.event_type,
+                delivery.url,
+                order_id,
+                status,
+                error,
+                now,
+            )
+            await tx.events.emit(
+                NotificationSent(
+                    notification_id=notification_id,
+                    order_id=order_id,
+                    subscription_id=delivery.subscription_id,
+                    channel="webhook",
+                    template=delivery.event_type,
+                    to=delivery.url,
+                    status="sent" if status == "sent" else "failed",
+                ),
+                subject=event.subject,
+            )
+    except _ClaimLost:
+        log.info("webhook delivery %s: claim lost or subscription deleted", delivery.id)
+        return False
+    return True
+
+
+# --- subscriptions and the log ------------------------------------------------------------------
+
+
+async def create_subscription(
+    tx: Tx[Store], url: str, events: list[str], secret: str
+) -> Subscription:
+    """A new subscription; a type listed twice is still delivered once."""
+    return await tx.store.subscriptions.add(new_id(), url, list(dict.fromkeys(events)), secret)
+
+
+async def list_subscriptions(
+    tx: Tx[Store], after_seq: int | None, limit: int
+) -> list[Subscription]:
+    """One page in creation order, one more than asked (the caller knows if there is more)."""
+    return await tx.store.subscriptions.page(after_seq, limit)
+
+
+async def delete_subscription(tx: Tx[Store], subscription_id: str) -> None:
+    """Remove a subscription and its undelivered deliveries; NotFound if there is none."""
+    if not await tx.store.subscriptions.remove(subscription_id):
+        raise NotFound(f"webhook subscription {subscription_id}")
+
+
+async def list_notifications(
+    tx: Tx[Store], order_id: str | None, after_seq: int | None, limit: int
+) -> list[LogEntry]:
+    """One page of the log (sent and failed notifications), oldest first, one more than asked."""
+    return await tx.store.notifications.page(order_id, after_seq, limit)
+
+
+# --- which events matter ------------------------------------------------------------------------
 
 
 class WebhookInterest:
@@ -230,234 +451,20 @@ class WebhookInterest:
         if self.types is not None:
             self.types = self.types | frozenset(event_types)
 
-    async def refresh(self, db: Database) -> None:
+    async def refresh(self, uow: UnitOfWork[Store]) -> None:
         self._widened = set()
-        async with db.transaction() as session:
-            read = await _listed_types(session)
+        async with uow() as tx:
+            read = await tx.store.subscriptions.listed_types()
         # A subscription made while we read may be missing from what we read: keep its types.
         self.types = read | self._widened
 
-    async def run(self, db: Database) -> None:
+    async def run(self, uow: UnitOfWork[Store]) -> None:
         """Background task: re-read every `refresh_s`; a failed read keeps the last answer."""
         while True:
             try:
-                await self.refresh(db)
+                await self.refresh(uow)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 log.warning("reading webhook subscriptions failed: %r", exc)
             await asyncio.sleep(self.refresh_s)
-
-
-async def subscribed_types(session: AsyncSession) -> frozenset[str]:
-    """The event types any webhook subscription lists, read once per transaction: the consumer
-    applies several events in one transaction, and most types usually have no subscriber, so
-    this spares each of them a statement. Events applied together count as consumed at the same
-    moment, the moment of this read."""
-    transaction = session.sync_session.get_transaction()
-    cached = session.info.get(_SUBSCRIBED_TYPES)
-    if cached is not None and transaction is not None and cached[0] is transaction:
-        return frozenset(cached[1])
-    types = await _listed_types(session)
-    session.info[_SUBSCRIBED_TYPES] = (transaction, types)
-    return types
-
-
-async def _listed_types(session: AsyncSession) -> frozenset[str]:
-    """Every event type some webhook subscription lists."""
-    return frozenset(
-        await session.scalars(
-            select(func.jsonb_array_elements_text(webhook_subscriptions.c.events)).distinct()
-        )
-    )
-
-
-async def enqueue_deliveries(
-    session: AsyncSession, event_type: str, event_id: str, payload: str
-) -> None:
-    """One pending delivery per subscription that lists `event_type` (once per event)."""
-    if event_type not in await subscribed_types(session):
-        return
-    subscribers = select(
-        func.gen_random_uuid().cast(String),
-        webhook_subscriptions.c.id,
-        literal(event_id, String),
-        literal(event_type, String),
-        literal(payload, String),
-    ).where(webhook_subscriptions.c.events.contains([event_type]))
-    await session.execute(
-        pg_insert(webhook_deliveries)
-        .from_select(["id", "subscription_id", "event_id", "event_type", "payload"], subscribers)
-        .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
-    )
-
-
-async def create_subscription(
-    session: AsyncSession, url: str, events: list[str], secret: str
-) -> Row[Any]:
-    row = (
-        await session.execute(
-            pg_insert(webhook_subscriptions)
-            .values(id=new_id(), url=url, events=events, secret=secret)
-            .returning(webhook_subscriptions)
-        )
-    ).one()
-    return row
-
-
-async def list_subscriptions(
-    session: AsyncSession, after_seq: int | None, limit: int
-) -> list[Row[Any]]:
-    """One page in creation order, one row more than asked so the caller knows if there is more."""
-    query = select(webhook_subscriptions).order_by(webhook_subscriptions.c.seq).limit(limit + 1)
-    if after_seq is not None:
-        query = query.where(webhook_subscriptions.c.seq > after_seq)
-    return list((await session.execute(query)).all())
-
-
-async def delete_subscription(session: AsyncSession, subscription_id: str) -> None:
-    """Remove a subscription; its undelivered deliveries go with it (ON DELETE CASCADE)."""
-    deleted = await session.scalar(
-        delete(webhook_subscriptions)
-        .where(webhook_subscriptions.c.id == subscription_id)
-        .returning(webhook_subscriptions.c.id)
-    )
-    if deleted is None:
-        raise not_found(f"webhook subscription {subscription_id}")
-
-
-async def post_delivery(client: httpx.AsyncClient, delivery: Row[Any]) -> str | None:
-    """POST one delivery; None on a 2xx answer, else what went wrong."""
-    body = delivery.payload.encode()
-    headers = {
-        "Content-Type": "application/cloudevents+json",
-        "X-Backroom-Signature": domain.signature(delivery.secret, body),
-        "X-Backroom-Delivery": delivery.id,
-        "User-Agent": "Backroom-Webhooks/1",
-    }
-    try:
-        response = await client.post(delivery.url, content=body, headers=headers)
-    except httpx.HTTPError as exc:
-        return f"{type(exc).__name__}: {exc}"[:1000]
-    if domain.is_success(response.status_code):
-        return None
-    return f"HTTP {response.status_code}"
-
-
-async def deliver_due_webhooks(
-    session: AsyncSession,
-    service_name: str,
-    client: httpx.AsyncClient,
-    settings: NotificationsSettings,
-    now: datetime,
-) -> int:
-    """Claim due deliveries (SKIP LOCKED, so several workers share them), POST them concurrently,
-    and record each outcome; returns how many were attempted."""
-    due = (
-        await session.execute(
-            select(
-                webhook_deliveries.c.id,
-                webhook_deliveries.c.subscription_id,
-                webhook_deliveries.c.event_id,
-                webhook_deliveries.c.event_type,
-                webhook_deliveries.c.payload,
-                webhook_deliveries.c.attempts,
-                webhook_subscriptions.c.url,
-                webhook_subscriptions.c.secret,
-            )
-            .join(webhook_subscriptions)
-            .where(webhook_deliveries.c.status == "pending")
-            .where(webhook_deliveries.c.next_attempt_at <= now)
-            .order_by(webhook_deliveries.c.next_attempt_at)
-            .limit(settings.webhook_batch_size)
-            .with_for_update(of=webhook_deliveries, skip_locked=True)
-        )
-    ).all()
-    errors = await asyncio.gather(*(post_delivery(client, d) for d in due))
-    for delivery, error in zip(due, errors, strict=True):
-        await record_attempt(session, service_name, settings, delivery, error, now)
-    return len(due)
-
-
-async def record_attempt(
-    session: AsyncSession,
-    service_name: str,
-    settings: NotificationsSettings,
-    delivery: Row[Any],
-    error: str | None,
-    now: datetime,
-) -> None:
-    outcome = domain.after_attempt(
-        succeeded=error is None,
-        attempts_before=delivery.attempts,
-        now=now,
-        max_attempts=settings.webhook_max_attempts,
-        base_s=settings.webhook_backoff_base_s,
-        max_s=settings.webhook_backoff_max_s,
-    )
-    values: dict[str, Any] = {
-        "attempts": outcome.attempts,
-        "status": outcome.status,
-        "last_error": error,
-        "updated_at": now,
-    }
-    if outcome.next_attempt_at is not None:
-        values["next_attempt_at"] = outcome.next_attempt_at
-    await session.execute(
-        update(webhook_deliveries).where(webhook_deliveries.c.id == delivery.id).values(**values)
-    )
-    if outcome.status == "pending":
-        return
-    status = "sent" if outcome.status == "delivered" else "failed"
-    event = CloudEvent.from_json(delivery.payload)
-    order_id = event.data.get("order_id")
-    order_id = order_id if isinstance(order_id, str) else None
-    notification_id = new_id()
-    await session.execute(
-        pg_insert(notifications)
-        .values(
-            id=notification_id,
-            dedupe_key=f"webhook:{delivery.id}",
-            channel="webhook",
-            template=delivery.event_type,
-            recipient=delivery.url,
-            order_id=order_id,
-            status=status,
-            error=error,
-            at=now,
-        )
-        .on_conflict_do_nothing(index_elements=[notifications.c.dedupe_key])
-    )
-    emitter = Emitter(session, service_name, event.correlationid, event.id)
-    await emitter.emit(
-        NotificationSent(
-            notification_id=notification_id,
-            order_id=order_id,
-            subscription_id=delivery.subscription_id,
-            channel="webhook",
-            template=delivery.event_type,
-            to=delivery.url,
-            status=status,
-        ),
-        subject=event.subject,
-    )
-
-
-# --- the log -----------------------------------------------------------------------------------
-
-
-async def list_notifications(
-    session: AsyncSession, order_id: str | None, after_seq: int | None, limit: int
-) -> list[Row[Any]]:
-    """One page of the log, oldest first, one row more than asked."""
-    query = (
-        select(notifications)
-        .where(notifications.c.status != "pending")
-        .order_by(notifications.c.seq)
-        .limit(limit + 1)
-    )
-    if order_id is not None:
-        query = query.where(notifications.c.order_id == order_id)
-    if after_seq is not None:
-        query = query.where(notifications.c.seq > after_seq)
-    return list((await session.execute(query)).all())

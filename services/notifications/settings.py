@@ -12,6 +12,17 @@ class NotificationsSettings(ServiceSettings):
     smtp_timeout_s: float = 10.0
     smtp_from: str = "Backroom <orders@backroom.local>"
     warehouse_email: str = "warehouse@backroom.local"
+    # Queued emails: claimed `email_batch_size` at a time with a lease of `email_lease_s` (a
+    # crash between send and record resends after it, same Message-ID); a 4xx answer or a lost
+    # connection is retried `smtp_attempts` times, then a refusal is final (status failed) and
+    # an unreachable server gets the mail back in the queue for `smtp_unavailable_pause_s`.
+    email_batch_size: int = 20
+    email_lease_s: float = 60.0
+    email_poll_interval_s: float = 1.0
+    smtp_attempts: int = 4
+    smtp_retry_initial_s: float = 0.2
+    smtp_retry_max_s: float = 2.0
+    smtp_unavailable_pause_s: float = 5.0
 
     webhook_timeout_s: float = 5.0
     webhook_max_attempts: int = 8
@@ -19,6 +30,8 @@ class NotificationsSettings(ServiceSettings):
     webhook_backoff_max_s: float = 300.0
     webhook_worker_interval_s: float = 1.0
     webhook_batch_size: int = 50
+    # A claimed delivery is due again after this if its outcome was never recorded (a crash).
+    webhook_lease_s: float = 60.0
     # How often the consumer re-reads which event types webhook subscriptions list (events of
     # other types are skipped); subscriptions made through this process count at once.
     webhook_interest_refresh_s: float = 1.0

@@ -39,6 +39,7 @@ class Mailbox:
         self._lock = threading.Lock()
         self._messages: list[EmailMessage] = []
         self._refusals: dict[str, tuple[str, int | None]] = {}
+        self.slow: dict[str, float] = {}  # recipient -> seconds the server takes to accept
 
     def refuse(self, address: str, reply: str, times: int | None = None) -> None:
         """Answer RCPT TO `address` with `reply`, `times` times (None: always)."""
@@ -57,6 +58,9 @@ class Mailbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        delay = max((self.slow.get(to, 0.0) for to in envelope.rcpt_tos), default=0.0)
+        if delay:
+            await asyncio.sleep(delay)
         message = message_from_bytes(envelope.content, policy=policy.default)
         assert isinstance(message, EmailMessage)
         with self._lock:
@@ -87,6 +91,8 @@ class Receiver:
     statuses: list[int]
     requests: list[Request] = field(default_factory=list)
     server: asyncio.Server | None = None
+    delay_s: float = 0.0  # how long it takes to answer (a slow receiver)
+    answered: int = 0
 
     @property
     def url(self) -> str:
@@ -115,6 +121,9 @@ class Receiver:
         self.requests.append(Request(request_line.split(" ")[1], headers, body))
         index = min(len(self.requests), len(self.statuses)) - 1
         status = self.statuses[index]
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        self.answered += 1
         writer.write(
             f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
         )

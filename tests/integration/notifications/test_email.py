@@ -1,16 +1,20 @@
 """Order and stock events become emails, once each, with NotificationSent behind them."""
 
+import time
 import uuid
+
+from sqlalchemy import text
 
 from libs.events import topics
 from libs.events.common import Money, PricedLine
 from libs.events.inventory import StockLow
 from libs.events.orders import OrderConfirmed, OrderRejected, OrderShipped
-from tests.integration.notifications.conftest import Notifications, new_order_id, send
+from tests.integration.notifications.conftest import Notifications, Receiver, new_order_id, send
 from tests.support.eventually import eventually
 from tests.support.kafka import TopicTail, make_event, publish
 
 WAREHOUSE = "warehouse@backroom.local"
+SECRET = "whsec-" + "y" * 24
 
 
 def eur(amount: int) -> Money:
@@ -137,15 +141,15 @@ async def test_stock_low_alerts_the_warehouse(notifications: Notifications) -> N
     assert sent["data"]["to"] == WAREHOUSE
 
 
-async def test_a_refusing_smtp_server_is_retried_then_the_event_is_dead_lettered(
+async def test_a_deferral_is_retried_and_a_refusal_is_logged_as_failed(
     notifications: Notifications,
 ) -> None:
     flaky, refusing = new_order_id(), new_order_id()
     notifications.mailbox.refuse(f"{flaky}@example.com", "451 4.3.0 try again later", times=1)
     notifications.mailbox.refuse(f"{refusing}@example.com", "550 5.1.1 no such user")
-    async with TopicTail(topics.dlq(topics.ORDERS)) as dlq:
+    async with TopicTail(topics.NOTIFICATIONS) as tail:
         await send("orders", topics.ORDERS, confirmed(flaky, f"{flaky}@example.com"), flaky)
-        dead = await send(
+        await send(
             "orders", topics.ORDERS, confirmed(refusing, f"{refusing}@example.com"), refusing
         )
 
@@ -153,9 +157,50 @@ async def test_a_refusing_smtp_server_is_retried_then_the_event_is_dead_lettered
             return len(notifications.mailbox.to(f"{flaky}@example.com")) == 1
 
         await eventually(flaky_delivered, timeout=30, what="email sent on the retry")
-        [parked] = await dlq.wait_for(lambda e: e["id"] == dead.id, timeout=30)
-    assert parked["_headers"]["x-dlq-error-type"] == "EmailRejected"
-    assert "550" in parked["_headers"]["x-dlq-error"]
+        [announced] = await tail.wait_for(lambda e: e["subject"] == refusing, timeout=30)
+    # The event was handled: the refusal is the email's outcome, shown in the log (not a
+    # dead-lettered event).
     assert notifications.mailbox.to(f"{refusing}@example.com") == []
-    assert await notifications.log(refusing) == []  # nothing was recorded as sent
+    [failed] = await notifications.log(refusing)
+    assert (failed["template"], failed["status"]) == ("order_confirmed", "failed")
+    assert "550" in failed["error"]
+    assert announced["data"]["status"] == "failed"
+    assert announced["data"]["notification_id"] == failed["id"]
     assert [n["status"] for n in await notifications.log(flaky)] == ["sent"]
+
+
+async def test_a_slow_smtp_server_holds_no_row_lock_and_delays_no_webhook(
+    notifications: Notifications, receiver: Receiver
+) -> None:
+    order_id = new_order_id()
+    to = f"{order_id}@example.com"
+    notifications.mailbox.slow[to] = 2.0
+    subscription = await notifications.subscribe(receiver.url, ["OrderRejected"], SECRET)
+    try:
+        started = time.monotonic()
+        rejected = OrderRejected(
+            order_id=order_id, customer_id="carol", email=to, reason="out_of_stock"
+        )
+        await send("orders", topics.ORDERS, rejected, order_id)
+
+        async def posted() -> bool:
+            return len(receiver.requests) == 1
+
+        await eventually(posted, timeout=30, what="the webhook delivery")
+        latency = time.monotonic() - started
+        print(f"webhook of an order whose email takes 2 s to send: {latency * 1000:.0f} ms")
+        assert notifications.mailbox.to(to) == [], "the slow server answered first"
+        async with notifications.app.state.runtime.db.transaction() as session:
+            status = await session.scalar(
+                text("SELECT status FROM notifications WHERE order_id = :o FOR UPDATE NOWAIT"),
+                {"o": order_id},
+            )
+        assert status == "pending"  # being sent, and nobody holds its row
+
+        async def sent() -> bool:
+            return [n["status"] for n in await notifications.log(order_id)] == ["sent", "sent"]
+
+        await eventually(sent, timeout=30, what="the email and the webhook recorded")
+    finally:
+        notifications.mailbox.slow.pop(to, None)
+        await notifications.unsubscribe(subscription["id"])

@@ -3,8 +3,11 @@
 import hashlib
 import hmac
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import text
 
 from libs.events import topics
 from libs.events.orders import OrderCancelled, OrderRejected
@@ -182,3 +185,51 @@ async def test_deleted_subscription_receives_nothing_more(
     await eventually(emailed, timeout=30, what="the event handled")
     await notifications.worker.run_once(datetime.now(UTC) + timedelta(hours=1))
     assert receiver.requests == []
+
+
+async def test_a_slow_receiver_holds_no_row_lock_and_delays_no_email(
+    notifications: Notifications, receiver: Receiver
+) -> None:
+    receiver.delay_s = 2.0
+    subscription = await notifications.subscribe(receiver.url, ["OrderConfirmed"], SECRET)
+    try:
+        slow, other = new_order_id(), new_order_id()
+        event = await send("orders", topics.ORDERS, confirmed(slow, f"{slow}@example.com"), slow)
+
+        async def posting() -> bool:
+            return len(receiver.requests) == 1
+
+        await eventually(posting, timeout=30, what="the slow delivery in flight")
+        # While the POST waits for its answer, its delivery row is not locked by anyone.
+        async with notifications.app.state.runtime.db.transaction() as session:
+            locked = await session.scalar(
+                text(
+                    "SELECT id FROM webhook_deliveries WHERE event_id = :event_id FOR UPDATE NOWAIT"
+                ),
+                {"event_id": event.id},
+            )
+        assert locked is not None
+        # Nor does it hold up the consumer or the email of another order.
+        started = time.monotonic()
+        rejected = OrderRejected(
+            order_id=other, customer_id="ivy", email=f"{other}@example.com", reason="invalid"
+        )
+        await send("orders", topics.ORDERS, rejected, other)
+
+        async def other_emailed() -> bool:
+            return len(notifications.mailbox.to(f"{other}@example.com")) == 1
+
+        await eventually(other_emailed, timeout=30, what="the other order's email")
+        latency = time.monotonic() - started
+        print(f"email of another order during a 2 s webhook POST: {latency * 1000:.0f} ms")
+        assert receiver.answered == 0, f"the slow receiver answered first ({latency:.2f}s)"
+        assert latency < 1.5
+        assert len(notifications.mailbox.to(f"{slow}@example.com")) == 1
+
+        async def delivered() -> bool:
+            log = await notifications.log(slow)
+            return [n["status"] for n in log if n["channel"] == "webhook"] == ["sent"]
+
+        await eventually(delivered, timeout=30, what="the slow delivery recorded")
+    finally:
+        await notifications.unsubscribe(subscription["id"])

@@ -1,40 +1,40 @@
 """Which event types the notifications consumer looks at (no database: a fake one)."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
 
 from services.notifications.service import WebhookInterest
+from tests.support.fakes import FakeUnitOfWork
+from tests.unit.notifications.fakes import FakeStore, FakeSubscriptions
 
 
-class FakeDatabase:
+class SlowSubscriptions(FakeSubscriptions):
     """Answers the subscriptions read with `types`, once `release` is set."""
 
     def __init__(self, types: list[str]) -> None:
+        super().__init__()
         self.types = types
         self.release = asyncio.Event()
         self.reading = asyncio.Event()
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Any]:
-        database = self
+    async def listed_types(self) -> frozenset[str]:
+        self.reading.set()
+        await self.release.wait()
+        return frozenset(self.types)
 
-        class Session:
-            async def scalars(self, _: object) -> list[str]:
-                database.reading.set()
-                await database.release.wait()
-                return database.types
 
-        yield Session()
+def slow_database(types: list[str]) -> tuple[FakeUnitOfWork[FakeStore], SlowSubscriptions]:
+    subscriptions = SlowSubscriptions(types)
+    store = FakeStore.empty()
+    store.subscriptions = subscriptions
+    return FakeUnitOfWork(store), subscriptions
 
 
 async def test_until_read_every_type_counts_then_only_email_and_subscribed_ones() -> None:
     interest = WebhookInterest(refresh_s=1.0)
     assert interest("StockLevelChanged") and interest("PaymentCaptured")
-    db = FakeDatabase(["PaymentCaptured"])
+    uow, db = slow_database(["PaymentCaptured"])
     db.release.set()
-    await interest.refresh(db)  # type: ignore[arg-type]
+    await interest.refresh(uow)
     assert interest("PaymentCaptured")
     assert interest("OrderConfirmed")  # an email
     assert not interest("StockLevelChanged")
@@ -42,11 +42,12 @@ async def test_until_read_every_type_counts_then_only_email_and_subscribed_ones(
 
 async def test_a_subscription_made_during_a_read_is_not_forgotten() -> None:
     interest = WebhookInterest(refresh_s=1.0)
-    db = FakeDatabase([])
+    uow, db = slow_database([])
     db.release.set()
-    await interest.refresh(db)  # type: ignore[arg-type]
-    db = FakeDatabase([])  # the read sees the database before the new subscription's commit
-    reading = asyncio.create_task(interest.refresh(db))  # type: ignore[arg-type]
+    await interest.refresh(uow)
+    # The read sees the database before the new subscription's commit.
+    uow, db = slow_database([])
+    reading = asyncio.create_task(interest.refresh(uow))
     await db.reading.wait()
     interest.widen(["StockLevelChanged"])
     db.release.set()

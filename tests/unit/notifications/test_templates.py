@@ -3,9 +3,11 @@
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
 
+from services.notifications.adapters import JinjaTemplates, OutgoingEmail, build_message
 from services.notifications.domain import plan_email
-from services.notifications.service import build_message, render
 from services.notifications.settings import NotificationsSettings
+
+render = JinjaTemplates().render
 
 WAREHOUSE = "warehouse@backroom.local"
 
@@ -96,7 +98,16 @@ def test_message_carries_headers_that_survive_a_mail_parser() -> None:
     email = plan_email("OrderConfirmed", CONFIRMED, "ev-1", WAREHOUSE)
     assert email is not None
     settings = NotificationsSettings()
-    message = build_message(settings, email, datetime(2026, 1, 2, 3, 4, tzinfo=UTC))
+    rendered = render(email.template, email.context)
+    outgoing = OutgoingEmail(
+        to=email.to,
+        subject=rendered.subject,
+        text=rendered.text,
+        message_id=email.message_id,
+        template=email.template,
+        date=datetime(2026, 1, 2, 3, 4, tzinfo=UTC),
+    )
+    message = build_message(settings.smtp_from, outgoing)
     parsed = message_from_bytes(message.as_bytes(), policy=policy.default)
     assert parsed["Message-ID"] == "<ord-42/order_confirmed@backroom>"
     assert parsed["To"] == "alice@example.com"

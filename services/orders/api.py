@@ -1,31 +1,34 @@
 """HTTP in: the orders routes of the contract, plus the operator's ship and deliver."""
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Row
 
 from libs.events.common import Money
-from libs.kit.app import Events, RuntimeDep, Session, request_id
+from libs.kit.app import request_id, transaction_of
 from libs.kit.auth import Admin, Caller
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
+from libs.kit.transactions import SessionTx
+from libs.kit.uow import Clock, UnitOfWork
 from services.orders import domain, service
+from services.orders.adapters import PricingClient
+from services.orders.db import Store
+from services.orders.domain import OrderStatus, OrderView
 from services.orders.settings import OrdersSettings
 
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 
-async def _pricing(request: Request) -> service.Pricing:
-    pricing: service.Pricing = request.app.state.pricing
+async def _pricing(request: Request) -> PricingClient:
+    pricing: PricingClient = request.app.state.pricing
     return pricing
 
 
-async def _clock(request: Request) -> Callable[[], datetime]:
-    clock: Callable[[], datetime] = request.app.state.clock
+async def _clock(request: Request) -> Clock:
+    clock: Clock = request.app.state.clock
     return clock
 
 
@@ -34,10 +37,19 @@ async def _settings(request: Request) -> OrdersSettings:
     return settings
 
 
+async def _unit_of_work(request: Request) -> UnitOfWork[Store]:
+    uow: UnitOfWork[Store] = request.app.state.unit_of_work
+    return uow
+
+
 # Dependencies are `async def` so FastAPI calls them inline instead of in a worker thread.
 SettingsDep = Annotated[OrdersSettings, Depends(_settings)]
-PricingDep = Annotated[service.Pricing, Depends(_pricing)]
-ClockDep = Annotated[Callable[[], datetime], Depends(_clock)]
+PricingDep = Annotated[PricingClient, Depends(_pricing)]
+ClockDep = Annotated[Clock, Depends(_clock)]
+# POST /orders opens its own transactions (none is open while pricing answers).
+UnitOfWorkDep = Annotated[UnitOfWork[Store], Depends(_unit_of_work)]
+# Every other route is one transaction: the request's, committed when the route returns.
+TxDep = Annotated[SessionTx[Store], Depends(transaction_of(Store), scope="function")]
 OrderId = Annotated[str, Path(max_length=64)]
 
 Status = Literal["pending", "confirmed", "shipped", "delivered", "rejected", "cancelled"]
@@ -120,32 +132,29 @@ class OrderOut(BaseModel):
     updated_at: datetime
 
     @classmethod
-    def from_view(cls, view: service.OrderView) -> "OrderOut":
-        row, history = view
-
-        def money(amount: int) -> Money:
-            return Money(amount=amount, currency=row.currency)
-
+    def from_view(cls, view: OrderView) -> "OrderOut":
         return cls(
-            id=row.id,
-            customer_id=row.customer_id,
-            status=row.status,
-            reason=row.reason,
-            lines=[LineOut.model_validate(ln) for ln in row.lines],
-            subtotal=money(row.subtotal),
-            discount=money(row.discount),
-            tax=money(row.tax),
-            total=money(row.total),
-            region=row.region,
-            shipping_address=row.shipping_address,
-            email=row.email,
-            history=[HistoryOut(status=h.status, at=h.at, reason=h.reason) for h in history],
-            tracking=row.tracking,
-            reservation_deadline=row.reservation_deadline,
-            cancellation_requested=row.cancellation_requested,
-            quote_id=row.quote_id,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
+            id=view.id,
+            customer_id=view.customer_id,
+            status=view.status.value,
+            reason=view.reason,
+            lines=[LineOut.model_validate(ln, from_attributes=True) for ln in view.lines],
+            subtotal=view.subtotal,
+            discount=view.discount,
+            tax=view.tax,
+            total=view.total,
+            region=view.region,
+            shipping_address=view.shipping_address,
+            email=view.email,
+            history=[
+                HistoryOut(status=h.status.value, at=h.at, reason=h.reason) for h in view.history
+            ],
+            tracking=view.tracking,
+            reservation_deadline=view.reservation_deadline,
+            cancellation_requested=view.cancellation_requested,
+            quote_id=view.quote_id,
+            created_at=view.created_at,
+            updated_at=view.updated_at,
         )
 
 
@@ -160,9 +169,7 @@ async def place_order(
     caller: Caller,
     request: Request,
     response: Response,
-    runtime: RuntimeDep,
-    session: Session,
-    events: Events,
+    uow: UnitOfWorkDep,
     pricing: PricingDep,
     clock: ClockDep,
     settings: SettingsDep,
@@ -175,70 +182,62 @@ async def place_order(
     duplicate = domain.first_duplicate([line.sku for line in body.lines])
     if duplicate is not None:
         raise invalid(f"lines[{duplicate}].sku", "duplicate sku; put its quantity on one line")
-    request_hash = domain.request_hash(body.model_dump(mode="json"))
-    # A replay answers from the database alone, before pricing is asked anything; this read
-    # is its own short transaction so no connection idles while pricing answers.
-    async with runtime.db.transaction() as lookup:
-        replayed = await service.find_replay(lookup, caller.sub, idempotency_key, request_hash)
-    if replayed is not None:
-        response.status_code = 200
-        return OrderOut.from_view(await service.get_order(session, replayed, caller))
-
-    lines = [(line.sku, line.quantity) for line in body.lines]
-    quote = await pricing.quote(
-        lines,
-        body.region,
-        authorization=request.headers.get("authorization"),
-        request_id=request_id(request),
-    )
-    new = service.NewOrder(
+    order = service.OrderRequest(
         customer_id=caller.sub,
         idempotency_key=idempotency_key,
-        request_hash=request_hash,
-        lines=lines,
+        request_hash=domain.request_hash(body.model_dump(mode="json")),
+        lines=[(line.sku, line.quantity) for line in body.lines],
         region=body.region,
         shipping_address=body.shipping_address,
         email=body.email or caller.email,
         payment_token=body.payment.token,
     )
-    order_id, view = await service.place_order(
-        session, events, new, quote, clock(), settings.reservation_ttl_s
+    placed = await service.place_order(
+        uow,
+        pricing,
+        order,
+        clock=clock,
+        reservation_ttl_s=settings.reservation_ttl_s,
+        request_id=request_id(request),
+        authorization=request.headers.get("authorization"),
     )
-    if view is None:  # a concurrent identical request placed it
+    if placed.replayed:
         response.status_code = 200
-        view = await service.get_order(session, order_id, caller)
-    return OrderOut.from_view(view)
+    return OrderOut.from_view(placed.order)
 
 
 @router.get("/{order_id}", response_model=OrderOut)
-async def get_order(order_id: OrderId, caller: Caller, session: Session) -> OrderOut:
-    return OrderOut.from_view(await service.get_order(session, order_id, caller))
+async def get_order(order_id: OrderId, caller: Caller, tx: TxDep) -> OrderOut:
+    return OrderOut.from_view(await service.get_order(tx, caller, order_id))
 
 
 @router.get("", response_model=Page[OrderOut])
 async def list_orders(
     caller: Caller,
-    session: Session,
+    tx: TxDep,
     customer_id: Annotated[str | None, Query(max_length=200)] = None,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[OrderOut]:
-    # Customers always see their own orders only; admins see all, or one customer's.
-    owner = customer_id if caller.is_admin else caller.sub
     position = decode_cursor(cursor)
-    before = _cursor_position(position) if position else None
-    views = await service.list_orders(
-        session, customer_id=owner, status=status, before=before, limit=limit
+    page = await service.list_orders(
+        tx,
+        caller,
+        customer_id=customer_id,
+        status=OrderStatus(status) if status else None,
+        before=_cursor_position(position) if position else None,
+        limit=limit,
     )
-    more = len(views) > limit
-    views = views[:limit]
-    next_cursor = _encode(views[-1][0]) if more and views else None
-    return Page[OrderOut](items=[OrderOut.from_view(v) for v in views], next_cursor=next_cursor)
+    last = page.orders[-1] if page.more and page.orders else None
+    return Page[OrderOut](
+        items=[OrderOut.from_view(v) for v in page.orders],
+        next_cursor=_encode(last) if last else None,
+    )
 
 
-def _encode(row: Row[Any]) -> str:
-    return encode_cursor({"created_at": row.created_at.isoformat(), "id": row.id})
+def _encode(view: OrderView) -> str:
+    return encode_cursor({"created_at": view.created_at.isoformat(), "id": view.id})
 
 
 def _cursor_position(position: dict[str, Any]) -> tuple[datetime, str]:
@@ -252,31 +251,28 @@ def _cursor_position(position: dict[str, Any]) -> tuple[datetime, str]:
 async def cancel_order(
     order_id: OrderId,
     caller: Caller,
-    session: Session,
-    events: Events,
+    tx: TxDep,
     body: Annotated[CancelIn | None, Body()] = None,
 ) -> OrderOut:
     reason = body.reason if body else domain.DEFAULT_CANCEL_REASON
-    await service.request_cancellation(session, events, caller, order_id, reason)
-    return OrderOut.from_view(await service.get_order(session, order_id, caller))
+    return OrderOut.from_view(await service.request_cancellation(tx, caller, order_id, reason))
 
 
 @router.post("/{order_id}/ship", response_model=OrderOut)
 async def ship_order(
-    order_id: OrderId,
-    body: ShipIn,
-    caller: Admin,
-    session: Session,
-    events: Events,
-    clock: ClockDep,
+    order_id: OrderId, body: ShipIn, caller: Admin, tx: TxDep, clock: ClockDep
 ) -> OrderOut:
-    await service.ship(session, events, order_id, body.carrier, body.tracking_number, clock())
-    return OrderOut.from_view(await service.get_order(session, order_id, caller))
+    view = await service.ship(
+        tx,
+        caller,
+        order_id,
+        carrier=body.carrier,
+        tracking_number=body.tracking_number,
+        clock=clock,
+    )
+    return OrderOut.from_view(view)
 
 
 @router.post("/{order_id}/deliver", response_model=OrderOut)
-async def deliver_order(
-    order_id: OrderId, caller: Admin, session: Session, events: Events
-) -> OrderOut:
-    await service.deliver(session, events, order_id)
-    return OrderOut.from_view(await service.get_order(session, order_id, caller))
+async def deliver_order(order_id: OrderId, caller: Admin, tx: TxDep) -> OrderOut:
+    return OrderOut.from_view(await service.deliver(tx, caller, order_id))

@@ -1,4 +1,5 @@
-"""Order rules: the status machine, the cancellation handshake, the deadline, request identity."""
+"""Order rules: the status machine, the cancellation handshake, the deadline, request identity,
+and the shapes an order takes when it is placed, changed and read."""
 
 import hashlib
 import json
@@ -6,6 +7,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
+
+from libs.events.common import Money, PricedLine
 
 
 class OrderStatus(StrEnum):
@@ -170,3 +173,81 @@ def first_duplicate(values: list[str]) -> int | None:
             return index
         seen.add(value)
     return None
+
+
+# What the repositories hand over and take: an order as it is placed, locked for a change, read.
+
+
+@dataclass(frozen=True)
+class PendingOrder:
+    """A pending order about to be written: the quote's snapshot (charged exactly), where it goes,
+    and its reservation deadline. The payment token is not here: it is never stored."""
+
+    id: str
+    customer_id: str
+    region: str
+    shipping_address: dict[str, str]
+    email: str | None
+    lines: tuple[PricedLine, ...]
+    subtotal: Money
+    discount: Money
+    tax: Money
+    total: Money
+    quote_id: str | None
+    reservation_deadline: datetime
+    # The request that placed it: events the order's later moves cause without a request
+    # of their own (the deadline sweep) carry it too.
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class LockedOrder:
+    """An order held for a change: what its events tell (who, what it charges) and its state."""
+
+    id: str
+    customer_id: str
+    email: str | None
+    lines: tuple[PricedLine, ...]
+    total: Money
+    correlation_id: str
+    state: Order
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    status: OrderStatus
+    reason: str | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class OrderView:
+    """An order as its owner reads it: the priced snapshot, where it stands, how it got there."""
+
+    id: str
+    customer_id: str
+    status: OrderStatus
+    reason: str | None
+    lines: tuple[PricedLine, ...]
+    subtotal: Money
+    discount: Money
+    tax: Money
+    total: Money
+    region: str
+    shipping_address: dict[str, Any]
+    email: str | None
+    tracking: dict[str, Any] | None
+    reservation_deadline: datetime
+    cancellation_requested: bool
+    quote_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    history: tuple[HistoryEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """An Idempotency-Key as the request that first used it left it."""
+
+    request_hash: str
+    order_id: str

@@ -1,70 +1,54 @@
 """Events and the clock in: stock and payment facts decide pending orders and finish cancellations;
 the deadline sweep rejects orders whose reservation ran out."""
 
-import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 
 from libs.events.inventory import StockReleased, StockReservationFailed, StockReserved
 from libs.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded, PaymentVoided
 from libs.kit.db import Database
 from libs.kit.inbox import EventContext, EventHandler, EventProcessor
-from libs.kit.outbox import Emitter
-from services.orders import domain, service
+from libs.kit.outbox import Emitter, OutboxBuffer
+from libs.kit.transactions import SessionTx
+from libs.kit.uow import Clock
+from services.orders import service
+from services.orders.db import Store
+from services.orders.service import Claimed
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-# StockReleased also answers rejections and reservation expiry; only this reason settles a
-# cancellation.
-CANCELLED = "cancelled"
-
 
 async def on_stock_reserved(event: StockReserved, ctx: EventContext) -> None:
-    await service.apply_fact(ctx.session, ctx.emitter, event.order_id, domain.note_stock_reserved)
+    await service.stock_reserved(ctx.tx(Store), event.order_id)
 
 
 async def on_stock_reservation_failed(event: StockReservationFailed, ctx: EventContext) -> None:
-    await service.apply_fact(
-        ctx.session, ctx.emitter, event.order_id, lambda o: domain.reject(o, "out_of_stock")
-    )
+    await service.stock_reservation_failed(ctx.tx(Store), event.order_id)
 
 
 async def on_stock_released(event: StockReleased, ctx: EventContext) -> None:
-    if event.reason != CANCELLED:
-        return
-    await service.apply_fact(
-        ctx.session, ctx.emitter, event.order_id, domain.cancellation_stock_returned
-    )
+    await service.stock_released(ctx.tx(Store), event.order_id, event.reason)
 
 
 def on_payment_captured(clock: Clock) -> EventHandler[PaymentCaptured]:
     async def handle(event: PaymentCaptured, ctx: EventContext) -> None:
-        now = clock()
-        await service.apply_fact(
-            ctx.session, ctx.emitter, event.order_id, lambda o: domain.payment_captured(o, now)
-        )
+        await service.payment_captured(ctx.tx(Store), event.order_id, clock)
 
     return handle
 
 
 async def on_payment_failed(event: PaymentFailed, ctx: EventContext) -> None:
-    await service.apply_fact(
-        ctx.session, ctx.emitter, event.order_id, lambda o: domain.reject(o, "payment_declined")
-    )
+    await service.payment_failed(ctx.tx(Store), event.order_id)
 
 
 async def on_payment_refunded(event: PaymentRefunded, ctx: EventContext) -> None:
-    await service.apply_fact(
-        ctx.session, ctx.emitter, event.order_id, domain.cancellation_payment_returned
-    )
+    await service.payment_returned(ctx.tx(Store), event.order_id)
 
 
 async def on_payment_voided(event: PaymentVoided, ctx: EventContext) -> None:
-    await service.apply_fact(
-        ctx.session, ctx.emitter, event.order_id, domain.cancellation_payment_returned
-    )
+    await service.payment_returned(ctx.tx(Store), event.order_id)
 
 
 def register(processor: EventProcessor, clock: Clock) -> None:
@@ -77,36 +61,54 @@ def register(processor: EventProcessor, clock: Clock) -> None:
     processor.on(PaymentVoided)(on_payment_voided)
 
 
+# --- the reservation deadline -------------------------------------------------------------------
+
+
+class DatabaseOverdueClaims:
+    """`service.OverdueClaims` on the orders database: each claim is a new transaction holding
+    one overdue order (FOR UPDATE SKIP LOCKED), its events written to the outbox with the
+    correlation id of the checkout that placed the order."""
+
+    def __init__(self, db: Database, service_name: str = "orders") -> None:
+        self.db = db
+        self.service_name = service_name
+
+    def __call__(self, now: datetime) -> AbstractAsyncContextManager[Claimed | None]:
+        return self._claim(now)
+
+    @asynccontextmanager
+    async def _claim(self, now: datetime) -> AsyncIterator[Claimed | None]:
+        async with self.db.transaction() as session:
+            store = Store(session)
+            order = await store.orders.claim_overdue(now)
+            if order is None:
+                yield None
+                return
+            buffer = OutboxBuffer()
+            emitter = Emitter(session, self.service_name, order.correlation_id, buffer=buffer)
+            yield Claimed(SessionTx(session, store, emitter), order)
+            await buffer.flush(session)
+
+
 async def sweep_overdue(
     db: Database, now: datetime, *, service_name: str = "orders", limit: int = 500
 ) -> int:
-    """Reject pending orders whose deadline is before `now`, each in its own transaction with its
-    OrderRejected; returns how many. Several sweepers share the work through SKIP LOCKED."""
-    swept = 0
-    while swept < limit:
-        async with db.transaction() as session:
-            row = await service.claim_overdue(session, now)
-            if row is None:
-                break
-            # The rejection belongs to the checkout that placed the order: same correlation id.
-            emitter = Emitter(session, service_name, row.correlation_id)
-            if not await service.expire(session, emitter, row, now):
-                break
-        swept += 1
-    return swept
+    """Reject pending orders whose deadline is before `now`; returns how many (tests call this
+    with a future `now`). Several sweepers share the work through SKIP LOCKED."""
+    return await service.expire_overdue(DatabaseOverdueClaims(db, service_name), now, limit)
 
 
-async def sweep_forever(
-    db: Database, clock: Clock, interval_s: float, limit: int, service_name: str = "orders"
-) -> None:
-    """The background deadline sweep; a failed pass is logged and tried again next interval."""
-    while True:
-        try:
-            swept = await sweep_overdue(db, clock(), service_name=service_name, limit=limit)
-            if swept:
-                log.info("rejected %d order(s) past their reservation deadline", swept)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("deadline sweep failed")
-        await asyncio.sleep(interval_s)
+def deadline_sweep(
+    claims: service.OverdueClaims, clock: Clock, limit: int
+) -> Callable[[], Awaitable[int]]:
+    """One pass of the background sweep, as a `Worker` step: a full batch may have left more
+    behind, so it reports work (and runs again at once) only then; otherwise the worker waits
+    for its next poll."""
+
+    async def step() -> int:
+        swept = await service.expire_overdue(claims, clock(), limit)
+        if swept:
+            log.info("rejected %d order(s) past their reservation deadline", swept)
+        return swept if swept >= limit else 0
+
+    return step

@@ -1,18 +1,16 @@
-"""Orders use cases: place (priced, idempotent), read, cancel, ship, deliver, expire, and apply
-stock and payment facts. Every change locks the order row and lets domain.py decide."""
+"""Orders use cases: place (priced, idempotent), read, cancel, ship, deliver, expire overdue
+orders, and apply stock and payment facts. Every change locks the order and lets domain.py decide;
+a new status gets its history entry and its event in the same transaction."""
 
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy import Row, func, insert, literal, select, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from pydantic import BaseModel
 
 from libs.events.common import Money, PricedLine
 from libs.events.orders import (
@@ -26,117 +24,99 @@ from libs.events.orders import (
     PaymentInstructionIssued,
 )
 from libs.kit.auth import Principal
-from libs.kit.outbox import Emitter
-from libs.kit.problems import Problem, conflict, not_found
+from libs.kit.errors import Conflict, NotFound
+from libs.kit.uow import Clock, Tx, UnitOfWork
 from services.orders import domain
-from services.orders.db import idempotency_keys, order_history, orders
-from services.orders.domain import IllegalTransition, Order, OrderStatus
+from services.orders.adapters import PricingClient, Quote
+from services.orders.domain import (
+    HistoryEntry,
+    IllegalTransition,
+    LockedOrder,
+    Order,
+    OrderStatus,
+    OrderView,
+    PendingOrder,
+    StoredKey,
+)
 
 log = logging.getLogger(__name__)
 
-
-# --- pricing (HTTP out) -------------------------------------------------------------------------
-
-
-class QuoteLine(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    sku: str
-    quantity: int
-    unit_price: Money
-    discount: Money
-    # Not in contract v1's quote line; read when pricing sends it, zero otherwise.
-    tax: Money | None = None
-    total: Money
+# StockReleased also answers rejections and reservation expiry; only this reason settles a
+# cancellation.
+RELEASED_FOR_CANCELLATION = "cancelled"
 
 
-class Quote(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    id: str | None = None
-    lines: list[QuoteLine]
-    subtotal: Money
-    discount: Money
-    tax: Money
-    total: Money
+# --- what the use cases need of the database (db.py has the real ones, tests fakes) -------------
 
 
-class Pricing:
-    """Pricing's quote endpoint through one pooled HTTP client, opened in the app's lifespan."""
+class OrderRepository(Protocol):
+    async def add(self, order: PendingOrder) -> OrderView: ...
 
-    def __init__(self, base_url: str, timeout_s: float) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.client: httpx.AsyncClient | None = None
+    async def lock(self, order_id: str) -> LockedOrder | None: ...
 
-    async def open(self) -> None:
-        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s)
+    async def claim_overdue(self, now: datetime) -> LockedOrder | None: ...
 
-    async def close(self) -> None:
-        if self.client is not None:
-            await self.client.aclose()
-            self.client = None
+    async def save(
+        self, order_id: str, state: Order, tracking: dict[str, Any] | None = None
+    ) -> None: ...
 
-    async def quote(
+    async def view(self, order_id: str) -> OrderView | None: ...
+
+    async def newest(
         self,
-        lines: list[tuple[str, int]],
-        region: str,
         *,
-        authorization: str | None,
-        request_id: str,
-    ) -> Quote:
-        """Price the lines; pricing's own verdict on bad lines (unknown sku, discontinued, unknown
-        region) comes back as the same 4xx with its field errors, anything else as 503."""
-        if self.client is None:
-            raise Problem(503, "pricing is unavailable: client not started")
-        # The caller's token travels on so customer-group prices apply to them.
-        headers = {"X-Request-ID": request_id}
-        if authorization:
-            headers["Authorization"] = authorization
-        body = {"lines": [{"sku": s, "quantity": q} for s, q in lines], "region": region}
-        try:
-            response = await self.client.post("/pricing/quotes", json=body, headers=headers)
-        except httpx.HTTPError as exc:
-            log.warning("pricing unreachable: %r", exc)
-            raise Problem(503, "pricing is unavailable, try again later") from exc
-        if response.status_code in (400, 404, 422):
-            raise _relayed(response)
-        if not response.is_success:
-            raise Problem(503, f"pricing answered {response.status_code}, try again later")
-        try:
-            quote = Quote.model_validate_json(response.content)
-        except ValidationError as exc:
-            log.error("pricing sent a quote we cannot read: %s", exc)
-            raise Problem(503, "pricing answered an unreadable quote") from exc
-        if sorted((ln.sku, ln.quantity) for ln in quote.lines) != sorted(lines):
-            raise Problem(503, "pricing quoted other lines than asked")
-        return quote
+        customer_id: str | None,
+        status: OrderStatus | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[OrderView]: ...
 
 
-def _relayed(response: httpx.Response) -> Problem:
-    try:
-        problem = response.json()
-    except ValueError:
-        problem = {}
-    if not isinstance(problem, dict):
-        problem = {}
-    errors = problem.get("errors")
-    status = 400 if response.status_code == 400 else 422
-    return Problem(
-        status,
-        str(problem.get("detail") or "pricing refused the order lines"),
-        errors=errors if isinstance(errors, list) else None,
-    )
+class HistoryRepository(Protocol):
+    async def append(
+        self, order_id: str, status: OrderStatus, reason: str | None
+    ) -> HistoryEntry: ...
 
 
-OrderView = tuple[Row[Any], list[Row[Any]]]  # the order row and its history, oldest first
+class KeyRepository(Protocol):
+    async def claim(self, customer_id: str, key: str, request_hash: str, order_id: str) -> bool: ...
+
+    async def find(self, customer_id: str, key: str) -> StoredKey | None: ...
+
+
+class Store(Protocol):
+    @property
+    def orders(self) -> OrderRepository: ...
+
+    @property
+    def history(self) -> HistoryRepository: ...
+
+    @property
+    def keys(self) -> KeyRepository: ...
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """An overdue order and the transaction that holds it."""
+
+    tx: Tx[Store]
+    order: LockedOrder
+
+
+class OverdueClaims(Protocol):
+    """Each call opens a new transaction holding the pending order whose deadline passed first
+    before `now` (None when there is none; orders another sweeper holds are skipped). Its events
+    carry that order's correlation id: a rejection belongs to the checkout that placed the order,
+    which a `UnitOfWork` (ids fixed when it opens) cannot know before the claim."""
+
+    def __call__(self, now: datetime) -> AbstractAsyncContextManager[Claimed | None]: ...
 
 
 # --- placing ------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class NewOrder:
+class OrderRequest:
     """A validated POST /orders: who, under which key, what (the token only passes through)."""
 
     customer_id: str
@@ -149,356 +129,327 @@ class NewOrder:
     payment_token: str
 
 
-async def find_replay(
-    session: AsyncSession, customer_id: str, key: str, request_hash: str
-) -> str | None:
-    """The order an earlier request with this key placed, or None; 409 if that request differed."""
-    stored = (
-        await session.execute(
-            select(idempotency_keys).where(
-                idempotency_keys.c.customer_id == customer_id, idempotency_keys.c.key == key
-            )
-        )
-    ).first()
-    if stored is None:
-        return None
-    if not domain.is_replay(stored.request_hash, request_hash):
-        raise conflict("this Idempotency-Key was already used with a different request body")
-    return str(stored.order_id)
+@dataclass(frozen=True)
+class Placed:
+    order: OrderView
+    # An earlier request with the same key and body placed it: nothing new was written.
+    replayed: bool
 
 
 async def place_order(
-    session: AsyncSession, events: Emitter, new: NewOrder, quote: Quote, now: datetime, ttl_s: int
-) -> tuple[str, OrderView | None]:
-    """Write the key, the pending order and its events; returns the order id and, when this
-    request created it, its view as written (no read back). The key's primary key decides
-    between concurrent identical requests: the loser waits for the winner's commit and answers
-    with its order (view None)."""
-    order_id = str(uuid.uuid4())
-    claimed = await session.scalar(
-        pg_insert(idempotency_keys)
-        .values(
-            customer_id=new.customer_id,
-            key=new.idempotency_key,
-            request_hash=new.request_hash,
-            order_id=order_id,
-        )
-        .on_conflict_do_nothing()
-        .returning(idempotency_keys.c.order_id)
-    )
-    if claimed is None:
-        existing = await find_replay(
-            session, new.customer_id, new.idempotency_key, new.request_hash
-        )
-        if existing is None:  # the winner rolled back between our insert and read
-            raise Problem(409, "a request with this Idempotency-Key is in flight; retry")
-        return existing, None
+    uow: UnitOfWork[Store],
+    pricing: PricingClient,
+    request: OrderRequest,
+    *,
+    clock: Clock,
+    reservation_ttl_s: int,
+    request_id: str,
+    authorization: str | None,
+) -> Placed:
+    """Answer a replay from the database alone; otherwise price the lines (outside any
+    transaction: a slow pricing holds no connection), then write the key, the pending order, its
+    history and its two events in one transaction. Pricing's refusals (Invalid) and outages
+    (Unavailable) pass through and spend no key. The events carry the request id."""
+    async with uow(request_id) as tx:
+        replayed = await _replay(tx.store, request)
+    if replayed is not None:
+        return Placed(replayed, replayed=True)
 
+    quote = await pricing.quote(
+        request.lines, request.region, authorization=authorization, request_id=request_id
+    )
+    order = _pending(request, quote, clock() + timedelta(seconds=reservation_ttl_s), request_id)
+    async with uow(request_id) as tx:
+        store = tx.store
+        if not await store.keys.claim(
+            request.customer_id, request.idempotency_key, request.request_hash, order.id
+        ):
+            # A concurrent request with this key won the key's primary key; we waited for its
+            # commit and answer with its order.
+            replayed = await _replay(store, request)
+            if replayed is None:  # the winner rolled back between our insert and read
+                raise Conflict("a request with this Idempotency-Key is in flight; retry")
+            return Placed(replayed, replayed=True)
+        view = await store.orders.add(order)
+        entry = await store.history.append(order.id, OrderStatus.PENDING, None)
+        await tx.events.emit(
+            OrderPlaced(
+                order_id=order.id,
+                customer_id=order.customer_id,
+                email=order.email,
+                lines=list(order.lines),
+                region=order.region,
+                subtotal=order.subtotal,
+                discount=order.discount,
+                tax=order.tax,
+                total=order.total,
+                quote_id=order.quote_id,
+                reservation_deadline=order.reservation_deadline,
+            ),
+            subject=order.id,
+        )
+        # The token leaves only here, on the restricted internal topic; it is never stored.
+        await tx.events.emit(
+            PaymentInstructionIssued(
+                order_id=order.id,
+                customer_id=order.customer_id,
+                amount=order.total,
+                token=request.payment_token,
+            ),
+            subject=order.id,
+        )
+    return Placed(replace(view, history=(entry,)), replayed=False)
+
+
+async def _replay(store: Store, request: OrderRequest) -> OrderView | None:
+    """The order an earlier request with this key placed, or None; Conflict if that request
+    had another body."""
+    stored = await store.keys.find(request.customer_id, request.idempotency_key)
+    if stored is None:
+        return None
+    if not domain.is_replay(stored.request_hash, request.request_hash):
+        raise Conflict("this Idempotency-Key was already used with a different request body")
+    view = await store.orders.view(stored.order_id)
+    if view is None:  # the key's foreign key makes this impossible once committed
+        raise NotFound(f"order {stored.order_id}")
+    return view
+
+
+def _pending(
+    request: OrderRequest, quote: Quote, deadline: datetime, correlation_id: str
+) -> PendingOrder:
     zero = Money(amount=0, currency=quote.total.currency)
-    lines = [
-        PricedLine(
-            sku=ln.sku,
-            quantity=ln.quantity,
-            unit_price=ln.unit_price,
-            discount=ln.discount,
-            tax=ln.tax or zero,
-            total=ln.total,
-        )
-        for ln in quote.lines
-    ]
-    deadline = now + timedelta(seconds=ttl_s)
-    order = await session.execute(
-        insert(orders)
-        .values(
-            id=order_id,
-            customer_id=new.customer_id,
-            status=OrderStatus.PENDING.value,
-            region=new.region,
-            shipping_address=new.shipping_address,
-            email=new.email,
-            lines=[ln.model_dump(mode="json") for ln in lines],
-            currency=quote.total.currency,
-            subtotal=quote.subtotal.amount,
-            discount=quote.discount.amount,
-            tax=quote.tax.amount,
-            total=quote.total.amount,
-            quote_id=quote.id,
-            reservation_deadline=deadline,
-            correlation_id=events.correlation_id or order_id,
-        )
-        .returning(*orders.c)
-    )
-    history = await session.execute(
-        insert(order_history)
-        .values(order_id=order_id, status=OrderStatus.PENDING.value, reason=None)
-        .returning(*order_history.c)
-    )
-    view = (order.one(), list(history.all()))
-    await events.emit(
-        OrderPlaced(
-            order_id=order_id,
-            customer_id=new.customer_id,
-            email=new.email,
-            lines=lines,
-            region=new.region,
-            subtotal=quote.subtotal,
-            discount=quote.discount,
-            tax=quote.tax,
-            total=quote.total,
-            quote_id=quote.id,
-            reservation_deadline=deadline,
+    return PendingOrder(
+        id=str(uuid.uuid4()),
+        customer_id=request.customer_id,
+        region=request.region,
+        shipping_address=request.shipping_address,
+        email=request.email,
+        lines=tuple(
+            PricedLine(
+                sku=ln.sku,
+                quantity=ln.quantity,
+                unit_price=ln.unit_price,
+                discount=ln.discount,
+                tax=ln.tax or zero,
+                total=ln.total,
+            )
+            for ln in quote.lines
         ),
-        subject=order_id,
+        subtotal=quote.subtotal,
+        discount=quote.discount,
+        tax=quote.tax,
+        total=quote.total,
+        quote_id=quote.id,
+        reservation_deadline=deadline,
+        correlation_id=correlation_id,
     )
-    # The token leaves only here, on the restricted internal topic; it is never stored.
-    await events.emit(
-        PaymentInstructionIssued(
-            order_id=order_id,
-            customer_id=new.customer_id,
-            amount=quote.total,
-            token=new.payment_token,
-        ),
-        subject=order_id,
-    )
-    return order_id, view
 
 
 # --- reading ------------------------------------------------------------------------------------
 
 
-async def get_order(session: AsyncSession, order_id: str, caller: Principal) -> OrderView:
-    row = (await session.execute(select(orders).where(orders.c.id == order_id))).first()
-    _check_visible(row, caller, order_id)
-    assert row is not None
-    history = await _histories(session, [order_id])
-    return row, history.get(order_id, [])
+@dataclass(frozen=True)
+class OrderPage:
+    orders: list[OrderView]
+    # Another page follows the last of these orders.
+    more: bool
+
+
+async def get_order(tx: Tx[Store], caller: Principal, order_id: str) -> OrderView:
+    """The order with its history; another customer's order is NotFound, like a missing one."""
+    return _visible(await tx.store.orders.view(order_id), caller, order_id)
 
 
 async def list_orders(
-    session: AsyncSession,
+    tx: Tx[Store],
+    caller: Principal,
     *,
     customer_id: str | None,
-    status: str | None,
+    status: OrderStatus | None,
     before: tuple[datetime, str] | None,
     limit: int,
-) -> list[OrderView]:
-    """Newest first, one more than asked so the caller knows whether there is another page."""
-    query = select(orders).order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit + 1)
-    if customer_id is not None:
-        query = query.where(orders.c.customer_id == customer_id)
-    if status is not None:
-        query = query.where(orders.c.status == status)
-    if before is not None:
-        created_at, order_id = before
-        query = query.where(
-            tuple_(orders.c.created_at, orders.c.id)
-            < tuple_(
-                literal(created_at, orders.c.created_at.type), literal(order_id, orders.c.id.type)
-            )
-        )
-    rows = list((await session.execute(query)).all())
-    history = await _histories(session, [r.id for r in rows])
-    return [(r, history.get(r.id, [])) for r in rows]
-
-
-async def _histories(session: AsyncSession, order_ids: list[str]) -> dict[str, list[Row[Any]]]:
-    if not order_ids:
-        return {}
-    rows = await session.execute(
-        select(order_history)
-        .where(order_history.c.order_id.in_(order_ids))
-        .order_by(order_history.c.id)
+) -> OrderPage:
+    """Newest first, after the (created_at, id) position `before`. Customers always see their
+    own orders only (their `customer_id` is ignored); admins see all, or one customer's."""
+    owner = customer_id if caller.is_admin else caller.sub
+    # One more than asked tells whether there is another page.
+    found = await tx.store.orders.newest(
+        customer_id=owner, status=status, before=before, limit=limit + 1
     )
-    by_order: dict[str, list[Row[Any]]] = {}
-    for row in rows:
-        by_order.setdefault(row.order_id, []).append(row)
-    return by_order
+    return OrderPage(found[:limit], more=len(found) > limit)
 
 
-def _check_visible(row: Row[Any] | None, caller: Principal, order_id: str) -> None:
+def _visible(view: OrderView | None, caller: Principal, order_id: str) -> OrderView:
     # Another customer's order is reported as missing, not forbidden: ids are not confirmed.
-    if row is None or not caller.can_see(row.customer_id):
-        raise not_found(f"order {order_id}")
+    if view is None or not caller.can_see(view.customer_id):
+        raise NotFound(f"order {order_id}")
+    return view
 
 
-# --- changing -----------------------------------------------------------------------------------
-
-
-async def _lock(session: AsyncSession, order_id: str) -> Row[Any] | None:
-    return (
-        await session.execute(select(orders).where(orders.c.id == order_id).with_for_update())
-    ).first()
-
-
-def _state(row: Row[Any]) -> Order:
-    return Order(
-        status=OrderStatus(row.status),
-        reservation_deadline=row.reservation_deadline,
-        reason=row.reason,
-        stock_reserved=row.stock_reserved,
-        cancellation_requested=row.cancellation_requested,
-        cancellation_reason=row.cancellation_reason,
-        cancel_stock_returned=row.cancel_stock_returned,
-        cancel_payment_returned=row.cancel_payment_returned,
-    )
-
-
-async def _append_history(
-    session: AsyncSession, order_id: str, status: OrderStatus, reason: str | None
-) -> None:
-    await session.execute(
-        insert(order_history).values(order_id=order_id, status=status.value, reason=reason)
-    )
-
-
-async def _save(
-    session: AsyncSession,
-    events: Emitter,
-    row: Row[Any],
-    after: Order,
-    tracking: dict[str, Any] | None = None,
-) -> None:
-    """Write the new state; a new status also gets its history entry and its event."""
-    values: dict[str, Any] = {
-        "status": after.status.value,
-        "reason": after.reason,
-        "stock_reserved": after.stock_reserved,
-        "cancellation_requested": after.cancellation_requested,
-        "cancellation_reason": after.cancellation_reason,
-        "cancel_stock_returned": after.cancel_stock_returned,
-        "cancel_payment_returned": after.cancel_payment_returned,
-        "updated_at": func.now(),
-    }
-    if tracking is not None:
-        values["tracking"] = tracking
-    await session.execute(update(orders).where(orders.c.id == row.id).values(**values))
-    if after.status.value != row.status:
-        await _append_history(session, row.id, after.status, after.reason)
-        await events.emit(_status_event(row, after, tracking), subject=row.id)
-
-
-def _status_event(row: Row[Any], after: Order, tracking: dict[str, Any] | None) -> BaseModel:
-    who = {"order_id": row.id, "customer_id": row.customer_id}
-    match after.status:
-        case OrderStatus.CONFIRMED:
-            return OrderConfirmed(
-                **who,
-                email=row.email,
-                lines=[PricedLine.model_validate(ln) for ln in row.lines],
-                total=Money(amount=row.total, currency=row.currency),
-            )
-        case OrderStatus.REJECTED:
-            return OrderRejected(**who, email=row.email, reason=after.reason or "invalid")
-        case OrderStatus.CANCELLED:
-            return OrderCancelled(**who, email=row.email, reason=after.reason or "")
-        case OrderStatus.SHIPPED:
-            return OrderShipped(**who, email=row.email, tracking=tracking or {})
-        case OrderStatus.DELIVERED:
-            return OrderDelivered(**who)
-    raise AssertionError(f"no event for a move to {after.status}")
-
-
-async def apply_fact(
-    session: AsyncSession,
-    events: Emitter,
-    order_id: str,
-    decide: Callable[[Order], Order | None],
-) -> bool:
-    """Apply another service's fact about an order; False when it changes nothing (unknown order,
-    late, duplicated or out of order)."""
-    row = await _lock(session, order_id)
-    if row is None:
-        log.info("fact about unknown order %s ignored", order_id)
-        return False
-    before = _state(row)
-    after = decide(before)
-    if after is None or after == before:
-        return False
-    await _save(session, events, row, after)
-    return True
+# --- the customer's and the operator's actions ---------------------------------------------------
 
 
 async def request_cancellation(
-    session: AsyncSession, events: Emitter, caller: Principal, order_id: str, reason: str
-) -> None:
-    """Record the request and ask inventory and payments to undo their part; a repeated request
-    changes nothing."""
-    row = await _lock(session, order_id)
-    _check_visible(row, caller, order_id)
-    assert row is not None
-    before = _state(row)
-    try:
-        after = domain.request_cancellation(before, reason)
-    except IllegalTransition as exc:
-        raise conflict(str(exc)) from exc
-    if after == before:
-        return
-    await _save(session, events, row, after)
-    await events.emit(
-        OrderCancellationRequested(
-            order_id=order_id,
-            customer_id=row.customer_id,
-            reason=reason,
-            previous_status=before.status.value,
-        ),
-        subject=order_id,
-    )
+    tx: Tx[Store], caller: Principal, order_id: str, reason: str
+) -> OrderView:
+    """Record the request and ask inventory and payments to undo their part (Conflict once the
+    order shipped or ended); a repeated request changes nothing. Returns the order after."""
+    order = await tx.store.orders.lock(order_id)
+    if order is None or not caller.can_see(order.customer_id):
+        raise NotFound(f"order {order_id}")
+    before = order.state
+    after = _legal(lambda: domain.request_cancellation(before, reason))
+    if after != before:
+        await _move(tx, order, after)
+        await tx.events.emit(
+            OrderCancellationRequested(
+                order_id=order_id,
+                customer_id=order.customer_id,
+                reason=reason,
+                previous_status=before.status.value,
+            ),
+            subject=order_id,
+        )
+    return await get_order(tx, caller, order_id)
 
 
 async def ship(
-    session: AsyncSession,
-    events: Emitter,
+    tx: Tx[Store],
+    caller: Principal,
     order_id: str,
+    *,
     carrier: str,
     tracking_number: str,
-    now: datetime,
-) -> None:
-    row = await _lock(session, order_id)
-    if row is None:
-        raise not_found(f"order {order_id}")
-    try:
-        after = domain.ship(_state(row))
-    except IllegalTransition as exc:
-        raise conflict(str(exc)) from exc
+    clock: Clock,
+) -> OrderView:
+    """A confirmed order leaves the warehouse (Conflict otherwise, also during a cancellation)."""
+    order = await _locked(tx, order_id)
+    after = _legal(lambda: domain.ship(order.state))
     tracking = {
         "carrier": carrier,
         "tracking_number": tracking_number,
-        "shipped_at": now.isoformat(),
+        "shipped_at": clock().isoformat(),
     }
-    await _save(session, events, row, after, tracking)
+    await _move(tx, order, after, tracking)
+    return await get_order(tx, caller, order_id)
 
 
-async def deliver(session: AsyncSession, events: Emitter, order_id: str) -> None:
-    row = await _lock(session, order_id)
-    if row is None:
-        raise not_found(f"order {order_id}")
+async def deliver(tx: Tx[Store], caller: Principal, order_id: str) -> OrderView:
+    """A shipped order arrived (Conflict otherwise)."""
+    order = await _locked(tx, order_id)
+    await _move(tx, order, _legal(lambda: domain.deliver(order.state)))
+    return await get_order(tx, caller, order_id)
+
+
+async def _locked(tx: Tx[Store], order_id: str) -> LockedOrder:
+    order = await tx.store.orders.lock(order_id)
+    if order is None:
+        raise NotFound(f"order {order_id}")
+    return order
+
+
+def _legal(decide: Callable[[], Order]) -> Order:
     try:
-        after = domain.deliver(_state(row))
+        return decide()
     except IllegalTransition as exc:
-        raise conflict(str(exc)) from exc
-    await _save(session, events, row, after)
+        raise Conflict(str(exc)) from exc
+
+
+# --- facts other services report ----------------------------------------------------------------
+# Each returns whether it changed the order: an unknown order, or a late, duplicated or
+# out-of-order fact, changes nothing.
+
+
+async def stock_reserved(tx: Tx[Store], order_id: str) -> bool:
+    return await _apply_fact(tx, order_id, domain.note_stock_reserved)
+
+
+async def stock_reservation_failed(tx: Tx[Store], order_id: str) -> bool:
+    return await _apply_fact(tx, order_id, lambda o: domain.reject(o, "out_of_stock"))
+
+
+async def stock_released(tx: Tx[Store], order_id: str, reason: str) -> bool:
+    """Inventory gave stock back; only a release for a cancellation settles its stock half."""
+    if reason != RELEASED_FOR_CANCELLATION:
+        return False
+    return await _apply_fact(tx, order_id, domain.cancellation_stock_returned)
+
+
+async def payment_captured(tx: Tx[Store], order_id: str, clock: Clock) -> bool:
+    """Confirms a pending order in time, rejects it after its deadline (payments then refunds)."""
+    now = clock()
+    return await _apply_fact(tx, order_id, lambda o: domain.payment_captured(o, now))
+
+
+async def payment_failed(tx: Tx[Store], order_id: str) -> bool:
+    return await _apply_fact(tx, order_id, lambda o: domain.reject(o, "payment_declined"))
+
+
+async def payment_returned(tx: Tx[Store], order_id: str) -> bool:
+    """Payments refunded or voided the charge: the payment half of a cancellation."""
+    return await _apply_fact(tx, order_id, domain.cancellation_payment_returned)
+
+
+async def _apply_fact(
+    tx: Tx[Store], order_id: str, decide: Callable[[Order], Order | None]
+) -> bool:
+    order = await tx.store.orders.lock(order_id)
+    if order is None:
+        log.info("fact about unknown order %s ignored", order_id)
+        return False
+    after = decide(order.state)
+    if after is None or after == order.state:
+        return False
+    await _move(tx, order, after)
+    return True
 
 
 # --- the reservation deadline -------------------------------------------------------------------
 
 
-async def claim_overdue(session: AsyncSession, now: datetime) -> Row[Any] | None:
-    """One pending order past its deadline, locked; rows another sweeper holds are skipped."""
-    return (
-        await session.execute(
-            select(orders)
-            .where(orders.c.status == OrderStatus.PENDING.value)
-            .where(orders.c.reservation_deadline < now)
-            .order_by(orders.c.reservation_deadline)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
-    ).first()
+async def expire_overdue(claims: OverdueClaims, now: datetime, limit: int) -> int:
+    """Reject pending orders whose deadline is before `now`, each in its own transaction with its
+    OrderRejected, at most `limit`; returns how many."""
+    swept = 0
+    while swept < limit:
+        async with claims(now) as claimed:
+            if claimed is None:
+                break
+            after = domain.expire(claimed.order.state, now)
+            if after is None:
+                break
+            await _move(claimed.tx, claimed.order, after)
+        swept += 1
+    return swept
 
 
-async def expire(session: AsyncSession, events: Emitter, row: Row[Any], now: datetime) -> bool:
-    after = domain.expire(_state(row), now)
-    if after is None:
-        return False
-    await _save(session, events, row, after)
-    return True
+# --- writing a change ---------------------------------------------------------------------------
+
+
+async def _move(
+    tx: Tx[Store], order: LockedOrder, after: Order, tracking: dict[str, Any] | None = None
+) -> None:
+    """Write the new state; a new status also gets its history entry and its event."""
+    await tx.store.orders.save(order.id, after, tracking)
+    if after.status is not order.state.status:
+        await tx.store.history.append(order.id, after.status, after.reason)
+        await tx.events.emit(_status_event(order, after, tracking), subject=order.id)
+
+
+def _status_event(order: LockedOrder, after: Order, tracking: dict[str, Any] | None) -> BaseModel:
+    who = {"order_id": order.id, "customer_id": order.customer_id}
+    match after.status:
+        case OrderStatus.CONFIRMED:
+            return OrderConfirmed(
+                **who, email=order.email, lines=list(order.lines), total=order.total
+            )
+        case OrderStatus.REJECTED:
+            return OrderRejected(**who, email=order.email, reason=after.reason or "invalid")
+        case OrderStatus.CANCELLED:
+            return OrderCancelled(**who, email=order.email, reason=after.reason or "")
+        case OrderStatus.SHIPPED:
+            return OrderShipped(**who, email=order.email, tracking=tracking or {})
+        case OrderStatus.DELIVERED:
+            return OrderDelivered(**who)
+    raise AssertionError(f"no event for a move to {after.status}")

@@ -17,6 +17,7 @@ from libs.events import topics
 from libs.events.common import Line, Money
 from libs.events.inventory import StockReleased, StockReservationFailed, StockReserved
 from libs.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded
+from services.orders.db import Store
 from services.orders.handlers import sweep_overdue
 from tests.integration.orders.conftest import Priced
 from tests.support.auth import admin, bearer
@@ -443,3 +444,18 @@ async def test_customers_see_their_own_orders_only(
     assert {o["status"] for o in by_status.json()["items"]} == {status}
     none = await client.get(f"/orders?customer_id={alice}&status=shipped", headers=admin())
     assert none.json()["items"] == []
+
+
+async def test_the_sweep_skips_an_order_another_transaction_holds(
+    app: FastAPI, client: httpx.AsyncClient, pricing: Priced
+) -> None:
+    order = await placed(client, pricing, customer())
+    deadline = datetime.fromisoformat(order["reservation_deadline"])
+    db = app.state.runtime.db
+    async with db.transaction() as holder:
+        assert await Store(holder).orders.lock(order["id"]) is not None
+        # Another sweeper (or a fact being applied) holds the row: skipped, not waited for.
+        await asyncio.wait_for(sweep_overdue(db, deadline + timedelta(seconds=1)), timeout=10)
+        assert (await read(client, order["id"]))["status"] == "pending"
+    assert await sweep_overdue(db, deadline + timedelta(seconds=1)) >= 1
+    assert (await read(client, order["id"]))["status"] == "rejected"

@@ -1,4 +1,5 @@
-"""Orders' view of pricing: quotes read, pricing's verdicts relayed, outages turned into 503."""
+"""Orders' pricing adapter: quotes read, pricing's verdicts relayed as Invalid (its field errors,
+422 or 400), outages and untrustworthy answers as Unavailable (503)."""
 
 from collections.abc import Callable
 from typing import Any
@@ -6,8 +7,9 @@ from typing import Any
 import httpx
 import pytest
 
-from libs.kit.problems import Problem
-from services.orders.service import Pricing
+from libs.kit.errors import FieldError, Invalid, Unavailable
+from libs.kit.problems import domain_problem
+from services.orders.adapters import HttpPricing
 
 LINES = [("MUG-1", 2), ("TEA-9", 1)]
 
@@ -43,15 +45,15 @@ QUOTE: dict[str, Any] = {
 }
 
 
-def pricing_answering(handler: Callable[[httpx.Request], httpx.Response]) -> Pricing:
-    pricing = Pricing("http://pricing", 1.0)
+def pricing_answering(handler: Callable[[httpx.Request], httpx.Response]) -> HttpPricing:
+    pricing = HttpPricing("http://pricing", 1.0)
     pricing.client = httpx.AsyncClient(
         base_url="http://pricing", transport=httpx.MockTransport(handler)
     )
     return pricing
 
 
-async def quote(pricing: Pricing, auth: str | None = "Bearer t") -> Any:
+async def quote(pricing: HttpPricing, auth: str | None = "Bearer t") -> Any:
     return await pricing.quote(LINES, "FR", authorization=auth, request_id="req-1")
 
 
@@ -80,37 +82,56 @@ async def test_pricing_field_errors_are_relayed_as_422() -> None:
         "errors": [{"field": "lines[1].sku", "message": "unknown sku"}],
     }
     pricing = pricing_answering(lambda r: httpx.Response(422, json=problem))
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(Invalid) as caught:
         await quote(pricing)
-    assert caught.value.status == 422
-    assert caught.value.errors == problem["errors"]
+    assert caught.value.errors == [FieldError("lines[1].sku", "unknown sku")]
+    answer = domain_problem(caught.value)
+    assert answer.status == 422 and answer.detail == "lines[1].sku: unknown sku"
+    assert answer.errors == problem["errors"]
+
+
+@pytest.mark.parametrize(("status", "answered"), [(400, 400), (404, 422), (422, 422)])
+async def test_pricing_refusals_keep_their_kind(status: int, answered: int) -> None:
+    pricing = pricing_answering(lambda r: httpx.Response(status, json={"detail": "no"}))
+    with pytest.raises(Invalid) as caught:
+        await quote(pricing)
+    assert domain_problem(caught.value).status == answered
+    assert caught.value.detail == "no"
+
+
+async def test_a_refusal_without_a_problem_body_still_reads() -> None:
+    with pytest.raises(Invalid) as caught:
+        await quote(pricing_answering(lambda r: httpx.Response(422, content=b"<html>")))
+    assert caught.value.detail == "pricing refused the order lines"
+    assert caught.value.errors == []
 
 
 @pytest.mark.parametrize("status", [500, 502, 401])
 async def test_pricing_failures_are_503(status: int) -> None:
     pricing = pricing_answering(lambda r: httpx.Response(status, json={}))
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(Unavailable):
         await quote(pricing)
-    assert caught.value.status == 503
 
 
 async def test_unreachable_pricing_is_503() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(Unavailable):
         await quote(pricing_answering(refuse))
-    assert caught.value.status == 503
 
 
 async def test_a_quote_for_other_lines_is_not_trusted() -> None:
     other = QUOTE | {"lines": QUOTE["lines"][:1]}
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(Unavailable):
         await quote(pricing_answering(lambda r: httpx.Response(200, json=other)))
-    assert caught.value.status == 503
 
 
 async def test_unreadable_quote_is_503() -> None:
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(Unavailable):
         await quote(pricing_answering(lambda r: httpx.Response(200, json={"lines": "?"})))
-    assert caught.value.status == 503
+
+
+async def test_a_client_not_started_is_unavailable() -> None:
+    with pytest.raises(Unavailable):
+        await quote(HttpPricing("http://pricing", 1.0))

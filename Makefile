@@ -14,7 +14,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 help:
 	@echo "make run    - everything up (Kafka, PostgreSQL, SMTP sink, six services, nginx), demo data, URLs; Ctrl-C stops all"
 	@echo "make test   - install, start what is missing, run unit + integration + e2e tests, stop what it started"
-	@echo "make lint   - ruff (lint + format check), mypy --strict; make test runs it first"
+	@echo "make lint   - ruff (lint + format check), mypy --strict, import contracts; make test runs it first"
 	@echo "make bench  - checkout throughput/latency vs offered rate -> bench/results/<date>.json + .png"
 	@echo "make faults - crash scenarios under load, invariants checked -> bench/results/faults-<date>.json"
 	@echo "make status / infra-up / infra-down / migrate"
@@ -49,6 +49,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy libs services bench tests
+	$(VENV)/bin/lint-imports
 
 format: install
 	$(VENV)/bin/ruff format .

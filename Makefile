@@ -14,7 +14,7 @@ export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 help:
 	@echo "make run    - everything up (Kafka, PostgreSQL, SMTP sink, six services, nginx), demo data, URLs; Ctrl-C stops all"
 	@echo "make test   - install, start what is missing, run unit + integration + e2e tests, stop what it started"
-	@echo "make lint   - ruff + mypy"
+	@echo "make lint   - ruff (lint + format check), shellcheck, import contracts, mypy --strict; make test runs it first"
 	@echo "make bench  - checkout throughput/latency vs offered rate -> bench/results/<date>.json + .png"
 	@echo "make faults - crash scenarios under load, invariants checked -> bench/results/faults-<date>.json"
 	@echo "make status / infra-up / infra-down / migrate"
@@ -32,7 +32,8 @@ install: $(VENV)/.synced
 run: install
 	bash deploy/local/run.sh
 
-test: install
+# Lint first: a style or type error fails in seconds, before any infrastructure starts.
+test: install lint
 	bash deploy/local/test.sh
 
 bench: install
@@ -44,10 +45,15 @@ faults: install
 test-unit: install
 	$(PY) -m pytest tests/unit -q
 
+# Cheapest checks first. shellcheck comes from apt (installed here on a fresh machine); -x -P
+# SCRIPTDIR follows each script's `. lib.sh` so variables lib.sh reads count as used.
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy libs services
+	@SAY_PREFIX=lint bash -c '. deploy/local/lib.sh && ensure_apt_pkg shellcheck shellcheck'
+	shellcheck -x -P SCRIPTDIR deploy/local/*.sh $(wildcard .ci/run)
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy libs services bench tests
 
 format: install
 	$(VENV)/bin/ruff format .

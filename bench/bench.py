@@ -117,7 +117,9 @@ class System:
             if k.startswith("BACKROOM_")
         }
         known = ServiceSettings.model_fields
-        return ServiceSettings(**{k: v for k, v in {**env, **overrides}.items() if k in known})
+        # Any: the values are strings that pydantic parses into each field's type.
+        fields: dict[str, Any] = {k: v for k, v in {**env, **overrides}.items() if k in known}
+        return ServiceSettings(**fields)
 
     def _sh(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
@@ -333,7 +335,9 @@ def analyze(
     late_or_missing = 0
     rejected = 0
     for s in accepted:
-        outcome = settled.get(s[ORDER_ID])
+        order_id = s[ORDER_ID]
+        assert order_id is not None  # `accepted` holds only samples with an order id
+        outcome = settled.get(order_id)
         if outcome is None:
             late_or_missing += 1
             continue

@@ -10,6 +10,7 @@ import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from typing import Final
 
 import httpx
 
@@ -17,7 +18,14 @@ import httpx
 # (seq, intended, sent, done, status, order_id, error); wall-clock epoch seconds; status 0 when
 # the request failed without an HTTP answer.
 Sample = tuple[int, float, float, float, int, str | None, str | None]
-SEQ, INTENDED, SENT, DONE, STATUS, ORDER_ID, ERROR = range(7)
+# Field positions, as Final literals so the type checker knows each field's type.
+SEQ: Final = 0
+INTENDED: Final = 1
+SENT: Final = 2
+DONE: Final = 3
+STATUS: Final = 4
+ORDER_ID: Final = 5
+ERROR: Final = 6
 
 
 @dataclass(frozen=True)

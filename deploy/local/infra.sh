@@ -7,6 +7,7 @@
 #   infra.sh status
 set -euo pipefail
 SAY_PREFIX=infra
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 COMPONENTS=(kafka postgres smtp)

@@ -3,6 +3,7 @@
 # demo data seeded, URLs printed. Ctrl-C stops everything this script started.
 set -euo pipefail
 SAY_PREFIX=run
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STARTED=$RUN_DIR/run-infra.started

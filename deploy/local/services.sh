@@ -11,6 +11,7 @@
 # notifications +6), BACKROOM_RUN_DIR, and any BACKROOM_* setting, passed through to every service.
 set -euo pipefail
 SAY_PREFIX=services
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ALL=(catalog inventory pricing orders payments notifications)

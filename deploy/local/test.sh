@@ -3,7 +3,8 @@
 # run unit, integration, e2e and fault smoke tests (e2e and faults start their own services),
 # then stop what this script started. The exit code is pytest's.
 set -euo pipefail
-SAY_PREFIX=test
+SAY_PREFIX="test"  # quoted: `test` is also a command name
+# shellcheck source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STARTED=$RUN_DIR/test-infra.started

@@ -61,7 +61,7 @@ async def test_happy_path_confirms_charges_once_emails_and_calls_webhooks(
 
             async def committed() -> bool:
                 item = await stock(gateway, sku)
-                return item["on_hand"] == 8 and item["reserved"] == 0
+                return bool(item["on_hand"] == 8 and item["reserved"] == 0)
 
             await eventually(committed, what="stock committed")
             [capture] = await payments(gateway, order_id)
@@ -120,7 +120,7 @@ async def test_declined_card_rejects_and_releases_the_reservation(
 
     async def released() -> bool:
         item = await stock(gateway, sku)
-        return item["on_hand"] == 5 and item["reserved"] == 0
+        return bool(item["on_hand"] == 5 and item["reserved"] == 0)
 
     await eventually(released, what="reservation released")
     assert [p["status"] for p in await payments(gateway, rejected["id"])] == ["failed"]
@@ -152,7 +152,7 @@ async def test_cancel_after_confirmation_refunds_restocks_and_emails(
     assert cancel.status_code == 202, cancel.text
 
     async def cancelled() -> bool:
-        return (await order(gateway, order_id))["status"] == "cancelled"
+        return bool((await order(gateway, order_id))["status"] == "cancelled")
 
     await eventually(cancelled, what="order cancelled")
     assert (await order(gateway, order_id))["reason"] == "customer_request"

@@ -9,13 +9,14 @@ T = TypeVar("T")
 
 
 async def eventually(
-    probe: Callable[[], Awaitable[T]],
+    probe: Callable[[], Awaitable[T | None]],
     *,
     timeout: float = 20.0,
     interval: float = 0.1,
     what: str = "condition",
 ) -> T:
-    """Call `probe` until it returns a truthy value (returned) or stops raising AssertionError."""
+    """Call `probe` until it returns a truthy value (returned) or stops raising AssertionError.
+    A probe may answer None for "not yet": the result is then typed without it."""
     deadline = time.monotonic() + timeout
     last: BaseException | None = None
     while True:

@@ -4,6 +4,7 @@ standard asyncio loop (uvloop breaks aiokafka's recovery from a broker restart).
 import argparse
 import asyncio
 import contextlib
+import gc
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,7 +21,7 @@ def runtime_with_coordination(task: "asyncio.Future[Any] | None") -> Runtime:
     runtime.subscribed_topics = ["some.topic"]
     runtime._subscribe(runtime.subscribed_topics)
     [subscriber] = runtime.broker.subscribers
-    subscriber.consumer = SimpleNamespace(  # type: ignore[assignment]
+    subscriber.consumer = SimpleNamespace(  # type: ignore[attr-defined]
         _coordinator=SimpleNamespace(_coordination_task=task)
     )
     return runtime
@@ -54,7 +55,7 @@ def test_services_are_served_on_the_standard_asyncio_loop(monkeypatch: pytest.Mo
     settings = ServiceSettings(service_name="catalog")
     app = SimpleNamespace(state=SimpleNamespace(runtime=SimpleNamespace(settings=settings)))
     monkeypatch.setattr("services.catalog.main.create_app", lambda: app)
-    monkeypatch.setattr(cli.gc, "freeze", lambda: None)  # not in the test process
+    monkeypatch.setattr(gc, "freeze", lambda: None)  # not in the test process
     monkeypatch.setattr("uvicorn.run", lambda app, **kwargs: seen.update(kwargs))
     cli._cmd_serve(argparse.Namespace(service="catalog"))
     assert seen["loop"] == "asyncio"

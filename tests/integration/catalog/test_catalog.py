@@ -76,9 +76,10 @@ async def test_price_and_availability_come_from_other_services_events(
 
     async def projected() -> bool:
         product = (await catalog.get(f"/catalog/products/{sku}")).json()
-        return product["price"] == {"amount": 249, "currency": "EUR"} and product[
-            "availability"
-        ] == {"available": 5, "in_stock": True}
+        return bool(
+            product["price"] == {"amount": 249, "currency": "EUR"}
+            and product["availability"] == {"available": 5, "in_stock": True}
+        )
 
     await eventually(projected, what="price and stock projected")
 
@@ -96,7 +97,9 @@ async def test_search_by_text_and_category_with_cursor_pages(catalog: httpx.Asyn
     seen: list[str] = []
     cursor = None
     while True:
-        params = {"category": category, "limit": 2} | ({"cursor": cursor} if cursor else {})
+        params: dict[str, str | int] = {"category": category, "limit": 2}
+        if cursor:
+            params["cursor"] = cursor
         page = (await catalog.get("/catalog/products", params=params)).json()
         seen += [p["sku"] for p in page["items"]]
         cursor = page["next_cursor"]

@@ -524,6 +524,7 @@ CRASH_POINTS = {
 EXTRA_CRASH_POINTS = (
     ("payments", "after-provider-capture", "payments.after_provider_capture"),
     ("payments", "after-provider-refund", "payments.after_provider_refund"),
+    ("notifications", "after-intent-commit", "notifications.after_intent_commit"),
     ("notifications", "after-smtp-send", "notifications.after_smtp_send"),
 )
 

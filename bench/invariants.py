@@ -25,8 +25,9 @@ Invariants (violation kind in brackets):
 - one email per (order, template) for every status the order went through, none for statuses it
   did not [missing_email, unexpected_email]; the same Message-ID delivered again after a crash
   during the SMTP send is counted as `resent`, not a violation;
-- outboxes empty [outbox_not_empty]; dead-letter topics empty [dlq]; consumer groups caught up
-  [consumer_lag].
+- outboxes empty [outbox_not_empty]; no intent left pending (an email not sent, a PSP call whose
+  outcome is not recorded) [pending_work]; no email recorded as failed [email_failed];
+  dead-letter topics empty [dlq]; consumer groups caught up [consumer_lag].
 """
 
 from __future__ import annotations
@@ -198,6 +199,22 @@ async def outbox_sizes(dbs: Databases) -> dict[str, int]:
     return sizes
 
 
+# Work a service recorded for itself and has not finished (ADR 0005: an intent waiting for its
+# external call, or a claimed one whose outcome is not recorded yet): the system has not drained
+# while any is left, e.g. during the lease after a crash between the call and its outcome.
+PENDING_WORK = {
+    "notifications": "SELECT count(*) AS n FROM notifications WHERE status = 'pending'",
+}
+
+
+async def pending_work(dbs: Databases) -> dict[str, int]:
+    pending = {}
+    for db, query in PENDING_WORK.items():
+        rows = await dbs.fetch(db, query)
+        pending[db] = int(rows[0]["n"])
+    return pending
+
+
 async def open_orders(dbs: Databases, scope: Scope) -> int:
     """Orders of the scope not settled yet (not terminal, or a cancellation still under way)."""
     rows = await dbs.fetch(
@@ -214,6 +231,7 @@ async def open_orders(dbs: Databases, scope: Scope) -> int:
 class DrainState:
     open_orders: int = -1
     outbox: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)
     lag: dict[str, int] = field(default_factory=dict)
     error: str | None = None
 
@@ -223,6 +241,7 @@ class DrainState:
             self.error is None
             and self.open_orders == 0
             and not any(self.outbox.values())
+            and not any(self.pending.values())
             and not any(self.lag.values())
         )
 
@@ -230,8 +249,12 @@ class DrainState:
         if self.error:
             return f"error: {self.error}"
         outbox = {k: v for k, v in self.outbox.items() if v}
+        pending = {k: v for k, v in self.pending.items() if v}
         lag = {k: v for k, v in self.lag.items() if v}
-        return f"open orders {self.open_orders}, outbox {outbox or 0}, lag {lag or 0}"
+        return (
+            f"open orders {self.open_orders}, outbox {outbox or 0}, "
+            f"pending work {pending or 0}, lag {lag or 0}"
+        )
 
 
 async def drain_state(dbs: Databases, scope: Scope, bootstrap: str) -> DrainState:
@@ -239,6 +262,7 @@ async def drain_state(dbs: Databases, scope: Scope, bootstrap: str) -> DrainStat
     try:
         state.open_orders = await open_orders(dbs, scope)
         state.outbox = await outbox_sizes(dbs)
+        state.pending = await pending_work(dbs)
         state.lag = await asyncio.wait_for(consumer_lag(bootstrap), 30)
     except Exception as exc:
         state.error = repr(exc)[:300]
@@ -326,6 +350,15 @@ async def check(
     await _check_payments(dbs, report, by_id)
     await _check_inventory(dbs, report, scope, by_id)
     _check_emails(report, by_id, history, sink_message_ids(maildir))
+    failed = await dbs.fetch(
+        "notifications",
+        "SELECT order_id, template, error FROM notifications"
+        " WHERE channel = 'email' AND status = 'failed' AND order_id = ANY($1::text[])",
+        list(by_id),
+    )
+    for row in failed:
+        # A refused email is recorded as failed (no longer dead-lettered): the sink accepts all.
+        report.add("email_failed", row["order_id"], f"{row['template']}: {row['error']}")
     await _check_global(dbs, report, bootstrap, dlq_seen)
     return report
 
@@ -539,6 +572,9 @@ async def _check_global(
     for db, n in (await outbox_sizes(dbs)).items():
         if n:
             report.add("outbox_not_empty", db, f"{n} row(s) never published")
+    for db, n in (await pending_work(dbs)).items():
+        if n:
+            report.add("pending_work", db, f"{n} intent(s) never carried out")
     if bootstrap is None:
         return
     dlq_topics = [topics.dlq(t) for t in topics.ALL_TOPICS]

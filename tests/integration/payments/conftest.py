@@ -21,10 +21,10 @@ from libs.events.inventory import StockReserved
 from libs.events.orders import OrderCancellationRequested, OrderRejected, PaymentInstructionIssued
 from libs.kit.db import Database, processed_events
 from libs.kit.runtime import Runtime
-from services.payments.db import payment_orders, payments, sandbox_ledger
+from services.payments.adapters import SandboxProvider
+from services.payments.db import PgSandboxLedger, payment_orders, payments, sandbox_ledger
 from services.payments.domain import ProviderCapture, ProviderResult
 from services.payments.main import create_app
-from services.payments.service import PgSandboxLedger, SandboxProvider
 from services.payments.settings import PaymentsSettings
 from tests.support.auth import bearer
 from tests.support.kafka import make_event, publish
@@ -179,6 +179,10 @@ async def payments_service(migrated_databases: None) -> AsyncIterator[Payments]:
         consumer_backoff_initial_s=0.05,
         capture_backoff_initial_s=0.01,
         sandbox_slow_s=1.0,
+        # A "crash" below (an error raised after the provider answered) leaves the call owed
+        # until its lease ends; the slowest call here (2 s) stays within one lease.
+        intent_lease_s=3.0,
+        intent_poll_interval_s=0.2,
     )
     # The sandbox on its own engine: like a real PSP, it shares nothing with our transactions.
     ledger_db = Database.from_settings(settings)

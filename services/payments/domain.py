@@ -181,7 +181,7 @@ def close(
         return owe_refund(closed), CloseDecision.REFUND
     if closed.capture_status == "pending":
         return closed, CloseDecision.AWAIT_CAPTURE
-    if cancellation and not state.closed:
+    if cancellation and not state.closed and closed.capture_status in (None, "failed"):
         return closed, CloseDecision.VOID
     return closed, CloseDecision.NOTHING
 

@@ -402,22 +402,35 @@ class Charger:
         self.concurrency = concurrency
         self.wake: Wake = lambda: None
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._stopped = False
 
     async def step(self) -> int:
-        """Claim up to the free capacity (waiting for a free slot first); the number claimed."""
+        """Claim up to the free capacity (waiting for a free slot first) and start the calls.
+        Returns how many it claimed if that filled the capacity (more may be due: the worker
+        steps again at once), else 0 (everything due is under way: the worker waits for its
+        wake or poll, with no trailing empty claim)."""
         while len(self._running) >= self.concurrency:
             await asyncio.wait(self._running.values(), return_when=asyncio.FIRST_COMPLETED)
-        intents = await claim_intents(self.uow, self.concurrency - len(self._running), self.lease_s)
+        if self._stopped:
+            return 0
+        free = self.concurrency - len(self._running)
+        intents = await claim_intents(self.uow, free, self.lease_s)
         for intent in intents:
-            if intent.order_id in self._running:
+            key = f"{intent.operation}:{intent.order_id}"
+            if key in self._running:
                 continue  # its lease ran out while this process still waits for the provider
-            task = asyncio.create_task(self._carry_out(intent), name=f"pay-{intent.order_id}")
-            self._running[intent.order_id] = task
-            task.add_done_callback(partial(self._finished, intent.order_id))
-        return len(intents)
+            task = asyncio.create_task(self._carry_out(intent), name=f"payments-{key}")
+            self._running[key] = task
+            task.add_done_callback(partial(self._finished, key))
+        return len(intents) if len(intents) == free else 0
 
-    def _finished(self, order_id: str, _task: "asyncio.Task[None]") -> None:
-        self._running.pop(order_id, None)
+    @property
+    def busy(self) -> bool:
+        """Whether calls are in flight."""
+        return bool(self._running)
+
+    def _finished(self, key: str, _task: "asyncio.Task[None]") -> None:
+        self._running.pop(key, None)
 
     async def _carry_out(self, intent: Intent) -> None:
         crash_point("payments.after_intent_commit")
@@ -443,7 +456,9 @@ class Charger:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
     async def stop(self) -> None:
-        """Abandon calls in flight (their intents stay owed, as after a crash)."""
+        """Claim nothing more and abandon calls in flight (their intents stay owed, as after a
+        crash, and are claimed again when their leases end)."""
+        self._stopped = True
         for task in list(self._running.values()):
             task.cancel()
         await self.idle()

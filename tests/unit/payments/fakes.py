@@ -354,9 +354,10 @@ class Harness:
     async def run_charger(self) -> None:
         """What the worker does until nothing is due: claim, call, record."""
         while True:
-            await self.charger.idle()
-            if await self.charger.step() == 0:
+            await self.charger.step()
+            if not self.charger.busy:
                 return
+            await self.charger.idle()
 
     async def checkout(
         self, order_id: str, customer: str = "c-1", amount: int = 1000, token: str = "tok_visa"

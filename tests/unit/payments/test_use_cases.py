@@ -444,3 +444,20 @@ async def test_a_refund_shows_as_its_capture_refunded(pay: Harness) -> None:
         pay.store, caller="alice", is_admin=False, order_id="o-1", after=None, limit=10
     )
     assert [(p.status, p.refunded_at is not None) for p in page.items] == [("refunded", True)]
+
+
+async def test_the_charger_makes_at_most_its_concurrency_of_calls_at_once() -> None:
+    pay = Harness(concurrency=2)
+    for i in range(3):
+        pay.provider.hold[f"o-{i}"] = asyncio.Event()
+        await pay.instruct(f"o-{i}")
+        await pay.reserve(f"o-{i}")
+
+    assert await pay.charger.step() == 2  # full: more may be due
+    await asyncio.sleep(0)
+    assert len(pay.provider.captures) == 2
+    for held in pay.provider.hold.values():
+        held.set()
+    await pay.run_charger()
+    assert len(pay.events.of_type(PaymentCaptured)) == 3
+    assert await pay.charger.step() == 0

@@ -44,6 +44,10 @@ from services.payments.domain import (
 
 metadata = MetaData()
 
+# Orders that owe the provider a call. Spelled out with literals, in the partial index and in the
+# claim alike, so the planner can match the claim to the index even with a generic plan.
+_OWES_A_CALL = "capture_status = 'pending' OR refund_status = 'pending'"
+
 # One row per order, created by whichever fact arrives first (instruction, StockReserved, or a
 # rejection/cancellation); its row lock serialises every decision about the order. It also
 # holds the provider call the order owes (capture_status or refund_status 'pending'): claimed by
@@ -81,7 +85,7 @@ payment_orders = Table(
     Index(
         "ix_payment_orders_due",
         "lease_until",
-        postgresql_where=text("capture_status = 'pending' OR refund_status = 'pending'"),
+        postgresql_where=text(_OWES_A_CALL),
     ),
 )
 
@@ -222,7 +226,7 @@ class PaymentOrders:
         due = (
             select(_o.order_id)
             .where(
-                or_(_o.capture_status == "pending", _o.refund_status == "pending"),
+                text(f"({_OWES_A_CALL})"),
                 or_(_o.lease_until.is_(None), _o.lease_until <= func.now()),
             )
             .order_by(_o.lease_until.nulls_first())

@@ -1,5 +1,4 @@
-"""The payment provider payments calls (outside any transaction of ours), and the sandbox PSP that
-stands in for a real one."""
+"""The payment provider payments calls outside its transactions, and the sandbox PSP."""
 
 import asyncio
 import uuid

@@ -1,5 +1,7 @@
-"""Payments tables and every query on them: the order's payment state (with the provider call it
-owes), the money movements, and the sandbox PSP's ledger. Rows leave as domain objects."""
+"""Payments tables and every query on them; rows leave as domain objects.
+
+The order's payment state (with the provider call it owes), the money movements, and the
+sandbox PSP's ledger."""
 
 from collections.abc import Callable
 from datetime import datetime, timedelta

@@ -1,6 +1,7 @@
-"""Payments use cases: record the facts of an order and the provider call they make it owe (in
-the event's transaction), carry out owed calls outside any transaction and record their outcome
-in a new one (the charger), and list payments."""
+"""Payments use cases: an order's facts, the provider calls they make it owe, and the reads.
+
+Facts are recorded in the event's transaction with the call they make owed (an intent); the
+charger carries owed calls out outside any transaction and records each outcome in a new one."""
 
 import asyncio
 import logging

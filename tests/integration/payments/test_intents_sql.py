@@ -1,5 +1,4 @@
-"""The owed-call queries on the real PostgreSQL: claims skip rows another transaction holds, a
-lease keeps a claimed call from a second claimer until it ends, and an outcome is recorded once.
+"""The owed-call queries on the real PostgreSQL: SKIP LOCKED claims, leases, single outcomes.
 
 Runs before the package's service starts (its charger would claim these rows too)."""
 

@@ -1,5 +1,4 @@
-"""Provider calls sit outside our transactions: a slow one holds no lock and delays no other
-order's charge."""
+"""A slow provider call holds no lock and delays no other order's charge."""
 
 import asyncio
 

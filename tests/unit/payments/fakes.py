@@ -1,5 +1,7 @@
-"""In-memory payments: the order rows (with their owed provider calls and leases), the money
-movements, the sandbox PSP on a dict ledger, and a harness that plays events and the charger."""
+"""In-memory payments repositories, the sandbox on a dict ledger, and a harness to drive them.
+
+The order rows keep their owed provider calls and leases (on the test's clock); the harness
+plays the events payments' handlers receive and runs its charger."""
 
 import asyncio
 from collections import defaultdict

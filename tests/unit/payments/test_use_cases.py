@@ -1,5 +1,7 @@
-"""Payments use cases on fakes: an order is charged once both facts are known, by the charger and
-outside the event's transaction; closes refund or void; crashes and races keep the money right."""
+"""Payments use cases on fakes: charged once, refunded or voided on close, whatever crashes.
+
+The charge is owed in the event's transaction and made by the charger outside it; crashes and
+races between a capture and a close keep the money right."""
 
 import asyncio
 

@@ -1,20 +1,23 @@
 """HTTP in: the payments route of the contract (a page of an order's or a customer's payments)."""
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
-from sqlalchemy import Row
 
 from libs.events.common import Money
-from libs.kit.app import Session
+from libs.kit.app import transaction_of
 from libs.kit.auth import Caller
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
-from libs.kit.problems import invalid, not_found
+from libs.kit.problems import invalid
+from libs.kit.transactions import SessionTx
 from services.payments import service
+from services.payments.db import Store
+from services.payments.domain import Payment
 
 router = APIRouter(prefix="/payments", tags=["payments"])
+TxDep = Annotated[SessionTx[Store], Depends(transaction_of(Store), scope="function")]
 
 
 class PaymentOut(BaseModel):
@@ -29,49 +32,45 @@ class PaymentOut(BaseModel):
     refunded_at: str | None
 
     @classmethod
-    def from_row(cls, row: Row[Any]) -> "PaymentOut":
+    def of(cls, payment: Payment) -> "PaymentOut":
         return cls(
-            id=row.id,
-            order_id=row.order_id,
-            customer_id=row.customer_id,
-            amount=Money(amount=row.amount, currency=row.currency),
-            status=row.status,
-            provider_ref=row.provider_ref,
-            failure_reason=row.failure_reason,
-            created_at=row.created_at.isoformat(),
-            refunded_at=row.refunded_at.isoformat() if row.refunded_at else None,
+            id=payment.id,
+            order_id=payment.order_id,
+            customer_id=payment.customer_id,
+            amount=Money(amount=payment.amount, currency=payment.currency),
+            status=payment.status,
+            provider_ref=payment.provider_ref,
+            failure_reason=payment.failure_reason,
+            created_at=payment.created_at.isoformat(),
+            refunded_at=payment.refunded_at.isoformat() if payment.refunded_at else None,
         )
 
 
 @router.get("", response_model=Page[PaymentOut])
 async def list_payments(
     caller: Caller,
-    session: Session,
+    tx: TxDep,
     order_id: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
 ) -> Page[PaymentOut]:
     """Owner or admin. A customer sees only their own payments; naming another customer's
     order is answered 404, like reading that order itself."""
-    if order_id is not None and not caller.is_admin:
-        owner = await service.order_customer(session, order_id)
-        if owner is not None and owner != caller.sub:
-            raise not_found(f"order {order_id}")
-    rows = await service.list_payments(
-        session,
-        customer_id=None if caller.is_admin else caller.sub,
+    page = await service.list_payments(
+        tx.store,
+        caller=caller.sub,
+        is_admin=caller.is_admin,
         order_id=order_id,
         after=_position(cursor),
         limit=limit,
     )
-    more = len(rows) > limit
-    rows = rows[:limit]
+    last = page.items[-1] if page.items else None
     next_cursor = (
-        encode_cursor({"created_at": rows[-1].created_at.isoformat(), "id": rows[-1].id})
-        if more and rows
+        encode_cursor({"created_at": last.created_at.isoformat(), "id": last.id})
+        if page.more and last is not None
         else None
     )
-    return Page[PaymentOut](items=[PaymentOut.from_row(r) for r in rows], next_cursor=next_cursor)
+    return Page[PaymentOut](items=[PaymentOut.of(p) for p in page.items], next_cursor=next_cursor)
 
 
 def _position(cursor: str | None) -> tuple[datetime, str] | None:

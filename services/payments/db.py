@@ -1,4 +1,11 @@
-"""Payments tables: what is known per order, the money movements, and the sandbox PSP's ledger."""
+"""Payments tables and every query on them; rows leave as domain objects.
+
+The order's payment state (with the provider call it owes), the money movements, and the
+sandbox PSP's ledger."""
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal
 
 from sqlalchemy import (
     BigInteger,
@@ -8,17 +15,45 @@ from sqlalchemy import (
     DateTime,
     Index,
     Integer,
+    Interval,
     MetaData,
+    Row,
     String,
     Table,
     UniqueConstraint,
     func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from libs.kit.db import Database
+from services.payments.domain import (
+    Intent,
+    LedgerEntry,
+    NewPayment,
+    OrderPayment,
+    Payment,
+    RefundedCapture,
+    Trace,
 )
 
 metadata = MetaData()
 
+# Orders that owe the provider a call. Spelled out with literals, in the partial index and in the
+# claim alike, so the planner can match the claim to the index even with a generic plan.
+_OWES_A_CALL = "capture_status = 'pending' OR refund_status = 'pending'"
+
 # One row per order, created by whichever fact arrives first (instruction, StockReserved, or a
-# rejection/cancellation); its row lock serialises every decision about the order.
+# rejection/cancellation); its row lock serialises every decision about the order. It also
+# holds the provider call the order owes (capture_status or refund_status 'pending'): claimed by
+# the charger with a lease, carried out outside any transaction, its outcome recorded here.
 payment_orders = Table(
     "payment_orders",
     metadata,
@@ -32,12 +67,34 @@ payment_orders = Table(
     Column("closed_reason", String(50)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("refund_reason", String(100)),
+    Column("capture_status", String(10)),
+    Column("capture_ref", String(100)),
+    Column("refund_status", String(10)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("correlation_id", String(200)),
+    Column("causation_id", String(200)),
     CheckConstraint("(amount IS NULL) = (currency IS NULL)", name="ck_payment_orders_money"),
+    CheckConstraint(
+        "capture_status IN ('pending', 'captured', 'failed', 'refunded')",
+        name="ck_payment_orders_capture_status",
+    ),
+    CheckConstraint(
+        "refund_status IN ('pending', 'refunded', 'failed')",
+        name="ck_payment_orders_refund_status",
+    ),
+    Index(
+        "ix_payment_orders_due",
+        "lease_until",
+        postgresql_where=text(_OWES_A_CALL),
+    ),
 )
 
 # Money movements: one capture attempt per order (captured, failed, or refunded once its refund
 # went through) and at most one (full) refund; the unique constraint is the "charged at most
-# once per order" guarantee, whatever is retried or redelivered.
+# once per order" guarantee, whatever is retried or redelivered. A row is written only with the
+# provider's answer (or a decline decided without it), never for an intent.
 payments = Table(
     "payments",
     metadata,
@@ -78,3 +135,302 @@ sandbox_ledger = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
+
+_o = payment_orders.c
+_p = payments.c
+
+
+def _order(row: Row[Any]) -> OrderPayment:
+    return OrderPayment(
+        order_id=row.order_id,
+        customer_id=row.customer_id,
+        amount=row.amount,
+        currency=row.currency,
+        token=row.token,
+        stock_reserved=row.stock_reserved,
+        closed_reason=row.closed_reason,
+        refund_reason=row.refund_reason,
+        capture_status=row.capture_status,
+        capture_ref=row.capture_ref,
+        refund_status=row.refund_status,
+        attempts=row.attempts,
+    )
+
+
+def _intent(row: Row[Any]) -> Intent:
+    return Intent(
+        order_id=row.order_id,
+        operation="capture" if row.capture_status == "pending" else "refund",
+        attempts=row.attempts,
+        amount=row.amount,
+        currency=row.currency,
+        token=row.token,
+        closed=row.closed_reason is not None,
+        capture_ref=row.capture_ref,
+        trace=Trace(row.correlation_id, row.causation_id),
+    )
+
+
+class PaymentOrders:
+    """The order's payment state; `lock` first in every transaction that decides about it."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock(
+        self, order_id: str, customer_id: str | None = None, *, stock_reserved: bool = False
+    ) -> OrderPayment:
+        """Create the order's row if this is the first fact about it, and lock it either way (with
+        `stock_reserved`, also record that inventory holds the stock)."""
+        statement = pg_insert(payment_orders).values(
+            order_id=order_id, customer_id=customer_id, stock_reserved=stock_reserved
+        )
+        changes: dict[str, Any] = {
+            "customer_id": func.coalesce(_o.customer_id, statement.excluded.customer_id),
+            "updated_at": func.now(),
+        }
+        if stock_reserved:
+            changes["stock_reserved"] = True
+        upsert = statement.on_conflict_do_update(
+            index_elements=[_o.order_id], set_=changes
+        ).returning(*payment_orders.c)
+        return _order((await self.session.execute(upsert)).one())
+
+    async def save(self, order: OrderPayment, *, intent: Trace | None = None) -> None:
+        """Write the state `lock` returned and a use case changed; with `intent`, the provider
+        call it now owes starts unclaimed, in that event's story."""
+        values: dict[str, Any] = {
+            "amount": order.amount,
+            "currency": order.currency,
+            "token": order.token,
+            "closed_reason": order.closed_reason,
+            "refund_reason": order.refund_reason,
+            "capture_status": order.capture_status,
+            "capture_ref": order.capture_ref,
+            "refund_status": order.refund_status,
+            "attempts": order.attempts,
+            "updated_at": func.now(),
+        }
+        if intent is not None:
+            values |= {
+                "lease_until": None,
+                "correlation_id": intent.correlation_id,
+                "causation_id": intent.causation_id,
+            }
+        await self.session.execute(
+            update(payment_orders).where(_o.order_id == order.order_id).values(**values)
+        )
+
+    async def claim_due(self, limit: int, lease_s: float) -> list[Intent]:
+        """Take up to `limit` owed provider calls nobody holds (never claimed, or whose claim's
+        lease ran out: that claimer died or gave up) for `lease_s`; rows another transaction
+        holds are skipped, not waited for."""
+        due = (
+            select(_o.order_id)
+            .where(
+                text(f"({_OWES_A_CALL})"),
+                or_(_o.lease_until.is_(None), _o.lease_until <= func.now()),
+            )
+            .order_by(_o.lease_until.nulls_first())
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        statement = (
+            update(payment_orders)
+            .where(_o.order_id.in_(due))
+            .values(
+                attempts=_o.attempts + 1,
+                lease_until=func.now() + literal(timedelta(seconds=lease_s), Interval()),
+            )
+            .returning(*payment_orders.c)
+        )
+        return [_intent(row) for row in (await self.session.execute(statement)).all()]
+
+    async def settle_capture(
+        self, order_id: str, status: Literal["captured", "failed"], ref: str | None
+    ) -> OrderPayment | None:
+        """Record the provider's answer to the order's pending capture (and erase the token);
+        None if no capture is pending any more (another claim recorded it, or it was dropped)."""
+        return await self._settle(
+            _o.capture_status == "pending",
+            order_id,
+            capture_status=status,
+            capture_ref=ref,
+            token=None,
+        )
+
+    async def drop_capture(self, order_id: str) -> OrderPayment | None:
+        """The pending capture of a closed order that the provider never made: owed no more."""
+        return await self._settle(
+            _o.capture_status == "pending", order_id, capture_status=None, token=None
+        )
+
+    async def settle_refund(
+        self, order_id: str, status: Literal["refunded", "failed"]
+    ) -> OrderPayment | None:
+        """Record the provider's answer to the order's pending refund; None if none is pending."""
+        return await self._settle(_o.refund_status == "pending", order_id, refund_status=status)
+
+    async def _settle(self, pending: Any, order_id: str, **values: Any) -> OrderPayment | None:
+        statement = (
+            update(payment_orders)
+            .where(_o.order_id == order_id, pending)
+            .values(**values, lease_until=None, updated_at=func.now())
+            .returning(*payment_orders.c)
+        )
+        row = (await self.session.execute(statement)).first()
+        return None if row is None else _order(row)
+
+    async def customer_of(self, order_id: str) -> str | None:
+        """Whose order this is, as far as payments knows (None: not known yet)."""
+        return await self.session.scalar(select(_o.customer_id).where(_o.order_id == order_id))
+
+
+class Payments:
+    """The money movements of orders."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add(self, payment: NewPayment) -> None:
+        """Record one movement; a second capture (or refund) of an order violates the unique
+        constraint and rolls the transaction back."""
+        await self.session.execute(
+            insert(payments).values(
+                id=payment.id,
+                order_id=payment.order_id,
+                customer_id=payment.customer_id,
+                kind=payment.kind,
+                amount=payment.amount,
+                currency=payment.currency,
+                status=payment.status,
+                provider_ref=payment.provider_ref,
+                failure_reason=payment.failure_reason,
+            )
+        )
+
+    async def mark_refunded(self, order_id: str) -> RefundedCapture | None:
+        """The order's capture was given back; None if it has no unrefunded capture."""
+        statement = (
+            update(payments)
+            .where(_p.order_id == order_id, _p.kind == "capture", _p.status == "captured")
+            .values(status="refunded", refunded_at=func.now())
+            .returning(_p.id, _p.customer_id, _p.amount, _p.currency)
+        )
+        row = (await self.session.execute(statement)).first()
+        if row is None:
+            return None
+        return RefundedCapture(
+            payment_id=row.id, customer_id=row.customer_id, amount=row.amount, currency=row.currency
+        )
+
+    async def page(
+        self,
+        *,
+        customer_id: str | None,
+        order_id: str | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Payment]:
+        """Capture attempts, newest first, one more than `limit` so the caller knows if there is
+        more; a refund shows as its capture's status `refunded`."""
+        query = (
+            select(payments)
+            .where(_p.kind == "capture")
+            .order_by(_p.created_at.desc(), _p.id.desc())
+            .limit(limit + 1)
+        )
+        if customer_id is not None:
+            query = query.where(_p.customer_id == customer_id)
+        if order_id is not None:
+            query = query.where(_p.order_id == order_id)
+        if after is not None:
+            created_at, payment_id = after
+            query = query.where(
+                tuple_(_p.created_at, _p.id)
+                < tuple_(literal(created_at, DateTime(timezone=True)), literal(payment_id))
+            )
+        return [
+            Payment(
+                id=row.id,
+                order_id=row.order_id,
+                customer_id=row.customer_id,
+                amount=row.amount,
+                currency=row.currency,
+                status=row.status,
+                provider_ref=row.provider_ref,
+                failure_reason=row.failure_reason,
+                created_at=row.created_at,
+                refunded_at=row.refunded_at,
+            )
+            for row in (await self.session.execute(query)).all()
+        ]
+
+
+class Store:
+    """Payments' repositories on one transaction's session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.orders = PaymentOrders(session)
+        self.payments = Payments(session)
+
+
+class PgSandboxLedger:
+    """The sandbox PSP's ledger in table `sandbox_ledger`: each step in its own committed
+    transaction on its own connection (never one of ours), serialised per key by an advisory
+    lock."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get(self, key: str) -> LedgerEntry | None:
+        async with self.db.transaction() as session:
+            return await self._select(session, sandbox_ledger.c.idempotency_key == key)
+
+    async def by_ref(self, ref: str) -> LedgerEntry | None:
+        async with self.db.transaction() as session:
+            return await self._select(session, sandbox_ledger.c.ref == ref)
+
+    async def apply(
+        self, key: str, step: Callable[[LedgerEntry | None], LedgerEntry]
+    ) -> LedgerEntry:
+        async with self.db.transaction() as session:
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
+            )
+            before = await self._select(session, sandbox_ledger.c.idempotency_key == key)
+            after = step(before)
+            if after != before:
+                values = {
+                    "operation": after.operation,
+                    "amount": after.amount,
+                    "currency": after.currency,
+                    "attempts": after.attempts,
+                    "ref": after.ref,
+                    "decline_reason": after.decline_reason,
+                    "capture_ref": after.capture_ref,
+                }
+                statement = pg_insert(sandbox_ledger).values(idempotency_key=key, **values)
+                await session.execute(
+                    statement.on_conflict_do_update(
+                        index_elements=[sandbox_ledger.c.idempotency_key],
+                        set_={**values, "updated_at": func.now()},
+                    )
+                )
+            return after
+
+    @staticmethod
+    async def _select(session: AsyncSession, condition: Any) -> LedgerEntry | None:
+        row = (await session.execute(select(sandbox_ledger).where(condition))).first()
+        if row is None:
+            return None
+        return LedgerEntry(
+            key=row.idempotency_key,
+            operation=row.operation,
+            amount=row.amount,
+            currency=row.currency,
+            attempts=row.attempts,
+            ref=row.ref,
+            decline_reason=row.decline_reason,
+            capture_ref=row.capture_ref,
+        )

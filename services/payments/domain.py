@@ -1,11 +1,12 @@
 """Payments rules: when an order is charged, refunded or voided, and how the sandbox PSP answers."""
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from enum import Enum
-from typing import Literal, Protocol
+from typing import Literal
 
-# --- the payment provider port ------------------------------------------------------------
+# --- what a provider answers ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -31,27 +32,7 @@ class ProviderResult:
 class TransientProviderError(Exception):
     """The provider could not answer now; the same call with the same key may succeed later.
 
-    Never put a token in its message: the kit logs it and copies it into dead-letter headers."""
-
-
-class PaymentProvider(Protocol):
-    """A PSP. Every call is idempotent on its key: a replay returns the first answer and moves
-    no money."""
-
-    async def capture(
-        self, idempotency_key: str, amount: int, currency: str, token: str
-    ) -> ProviderResult: ...
-
-    async def refund(
-        self, idempotency_key: str, capture_ref: str, amount: int
-    ) -> ProviderResult: ...
-
-    async def find_capture(self, idempotency_key: str) -> "ProviderCapture | None":
-        """The money a capture with this key moved, or None if none did (never seen, declined,
-        or only transient failures so far). Moves no money itself. An adapter for a PSP that may
-        still be executing a request our process sent before it died must make the answer final
-        (e.g. cancel the key at the PSP), so that no capture lands after it said None."""
-        ...
+    Never put a token in its message: it is logged."""
 
 
 @dataclass(frozen=True)
@@ -68,13 +49,19 @@ def refund_key(order_id: str) -> str:
     return f"refund:{order_id}"
 
 
-# --- what payments knows about one order, and what it decides ------------------------------
+# --- what payments knows about one order ------------------------------------------------------
 
 TOKEN_MAX_LENGTH = 100
 # Twelve or more digits (spaces or dashes between them) look like a card number (PAN).
 _CARD_NUMBER = re.compile(r"(?:\d[ -]?){12,}")
 
-CaptureStatus = Literal["captured", "failed", "refunded"]
+# `pending`: the capture is decided and owed to the provider (an intent), no answer recorded yet.
+CaptureStatus = Literal["pending", "captured", "failed", "refunded"]
+RefundStatus = Literal["pending", "refunded", "failed"]
+Operation = Literal["capture", "refund"]
+
+CLOSED_REJECTED = "rejected"
+CLOSED_CANCELLED = "cancelled"
 
 
 def storable_token(token: str) -> str | None:
@@ -87,23 +74,37 @@ def storable_token(token: str) -> str | None:
 
 @dataclass(frozen=True)
 class OrderPayment:
-    """Payments' view of one order, assembled from facts that arrive in any order."""
+    """Payments' view of one order, assembled from facts that arrive in any order, with the
+    provider call it still owes (a pending capture or refund)."""
 
     order_id: str
+    customer_id: str | None = None
     amount: int | None = None  # None until the payment instruction arrived
     currency: str | None = None
-    has_token: bool = False
+    token: str | None = field(default=None, repr=False)  # never in a log line
     stock_reserved: bool = False
     closed_reason: str | None = None  # set once the order was rejected or cancelled
-    capture_status: CaptureStatus | None = None  # None while nothing was attempted
+    refund_reason: str | None = None  # what PaymentRefunded will say, fixed by the first close
+    capture_status: CaptureStatus | None = None  # None while nothing was decided
+    capture_ref: str | None = None
+    refund_status: RefundStatus | None = None
+    attempts: int = 0  # claims of the pending provider call so far (0: never called)
 
     @property
     def instructed(self) -> bool:
         return self.amount is not None
 
     @property
+    def has_token(self) -> bool:
+        return self.token is not None
+
+    @property
     def closed(self) -> bool:
         return self.closed_reason is not None
+
+    @property
+    def cancelled(self) -> bool:
+        return self.closed_reason == CLOSED_CANCELLED
 
 
 class CaptureDecision(Enum):
@@ -119,9 +120,14 @@ def accepts_instruction(state: OrderPayment) -> bool:
     return not state.instructed and not state.closed and state.capture_status is None
 
 
+def instruct(state: OrderPayment, amount: int, currency: str, token: str | None) -> OrderPayment:
+    """The order after its (first) payment instruction; `token` as `storable_token` left it."""
+    return replace(state, amount=amount, currency=currency, token=token)
+
+
 def decide_capture(state: OrderPayment) -> CaptureDecision:
     """Charge exactly once, only when both the instruction and the reservation are known and
-    the order is still open."""
+    the order is still open (a pending capture is decided already)."""
     if state.closed or state.capture_status is not None:
         return CaptureDecision.NOTHING
     if state.amount is None or not state.stock_reserved:
@@ -133,34 +139,142 @@ def decide_capture(state: OrderPayment) -> CaptureDecision:
     return CaptureDecision.CAPTURE
 
 
-def capture_may_be_unrecorded(state: OrderPayment) -> bool:
-    """Whether closing the order must first ask the provider for a capture under its key.
+def owe_capture(state: OrderPayment) -> OrderPayment:
+    """The capture intent: recorded with the decision, carried out after the commit."""
+    return replace(state, capture_status="pending", attempts=0)
 
-    The process may die between the provider's capture and our commit; the redelivered fact
-    that would record it can then arrive after the close, which never charges, and the money
-    would stay taken. The fact that triggered the capture was rolled back with it, but the other
-    one was committed earlier: a capture may exist whenever none is on record and at least one
-    of the two facts is."""
-    return state.capture_status is None and (state.instructed or state.stock_reserved)
+
+def owe_refund(state: OrderPayment) -> OrderPayment:
+    """The refund intent for the order's recorded capture."""
+    return replace(state, refund_status="pending", attempts=0)
+
+
+def decided(state: OrderPayment, status: CaptureStatus, ref: str | None = None) -> OrderPayment:
+    """The charge is decided: the token must not stay at rest."""
+    return replace(state, capture_status=status, capture_ref=ref, token=None)
 
 
 class CloseDecision(Enum):
     REFUND = "refund"  # a capture exists that was not refunded: give the money back
     VOID = "void"  # a cancellation with nothing captured: answer that nothing ever will be
+    AWAIT_CAPTURE = "await_capture"  # the provider may be capturing: its outcome answers
     NOTHING = "nothing"
 
 
-CLOSED_REJECTED = "rejected"
-CLOSED_CANCELLED = "cancelled"
+def close(
+    state: OrderPayment, *, cancellation: bool, reason: str
+) -> tuple[OrderPayment, CloseDecision]:
+    """The order rejected or cancelled (closing twice answers once): never charged from now on,
+    its token erased, and what the close owes. A capture intent no claim has taken yet is
+    withdrawn (the provider never heard of it); one already claimed may be capturing right now,
+    so its outcome refunds it or answers the cancellation."""
+    closed = replace(
+        state,
+        closed_reason=state.closed_reason
+        or (CLOSED_CANCELLED if cancellation else CLOSED_REJECTED),
+        refund_reason=state.refund_reason or ("cancelled" if cancellation else reason),
+        token=None,
+    )
+    if closed.capture_status == "pending" and closed.attempts == 0:
+        closed = replace(closed, capture_status=None)
+    if closed.capture_status == "captured" and closed.refund_status is None:
+        return owe_refund(closed), CloseDecision.REFUND
+    if closed.capture_status == "pending":
+        return closed, CloseDecision.AWAIT_CAPTURE
+    if cancellation and not state.closed and closed.capture_status in (None, "failed"):
+        return closed, CloseDecision.VOID
+    return closed, CloseDecision.NOTHING
 
 
-def decide_close(state: OrderPayment, *, cancellation: bool) -> CloseDecision:
-    """What closing an order (rejection or cancellation) requires; closing twice answers once."""
-    if state.capture_status == "captured":
+def after_capture(state: OrderPayment, *, moved: bool) -> CloseDecision:
+    """What a capture's outcome owes an order that closed while the provider was asked: a
+    capture that lost the race is refunded; a cancellation nothing was captured for is voided."""
+    if moved and state.closed and state.refund_status is None:
         return CloseDecision.REFUND
-    if cancellation and not state.closed:
+    if not moved and state.cancelled:
         return CloseDecision.VOID
     return CloseDecision.NOTHING
+
+
+# --- what the worker hands to the provider ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trace:
+    """The event a provider call was decided in: its outcome's events join that order's story."""
+
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A provider call an order owes, as one claim took it (claims expire: see `lease`)."""
+
+    order_id: str
+    operation: Operation
+    attempts: int  # this claim included
+    amount: int
+    currency: str
+    token: str | None = field(repr=False)
+    closed: bool
+    capture_ref: str | None
+    trace: Trace
+
+    @property
+    def may_have_run(self) -> bool:
+        """A claim before this one may have reached the provider (then died or timed out)."""
+        return self.attempts > 1
+
+
+def must_look_up_first(intent: Intent) -> bool:
+    """Ask the provider what it already did under the key before (or instead of) a capture: on a
+    re-claim, and for an order that closed (which is never charged now, only recorded)."""
+    return intent.operation == "capture" and (intent.may_have_run or intent.closed)
+
+
+# --- read models --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Payment:
+    """One money movement as the payments route lists it."""
+
+    id: str
+    order_id: str
+    customer_id: str
+    amount: int
+    currency: str
+    status: Literal["captured", "failed", "refunded"]
+    provider_ref: str | None
+    failure_reason: str | None
+    created_at: datetime
+    refunded_at: datetime | None
+
+
+@dataclass(frozen=True)
+class RefundedCapture:
+    """The capture a refund gave back."""
+
+    payment_id: str
+    customer_id: str
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True)
+class NewPayment:
+    """A money movement (or declined capture) to record."""
+
+    id: str
+    order_id: str
+    customer_id: str
+    kind: Operation
+    amount: int
+    currency: str
+    status: Literal["captured", "failed", "refunded"]
+    provider_ref: str | None = None
+    failure_reason: str | None = None
 
 
 # --- the sandbox PSP ----------------------------------------------------------------------

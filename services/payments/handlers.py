@@ -6,61 +6,65 @@ from libs.events.inventory import StockReserved
 from libs.events.orders import OrderCancellationRequested, OrderRejected, PaymentInstructionIssued
 from libs.kit.inbox import EventContext, EventProcessor
 from services.payments import service
-from services.payments.service import Charging
+from services.payments.db import Store
+from services.payments.domain import Trace
+from services.payments.service import Wake
+
+
+def _trace(ctx: EventContext) -> Trace:
+    """The provider call this event makes owed, and its outcome, stay in the event's story."""
+    return Trace(ctx.event.correlationid, ctx.event.id)
 
 
 async def on_payment_instruction_issued(
-    instruction: PaymentInstructionIssued, ctx: EventContext, charging: Charging
+    instruction: PaymentInstructionIssued, ctx: EventContext, wake: Wake
 ) -> None:
     # An instruction that does not parse is dead-lettered by the kit, its error text naming the
     # bad fields only (never the token).
     await service.record_instruction(
-        ctx.session,
-        ctx.emitter,
-        charging,
+        ctx.tx(Store),
         order_id=instruction.order_id,
         customer_id=instruction.customer_id,
         amount=instruction.amount,
         token=instruction.token,
+        trace=_trace(ctx),
+        wake=wake,
     )
 
 
-async def on_stock_reserved(event: StockReserved, ctx: EventContext, charging: Charging) -> None:
-    await service.record_stock_reserved(ctx.session, ctx.emitter, charging, event.order_id)
+async def on_stock_reserved(event: StockReserved, ctx: EventContext, wake: Wake) -> None:
+    await service.record_stock_reserved(ctx.tx(Store), event.order_id, trace=_trace(ctx), wake=wake)
 
 
-async def on_order_rejected(event: OrderRejected, ctx: EventContext, charging: Charging) -> None:
+async def on_order_rejected(event: OrderRejected, ctx: EventContext, wake: Wake) -> None:
     await service.close_order(
-        ctx.session,
-        ctx.emitter,
-        charging,
+        ctx.tx(Store),
         order_id=event.order_id,
         customer_id=event.customer_id,
         reason=event.reason,
         cancellation=False,
+        trace=_trace(ctx),
+        wake=wake,
     )
 
 
 async def on_order_cancellation_requested(
-    event: OrderCancellationRequested, ctx: EventContext, charging: Charging
+    event: OrderCancellationRequested, ctx: EventContext, wake: Wake
 ) -> None:
     await service.close_order(
-        ctx.session,
-        ctx.emitter,
-        charging,
+        ctx.tx(Store),
         order_id=event.order_id,
         customer_id=event.customer_id,
         reason=event.reason,
         cancellation=True,
+        trace=_trace(ctx),
+        wake=wake,
     )
 
 
-def register(processor: EventProcessor, charging: Charging) -> None:
-    processor.on(PaymentInstructionIssued)(
-        partial(on_payment_instruction_issued, charging=charging)
-    )
-    processor.on(StockReserved)(partial(on_stock_reserved, charging=charging))
-    processor.on(OrderRejected)(partial(on_order_rejected, charging=charging))
-    processor.on(OrderCancellationRequested)(
-        partial(on_order_cancellation_requested, charging=charging)
-    )
+def register(processor: EventProcessor, wake: Wake) -> None:
+    """`wake`: the charger's worker, woken after a commit that made a provider call owed."""
+    processor.on(PaymentInstructionIssued)(partial(on_payment_instruction_issued, wake=wake))
+    processor.on(StockReserved)(partial(on_stock_reserved, wake=wake))
+    processor.on(OrderRejected)(partial(on_order_rejected, wake=wake))
+    processor.on(OrderCancellationRequested)(partial(on_order_cancellation_requested, wake=wake))

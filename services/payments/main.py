@@ -3,10 +3,14 @@
 from fastapi import FastAPI
 
 from libs.kit.app import create_service_app
+from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import Runtime
+from libs.kit.transactions import DatabaseUnitOfWork
+from libs.kit.worker import Worker
 from services.payments import api, handlers
-from services.payments.domain import PaymentProvider
-from services.payments.service import Charging, PgSandboxLedger, SandboxProvider
+from services.payments.adapters import PaymentProvider, SandboxProvider
+from services.payments.db import PgSandboxLedger, Store
+from services.payments.service import Charger
 from services.payments.settings import PaymentsSettings
 
 
@@ -20,11 +24,31 @@ def create_app(
         # Only the sandbox exists so far (settings.payment_provider == "sandbox"); its ledger
         # shares our database but never our transactions.
         provider = SandboxProvider(PgSandboxLedger(runtime.db), slow_s=settings.sandbox_slow_s)
-    charging = Charging(
+    charger = Charger(
+        DatabaseUnitOfWork(runtime.db, settings.service_name, Store),
         provider,
-        attempts=settings.capture_attempts,
-        backoff_initial_s=settings.capture_backoff_initial_s,
-        backoff_max_s=settings.capture_backoff_max_s,
+        RetryPolicy(
+            attempts=settings.capture_attempts,
+            initial_s=settings.capture_backoff_initial_s,
+            max_s=settings.capture_backoff_max_s,
+        ),
+        lease_s=settings.intent_lease_s,
+        concurrency=settings.provider_concurrency,
     )
-    handlers.register(runtime.processor, charging)
-    return create_service_app(runtime, routers=[api.router], title="Backroom payments")
+    worker = Worker("payments-charger", charger.step, settings.intent_poll_interval_s)
+    charger.wake = worker.wake
+    handlers.register(runtime.processor, worker.wake)
+
+    async def start_charger(runtime: Runtime) -> None:
+        runtime.start_worker(worker)
+
+    async def stop_charger(runtime: Runtime) -> None:
+        await charger.stop()
+
+    return create_service_app(
+        runtime,
+        routers=[api.router],
+        title="Backroom payments",
+        on_startup=start_charger,
+        on_shutdown=stop_charger,
+    )

@@ -1,524 +1,495 @@
-"""Payments use cases: record the facts of an order, charge it once, refund or void it on close;
-and the sandbox provider, which stands in for an external PSP."""
+"""Payments use cases: an order's facts, the provider calls they make it owe, and the reads.
+
+Facts are recorded in the event's transaction with the call they make owed (an intent); the
+charger carries owed calls out outside any transaction and records each outcome in a new one."""
 
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
-
-from sqlalchemy import DateTime, Row, func, insert, literal, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from functools import partial
+from typing import Literal, Protocol
 
 from libs.events.common import Money
 from libs.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded, PaymentVoided
-from libs.kit.db import Database
+from libs.kit.errors import NotFound
 from libs.kit.faults import crash_point
-from libs.kit.outbox import Emitter
-from services.payments.db import payment_orders, payments, sandbox_ledger
+from libs.kit.retry import RetryPolicy
+from libs.kit.uow import Tx, UnitOfWork
+from services.payments.adapters import PaymentProvider
 from services.payments.domain import (
-    CLOSED_CANCELLED,
-    CLOSED_REJECTED,
-    TOK_SLOW,
     CaptureDecision,
     CloseDecision,
-    LedgerEntry,
+    Intent,
+    NewPayment,
     OrderPayment,
-    PaymentProvider,
-    ProviderCapture,
+    Payment,
     ProviderResult,
+    RefundedCapture,
+    Trace,
     TransientProviderError,
     accepts_instruction,
-    capture_may_be_unrecorded,
+    after_capture,
+    close,
     decide_capture,
-    decide_close,
+    decided,
+    instruct,
+    must_look_up_first,
+    owe_capture,
+    owe_refund,
     refund_key,
-    sandbox_capture,
-    sandbox_refund,
     storable_token,
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # What orders reads in PaymentFailed.reason (it becomes the order's rejection reason); the
 # provider's own code travels in `decline_code`.
 PAYMENT_DECLINED = "payment_declined"
 
-
-class RefundDeclined(Exception):
-    """The provider refused a refund: an operator must look (the message is dead-lettered)."""
+Wake = Callable[[], None]
 
 
-@dataclass(frozen=True)
-class Charging:
-    """How payments talks to its provider: which one, and how hard transient errors are retried."""
-
-    provider: PaymentProvider
-    attempts: int = 4
-    backoff_initial_s: float = 0.2
-    backoff_max_s: float = 2.0
-
-    async def call(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
-        """Retry transient errors (same idempotency key each time); re-raise after the last attempt
-        so the kit retries the message later or dead-letters it."""
-        delay = self.backoff_initial_s
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return await operation()
-            except TransientProviderError as exc:
-                if attempt >= self.attempts:
-                    raise
-                log.warning("%s: transient provider error (attempt %d): %s", what, attempt, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.backoff_max_s)
-        raise AssertionError("unreachable")  # attempts < 1
+# --- the repositories use cases need (db.py has the real ones, tests in-memory fakes) ---------
 
 
-# --- facts about an order -------------------------------------------------------------------
+class OrderPaymentsRepo(Protocol):
+    async def lock(
+        self, order_id: str, customer_id: str | None = None, *, stock_reserved: bool = False
+    ) -> OrderPayment: ...
+
+    async def save(self, order: OrderPayment, *, intent: Trace | None = None) -> None: ...
+
+    async def claim_due(self, limit: int, lease_s: float) -> list[Intent]: ...
+
+    async def settle_capture(
+        self, order_id: str, status: Literal["captured", "failed"], ref: str | None
+    ) -> OrderPayment | None: ...
+
+    async def drop_capture(self, order_id: str) -> OrderPayment | None: ...
+
+    async def settle_refund(
+        self, order_id: str, status: Literal["refunded", "failed"]
+    ) -> OrderPayment | None: ...
+
+    async def customer_of(self, order_id: str) -> str | None: ...
 
 
-async def record_instruction(
-    session: AsyncSession,
-    events: Emitter,
-    charging: Charging,
-    *,
-    order_id: str,
-    customer_id: str,
-    amount: Money,
-    token: str,
-) -> None:
-    """Orders told us how to charge the order (the token arrives only here)."""
-    row = await _lock_order(session, order_id, customer_id)
-    capture_status = await _capture_status(session, order_id)
-    if accepts_instruction(_state(row, capture_status)):
-        row = (
-            await session.execute(
-                update(payment_orders)
-                .where(payment_orders.c.order_id == order_id)
-                .values(amount=amount.amount, currency=amount.currency, token=storable_token(token))
-                .returning(*payment_orders.c)
-            )
-        ).one()
-    await _charge_if_due(session, events, charging, row, capture_status)
+class PaymentsRepo(Protocol):
+    async def add(self, payment: NewPayment) -> None: ...
+
+    async def mark_refunded(self, order_id: str) -> RefundedCapture | None: ...
+
+    async def page(
+        self,
+        *,
+        customer_id: str | None,
+        order_id: str | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Payment]: ...
 
 
-async def record_stock_reserved(
-    session: AsyncSession, events: Emitter, charging: Charging, order_id: str
-) -> None:
-    """Inventory holds the order's stock: the other half of what a charge waits for."""
-    row = await _lock_order(session, order_id, stock_reserved=True)
-    await _charge_if_due(session, events, charging, row, await _capture_status(session, order_id))
+class Store(Protocol):
+    @property
+    def orders(self) -> OrderPaymentsRepo: ...
 
-
-async def close_order(
-    session: AsyncSession,
-    events: Emitter,
-    charging: Charging,
-    *,
-    order_id: str,
-    customer_id: str,
-    reason: str,
-    cancellation: bool,
-) -> None:
-    """The order was rejected or is being cancelled: never charge it from now on, give back a
-    capture, and answer a cancellation with PaymentRefunded or PaymentVoided."""
-    row = await _lock_order(session, order_id, customer_id)
-    capture = await _capture_row(session, order_id)
-    if capture_may_be_unrecorded(_state(row, None if capture is None else capture.status)):
-        capture = await _record_provider_capture(session, events, charging, row)
-    state = _state(row, capture.status if capture else None)
-    decision = decide_close(state, cancellation=cancellation)
-    await session.execute(
-        update(payment_orders)
-        .where(payment_orders.c.order_id == order_id)
-        .values(
-            closed_reason=func.coalesce(
-                payment_orders.c.closed_reason,
-                CLOSED_CANCELLED if cancellation else CLOSED_REJECTED,
-            ),
-            token=None,
-            updated_at=func.now(),
-        )
-    )
-    refund_reason = "cancelled" if cancellation else reason
-    if decision is CloseDecision.REFUND:
-        assert capture is not None and capture.provider_ref is not None
-        await _refund(session, events, charging, capture, refund_reason)
-    elif decision is CloseDecision.VOID:
-        await events.emit(PaymentVoided(order_id=order_id, reason="cancelled"), subject=order_id)
-        log.info("order %s cancelled before any capture: voided", order_id)
-
-
-# --- charging and refunding ------------------------------------------------------------------
-
-
-async def _charge_if_due(
-    session: AsyncSession,
-    events: Emitter,
-    charging: Charging,
-    row: Row[Any],
-    capture_status: Any,
-) -> None:
-    """`row`: the order's payment row as this transaction holds it locked (and last wrote it)."""
-    order_id = str(row.order_id)
-    decision = decide_capture(_state(row, capture_status))
-    if decision in (CaptureDecision.WAIT, CaptureDecision.NOTHING):
-        return
-    amount, currency = int(row.amount), str(row.currency)
-    if decision is CaptureDecision.CAPTURE:
-        token = str(row.token)
-        result = await charging.call(
-            f"capture of order {order_id}",
-            lambda: charging.provider.capture(order_id, amount, currency, token),
-        )
-        crash_point("payments.after_provider_capture")
-    else:
-        result = ProviderResult.declined(decision.value)
-
-    if result.ref is not None:
-        payment_id = await _record_capture(session, events, row, amount, currency, result.ref)
-        log.info("order %s captured (payment %s)", order_id, payment_id)
-    else:
-        payment_id = new_id()
-        await session.execute(
-            insert(payments).values(
-                id=payment_id,
-                order_id=order_id,
-                customer_id=row.customer_id,
-                kind="capture",
-                amount=amount,
-                currency=currency,
-                status="failed",
-                failure_reason=result.decline_reason,
-            )
-        )
-        await events.emit(
-            PaymentFailed(
-                order_id=order_id,
-                payment_id=payment_id,
-                reason=PAYMENT_DECLINED,
-                decline_code=result.decline_reason,
-                amount=Money(amount=amount, currency=currency),
-            ),
-            subject=order_id,
-        )
-        log.info("order %s declined: %s", order_id, result.decline_reason)
-    # The charge is decided: the token must not stay at rest.
-    await session.execute(
-        update(payment_orders)
-        .where(payment_orders.c.order_id == order_id)
-        .values(token=None, updated_at=func.now())
-    )
-
-
-async def _record_capture(
-    session: AsyncSession, events: Emitter, row: Row[Any], amount: int, currency: str, ref: str
-) -> str:
-    """Record a capture the provider made for the order and announce it; returns its payment id."""
-    order_id = str(row.order_id)
-    payment_id = new_id()
-    await session.execute(
-        insert(payments).values(
-            id=payment_id,
-            order_id=order_id,
-            customer_id=row.customer_id,
-            kind="capture",
-            amount=amount,
-            currency=currency,
-            status="captured",
-            provider_ref=ref,
-        )
-    )
-    await events.emit(
-        PaymentCaptured(
-            order_id=order_id,
-            payment_id=payment_id,
-            amount=Money(amount=amount, currency=currency),
-            provider_ref=ref,
-        ),
-        subject=order_id,
-    )
-    return payment_id
-
-
-async def _record_provider_capture(
-    session: AsyncSession, events: Emitter, charging: Charging, row: Row[Any]
-) -> Row[Any] | None:
-    """A capture the provider made under the order's key that we never recorded (we died before
-    our commit): record it and announce it, so closing the order refunds it. None if the
-    provider has none."""
-    order_id = str(row.order_id)
-    found = await charging.call(
-        f"capture lookup of order {order_id}", lambda: charging.provider.find_capture(order_id)
-    )
-    if found is None:
-        return None
-    payment_id = await _record_capture(
-        session, events, row, found.amount, found.currency, found.ref
-    )
-    log.warning(
-        "order %s closes with a capture the provider made but we never recorded (payment %s)",
-        order_id,
-        payment_id,
-    )
-    return await _capture_row(session, order_id)
-
-
-async def _refund(
-    session: AsyncSession, events: Emitter, charging: Charging, capture: Row[Any], reason: str
-) -> None:
-    order_id = str(capture.order_id)
-    amount, capture_ref = int(capture.amount), str(capture.provider_ref)
-    result = await charging.call(
-        f"refund of order {order_id}",
-        lambda: charging.provider.refund(refund_key(order_id), capture_ref, amount),
-    )
-    crash_point("payments.after_provider_refund")
-    if result.ref is None:
-        raise RefundDeclined(f"refund of order {order_id} declined: {result.decline_reason}")
-    refund_id = new_id()
-    await session.execute(
-        insert(payments).values(
-            id=refund_id,
-            order_id=order_id,
-            customer_id=capture.customer_id,
-            kind="refund",
-            amount=amount,
-            currency=capture.currency,
-            status="refunded",
-            provider_ref=result.ref,
-        )
-    )
-    await session.execute(
-        update(payments)
-        .where(payments.c.id == capture.id)
-        .values(status="refunded", refunded_at=func.now())
-    )
-    await events.emit(
-        PaymentRefunded(
-            order_id=order_id,
-            payment_id=capture.id,
-            amount=Money(amount=amount, currency=capture.currency),
-            provider_ref=result.ref,
-            reason=reason,
-            refund_id=refund_id,
-        ),
-        subject=order_id,
-    )
-    log.info("order %s refunded (payment %s, %s)", order_id, capture.id, reason)
-
-
-# --- reads -----------------------------------------------------------------------------------
-
-
-async def order_customer(session: AsyncSession, order_id: str) -> str | None:
-    """Whose order this is, as far as payments knows (None: not known yet)."""
-    return await session.scalar(
-        select(payment_orders.c.customer_id).where(payment_orders.c.order_id == order_id)
-    )
-
-
-async def list_payments(
-    session: AsyncSession,
-    *,
-    customer_id: str | None,
-    order_id: str | None,
-    after: tuple[datetime, str] | None,
-    limit: int,
-) -> list[Row[Any]]:
-    """Capture attempts, newest first, one row more than asked so the caller knows if there is
-    more; a refund shows as its capture's status `refunded`."""
-    query = (
-        select(payments)
-        .where(payments.c.kind == "capture")
-        .order_by(payments.c.created_at.desc(), payments.c.id.desc())
-        .limit(limit + 1)
-    )
-    if customer_id is not None:
-        query = query.where(payments.c.customer_id == customer_id)
-    if order_id is not None:
-        query = query.where(payments.c.order_id == order_id)
-    if after is not None:
-        created_at, payment_id = after
-        query = query.where(
-            tuple_(payments.c.created_at, payments.c.id)
-            < tuple_(literal(created_at, DateTime(timezone=True)), literal(payment_id))
-        )
-    return list((await session.execute(query)).all())
-
-
-# --- helpers ---------------------------------------------------------------------------------
+    @property
+    def payments(self) -> PaymentsRepo: ...
 
 
 def new_id() -> str:
     return str(uuid.uuid4())
 
 
-async def _lock_order(
-    session: AsyncSession,
-    order_id: str,
-    customer_id: str | None = None,
+# --- facts about an order (each in its event's transaction; no provider call) -----------------
+
+
+async def record_instruction(
+    tx: Tx[Store],
     *,
-    stock_reserved: bool = False,
-) -> Row[Any]:
-    """Create the order's row if this is the first fact about it, and lock it either way (with
-    `stock_reserved`, also record that inventory holds the stock); returns the row as written."""
-    statement = pg_insert(payment_orders).values(
-        order_id=order_id, customer_id=customer_id, stock_reserved=stock_reserved
+    order_id: str,
+    customer_id: str,
+    amount: Money,
+    token: str,
+    trace: Trace,
+    wake: Wake,
+) -> None:
+    """Orders told us how to charge the order (the token arrives only here)."""
+    order = await tx.store.orders.lock(order_id, customer_id)
+    changed = accepts_instruction(order)
+    if changed:
+        order = instruct(order, amount.amount, amount.currency, storable_token(token))
+    await _charge_if_due(tx, order, trace, wake, changed=changed)
+
+
+async def record_stock_reserved(tx: Tx[Store], order_id: str, *, trace: Trace, wake: Wake) -> None:
+    """Inventory holds the order's stock: the other half of what a charge waits for."""
+    order = await tx.store.orders.lock(order_id, stock_reserved=True)
+    await _charge_if_due(tx, order, trace, wake, changed=False)
+
+
+async def close_order(
+    tx: Tx[Store],
+    *,
+    order_id: str,
+    customer_id: str,
+    reason: str,
+    cancellation: bool,
+    trace: Trace,
+    wake: Wake,
+) -> None:
+    """The order was rejected or is being cancelled: never charge it from now on, give back a
+    capture, and answer a cancellation with PaymentRefunded or PaymentVoided (now, or when the
+    outcome of a capture the provider may be making right now is known)."""
+    order = await tx.store.orders.lock(order_id, customer_id)
+    order, decision = close(order, cancellation=cancellation, reason=reason)
+    await tx.store.orders.save(order, intent=trace if decision is CloseDecision.REFUND else None)
+    if decision is CloseDecision.REFUND:
+        tx.on_commit(wake)
+    elif decision is CloseDecision.VOID:
+        await tx.events.emit(PaymentVoided(order_id=order_id, reason="cancelled"), subject=order_id)
+        log.info("order %s cancelled before any capture: voided", order_id)
+    elif decision is CloseDecision.AWAIT_CAPTURE:
+        log.info(
+            "order %s closed while its capture may be under way: its outcome answers", order_id
+        )
+
+
+async def _charge_if_due(
+    tx: Tx[Store], order: OrderPayment, trace: Trace, wake: Wake, *, changed: bool
+) -> None:
+    """`order`: as this transaction holds it locked; written if `changed` or decided now."""
+    decision = decide_capture(order)
+    if decision is CaptureDecision.CAPTURE:
+        await tx.store.orders.save(owe_capture(order), intent=trace)
+        tx.on_commit(wake)
+        return
+    if decision in (CaptureDecision.DECLINE_INVALID_TOKEN, CaptureDecision.DECLINE_INVALID_AMOUNT):
+        # Declined without asking the provider: there is nothing it could accept.
+        order = decided(order, "failed")
+        await tx.store.orders.save(order)
+        await _record_failure(tx, order, decision.value)
+        return
+    if changed:
+        await tx.store.orders.save(order)
+
+
+async def _record_failure(tx: Tx[Store], order: OrderPayment, decline_code: str | None) -> None:
+    assert order.amount is not None and order.currency is not None and order.customer_id
+    payment_id = new_id()
+    await tx.store.payments.add(
+        NewPayment(
+            id=payment_id,
+            order_id=order.order_id,
+            customer_id=order.customer_id,
+            kind="capture",
+            amount=order.amount,
+            currency=order.currency,
+            status="failed",
+            failure_reason=decline_code,
+        )
     )
-    changes: dict[str, Any] = {
-        "customer_id": func.coalesce(payment_orders.c.customer_id, statement.excluded.customer_id),
-        "updated_at": func.now(),
-    }
-    if stock_reserved:
-        changes["stock_reserved"] = True
-    row = (
-        await session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[payment_orders.c.order_id], set_=changes
-            ).returning(*payment_orders.c)
-        )
-    ).one()
-    return row
-
-
-async def _capture_row(session: AsyncSession, order_id: str) -> Row[Any] | None:
-    return (
-        await session.execute(
-            select(payments).where(payments.c.order_id == order_id, payments.c.kind == "capture")
-        )
-    ).first()
-
-
-async def _capture_status(session: AsyncSession, order_id: str) -> Any:
-    row = await _capture_row(session, order_id)
-    return row.status if row else None
-
-
-def _state(row: Row[Any], capture_status: Any) -> OrderPayment:
-    return OrderPayment(
-        order_id=row.order_id,
-        amount=row.amount,
-        currency=row.currency,
-        has_token=row.token is not None,
-        stock_reserved=row.stock_reserved,
-        closed_reason=row.closed_reason,
-        capture_status=capture_status,
+    await tx.events.emit(
+        PaymentFailed(
+            order_id=order.order_id,
+            payment_id=payment_id,
+            reason=PAYMENT_DECLINED,
+            decline_code=decline_code,
+            amount=Money(amount=order.amount, currency=order.currency),
+        ),
+        subject=order.order_id,
     )
+    log.info("order %s declined: %s", order.order_id, decline_code)
 
 
-# --- the sandbox provider ----------------------------------------------------------------------
+# --- owed provider calls: claim, call outside any transaction, record the outcome --------------
 
 
-class SandboxLedger(Protocol):
-    """Where the sandbox keeps its idempotency keys (its own storage, outside our transactions)."""
-
-    async def get(self, key: str) -> LedgerEntry | None: ...
-
-    async def by_ref(self, ref: str) -> LedgerEntry | None: ...
-
-    async def apply(
-        self, key: str, step: Callable[[LedgerEntry | None], LedgerEntry]
-    ) -> LedgerEntry: ...
+async def claim_intents(uow: UnitOfWork[Store], limit: int, lease_s: float) -> list[Intent]:
+    """Take due provider calls for `lease_s` in a short transaction of their own."""
+    async with uow() as tx:
+        return await tx.store.orders.claim_due(limit, lease_s)
 
 
-class SandboxProvider:
-    """The default PSP: deterministic answers per test token (see domain.sandbox_capture), an
-    idempotency ledger that survives our crashes, and no card numbers, ever."""
-
-    def __init__(self, ledger: SandboxLedger, slow_s: float = 10.0) -> None:
-        self.ledger = ledger
-        self.slow_s = slow_s
-
-    async def capture(
-        self, idempotency_key: str, amount: int, currency: str, token: str
-    ) -> ProviderResult:
-        if token == TOK_SLOW:  # the ledger is read only for the token that needs it
-            known = await self.ledger.get(idempotency_key)
-            if not (known and known.decided):
-                await asyncio.sleep(self.slow_s)
-        ref = f"ch_sbx_{uuid.uuid4().hex[:24]}"
-        entry = await self.ledger.apply(
-            idempotency_key,
-            lambda e: sandbox_capture(e, idempotency_key, amount, currency, token, ref),
+async def charge(
+    uow: UnitOfWork[Store],
+    provider: PaymentProvider,
+    retry: RetryPolicy,
+    intent: Intent,
+    wake: Wake,
+) -> None:
+    """Carry out a capture intent and record its outcome. A re-claim (the claim before may have
+    reached the provider) or a closed order asks the provider first what it did under the key;
+    a closed order is never charged now. Transient errors past `retry` raise: the intent stays
+    owed and is claimed again when the lease ends."""
+    order_id = intent.order_id
+    result: ProviderResult | None = None
+    if must_look_up_first(intent):
+        found = await retry.run(
+            f"capture lookup of order {order_id}",
+            lambda: provider.find_capture(order_id),
+            retry_on=(TransientProviderError,),
         )
-        return entry.result()
-
-    async def find_capture(self, idempotency_key: str) -> ProviderCapture | None:
-        entry = await self.ledger.get(idempotency_key)
-        if entry is None or entry.operation != "capture" or entry.ref is None:
-            return None
-        return ProviderCapture(ref=entry.ref, amount=entry.amount, currency=entry.currency or "")
-
-    async def refund(self, idempotency_key: str, capture_ref: str, amount: int) -> ProviderResult:
-        capture = await self.ledger.by_ref(capture_ref)
-        ref = f"re_sbx_{uuid.uuid4().hex[:24]}"
-        entry = await self.ledger.apply(
-            idempotency_key,
-            lambda e: sandbox_refund(e, capture, idempotency_key, capture_ref, amount, ref),
-        )
-        return entry.result()
-
-
-class PgSandboxLedger:
-    """The sandbox ledger in table `sandbox_ledger`, each step in its own committed transaction
-    on its own connection, serialised per key by an advisory lock."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def get(self, key: str) -> LedgerEntry | None:
-        async with self.db.transaction() as session:
-            return await self._select(session, sandbox_ledger.c.idempotency_key == key)
-
-    async def by_ref(self, ref: str) -> LedgerEntry | None:
-        async with self.db.transaction() as session:
-            return await self._select(session, sandbox_ledger.c.ref == ref)
-
-    async def apply(
-        self, key: str, step: Callable[[LedgerEntry | None], LedgerEntry]
-    ) -> LedgerEntry:
-        async with self.db.transaction() as session:
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
+        if found is not None:
+            result = ProviderResult.succeeded(found.ref)
+    if result is None and not intent.closed:
+        token = intent.token
+        if token is None:  # cannot happen: the token goes only with the decision or the close
+            result = ProviderResult.declined("invalid_token")
+        else:
+            result = await retry.run(
+                f"capture of order {order_id}",
+                lambda: provider.capture(order_id, intent.amount, intent.currency, token),
+                retry_on=(TransientProviderError,),
             )
-            before = await self._select(session, sandbox_ledger.c.idempotency_key == key)
-            after = step(before)
-            if after != before:
-                values = {
-                    "operation": after.operation,
-                    "amount": after.amount,
-                    "currency": after.currency,
-                    "attempts": after.attempts,
-                    "ref": after.ref,
-                    "decline_reason": after.decline_reason,
-                    "capture_ref": after.capture_ref,
-                }
-                statement = pg_insert(sandbox_ledger).values(idempotency_key=key, **values)
-                await session.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=[sandbox_ledger.c.idempotency_key],
-                        set_={**values, "updated_at": func.now()},
-                    )
-                )
-            return after
+        crash_point("payments.after_provider_capture")
+    async with uow(intent.trace.correlation_id, intent.trace.causation_id) as tx:
+        if result is None:
+            await _drop_capture(tx, intent)
+        else:
+            await _record_capture_outcome(tx, intent, result, wake)
 
-    @staticmethod
-    async def _select(session: AsyncSession, condition: Any) -> LedgerEntry | None:
-        row = (await session.execute(select(sandbox_ledger).where(condition))).first()
-        if row is None:
-            return None
-        return LedgerEntry(
-            key=row.idempotency_key,
-            operation=row.operation,
-            amount=row.amount,
-            currency=row.currency,
-            attempts=row.attempts,
-            ref=row.ref,
-            decline_reason=row.decline_reason,
-            capture_ref=row.capture_ref,
+
+async def _record_capture_outcome(
+    tx: Tx[Store], intent: Intent, result: ProviderResult, wake: Wake
+) -> None:
+    order_id, moved = intent.order_id, result.ok
+    order = await tx.store.orders.settle_capture(
+        order_id, "captured" if moved else "failed", result.ref
+    )
+    if order is None:
+        if not moved:
+            return  # recorded by another claim (the same key always answers the same)
+        # No capture pending: another claim recorded this one, or it was dropped as never made
+        # (a claim that expired while its call was still on the way to the provider).
+        order = await tx.store.orders.lock(order_id)
+        if order.capture_status in ("captured", "refunded"):
+            return
+        log.warning("order %s: recording a capture that landed after it was dropped", order_id)
+        order = decided(order, "captured", result.ref)
+        await tx.store.orders.save(order)
+    if not moved:
+        await _record_failure(tx, order, result.decline_reason)
+    else:
+        await _record_capture(tx, order, intent, result.ref or "")
+    follow_up = after_capture(order, moved=moved)
+    if follow_up is CloseDecision.REFUND:
+        await tx.store.orders.save(owe_refund(order), intent=intent.trace)
+        tx.on_commit(wake)
+        log.info("order %s closed while it was captured: refund owed", order_id)
+    elif follow_up is CloseDecision.VOID:
+        await tx.events.emit(PaymentVoided(order_id=order_id, reason="cancelled"), subject=order_id)
+
+
+async def _record_capture(tx: Tx[Store], order: OrderPayment, intent: Intent, ref: str) -> None:
+    assert order.customer_id is not None
+    payment_id = new_id()
+    await tx.store.payments.add(
+        NewPayment(
+            id=payment_id,
+            order_id=order.order_id,
+            customer_id=order.customer_id,
+            kind="capture",
+            amount=intent.amount,
+            currency=intent.currency,
+            status="captured",
+            provider_ref=ref,
         )
+    )
+    await tx.events.emit(
+        PaymentCaptured(
+            order_id=order.order_id,
+            payment_id=payment_id,
+            amount=Money(amount=intent.amount, currency=intent.currency),
+            provider_ref=ref,
+        ),
+        subject=order.order_id,
+    )
+    log.info("order %s captured (payment %s)", order.order_id, payment_id)
+
+
+async def _drop_capture(tx: Tx[Store], intent: Intent) -> None:
+    """The order closed before the provider made its capture: it never will now."""
+    order = await tx.store.orders.drop_capture(intent.order_id)
+    if order is None:
+        return
+    log.info("order %s closed before its capture was made: nothing captured", intent.order_id)
+    if after_capture(order, moved=False) is CloseDecision.VOID:
+        await tx.events.emit(
+            PaymentVoided(order_id=intent.order_id, reason="cancelled"), subject=intent.order_id
+        )
+
+
+async def give_back(
+    uow: UnitOfWork[Store], provider: PaymentProvider, retry: RetryPolicy, intent: Intent
+) -> None:
+    """Carry out a refund intent (its key is `refund:<order id>`, so a repeat refunds nothing
+    more) and record its outcome; a declined refund is left for an operator."""
+    order_id = intent.order_id
+    if intent.capture_ref is None:  # cannot happen: a refund is owed only for a recorded capture
+        result = ProviderResult.declined("unknown_capture")
+    else:
+        capture_ref = intent.capture_ref
+        result = await retry.run(
+            f"refund of order {order_id}",
+            lambda: provider.refund(refund_key(order_id), capture_ref, intent.amount),
+            retry_on=(TransientProviderError,),
+        )
+        crash_point("payments.after_provider_refund")
+    async with uow(intent.trace.correlation_id, intent.trace.causation_id) as tx:
+        order = await tx.store.orders.settle_refund(order_id, "refunded" if result.ok else "failed")
+        if order is None:
+            return  # recorded by another claim
+        if not result.ok:
+            log.error(
+                "refund of order %s declined (%s): an operator must look",
+                order_id,
+                result.decline_reason,
+            )
+            return
+        capture = await tx.store.payments.mark_refunded(order_id)
+        if capture is None:
+            log.error("order %s refunded at the provider without a capture on record", order_id)
+            return
+        refund_id = new_id()
+        await tx.store.payments.add(
+            NewPayment(
+                id=refund_id,
+                order_id=order_id,
+                customer_id=capture.customer_id,
+                kind="refund",
+                amount=capture.amount,
+                currency=capture.currency,
+                status="refunded",
+                provider_ref=result.ref,
+            )
+        )
+        reason = order.refund_reason or "cancelled"
+        await tx.events.emit(
+            PaymentRefunded(
+                order_id=order_id,
+                payment_id=capture.payment_id,
+                amount=Money(amount=capture.amount, currency=capture.currency),
+                provider_ref=result.ref or "",
+                reason=reason,
+                refund_id=refund_id,
+            ),
+            subject=order_id,
+        )
+        log.info("order %s refunded (payment %s, %s)", order_id, capture.payment_id, reason)
+
+
+class Charger:
+    """Carries out the provider calls orders owe: `step` (run by a kit Worker) claims what is
+    due and starts each call in its own task, at most `concurrency` at once, so a slow call
+    delays no other order. Set `wake` to the worker's wake (outcomes that owe a refund call it)."""
+
+    def __init__(
+        self,
+        uow: UnitOfWork[Store],
+        provider: PaymentProvider,
+        retry: RetryPolicy,
+        *,
+        lease_s: float = 30.0,
+        concurrency: int = 16,
+    ) -> None:
+        self.uow = uow
+        self.provider = provider
+        self.retry = retry
+        self.lease_s = lease_s
+        self.concurrency = concurrency
+        self.wake: Wake = lambda: None
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._stopped = False
+
+    async def step(self) -> int:
+        """Claim up to the free capacity (waiting for a free slot first) and start the calls.
+        Returns how many it claimed if that filled the capacity (more may be due: the worker
+        steps again at once), else 0 (everything due is under way: the worker waits for its
+        wake or poll, with no trailing empty claim)."""
+        while len(self._running) >= self.concurrency:
+            await asyncio.wait(self._running.values(), return_when=asyncio.FIRST_COMPLETED)
+        if self._stopped:
+            return 0
+        free = self.concurrency - len(self._running)
+        intents = await claim_intents(self.uow, free, self.lease_s)
+        for intent in intents:
+            key = f"{intent.operation}:{intent.order_id}"
+            if key in self._running:
+                continue  # its lease ran out while this process still waits for the provider
+            task = asyncio.create_task(self._carry_out(intent), name=f"payments-{key}")
+            self._running[key] = task
+            task.add_done_callback(partial(self._finished, key))
+        return len(intents) if len(intents) == free else 0
+
+    @property
+    def busy(self) -> bool:
+        """Whether calls are in flight."""
+        return bool(self._running)
+
+    def _finished(self, key: str, _task: "asyncio.Task[None]") -> None:
+        self._running.pop(key, None)
+
+    async def _carry_out(self, intent: Intent) -> None:
+        crash_point("payments.after_intent_commit")
+        try:
+            if intent.operation == "capture":
+                await charge(self.uow, self.provider, self.retry, intent, self.wake)
+            else:
+                await give_back(self.uow, self.provider, self.retry, intent)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the intent stays owed: claimed again once its lease ends
+            log.warning(
+                "%s of order %s not done (claim %d), again after the lease: %r",
+                intent.operation,
+                intent.order_id,
+                intent.attempts,
+                exc,
+            )
+
+    async def idle(self) -> None:
+        """Wait until every started call has finished (tests, shutdown)."""
+        while self._running:
+            await asyncio.gather(*self._running.values(), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Claim nothing more and abandon calls in flight (their intents stay owed, as after a
+        crash, and are claimed again when their leases end)."""
+        self._stopped = True
+        for task in list(self._running.values()):
+            task.cancel()
+        await self.idle()
+
+
+# --- reads -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PaymentsPage:
+    items: list[Payment]
+    more: bool
+
+
+async def list_payments(
+    store: Store,
+    *,
+    caller: str,
+    is_admin: bool,
+    order_id: str | None,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> PaymentsPage:
+    """Owner or admin. A customer sees only their own payments; naming another customer's
+    order is answered NotFound, like reading that order itself."""
+    if order_id is not None and not is_admin:
+        owner = await store.orders.customer_of(order_id)
+        if owner is not None and owner != caller:
+            raise NotFound(f"order {order_id}")
+    rows = await store.payments.page(
+        customer_id=None if is_admin else caller, order_id=order_id, after=after, limit=limit
+    )
+    return PaymentsPage(items=rows[:limit], more=len(rows) > limit)

@@ -1,4 +1,4 @@
-"""Payments' knobs: the provider, how hard a capture is retried, and the sandbox's slow token."""
+"""Payments' knobs: the provider, how hard a call is retried, the charger, the sandbox's slow token."""
 
 from typing import Literal
 
@@ -12,10 +12,18 @@ class PaymentsSettings(ServiceSettings):
     http_port: int = 8105
 
     payment_provider: Literal["sandbox"] = "sandbox"
-    # Provider calls per handler attempt when the provider answers with a transient error
-    # (same idempotency key each time); then the kit retries the message or dead-letters it.
+    # Provider calls per claim when the provider answers with a transient error (same
+    # idempotency key each time); then the call stays owed until its lease ends.
     capture_attempts: int = Field(default=4, ge=1)
     capture_backoff_initial_s: float = 0.2
     capture_backoff_max_s: float = 2.0
+    # How long a claim holds an owed provider call: longer than a call with its retries takes
+    # (the slow sandbox token included), or another claim repeats it (harmless: same key). It is
+    # also how long a call whose claimer died waits before it is claimed again.
+    intent_lease_s: float = Field(default=30.0, gt=0)
+    # The charger's safety-net poll (a commit that makes a call owed wakes it at once).
+    intent_poll_interval_s: float = Field(default=1.0, gt=0)
+    # Provider calls in flight at once per process.
+    provider_concurrency: int = Field(default=16, ge=1)
     # How long the sandbox takes to answer `tok_slowAuthorization`.
     sandbox_slow_s: float = 10.0

@@ -21,10 +21,10 @@ from libs.events.inventory import StockReserved
 from libs.events.orders import OrderCancellationRequested, OrderRejected, PaymentInstructionIssued
 from libs.kit.db import Database, processed_events
 from libs.kit.runtime import Runtime
-from services.payments.db import payment_orders, payments, sandbox_ledger
+from services.payments.adapters import SandboxProvider
+from services.payments.db import PgSandboxLedger, payment_orders, payments, sandbox_ledger
 from services.payments.domain import ProviderCapture, ProviderResult
 from services.payments.main import create_app
-from services.payments.service import PgSandboxLedger, SandboxProvider
 from services.payments.settings import PaymentsSettings
 from tests.support.auth import bearer
 from tests.support.kafka import make_event, publish
@@ -32,24 +32,32 @@ from tests.support.service import running
 
 
 class ObservedSandbox:
-    """The sandbox, observed: tells when a capture starts, and for chosen orders fails right after
-    the first capture the provider made, before our transaction commits (as if the process died
-    between the PSP's answer and our commit)."""
+    """The sandbox, observed: tells when a capture starts and ends, answers chosen orders slowly,
+    and for chosen orders fails right after the capture the provider made, before we record it
+    (as if the process died between the PSP's answer and our commit: the capture stays owed
+    until its claim's lease ends, then the next claim asks the provider what it did)."""
 
     def __init__(self, sandbox: SandboxProvider) -> None:
         self.sandbox = sandbox
         self.crash_once: set[str] = set()
-        # For chosen orders, every capture attempt fails right after the provider's answer until
-        # the event is set (the kit retries the fact, then parks it on its DLQ: as if the process
-        # had died and the fact were not redelivered yet).
+        # For chosen orders, every capture call fails right after the provider's answer until
+        # the event is set (as if the process kept dying there; the fact that made the capture
+        # owed may be redelivered meanwhile, and the order may close).
         self.crash_until: dict[str, asyncio.Event] = {}
         self.capture_started: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.capture_finished: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        # For chosen orders, how long the provider takes to answer a capture.
+        self.delay_s: dict[str, float] = {}
 
     async def capture(
         self, idempotency_key: str, amount: int, currency: str, token: str
     ) -> ProviderResult:
         self.capture_started[idempotency_key].set()
-        result = await self.sandbox.capture(idempotency_key, amount, currency, token)
+        try:
+            await asyncio.sleep(self.delay_s.get(idempotency_key, 0.0))
+            result = await self.sandbox.capture(idempotency_key, amount, currency, token)
+        finally:
+            self.capture_finished[idempotency_key].set()
         if idempotency_key in self.crash_once:
             self.crash_once.discard(idempotency_key)
             raise RuntimeError("simulated crash between the provider's answer and our commit")
@@ -179,6 +187,10 @@ async def payments_service(migrated_databases: None) -> AsyncIterator[Payments]:
         consumer_backoff_initial_s=0.05,
         capture_backoff_initial_s=0.01,
         sandbox_slow_s=1.0,
+        # A "crash" below (an error raised after the provider answered) leaves the call owed
+        # until its lease ends; the slowest call here (2 s) stays within one lease.
+        intent_lease_s=3.0,
+        intent_poll_interval_s=0.2,
     )
     # The sandbox on its own engine: like a real PSP, it shares nothing with our transactions.
     ledger_db = Database.from_settings(settings)

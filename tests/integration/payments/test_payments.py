@@ -84,8 +84,9 @@ async def test_redelivered_and_reissued_facts_never_charge_twice(
 
 
 async def test_a_crash_after_the_provider_answered_is_harmless(payments_service: Payments) -> None:
-    """The handler fails after the PSP captured but before our commit; the redelivery gets the
-    same capture from the provider (same idempotency key) and records it once."""
+    """The charger fails after the PSP captured but before our commit; once the claim's lease
+    ends the capture is claimed again, the provider is asked what it did under the key (the
+    order id) and that capture is recorded once."""
     order_id, customer = new_order_id(), new_customer()
     payments_service.provider.crash_once.add(order_id)
     async with TopicTail(topics.PAYMENTS) as tail:
@@ -108,10 +109,10 @@ async def test_a_close_read_before_the_redelivered_capture_refunds_the_provider_
     payments_service: Payments, first_fact: str, close: str
 ) -> None:
     """Found by `make faults` (crash-payments-capture-vs-cancel): the process dies after the PSP
-    captured but before our commit (which also loses the fact that triggered the capture), and
-    after the restart the order's close is read before that fact is redelivered (the redelivery
-    then charges nothing: the order is closed). The close must find the provider's capture,
-    record it and refund it, not answer PaymentVoided (or nothing) and leave the money taken."""
+    captured but before our commit, and the order's close is read before the capture is
+    recorded (a redelivered fact then charges nothing: the order is closed). The owed capture's
+    next claim must find the provider's capture, record it and refund it, not answer
+    PaymentVoided (or nothing) and leave the money taken."""
     order_id, customer = new_order_id(), new_customer()
     release = asyncio.Event()
     payments_service.provider.crash_until[order_id] = release
@@ -242,7 +243,8 @@ async def test_a_capture_that_loses_the_race_with_the_deadline_is_refunded(
     payments_service: Payments,
 ) -> None:
     """Orders rejects the order (deadline) while the provider is still authorising: the
-    rejection waits for the capture to commit, then refunds it."""
+    rejection closes the order at once (no lock is held over the call), and the capture's
+    outcome records it and owes its refund."""
     order_id, customer = new_order_id(), new_customer()
     async with TopicTail(topics.PAYMENTS) as tail:
         await payments_service.instruct(order_id, customer, 2200, token=TOK_SLOW)

@@ -7,16 +7,20 @@ import pytest
 from services.payments.domain import (
     CaptureDecision,
     CloseDecision,
+    Intent,
     OrderPayment,
+    Trace,
     accepts_instruction,
-    capture_may_be_unrecorded,
+    after_capture,
+    close,
     decide_capture,
-    decide_close,
+    must_look_up_first,
+    owe_capture,
     storable_token,
 )
 
 READY = OrderPayment(
-    order_id="o-1", amount=1000, currency="EUR", has_token=True, stock_reserved=True
+    order_id="o-1", amount=1000, currency="EUR", token="tok_visa", stock_reserved=True
 )
 
 
@@ -41,6 +45,7 @@ def test_waits_for_the_missing_fact(state: OrderPayment) -> None:
     [
         replace(READY, closed_reason="rejected"),
         replace(READY, closed_reason="cancelled"),
+        replace(READY, capture_status="pending"),
         replace(READY, capture_status="captured"),
         replace(READY, capture_status="failed"),
         replace(READY, capture_status="refunded"),
@@ -51,7 +56,7 @@ def test_never_charges_a_closed_or_already_decided_order(state: OrderPayment) ->
 
 
 def test_declines_without_the_provider_when_there_is_no_usable_token_or_amount() -> None:
-    assert decide_capture(replace(READY, has_token=False)) is CaptureDecision.DECLINE_INVALID_TOKEN
+    assert decide_capture(replace(READY, token=None)) is CaptureDecision.DECLINE_INVALID_TOKEN
     assert decide_capture(replace(READY, amount=0)) is CaptureDecision.DECLINE_INVALID_AMOUNT
 
 
@@ -70,10 +75,16 @@ def test_test_tokens_are_kept_until_the_charge_is_decided() -> None:
     assert storable_token("tok_visa") == "tok_visa"
 
 
+def decide_close(state: OrderPayment, *, cancellation: bool) -> CloseDecision:
+    return close(state, cancellation=cancellation, reason="out_of_stock")[1]
+
+
 def test_rejection_refunds_a_capture() -> None:
     captured = replace(READY, capture_status="captured")
     assert decide_close(captured, cancellation=False) is CloseDecision.REFUND
     assert decide_close(captured, cancellation=True) is CloseDecision.REFUND
+    closed, _ = close(captured, cancellation=False, reason="reservation_expired")
+    assert (closed.refund_status, closed.refund_reason) == ("pending", "reservation_expired")
 
 
 def test_rejection_without_capture_does_nothing() -> None:
@@ -94,28 +105,41 @@ def test_closing_twice_answers_once() -> None:
     assert decide_close(refunded, cancellation=True) is CloseDecision.NOTHING
     voided = OrderPayment(order_id="o-1", closed_reason="cancelled")
     assert decide_close(voided, cancellation=True) is CloseDecision.NOTHING
+    refunding = replace(READY, capture_status="captured", refund_status="pending")
+    assert decide_close(refunding, cancellation=True) is CloseDecision.NOTHING
 
 
-@pytest.mark.parametrize(
-    "state",
-    [
-        READY,  # both facts known, the capture's own commit lost
-        replace(READY, stock_reserved=False),  # the reservation was the fact rolled back
-        OrderPayment(order_id="o-1", stock_reserved=True),  # the instruction was
-    ],
-)
-def test_closing_asks_the_provider_when_a_capture_may_be_unrecorded(state: OrderPayment) -> None:
-    assert capture_may_be_unrecorded(state)
+def test_closing_erases_the_token_and_keeps_the_first_reason() -> None:
+    closed, _ = close(READY, cancellation=False, reason="out_of_stock")
+    again, _ = close(closed, cancellation=True, reason="customer_request")
+    assert closed.token is None
+    assert (again.closed_reason, again.refund_reason) == ("rejected", "out_of_stock")
 
 
-@pytest.mark.parametrize(
-    "state",
-    [
-        OrderPayment(order_id="o-1"),  # neither fact: nothing can have been captured
-        replace(READY, capture_status="captured"),
-        replace(READY, capture_status="failed"),
-        replace(READY, capture_status="refunded"),
-    ],
-)
-def test_closing_trusts_the_record_otherwise(state: OrderPayment) -> None:
-    assert not capture_may_be_unrecorded(state)
+def test_a_close_withdraws_a_capture_no_claim_took_and_awaits_one_that_was() -> None:
+    owed = owe_capture(READY)
+    withdrawn, decision = close(owed, cancellation=True, reason="customer_request")
+    assert decision is CloseDecision.VOID and withdrawn.capture_status is None
+    claimed = replace(owed, attempts=1)
+    waiting, decision = close(claimed, cancellation=True, reason="customer_request")
+    assert decision is CloseDecision.AWAIT_CAPTURE and waiting.capture_status == "pending"
+
+
+def test_a_capture_outcome_for_a_closed_order_refunds_or_voids() -> None:
+    rejected = replace(READY, closed_reason="rejected")
+    cancelled = replace(READY, closed_reason="cancelled")
+    assert after_capture(rejected, moved=True) is CloseDecision.REFUND
+    assert after_capture(cancelled, moved=True) is CloseDecision.REFUND
+    assert after_capture(cancelled, moved=False) is CloseDecision.VOID
+    assert after_capture(rejected, moved=False) is CloseDecision.NOTHING
+    assert after_capture(READY, moved=True) is CloseDecision.NOTHING
+
+
+def _intent(attempts: int, closed: bool) -> Intent:
+    return Intent("o-1", "capture", attempts, 100, "EUR", "tok_visa", closed, None, Trace())
+
+
+def test_the_provider_is_asked_first_on_a_reclaim_or_for_a_closed_order() -> None:
+    assert not must_look_up_first(_intent(1, closed=False))
+    assert must_look_up_first(_intent(2, closed=False))
+    assert must_look_up_first(_intent(1, closed=True))

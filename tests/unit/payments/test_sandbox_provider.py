@@ -1,33 +1,14 @@
 """The sandbox PSP: fixed answers per test token, idempotent on its key, never a card number."""
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable
 
 import pytest
 
-from services.payments.domain import LedgerEntry, TransientProviderError
-from services.payments.service import Charging, SandboxProvider
-
-
-class MemoryLedger:
-    """The sandbox ledger in a dict (the real one is a table committed on its own connection)."""
-
-    def __init__(self) -> None:
-        self.entries: dict[str, LedgerEntry] = {}
-        self._lock = asyncio.Lock()
-
-    async def get(self, key: str) -> LedgerEntry | None:
-        return self.entries.get(key)
-
-    async def by_ref(self, ref: str) -> LedgerEntry | None:
-        return next((e for e in self.entries.values() if e.ref == ref), None)
-
-    async def apply(
-        self, key: str, step: Callable[[LedgerEntry | None], LedgerEntry]
-    ) -> LedgerEntry:
-        async with self._lock:
-            self.entries[key] = step(self.entries.get(key))
-            return self.entries[key]
+from libs.kit.retry import RetryPolicy
+from services.payments.adapters import SandboxProvider
+from services.payments.domain import ProviderResult, TransientProviderError
+from tests.unit.payments.fakes import MemoryLedger
 
 
 @pytest.fixture
@@ -171,28 +152,17 @@ async def test_refund_of_an_unknown_capture_or_too_much_is_declined(
     assert too_much.decline_reason == "invalid_amount"
 
 
-async def test_charging_retries_transient_errors_with_the_same_key(
+async def test_the_retry_policy_reaches_the_capture_on_the_same_key(
     sandbox: SandboxProvider, ledger: MemoryLedger
 ) -> None:
-    charging = Charging(sandbox, attempts=4, backoff_initial_s=0.001)
-    result = await charging.call(
-        "test", lambda: sandbox.capture("order-1", 100, "EUR", "tok_processingError")
-    )
-    assert result.ok
-    assert ledger.entries["order-1"].attempts == 3
+    policy = RetryPolicy(attempts=2, initial_s=0.0)
 
+    def call() -> Awaitable[ProviderResult]:
+        return sandbox.capture("order-1", 100, "EUR", "tok_processingError")
 
-async def test_charging_gives_up_after_its_attempts_and_raises(
-    sandbox: SandboxProvider, ledger: MemoryLedger
-) -> None:
-    charging = Charging(sandbox, attempts=2, backoff_initial_s=0.001)
     with pytest.raises(TransientProviderError):
-        await charging.call(
-            "test", lambda: sandbox.capture("order-1", 100, "EUR", "tok_processingError")
-        )
-    # A redelivery later continues where the provider left off: the third attempt succeeds.
-    result = await charging.call(
-        "test", lambda: sandbox.capture("order-1", 100, "EUR", "tok_processingError")
-    )
+        await policy.run("test", call, retry_on=(TransientProviderError,))
+    # A later claim continues where the provider left off: the third attempt succeeds.
+    result = await policy.run("test", call, retry_on=(TransientProviderError,))
     assert result.ok
     assert ledger.entries["order-1"].attempts == 3

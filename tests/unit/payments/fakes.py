@@ -1,0 +1,375 @@
+"""In-memory payments repositories, the sandbox on a dict ledger, and a harness to drive them.
+
+The order rows keep their owed provider calls and leases (on the test's clock); the harness
+plays the events payments' handlers receive and runs its charger."""
+
+import asyncio
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from libs.events.common import Money
+from libs.kit.retry import RetryPolicy
+from libs.kit.uow import Tx
+from services.payments import service
+from services.payments.adapters import SandboxProvider
+from services.payments.domain import (
+    Intent,
+    LedgerEntry,
+    NewPayment,
+    OrderPayment,
+    Payment,
+    ProviderCapture,
+    ProviderResult,
+    RefundedCapture,
+    Trace,
+)
+from services.payments.service import Charger
+from tests.support.fakes import FakeTx, MutableClock, RecordingEvents
+
+
+class MemoryLedger:
+    """The sandbox ledger in a dict (the real one is a table committed on its own connection)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, LedgerEntry] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, key: str) -> LedgerEntry | None:
+        return self.entries.get(key)
+
+    async def by_ref(self, ref: str) -> LedgerEntry | None:
+        return next((e for e in self.entries.values() if e.ref == ref), None)
+
+    async def apply(
+        self, key: str, step: Callable[[LedgerEntry | None], LedgerEntry]
+    ) -> LedgerEntry:
+        async with self._lock:
+            self.entries[key] = step(self.entries.get(key))
+            return self.entries[key]
+
+
+class SimulatedCrash(Exception):
+    """The process 'died' between the provider's answer and our commit."""
+
+
+class FakeProvider:
+    """The sandbox on a dict ledger, with what tests need around it: a crash right after the
+    provider acted, a capture held until a test releases it, refunds declined, and call counts."""
+
+    def __init__(self) -> None:
+        self.ledger = MemoryLedger()
+        self.sandbox = SandboxProvider(self.ledger, slow_s=0.0)
+        self.crash_after: set[str] = set()  # keys whose next call "crashes" once it is done
+        self.hold: dict[str, asyncio.Event] = {}  # keys whose capture waits for the event
+        self.started: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.decline_refunds = False
+        self.captures: list[str] = []
+        self.lookups: list[str] = []
+        self.refunds: list[str] = []
+
+    async def capture(
+        self, idempotency_key: str, amount: int, currency: str, token: str
+    ) -> ProviderResult:
+        self.captures.append(idempotency_key)
+        self.started[idempotency_key].set()
+        held = self.hold.get(idempotency_key)
+        if held is not None:
+            await held.wait()
+        result = await self.sandbox.capture(idempotency_key, amount, currency, token)
+        self._maybe_crash(idempotency_key)
+        return result
+
+    async def find_capture(self, idempotency_key: str) -> ProviderCapture | None:
+        self.lookups.append(idempotency_key)
+        return await self.sandbox.find_capture(idempotency_key)
+
+    async def refund(self, idempotency_key: str, capture_ref: str, amount: int) -> ProviderResult:
+        self.refunds.append(idempotency_key)
+        if self.decline_refunds:
+            return ProviderResult.declined("refund_refused")
+        result = await self.sandbox.refund(idempotency_key, capture_ref, amount)
+        self._maybe_crash(idempotency_key)
+        return result
+
+    def _maybe_crash(self, key: str) -> None:
+        if key in self.crash_after:
+            self.crash_after.discard(key)
+            raise SimulatedCrash(key)
+
+
+class FakeOrderPayments:
+    """The payment_orders rows; leases run on the test's clock (the real ones on the database's)."""
+
+    def __init__(self, clock: MutableClock) -> None:
+        self.clock = clock
+        self.rows: dict[str, OrderPayment] = {}
+        self.leases: dict[str, datetime] = {}
+        self.traces: dict[str, Trace] = {}
+
+    async def lock(
+        self, order_id: str, customer_id: str | None = None, *, stock_reserved: bool = False
+    ) -> OrderPayment:
+        row = self.rows.get(order_id) or OrderPayment(order_id=order_id)
+        row = replace(
+            row,
+            customer_id=row.customer_id or customer_id,
+            stock_reserved=row.stock_reserved or stock_reserved,
+        )
+        self.rows[order_id] = row
+        return row
+
+    async def save(self, order: OrderPayment, *, intent: Trace | None = None) -> None:
+        self.rows[order.order_id] = order
+        if intent is not None:
+            self.leases.pop(order.order_id, None)
+            self.traces[order.order_id] = intent
+
+    async def claim_due(self, limit: int, lease_s: float) -> list[Intent]:
+        now = self.clock()
+        claimed: list[Intent] = []
+        for order_id, row in self.rows.items():
+            if len(claimed) >= limit:
+                break
+            owed = row.capture_status == "pending" or row.refund_status == "pending"
+            lease = self.leases.get(order_id)
+            if not owed or (lease is not None and lease > now):
+                continue
+            row = replace(row, attempts=row.attempts + 1)
+            self.rows[order_id] = row
+            self.leases[order_id] = now + timedelta(seconds=lease_s)
+            assert row.amount is not None and row.currency is not None
+            claimed.append(
+                Intent(
+                    order_id=order_id,
+                    operation="capture" if row.capture_status == "pending" else "refund",
+                    attempts=row.attempts,
+                    amount=row.amount,
+                    currency=row.currency,
+                    token=row.token,
+                    closed=row.closed,
+                    capture_ref=row.capture_ref,
+                    trace=self.traces.get(order_id, Trace()),
+                )
+            )
+        return claimed
+
+    async def settle_capture(
+        self, order_id: str, status: Literal["captured", "failed"], ref: str | None
+    ) -> OrderPayment | None:
+        row = self.rows.get(order_id)
+        if row is None or row.capture_status != "pending":
+            return None
+        return self._settled(replace(row, capture_status=status, capture_ref=ref, token=None))
+
+    async def drop_capture(self, order_id: str) -> OrderPayment | None:
+        row = self.rows.get(order_id)
+        if row is None or row.capture_status != "pending":
+            return None
+        return self._settled(replace(row, capture_status=None, token=None))
+
+    async def settle_refund(
+        self, order_id: str, status: Literal["refunded", "failed"]
+    ) -> OrderPayment | None:
+        row = self.rows.get(order_id)
+        if row is None or row.refund_status != "pending":
+            return None
+        return self._settled(replace(row, refund_status=status))
+
+    def _settled(self, row: OrderPayment) -> OrderPayment:
+        self.rows[row.order_id] = row
+        self.leases.pop(row.order_id, None)
+        return row
+
+    async def customer_of(self, order_id: str) -> str | None:
+        row = self.rows.get(order_id)
+        return None if row is None else row.customer_id
+
+    def owed(self, order_id: str) -> bool:
+        row = self.rows[order_id]
+        return row.capture_status == "pending" or row.refund_status == "pending"
+
+
+class FakePayments:
+    """The payments rows, with the unique (order_id, kind) of the real table."""
+
+    def __init__(self, clock: MutableClock) -> None:
+        self.clock = clock
+        self.rows: list[Payment] = []
+        self.kinds: dict[str, str] = {}  # payment id -> kind
+
+    async def add(self, payment: NewPayment) -> None:
+        if any(
+            p.order_id == payment.order_id and self.kinds[p.id] == payment.kind for p in self.rows
+        ):
+            raise AssertionError(f"unique (order_id, kind) violated: {payment}")
+        self.clock.advance(0.001)  # distinct created_at, as rows written apart have
+        self.kinds[payment.id] = payment.kind
+        self.rows.append(
+            Payment(
+                id=payment.id,
+                order_id=payment.order_id,
+                customer_id=payment.customer_id,
+                amount=payment.amount,
+                currency=payment.currency,
+                status=payment.status,
+                provider_ref=payment.provider_ref,
+                failure_reason=payment.failure_reason,
+                created_at=self.clock(),
+                refunded_at=None,
+            )
+        )
+
+    async def mark_refunded(self, order_id: str) -> RefundedCapture | None:
+        for i, p in enumerate(self.rows):
+            if p.order_id == order_id and self.kinds[p.id] == "capture" and p.status == "captured":
+                self.rows[i] = replace(p, status="refunded", refunded_at=self.clock())
+                return RefundedCapture(p.id, p.customer_id, p.amount, p.currency)
+        return None
+
+    async def page(
+        self,
+        *,
+        customer_id: str | None,
+        order_id: str | None,
+        after: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[Payment]:
+        rows = [
+            p
+            for p in self.rows
+            if self.kinds[p.id] == "capture"
+            and (customer_id is None or p.customer_id == customer_id)
+            and (order_id is None or p.order_id == order_id)
+            and (after is None or (p.created_at, p.id) < after)
+        ]
+        rows.sort(key=lambda p: (p.created_at, p.id), reverse=True)
+        return rows[: limit + 1]
+
+    def of(self, order_id: str, kind: str = "capture") -> list[Payment]:
+        return [p for p in self.rows if p.order_id == order_id and self.kinds[p.id] == kind]
+
+
+@dataclass
+class FakeStore:
+    clock: MutableClock
+    orders: FakeOrderPayments = field(init=False)
+    payments: FakePayments = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.orders = FakeOrderPayments(self.clock)
+        self.payments = FakePayments(self.clock)
+
+
+@dataclass
+class TracingUnitOfWork:
+    """A UnitOfWork over the shared store that remembers which story each transaction joined."""
+
+    store: FakeStore
+    events: RecordingEvents
+    traces: list[Trace] = field(default_factory=list)
+
+    def __call__(
+        self, correlation_id: str | None = None, causation_id: str | None = None
+    ) -> AbstractAsyncContextManager[Tx[FakeStore]]:
+        return self._begin(Trace(correlation_id, causation_id))
+
+    @asynccontextmanager
+    async def _begin(self, trace: Trace) -> AsyncIterator[Tx[FakeStore]]:
+        self.traces.append(trace)
+        tx = FakeTx(self.store, self.events)
+        yield tx
+        tx.commit()
+
+
+class Harness:
+    """Payments on fakes: play the events its handlers receive, and run its charger."""
+
+    LEASE_S = 30.0
+
+    def __init__(self, retry: RetryPolicy | None = None, concurrency: int = 16) -> None:
+        self.clock = MutableClock()
+        self.store = FakeStore(self.clock)
+        self.events = RecordingEvents()
+        self.uow = TracingUnitOfWork(self.store, self.events)
+        self.provider = FakeProvider()
+        self.wakes = 0
+        self.charger = Charger(
+            self.uow,
+            self.provider,
+            retry or RetryPolicy(attempts=4, initial_s=0.0, max_s=0.0),
+            lease_s=self.LEASE_S,
+            concurrency=concurrency,
+        )
+        self.charger.wake = self.wake
+
+    def wake(self) -> None:
+        self.wakes += 1
+
+    def trace(self, event_id: str) -> Trace:
+        return Trace(correlation_id="req-1", causation_id=event_id)
+
+    async def instruct(
+        self, order_id: str, customer: str = "c-1", amount: int = 1000, token: str = "tok_visa"
+    ) -> None:
+        tx = FakeTx(self.store, self.events)
+        await service.record_instruction(
+            tx,
+            order_id=order_id,
+            customer_id=customer,
+            amount=Money(amount=amount, currency="EUR"),
+            token=token,
+            trace=self.trace(f"instr-{order_id}"),
+            wake=self.wake,
+        )
+        tx.commit()
+
+    async def reserve(self, order_id: str) -> None:
+        tx = FakeTx(self.store, self.events)
+        await service.record_stock_reserved(
+            tx, order_id, trace=self.trace(f"res-{order_id}"), wake=self.wake
+        )
+        tx.commit()
+
+    async def reject(self, order_id: str, reason: str, customer: str = "c-1") -> None:
+        await self._close(order_id, customer, reason, cancellation=False)
+
+    async def cancel(self, order_id: str, customer: str = "c-1") -> None:
+        await self._close(order_id, customer, "customer_request", cancellation=True)
+
+    async def _close(self, order_id: str, customer: str, reason: str, cancellation: bool) -> None:
+        tx = FakeTx(self.store, self.events)
+        await service.close_order(
+            tx,
+            order_id=order_id,
+            customer_id=customer,
+            reason=reason,
+            cancellation=cancellation,
+            trace=self.trace(f"close-{order_id}"),
+            wake=self.wake,
+        )
+        tx.commit()
+
+    async def run_charger(self) -> None:
+        """What the worker does until nothing is due: claim, call, record."""
+        while True:
+            await self.charger.step()
+            if not self.charger.busy:
+                return
+            await self.charger.idle()
+
+    async def checkout(
+        self, order_id: str, customer: str = "c-1", amount: int = 1000, token: str = "tok_visa"
+    ) -> None:
+        await self.instruct(order_id, customer, amount, token)
+        await self.reserve(order_id)
+        await self.run_charger()
+
+    def emitted(self, order_id: str) -> list[str]:
+        """The types of the events published about the order, in order."""
+        return [
+            type(e).__name__ for e in self.events.emitted if getattr(e, "order_id", "") == order_id
+        ]

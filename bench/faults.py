@@ -517,11 +517,14 @@ async def _to_cluster(stack: Stack) -> None:
     await stack.use_cluster()
 
 
+FAULT_SETTINGS = {"BACKROOM_INTENT_LEASE_S": "15", "BACKROOM_EMAIL_LEASE_S": "10"}
+
 CRASH_POINTS = {
     "after-db-commit": "{svc}.after_db_commit",
     "relay-after-publish": "relay.after_publish",
 }
 EXTRA_CRASH_POINTS = (
+    ("payments", "after-intent-commit", "payments.after_intent_commit"),
     ("payments", "after-provider-capture", "payments.after_provider_capture"),
     ("payments", "after-provider-refund", "payments.after_provider_refund"),
     ("notifications", "after-intent-commit", "notifications.after_intent_commit"),
@@ -806,6 +809,11 @@ async def run(
     run_id = uuid.uuid4().hex[:6]
     progress = progress or Progress()
     results = progress.results
+    stack_config = stack_config or StackConfig()
+    # Intents whose process died are claimed again after their lease: shorter leases than the
+    # defaults (30 s, 60 s) so a crash costs a scenario seconds, not a minute of draining. Both
+    # stay above the longest call (the 10 s slow-authorization token; a local SMTP send).
+    stack_config.settings = {**FAULT_SETTINGS, **stack_config.settings}
     stack = Stack(stack_config)
     progress.stack = describe(stack)
     log(f"starting the isolated stack in {stack.run_dir} (log: {stack.log_path})")

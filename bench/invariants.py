@@ -25,7 +25,7 @@ Invariants (violation kind in brackets):
 - one email per (order, template) for every status the order went through, none for statuses it
   did not [missing_email, unexpected_email]; the same Message-ID delivered again after a crash
   during the SMTP send is counted as `resent`, not a violation;
-- outboxes empty [outbox_not_empty]; no intent left pending (an email not sent, a PSP call whose
+- outboxes empty [outbox_not_empty]; no intent left pending (an email not sent, a capture or refund whose
   outcome is not recorded) [pending_work]; no email recorded as failed [email_failed];
   dead-letter topics empty [dlq]; consumer groups caught up [consumer_lag].
 """
@@ -204,6 +204,8 @@ async def outbox_sizes(dbs: Databases) -> dict[str, int]:
 # while any is left, e.g. during the lease after a crash between the call and its outcome.
 PENDING_WORK = {
     "notifications": "SELECT count(*) AS n FROM notifications WHERE status = 'pending'",
+    "payments": "SELECT count(*) AS n FROM payment_orders"
+    " WHERE capture_status = 'pending' OR refund_status = 'pending'",
 }
 
 

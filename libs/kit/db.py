@@ -79,8 +79,10 @@ class Database:
         # transaction. A connection the server closed (restart, crash) is noticed by asyncpg
         # itself and discarded on checkout below at no cost; anything subtler fails its first
         # statement, and SQLAlchemy then discards the whole pool (the inbox retries such errors).
+        # hide_parameters: a statement's error must never print its values (a payment token is
+        # a parameter of payments' instruction update, and the kit logs handler errors).
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size
+            url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True
         )
         event.listen(self.engine.sync_engine, "checkout", _discard_closed)
         self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)

@@ -16,9 +16,11 @@ The crash points (keep this list in step with `bench/faults.py`):
 |---|---|---|
 | `<service>.after_db_commit` | libs/kit/inbox.py | the handler's commit and the Kafka offset commit |
 | `relay.after_publish` | libs/kit/outbox.py | Kafka's acks for a batch and the delete of its outbox rows |
-| `payments.after_provider_capture` | services/payments/service.py | the PSP's capture and our commit |
-| `payments.after_provider_refund` | services/payments/service.py | the PSP's refund and our commit |
-| `notifications.after_smtp_send` | services/notifications/service.py | the SMTP server's accepting a mail and our commit |
+| `payments.after_intent_commit` | services/payments/service.py | the commit of a claim of an owed capture or refund and the PSP call |
+| `payments.after_provider_capture` | services/payments/service.py | the PSP's capture and the commit of its outcome |
+| `payments.after_provider_refund` | services/payments/service.py | the PSP's refund and the commit of its outcome |
+| `notifications.after_intent_commit` | services/notifications/service.py | the email worker's claim commit and the SMTP call |
+| `notifications.after_smtp_send` | services/notifications/service.py | the SMTP server's accepting a mail and the commit of its outcome |
 """
 
 import os

@@ -126,6 +126,14 @@ class FakeDatabases:
         rows = self.tables.get(match.group(1), [])
         if "token IS NOT NULL" in query:
             rows = [r for r in rows if r.get("token")]
+        if "capture_status = 'pending'" in query:
+            rows = [
+                r for r in rows if "pending" in (r.get("capture_status"), r.get("refund_status"))
+            ]
+        if "status = 'pending'" in query and match.group(1) == "notifications":
+            rows = [r for r in rows if r.get("status") == "pending"]
+        if "status = 'failed'" in query:
+            rows = [r for r in rows if r.get("status") == "failed" and r["order_id"] in args[0]]
         if "count(*)" in query:
             if match.group(1) == "orders":  # open_orders
                 rows = [r for r in rows if r["status"] == "pending"]
@@ -225,9 +233,27 @@ def _outbox_left(t: dict[str, Any]) -> None:
     t["outbox"].append({"id": 1})
 
 
+def _capture_owed(t: dict[str, Any]) -> None:
+    t["payment_orders"].append({"order_id": ORDERS["kept"], "capture_status": "pending"})
+
+
+def _email_queued(t: dict[str, Any]) -> None:
+    t.setdefault("notifications", []).append({"order_id": ORDERS["kept"], "status": "pending"})
+
+
+def _email_failed(t: dict[str, Any]) -> None:
+    t.setdefault("notifications", []).append(
+        {"order_id": ORDERS["kept"], "status": "failed", "template": "order_confirmed"}
+        | {"error": "550 mailbox unavailable"}
+    )
+
+
 @pytest.mark.parametrize(
     ("corrupt", "expected"),
     [
+        (_capture_owed, {"pending_work"}),
+        (_email_queued, {"pending_work"}),
+        (_email_failed, {"email_failed"}),
         (_lost, {"lost_order"}),
         (_stuck, {"stuck_order"}),
         (_cancellation_stuck, {"stuck_cancellation"}),

@@ -143,12 +143,14 @@ def create_service_app(
     on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
     on_shutdown: Callable[[Runtime], Awaitable[None]] | None = None,
 ) -> FastAPI:
-    """Build a service's ASGI app around its runtime; nothing connects until the lifespan starts."""
+    """Build a service's ASGI app around its runtime; nothing connects, and nothing global (the
+    process's logging) changes, until the lifespan starts: building an app to read what it
+    subscribes to (bench/invariants.py) leaves the caller's process as it was."""
     settings = runtime.settings
-    configure_logging(settings.service_name, settings.log_level, settings.log_json)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.service_name, settings.log_level, settings.log_json)
         await runtime.start()
         if on_startup is not None:
             await on_startup(runtime)

@@ -197,9 +197,10 @@ async def payments_service(migrated_databases: None) -> AsyncIterator[Payments]:
     provider = ObservedSandbox(SandboxProvider(PgSandboxLedger(ledger_db), settings.sandbox_slow_s))
     app = create_app(settings, provider=provider)
     logs = LogRecorder()
-    logging.getLogger().addHandler(logs)
     try:
         async with running(app) as http:
+            # After start-up: the service's lifespan sets up the process's logging (root handlers).
+            logging.getLogger().addHandler(logs)
             yield Payments(http, app, provider, logs)
     finally:
         logging.getLogger().removeHandler(logs)

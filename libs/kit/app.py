@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from libs.kit.auth import TokenVerifier
 from libs.kit.logging import configure_logging
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.problems import install_problem_handlers, problem_response
@@ -143,9 +144,11 @@ def create_service_app(
     on_startup: Callable[[Runtime], Awaitable[None]] | None = None,
     on_shutdown: Callable[[Runtime], Awaitable[None]] | None = None,
 ) -> FastAPI:
-    """Build a service's ASGI app around its runtime; nothing connects until the lifespan starts."""
+    """Build a service's ASGI app around its runtime; nothing connects until the lifespan starts.
+    Raises AuthConfigError when the settings give no safe way to verify tokens."""
     settings = runtime.settings
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    verifier = TokenVerifier.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -161,6 +164,7 @@ def create_service_app(
 
     app = FastAPI(title=title, version="1", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.token_verifier = verifier
     app.add_middleware(RequestContextMiddleware)
     install_problem_handlers(app)
 

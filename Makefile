@@ -8,6 +8,10 @@ PY := $(VENV)/bin/python
 export UV_PYTHON ?= python3.11
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+# Every target here runs the system on this machine: development mode (a random signing secret
+# per checkout in .run/dev-jwt-secret, HS256 tokens from `backroom token`). Production sets
+# BACKROOM_ENV to anything else and configures real keys (see README, Authentication).
+export BACKROOM_ENV ?= dev
 
 .PHONY: help install run test test-unit lint format infra-up infra-down status migrate clean bench faults
 

@@ -40,7 +40,7 @@ from bench.loadgen import (
     PhaseLoad,
 )
 from libs.events import topics
-from libs.kit.auth import mint_token
+from libs.kit.auth import dev_signing_secret, mint_token
 from libs.kit.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -595,14 +595,17 @@ async def run(args: argparse.Namespace) -> int:
             "started_gateway": system.started_nginx,
         }
         run_id = uuid.uuid4().hex[:6].upper()
-        admin = mint_token(settings.jwt_secret, "bench-admin", ["admin"], ttl_s=86400)
+        # The services run with BACKROOM_ENV=dev (bench/stack.py): tokens signed with the
+        # checkout's development secret.
+        secret = dev_signing_secret(settings)
+        admin = mint_token(secret, "bench-admin", ["admin"], ttl_s=86400)
         log(f"preparing {args.skus} skus (stock {args.stock} each), region {args.region}")
         skus = await prepare_catalog(
             system.gateway, admin, args.skus, args.stock, args.region, f"BENCH-{run_id}"
         )
         tokens = [
             mint_token(
-                settings.jwt_secret,
+                secret,
                 f"bench-{run_id}-{i}",
                 ["customer"],
                 ttl_s=86400,

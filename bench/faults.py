@@ -54,7 +54,7 @@ import httpx
 
 from bench.invariants import Databases, Report, Scope, check, wait_drained
 from bench.stack import ROOT, SERVICES, Stack, StackConfig, StackError, describe
-from libs.kit.auth import mint_token
+from libs.kit.auth import mint_dev_token
 from libs.kit.settings import ServiceSettings
 
 RESULTS = ROOT / "bench" / "results"
@@ -113,20 +113,20 @@ class Gateway:
             timeout=httpx.Timeout(20.0, connect=5.0),
             limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
         )
-        settings = ServiceSettings()
-        self._secret, self._alg = settings.jwt_secret, settings.jwt_algorithm
+        # The stack's services run with BACKROOM_ENV=dev (bench/stack.py): the checkout's
+        # development secret signs what they accept.
+        self._settings = ServiceSettings()
         self._tokens: dict[str, dict[str, str]] = {}
 
     def auth(self, sub: str, role: str = "customer") -> dict[str, str]:
         key = f"{role}:{sub}"
         if key not in self._tokens:
-            token = mint_token(
-                self._secret,
+            token = mint_dev_token(
+                self._settings,
                 sub,
                 [role],
                 ttl_s=6 * 3600,
                 email=f"{sub}@faults.test" if role == "customer" else None,
-                algorithm=self._alg,
             )
             self._tokens[key] = {"Authorization": f"Bearer {token}"}
         return self._tokens[key]

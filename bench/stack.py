@@ -147,6 +147,9 @@ class Stack:
                 "BACKROOM_TOPIC_REPLICATION": "3" if self.cluster else "1",
                 "BACKROOM_CRASH_DIR": str(self.crash_dir),
                 "BACKROOM_LOG_JSON": "true",
+                # Development auth: the services accept the HS256 tokens the harness mints
+                # with the checkout's generated secret (libs/kit/auth.py: mint_dev_token).
+                "BACKROOM_ENV": "dev",
             }
         )
         for svc in SERVICES:

@@ -1,10 +1,13 @@
 """Shared test set-up: markers by folder, and migrated service databases for real-infra tests."""
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# Tests run the system in development mode (the checkout's random dev secret), as make test does.
+os.environ.setdefault("BACKROOM_ENV", "dev")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

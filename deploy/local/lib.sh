@@ -10,6 +10,10 @@ LOCAL_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 REPO_ROOT=$(cd "$LOCAL_DIR/../.." && pwd -P)
 RUN_DIR=${BACKROOM_RUN_DIR:-$REPO_ROOT/.run}
 export DEBIAN_FRONTEND=noninteractive
+# Local services run in development mode: they accept HS256 tokens signed with this checkout's
+# generated secret ($REPO_ROOT/.run/dev-jwt-secret, made on first use; `backroom token` mints
+# with it), never a secret written in the repository. Elsewhere they need an identity provider.
+export BACKROOM_ENV=${BACKROOM_ENV:-dev}
 
 # say MSG... / warn MSG... / die MSG...   (prefixed with the calling script's component name)
 SAY_PREFIX=${SAY_PREFIX:-$(basename "$0" .sh)}

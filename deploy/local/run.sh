@@ -38,6 +38,7 @@ Backroom is up ($(elapsed "$t0")s).
   smtp sink      127.0.0.1:${SMTP_PORT:-2525}, mail in $RUN_DIR/smtp/maildir
   logs           $RUN_DIR/services/*.log, $RUN_DIR/nginx/
   tokens         .venv/bin/backroom token --sub alice --role customer   (add --role admin for admin)
+                 HS256, signed with this checkout's dev secret .run/dev-jwt-secret (BACKROOM_ENV=dev)
 Ctrl-C stops everything.
 EOM
 while true; do sleep 3600 & wait $! || true; done

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from libs.kit.auth import mint_token
+from libs.kit.auth import mint_dev_token
 from libs.kit.settings import ServiceSettings
 
 PRODUCTS = [
@@ -24,7 +24,7 @@ TAX_RATES = {"DE": 1900, "FR": 2000, "NL": 2100, "IE": 2300, "US-NY": 888}
 
 def main(gateway: str) -> None:
     settings = ServiceSettings()
-    admin = mint_token(settings.jwt_secret, "seed-admin", ["admin"])
+    admin = mint_dev_token(settings, "seed-admin", ["admin"])
     headers = {"Authorization": f"Bearer {admin}"}
     with httpx.Client(base_url=gateway, headers=headers, timeout=10) as http:
         for sku, name, category, price, stock, reorder in PRODUCTS:
@@ -75,8 +75,8 @@ def main(gateway: str) -> None:
                     ],
                 },
             ).raise_for_status()
-    customer = mint_token(
-        settings.jwt_secret, "alice", ["customer"], ttl_s=86400, email="alice@example.com"
+    customer = mint_dev_token(
+        settings, "alice", ["customer"], ttl_s=86400, email="alice@example.com"
     )
     print(f"seeded {len(PRODUCTS)} products, {len(TAX_RATES)} tax rates, 2 pricing rules")
     print(f"\ncustomer token (alice, 24 h):\n  export TOKEN={customer}")

@@ -14,6 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from libs.kit.auth import TokenVerifier
 from libs.kit.logging import configure_logging
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.problems import install_problem_handlers, problem_response
@@ -145,8 +146,10 @@ def create_service_app(
 ) -> FastAPI:
     """Build a service's ASGI app around its runtime; nothing connects, and nothing global (the
     process's logging) changes, until the lifespan starts: building an app to read what it
-    subscribes to (bench/invariants.py) leaves the caller's process as it was."""
+    subscribes to (bench/invariants.py) leaves the caller's process as it was. Raises
+    AuthConfigError when the settings give no safe way to verify tokens."""
     settings = runtime.settings
+    verifier = TokenVerifier.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -163,6 +166,7 @@ def create_service_app(
 
     app = FastAPI(title=title, version="1", lifespan=lifespan)
     app.state.runtime = runtime
+    app.state.token_verifier = verifier
     app.add_middleware(RequestContextMiddleware)
     install_problem_handlers(app)
 

@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from libs.events import topics
-from libs.kit.auth import ROLES, mint_token
+from libs.kit.auth import ROLES, AuthConfigError, mint_dev_token
 from libs.kit.kafka import all_topic_names, ensure_topics, new_producer, topic_partitions
 from libs.kit.settings import ServiceSettings
 
@@ -18,18 +18,22 @@ SERVICES = ("catalog", "inventory", "pricing", "orders", "payments", "notificati
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
+    """A development token, signed with BACKROOM_JWT_SECRET or this checkout's dev secret (the
+    one `make run` services verify with); production tokens come from the identity provider."""
     settings = ServiceSettings()
-    print(
-        mint_token(
-            settings.jwt_secret,
+    try:
+        token = mint_dev_token(
+            settings,
             args.sub,
             args.role or ["customer"],
             groups=args.group,
             ttl_s=args.ttl,
             email=args.email,
-            algorithm=settings.jwt_algorithm,
         )
-    )
+    except AuthConfigError as exc:
+        print(f"backroom token: {exc}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 
@@ -40,7 +44,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     module = importlib.import_module(f"services.{args.service}.main")
-    app = module.create_app()
+    try:
+        app = module.create_app()
+    except AuthConfigError as exc:
+        print(f"backroom serve {args.service}: refusing to start: {exc}", file=sys.stderr)
+        return 2
     settings = app.state.runtime.settings
     # Everything built so far (modules, models, routes) lives as long as the process: keep it
     # out of the cyclic garbage collector's full passes, which otherwise walk all of it again
@@ -185,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="backroom", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    token = sub.add_parser("token", help="mint a development JWT")
+    token = sub.add_parser(
+        "token", help="mint a development JWT (accepted by services with BACKROOM_ENV=dev)"
+    )
     token.add_argument("--sub", required=True)
     token.add_argument("--role", action="append", choices=ROLES)
     token.add_argument("--group", action="append")

@@ -1,6 +1,40 @@
 """Settings every service shares; each service subclasses it with its own knobs and defaults."""
 
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The checkout this code runs from: development state lives in its `.run/` (git-ignored).
+CHECKOUT = Path(__file__).resolve().parents[2]
+DEV_ENV = "dev"
+
+
+def load_dev_jwt_secret(path: Path) -> str:
+    """The development HS256 secret of this checkout, created on first use: random, mode 0600,
+    and published with a hard link, which never replaces an existing file, so processes that
+    start together all read the one secret that won."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(draft, path)
+        except FileExistsError:
+            pass  # another process published its secret first: use that one
+        finally:
+            draft.unlink(missing_ok=True)
+    secret = path.read_text().strip()
+    if len(secret) < 32:
+        raise ValueError(f"{path} holds no usable secret: delete it to generate a new one")
+    return secret
 
 
 class ServiceSettings(BaseSettings):
@@ -24,8 +58,24 @@ class ServiceSettings(BaseSettings):
     database_url: str | None = None
     db_pool_size: int = 10
 
-    jwt_secret: str = "backroom-dev-secret-change-me-please-32b"
-    jwt_algorithm: str = "HS256"
+    # BACKROOM_ENV=dev: local development. Only then are HS256 tokens accepted, signed with
+    # BACKROOM_JWT_SECRET or, when that is unset, with this checkout's generated secret
+    # (.run/dev-jwt-secret, or BACKROOM_DEV_JWT_SECRET_FILE). Anywhere else services verify
+    # RS256/ES256 tokens of an identity provider (its JWKS URL, issuer and audience) and refuse
+    # to start without them (libs/kit/auth.py).
+    env: str = "production"
+    jwt_secret: str | None = None
+    dev_jwt_secret_file: Path | None = None
+    jwks_url: str | None = None
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    # Keys fetched from the JWKS URL are used this long, then fetched again; a token naming a
+    # key id not among them fetches at once (key rotation), at most once per refresh interval.
+    jwks_cache_s: float = 300.0
+    jwks_refresh_min_interval_s: float = 10.0
+    jwks_timeout_s: int = 5
+    # Clock skew allowed on `exp` (and `nbf`/`iat`) between the identity provider and us.
+    jwt_leeway_s: int = 10
 
     consumer_max_attempts: int = 5
     consumer_backoff_initial_s: float = 0.2
@@ -45,6 +95,25 @@ class ServiceSettings(BaseSettings):
 
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("jwt_secret", "jwks_url", "jwt_issuer", "jwt_audience", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable (a compose `${VAR:-}` or a ConfigMap's "") means not configured."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _dev_secret(self) -> Self:
+        if self.is_dev and self.jwt_secret is None:
+            self.jwt_secret = load_dev_jwt_secret(self.dev_jwt_secret_path())
+        return self
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == DEV_ENV
+
+    def dev_jwt_secret_path(self) -> Path:
+        return self.dev_jwt_secret_file or CHECKOUT / ".run" / "dev-jwt-secret"
 
     def sqlalchemy_url(self) -> str:
         """The async SQLAlchemy URL of this service's own database."""

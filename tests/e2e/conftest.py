@@ -38,6 +38,9 @@ def _env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(E2E_SETTINGS)
     env["BACKROOM_RUN_DIR"] = str(ROOT / ".run" / "e2e")
+    # Development auth: the services accept HS256 tokens signed with the checkout's generated
+    # secret (.run/dev-jwt-secret, whatever BACKROOM_RUN_DIR says), as tests/support/auth.py mints.
+    env["BACKROOM_ENV"] = "dev"
     env["BACKROOM_PORT_BASE"] = str(PORT_BASE)
     env["GATEWAY_PORT"] = str(GATEWAY_PORT)
     for i, svc in enumerate(SERVICES, start=1):

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from libs.kit.auth import REPOSITORY_SECRETS
 from libs.kit.cli import SERVICES, build_parser
 from libs.kit.settings import ServiceSettings
 
@@ -119,12 +120,19 @@ def compose_service(name: str) -> dict[str, Any]:
     return service
 
 
-_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
+_INTERPOLATION = re.compile(r"\$\{(\w+)(?::?([-?])([^}]*))?\}")
 
 
 def interpolate(value: Any) -> str:
-    """A compose value with ${VAR:-default} replaced by its default (what a bare `up` uses)."""
-    return _INTERPOLATION.sub(lambda m: m.group(2) or "", str(value))
+    """A compose value with ${VAR:-default} replaced by its default (what a bare `up` uses);
+    ${VAR:?message} (the operator must set it) by nothing."""
+    return _INTERPOLATION.sub(lambda m: m.group(3) or "" if m.group(2) == "-" else "", str(value))
+
+
+def required_variable(value: Any) -> str | None:
+    """VAR when a compose value is exactly ${VAR:?message} (compose refuses to start without it)."""
+    found = re.fullmatch(r"\$\{(\w+):\?[^}]+\}", str(value))
+    return found.group(1) if found else None
 
 
 def compose_env(name: str) -> dict[str, str]:
@@ -241,9 +249,33 @@ def env_sources(container: dict[str, Any]) -> dict[str, str]:
         if "configMapRef" in source:
             names |= k8s_one("ConfigMap", source["configMapRef"]["name"])["data"]
         if "secretRef" in source:
-            secret = k8s_one("Secret", source["secretRef"]["name"])
-            names |= secret.get("stringData") or secret.get("data") or {}
+            assert source["secretRef"]["name"] == OPERATOR_SECRET
+            names |= dict.fromkeys(operator_secret_keys(), "")
     return names | explicit_env(container)
+
+
+OPERATOR_SECRET = "backroom-secrets"
+
+
+@cache
+def operator_secret_commands() -> list[str]:
+    """The documented `kubectl create secret` commands for the Secret the operator creates (in
+    kustomization.yaml's comment; the manifests apply no Secret)."""
+    text = (K8S_DIR / "kustomization.yaml").read_text()
+    commands = [
+        line.lstrip("# ").strip()
+        for line in text.splitlines()
+        if line.startswith("#") and f"create secret generic {OPERATOR_SECRET}" in line
+    ]
+    assert commands, "kustomization.yaml documents how to create the Secret"
+    return commands
+
+
+def operator_secret_keys() -> set[str]:
+    keys: set[str] = set()
+    for command in operator_secret_commands():
+        keys |= set(re.findall(r"--from-literal=(\w+)=", command))
+    return keys
 
 
 # --- nginx configs -------------------------------------------------------------------------------
@@ -405,7 +437,11 @@ def test_compose_service_reaches_kafka_and_postgres_after_migrations(service: st
     assert int(env["BACKROOM_PG_PORT"]) == 5432
     assert env["BACKROOM_PG_USER"] == compose_env("postgres")["POSTGRES_USER"]
     assert env["BACKROOM_PG_PASSWORD"] == compose_env("postgres")["POSTGRES_PASSWORD"]
-    assert env["BACKROOM_JWT_SECRET"], "every service verifies tokens with the same secret"
+    raw = compose()["x-backroom-env"]
+    assert (
+        compose_service(service)["environment"]["BACKROOM_JWT_SECRET"]
+        == (raw["BACKROOM_JWT_SECRET"])
+    ), "every service verifies tokens with the same secret"
 
     depends = compose_service(service)["depends_on"]
     assert depends["kafka"]["condition"] == "service_healthy"
@@ -570,15 +606,79 @@ def test_k8s_deploys_the_six_services_and_the_gateway() -> None:
 
 def test_k8s_shared_config_and_secret_are_kit_settings() -> None:
     config = k8s_one("ConfigMap", "backroom-config")["data"]
-    secret = k8s_one("Secret", "backroom-secrets")["stringData"]
-    assert not unknown_env(set(config) | set(secret), KIT_ENV)
-    assert all(name.startswith(ENV_PREFIX) for name in set(config) | set(secret))
+    secret = operator_secret_keys()
+    assert not unknown_env(set(config) | secret, KIT_ENV)
+    assert all(name.startswith(ENV_PREFIX) for name in set(config) | secret)
     assert config["BACKROOM_TOPIC_REPLICATION"] == "3"
     for key in ("BACKROOM_KAFKA_BOOTSTRAP", "BACKROOM_PG_HOST"):
         host = host_port(config[key])[0] if ":" in config[key] else config[key]
         assert host not in ("127.0.0.1", "localhost"), f"{key} must name the provided service"
-    assert {"BACKROOM_JWT_SECRET", "BACKROOM_PG_PASSWORD"} <= set(secret)
+    assert "BACKROOM_PG_PASSWORD" in secret
     assert not {"BACKROOM_JWT_SECRET", "BACKROOM_PG_PASSWORD"} & set(config)
+
+
+# =================================================================================================
+# No secret value is committed (issue 9, finding 1): compose and k8s make the operator provide it
+# =================================================================================================
+
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|PRIVATE|_KEY\b")
+
+
+def deploy_texts() -> dict[str, str]:
+    paths = [COMPOSE_FILE, ROOT / "Dockerfile", ROOT / "libs" / "kit" / "settings.py"]
+    paths += [p for p in (ROOT / "deploy").rglob("*") if p.is_file() and p.suffix != ".jar"]
+    return {str(p.relative_to(ROOT)): p.read_text(errors="replace") for p in paths}
+
+
+def test_no_secret_once_written_in_the_repository_is_left_in_settings_or_deploy_files() -> None:
+    for path, text in deploy_texts().items():
+        for secret in REPOSITORY_SECRETS:
+            assert secret not in text, f"{path} still carries a committed secret"
+
+
+def test_compose_requires_the_operator_to_provide_the_jwt_secret() -> None:
+    shared = compose()["x-backroom-env"]
+    assert required_variable(shared["BACKROOM_JWT_SECRET"]) == "BACKROOM_JWT_SECRET"
+    assert shared["BACKROOM_ENV"] == "dev", "HS256 is accepted only in development mode"
+    for service in [*SERVICES, "migrate"]:
+        env = compose_service(service).get("environment") or {}
+        for name, value in env.items():
+            if "JWT_SECRET" in name:
+                assert required_variable(value) == name, f"{service}: {name} has a default"
+    assert "openssl rand" in (ROOT / "deploy" / "compose" / "README.md").read_text()
+
+
+def test_k8s_applies_no_secret_and_documents_how_to_create_it() -> None:
+    assert not k8s_all("Secret"), "the kustomization must not apply a (placeholder) Secret"
+    for path in K8S_DIR.rglob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert not (doc and doc.get("kind") == "Secret"), f"{path} holds a Secret"
+    for obj in k8s_objects():
+        for container in (
+            [
+                *pod_spec(obj).get("initContainers", []),
+                *pod_spec(obj).get("containers", []),
+            ]
+            if obj["kind"] in ("Deployment", "Job")
+            else []
+        ):
+            for name, value in explicit_env(container).items():
+                assert not (SECRET_NAME.search(name) and value), f"{name} has a committed value"
+    config = k8s_one("ConfigMap", "backroom-config")["data"]
+    assert not [name for name in config if SECRET_NAME.search(name)]
+    trial = [c for c in operator_secret_commands() if "BACKROOM_JWT_SECRET" in c]
+    assert trial and all('"$(openssl rand -hex 32)"' in c for c in trial)
+    readme = (K8S_DIR / "README.md").read_text()
+    assert f"create secret generic {OPERATOR_SECRET}" in readme and "openssl rand" in readme
+
+
+def test_k8s_services_need_an_identity_provider_configured() -> None:
+    """Outside development mode the services refuse to start without JWKS URL, issuer and
+    audience: the ConfigMap names them, empty, for the operator to fill in."""
+    config = k8s_one("ConfigMap", "backroom-config")["data"]
+    for name in ("BACKROOM_JWKS_URL", "BACKROOM_JWT_ISSUER", "BACKROOM_JWT_AUDIENCE"):
+        assert name in KIT_ENV and config.get(name) == "", name
+    assert config.get("BACKROOM_ENV", "production") != "dev"
 
 
 @pytest.mark.parametrize("service", SERVICES)

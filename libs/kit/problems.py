@@ -119,6 +119,20 @@ def domain_problem(exc: DomainError) -> Problem:
     return Problem(500, "unexpected error; it has been logged")
 
 
+def _field_error(error: dict[str, Any]) -> dict[str, str]:
+    """One pydantic error as the client sees it: the field and the message, never the input
+    (which may be a card number or a secret)."""
+    if error.get("type") == "json_invalid":
+        # FastAPI's loc is ("body", <offset>): the body as a whole is what is malformed.
+        reason = error.get("ctx", {}).get("error", "")
+        position = error.get("loc", ("body", "?"))[-1]
+        return {"field": "body", "message": f"invalid JSON at position {position}: {reason}"}
+    return {
+        "field": field_name(tuple(error.get("loc", ()))),
+        "message": error.get("msg", "invalid"),
+    }
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_: Request, exc: DomainError) -> JSONResponse:
@@ -140,10 +154,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": field_name(tuple(e.get("loc", ()))), "message": e.get("msg", "invalid")}
-            for e in exc.errors()
-        ]
+        errors = [_field_error(e) for e in exc.errors()]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid request"
         return problem_response(422, detail, errors=errors)
 

@@ -10,6 +10,7 @@ from libs.kit.app import transaction_of
 from libs.kit.auth import Admin
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
 from libs.kit.transactions import SessionTx
+from libs.kit.validation import MULTILINE
 from services.catalog import service
 from services.catalog.db import Store
 from services.catalog.domain import SKU_PATTERN, NewProduct, ProductView
@@ -21,6 +22,9 @@ TxDep = Annotated[SessionTx[Store], Depends(transaction_of(Store), scope="functi
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, max_length=64)]
 Attributes = Annotated[dict[str, Any], Field(max_length=50)]
 Images = Annotated[list[Annotated[HttpUrl, Field()]], Field(max_length=20)]
+# The one multi-line text field: TAB, LF and CR are allowed in it, other control characters
+# are refused as everywhere (the kit's input rule).
+Description = Annotated[str | None, MULTILINE]
 
 
 class ProductIn(BaseModel):
@@ -28,7 +32,7 @@ class ProductIn(BaseModel):
 
     sku: Sku
     name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=5000)
+    description: Description = Field(default=None, max_length=5000)
     category: str = Field(min_length=1, max_length=100)
     attributes: Attributes = {}
     images: Images = []
@@ -38,7 +42,7 @@ class ProductPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=5000)
+    description: Description = Field(default=None, max_length=5000)
     category: str | None = Field(default=None, min_length=1, max_length=100)
     attributes: Attributes | None = None
     images: Images | None = None

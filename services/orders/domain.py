@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal, get_args
 
 from libs.events.common import Money, PricedLine
 
@@ -30,7 +30,21 @@ ALLOWED: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 REJECTION_REASONS = ("out_of_stock", "payment_declined", "reservation_expired", "invalid")
 CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.CONFIRMED})
-DEFAULT_CANCEL_REASON = "customer_request"
+# Why an order may be cancelled: a fixed set, so no text a customer typed ever reaches an email
+# (notifications writes the reason into the cancellation mail).
+CancellationReason = Literal[
+    "customer_request",
+    "changed_my_mind",
+    "found_cheaper",
+    "ordered_by_mistake",
+    "delivery_too_slow",
+    "duplicate_order",
+    "payment_issue",
+    "suspected_fraud",
+    "other",
+]
+CANCELLATION_REASONS: tuple[str, ...] = get_args(CancellationReason)
+DEFAULT_CANCEL_REASON: CancellationReason = "customer_request"
 # Payment tokens are opaque provider references; anything else (a card number above all) is refused.
 TOKEN_PATTERN = r"^tok_[A-Za-z0-9_]{1,60}$"
 

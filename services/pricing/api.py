@@ -26,6 +26,7 @@ from libs.kit.auth import Admin, MaybeCaller
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
+from libs.kit.validation import CurrencyCode
 from services.pricing import service
 from services.pricing.db import Store
 from services.pricing.domain import (
@@ -83,7 +84,7 @@ class Strict(BaseModel):
 
 class PriceIn(Strict):
     amount: Amount
-    currency: str = Field(pattern=CURRENCY_PATTERN)
+    currency: Annotated[CurrencyCode, Field(pattern=CURRENCY_PATTERN)]
 
 
 class PriceOut(BaseModel):

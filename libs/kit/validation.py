@@ -1,0 +1,233 @@
+"""Input rules every service applies at its HTTP edge: no control characters in any string a client
+sends, numbers that are finite, currencies that ISO 4217 knows, payment tokens that are not card
+numbers. Pure functions and pydantic types (no web framework): `libs.kit.app` applies the string
+rule to every request, api.py modules use the types on their fields."""
+
+import functools
+import math
+import re
+import types
+from collections.abc import Iterator
+from typing import Annotated, Any, Union, get_args, get_origin
+
+from pydantic import AfterValidator, BaseModel
+from pydantic_core import PydanticCustomError
+
+from libs.events.common import is_iso_currency
+from libs.kit.errors import FieldError
+
+# C0 controls, DEL and C1 controls, and lone UTF-16 surrogates (JSON can spell one, "\ud800",
+# and no database or encoder accepts it). PostgreSQL refuses NUL in text and jsonb outright.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# In a field documented as multi-line text TAB, LF and CR are allowed.
+_UNSAFE_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+# A cheap test on the raw body that every body with an unsafe string or a non-finite number
+# passes (and a clean body almost never does), so only those pay for a walk of the document.
+# Measured on a POST /orders body: about 5 us (one alternation regex doing all of it took 16).
+# A backslash starts every escape that can spell a control character or a surrogate; raw C0
+# bytes (TAB, LF, CR may sit between tokens) also catch every UTF-16/32 body; C2 and ED lead
+# the UTF-8 of C1 controls and of surrogates.
+_SUSPECT_BYTES = re.compile(rb"[\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f\xc2\xed]")
+# What Python's json reads as a non-finite float (PostgreSQL's jsonb has neither NaN nor
+# Infinity): the two words, an exponent of three digits, or 300 digits in a row.
+_BIG_EXPONENT = re.compile(rb"[eE][+-]?[0-9]{3}")
+_LONG_DIGITS = re.compile(rb"[0-9]{300}")
+# The same for a raw query string: percent-escapes of C0, DEL and C1 (UTF-8 C2 80..9F), raw bytes.
+_SUSPECT_QUERY = re.compile(
+    rb"%(?:[01][0-9a-fA-F]|7[fF]|[cC]2%[89][0-9a-fA-F])|[\x00-\x1f\x7f-\x9f]"
+)
+MAX_ERRORS = 20
+
+
+class Multiline:
+    """Marks a request field documented as multi-line text: `Annotated[str, MULTILINE]`."""
+
+    def __repr__(self) -> str:
+        return "MULTILINE"
+
+
+MULTILINE = Multiline()
+
+
+def unsafe_character(text: str, *, multiline: bool = False) -> str | None:
+    """Why `text` may not be accepted (a message naming the character, never echoing the text),
+    or None when it is fine."""
+    found = (_UNSAFE_MULTILINE if multiline else _UNSAFE).search(text)
+    if found is None:
+        return None
+    code = ord(found.group())
+    if 0xD800 <= code <= 0xDFFF:
+        return f"must be valid Unicode text (an unpaired surrogate at position {found.start()})"
+    return f"must not contain control characters (U+{code:04X} at position {found.start()})"
+
+
+def suspect_json(body: bytes) -> bool:
+    return (
+        _SUSPECT_BYTES.search(body) is not None
+        or b"NaN" in body
+        or b"Infinity" in body
+        or _BIG_EXPONENT.search(body) is not None
+        or (len(body) >= 300 and _LONG_DIGITS.search(body) is not None)
+    )
+
+
+def suspect_query(query_string: bytes) -> bool:
+    return _SUSPECT_QUERY.search(query_string) is not None
+
+
+# A position in a document: (parent position, key or index), None for the document itself.
+# Linked rather than a tuple per value, so a deep document costs linear time, not quadratic.
+_Position = tuple["_Position", str | int] | None
+
+
+def unsafe_fields(
+    document: Any, multiline: frozenset[tuple[str, ...]] = frozenset()
+) -> list[FieldError]:
+    """Every string (keys included) and number of a parsed JSON document that breaks the rule,
+    in document order, each named by its path as `libs.kit.problems.field_name` names a
+    field (`lines[0].sku`; a bad key is reported on the object holding it, `body` at the top).
+    `multiline` holds the paths (list indices written `*`) of multi-line text fields. Iterative:
+    a deeply nested document cannot exhaust the stack."""
+    errors: list[FieldError] = []
+    stack: list[tuple[_Position, Any]] = [(None, document)]
+    while stack and len(errors) < MAX_ERRORS:
+        position, value = stack.pop()
+        if isinstance(value, str):
+            problem = unsafe_character(value)
+            if problem is not None and _shape(position) in multiline:
+                problem = unsafe_character(value, multiline=True)
+            if problem is not None:
+                errors.append(FieldError(_name(position), problem))
+        elif isinstance(value, dict):
+            for key in value:
+                problem = unsafe_character(key) if isinstance(key, str) else None
+                if problem is not None:
+                    errors.append(FieldError(_name(position) or "body", f"a key {problem}"))
+            stack.extend(((position, k), v) for k, v in reversed(value.items()))
+        elif isinstance(value, list):
+            stack.extend(((position, i), v) for i, v in reversed(list(enumerate(value))))
+        elif isinstance(value, float) and not math.isfinite(value):
+            errors.append(FieldError(_name(position) or "body", "must be a finite number"))
+    return errors[:MAX_ERRORS]
+
+
+def _path(position: _Position) -> list[str | int]:
+    parts: list[str | int] = []
+    while position is not None:
+        position, part = position
+        parts.append(part)
+    return parts[::-1]
+
+
+def _shape(position: _Position) -> tuple[str, ...]:
+    return tuple("*" if isinstance(p, int) else p for p in _path(position))
+
+
+def _name(position: _Position) -> str:
+    # The same spelling as libs.kit.problems.field_name (which this pure module cannot import).
+    name = ""
+    for part in _path(position):
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += ("." if name else "") + part
+    return name
+
+
+@functools.cache
+def multiline_fields(model: type[BaseModel]) -> frozenset[tuple[str, ...]]:
+    """Paths of the fields of `model` (and of the models it nests, lists written `*`) marked
+    MULTILINE. Computed once per model."""
+    return frozenset(_multiline_paths(model, depth=0))
+
+
+def _multiline_paths(model: type[BaseModel], depth: int) -> Iterator[tuple[str, ...]]:
+    if depth > 5:  # a recursive model: deeper fields stay single-line
+        return
+    for name, field in model.model_fields.items():
+        key = field.alias or name
+        if any(isinstance(m, Multiline) for m in field.metadata):
+            yield (key,)
+        for prefix, nested in _nested_models(field.annotation):
+            for path in _multiline_paths(nested, depth + 1):
+                yield (key, *prefix, *path)
+
+
+def _nested_models(annotation: Any) -> Iterator[tuple[tuple[str, ...], type[BaseModel]]]:
+    """The models an annotation holds: `M`, `M | None`, `list[M]` (prefix `*`)."""
+    origin = get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield (), annotation
+    elif origin is Annotated:
+        yield from _nested_models(get_args(annotation)[0])
+    elif origin in (Union, types.UnionType):
+        for arg in get_args(annotation):
+            yield from _nested_models(arg)
+    elif origin in (list, tuple, set, frozenset):
+        for arg in get_args(annotation):
+            for prefix, nested in _nested_models(arg):
+                yield ("*", *prefix), nested
+
+
+def body_models(annotation: Any) -> list[type[BaseModel]]:
+    """The request-body models of a route's body annotation (`M` or `M | None`)."""
+    return [m for prefix, m in _nested_models(annotation) if not prefix]
+
+
+# ---- currencies ----
+
+
+def _iso_currency(code: str) -> str:
+    if not is_iso_currency(code):
+        raise PydanticCustomError(
+            "currency", "must be an active ISO 4217 currency code (EUR, USD, JPY, ...)"
+        )
+    return code
+
+
+CurrencyCode = Annotated[str, AfterValidator(_iso_currency)]
+"""A currency a client names: three upper-case letters that ISO 4217 lists as active."""
+
+
+# ---- card numbers ----
+
+# A run of 13 to 19 digits, single spaces, dashes or underscores allowed between them (as people
+# and careless clients write card numbers).
+_DIGIT_RUN = re.compile(r"\d(?:[ _-]?\d){12,}")
+
+
+def luhn_valid(digits: str) -> bool:
+    """The Luhn (mod 10) checksum every payment card number carries."""
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        digit = ord(char) - 48
+        if index % 2:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return total % 10 == 0
+
+
+def contains_card_number(text: str) -> bool:
+    """Whether `text` holds a 13..19-digit run (separators aside) that passes Luhn: a primary
+    account number, which must never be stored, logged or published."""
+    for run in _DIGIT_RUN.finditer(text):
+        digits = re.sub(r"\D", "", run.group())
+        if 13 <= len(digits) <= 19 and luhn_valid(digits):
+            return True
+    return False
+
+
+def _no_card_number(text: str) -> str:
+    if contains_card_number(text):
+        # The message never repeats the input (pydantic keeps it in `input`, which the kit's
+        # problem+json handler does not render).
+        raise PydanticCustomError(
+            "card_number",
+            "must be a payment provider's token, not a card number; tokenize the card first",
+        )
+    return text
+
+
+NoCardNumber = AfterValidator(_no_card_number)
+"""Refuses a string that contains a card number (`Annotated[str, NoCardNumber]`)."""

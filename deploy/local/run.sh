@@ -7,6 +7,9 @@ SAY_PREFIX=run
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 STARTED=$RUN_DIR/run-infra.started
+# Webhook receivers on this machine (a local test server) may be subscribed; every other
+# internal address stays refused. Unset outside `make run`: public addresses only.
+export BACKROOM_WEBHOOK_ALLOWED_NETWORKS=${BACKROOM_WEBHOOK_ALLOWED_NETWORKS:-127.0.0.0/8,::1/128}
 GATEWAY=http://127.0.0.1:${GATEWAY_PORT:-8000}
 stop_all() {
     trap - EXIT INT TERM

@@ -3,7 +3,10 @@ templates and webhook receivers, with their real implementations."""
 
 import asyncio
 import contextlib
+import ipaddress
 import smtplib
+import socket
+import ssl
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -188,33 +191,135 @@ class JinjaTemplates:
 # --- webhooks ----------------------------------------------------------------------------------
 
 
-class WebhookSender(Protocol):
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> str | None:
-        """POST `body`; None on a 2xx answer, else what went wrong (never raises for the
-        receiver's trouble)."""
+class ResolutionFailed(Exception):
+    """A host name that does not resolve (or the resolver is unreachable)."""
+
+
+class Resolver(Protocol):
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """Every IP address `host` stands for (an IP literal is itself); ResolutionFailed if
+        it has none."""
         ...
 
 
-class HttpxWebhookSender:
-    """The real WebhookSender: one httpx client, redirects not followed (a subscriber's URL is
-    the one the admin registered). The client is made on first use, on the running loop."""
+class SystemResolver:
+    """The real Resolver: the operating system's `getaddrinfo`, without blocking the loop."""
 
-    def __init__(self, timeout_s: float) -> None:
-        self.timeout_s = timeout_s
-        self._client: httpx.AsyncClient | None = None
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> str | None:
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=self.timeout_s, follow_redirects=False)
+    async def resolve(self, host: str, port: int) -> list[str]:
+        with contextlib.suppress(ValueError):
+            return [str(ipaddress.ip_address(host))]
         try:
-            response = await self._client.post(url, content=body, headers=dict(headers))
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+            )
+        except (socket.gaierror, UnicodeError) as exc:
+            raise ResolutionFailed(f"{host} does not resolve") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not addresses:
+            raise ResolutionFailed(f"{host} does not resolve")
+        return addresses
+
+
+@dataclass(frozen=True)
+class PinnedPost:
+    """One webhook POST to `url`, connecting to `address` (already vetted): the connection goes
+    there and nowhere else, while Host and TLS (SNI and the certificate check) use the URL's
+    host name, so a second DNS answer cannot swap the destination."""
+
+    url: str
+    address: str
+    body: bytes
+    headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What came of one POST: the status code (None if there was no answer) and, unless it was
+    a 2xx, what went wrong in words. `refused`: the target itself was refused (never retried)."""
+
+    status_code: int | None
+    error: str | None = None
+    refused: bool = False
+
+
+class WebhookSender(Protocol):
+    async def post(self, request: PinnedPost) -> Answer:
+        """POST it; never raises for the receiver's trouble (that is the Answer)."""
+        ...
+
+
+MAX_RESPONSE_BYTES = 64 * 1024
+
+
+class HttpxWebhookSender:
+    """The real WebhookSender over httpx: redirects are not followed (a 3xx is a failed attempt),
+    at most `max_response_bytes` of an answer are read (then the connection is dropped), and
+    each POST has its own connection to the pinned address (a pooled TLS connection made for
+    one host name must not carry another's request), closed after the answer. The TLS settings
+    are made once and shared."""
+
+    def __init__(
+        self,
+        timeout_s: float,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.timeout_s = timeout_s
+        self.max_response_bytes = max_response_bytes
+        self._transport = transport  # tests hand in a MockTransport
+        self._tls: ssl.SSLContext | None = None
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._transport is not None:
+            return httpx.AsyncClient(transport=self._transport, timeout=self.timeout_s)
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        transport = httpx.AsyncHTTPTransport(verify=self._tls, retries=0)
+        return httpx.AsyncClient(transport=transport, timeout=self.timeout_s, trust_env=False)
+
+    async def post(self, request: PinnedPost) -> Answer:
+        url = httpx.URL(request.url)
+        host = url.raw_host.decode("ascii")
+        default_port = 443 if url.scheme == "https" else 80
+        headers = dict(request.headers)
+        headers["Host"] = host if url.port in (None, default_port) else f"{host}:{url.port}"
+        pinned = url.copy_with(host=request.address)
+        try:
+            async with (
+                self._client() as client,
+                client.stream(
+                    "POST",
+                    pinned,
+                    content=request.body,
+                    headers=headers,
+                    follow_redirects=False,
+                    extensions={"sni_hostname": host},
+                ) as response,
+            ):
+                await self._read_capped(response)
+                status = response.status_code
+        except httpx.TimeoutException:
+            return Answer(None, f"no answer within {self.timeout_s:g} s")
+        except httpx.ConnectError:
+            return Answer(None, "could not connect")
         except httpx.HTTPError as exc:
-            return f"{type(exc).__name__}: {exc}"[:1000]
-        if is_success(response.status_code):
-            return None
-        return f"HTTP {response.status_code}"
+            return Answer(None, f"{type(exc).__name__}"[:200])
+        if is_success(status):
+            return Answer(status)
+        if 300 <= status < 400:
+            return Answer(status, f"HTTP {status} (redirects are not followed)")
+        return Answer(status, f"HTTP {status}")
+
+    async def _read_capped(self, response: httpx.Response) -> None:
+        """Read (and drop) at most `max_response_bytes` of the answer: a receiver cannot make us
+        hold or wait for an endless body."""
+        if response.is_stream_consumed:  # an answer built in memory (a test transport's)
+            return
+        read = 0
+        async for chunk in response.aiter_raw():
+            read += len(chunk)
+            if read >= self.max_response_bytes:
+                break
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        """Nothing is kept open between POSTs."""

@@ -47,12 +47,13 @@ class WebhookIn(BaseModel):
 
 
 class WebhookOut(BaseModel):
-    """A subscription as shown back: never with its secret."""
+    """A subscription as shown back: never with its secrets, only how many are active."""
 
     id: str
     url: str
     events: list[str]
     created_at: str
+    active_secrets: int
 
     @classmethod
     def of(cls, subscription: domain.Subscription) -> "WebhookOut":
@@ -61,6 +62,45 @@ class WebhookOut(BaseModel):
             url=subscription.url,
             events=list(subscription.events),
             created_at=subscription.created_at.isoformat(),
+            active_secrets=subscription.active_secrets,
+        )
+
+
+class SecretIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    secret: str = Field(min_length=16, max_length=200)
+
+
+class DeliveryOut(BaseModel):
+    """One webhook delivery of a subscription (its body is the event: not repeated here)."""
+
+    id: str
+    event_id: str
+    event_type: str
+    status: str
+    attempts: int
+    last_error: str | None
+    next_attempt_at: str | None
+    created_at: str
+    updated_at: str
+    redeliveries: int
+
+    @classmethod
+    def of(cls, delivery: domain.DeliveryRecord) -> "DeliveryOut":
+        return cls(
+            id=delivery.id,
+            event_id=delivery.event_id,
+            event_type=delivery.event_type,
+            status=delivery.status,
+            attempts=delivery.attempts,
+            last_error=delivery.last_error,
+            next_attempt_at=(
+                delivery.next_attempt_at.isoformat() if delivery.next_attempt_at else None
+            ),
+            created_at=delivery.created_at.isoformat(),
+            updated_at=delivery.updated_at.isoformat(),
+            redeliveries=delivery.redeliveries,
         )
 
 
@@ -126,7 +166,9 @@ async def list_notifications(
 async def create_webhook(body: WebhookIn, _: Admin, tx: TxDep, request: Request) -> WebhookOut:
     # Before the commit: if it fails, the consumer merely looks at a few events too many.
     request.app.state.webhook_interest.widen(body.events)
-    subscription = await service.create_subscription(tx, str(body.url), body.events, body.secret)
+    subscription = await service.create_subscription(
+        tx, request.app.state.webhook_guard, str(body.url), body.events, body.secret
+    )
     return WebhookOut.of(subscription)
 
 
@@ -147,3 +189,58 @@ async def delete_webhook(
 ) -> Response:
     await service.delete_subscription(tx, subscription_id)
     return Response(status_code=204)
+
+
+SubscriptionId = Annotated[str, Path(max_length=64)]
+
+
+@router.post("/webhooks/{subscription_id}/secrets", status_code=201, response_model=WebhookOut)
+async def add_webhook_secret(
+    subscription_id: SubscriptionId, body: SecretIn, _: Admin, tx: TxDep
+) -> WebhookOut:
+    """Rotation: the new secret signs every delivery beside the current one (409 if two are
+    active already)."""
+    return WebhookOut.of(await service.add_secret(tx, subscription_id, body.secret))
+
+
+@router.delete("/webhooks/{subscription_id}/secrets/previous", status_code=204)
+async def retire_webhook_secret(subscription_id: SubscriptionId, _: Admin, tx: TxDep) -> Response:
+    """Rotation done: the older secret stops signing (409 if only one is active)."""
+    await service.retire_previous_secret(tx, subscription_id)
+    return Response(status_code=204)
+
+
+@router.get("/webhooks/{subscription_id}/deliveries", response_model=Page[DeliveryOut])
+async def list_webhook_deliveries(
+    subscription_id: SubscriptionId,
+    _: Admin,
+    tx: TxDep,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[DeliveryOut]:
+    """Newest first."""
+    deliveries = await service.list_deliveries(tx, subscription_id, _after_seq(cursor), limit)
+    return Page[DeliveryOut](
+        items=[DeliveryOut.of(d) for d in deliveries[:limit]],
+        next_cursor=_next_cursor(deliveries, limit),
+    )
+
+
+@router.post(
+    "/webhooks/{subscription_id}/deliveries/{delivery_id}/redeliver",
+    status_code=202,
+    response_model=DeliveryOut,
+)
+async def redeliver_webhook(
+    subscription_id: SubscriptionId,
+    delivery_id: Annotated[str, Path(max_length=64)],
+    _: Admin,
+    tx: TxDep,
+    request: Request,
+) -> DeliveryOut:
+    """Due again at once (409 while it is still pending)."""
+    worker = request.app.state.webhook_worker
+    delivery = await service.redeliver(
+        tx, subscription_id, delivery_id, worker.clock(), wake=worker.worker.wake
+    )
+    return DeliveryOut.of(delivery)

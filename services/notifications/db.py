@@ -35,6 +35,7 @@ from sqlalchemy.sql import FromClause
 
 from services.notifications.domain import (
     Announcement,
+    DeliveryRecord,
     DueDelivery,
     LogEntry,
     QueuedEmail,
@@ -86,8 +87,10 @@ webhook_subscriptions = Table(
     Column("seq", BigInteger, Identity(always=True), nullable=False, unique=True),
     Column("url", String(2048), nullable=False),
     Column("events", JSONB, nullable=False),
-    # Kept in clear: it is the HMAC key every delivery is signed with.
+    # Kept in clear: it is the HMAC key every delivery is signed with (the newest active one).
     Column("secret", String(200), nullable=False),
+    # While a secret is being rotated: the older one, still signing every delivery too.
+    Column("previous_secret", String(200)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_webhook_subscriptions_events", "events", postgresql_using="gin"),
 )
@@ -96,6 +99,8 @@ webhook_deliveries = Table(
     "webhook_deliveries",
     metadata,
     Column("id", String(64), primary_key=True),
+    # Insertion order: the stable sort key of a subscription's paginated deliveries.
+    Column("seq", BigInteger, Identity(always=True), nullable=False, unique=True),
     Column(
         "subscription_id",
         String(64),
@@ -110,6 +115,10 @@ webhook_deliveries = Table(
     Column("next_attempt_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("status", String(10), nullable=False, server_default="pending"),
     Column("last_error", Text),
+    # The first attempt of the current round: retries stop at the horizon counted from it.
+    Column("retry_from", DateTime(timezone=True)),
+    # How many times an admin asked for it again (each round logs its own outcome).
+    Column("redeliveries", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint(
@@ -125,6 +134,8 @@ webhook_deliveries = Table(
         "next_attempt_at",
         postgresql_where=text("status = 'pending'"),
     ),
+    # An admin's page of one subscription's deliveries, newest first.
+    Index("ix_webhook_deliveries_subscription_seq", "subscription_id", "seq"),
 )
 
 
@@ -168,8 +179,39 @@ def _entry(row: Any) -> LogEntry:
 
 def _subscription(row: Any) -> Subscription:
     return Subscription(
-        id=row.id, seq=row.seq, url=row.url, events=tuple(row.events), created_at=row.created_at
+        id=row.id,
+        seq=row.seq,
+        url=row.url,
+        events=tuple(row.events),
+        created_at=row.created_at,
+        active_secrets=len(_secrets(row)),
     )
+
+
+def _secrets(row: Any) -> tuple[str, ...]:
+    """The active secrets of a subscription row, oldest first."""
+    return (row.previous_secret, row.secret) if row.previous_secret else (row.secret,)
+
+
+def _delivery(row: Any) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=row.id,
+        seq=row.seq,
+        subscription_id=row.subscription_id,
+        event_id=row.event_id,
+        event_type=row.event_type,
+        status=row.status,
+        attempts=row.attempts,
+        last_error=row.last_error,
+        next_attempt_at=row.next_attempt_at if row.status == "pending" else None,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        redeliveries=row.redeliveries,
+    )
+
+
+# Every column of a delivery but its payload (an admin's list does not need the bodies).
+_DELIVERY_COLUMNS = [c for c in webhook_deliveries.c if c.name != "payload"]
 
 
 def _deliveries_of(announcement: Announcement, subscriptions: FromClause) -> Insert:
@@ -294,7 +336,7 @@ class NotificationLog:
     async def log_webhook(
         self,
         notification_id: str,
-        delivery_id: str,
+        log_key: str,
         event_type: str,
         url: str,
         order_id: str | None,
@@ -306,7 +348,7 @@ class NotificationLog:
             pg_insert(notifications)
             .values(
                 id=notification_id,
-                dedupe_key=f"webhook:{delivery_id}",
+                dedupe_key=log_key,
                 channel="webhook",
                 template=event_type,
                 recipient=url,
@@ -368,6 +410,37 @@ class Subscriptions:
         )
         return deleted is not None
 
+    async def exists(self, subscription_id: str) -> bool:
+        found = await self.session.scalar(
+            select(webhook_subscriptions.c.id).where(webhook_subscriptions.c.id == subscription_id)
+        )
+        return found is not None
+
+    async def lock_secrets(self, subscription_id: str) -> tuple[str, ...] | None:
+        """The active secrets (oldest first), the row locked until the transaction ends; None
+        if there is no such subscription."""
+        row = (
+            await self.session.execute(
+                select(webhook_subscriptions.c.secret, webhook_subscriptions.c.previous_secret)
+                .where(webhook_subscriptions.c.id == subscription_id)
+                .with_for_update()
+            )
+        ).one_or_none()
+        return None if row is None else _secrets(row)
+
+    async def set_secrets(self, subscription_id: str, secrets: tuple[str, ...]) -> Subscription:
+        """Make `secrets` (one or two, oldest first) the active ones."""
+        previous, current = (None, *secrets) if len(secrets) == 1 else secrets
+        row = (
+            await self.session.execute(
+                update(webhook_subscriptions)
+                .where(webhook_subscriptions.c.id == subscription_id)
+                .values(secret=current, previous_secret=previous)
+                .returning(webhook_subscriptions)
+            )
+        ).one()
+        return _subscription(row)
+
     async def listed_types(self) -> frozenset[str]:
         """Every event type some subscription lists."""
         return frozenset(
@@ -425,8 +498,11 @@ class Deliveries:
                     webhook_deliveries.c.event_type,
                     webhook_deliveries.c.payload,
                     webhook_deliveries.c.attempts,
+                    webhook_deliveries.c.retry_from,
+                    webhook_deliveries.c.redeliveries,
                     webhook_subscriptions.c.url,
                     webhook_subscriptions.c.secret,
+                    webhook_subscriptions.c.previous_secret,
                 )
             )
         ).all()
@@ -438,8 +514,10 @@ class Deliveries:
                 payload=r.payload,
                 attempts=r.attempts,
                 url=r.url,
-                secret=r.secret,
+                secrets=_secrets(r),
                 lease_until=lease_until,
+                retry_from=r.retry_from,
+                redeliveries=r.redeliveries,
             )
             for r in rows
         ]
@@ -451,6 +529,7 @@ class Deliveries:
         attempts: int,
         status: str,
         next_attempt_at: datetime | None,
+        retry_from: datetime,
         error: str | None,
         now: datetime,
     ) -> bool:
@@ -460,6 +539,7 @@ class Deliveries:
             "attempts": attempts,
             "status": status,
             "last_error": error,
+            "retry_from": retry_from,
             "updated_at": now,
         }
         if next_attempt_at is not None:
@@ -473,6 +553,53 @@ class Deliveries:
             .returning(webhook_deliveries.c.id)
         )
         return recorded is not None
+
+    async def page(
+        self, subscription_id: str, before_seq: int | None, limit: int
+    ) -> list[DeliveryRecord]:
+        """One page of a subscription's deliveries, newest first, one more than asked."""
+        query = (
+            select(*_DELIVERY_COLUMNS)
+            .where(webhook_deliveries.c.subscription_id == subscription_id)
+            .order_by(webhook_deliveries.c.seq.desc())
+            .limit(limit + 1)
+        )
+        if before_seq is not None:
+            query = query.where(webhook_deliveries.c.seq < before_seq)
+        return [_delivery(r) for r in (await self.session.execute(query)).all()]
+
+    async def get(self, subscription_id: str, delivery_id: str) -> DeliveryRecord | None:
+        row = (
+            await self.session.execute(
+                select(*_DELIVERY_COLUMNS)
+                .where(webhook_deliveries.c.id == delivery_id)
+                .where(webhook_deliveries.c.subscription_id == subscription_id)
+            )
+        ).one_or_none()
+        return None if row is None else _delivery(row)
+
+    async def redeliver(self, delivery: DeliveryRecord, now: datetime) -> DeliveryRecord | None:
+        """Due again at `now` as a fresh round, if it is still concluded as it was read (a
+        concurrent redelivery makes this None)."""
+        row = (
+            await self.session.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.id == delivery.id)
+                .where(webhook_deliveries.c.status != "pending")
+                .where(webhook_deliveries.c.redeliveries == delivery.redeliveries)
+                .values(
+                    status="pending",
+                    attempts=0,
+                    next_attempt_at=now,
+                    retry_from=None,
+                    last_error=None,
+                    redeliveries=webhook_deliveries.c.redeliveries + 1,
+                    updated_at=now,
+                )
+                .returning(*_DELIVERY_COLUMNS)
+            )
+        ).one_or_none()
+        return None if row is None else _delivery(row)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,7 @@
-"""Notification rules: which email an event calls for, dedupe keys, money text, webhook retries."""
+"""Notification rules: which email an event calls for, dedupe keys, money text, webhook signing
+and retries."""
 
+import base64
 import hashlib
 import hmac
 import re
@@ -213,10 +215,66 @@ def verify_signature(secret: str, body: bytes, header: str) -> bool:
     return hmac.compare_digest(signature(secret, body), header)
 
 
+# A subscription signs with at most two secrets at once: the current one and, while receivers
+# move over, its successor (Standard Webhooks allows several signatures in one header).
+MAX_ACTIVE_SECRETS = 2
+
+_WHSEC = "whsec_"
+
+
+def signing_key(secret: str) -> bytes:
+    """The Standard Webhooks HMAC key of a subscription's secret: a `whsec_<base64>` secret is
+    its decoded bytes (what the spec's libraries do with such a string), any other secret its
+    UTF-8 bytes (give those to a verifier: `Webhook(secret.encode())`)."""
+    if secret.startswith(_WHSEC):
+        encoded = secret[len(_WHSEC) :]
+        try:
+            key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+        except ValueError:
+            key = b""
+        if key:
+            return key
+    return secret.encode()
+
+
+def standard_signature(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One Standard Webhooks signature: `v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">`."""
+    signed = f"{msg_id}.{timestamp}.".encode() + body
+    return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+
+
+def delivery_headers(
+    delivery_id: str, timestamp: int, body: bytes, secrets: tuple[str, ...]
+) -> dict[str, str]:
+    """The headers of one POST. Standard Webhooks: `webhook-id` (the delivery id, the same on
+    every retry: receivers dedupe on it), `webhook-timestamp` (this attempt, in Unix seconds:
+    receivers refuse old ones, so a captured request cannot be replayed later) and
+    `webhook-signature` with one `v1,` signature per active secret, oldest first, separated by
+    spaces. v1's `X-Backroom-Signature` is keyed with the oldest active secret (the one a
+    receiver already has while a new one is being rolled out)."""
+    return {
+        "Content-Type": "application/cloudevents+json",
+        "webhook-id": delivery_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(
+            standard_signature(signing_key(s), delivery_id, timestamp, body) for s in secrets
+        ),
+        "X-Backroom-Signature": signature(secrets[0], body),
+        "X-Backroom-Delivery": delivery_id,
+        "User-Agent": "Backroom-Webhooks/1",
+    }
+
+
 def retry_delay(failed_attempts: int, base_s: float, max_s: float) -> timedelta:
     """Wait after the n-th failed delivery: base, 2·base, 4·base, ... capped at max."""
     exponent = min(max(failed_attempts - 1, 0), 32)
     return timedelta(seconds=min(base_s * 2**exponent, max_s))
+
+
+def is_final_refusal(status_code: int | None) -> bool:
+    """A 4xx answer says the request itself is wrong (gone, unauthorised, malformed): sending
+    it again will not help. 408 (timeout) and 429 (slow down) are the exceptions."""
+    return status_code is not None and 400 <= status_code < 500 and status_code not in (408, 429)
 
 
 @dataclass(frozen=True)
@@ -224,24 +282,38 @@ class DeliveryOutcome:
     status: str  # pending | delivered | failed
     attempts: int
     next_attempt_at: datetime | None
+    retry_from: datetime  # when this round of attempts began: the horizon counts from it
 
 
 def after_attempt(
     *,
-    succeeded: bool,
+    status_code: int | None,
+    refused: bool = False,
     attempts_before: int,
+    retry_from: datetime | None,
     now: datetime,
-    max_attempts: int,
+    horizon_s: float,
     base_s: float,
     max_s: float,
 ) -> DeliveryOutcome:
-    """Where a webhook delivery stands after one more POST."""
+    """Where a webhook delivery stands after one more POST that was answered `status_code`
+    (None: no answer). A 2xx delivers it; a refused target or a final 4xx fails it at once;
+    anything else is retried with backoff until `horizon_s` after the round's first attempt,
+    the last retry falling on the horizon itself."""
     attempts = attempts_before + 1
-    if succeeded:
-        return DeliveryOutcome("delivered", attempts, None)
-    if attempts >= max_attempts:
-        return DeliveryOutcome("failed", attempts, None)
-    return DeliveryOutcome("pending", attempts, now + retry_delay(attempts, base_s, max_s))
+    started = retry_from or now
+    if status_code is not None and is_success(status_code):
+        return DeliveryOutcome("delivered", attempts, None, started)
+    horizon = started + timedelta(seconds=horizon_s)
+    if refused or is_final_refusal(status_code) or now >= horizon:
+        return DeliveryOutcome("failed", attempts, None, started)
+    retry_at = min(now + retry_delay(attempts, base_s, max_s), horizon)
+    return DeliveryOutcome("pending", attempts, retry_at, started)
+
+
+def delivery_log_key(delivery_id: str, redeliveries: int) -> str:
+    """The log row of one concluded round of a delivery (a redelivery logs a row of its own)."""
+    return f"webhook:{delivery_id}" + (f":{redeliveries}" if redeliveries else "")
 
 
 def is_success(status_code: int) -> bool:
@@ -283,8 +355,10 @@ class Announcement:
 
 @dataclass(frozen=True)
 class DueDelivery:
-    """A webhook delivery a worker claimed: what to POST where, signed with which secret; its
-    `next_attempt_at` is `lease_until` until the outcome is recorded."""
+    """A webhook delivery a worker claimed: what to POST where, signed with which secrets
+    (oldest first); its `next_attempt_at` is `lease_until` until the outcome is recorded.
+    `retry_from` is the first attempt of this round (None before it), `redeliveries` how many
+    times an admin asked for it again."""
 
     id: str
     subscription_id: str
@@ -292,8 +366,10 @@ class DueDelivery:
     payload: str
     attempts: int
     url: str
-    secret: str
+    secrets: tuple[str, ...]
     lease_until: datetime
+    retry_from: datetime | None = None
+    redeliveries: int = 0
 
 
 @dataclass(frozen=True)
@@ -303,6 +379,25 @@ class Subscription:
     url: str
     events: tuple[str, ...]
     created_at: datetime
+    active_secrets: int = 1
+
+
+@dataclass(frozen=True)
+class DeliveryRecord:
+    """A webhook delivery as an admin lists it (newest first, by `seq`)."""
+
+    id: str
+    seq: int
+    subscription_id: str
+    event_id: str
+    event_type: str
+    status: str  # pending | delivered | failed
+    attempts: int
+    last_error: str | None
+    next_attempt_at: datetime | None  # None once concluded
+    created_at: datetime
+    updated_at: datetime
+    redeliveries: int
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,15 @@ from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.uow import Clock, utc_now
 from libs.kit.worker import Worker
 from services.notifications import api, handlers, service
-from services.notifications.adapters import HttpxWebhookSender, JinjaTemplates, SmtpMailer
+from services.notifications.adapters import (
+    HttpxWebhookSender,
+    JinjaTemplates,
+    SmtpMailer,
+    SystemResolver,
+)
 from services.notifications.db import Store
 from services.notifications.settings import NotificationsSettings
+from services.notifications.targets import parse_networks
 
 
 class WebhookWorker:
@@ -40,16 +46,23 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
     settings = settings or NotificationsSettings()
     runtime = Runtime(settings)
     uow = DatabaseUnitOfWork(runtime.db, runtime.service, Store.of)
-    sender = HttpxWebhookSender(settings.webhook_timeout_s)
+    sender = HttpxWebhookSender(settings.webhook_timeout_s, settings.webhook_max_response_bytes)
+    guard = service.Guard(
+        SystemResolver(),
+        parse_networks(settings.webhook_allowed_networks),
+        resolve_timeout_s=settings.webhook_timeout_s,
+    )
     webhooks = WebhookWorker(
         service.Delivering(
             uow,
             sender,
+            guard,
             batch_size=settings.webhook_batch_size,
             lease_s=settings.webhook_lease_s,
-            max_attempts=settings.webhook_max_attempts,
+            horizon_s=settings.webhook_retry_horizon_s,
             backoff_base_s=settings.webhook_backoff_base_s,
             backoff_max_s=settings.webhook_backoff_max_s,
+            total_timeout_s=settings.webhook_total_timeout_s,
         ),
         clock,
         settings.webhook_worker_interval_s,
@@ -99,4 +112,5 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
     app.state.webhook_worker = webhooks
     app.state.email_worker = mailer
     app.state.webhook_interest = interest
+    app.state.webhook_guard = guard
     return app

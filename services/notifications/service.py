@@ -12,27 +12,33 @@ from typing import Any, Protocol
 
 from libs.events.envelope import CloudEvent
 from libs.events.notifications import NotificationSent
-from libs.kit.errors import NotFound
+from libs.kit.errors import Conflict, Invalid, NotFound
 from libs.kit.faults import crash_point
 from libs.kit.retry import RetryPolicy
 from libs.kit.uow import Clock, Tx, UnitOfWork
-from services.notifications import domain
+from services.notifications import domain, targets
 from services.notifications.adapters import (
+    Answer,
     EmailDeferred,
     EmailRejected,
     Mailer,
     MailServerUnavailable,
     OutgoingEmail,
+    PinnedPost,
+    ResolutionFailed,
+    Resolver,
     Templates,
     WebhookSender,
 )
 from services.notifications.domain import (
     Announcement,
+    DeliveryRecord,
     DueDelivery,
     LogEntry,
     QueuedEmail,
     Subscription,
 )
+from services.notifications.targets import Network
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +67,7 @@ class NotificationLog(Protocol):
     async def log_webhook(
         self,
         notification_id: str,
-        delivery_id: str,
+        log_key: str,
         event_type: str,
         url: str,
         order_id: str | None,
@@ -80,6 +86,9 @@ class Subscriptions(Protocol):
     ) -> Subscription: ...
     async def page(self, after_seq: int | None, limit: int) -> list[Subscription]: ...
     async def remove(self, subscription_id: str) -> bool: ...
+    async def exists(self, subscription_id: str) -> bool: ...
+    async def lock_secrets(self, subscription_id: str) -> tuple[str, ...] | None: ...
+    async def set_secrets(self, subscription_id: str, secrets: tuple[str, ...]) -> Subscription: ...
     async def listed_types(self) -> frozenset[str]: ...
     async def listed_types_in_this_transaction(self) -> frozenset[str]: ...
 
@@ -96,9 +105,15 @@ class Deliveries(Protocol):
         attempts: int,
         status: str,
         next_attempt_at: datetime | None,
+        retry_from: datetime,
         error: str | None,
         now: datetime,
     ) -> bool: ...
+    async def page(
+        self, subscription_id: str, before_seq: int | None, limit: int
+    ) -> list[DeliveryRecord]: ...
+    async def get(self, subscription_id: str, delivery_id: str) -> DeliveryRecord | None: ...
+    async def redeliver(self, delivery: DeliveryRecord, now: datetime) -> DeliveryRecord | None: ...
 
 
 class Store(Protocol):
@@ -294,25 +309,42 @@ async def record_email_outcome(
 
 
 @dataclass(frozen=True)
+class Guard:
+    """Which webhook targets may be called: `allowed` networks are let through although not
+    public (`make run` and the tests allow loopback); every address is resolved by `resolver`."""
+
+    resolver: Resolver
+    allowed: tuple[Network, ...] = ()
+    resolve_timeout_s: float = 5.0
+
+    async def vet(self, url: str) -> str:
+        """The address to connect to for `url`: TargetRefused unless it is http(s) without
+        credentials and every address of its host is acceptable; ResolutionFailed if the host
+        does not resolve (in time)."""
+        target = targets.webhook_target(url)
+        try:
+            async with asyncio.timeout(self.resolve_timeout_s):
+                addresses = await self.resolver.resolve(target.host, target.port)
+        except TimeoutError as exc:
+            raise ResolutionFailed(f"{target.host} did not resolve in time") from exc
+        return targets.vet_addresses(target.host, addresses, self.allowed)
+
+
+@dataclass(frozen=True)
 class Delivering:
     """The webhook worker's collaborators and knobs."""
 
     uow: UnitOfWork[Store]
     sender: WebhookSender
+    guard: Guard
     batch_size: int = 50
     lease_s: float = 60.0
-    max_attempts: int = 8
+    # Failed attempts are retried with backoff until `horizon_s` after the first one.
+    horizon_s: float = 24 * 3600.0
     backoff_base_s: float = 1.0
-    backoff_max_s: float = 300.0
-
-
-def _headers(delivery: DueDelivery, body: bytes) -> dict[str, str]:
-    return {
-        "Content-Type": "application/cloudevents+json",
-        "X-Backroom-Signature": domain.signature(delivery.secret, body),
-        "X-Backroom-Delivery": delivery.id,
-        "User-Agent": "Backroom-Webhooks/1",
-    }
+    backoff_max_s: float = 3600.0
+    # Resolving, connecting, sending and reading the answer of one POST, all told.
+    total_timeout_s: float = 10.0
 
 
 async def deliver_due_webhooks(delivering: Delivering, now: datetime) -> int:
@@ -326,28 +358,48 @@ async def deliver_due_webhooks(delivering: Delivering, now: datetime) -> int:
         return 0
 
     async def post_and_record(delivery: DueDelivery) -> None:
-        body = delivery.payload.encode()
-        error = await delivering.sender.post(delivery.url, body, _headers(delivery, body))
+        answer = await attempt_delivery(delivering, delivery, now)
         # Recorded as soon as its own answer is in: a slow receiver delays no other's outcome.
-        await record_delivery_attempt(delivering, delivery, error, now)
+        await record_delivery_attempt(delivering, delivery, answer, now)
 
     await asyncio.gather(*(post_and_record(d) for d in due))
     return len(due)
 
 
+async def attempt_delivery(delivering: Delivering, delivery: DueDelivery, now: datetime) -> Answer:
+    """One POST of `delivery`, vetted again first (the name may resolve elsewhere now than when
+    it was subscribed: DNS rebinding) and sent to the address that was vetted, all within
+    `total_timeout_s`."""
+    body = delivery.payload.encode()
+    headers = domain.delivery_headers(delivery.id, int(now.timestamp()), body, delivery.secrets)
+    try:
+        async with asyncio.timeout(delivering.total_timeout_s):
+            address = await delivering.guard.vet(delivery.url)
+            return await delivering.sender.post(PinnedPost(delivery.url, address, body, headers))
+    except targets.TargetRefused as exc:
+        return Answer(None, f"refused: {exc}"[:1000], refused=True)
+    except ResolutionFailed as exc:
+        return Answer(None, str(exc)[:1000])
+    except TimeoutError:
+        return Answer(None, f"no answer within {delivering.total_timeout_s:g} s")
+
+
 async def record_delivery_attempt(
-    delivering: Delivering, delivery: DueDelivery, error: str | None, now: datetime
+    delivering: Delivering, delivery: DueDelivery, answer: Answer, now: datetime
 ) -> bool:
     """Attempts, status and the next attempt (backoff) of one POST; once delivered or given up,
     its log row and NotificationSent. False if the claim was lost (see Deliveries)."""
     outcome = domain.after_attempt(
-        succeeded=error is None,
+        status_code=answer.status_code,
+        refused=answer.refused,
         attempts_before=delivery.attempts,
+        retry_from=delivery.retry_from,
         now=now,
-        max_attempts=delivering.max_attempts,
+        horizon_s=delivering.horizon_s,
         base_s=delivering.backoff_base_s,
         max_s=delivering.backoff_max_s,
     )
+    error = None if outcome.status == "delivered" else answer.error
     event = CloudEvent.from_json(delivery.payload)
     try:
         async with delivering.uow(event.correlationid, event.id) as tx:
@@ -356,6 +408,7 @@ async def record_delivery_attempt(
                 attempts=outcome.attempts,
                 status=outcome.status,
                 next_attempt_at=outcome.next_attempt_at,
+                retry_from=outcome.retry_from,
                 error=error,
                 now=now,
             ):
@@ -368,7 +421,7 @@ async def record_delivery_attempt(
             notification_id = new_id()
             await tx.store.notifications.log_webhook(
                 notification_id,
-                delivery.id,
+                domain.delivery_log_key(delivery.id, delivery.redeliveries),
                 delivery.event_type,
                 delivery.url,
                 order_id,
@@ -397,10 +450,21 @@ async def record_delivery_attempt(
 # --- subscriptions and the log ------------------------------------------------------------------
 
 
+async def _vetted(guard: Guard, url: str) -> None:
+    try:
+        await guard.vet(url)
+    except targets.TargetRefused as exc:
+        raise Invalid.field("url", str(exc)) from exc
+    except ResolutionFailed as exc:
+        raise Invalid.field("url", str(exc)) from exc
+
+
 async def create_subscription(
-    tx: Tx[Store], url: str, events: list[str], secret: str
+    tx: Tx[Store], guard: Guard, url: str, events: list[str], secret: str
 ) -> Subscription:
-    """A new subscription; a type listed twice is still delivered once."""
+    """A new subscription, if `guard` accepts its URL (else Invalid naming `url`); a type
+    listed twice is still delivered once."""
+    await _vetted(guard, url)
     return await tx.store.subscriptions.add(new_id(), url, list(dict.fromkeys(events)), secret)
 
 
@@ -415,6 +479,62 @@ async def delete_subscription(tx: Tx[Store], subscription_id: str) -> None:
     """Remove a subscription and its undelivered deliveries; NotFound if there is none."""
     if not await tx.store.subscriptions.remove(subscription_id):
         raise NotFound(f"webhook subscription {subscription_id}")
+
+
+async def add_secret(tx: Tx[Store], subscription_id: str, secret: str) -> Subscription:
+    """Rotation, step one: `secret` becomes active beside the current one, and every delivery
+    is signed with both until the older is retired. Conflict if two are active already."""
+    secrets = await tx.store.subscriptions.lock_secrets(subscription_id)
+    if secrets is None:
+        raise NotFound(f"webhook subscription {subscription_id}")
+    if len(secrets) >= domain.MAX_ACTIVE_SECRETS:
+        raise Conflict("two secrets are active already: retire the previous one first")
+    if secret in secrets:
+        raise Conflict("this secret is active already")
+    return await tx.store.subscriptions.set_secrets(subscription_id, (*secrets, secret))
+
+
+async def retire_previous_secret(tx: Tx[Store], subscription_id: str) -> Subscription:
+    """Rotation, step two: the older of two active secrets is dropped; deliveries from now on
+    are signed with the newer only. Conflict if only one is active."""
+    secrets = await tx.store.subscriptions.lock_secrets(subscription_id)
+    if secrets is None:
+        raise NotFound(f"webhook subscription {subscription_id}")
+    if len(secrets) < 2:
+        raise Conflict("only one secret is active: add the new one first")
+    return await tx.store.subscriptions.set_secrets(subscription_id, secrets[1:])
+
+
+async def list_deliveries(
+    tx: Tx[Store], subscription_id: str, before_seq: int | None, limit: int
+) -> list[DeliveryRecord]:
+    """One page of a subscription's deliveries, newest first, one more than asked; NotFound
+    if there is no such subscription."""
+    if not await tx.store.subscriptions.exists(subscription_id):
+        raise NotFound(f"webhook subscription {subscription_id}")
+    return await tx.store.deliveries.page(subscription_id, before_seq, limit)
+
+
+async def redeliver(
+    tx: Tx[Store],
+    subscription_id: str,
+    delivery_id: str,
+    now: datetime,
+    wake: Callable[[], None] = _nothing,
+) -> DeliveryRecord:
+    """A delivered or failed delivery is due again at once, as a fresh round (same id and
+    body, attempts and horizon from zero); the worker is woken after the commit. Conflict if it
+    is still pending (it is being retried already)."""
+    found = await tx.store.deliveries.get(subscription_id, delivery_id)
+    if found is None:
+        raise NotFound(f"webhook delivery {delivery_id}")
+    if found.status == "pending":
+        raise Conflict("the delivery is still pending: it is retried on its own")
+    again = await tx.store.deliveries.redeliver(found, now)
+    if again is None:
+        raise Conflict("the delivery changed meanwhile: try again")
+    tx.on_commit(wake)
+    return again
 
 
 async def list_notifications(

@@ -24,10 +24,19 @@ class NotificationsSettings(ServiceSettings):
     smtp_retry_max_s: float = 2.0
     smtp_unavailable_pause_s: float = 5.0
 
+    # Each phase (connect, write, read) of a POST, and the whole delivery (resolving included).
     webhook_timeout_s: float = 5.0
-    webhook_max_attempts: int = 8
+    webhook_total_timeout_s: float = 10.0
+    # At most this much of a receiver's answer is read.
+    webhook_max_response_bytes: int = 64 * 1024
+    # A failed delivery is retried with backoff (base, 2·base, ... capped at max) until this long
+    # after its first attempt; a 4xx other than 408/429 fails it at once.
+    webhook_retry_horizon_s: float = 24 * 3600.0
     webhook_backoff_base_s: float = 1.0
-    webhook_backoff_max_s: float = 300.0
+    webhook_backoff_max_s: float = 3600.0
+    # Networks webhooks may reach although they are not public (CIDRs, comma separated), e.g.
+    # `127.0.0.0/8,::1/128` for receivers on this machine. Empty: public addresses only.
+    webhook_allowed_networks: str = ""
     webhook_worker_interval_s: float = 1.0
     webhook_batch_size: int = 50
     # A claimed delivery is due again after this if its outcome was never recorded (a crash).

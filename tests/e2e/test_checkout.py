@@ -81,6 +81,7 @@ async def test_happy_path_confirms_charges_once_emails_and_calls_webhooks(
             await eventually(hooked, what="webhook delivery")
             [delivery] = [d for d in receiver.deliveries if d.json()["subject"] == order_id]
             assert delivery.signature_valid(secret)
+            assert delivery.standard_signature_valid(secret)
             assert delivery.json()["type"] == "OrderConfirmed"
             sent = await notifications(gateway, order_id)
             assert {(n["channel"], n["status"]) for n in sent} >= {

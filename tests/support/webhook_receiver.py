@@ -17,8 +17,22 @@ class Delivery:
         return json.loads(self.body)
 
     def signature_valid(self, secret: str) -> bool:
+        """v1's `X-Backroom-Signature` (hex HMAC-SHA256 of the body)."""
         expected = "sha256=" + hmac.new(secret.encode(), self.body, hashlib.sha256).hexdigest()
         return hmac.compare_digest(expected, self.headers.get("x-backroom-signature", ""))
+
+    def standard_signature_valid(self, secret: str) -> bool:
+        """The Standard Webhooks headers, checked by the reference library as a receiver would
+        (signature of `id.timestamp.body`, timestamp within five minutes). A `whsec_` secret
+        is the library's base64 form; any other is used as its UTF-8 bytes."""
+        from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+        verifier = Webhook(secret if secret.startswith("whsec_") else secret.encode())
+        try:
+            verifier.verify(self.body, self.headers, json_parse=False)
+        except WebhookVerificationError:
+            return False
+        return True
 
 
 @dataclass

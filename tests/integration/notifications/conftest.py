@@ -23,6 +23,8 @@ from tests.support.auth import admin
 from tests.support.kafka import make_event, publish
 from tests.support.service import running
 
+LOOPBACK = "127.0.0.0/8,::1/128"
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -93,6 +95,7 @@ class Receiver:
     server: asyncio.Server | None = None
     delay_s: float = 0.0  # how long it takes to answer (a slow receiver)
     answered: int = 0
+    location: str = ""  # sent with a 3xx answer
 
     @property
     def url(self) -> str:
@@ -124,8 +127,9 @@ class Receiver:
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         self.answered += 1
+        location = f"Location: {self.location}\r\n" if 300 <= status < 400 else ""
         writer.write(
-            f"HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode()
+            f"HTTP/1.1 {status} X\r\n{location}Content-Length: 0\r\nConnection: close\r\n\r\n".encode()
         )
         await writer.drain()
         writer.close()
@@ -196,6 +200,9 @@ async def notifications(migrated_databases: None, mailbox: Mailbox) -> AsyncIter
     clock = Clock()
     settings = NotificationsSettings(
         smtp_port=mailbox.port,
+        # The receivers of these tests listen on loopback: allowed here, refused by default.
+        webhook_allowed_networks=LOOPBACK,
+        webhook_retry_horizon_s=3600,
         webhook_worker_interval_s=0.1,
         relay_poll_interval_s=0.5,
         consumer_backoff_initial_s=0.05,

@@ -64,9 +64,11 @@ async def test_subscriptions_are_listed_without_secret_and_deleted(
     ids = []
     for n in range(2):
         created = await notifications.subscribe(
-            f"https://hooks.example/{n}", ["OrderConfirmed", "OrderConfirmed", "StockLow"], SECRET
+            f"http://127.0.0.1:9/hooks/{n}",
+            ["OrderConfirmed", "OrderConfirmed", "StockLow"],
+            SECRET,
         )
-        assert set(created) == {"id", "url", "events", "created_at"}
+        assert set(created) == {"id", "url", "events", "created_at", "active_secrets"}
         assert created["events"] == ["OrderConfirmed", "StockLow"]
         ids.append(created["id"])
 
@@ -81,7 +83,7 @@ async def test_subscriptions_are_listed_without_secret_and_deleted(
         if cursor is None:
             break
     mine = [s for s in listed if s["id"] in ids]
-    assert [s["url"] for s in mine] == ["https://hooks.example/0", "https://hooks.example/1"]
+    assert [s["url"] for s in mine] == ["http://127.0.0.1:9/hooks/0", "http://127.0.0.1:9/hooks/1"]
     assert all("secret" not in s for s in listed)
     one = await http.get("/notifications/webhooks", params={"limit": 1}, headers=admin())
     assert one.json()["next_cursor"] is not None
@@ -104,6 +106,14 @@ async def test_subscriptions_are_listed_without_secret_and_deleted(
     [
         ({"url": "ftp://hooks.example/x", "events": ["OrderConfirmed"]}, "url"),
         ({"url": "not a url", "events": ["OrderConfirmed"]}, "url"),
+        # Issue 9: internal targets (no DNS needed: the hosts are addresses).
+        ({"url": "http://169.254.169.254/latest/meta-data/", "events": ["OrderPlaced"]}, "url"),
+        ({"url": "http://[fd00:ec2::254]/latest/meta-data/", "events": ["OrderPlaced"]}, "url"),
+        ({"url": "http://[::ffff:169.254.169.254]/", "events": ["OrderPlaced"]}, "url"),
+        ({"url": "http://10.0.0.1:5432/", "events": ["OrderPlaced"]}, "url"),
+        ({"url": "http://192.168.1.1/", "events": ["OrderPlaced"]}, "url"),
+        ({"url": "http://0.0.0.0:8106/", "events": ["OrderPlaced"]}, "url"),
+        ({"url": "http://user:pw@127.0.0.1:9/", "events": ["OrderPlaced"]}, "url"),
         ({"url": "https://hooks.example/" + " " * 700 + "x", "events": ["OrderConfirmed"]}, "url"),
         ({"url": "https://hooks.example/x", "events": []}, "events"),
         ({"url": "https://hooks.example/x", "events": ["OrderConfirmed"] * 31}, "events"),

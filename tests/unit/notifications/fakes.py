@@ -1,5 +1,7 @@
 """In-memory fakes of notifications' repositories and adapters, for use-case tests."""
 
+import asyncio
+import ipaddress
 import itertools
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -9,19 +11,25 @@ from typing import Any, TypeVar
 
 from libs.kit.uow import Tx
 from services.notifications.adapters import (
+    Answer,
     EmailDeferred,
     EmailRefused,
     MailServerUnavailable,
     OutgoingEmail,
+    PinnedPost,
     Rendered,
+    ResolutionFailed,
 )
 from services.notifications.domain import (
     Announcement,
+    DeliveryRecord,
     DueDelivery,
     LogEntry,
     QueuedEmail,
     Subscription,
 )
+from services.notifications.service import Guard
+from services.notifications.targets import parse_networks
 from tests.support.fakes import FakeTx, FakeUnitOfWork, RecordingEvents
 
 S = TypeVar("S")
@@ -59,12 +67,33 @@ class DeliveryRow:
     status: str = "pending"
     next_attempt_at: datetime | None = None  # None: due at once (the database's now())
     last_error: str | None = None
+    seq: int = field(default_factory=lambda: next(_seq))
+    retry_from: datetime | None = None
+    redeliveries: int = 0
+    created_at: datetime = datetime(2026, 1, 1)
+    updated_at: datetime = datetime(2026, 1, 1)
+
+    def record(self) -> DeliveryRecord:
+        return DeliveryRecord(
+            self.id,
+            self.seq,
+            self.subscription_id,
+            self.event_id,
+            self.event_type,
+            self.status,
+            self.attempts,
+            self.last_error,
+            self.next_attempt_at if self.status == "pending" else None,
+            self.created_at,
+            self.updated_at,
+            self.redeliveries,
+        )
 
 
 @dataclass
 class SubscriptionRow:
     subscription: Subscription
-    secret: str
+    secrets: tuple[str, ...]
 
 
 @dataclass
@@ -135,7 +164,7 @@ class FakeNotificationLog:
     async def log_webhook(
         self,
         notification_id: str,
-        delivery_id: str,
+        log_key: str,
         event_type: str,
         url: str,
         order_id: str | None,
@@ -143,7 +172,7 @@ class FakeNotificationLog:
         error: str | None,
         at: datetime,
     ) -> None:
-        key = f"webhook:{delivery_id}"
+        key = log_key
         if self.by_key(key) is None:
             self.rows[notification_id] = Row(
                 notification_id, next(_seq), key, "webhook", event_type, url, status, at, order_id
@@ -178,8 +207,21 @@ class FakeSubscriptions:
     ) -> Subscription:
         now = self.clock() if self.clock else datetime(2026, 1, 1)
         subscription = Subscription(subscription_id, next(_seq), url, tuple(events), now)
-        self.rows[subscription_id] = SubscriptionRow(subscription, secret)
+        self.rows[subscription_id] = SubscriptionRow(subscription, (secret,))
         return subscription
+
+    async def exists(self, subscription_id: str) -> bool:
+        return subscription_id in self.rows
+
+    async def lock_secrets(self, subscription_id: str) -> tuple[str, ...] | None:
+        row = self.rows.get(subscription_id)
+        return None if row is None else row.secrets
+
+    async def set_secrets(self, subscription_id: str, secrets: tuple[str, ...]) -> Subscription:
+        row = self.rows[subscription_id]
+        row.secrets = secrets
+        row.subscription = replace(row.subscription, active_secrets=len(secrets))
+        return row.subscription
 
     async def page(self, after_seq: int | None, limit: int) -> list[Subscription]:
         subs = sorted((r.subscription for r in self.rows.values()), key=lambda s: s.seq)
@@ -244,8 +286,10 @@ class FakeDeliveries:
                     d.payload,
                     d.attempts,
                     sub.subscription.url,
-                    sub.secret,
+                    sub.secrets,
                     lease_until,
+                    d.retry_from,
+                    d.redeliveries,
                 )
             )
         return claimed
@@ -257,6 +301,7 @@ class FakeDeliveries:
         attempts: int,
         status: str,
         next_attempt_at: datetime | None,
+        retry_from: datetime,
         error: str | None,
         now: datetime,
     ) -> bool:
@@ -264,9 +309,37 @@ class FakeDeliveries:
         if row is None or row.status != "pending" or row.next_attempt_at != delivery.lease_until:
             return False
         row.attempts, row.status, row.last_error = attempts, status, error
+        row.retry_from, row.updated_at = retry_from, now
         if next_attempt_at is not None:
             row.next_attempt_at = next_attempt_at
         return True
+
+    async def page(
+        self, subscription_id: str, before_seq: int | None, limit: int
+    ) -> list[DeliveryRecord]:
+        rows = sorted(
+            (
+                d
+                for d in self.rows.values()
+                if d.subscription_id == subscription_id
+                and (before_seq is None or d.seq < before_seq)
+            ),
+            key=lambda d: -d.seq,
+        )
+        return [d.record() for d in rows[: limit + 1]]
+
+    async def get(self, subscription_id: str, delivery_id: str) -> DeliveryRecord | None:
+        row = self.rows.get(delivery_id)
+        return row.record() if row and row.subscription_id == subscription_id else None
+
+    async def redeliver(self, delivery: DeliveryRecord, now: datetime) -> DeliveryRecord | None:
+        row = self.rows.get(delivery.id)
+        if row is None or row.status == "pending" or row.redeliveries != delivery.redeliveries:
+            return None
+        row.status, row.attempts, row.next_attempt_at = "pending", 0, now
+        row.retry_from, row.last_error, row.updated_at = None, None, now
+        row.redeliveries += 1
+        return row.record()
 
     def drop_subscription(self, subscription_id: str) -> None:
         """ON DELETE CASCADE."""
@@ -362,21 +435,60 @@ class FakeTemplates:
 
 
 @dataclass
-class Post:
-    url: str
-    body: bytes
-    headers: dict[str, str]
+class FakeWebhookSender:
+    """Webhook receivers: each URL answers with the next of its scripted status codes (None: no
+    answer; the last one repeats; unscripted URLs answer 200). Keeps every request it got."""
+
+    answers: dict[str, list[int | None]] = field(default_factory=dict)
+    posts: list[PinnedPost] = field(default_factory=list)
+    delay_s: float = 0.0
+
+    async def post(self, request: PinnedPost) -> Answer:
+        self.posts.append(request)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        script = self.answers.get(request.url, [200])
+        status = script.pop(0) if len(script) > 1 else script[0]
+        if status is None:
+            return Answer(None, "could not connect")
+        return Answer(status, None if 200 <= status < 300 else f"HTTP {status}")
 
 
 @dataclass
-class FakeWebhookSender:
-    """Webhook receivers: each URL answers with the next of its scripted results (None is a
-    2xx; the last one repeats; unscripted URLs answer 2xx)."""
+class FakeResolver:
+    """DNS: each host resolves to its scripted addresses (a list per lookup: the next one each
+    time, the last one repeating); an IP literal is itself; any other host does not resolve."""
 
-    answers: dict[str, list[str | None]] = field(default_factory=dict)
-    posts: list[Post] = field(default_factory=list)
+    names: dict[str, list[list[str]]] = field(default_factory=dict)
+    lookups: list[str] = field(default_factory=list)
 
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> str | None:
-        self.posts.append(Post(url, body, dict(headers)))
-        script = self.answers.get(url, [None])
+    def point(self, host: str, *answers: list[str]) -> None:
+        self.names[host] = list(answers)
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            pass
+        script = self.names.get(host)
+        if not script:
+            raise ResolutionFailed(f"{host} does not resolve")
         return script.pop(0) if len(script) > 1 else script[0]
+
+
+# Public addresses for the example receivers (resolved by the fake DNS, never contacted).
+PUBLIC_V4 = "93.184.216.34"
+PUBLIC_V6 = "2606:2800:220:1:248:1893:25c8:1946"
+
+
+def public_dns() -> FakeResolver:
+    """DNS where `hooks.example` and `other.example` are public hosts."""
+    resolver = FakeResolver()
+    resolver.point("hooks.example", [PUBLIC_V4, PUBLIC_V6])
+    resolver.point("other.example", [PUBLIC_V4])
+    return resolver
+
+
+def guard(resolver: FakeResolver | None = None, allowed: str = "") -> Guard:
+    return Guard(resolver or public_dns(), parse_networks(allowed))

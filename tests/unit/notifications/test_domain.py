@@ -1,4 +1,5 @@
-"""Notification rules: recipients, dedupe keys, money text, signatures and the retry schedule."""
+"""Notification rules: recipients, dedupe keys, money text, signatures (v1 and Standard
+Webhooks) and the retry schedule (4xx final, backoff up to the horizon)."""
 
 import hashlib
 import hmac
@@ -129,18 +130,119 @@ def test_backoff_doubles_from_the_base_and_is_capped() -> None:
     assert retry_delay(10_000, base_s=1, max_s=300) == timedelta(minutes=5)
 
 
-def test_a_delivery_is_retried_until_max_attempts_then_failed() -> None:
+def test_a_failed_delivery_backs_off_until_the_horizon_then_fails() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    attempt = partial(domain.after_attempt, horizon_s=3600, base_s=1, max_s=600)
+    first = attempt(status_code=503, attempts_before=0, retry_from=None, now=start)
+    assert (first.status, first.attempts, first.retry_from) == ("pending", 1, start)
+    assert first.next_attempt_at == start + timedelta(seconds=1)
+    later = start + timedelta(minutes=30)
+    second = attempt(status_code=None, attempts_before=1, retry_from=start, now=later)
+    assert second.next_attempt_at == later + timedelta(seconds=2)
+    # The backoff would overshoot the horizon: the last retry falls on the horizon itself.
+    near = start + timedelta(minutes=59)
+    last = attempt(status_code=500, attempts_before=11, retry_from=start, now=near)
+    assert (last.status, last.next_attempt_at) == ("pending", start + timedelta(hours=1))
+    at_horizon = start + timedelta(hours=1)
+    over = attempt(status_code=500, attempts_before=12, retry_from=start, now=at_horizon)
+    assert (over.status, over.attempts, over.next_attempt_at) == ("failed", 13, None)
+    ok = attempt(status_code=204, attempts_before=12, retry_from=start, now=near)
+    assert (ok.status, ok.attempts) == ("delivered", 13)
+
+
+def test_the_default_horizon_is_a_day() -> None:
+    from services.notifications.settings import NotificationsSettings
+
+    assert NotificationsSettings().webhook_retry_horizon_s == 24 * 3600
+
+
+@pytest.mark.parametrize(
+    ("status_code", "retried"),
+    [
+        (400, False),
+        (401, False),
+        (403, False),
+        (404, False),
+        (410, False),
+        (422, False),
+        (408, True),
+        (429, True),
+        (500, True),
+        (502, True),
+        (503, True),
+        (301, True),
+        (302, True),
+        (None, True),
+    ],
+)
+def test_a_4xx_answer_other_than_408_and_429_fails_at_once(
+    status_code: int | None, retried: bool
+) -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    attempt = partial(domain.after_attempt, now=now, max_attempts=3, base_s=1, max_s=300)
-    first = attempt(succeeded=False, attempts_before=0)
-    assert (first.status, first.attempts) == ("pending", 1)
-    assert first.next_attempt_at == now + timedelta(seconds=1)
-    second = attempt(succeeded=False, attempts_before=1)
-    assert second.next_attempt_at == now + timedelta(seconds=2)
-    third = attempt(succeeded=False, attempts_before=2)
-    assert (third.status, third.attempts, third.next_attempt_at) == ("failed", 3, None)
-    ok = attempt(succeeded=True, attempts_before=2)
-    assert (ok.status, ok.attempts) == ("delivered", 3)
+    outcome = domain.after_attempt(
+        status_code=status_code,
+        attempts_before=0,
+        retry_from=None,
+        now=now,
+        horizon_s=86400,
+        base_s=1,
+        max_s=3600,
+    )
+    assert outcome.status == ("pending" if retried else "failed")
+
+
+def test_a_refused_target_fails_at_once() -> None:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    outcome = domain.after_attempt(
+        status_code=None,
+        refused=True,
+        attempts_before=0,
+        retry_from=None,
+        now=now,
+        horizon_s=86400,
+        base_s=1,
+        max_s=3600,
+    )
+    assert (outcome.status, outcome.next_attempt_at) == ("failed", None)
+
+
+# The Standard Webhooks specification's test vector (also the standardwebhooks library's).
+SPEC_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+SPEC_ID = "msg_p5jXN8AQM9LWM0D4loKWxJek"
+SPEC_TIMESTAMP = 1614265330
+SPEC_BODY = b'{"test": 2432232314}'
+SPEC_SIGNATURE = "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+
+
+def test_standard_signature_matches_the_specification_vector() -> None:
+    key = domain.signing_key(SPEC_SECRET)
+    assert domain.standard_signature(key, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY) == SPEC_SIGNATURE
+
+
+def test_standard_signature_matches_the_reference_library() -> None:
+    from standardwebhooks.webhooks import Webhook
+
+    for secret, reference in [
+        (SPEC_SECRET, Webhook(SPEC_SECRET)),
+        ("a-plain-secret-of-ours", Webhook(b"a-plain-secret-of-ours")),
+        ("whsec_not base64!", Webhook(b"whsec_not base64!")),
+    ]:
+        signed_at = datetime.fromtimestamp(SPEC_TIMESTAMP, UTC)
+        expected = reference.sign(SPEC_ID, signed_at, SPEC_BODY.decode())
+        key = domain.signing_key(secret)
+        assert domain.standard_signature(key, SPEC_ID, SPEC_TIMESTAMP, SPEC_BODY) == expected
+
+
+def test_delivery_headers_carry_one_signature_per_active_secret_and_the_v1_one() -> None:
+    headers = domain.delivery_headers("dlv-1", SPEC_TIMESTAMP, SPEC_BODY, ("old-secret", "new"))
+    assert headers["webhook-id"] == "dlv-1"
+    assert headers["webhook-timestamp"] == str(SPEC_TIMESTAMP)
+    old, new = headers["webhook-signature"].split(" ")
+    assert old == domain.standard_signature(b"old-secret", "dlv-1", SPEC_TIMESTAMP, SPEC_BODY)
+    assert new == domain.standard_signature(b"new", "dlv-1", SPEC_TIMESTAMP, SPEC_BODY)
+    assert headers["X-Backroom-Signature"] == signature("old-secret", SPEC_BODY)
+    assert headers["X-Backroom-Delivery"] == "dlv-1"
+    assert headers["Content-Type"] == "application/cloudevents+json"
 
 
 def test_webhooks_may_subscribe_to_any_public_event_but_never_to_payment_instructions() -> None:

@@ -17,6 +17,7 @@ from tests.unit.notifications.fakes import (
     FakeStore,
     FakeTemplates,
     SimulatedCrash,
+    guard,
     unit_of_work,
 )
 
@@ -231,7 +232,9 @@ async def test_the_warehouse_gets_one_alert_per_crossing() -> None:
 async def test_webhooks_subscribed_to_notification_sent_get_the_email_announcement() -> None:
     world = World()
     async with world.uow() as tx:
-        await service.create_subscription(tx, "https://hooks.example/a", ["NotificationSent"], "s")
+        await service.create_subscription(
+            tx, guard(), "https://hooks.example/a", ["NotificationSent"], "s"
+        )
     await world.consume(order_event("OrderConfirmed", "ord-1"))
     await world.send()
     [delivery] = world.uow.store.deliveries.rows.values()

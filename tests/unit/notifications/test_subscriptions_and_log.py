@@ -8,7 +8,7 @@ from libs.kit.errors import NotFound
 from services.notifications import service
 from services.notifications.service import Intake, Mailing, ReceivedEvent
 from tests.support.fakes import MutableClock
-from tests.unit.notifications.fakes import FakeMailer, FakeTemplates, unit_of_work
+from tests.unit.notifications.fakes import FakeMailer, FakeTemplates, guard, unit_of_work
 
 SECRET = "a-long-enough-secret"
 
@@ -17,10 +17,14 @@ async def test_subscriptions_are_created_deduplicated_paged_and_deleted() -> Non
     uow = unit_of_work()
     async with uow() as tx:
         first = await service.create_subscription(
-            tx, "https://hooks.example/0", ["OrderConfirmed", "OrderConfirmed", "StockLow"], SECRET
+            tx,
+            guard(),
+            "https://hooks.example/0",
+            ["OrderConfirmed", "OrderConfirmed", "StockLow"],
+            SECRET,
         )
         second = await service.create_subscription(
-            tx, "https://hooks.example/1", ["OrderPlaced"], SECRET
+            tx, guard(), "https://hooks.example/1", ["OrderPlaced"], SECRET
         )
     assert first.events == ("OrderConfirmed", "StockLow")
     async with uow() as tx:

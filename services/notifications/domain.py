@@ -44,8 +44,17 @@ REJECTION_REASONS = {
     "reservation_expired": "we could not confirm your payment in time, so the items were released",
     "invalid": "the order could not be accepted as placed (an item or the address was invalid)",
 }
+# The fixed set orders accepts (services/orders/domain.py CANCELLATION_REASONS), in words.
 CANCELLATION_REASONS = {
     "customer_request": "you asked us to cancel it",
+    "changed_my_mind": "you asked us to cancel it",
+    "found_cheaper": "you asked us to cancel it",
+    "ordered_by_mistake": "you asked us to cancel it, as it was ordered by mistake",
+    "delivery_too_slow": "you asked us to cancel it, as delivery would take too long",
+    "duplicate_order": "it duplicated another order",
+    "payment_issue": "there was a problem with its payment",
+    "suspected_fraud": "we could not verify it",
+    "other": "you asked us to cancel it",
 }
 TRACKING_LABELS = {
     "carrier": "Carrier",

@@ -8,9 +8,25 @@
 #   nginx.sh status   exit 0 when running, 3 when stopped
 #   nginx.sh reload   re-render, nginx -t, reload (starts it when it is not running)
 #
-# Env: GATEWAY_PORT (8000), GATEWAY_RATE (2000 r/s per client), GATEWAY_BURST (4000),
-# CATALOG_PORT (8101), INVENTORY_PORT (8102), PRICING_PORT (8103), ORDERS_PORT (8104),
+# Env: GATEWAY_PORT (8000), CATALOG_PORT (8101), INVENTORY_PORT (8102), PRICING_PORT (8103), ORDERS_PORT (8104),
 # PAYMENTS_PORT (8105), NOTIFICATIONS_PORT (8106), BACKROOM_RUN_DIR (<repo>/.run).
+#
+# Gateway limits (README.md, "Gateway limits"), sized to capacity: today's bench sustains
+# ~20-30 checkouts/s on 2 cores (the target is 100/s). "Client" = one bearer credential,
+# "address" = one client address (the connection's, or X-Forwarded-For behind a trusted proxy).
+#   GATEWAY_CHECKOUT_CLIENT_RATE (2 r/s), GATEWAY_CHECKOUT_CLIENT_BURST (10): POST /orders and
+#       POST /pricing/quotes per credential (each writes rows): one customer cannot flood them.
+#   GATEWAY_CHECKOUT_ADDRESS_RATE (30 r/s), GATEWAY_CHECKOUT_ADDRESS_BURST (60): the same per
+#       address: thirty customers of one office buying at once pass, one address cannot take
+#       more than the whole system sustains today.
+#   GATEWAY_CLIENT_RATE (50 r/s), GATEWAY_CLIENT_BURST (100): every other route per credential.
+#   GATEWAY_ADDRESS_RATE (500 r/s), GATEWAY_ADDRESS_BURST (1000): every other route per address.
+#   GATEWAY_CHECKOUT_BODY_KB (64), GATEWAY_BODY_KB (256): request body limits (413 beyond).
+#   GATEWAY_TRUSTED_PROXIES (""): addresses/CIDRs (comma or space separated) whose
+#       X-Forwarded-For names the client; none by default (the connection address counts).
+#   GATEWAY_CORS_ORIGINS (""): origins (scheme://host[:port], comma or space separated) that get
+#       CORS headers and preflight answers; none by default. Never `*`.
+# The bench and the fault harness raise the rates (bench/bench.py, bench/stack.py).
 set -euo pipefail
 SAY_PREFIX=nginx
 # shellcheck source=lib.sh
@@ -24,8 +40,18 @@ TEMPLATE=$LOCAL_DIR/nginx/nginx.conf.tmpl
 HOST=127.0.0.1
 
 GATEWAY_PORT=${GATEWAY_PORT:-8000}
-GATEWAY_RATE=${GATEWAY_RATE:-2000}
-GATEWAY_BURST=${GATEWAY_BURST:-4000}
+GATEWAY_CHECKOUT_CLIENT_RATE=${GATEWAY_CHECKOUT_CLIENT_RATE:-2}
+GATEWAY_CHECKOUT_CLIENT_BURST=${GATEWAY_CHECKOUT_CLIENT_BURST:-10}
+GATEWAY_CHECKOUT_ADDRESS_RATE=${GATEWAY_CHECKOUT_ADDRESS_RATE:-30}
+GATEWAY_CHECKOUT_ADDRESS_BURST=${GATEWAY_CHECKOUT_ADDRESS_BURST:-60}
+GATEWAY_CLIENT_RATE=${GATEWAY_CLIENT_RATE:-50}
+GATEWAY_CLIENT_BURST=${GATEWAY_CLIENT_BURST:-100}
+GATEWAY_ADDRESS_RATE=${GATEWAY_ADDRESS_RATE:-500}
+GATEWAY_ADDRESS_BURST=${GATEWAY_ADDRESS_BURST:-1000}
+GATEWAY_CHECKOUT_BODY_KB=${GATEWAY_CHECKOUT_BODY_KB:-64}
+GATEWAY_BODY_KB=${GATEWAY_BODY_KB:-256}
+GATEWAY_TRUSTED_PROXIES=${GATEWAY_TRUSTED_PROXIES:-}
+GATEWAY_CORS_ORIGINS=${GATEWAY_CORS_ORIGINS:-}
 CATALOG_PORT=${CATALOG_PORT:-8101}
 INVENTORY_PORT=${INVENTORY_PORT:-8102}
 PRICING_PORT=${PRICING_PORT:-8103}
@@ -37,7 +63,10 @@ WORKER_NOFILE=$(ulimit -Hn)
 [[ "$WORKER_NOFILE" =~ ^[0-9]+$ ]] && (( WORKER_NOFILE <= 65536 )) || WORKER_NOFILE=65536
 # shellcheck disable=SC2034  # read through ${!name} in render
 WORKER_CONNECTIONS=$(( WORKER_NOFILE / 2 - 64 > 8192 ? 8192 : WORKER_NOFILE / 2 - 64 ))
-NUMERIC_VARS=(WORKER_NOFILE WORKER_CONNECTIONS GATEWAY_PORT GATEWAY_RATE GATEWAY_BURST
+NUMERIC_VARS=(WORKER_NOFILE WORKER_CONNECTIONS GATEWAY_PORT
+    GATEWAY_CHECKOUT_CLIENT_RATE GATEWAY_CHECKOUT_CLIENT_BURST GATEWAY_CHECKOUT_ADDRESS_RATE
+    GATEWAY_CHECKOUT_ADDRESS_BURST GATEWAY_CLIENT_RATE GATEWAY_CLIENT_BURST GATEWAY_ADDRESS_RATE
+    GATEWAY_ADDRESS_BURST GATEWAY_CHECKOUT_BODY_KB GATEWAY_BODY_KB
     CATALOG_PORT INVENTORY_PORT PRICING_PORT ORDERS_PORT PAYMENTS_PORT NOTIFICATIONS_PORT)
 
 # Every nginx invocation names the private prefix, config and error log (-e: otherwise nginx
@@ -55,9 +84,37 @@ conf_port() {
     printf '%s' "${p:-$GATEWAY_PORT}"
 }
 
+# real_ip_block: set_real_ip_from per trusted proxy (GATEWAY_TRUSTED_PROXIES), or a comment.
+real_ip_block() {
+    local item n=0 items=()
+    IFS=', ' read -ra items <<<"$GATEWAY_TRUSTED_PROXIES"
+    for item in "${items[@]}"; do
+        [[ "$item" =~ ^[0-9A-Fa-f:.]+(/[0-9]{1,3})?$ ]] \
+            || die "GATEWAY_TRUSTED_PROXIES: '$item' is not an address or CIDR"
+        printf '    set_real_ip_from %s;\n' "$item"
+        n=$((n + 1))
+    done
+    if ((n)); then
+        printf '    real_ip_header X-Forwarded-For;\n    real_ip_recursive on;\n'
+    else
+        printf '    # No trusted proxies (GATEWAY_TRUSTED_PROXIES): the connection address is the client.\n'
+    fi
+}
+
+# cors_block: one map entry per allowed origin (GATEWAY_CORS_ORIGINS).
+cors_block() {
+    local item items=()
+    IFS=', ' read -ra items <<<"$GATEWAY_CORS_ORIGINS"
+    for item in "${items[@]}"; do
+        [[ "$item" =~ ^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$ ]] \
+            || die "GATEWAY_CORS_ORIGINS: '$item' is not an origin (scheme://host[:port], no '*')"
+        printf '        "%s" $http_origin;\n' "$item"
+    done
+}
+
 # render OUT: the template with every double-brace placeholder replaced.
 render() {
-    local out=$1 text name
+    local out=$1 text name block
     for name in "${NUMERIC_VARS[@]}"; do
         [[ "${!name}" =~ ^[0-9]+$ ]] || die "$name must be a number, got '${!name}'"
     done
@@ -66,6 +123,10 @@ render() {
     for name in NGINX_DIR "${NUMERIC_VARS[@]}"; do
         text=${text//"{{$name}}"/"${!name}"}
     done
+    block=$(real_ip_block) || exit 1
+    text=${text//"{{REAL_IP}}"/"$block"}
+    block=$(cors_block) || exit 1
+    text=${text//"{{CORS_ORIGINS}}"/"$block"}
     if [[ "$text" == *"{{"* ]]; then
         die "unknown placeholder in $TEMPLATE: $(grep -o '{{[^}]*}}' <<<"$text" | sort -u | tr '\n' ' ')"
     fi

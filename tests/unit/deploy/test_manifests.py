@@ -289,12 +289,56 @@ def nginx_routes(path: Path) -> tuple[dict[str, str], dict[str, list[str]], list
         for m in re.finditer(r"upstream\s+(\w+)\s*\{(.*?)\}", text, re.S)
     }
     locations = {}
-    for m in re.finditer(r"location\s+(?:=\s+)?(\S+)\s*\{(.*?)\}", text, re.S):
+    # Prefix locations only: the exact ones (`location = /orders`) refine a prefix's limits.
+    for m in re.finditer(r"location\s+(\w*/\S*)\s*\{(.*?)\}", text, re.S):
         target = re.search(r"proxy_pass\s+([^;]+);", m.group(2))
         if target:
             locations[m.group(1)] = target.group(1).strip()
     listens = re.findall(r"(?m)^\s*listen\s+([^\s;]+)", text)
     return locations, upstreams, listens
+
+
+def nginx_limits(text: str) -> dict[str, Any]:
+    """What a gateway config limits: zones (key, rate), which limit_req / body size apply where
+    (the server block and each location), the maps the keys come from, and the CORS headers."""
+    text = re.sub(r"(?m)(^|\s)#.*$", "", text)
+    zones = {
+        m.group(2): (m.group(1), m.group(3))
+        for m in re.finditer(r"limit_req_zone\s+(\S+)\s+zone=(\w+):\S+\s+rate=(\S+);", text)
+    }
+    server = re.search(r"server\s*\{(.*)\}", text, re.S)
+    assert server, "no server block"
+    body = server.group(1)
+    scopes: dict[str, list[str]] = {}
+    for m in re.finditer(r"location\s+(=\s+)?(\S+)\s*\{(.*?)\}", body, re.S):
+        scopes[(m.group(1) or "") + m.group(2)] = re.findall(
+            r"(?m)^\s*((?:limit_req|client_max_body_size|add_header)\s[^;]*);", m.group(3)
+        )
+    outside = re.sub(r"location\s+[^{]*\{.*?\}", "", body, flags=re.S)
+    scopes["server"] = re.findall(
+        r"(?m)^\s*((?:limit_req|client_max_body_size|add_header|limit_req_status)\s[^;]*);",
+        outside,
+    )
+    maps = {
+        m.group(2): re.sub(r"\s+", " ", m.group(3)).strip()
+        for m in re.finditer(r"map\s+(\S+)\s+(\$\w+)\s*\{(.*?)\n\s*\}", text, re.S)
+        if m.group(2) != "$backroom_cors_origin"  # the allowed origins are per deployment
+    }
+    return {"zones": zones, "scopes": scopes, "maps": maps}
+
+
+def local_gateway_defaults() -> dict[str, str]:
+    """The GATEWAY_* defaults of deploy/local/nginx.sh (`NAME=${NAME:-default}`)."""
+    script = (ROOT / "deploy" / "local" / "nginx.sh").read_text()
+    return dict(re.findall(r"(?m)^(GATEWAY_\w+)=\$\{\1:-([^}]*)\}", script))
+
+
+def rendered_local_template() -> str:
+    """The local template with nginx.sh's default limits (what `make run` serves)."""
+    text = LOCAL_NGINX_TEMPLATE.read_text()
+    for name, value in local_gateway_defaults().items():
+        text = text.replace("{{" + name + "}}", value)
+    return text
 
 
 GATEWAY_CONFIGS = {
@@ -547,6 +591,45 @@ def test_gateway_configs_keep_the_local_gateways_routes() -> None:
     for path, _ in GATEWAY_CONFIGS.values():
         routes, _, _ = nginx_routes(path)
         assert set(routes) == set(local), path
+
+
+@pytest.mark.parametrize("where", sorted(GATEWAY_CONFIGS))
+def test_gateway_configs_carry_the_local_gateways_limits(where: str) -> None:
+    """Issue 9, item 7: the same rate-limit zones (keys and rates at nginx.sh's defaults), the
+    same limit_req / body size / CORS headers per route, the same key maps (credential hash,
+    checkout POSTs, preflight), in compose and k8s as under `make run`."""
+    local = nginx_limits(rendered_local_template())
+    deployed = nginx_limits(GATEWAY_CONFIGS[where][0].read_text())
+    assert deployed["zones"] == local["zones"]
+    assert deployed["scopes"] == local["scopes"]
+    assert deployed["maps"] == local["maps"]
+
+
+def test_local_gateway_limits_are_tight_on_checkout_and_never_trust_by_default() -> None:
+    limits = nginx_limits(rendered_local_template())
+    defaults = local_gateway_defaults()
+    zones, scopes = limits["zones"], limits["scopes"]
+    for route, prefix in (("= /orders", "orders"), ("= /pricing/quotes", "quotes")):
+        applied = set(re.findall(r"zone=(\w+)", " ".join(scopes[route])))
+        assert applied == {f"{prefix}_client", f"{prefix}_address", "api_client", "api_address"}
+        assert f"client_max_body_size {defaults['GATEWAY_CHECKOUT_BODY_KB']}k" in scopes[route]
+        assert zones[f"{prefix}_client"] == ("$backroom_checkout_credential", "2r/s")
+        assert zones[f"{prefix}_address"] == ("$backroom_checkout_address", "30r/s")
+    assert zones["api_client"][0] == "$backroom_credential"
+    assert zones["api_address"][0] == "$binary_remote_addr"
+    # Checkout is tighter than the rest, per credential and per address.
+    assert int(defaults["GATEWAY_CHECKOUT_CLIENT_RATE"]) < int(defaults["GATEWAY_CLIENT_RATE"])
+    assert int(defaults["GATEWAY_CHECKOUT_ADDRESS_RATE"]) < int(defaults["GATEWAY_ADDRESS_RATE"])
+    # Thirty customers of one office buying at once fit the per-address burst.
+    assert int(defaults["GATEWAY_CHECKOUT_ADDRESS_BURST"]) >= 30
+    assert defaults["GATEWAY_TRUSTED_PROXIES"] == "" and defaults["GATEWAY_CORS_ORIGINS"] == ""
+    # The token is never logged: no log format names the Authorization header.
+    for fmt in re.findall(r"log_format\s+\w+\s+([^;]*);", LOCAL_NGINX_TEMPLATE.read_text()):
+        assert "authorization" not in fmt.lower() and "backroom_credential" not in fmt
+    for path in (LOCAL_NGINX_TEMPLATE, COMPOSE_NGINX, K8S_NGINX):
+        text = re.sub(r"(?m)(^|\s)#.*$", "", path.read_text())
+        assert "set_real_ip_from" not in text.replace("{{REAL_IP}}", ""), path
+        assert "Access-Control-Allow-Origin *" not in text and "Allow-Credentials" not in text
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="no nginx binary here")

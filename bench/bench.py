@@ -571,8 +571,17 @@ def machine_info(system: System, settings: ServiceSettings, pg_version: str) -> 
 async def run(args: argparse.Namespace) -> int:
     extra = {
         "BACKROOM_LOG_LEVEL": os.environ.get("BACKROOM_LOG_LEVEL", "WARNING"),
-        "GATEWAY_RATE": str(args.gateway_rate),
-        "GATEWAY_BURST": str(args.gateway_rate * 2),
+        # The bench measures the system, not the gateway's limits: it raises every rate limit
+        # of deploy/local/nginx.sh (whose defaults are sized for real customers, per credential
+        # and per address) well above what one load generator on one address sends.
+        **{
+            f"GATEWAY_{scope}_RATE": str(args.gateway_rate)
+            for scope in ("CHECKOUT_CLIENT", "CHECKOUT_ADDRESS", "CLIENT", "ADDRESS")
+        },
+        **{
+            f"GATEWAY_{scope}_BURST": str(args.gateway_rate * 2)
+            for scope in ("CHECKOUT_CLIENT", "CHECKOUT_ADDRESS", "CLIENT", "ADDRESS")
+        },
     }
     system = System(Ports(), extra)
     settings = system.settings()
@@ -713,7 +722,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--region", default="BENCH-LAND")
     p.add_argument("--workers", type=int, default=1, help="load generator processes (1)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--gateway-rate", type=int, default=100_000, help="nginx limit if we start it")
+    p.add_argument(
+        "--gateway-rate", type=int, default=100_000, help="nginx rate limits if we start it"
+    )
     p.add_argument("--pgbench-s", type=int, default=10)
     p.add_argument("--rtt-messages", type=int, default=300)
     p.add_argument("--skip-limits", action="store_true", help="no pgbench / Kafka round trip")

@@ -152,6 +152,12 @@ class Stack:
                 "BACKROOM_ENV": "dev",
             }
         )
+        # The gateway's rate limits (deploy/local/nginx.sh) are sized for real customers; the
+        # fault harness drives every order, poll and admin call from one address with a few
+        # credentials, so it raises them out of its way (its settings may still override).
+        for scope in ("CHECKOUT_CLIENT", "CHECKOUT_ADDRESS", "CLIENT", "ADDRESS"):
+            env[f"GATEWAY_{scope}_RATE"] = "100000"
+            env[f"GATEWAY_{scope}_BURST"] = "200000"
         for svc in SERVICES:
             env[f"{svc.upper()}_PORT"] = str(c.service_port(svc))
         env.update(c.settings)

@@ -34,6 +34,23 @@ E2E_SETTINGS = {
     # The webhook receivers of these tests listen on loopback: allowed here (as under
     # `make run`), refused by default.
     "BACKROOM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128",
+    # Gateway limits (deploy/local/nginx.sh), spelled out for test_security_gateway.py. The
+    # checkout limits are nginx.sh's defaults: the e2e tests prove them (one customer flooding
+    # POST /orders gets 429, thirty customers from one address do not).
+    "GATEWAY_CHECKOUT_CLIENT_RATE": "2",
+    "GATEWAY_CHECKOUT_CLIENT_BURST": "10",
+    "GATEWAY_CHECKOUT_ADDRESS_RATE": "30",
+    "GATEWAY_CHECKOUT_ADDRESS_BURST": "60",
+    "GATEWAY_CHECKOUT_BODY_KB": "64",
+    # Raised above the defaults (50/s per credential, 500/s per address): every e2e test polls
+    # through one admin token from one address (thirty `settled` waits at 5/s each in the rush).
+    "GATEWAY_CLIENT_RATE": "2000",
+    "GATEWAY_CLIENT_BURST": "4000",
+    "GATEWAY_ADDRESS_RATE": "5000",
+    "GATEWAY_ADDRESS_BURST": "10000",
+    # No trusted proxy (the default): X-Forwarded-For never names the client here.
+    "GATEWAY_TRUSTED_PROXIES": "",
+    "GATEWAY_CORS_ORIGINS": "https://shop.e2e.test",
 }
 
 

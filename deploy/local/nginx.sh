@@ -108,6 +108,7 @@ cors_block() {
     for item in "${items[@]}"; do
         [[ "$item" =~ ^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$ ]] \
             || die "GATEWAY_CORS_ORIGINS: '$item' is not an origin (scheme://host[:port], no '*')"
+        # shellcheck disable=SC2016  # $http_origin is nginx's variable, written as is
         printf '        "%s" $http_origin;\n' "$item"
     done
 }

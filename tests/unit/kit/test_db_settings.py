@@ -85,3 +85,23 @@ def test_a_truncated_password_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "orders").write_text("short\n")
     with pytest.raises(ValueError, match="delete it"):
         load_dev_pg_password(tmp_path, "orders")
+
+
+def test_migrate_applies_each_service_as_its_role_with_that_roles_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`backroom migrate` in a job holding every role's password (compose's, k8s'):
+    BACKROOM_PG_PASSWORD_<SERVICE>, outside development too."""
+    from libs.kit import cli, migrations
+
+    applied: list[str] = []
+    monkeypatch.setattr(migrations, "upgrade", lambda service, url: applied.append(url))
+    monkeypatch.setenv("BACKROOM_ENV", "production")
+    monkeypatch.delenv("BACKROOM_PG_PASSWORD", raising=False)
+    monkeypatch.setenv("BACKROOM_PG_PASSWORD_ORDERS", "orders-secret")
+    monkeypatch.setenv("BACKROOM_PG_PASSWORD_PAYMENTS", "payments-secret")
+    assert cli.main(["migrate", "orders", "payments"]) == 0
+    assert [url.split("@")[0] for url in applied] == [
+        "postgresql+asyncpg://orders:orders-secret",
+        "postgresql+asyncpg://payments:payments-secret",
+    ]

@@ -117,7 +117,9 @@ class Report:
 
 
 class Databases:
-    """One asyncpg connection per service database, opened on demand."""
+    """One asyncpg connection per service database, opened on demand. `dsn_of` gives the
+    operator's superuser (bench/stack.py Stack.dsn): checking invariants across services reads
+    every database, which no service's own role can connect to."""
 
     def __init__(self, dsn_of: Any) -> None:
         self.dsn_of = dsn_of

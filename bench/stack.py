@@ -33,6 +33,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / "deploy" / "local"
 SERVICES = ("catalog", "inventory", "pricing", "orders", "payments", "notifications")
+# The local cluster's superuser (libs/kit/settings.py SUPERUSER), for the harness's own reads.
+SUPERUSER = "postgres"
 
 
 @dataclass
@@ -119,7 +121,11 @@ class Stack:
         return self.config.gateway
 
     def dsn(self, database: str) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.config.pg_port}/{database}"
+        """Any database as the cluster's superuser: the harness is an operator's tool (its
+        invariant checker reads every service's database, which no service role may), trusted
+        on loopback by the local cluster (deploy/local/postgres.sh). The services it starts
+        connect as their own roles."""
+        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.config.pg_port}/{database}"
 
     def env(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """The environment of every script and service process of this stack."""

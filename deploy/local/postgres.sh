@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# A project-private PostgreSQL 15 cluster (trust auth, 127.0.0.1 only) with one database per
-# service. Runs as the `postgres` OS user: initdb/pg_ctl/postgres refuse to run as root.
+# A project-private PostgreSQL 15 cluster (127.0.0.1 only) with one database per service, each
+# owned by the service's own role (LOGIN, no superuser/createdb/createrole; its password in
+# $REPO_ROOT/.run/dev-pg-passwords/<service>, generated once per checkout, mode 0600, the file
+# libs/kit/settings.py reads) and CONNECT revoked from PUBLIC, so no role reaches another
+# service's database. Service roles authenticate with scram-sha-256; the superuser `postgres`
+# stays trusted on loopback as the local operator's tool (psql, the tests' scratch databases,
+# the bench's invariant checker). Runs as the `postgres` OS user: initdb/pg_ctl refuse root.
 #
-#   postgres.sh up       install postgresql-15 if needed, initdb once, start, create the databases
+#   postgres.sh up       install postgresql-15 if needed, initdb once, start, create the roles and
+#                        databases (idempotent: upgrades a cluster made before roles existed)
 #   postgres.sh down     fast shutdown (pg_ctl stop -m fast)
 #   postgres.sh status   exit 0 when running, 3 when stopped
 #   postgres.sh kill     immediate shutdown (pg_ctl stop -m immediate; crash recovery on next up)
@@ -21,6 +27,7 @@ PGPORT=${PGPORT:-55432}
 PG_HOST=127.0.0.1
 DATABASES=(catalog inventory pricing orders payments notifications)
 FAST=${BACKROOM_PG_FAST:-0}
+PW_DIR=${BACKROOM_DEV_PG_PASSWORD_DIR:-$REPO_ROOT/.run/dev-pg-passwords}
 
 as_pg() { (cd / && unlocked runuser -u postgres -- "$@"); }
 
@@ -83,15 +90,100 @@ write_conf() {
     mv -f "$tmp" "$conf"
 }
 
+# Who may connect how (rewritten on every up): the superuser without a password over loopback
+# and the socket (the local operator), every other role with its scram password.
+write_hba() {
+    local hba=$PG_DATA/pg_hba.conf tmp
+    tmp=$(mktemp "$PG_DATA/.pg_hba.conf.XXXXXX")
+    cat >"$tmp" <<'HBA'
+# managed by deploy/local/postgres.sh (rewritten on every up)
+local   all  postgres                trust
+host    all  postgres  127.0.0.1/32  trust
+local   all  all                     scram-sha-256
+host    all  all       127.0.0.1/32  scram-sha-256
+HBA
+    chown postgres:postgres "$tmp"
+    chmod 600 "$tmp"
+    mv -f "$tmp" "$hba"
+}
+
+# dev_password ROLE: the role's development password, created once (random, mode 0600,
+# published with a hard link that never replaces an existing file: the same file and format
+# libs/kit/settings.py load_dev_pg_password makes).
+dev_password() {
+    local file=$PW_DIR/$1 draft
+    if [[ ! -s "$file" ]]; then
+        mkdir -p "$PW_DIR"
+        chmod 700 "$PW_DIR"
+        draft=$PW_DIR/.$1.$$.$RANDOM
+        (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$draft" && echo >>"$draft")
+        ln "$draft" "$file" 2>/dev/null || true  # another process won: use its file
+        rm -f "$draft"
+    fi
+    tr -d '[:space:]' <"$file"
+}
+
 create_databases() {
-    local list
+    local list svc pw
     list=$(printf "'%s'," "${DATABASES[@]}")
+    # Roles first (the password is set on every up, so it always matches the checkout's file).
+    for svc in "${DATABASES[@]}"; do
+        pw=$(dev_password "$svc")
+        [[ "$pw" =~ ^[0-9a-f]{32,}$ ]] || die "$PW_DIR/$svc holds no usable password: delete it"
+        pg_psql -d postgres -q -v role="$svc" -v pw="$pw" <<'SQL'
+SELECT format('CREATE ROLE %I LOGIN', :'role')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'role')
+\gexec
+SELECT format('ALTER ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION'
+              ' NOBYPASSRLS PASSWORD %L', :'role', :'pw')
+\gexec
+SQL
+    done
     pg_psql -d postgres -q <<SQL
-SELECT format('CREATE DATABASE %I OWNER postgres ENCODING ''UTF8''', d)
+SELECT format('CREATE DATABASE %I OWNER %I ENCODING ''UTF8''', d, d)
 FROM unnest(ARRAY[${list%,}]) AS d
 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = d)
 \gexec
+SELECT format('ALTER DATABASE %I OWNER TO %I', d, d) FROM unnest(ARRAY[${list%,}]) AS d
+\gexec
+SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', d) FROM unnest(ARRAY[${list%,}]) AS d
+\gexec
+SELECT format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO %I', d, d)
+FROM unnest(ARRAY[${list%,}]) AS d
+\gexec
+REVOKE ALL ON DATABASE postgres FROM PUBLIC;
 SQL
+    # Inside each database: the role owns the public schema and every object a migration made
+    # there before roles existed (then as the superuser). A sequence owned by a table's column
+    # follows its table.
+    for svc in "${DATABASES[@]}"; do
+        pg_psql -d "$svc" -q -v role="$svc" <<'SQL'
+SELECT format('ALTER SCHEMA public OWNER TO %I', :'role')
+\gexec
+REVOKE ALL ON SCHEMA public FROM PUBLIC;
+SELECT format('ALTER %s %I.%I OWNER TO %I',
+              CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                             WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE'
+                             ELSE 'TABLE' END,
+              n.nspname, c.relname, :'role')
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+  AND pg_get_userbyid(c.relowner) <> :'role'
+  AND NOT (c.relkind = 'S' AND EXISTS (
+      SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+      AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')))
+\gexec
+SELECT format('ALTER TYPE %I.%I OWNER TO %I', n.nspname, t.typname, :'role')
+FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+WHERE n.nspname = 'public' AND t.typtype IN ('e', 'd', 'r')
+  AND pg_get_userbyid(t.typowner) <> :'role'
+\gexec
+SELECT format('ALTER ROUTINE %s OWNER TO %I', p.oid::regprocedure, :'role')
+FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+WHERE n.nspname = 'public' AND pg_get_userbyid(p.proowner) <> :'role'
+\gexec
+SQL
+    done
 }
 
 cmd_up() {
@@ -113,6 +205,8 @@ cmd_up() {
             die "already running on port $(postmaster_port), not $PGPORT: run down first"
         fi
         say "already running on $PG_HOST:$PGPORT (pid $(postmaster_pid), data $PG_DATA)"
+        write_hba
+        pg_psql -d postgres -qAt -c 'SELECT pg_reload_conf()' >/dev/null
     else
         if [[ ! -f "$PG_DATA/PG_VERSION" ]]; then
             # A leftover from an interrupted initdb would make initdb refuse the directory.
@@ -129,6 +223,7 @@ cmd_up() {
             die "port $PG_HOST:$PGPORT is taken by another process (set PGPORT)"
         fi
         write_conf
+        write_hba
         t_start=$(now)
         if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DATA" -l "$PG_LOG" -w -t 60 start >/dev/null; then
             tail -n 20 "$PG_LOG" >&2 || true
@@ -137,7 +232,7 @@ cmd_up() {
         say "up on $PG_HOST:$PGPORT (started in $(elapsed "$t_start")s)"
     fi
     create_databases
-    say "databases: ${DATABASES[*]} (data $PG_DATA, socket dir $PG_SOCK, log $PG_LOG$([[ "$FAST" == 1 ]] && echo ', FAST: fsync off'))"
+    say "databases: ${DATABASES[*]}, each owned by its role (passwords in $PW_DIR; data $PG_DATA, socket dir $PG_SOCK, log $PG_LOG$([[ "$FAST" == 1 ]] && echo ', FAST: fsync off'))"
 }
 
 cmd_stop() {  # cmd_stop fast|immediate

@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import gc
 import json
+import os
 import sys
 from typing import Any
 
@@ -73,10 +74,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
+    """Each service's migrations, applied as its own role (the owner of its database, never the
+    superuser). A job migrating several services gives each role's password as
+    BACKROOM_PG_PASSWORD_<SERVICE> (compose's and k8s' migrate jobs); otherwise the service's
+    settings resolve it (BACKROOM_PG_PASSWORD, or the development password of the checkout)."""
     from libs.kit.migrations import upgrade
 
     for service in args.services or SERVICES:
-        settings = ServiceSettings(service_name=service)
+        password = os.environ.get(f"BACKROOM_PG_PASSWORD_{service.upper()}")
+        settings = (
+            ServiceSettings(service_name=service, pg_password=password)
+            if password
+            else ServiceSettings(service_name=service)
+        )
         upgrade(service, settings.sqlalchemy_url())
         print(f"migrated {service}")
     return 0

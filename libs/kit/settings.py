@@ -1,9 +1,12 @@
 """Settings every service shares; each service subclasses it with its own knobs and defaults."""
 
 import os
+import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import quote
 
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,19 +14,26 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # The checkout this code runs from: development state lives in its `.run/` (git-ignored).
 CHECKOUT = Path(__file__).resolve().parents[2]
 DEV_ENV = "dev"
+# The cluster's superuser: an operator's tool (bench invariants, test scratch databases), never
+# a service. In the local development cluster it is trusted on loopback (deploy/local/postgres.sh).
+SUPERUSER = "postgres"
+# The six services (as libs/kit/cli.py SERVICES): each has a role of its own, and outside
+# development it refuses to start without that role's password.
+SERVICE_ROLES = ("catalog", "inventory", "pricing", "orders", "payments", "notifications")
+ROLE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,62}")
 
 
-def load_dev_jwt_secret(path: Path) -> str:
-    """The development HS256 secret of this checkout, created on first use: random, mode 0600,
-    and published with a hard link, which never replaces an existing file, so processes that
-    start together all read the one secret that won."""
+def _load_dev_secret(path: Path, make: Callable[[], str], min_len: int) -> str:
+    """A development secret of this checkout, created on first use: random, mode 0600, and
+    published with a hard link, which never replaces an existing file, so processes that start
+    together all read the one secret that won."""
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         draft = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_urlsafe(48) + "\n")
+                out.write(make() + "\n")
                 out.flush()
                 os.fsync(out.fileno())
             os.link(draft, path)
@@ -32,9 +42,27 @@ def load_dev_jwt_secret(path: Path) -> str:
         finally:
             draft.unlink(missing_ok=True)
     secret = path.read_text().strip()
-    if len(secret) < 32:
+    if len(secret) < min_len:
         raise ValueError(f"{path} holds no usable secret: delete it to generate a new one")
     return secret
+
+
+def load_dev_jwt_secret(path: Path) -> str:
+    """The development HS256 secret of this checkout (see `_load_dev_secret`)."""
+    return _load_dev_secret(path, lambda: secrets.token_urlsafe(48), 32)
+
+
+def load_dev_pg_password(directory: Path, role: str) -> str:
+    """The development password of one database role, `<directory>/<role>`, created on first use
+    exactly as deploy/local/postgres.sh creates it (hex: safe in URLs and SQL literals); that
+    script sets the role's password to it on every `up`."""
+    if not ROLE_NAME.fullmatch(role):
+        raise ValueError(f"not a role name: {role!r}")
+    return _load_dev_secret(directory / role, lambda: secrets.token_hex(24), 32)
+
+
+class DatabaseConfigError(ValueError):
+    """No usable database credentials outside development: the service refuses to start."""
 
 
 class ServiceSettings(BaseSettings):
@@ -52,8 +80,14 @@ class ServiceSettings(BaseSettings):
 
     pg_host: str = "127.0.0.1"
     pg_port: int = 55432
-    pg_user: str = "postgres"
+    # Each service connects as its own role (named after it unless BACKROOM_PG_USER says
+    # otherwise), which owns its database and nothing else; settings naming no service (an
+    # operator's tool) connect as the superuser. The password is BACKROOM_PG_PASSWORD; in
+    # development, when unset, the role's generated one (.run/dev-pg-passwords/<role>, or
+    # BACKROOM_DEV_PG_PASSWORD_DIR); elsewhere a missing password refuses to start.
+    pg_user: str = ""
     pg_password: str = ""
+    dev_pg_password_dir: Path | None = None
     database_name: str | None = None
     database_url: str | None = None
     db_pool_size: int = 10
@@ -108,6 +142,15 @@ class ServiceSettings(BaseSettings):
             self.jwt_secret = load_dev_jwt_secret(self.dev_jwt_secret_path())
         return self
 
+    @model_validator(mode="after")
+    def _database_role(self) -> Self:
+        if not self.pg_user:
+            named = self.service_name != ServiceSettings.model_fields["service_name"].default
+            self.pg_user = self.service_name if named else SUPERUSER
+        if self.service_name in SERVICE_ROLES and not self.is_dev and not self.database_url:
+            self.database_password()  # refuses to start without one
+        return self
+
     @property
     def is_dev(self) -> bool:
         return self.env == DEV_ENV
@@ -115,11 +158,33 @@ class ServiceSettings(BaseSettings):
     def dev_jwt_secret_path(self) -> Path:
         return self.dev_jwt_secret_file or CHECKOUT / ".run" / "dev-jwt-secret"
 
+    def dev_pg_password_path(self) -> Path:
+        return self.dev_pg_password_dir or CHECKOUT / ".run" / "dev-pg-passwords"
+
+    def database_password(self, required: bool = True) -> str:
+        """BACKROOM_PG_PASSWORD; in development, when unset, the role's generated password (none
+        for the superuser, trusted on loopback by the local cluster). Elsewhere a missing
+        password raises DatabaseConfigError (a service's settings refuse to start), unless not
+        `required` (then libpq's own sources apply: PGPASSWORD, ~/.pgpass, certificates)."""
+        if self.pg_password:
+            return self.pg_password
+        if not self.is_dev:
+            if not required:
+                return ""
+            raise DatabaseConfigError(
+                f"no password for database role {self.pg_user!r}: set BACKROOM_PG_PASSWORD"
+                " (or BACKROOM_DATABASE_URL)"
+            )
+        if self.pg_user == SUPERUSER:
+            return ""
+        return load_dev_pg_password(self.dev_pg_password_path(), self.pg_user)
+
     def sqlalchemy_url(self) -> str:
-        """The async SQLAlchemy URL of this service's own database."""
+        """The async SQLAlchemy URL of this service's own database, as its own role."""
         if self.database_url:
             return self.database_url
-        auth = self.pg_user + (f":{self.pg_password}" if self.pg_password else "")
+        password = self.database_password(required=False)
+        auth = quote(self.pg_user, safe="") + (f":{quote(password, safe='')}" if password else "")
         name = self.database_name or self.service_name
         return f"postgresql+asyncpg://{auth}@{self.pg_host}:{self.pg_port}/{name}"
 

@@ -70,10 +70,12 @@ def _unseen_differences(connection: Connection, metadata: MetaData) -> list[Any]
 
 @pytest.fixture
 def scratch_database(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A new, empty database (random name) as the superuser the tests use; dropped afterwards."""
+    """A new, empty database (random name), created by the superuser and owned by the service's
+    role, which applies the migrations as `backroom migrate` does; dropped afterwards."""
     service = request.node.callspec.params["service"]
     name = f"migcheck_{service}_{uuid.uuid4().hex[:10]}"
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    role = ServiceSettings(service_name=service).pg_user
+    asyncio.run(_admin(f'CREATE DATABASE "{name}" OWNER "{role}"'))
     try:
         yield ServiceSettings(service_name=service, database_name=name).sqlalchemy_url()
     finally:

@@ -13,7 +13,7 @@ from libs.kit.db import Database, kit_metadata
 from libs.kit.inbox import EventContext
 from libs.kit.kafka import ensure_topics
 from libs.kit.runtime import Runtime
-from libs.kit.settings import ServiceSettings
+from libs.kit.settings import SUPERUSER, ServiceSettings
 
 test_metadata = MetaData()
 applied = Table(
@@ -45,6 +45,8 @@ def settings_for(database: str, service: str) -> ServiceSettings:
         relay_poll_interval_s=0.5,
         kafka_bootstrap=base.kafka_bootstrap,
         pg_port=base.pg_port,
+        # The kit's scratch databases belong to no service: the operator's superuser.
+        pg_user=SUPERUSER,
     )
 
 

@@ -78,6 +78,8 @@ async def catalog(
         jwt_audience=AUDIENCE,
         jwks_refresh_min_interval_s=0,
         jwt_leeway_s=0,
+        # Production settings need the database role's password: catalog's development one.
+        pg_password=CatalogSettings(env="dev").database_password(),
     )
     async with running(create_app(settings)) as client:
         yield client

@@ -37,6 +37,8 @@ COMPOSE_INFRA = {"kafka", "postgres", "smtp", "migrate", "gateway"}
 K8S_GATEWAY = "gateway"
 SCALED_OUT = {"inventory": 2, "payments": 2}  # replicas; every other service runs one
 ENV_PREFIX = "BACKROOM_"
+# What `backroom migrate` reads for a job migrating every service, each as its own role.
+MIGRATE_ROLE_PASSWORDS = {f"BACKROOM_PG_PASSWORD_{svc.upper()}" for svc in SERVICES}
 
 
 # --- what the code says ------------------------------------------------------------------------
@@ -249,9 +251,26 @@ def env_sources(container: dict[str, Any]) -> dict[str, str]:
         if "configMapRef" in source:
             names |= k8s_one("ConfigMap", source["configMapRef"]["name"])["data"]
         if "secretRef" in source:
-            assert source["secretRef"]["name"] == OPERATOR_SECRET
+            name = source["secretRef"]["name"]
+            if name.startswith(PG_SECRET_PREFIX):
+                names |= dict.fromkeys(pg_secret_keys(name), "")
+                continue
+            assert name == OPERATOR_SECRET
             names |= dict.fromkeys(operator_secret_keys(), "")
     return names | explicit_env(container)
+
+
+PG_SECRET_PREFIX = "backroom-pg-"
+
+
+def pg_secret_keys(name: str) -> set[str]:
+    """The keys of a service's database Secret, from its documented creation command."""
+    text = (K8S_DIR / "kustomization.yaml").read_text()
+    (command,) = [
+        line for line in text.splitlines() if f"create secret generic {PG_SECRET_PREFIX}" in line
+    ]
+    assert name.removeprefix(PG_SECRET_PREFIX) in SERVICES
+    return set(re.findall(r"--from-literal=(\w+)=", command))
 
 
 OPERATOR_SECRET = "backroom-secrets"
@@ -445,7 +464,7 @@ def test_compose_service_serves_itself_from_the_backroom_image(service: str) -> 
 def test_compose_shared_env_and_migrate_use_only_kit_settings() -> None:
     shared = set(compose()["x-backroom-env"])
     assert not unknown_env(shared, KIT_ENV)
-    assert not unknown_env(set(compose_env("migrate")), KIT_ENV)
+    assert not unknown_env(set(compose_env("migrate")), KIT_ENV | MIGRATE_ROLE_PASSWORDS)
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -479,8 +498,13 @@ def test_compose_service_reaches_kafka_and_postgres_after_migrations(service: st
     assert f"//{kafka_host}:{kafka_port}" in advertised
     assert env["BACKROOM_PG_HOST"] == "postgres"
     assert int(env["BACKROOM_PG_PORT"]) == 5432
-    assert env["BACKROOM_PG_USER"] == compose_env("postgres")["POSTGRES_USER"]
-    assert env["BACKROOM_PG_PASSWORD"] == compose_env("postgres")["POSTGRES_PASSWORD"]
+    # Its own role (named after it: no BACKROOM_PG_USER), with the password postgres-init.sh
+    # gave that role, never the superuser's.
+    assert "BACKROOM_PG_USER" not in env
+    raw_env = compose_service(service)["environment"]
+    password = required_variable(raw_env["BACKROOM_PG_PASSWORD"])
+    assert password == f"BACKROOM_PG_PASSWORD_{service.upper()}"
+    assert required_variable(compose_service("postgres")["environment"][password]) == password
     raw = compose()["x-backroom-env"]
     assert (
         compose_service(service)["environment"]["BACKROOM_JWT_SECRET"]
@@ -519,15 +543,33 @@ def test_compose_migrate_creates_topics_then_migrates_every_database() -> None:
     assert spec["depends_on"]["postgres"]["condition"] == "service_healthy"
 
 
-def test_compose_postgres_creates_one_database_per_service() -> None:
+def test_compose_postgres_creates_one_role_owned_database_per_service() -> None:
     spec = compose_service("postgres")
     assert spec["image"].startswith("postgres:15")
     init = [v for v in spec["volumes"] if "/docker-entrypoint-initdb.d/" in v]
     assert len(init) == 1
-    script = ROOT / init[0].split(":")[0]
-    names = re.findall(r"(?im)^\s*CREATE DATABASE\s+(\w+)", script.read_text())
-    assert sorted(names) == sorted(SERVICES)
+    script = (ROOT / init[0].split(":")[0]).read_text()
+    loop = re.search(r"(?m)^for svc in ([\w ]+); do", script)
+    assert loop and loop.group(1).split() == list(SERVICES)
+    for statement in (
+        "CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L",
+        "CREATE DATABASE %I OWNER %I",
+        "REVOKE ALL ON DATABASE %I FROM PUBLIC",
+    ):
+        assert statement in script
+    assert "${!var:?" in script, "a role's password is required, never defaulted"
+    env = compose_service("postgres")["environment"]
+    assert required_variable(env["POSTGRES_PASSWORD"]) == "POSTGRES_PASSWORD"
+    for name in MIGRATE_ROLE_PASSWORDS:
+        assert required_variable(env[name]) == name
     assert "pg_isready" in " ".join(spec["healthcheck"]["test"])
+
+
+def test_compose_migrate_has_every_role_password_and_no_superuser() -> None:
+    env = compose_service("migrate")["environment"]
+    assert {"BACKROOM_PG_USER", "BACKROOM_PG_PASSWORD"}.isdisjoint(env)
+    for name in MIGRATE_ROLE_PASSWORDS:
+        assert required_variable(env[name]) == name
 
 
 def test_compose_kafka_is_a_single_kraft_node_of_the_local_version() -> None:
@@ -696,8 +738,9 @@ def test_k8s_shared_config_and_secret_are_kit_settings() -> None:
     for key in ("BACKROOM_KAFKA_BOOTSTRAP", "BACKROOM_PG_HOST"):
         host = host_port(config[key])[0] if ":" in config[key] else config[key]
         assert host not in ("127.0.0.1", "localhost"), f"{key} must name the provided service"
-    assert "BACKROOM_PG_PASSWORD" in secret
-    assert not {"BACKROOM_JWT_SECRET", "BACKROOM_PG_PASSWORD"} & set(config)
+    assert "BACKROOM_PG_PASSWORD" not in secret, "each service has its own password Secret"
+    assert pg_secret_keys(f"{PG_SECRET_PREFIX}orders") == {"BACKROOM_PG_PASSWORD"}
+    assert not {"BACKROOM_JWT_SECRET", "BACKROOM_PG_PASSWORD", "BACKROOM_PG_USER"} & set(config)
 
 
 # =================================================================================================
@@ -840,8 +883,37 @@ def test_k8s_migration_job_creates_topics_then_migrates_every_database() -> None
     (container,) = pod_spec(job)["containers"]
     assert container["command"] == ["sh", "-c"]
     assert [argv[1:] for argv in backroom_chain(container["args"][0])] == [["topics"], ["migrate"]]
-    assert not unknown_env(set(env_sources(container)), KIT_ENV)
+    assert not unknown_env(set(env_sources(container)), KIT_ENV | MIGRATE_ROLE_PASSWORDS)
     assert pod_spec(job)["securityContext"]["runAsNonRoot"] is True
+    # Each service migrated as its own role: every role's password, from its own Secret.
+    passwords = {
+        e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e
+    }
+    assert set(passwords) == MIGRATE_ROLE_PASSWORDS
+    for name, ref in passwords.items():
+        service = name.removeprefix("BACKROOM_PG_PASSWORD_").lower()
+        assert ref == {"name": f"{PG_SECRET_PREFIX}{service}", "key": "BACKROOM_PG_PASSWORD"}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_service_connects_as_its_own_role_with_only_its_password(service: str) -> None:
+    deployment = k8s_one("Deployment", service)
+    for container in [*pod_spec(deployment)["initContainers"], main_container(deployment)]:
+        secrets = [s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s]
+        assert secrets == [OPERATOR_SECRET, f"{PG_SECRET_PREFIX}{service}"], container["name"]
+        env = env_sources(container)
+        assert "BACKROOM_PG_USER" not in env, "the role defaults to the service's name"
+        assert "BACKROOM_PG_PASSWORD" in env
+        assert not MIGRATE_ROLE_PASSWORDS & set(env), "no other service's password"
+    assert ServiceSettings(service_name=service, pg_password="x").pg_user == service
+
+
+def test_k8s_documents_creating_the_roles_without_superuser() -> None:
+    sql = (K8S_DIR / "postgres-roles.sql").read_text()
+    assert "NOSUPERUSER NOCREATEDB NOCREATEROLE" in sql
+    assert "CREATE DATABASE %I OWNER %I" in sql and "REVOKE ALL ON DATABASE" in sql
+    readme = (K8S_DIR / "README.md").read_text()
+    assert "## Database roles" in readme and "postgres-roles.sql" in readme
 
 
 def test_k8s_gateway_serves_its_generated_config_on_the_nginx_listen_port() -> None:

@@ -37,7 +37,8 @@ Backroom is up ($(elapsed "$t0")s).
   services       catalog :8101  inventory :8102  pricing :8103  orders :8104  payments :8105  notifications :8106
                  each with /health/live /health/ready /metrics /docs
   kafka          127.0.0.1:${KAFKA_PORT:-9092}
-  postgresql     postgresql://postgres@127.0.0.1:${PGPORT:-55432}/<service>
+  postgresql     postgresql://<service>@127.0.0.1:${PGPORT:-55432}/<service> (each service its own role;
+                 password in .run/dev-pg-passwords/<service>; operator: postgres on loopback)
   smtp sink      127.0.0.1:${SMTP_PORT:-2525}, mail in $RUN_DIR/smtp/maildir
   logs           $RUN_DIR/services/*.log, $RUN_DIR/nginx/
   tokens         .venv/bin/backroom token --sub alice --role customer   (add --role admin for admin)

@@ -49,7 +49,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from libs.events import topics
 from libs.kit.cli import read_dlq
-from libs.kit.kafka import topic_partitions
+from libs.kit.kafka import KafkaConnection, topic_partitions
 
 DATABASES = ("catalog", "inventory", "pricing", "orders", "payments", "notifications")
 TERMINAL = frozenset({"confirmed", "shipped", "delivered", "rejected", "cancelled"})
@@ -169,8 +169,12 @@ def subscriptions() -> dict[str, tuple[str, ...]]:
 
 async def consumer_lag(bootstrap: str) -> dict[str, int]:
     """Per consumer group, how many records it has not committed yet (all its partitions)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(
+        **KafkaConnection.operator(bootstrap).client_options(), request_timeout_ms=10000
+    )
+    probe = AIOKafkaConsumer(
+        **KafkaConnection.operator(bootstrap).client_options(), enable_auto_commit=False
+    )
     await admin.start()
     try:
         await probe.start()
@@ -582,7 +586,7 @@ async def _check_global(
     if bootstrap is None:
         return
     dlq_topics = [topics.dlq(t) for t in topics.ALL_TOPICS]
-    entries = await asyncio.wait_for(read_dlq(bootstrap, dlq_topics), 60)
+    entries = await asyncio.wait_for(read_dlq(KafkaConnection.operator(bootstrap), dlq_topics), 60)
     seen = dlq_seen if dlq_seen is not None else set()
     for e in entries:
         where = (e["dlq_topic"], e["partition"], e["offset"])

@@ -18,7 +18,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from libs.kit.kafka import new_producer
+from libs.kit.kafka import KafkaConnection, new_producer
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SERVICES = ("catalog", "inventory", "pricing", "orders", "payments", "notifications")
@@ -243,12 +243,14 @@ async def kafka_rtt(bootstrap: str, count: int = 300) -> dict[str, Any]:
     """Produce (acks=all, idempotent, as the relays do) -> consume round trip of single messages,
     one at a time, on a scratch topic that is deleted afterwards."""
     topic = f"bench.rtt.{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**KafkaConnection.operator(bootstrap).client_options())
     await admin.start()
     try:
         await admin.create_topics([NewTopic(topic, 1, 1)])
-        producer = new_producer(bootstrap, "bench-rtt")
-        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+        producer = new_producer(KafkaConnection.operator(bootstrap), "bench-rtt")
+        consumer = AIOKafkaConsumer(
+            **KafkaConnection.operator(bootstrap).client_options(), enable_auto_commit=False
+        )
         await producer.start()
         await consumer.start()
         try:
@@ -300,9 +302,13 @@ class KafkaWatch:
         self.partitions: list[TopicPartition] = []
 
     async def start(self, all_topics: list[str]) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        self.consumer = AIOKafkaConsumer(
+            **KafkaConnection.operator(self.bootstrap).client_options(), enable_auto_commit=False
+        )
         await self.consumer.start()
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap)
+        self.admin = AIOKafkaAdminClient(
+            **KafkaConnection.operator(self.bootstrap).client_options()
+        )
         await self.admin.start()
         await self.consumer._client.force_metadata_update()
         self.partitions = [

@@ -30,6 +30,8 @@ from typing import Any
 
 import httpx
 
+from libs.kit.kafka import KafkaConnection
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / "deploy" / "local"
 SERVICES = ("catalog", "inventory", "pricing", "orders", "payments", "notifications")
@@ -536,7 +538,9 @@ class Stack:
         from aiokafka.admin import AIOKafkaAdminClient
         from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
+        admin = AIOKafkaAdminClient(
+            **KafkaConnection.operator(self.bootstrap).client_options(), request_timeout_ms=10000
+        )
         await admin.start()
         try:
             [described] = await admin.describe_topics([topic])

@@ -11,7 +11,8 @@
 #
 # Ports: KAFKA_CLUSTER_BASE_PORT (29092); node N listens on base+2*(N-1) (broker) and
 # base+2*(N-1)+1 (controller): 29092/29093, 29094/29095, 29096/29097.
-# Bootstrap: 127.0.0.1:29092,127.0.0.1:29094,127.0.0.1:29096.
+# Bootstrap: 127.0.0.1:29092,127.0.0.1:29094,127.0.0.1:29096. SASL/SCRAM and ACLs as kafka.sh
+# (the same principals and passwords).
 # State: <run dir>/kafka-cluster/node{1,2,3} and cluster.id (the shared cluster id).
 # Other environment as for kafka.sh: BACKROOM_RUN_DIR, BACKROOM_CACHE, KAFKA_START_TIMEOUT,
 # KAFKA_STOP_TIMEOUT, JAVA_HOME.
@@ -82,6 +83,7 @@ prepare_node() {
   mkdir -p "$w"
   kf_render_config "$w/server.properties" "$n" "$(node_port "$n")" "$(node_cport "$n")" \
     "$(voters)" "$w/data" 3 2 16777216
+  kf_reformat_if_stale "$w/data"
   kf_format "$w" "$w/data" "$cid"
 }
 

@@ -9,6 +9,11 @@
 #   deploy/local/kafka.sh kill         SIGKILL the broker (fault tests)
 #   deploy/local/kafka.sh reset        down, then delete the data dir (next up formats afresh)
 #
+# Every client authenticates (SASL/SCRAM-SHA-256) and is authorized by ACLs (ADR 0007): the
+# storage is formatted with the credentials of admin, the six services and subscriber
+# (<run dir>/dev-kafka-passwords/<principal>, generated once), and formatted afresh when they
+# change. `backroom topics` then creates the topics and the ACLs.
+#
 # Environment: KAFKA_PORT (9092), KAFKA_CONTROLLER_PORT (9093), KAFKA_DATA_DIR
 # (<run dir>/kafka/data), BACKROOM_RUN_DIR (<repo>/.run), BACKROOM_CACHE (~/.cache/backroom),
 # KAFKA_START_TIMEOUT (120), KAFKA_STOP_TIMEOUT (30), JAVA_HOME.
@@ -59,6 +64,7 @@ cmd_up() {
   fi
   kf_check_ports_free "$PORT" "$CPORT"
   kf_render_config "$WORK/server.properties" 1 "$PORT" "$CPORT" "1@127.0.0.1:$CPORT" "$DATA" 1 1 33554432
+  kf_reformat_if_stale "$DATA"
   if [[ ! -f $DATA/meta.properties ]]; then
     kf_format "$WORK" "$DATA" "$(kf_new_cluster_id)"
   fi

@@ -1,4 +1,5 @@
-"""`backroom`: the operator's command (tokens, migrations, topics, dead-letter queues)."""
+"""`backroom`: the operator's command (tokens, migrations, topics and ACLs, dead-letter queues,
+Kafka client settings for downstream subscribers)."""
 
 import argparse
 import asyncio
@@ -12,8 +13,15 @@ from aiokafka import AIOKafkaConsumer
 
 from libs.events import topics
 from libs.kit.auth import ROLES, AuthConfigError, mint_dev_token
-from libs.kit.kafka import all_topic_names, ensure_topics, new_producer, topic_partitions
-from libs.kit.settings import ServiceSettings
+from libs.kit.kafka import (
+    KafkaConnection,
+    all_topic_names,
+    ensure_topics,
+    new_producer,
+    topic_partitions,
+)
+from libs.kit.kafka_acl import PRINCIPALS, apply_acls
+from libs.kit.settings import DatabaseConfigError, KafkaConfigError, ServiceSettings
 
 SERVICES = ("catalog", "inventory", "pricing", "orders", "payments", "notifications")
 
@@ -43,11 +51,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import importlib
 
     import uvicorn
+    from pydantic import ValidationError
 
     module = importlib.import_module(f"services.{args.service}.main")
     try:
         app = module.create_app()
-    except AuthConfigError as exc:
+    except (AuthConfigError, KafkaConfigError, DatabaseConfigError, ValidationError) as exc:
         print(f"backroom serve {args.service}: refusing to start: {exc}", file=sys.stderr)
         return 2
     settings = app.state.runtime.settings
@@ -93,21 +102,43 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_topics(args: argparse.Namespace) -> int:
+    """Create every topic and, on brokers that authenticate clients, every ACL of the access
+    model (libs/kit/kafka_acl.py), as the admin principal. Idempotent."""
     settings = ServiceSettings()
+    kafka = KafkaConnection.from_settings(settings)
     asyncio.run(
         ensure_topics(
-            settings.kafka_bootstrap,
+            kafka,
             partitions=args.partitions or settings.topic_partitions,
             replication=args.replication or settings.topic_replication,
         )
     )
     print("topics ready:", ", ".join(all_topic_names()))
+    if kafka.uses_sasl and not args.no_acls:
+        count = asyncio.run(apply_acls(kafka))
+        print(f"ACLs ready: {count} for {', '.join(p for p in PRINCIPALS if p != 'admin')}")
     return 0
 
 
-async def read_dlq(bootstrap: str, dlq_topics: list[str]) -> list[dict[str, Any]]:
+def _cmd_kafka_config(args: argparse.Namespace) -> int:
+    """aiokafka client keyword arguments for one principal, as JSON: in a checkout where
+    `make run` is up, a downstream subscriber passes them straight to AIOKafkaConsumer."""
+    settings = ServiceSettings(kafka_username=args.principal)
+    try:
+        options = KafkaConnection.from_settings(settings).client_options()
+    except KafkaConfigError as exc:
+        print(f"backroom kafka-config: {exc}", file=sys.stderr)
+        return 2
+    if "ssl_context" in options:  # not JSON: say where the CA is instead
+        del options["ssl_context"]
+        options["ssl_cafile"] = str(settings.kafka_ssl_cafile or "")
+    print(json.dumps(options))
+    return 0
+
+
+async def read_dlq(kafka: KafkaConnection, dlq_topics: list[str]) -> list[dict[str, Any]]:
     """Every record currently on the given dead-letter topics, oldest first per partition."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka.client_options(), enable_auto_commit=False)
     await consumer.start()
     entries: list[dict[str, Any]] = []
     try:
@@ -152,12 +183,10 @@ async def read_dlq(bootstrap: str, dlq_topics: list[str]) -> list[dict[str, Any]
     return entries
 
 
-async def replay_dlq(bootstrap: str, dlq_topics: list[str], event_id: str | None) -> int:
+async def replay_dlq(kafka: KafkaConnection, dlq_topics: list[str], event_id: str | None) -> int:
     """Re-publish dead-lettered records to their original topic (same key and value)."""
-    entries = [
-        e for e in await read_dlq(bootstrap, dlq_topics) if event_id in (None, e["event_id"])
-    ]
-    producer = new_producer(bootstrap, "backroom-dlq-replay")
+    entries = [e for e in await read_dlq(kafka, dlq_topics) if event_id in (None, e["event_id"])]
+    producer = new_producer(kafka, "backroom-dlq-replay")
     await producer.start()
     try:
         for entry in entries:
@@ -180,9 +209,9 @@ def _dlq_topics(args: argparse.Namespace) -> list[str]:
 
 
 def _cmd_dlq(args: argparse.Namespace) -> int:
-    settings = ServiceSettings()
+    kafka = KafkaConnection.from_settings(ServiceSettings())
     if args.dlq_command == "list":
-        entries = asyncio.run(read_dlq(settings.kafka_bootstrap, _dlq_topics(args)))
+        entries = asyncio.run(read_dlq(kafka, _dlq_topics(args)))
         if args.json:
             print(json.dumps([{k: v for k, v in e.items() if k != "_record"} for e in entries]))
         else:
@@ -194,7 +223,7 @@ def _cmd_dlq(args: argparse.Namespace) -> int:
                     f" at={e['failed_at']}\n    error: {e['error']}"
                 )
         return 0
-    count = asyncio.run(replay_dlq(settings.kafka_bootstrap, _dlq_topics(args), args.event_id))
+    count = asyncio.run(replay_dlq(kafka, _dlq_topics(args), args.event_id))
     print(f"replayed {count} message(s)")
     return 0
 
@@ -221,10 +250,20 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("services", nargs="*", help="default: all six")
     migrate.set_defaults(func=_cmd_migrate)
 
-    tps = sub.add_parser("topics", help="create every Backroom topic and its DLQ")
+    tps = sub.add_parser(
+        "topics", help="create every Backroom topic and its DLQ, and the principals' ACLs"
+    )
     tps.add_argument("--partitions", type=int)
     tps.add_argument("--replication", type=int)
+    tps.add_argument("--no-acls", action="store_true", help="topics only")
     tps.set_defaults(func=_cmd_topics)
+
+    kcfg = sub.add_parser(
+        "kafka-config",
+        help="print one principal's aiokafka client keyword arguments as JSON",
+    )
+    kcfg.add_argument("--principal", required=True, choices=PRINCIPALS)
+    kcfg.set_defaults(func=_cmd_kafka_config)
 
     dlq = sub.add_parser("dlq", help="inspect and replay dead-lettered events")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)

@@ -1,17 +1,114 @@
-"""Kafka plumbing: the idempotent producer, topic provisioning, and CloudEvent headers."""
+"""Kafka plumbing: connections (address and credentials), the idempotent producer, topic
+provisioning, and CloudEvent headers."""
 
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from faststream.security import (
+    BaseSecurity,
+    SASLPlaintext,
+    SASLScram256,
+    SASLScram512,
+)
 
 from libs.events import topics
+from libs.kit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KafkaConnection:
+    """Where the brokers are and who we are to them: every Kafka client of ours is built from
+    one of these (`client_options` for aiokafka, `faststream_security` for FastStream)."""
+
+    bootstrap: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = "SCRAM-SHA-256"
+    username: str = ""
+    password: str = field(default="", repr=False)
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings) -> "KafkaConnection":
+        sasl = settings.kafka_uses_sasl
+        return cls(
+            bootstrap=settings.kafka_bootstrap,
+            security_protocol=settings.kafka_security_protocol,
+            sasl_mechanism=settings.kafka_sasl_mechanism,
+            username=settings.kafka_username if sasl else "",
+            password=settings.kafka_sasl_password() if sasl else "",
+            ssl_cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+            ssl_certfile=str(settings.kafka_ssl_certfile) if settings.kafka_ssl_certfile else None,
+            ssl_keyfile=str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+        )
+
+    @classmethod
+    def operator(cls, bootstrap: str | None = None) -> "KafkaConnection":
+        """The admin principal's connection (operators' tools: the bench, tests' probes), to
+        the configured brokers or to `bootstrap`."""
+        settings = ServiceSettings()
+        if bootstrap is not None:
+            settings.kafka_bootstrap = bootstrap
+        return cls.from_settings(settings)
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """Verifying the brokers' certificates (and host names) against the CA file, or the
+        system's CAs; with a client certificate for mutual TLS when one is configured."""
+        if not self.uses_tls:
+            return None
+        context = ssl.create_default_context(cafile=self.ssl_cafile)
+        if self.ssl_certfile:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        return context
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for AIOKafkaProducer, AIOKafkaConsumer and AIOKafkaAdminClient."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap,
+            "security_protocol": self.security_protocol,
+        }
+        if self.uses_sasl:
+            options |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.username,
+                "sasl_plain_password": self.password,
+            }
+        if self.uses_tls:
+            options["ssl_context"] = self.ssl_context()
+        return options
+
+    def faststream_security(self) -> BaseSecurity | None:
+        """The same credentials for FastStream's KafkaBroker."""
+        context = self.ssl_context()
+        if not self.uses_sasl:
+            return BaseSecurity(ssl_context=context) if context else None
+        kinds: dict[str, type[SASLPlaintext | SASLScram256 | SASLScram512]] = {
+            "PLAIN": SASLPlaintext,
+            "SCRAM-SHA-256": SASLScram256,
+            "SCRAM-SHA-512": SASLScram512,
+        }
+        return kinds[self.sasl_mechanism](
+            self.username, self.password, ssl_context=context, use_ssl=self.uses_tls
+        )
 
 
 def bootstrap_servers(bootstrap: str) -> list[str]:
@@ -36,10 +133,10 @@ async def topic_partitions(
     return partitions
 
 
-def new_producer(bootstrap: str, client_id: str) -> AIOKafkaProducer:
+def new_producer(kafka: KafkaConnection, client_id: str) -> AIOKafkaProducer:
     """An idempotent producer: acks=all, no duplicates or reordering on internal retries."""
     return AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_options(),
         client_id=client_id,
         acks="all",
         enable_idempotence=True,
@@ -68,7 +165,7 @@ def all_topic_names() -> list[str]:
 
 
 async def ensure_topics(
-    bootstrap: str,
+    kafka: KafkaConnection,
     names: list[str] | None = None,
     partitions: int = 6,
     replication: int = 1,
@@ -81,7 +178,7 @@ async def ensure_topics(
         configs["min.insync.replicas"] = "2"
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        admin = AIOKafkaAdminClient(**kafka.client_options(), request_timeout_ms=5000)
         try:
             await admin.start()
             existing = set(await admin.list_topics())

@@ -16,7 +16,8 @@ from sqlalchemy import text
 
 from libs.kit.db import Database
 from libs.kit.inbox import EventProcessor, OffsetCommitter, rewind, waiting_records
-from libs.kit.kafka import bootstrap_servers, ensure_topics, new_producer
+from libs.kit.kafka import KafkaConnection, bootstrap_servers, ensure_topics, new_producer
+from libs.kit.kafka_acl import writes
 from libs.kit.outbox import OutboxRelay
 from libs.kit.settings import ServiceSettings
 from libs.kit.worker import Worker
@@ -31,6 +32,7 @@ class Runtime:
         self.settings = settings
         self.service = settings.service_name
         self.db = Database.from_settings(settings)
+        self.kafka = KafkaConnection.from_settings(settings)
         # aiokafka clients bind to the running loop, so the producer is made in start().
         self.producer: AIOKafkaProducer | None = None
         self.processor = EventProcessor(
@@ -44,6 +46,7 @@ class Runtime:
         self.broker = KafkaBroker(
             bootstrap_servers(settings.kafka_bootstrap),
             client_id=self.service,
+            security=self.kafka.faststream_security(),
             graceful_timeout=10.0,
             # Outside the `faststream` logger tree (which FastStream gives its own INFO handler),
             # so broker logs are ours (JSON, our level); its per-message "Received"/"Processed"
@@ -118,12 +121,15 @@ class Runtime:
         if not self.subscribed_topics and self.processor.topics:
             self.subscribed_topics = self.processor.topics
             self._subscribe(self.subscribed_topics)
+        # The topics this service produces to (its own, its dead letters): its principal may
+        # create only those (libs/kit/kafka_acl.py); the rest are its owners' or `backroom topics`'.
         await ensure_topics(
-            self.settings.kafka_bootstrap,
+            self.kafka,
+            writes(self.service) or None,
             partitions=self.settings.topic_partitions,
             replication=self.settings.topic_replication,
         )
-        self.producer = new_producer(self.settings.kafka_bootstrap, self.service)
+        self.producer = new_producer(self.kafka, self.service)
         await _retry_forever("kafka producer", self.producer.start)
         self.processor.producer = self.relay.producer = self.producer
         self.relay.start()

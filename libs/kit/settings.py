@@ -61,8 +61,28 @@ def load_dev_pg_password(directory: Path, role: str) -> str:
     return _load_dev_secret(directory / role, lambda: secrets.token_hex(24), 32)
 
 
+def load_dev_kafka_password(directory: Path, principal: str) -> str:
+    """The development SCRAM password of one Kafka principal, `<directory>/<principal>`, created
+    on first use exactly as deploy/local/kafka/lib.sh creates it; the local brokers are formatted
+    with these credentials (and formatted afresh when the files change)."""
+    if not ROLE_NAME.fullmatch(principal):
+        raise ValueError(f"not a principal name: {principal!r}")
+    return _load_dev_secret(directory / principal, lambda: secrets.token_hex(24), 32)
+
+
 class DatabaseConfigError(ValueError):
     """No usable database credentials outside development: the service refuses to start."""
+
+
+class KafkaConfigError(ValueError):
+    """No usable Kafka credentials outside development: the service refuses to start."""
+
+
+# The Kafka principal of operators' tools (topics, ACLs, dead-letter replay, the bench and
+# tests' probes): the brokers' super user. Services never use it (libs/kit/kafka_acl.py).
+KAFKA_ADMIN = "admin"
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
 
 
 class ServiceSettings(BaseSettings):
@@ -75,6 +95,24 @@ class ServiceSettings(BaseSettings):
     http_port: int = 8100
 
     kafka_bootstrap: str = "127.0.0.1:9092"
+    # Each service authenticates as its own Kafka principal (named after it unless
+    # BACKROOM_KAFKA_USERNAME says otherwise), which the brokers' ACLs let write only the topics it
+    # owns and read only those it subscribes to; settings naming no service (an operator's tool)
+    # use the admin principal. The protocol defaults to SASL_SSL, or SASL_PLAINTEXT in
+    # development (the local brokers listen on loopback only); PLAINTEXT or SSL (mutual TLS) only
+    # when set. The password is BACKROOM_KAFKA_PASSWORD; in development, when unset, the
+    # principal's generated one (.run/dev-kafka-passwords/<principal>, or
+    # BACKROOM_DEV_KAFKA_PASSWORD_DIR); elsewhere a SASL protocol without one refuses to start.
+    kafka_security_protocol: str = ""
+    kafka_sasl_mechanism: str = "SCRAM-SHA-256"
+    kafka_username: str = ""
+    kafka_password: str = ""
+    dev_kafka_password_dir: Path | None = None
+    # TLS towards the brokers (SSL, SASL_SSL): the CA bundle that signed their certificates (the
+    # system's when unset), and a client certificate and key for mutual TLS.
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
     topic_partitions: int = 6
     topic_replication: int = 1
 
@@ -150,6 +188,46 @@ class ServiceSettings(BaseSettings):
         if self.service_name in SERVICE_ROLES and not self.is_dev and not self.database_url:
             self.database_password()  # refuses to start without one
         return self
+
+    @model_validator(mode="after")
+    def _kafka_principal(self) -> Self:
+        if not self.kafka_security_protocol:
+            self.kafka_security_protocol = "SASL_PLAINTEXT" if self.is_dev else "SASL_SSL"
+        self.kafka_security_protocol = self.kafka_security_protocol.upper()
+        if self.kafka_security_protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise KafkaConfigError(
+                f"BACKROOM_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+            )
+        self.kafka_sasl_mechanism = self.kafka_sasl_mechanism.upper()
+        if self.kafka_sasl_mechanism not in KAFKA_SASL_MECHANISMS:
+            raise KafkaConfigError(
+                f"BACKROOM_KAFKA_SASL_MECHANISM must be one of {', '.join(KAFKA_SASL_MECHANISMS)}"
+            )
+        if not self.kafka_username:
+            named = self.service_name in SERVICE_ROLES
+            self.kafka_username = self.service_name if named else KAFKA_ADMIN
+        # No password outside development refuses to start when the runtime connects
+        # (KafkaConnection.from_settings), not here: a migration job needs no broker.
+        return self
+
+    @property
+    def kafka_uses_sasl(self) -> bool:
+        return self.kafka_security_protocol.startswith("SASL_")
+
+    def dev_kafka_password_path(self) -> Path:
+        return self.dev_kafka_password_dir or CHECKOUT / ".run" / "dev-kafka-passwords"
+
+    def kafka_sasl_password(self) -> str:
+        """BACKROOM_KAFKA_PASSWORD; in development, when unset, the principal's generated one.
+        Elsewhere a missing password raises KafkaConfigError."""
+        if self.kafka_password:
+            return self.kafka_password
+        if not self.is_dev:
+            raise KafkaConfigError(
+                f"no password for Kafka principal {self.kafka_username!r}: set"
+                " BACKROOM_KAFKA_PASSWORD (or BACKROOM_KAFKA_SECURITY_PROTOCOL=SSL for mutual TLS)"
+            )
+        return load_dev_kafka_password(self.dev_kafka_password_path(), self.kafka_username)
 
     @property
     def is_dev(self) -> bool:

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from pydantic import BaseModel
 
 from libs.events.envelope import CloudEvent, new_event
-from libs.kit.kafka import ce_headers, topic_partitions
+from libs.kit.kafka import KafkaConnection, ce_headers, topic_partitions
 from libs.kit.settings import ServiceSettings
 
 
@@ -22,7 +22,11 @@ async def publish(
     event: CloudEvent, topic: str, key: str | None = None, value: bytes | None = None
 ) -> None:
     """Publish one CloudEvent (or raw bytes) as an upstream service's relay would."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap(), acks="all", enable_idempotence=True)
+    producer = AIOKafkaProducer(
+        **KafkaConnection.operator(bootstrap()).client_options(),
+        acks="all",
+        enable_idempotence=True,
+    )
     await producer.start()
     try:
         await producer.send_and_wait(
@@ -48,7 +52,9 @@ class TopicTail:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> "TopicTail":
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap(), enable_auto_commit=False)
+        self._consumer = AIOKafkaConsumer(
+            **KafkaConnection.operator(bootstrap()).client_options(), enable_auto_commit=False
+        )
         await self._consumer.start()
         partitions = await topic_partitions(self._consumer, self.topics)
         self._consumer.assign(partitions)

@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from fastapi import FastAPI
 
-from libs.kit.kafka import topic_partitions
+from libs.kit.kafka import KafkaConnection, topic_partitions
 
 
 @asynccontextmanager
@@ -38,8 +38,10 @@ async def group_caught_up(
     are not queued behind what earlier tests left on the shared topics."""
     if not topics:
         return
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    admin = AIOKafkaAdminClient(**KafkaConnection.operator(bootstrap).client_options())
+    probe = AIOKafkaConsumer(
+        **KafkaConnection.operator(bootstrap).client_options(), enable_auto_commit=False
+    )
     await admin.start()
     await probe.start()
     try:

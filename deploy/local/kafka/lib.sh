@@ -98,10 +98,52 @@ kf_new_cluster_id() {
   printf '%s\n' "$id"
 }
 
+# ---------------------------------------------------------------------------------------------
+# Principals (ADR 0007): one SCRAM credential each, the storage formatted with all of them.
+
+# As libs/kit/kafka_acl.py PRINCIPALS.
+KAFKA_PRINCIPALS=(admin catalog inventory pricing orders payments notifications subscriber)
+KAFKA_PW_DIR=${BACKROOM_DEV_KAFKA_PASSWORD_DIR:-$KAFKA_RUN_ROOT/dev-kafka-passwords}
+
+# kf_password PRINCIPAL: its development password, created once (random hex, mode 0600,
+# published with a hard link that never replaces an existing file: the same file and format
+# libs/kit/settings.py load_dev_kafka_password makes).
+kf_password() {
+  local file=$KAFKA_PW_DIR/$1 draft
+  if [[ ! -s $file ]]; then
+    mkdir -p "$KAFKA_PW_DIR"
+    chmod 700 "$KAFKA_PW_DIR"
+    draft=$KAFKA_PW_DIR/.$1.$$.$RANDOM
+    (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$draft" && echo >>"$draft")
+    ln "$draft" "$file" 2>/dev/null || true  # another process won: use its file
+    rm -f "$draft"
+  fi
+  tr -d '[:space:]' <"$file"
+}
+
+# Fingerprint of every principal's password: stored beside a formatted data dir, so storage
+# formatted with other credentials (or none: before ADR 0007) is found and formatted afresh.
+kf_credentials_hash() {
+  local p
+  for p in "${KAFKA_PRINCIPALS[@]}"; do printf '%s=%s\n' "$p" "$(kf_password "$p")"; done |
+    sha256sum | cut -d' ' -f1
+}
+
+# kf_reformat_if_stale DATA_DIR: remove a formatted DATA_DIR whose credentials differ (local
+# development data only: topics are created again by `backroom topics`).
+kf_reformat_if_stale() {
+  local data=$1
+  [[ -f $data/meta.properties ]] || return 0
+  [[ -f $data/backroom-credentials && $(<"$data/backroom-credentials") == "$(kf_credentials_hash)" ]] && return 0
+  kf_say "$data was formatted without this checkout's Kafka credentials; formatting it afresh"
+  rm -rf -- "$data"
+}
+
 # kf_render_config OUT NODE_ID PORT CONTROLLER_PORT VOTERS LOG_DIRS REPLICATION MIN_ISR DEDUPE
 kf_render_config() {
   local out=$1 text
   text=$(<"$KAFKA_TEMPLATE")
+  text=${text//@ADMIN_PASSWORD@/$(kf_password admin)}
   text=${text//@NODE_ID@/$2}
   text=${text//@PORT@/$3}
   text=${text//@CONTROLLER_PORT@/$4}
@@ -113,7 +155,7 @@ kf_render_config() {
   if [[ $text =~ @[A-Z_]+@ ]]; then
     kf_die "unfilled placeholder ${BASH_REMATCH[0]} in $KAFKA_TEMPLATE"
   fi
-  printf '%s\n' "$text" >"$out.tmp"
+  (umask 077 && printf '%s\n' "$text" >"$out.tmp")  # holds the admin password
   mv -f "$out.tmp" "$out"
 }
 
@@ -127,15 +169,20 @@ kf_meta_cluster_id() {
 # kf_format WORKDIR DATA_DIR CLUSTER_ID: format DATA_DIR unless it already has meta.properties.
 # Static quorum: no --standalone / --initial-controllers flag.
 kf_format() {
-  local w=$1 data=$2 cid=$3 t0
+  local w=$1 data=$2 cid=$3 t0 p
+  local -a scram=()
   [[ -f $data/meta.properties ]] && return 0
   mkdir -p "$data"
   t0=$(kf_now)
+  for p in "${KAFKA_PRINCIPALS[@]}"; do
+    scram+=(--add-scram "SCRAM-SHA-256=[name=$p,password=$(kf_password "$p")]")
+  done
   if ! "$KAFKA_JAVA" -Xmx256m -Dlog4j2.configurationFile="$KAFKA_LOG4J2" -cp "$KAFKA_LIB/*" \
-      kafka.tools.StorageTool format -t "$cid" -c "$w/server.properties" >"$w/format.out" 2>&1; then
+      kafka.tools.StorageTool format -t "$cid" -c "$w/server.properties" "${scram[@]}" >"$w/format.out" 2>&1; then
     cat "$w/format.out" >&2
     kf_die "formatting $data failed (output above, also in $w/format.out)"
   fi
+  kf_credentials_hash >"$data/backroom-credentials"
   kf_say "formatted $data (cluster id $cid) in $(kf_elapsed "$t0")s"
 }
 
@@ -171,7 +218,7 @@ kf_running_pid() {
 
 # Broker port a running node was started with (from its rendered config).
 kf_config_port() {
-  sed -n 's|^listeners=PLAINTEXT://[^:]*:\([0-9]*\),.*|\1|p' "$1/server.properties" 2>/dev/null
+  sed -n 's|^listeners=CLIENT://[^:]*:\([0-9]*\),.*|\1|p' "$1/server.properties" 2>/dev/null
 }
 
 # kf_check_ports_free PORT...: fail if any port already answers on loopback.

@@ -11,7 +11,7 @@ from libs.events import topics
 from libs.events.common import WireModel
 from libs.kit.db import Database, kit_metadata
 from libs.kit.inbox import EventContext
-from libs.kit.kafka import ensure_topics
+from libs.kit.kafka import KafkaConnection, ensure_topics
 from libs.kit.runtime import Runtime
 from libs.kit.settings import SUPERUSER, ServiceSettings
 
@@ -70,7 +70,7 @@ async def create_database(name: str) -> None:
 
 async def new_topic() -> str:
     topic = f"test.kit.{uuid.uuid4().hex[:10]}"
-    await ensure_topics(ServiceSettings().kafka_bootstrap, [topic, topics.dlq(topic)], partitions=6)
+    await ensure_topics(KafkaConnection.operator(), [topic, topics.dlq(topic)], partitions=6)
     return topic
 
 

@@ -10,9 +10,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from libs.events import topics
 from libs.kit.cli import read_dlq, replay_dlq
 from libs.kit.db import Database
+from libs.kit.kafka import KafkaConnection
 from libs.kit.outbox import Emitter, OutboxRelay
 from libs.kit.runtime import Runtime
-from libs.kit.settings import ServiceSettings
 from tests.integration.kit.harness import (
     Ping,
     Switch,
@@ -63,7 +63,7 @@ async def test_poison_message_is_dead_lettered_and_replayed_once_fixed(producer:
     switch = Switch()
     consumer = consumer_runtime(topic, switch)
     await consumer.start()
-    bootstrap = ServiceSettings().kafka_bootstrap
+    bootstrap = KafkaConnection.operator()
     try:
         key = f"poison-{topic}"
         [bad] = await emit(producer, topic, Ping(key=key, position=1, poison=True))
@@ -170,7 +170,7 @@ async def test_a_poison_event_amid_a_backlog_fails_alone(producer: Runtime) -> N
     prefix = f"backlog-{topic}-"
     keys = [f"{prefix}{k}" for k in range(3)]
     pings = [Ping(key=keys[i % 3], position=i, poison=i == 137) for i in range(300)]
-    bootstrap = ServiceSettings().kafka_bootstrap
+    bootstrap = KafkaConnection.operator()
     async with TopicTail(topic) as tail:
         ids = await emit(producer, topic, *pings)
         await tail.wait_for(lambda e: e["id"] == ids[-1])  # the whole backlog is on the topic

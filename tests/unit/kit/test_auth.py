@@ -74,7 +74,9 @@ def dev_settings(tmp_path: Path, **overrides: Any) -> ServiceSettings:
 
 
 def production_settings(**overrides: Any) -> ServiceSettings:
-    return ServiceSettings(**({"env": "production", "jwt_secret": None} | overrides))
+    # Kafka credentials are not what these tests are about (tests/unit/kit/test_kafka_acl.py).
+    base = {"env": "production", "jwt_secret": None, "kafka_password": "broker-credential"}
+    return ServiceSettings(**(base | overrides))
 
 
 def hmac_token(claims: dict[str, Any], key: bytes, kid: str) -> str:

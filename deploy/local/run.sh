@@ -30,13 +30,16 @@ cd "$REPO_ROOT"
 bash "$LOCAL_DIR/services.sh" up
 bash "$LOCAL_DIR/nginx.sh" up
 .venv/bin/python "$LOCAL_DIR/seed.py" "$GATEWAY"
+SUBSCRIBER_PASSWORD=$(tr -d '[:space:]' <"${BACKROOM_DEV_KAFKA_PASSWORD_DIR:-$REPO_ROOT/.run/dev-kafka-passwords}/subscriber")
 cat <<EOM
 
 Backroom is up ($(elapsed "$t0")s).
   gateway        $GATEWAY   (/catalog /pricing /inventory /orders /payments /notifications)
   services       catalog :8101  inventory :8102  pricing :8103  orders :8104  payments :8105  notifications :8106
                  each with /health/live /health/ready /metrics /docs
-  kafka          127.0.0.1:${KAFKA_PORT:-9092}
+  kafka          127.0.0.1:${KAFKA_PORT:-9092}, SASL_PLAINTEXT + SCRAM-SHA-256, ACLs per principal
+                 downstream subscriber (reads the public topics): user subscriber password $SUBSCRIBER_PASSWORD
+                 aiokafka client settings: .venv/bin/backroom kafka-config --principal subscriber
   postgresql     postgresql://<service>@127.0.0.1:${PGPORT:-55432}/<service> (each service its own role;
                  password in .run/dev-pg-passwords/<service>; operator: postgres on loopback)
   smtp sink      127.0.0.1:${SMTP_PORT:-2525}, mail in $RUN_DIR/smtp/maildir

@@ -103,7 +103,8 @@ kf_new_cluster_id() {
 
 # As libs/kit/kafka_acl.py PRINCIPALS.
 KAFKA_PRINCIPALS=(admin catalog inventory pricing orders payments notifications subscriber)
-KAFKA_PW_DIR=${BACKROOM_DEV_KAFKA_PASSWORD_DIR:-$KAFKA_RUN_ROOT/dev-kafka-passwords}
+# Per checkout (like .run/dev-pg-passwords), whatever BACKROOM_RUN_DIR says: the services read it there.
+KAFKA_PW_DIR=${BACKROOM_DEV_KAFKA_PASSWORD_DIR:-$BACKROOM_ROOT/.run/dev-kafka-passwords}
 
 # kf_password PRINCIPAL: its development password, created once (random hex, mode 0600,
 # published with a hard link that never replaces an existing file: the same file and format

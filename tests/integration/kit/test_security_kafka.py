@@ -56,7 +56,7 @@ async def read(options: dict[str, object], topic: str) -> int:
     """Fetch partition 0 of `topic` from its start (no group); how many records came back.
     Raises TopicAuthorizationFailedError when the broker hides the topic (no DESCRIBE) or
     refuses the fetch (no READ)."""
-    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, max_partition_fetch_bytes=4096)  # type: ignore[arg-type]
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False, max_partition_fetch_bytes=4096)
     try:
         await consumer.start()
         await consumer._client.add_topic(topic)  # a metadata request naming it
@@ -75,7 +75,7 @@ async def join(options: dict[str, object], topic: str, group: str) -> None:
     """Join `group` on `topic` and fetch once (raises what the broker answered)."""
     consumer = AIOKafkaConsumer(
         topic,
-        **options,  # type: ignore[arg-type]
+        **options,
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="latest",

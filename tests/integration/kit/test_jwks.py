@@ -80,6 +80,9 @@ async def catalog(
         jwt_leeway_s=0,
         # Production settings need the database role's password: catalog's development one.
         pg_password=CatalogSettings(env="dev").database_password(),
+        # And its Kafka principal's, on the local broker (SASL without TLS, on loopback).
+        kafka_security_protocol="SASL_PLAINTEXT",
+        kafka_password=CatalogSettings(env="dev").kafka_sasl_password(),
     )
     async with running(create_app(settings)) as client:
         yield client

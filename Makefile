@@ -55,7 +55,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	@SAY_PREFIX=lint bash -c '. deploy/local/lib.sh && ensure_apt_pkg shellcheck shellcheck'
-	shellcheck -x -P SCRIPTDIR deploy/local/*.sh $(wildcard .ci/run)
+	shellcheck -x -P SCRIPTDIR deploy/local/*.sh deploy/compose/*.sh $(wildcard .ci/run)
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy libs services bench tests
 

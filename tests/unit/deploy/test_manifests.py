@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import os
 import re
 import shlex
 import shutil
@@ -24,13 +25,19 @@ import yaml
 
 from libs.kit.auth import REPOSITORY_SECRETS
 from libs.kit.cli import SERVICES, build_parser
-from libs.kit.settings import ServiceSettings
+from libs.kit.kafka import KafkaConnection
+from libs.kit.kafka_acl import PRINCIPALS, Acl, Operation, Pattern, Permission, Resource, acls
+from libs.kit.settings import KAFKA_ADMIN, ServiceSettings
+from tests.support import strimzi
 
 ROOT = Path(__file__).resolve().parents[3]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 K8S_DIR = ROOT / "deploy" / "k8s"
 COMPOSE_NGINX = ROOT / "deploy" / "compose" / "nginx.conf"
 K8S_NGINX = K8S_DIR / "gateway" / "nginx.conf"
+KAFKA_USERS = K8S_DIR / "kafka-users.yaml"
+KAFKA_START = ROOT / "deploy" / "compose" / "kafka-start.sh"
+LOCAL_KAFKA_TEMPLATE = ROOT / "deploy" / "local" / "kafka" / "server.properties.tmpl"
 LOCAL_NGINX_TEMPLATE = ROOT / "deploy" / "local" / "nginx" / "nginx.conf.tmpl"
 
 COMPOSE_INFRA = {"kafka", "postgres", "smtp", "migrate", "gateway"}
@@ -255,6 +262,9 @@ def env_sources(container: dict[str, Any]) -> dict[str, str]:
             if name.startswith(PG_SECRET_PREFIX):
                 names |= dict.fromkeys(pg_secret_keys(name), "")
                 continue
+            if name.startswith(KAFKA_SECRET_PREFIX):
+                names |= dict.fromkeys(kafka_secret_keys(name), "")
+                continue
             assert name == OPERATOR_SECRET
             names |= dict.fromkeys(operator_secret_keys(), "")
     return names | explicit_env(container)
@@ -271,6 +281,28 @@ def pg_secret_keys(name: str) -> set[str]:
     ]
     assert name.removeprefix(PG_SECRET_PREFIX) in SERVICES
     return set(re.findall(r"--from-literal=(\w+)=", command))
+
+
+KAFKA_SECRET_PREFIX = "backroom-kafka-"
+KAFKA_CA_SECRET = "backroom-kafka-ca"
+
+
+@cache
+def kafka_secret_command() -> str:
+    """The documented command creating every principal's Kafka Secret (kustomization.yaml)."""
+    text = (K8S_DIR / "kustomization.yaml").read_text()
+    (command,) = [
+        line.lstrip("# ").strip()
+        for line in text.splitlines()
+        if f"create secret generic {KAFKA_SECRET_PREFIX}$" in line
+    ]
+    return command
+
+
+def kafka_secret_keys(name: str) -> set[str]:
+    """The keys of a principal's Kafka Secret, from its documented creation command."""
+    assert name.removeprefix(KAFKA_SECRET_PREFIX) in PRINCIPALS, f"no principal for {name}"
+    return set(re.findall(r"--from-literal=(\w+)=", kafka_secret_command()))
 
 
 OPERATOR_SECRET = "backroom-secrets"
@@ -711,7 +743,9 @@ def test_gateway_config_passes_nginx_t(where: str, tmp_path: Path) -> None:
 def test_kustomization_lists_every_manifest_and_generates_the_gateway_config() -> None:
     listed = set(kustomization()["resources"])
     on_disk = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
-    assert listed == on_disk
+    # The Strimzi KafkaUsers belong in the Kafka cluster's namespace: applied apart.
+    assert KAFKA_USERS.name in on_disk and KAFKA_USERS.name not in listed
+    assert listed == on_disk - {KAFKA_USERS.name}
     assert kustomization()["namespace"] == "backroom"
     generated = {g["name"]: g for g in kustomization()["configMapGenerator"]}
     files = dict(f.split("=", 1) for f in generated["gateway-nginx"]["files"])
@@ -862,11 +896,13 @@ def test_k8s_service_selects_its_deployment_on_the_settings_port(service: str) -
 
 
 @pytest.mark.parametrize("service", SERVICES)
-def test_k8s_init_container_prepares_topics_and_its_own_schema(service: str) -> None:
+def test_k8s_init_container_migrates_its_own_schema(service: str) -> None:
+    """Only its schema: the topics and ACLs need Kafka's admin (the migrate Job), and the
+    service creates those it writes itself when it starts."""
     (init,) = pod_spec(k8s_one("Deployment", service))["initContainers"]
-    assert init["command"] == ["sh", "-c"]
-    commands = backroom_chain(init["args"][0])
-    assert commands == [["backroom", "topics"], ["backroom", "migrate", service]]
+    assert "command" not in init, "the image's entrypoint is `backroom`"
+    assert init["args"] == ["migrate", service]
+    assert parse_cli(init["args"]).services == [service]
 
 
 def test_k8s_orders_and_notifications_reach_their_dependencies() -> None:
@@ -898,9 +934,12 @@ def test_k8s_migration_job_creates_topics_then_migrates_every_database() -> None
 @pytest.mark.parametrize("service", SERVICES)
 def test_k8s_service_connects_as_its_own_role_with_only_its_password(service: str) -> None:
     deployment = k8s_one("Deployment", service)
-    for container in [*pod_spec(deployment)["initContainers"], main_container(deployment)]:
-        secrets = [s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s]
-        assert secrets == [OPERATOR_SECRET, f"{PG_SECRET_PREFIX}{service}"], container["name"]
+    (init,) = pod_spec(deployment)["initContainers"]
+    main = main_container(deployment)
+    own = [OPERATOR_SECRET, f"{PG_SECRET_PREFIX}{service}"]
+    for container, secrets in ((init, own), (main, [*own, f"{KAFKA_SECRET_PREFIX}{service}"])):
+        refs = [s["secretRef"]["name"] for s in container["envFrom"] if "secretRef" in s]
+        assert refs == secrets, container["name"]
         env = env_sources(container)
         assert "BACKROOM_PG_USER" not in env, "the role defaults to the service's name"
         assert "BACKROOM_PG_PASSWORD" in env
@@ -964,3 +1003,492 @@ def test_k8s_kustomization_builds() -> None:
     mounted = [v["configMap"]["name"] for v in pod_spec(gateway)["volumes"] if "configMap" in v]
     assert mounted == generated, "the gateway mounts the generated (hash-named) ConfigMap"
     assert {d["metadata"].get("namespace", "backroom") for d in built} == {"backroom"}
+
+
+# =================================================================================================
+# Kafka principals and ACLs (ADR 0007): every client authenticates as its own principal, the
+# brokers deny what no ACL allows, and no password is committed
+# =================================================================================================
+
+KAFKA_PASSWORD_VAR = "BACKROOM_KAFKA_PASSWORD_{}"
+# The security settings the compose broker shares with the local brokers' template.
+BROKER_SECURITY = (
+    "sasl.enabled.mechanisms",
+    "sasl.mechanism.inter.broker.protocol",
+    "sasl.mechanism.controller.protocol",
+    "listener.name.controller.sasl.enabled.mechanisms",
+    "authorizer.class.name",
+    "super.users",
+    "allow.everyone.if.no.acl.found",
+    "auto.create.topics.enable",
+)
+
+
+def kafka_password_var(principal: str) -> str:
+    """The operator's variable holding a principal's password (compose)."""
+    return KAFKA_PASSWORD_VAR.format(principal.upper())
+
+
+def dummy_password(principal: str) -> str:
+    return f"{principal}-test-password-0123456789"
+
+
+def backroom_settings(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], **fields: Any
+) -> ServiceSettings:
+    """The settings a process with exactly this BACKROOM_* environment gets (secret values the
+    operator provides are filled with a dummy). Nothing of the test process leaks in."""
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX):
+            filled = value or ("x" * 40 if SECRET_NAME.search(name) else value)
+            monkeypatch.setenv(name, filled)
+    return ServiceSettings(**fields)
+
+
+def properties(text: str) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#")
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def script_array(path: Path, name: str) -> list[str]:
+    found = re.search(rf"(?m)^{name}=\(([^)]*)\)", path.read_text())
+    assert found, f"{path} defines no {name}=(...)"
+    return found.group(1).split()
+
+
+def compose_kafka_environment(**overrides: str) -> dict[str, str]:
+    """The kafka container's environment as compose gives it, with every principal's password
+    (which the operator provides) set to a dummy."""
+    env = compose_env("kafka")
+    for principal in PRINCIPALS:
+        env[kafka_password_var(principal)] = dummy_password(principal)
+    return {"PATH": os.environ["PATH"], **env, **overrides}
+
+
+def run_kafka_start(
+    env: dict[str, str], *args: str, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", str(KAFKA_START), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def render_compose_kafka(tmp_path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(server.properties, admin.properties) as kafka-start.sh renders them in the container."""
+    env = compose_kafka_environment(KF_CONFIG_DIR=str(tmp_path))
+    result = run_kafka_start(env, "--render-only")
+    assert result.returncode == 0, result.stderr
+    server = (tmp_path / "server.properties").read_text()
+    admin = (tmp_path / "admin.properties").read_text()
+    for path in (tmp_path / "server.properties", tmp_path / "admin.properties"):
+        assert path.stat().st_mode & 0o077 == 0, f"{path.name} holds the admin password"
+    return properties(server), properties(admin)
+
+
+def kafka_start_default(name: str) -> str:
+    """A path default of kafka-start.sh (`NAME=${NAME:-default}`), with $KF_HOME expanded."""
+    text = KAFKA_START.read_text()
+    defaults: dict[str, str] = dict(re.findall(r"(?m)^(KF_\w+)=\$\{\1:-([^}]*)\}", text))
+    return defaults[name].replace("$KF_HOME", defaults["KF_HOME"])
+
+
+# --- compose ---------------------------------------------------------------------------------
+
+
+def test_compose_kafka_formats_a_credential_for_every_principal() -> None:
+    """The storage is formatted with one SCRAM credential per principal of the model, each
+    password the operator's BACKROOM_KAFKA_PASSWORD_<PRINCIPAL> (required: no default)."""
+    spec = compose_service("kafka")
+    raw = spec["environment"]
+    passwords = {name for name in raw if name.startswith(KAFKA_PASSWORD_VAR.format(""))}
+    assert passwords == {kafka_password_var(p) for p in PRINCIPALS}
+    for name in passwords:
+        assert required_variable(raw[name]) == name, f"{name} must have no default"
+    assert script_array(KAFKA_START, "PRINCIPALS") == list(PRINCIPALS)
+    local_lib = ROOT / "deploy" / "local" / "kafka" / "lib.sh"
+    assert script_array(local_lib, "KAFKA_PRINCIPALS") == list(PRINCIPALS)
+    script = KAFKA_START.read_text()
+    assert "--add-scram" in script and "--ignore-formatted" in script
+    # The container runs the script compose mounts, from this repository.
+    mounts = {
+        target: source
+        for source, target, *_ in (str(v).split(":") for v in spec["volumes"])
+        if source.startswith("./")
+    }
+    assert spec["entrypoint"][0] == "bash"
+    assert (ROOT / mounts[spec["entrypoint"][1]]).resolve() == KAFKA_START
+    home = kafka_start_default("KF_HOME")
+    assert home == "/opt/kafka", "the apache/kafka image's installation"
+
+
+def test_compose_kafka_listeners_all_authenticate_and_deny_by_default(tmp_path: Path) -> None:
+    server, admin = render_compose_kafka(tmp_path)
+    protocols = dict(p.split(":") for p in server["listener.security.protocol.map"].split(","))
+    listeners = [entry.split("://")[0] for entry in server["listeners"].split(",")]
+    assert set(listeners) == set(protocols)
+    for listener in listeners:
+        assert protocols[listener].startswith("SASL_"), f"{listener} does not authenticate"
+    (controller,) = server["controller.listener.names"].split(",")
+    admin_password = dummy_password(KAFKA_ADMIN)
+    for listener in listeners:
+        name = listener.lower()
+        if listener == controller:
+            jaas = server[f"listener.name.{name}.plain.sasl.jaas.config"]
+            assert f'user_{KAFKA_ADMIN}="{admin_password}"' in jaas, "admin is the one PLAIN user"
+        else:
+            jaas = server[f"listener.name.{name}.scram-sha-256.sasl.jaas.config"]
+        assert f'username="{KAFKA_ADMIN}" password="{admin_password}"' in jaas
+    assert server["inter.broker.listener.name"] != controller
+    assert server["authorizer.class.name"].endswith(".StandardAuthorizer")
+    assert server["super.users"] == f"User:{KAFKA_ADMIN}"
+    assert server["allow.everyone.if.no.acl.found"] == "false"
+    assert server["auto.create.topics.enable"] == "false"
+    # Like the local brokers, setting for setting, JAAS strings included.
+    local = properties(LOCAL_KAFKA_TEMPLATE.read_text().replace("@ADMIN_PASSWORD@", admin_password))
+    for key in BROKER_SECURITY:
+        assert server[key] == local[key], key
+    for key in (k for k in local if k.endswith(".sasl.jaas.config")):
+        assert server[key] == local[key], key
+    # The healthcheck logs in with the admin settings the script writes.
+    assert admin["security.protocol"] == "SASL_PLAINTEXT"
+    assert admin["sasl.mechanism"] == server["sasl.mechanism.inter.broker.protocol"]
+    assert f'username="{KAFKA_ADMIN}" password="{admin_password}"' in admin["sasl.jaas.config"]
+    check = " ".join(compose_service("kafka")["healthcheck"]["test"])
+    assert f"--command-config {kafka_start_default('KF_CONFIG_DIR')}/admin.properties" in check
+    advertised = [e.split("://")[0] for e in server["advertised.listeners"].split(",")]
+    assert "HOST" in advertised and protocols["HOST"].startswith("SASL_")
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BACKROOM_KAFKA_PASSWORD_SUBSCRIBER", ""),
+        ("BACKROOM_KAFKA_PASSWORD_ADMIN", 'abc"def0123456789xyz'),
+        ("BACKROOM_KAFKA_PASSWORD_ORDERS", "short"),
+        ("BACKROOM_KAFKA_PASSWORD_PAYMENTS", "0123456789abcdef,name=admin"),
+    ],
+)
+def test_compose_kafka_start_refuses_a_missing_or_unsafe_password(
+    variable: str, value: str, tmp_path: Path
+) -> None:
+    env = compose_kafka_environment(KF_CONFIG_DIR=str(tmp_path))
+    env[variable] = value
+    result = run_kafka_start(env, "--render-only")
+    assert result.returncode != 0 and variable in result.stderr
+    assert not (tmp_path / "server.properties").exists()
+
+
+def cached_kafka_lib() -> Path | None:
+    """The broker jars deploy/local/kafka.sh fetched (None when this machine has none)."""
+    version = re.search(
+        r"(?m)^KAFKA_VERSION=([\d.]+)", (ROOT / "deploy/local/kafka/lib.sh").read_text()
+    )
+    assert version
+    cache = Path(os.environ.get("BACKROOM_CACHE", Path.home() / ".cache" / "backroom"))
+    lib = cache / f"kafka-{version.group(1)}" / "lib"
+    return lib if (lib / f"kafka_2.13-{version.group(1)}.jar").is_file() else None
+
+
+@pytest.mark.skipif(
+    shutil.which("java") is None or cached_kafka_lib() is None,
+    reason="no java or no cached Kafka jars (deploy/local/kafka.sh fetch)",
+)
+def test_compose_kafka_start_formats_the_storage_once_with_every_principal(
+    tmp_path: Path,
+) -> None:
+    """kafka-start.sh against the real StorageTool (the local jars standing in for the image's
+    /opt/kafka): the rendered config formats, every principal is in the bootstrap metadata,
+    a restart keeps the storage, other passwords are refused."""
+    home, data = tmp_path / "kafka", tmp_path / "data"
+    (home / "bin").mkdir(parents=True)
+    log4j = ROOT / "deploy" / "local" / "kafka" / "log4j2.properties"
+    storage = home / "bin" / "kafka-storage.sh"
+    storage.write_text(
+        "#!/usr/bin/env bash\n"
+        f'exec java -Xmx256m -Dlog4j2.configurationFile={log4j} -cp "{cached_kafka_lib()}/*"'
+        ' kafka.tools.StorageTool "$@"\n'
+    )
+    start = home / "bin" / "kafka-server-start.sh"
+    start.write_text('#!/usr/bin/env bash\necho "broker started with $1"\n')
+    for script in (storage, start):
+        script.chmod(0o755)
+    env = compose_kafka_environment(
+        KF_HOME=str(home), KF_CONFIG_DIR=str(tmp_path / "config"), KAFKA_LOG_DIRS=str(data)
+    )
+
+    first = run_kafka_start(env, timeout=120)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "formatted" in first.stdout and "broker started with" in first.stdout
+    assert "storedKey" not in first.stdout + first.stderr, "SCRAM keys are not logged"
+    meta = properties((data / "meta.properties").read_text())
+    assert meta["cluster.id"] == compose_env("kafka")["CLUSTER_ID"]
+    metadata = (data / "bootstrap.checkpoint").read_bytes()
+    for principal in PRINCIPALS:
+        assert principal.encode() in metadata, f"no SCRAM credential for {principal}"
+
+    again = run_kafka_start(env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert "formatted" not in again.stdout and "broker started with" in again.stdout
+
+    changed = run_kafka_start({**env, kafka_password_var("orders"): "another-password-0123456789"})
+    assert changed.returncode != 0 and "docker compose down -v" in changed.stderr
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_compose_service_logs_in_to_kafka_as_itself(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = compose_service(service)["environment"]
+    env = compose_env(service)
+    assert env["BACKROOM_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert "BACKROOM_KAFKA_USERNAME" not in env, "the principal defaults to the service's name"
+    # Its own password, the one the broker formatted its principal with: no other service's.
+    variable = required_variable(raw["BACKROOM_KAFKA_PASSWORD"])
+    assert variable == kafka_password_var(service)
+    assert required_variable(compose_service("kafka")["environment"][variable]) == variable
+    assert not [name for name in raw if name.startswith(KAFKA_PASSWORD_VAR.format(""))]
+
+    env["BACKROOM_KAFKA_PASSWORD"] = dummy_password(service)
+    kafka = KafkaConnection.from_settings(backroom_settings(monkeypatch, env, service_name=service))
+    broker = compose_env("kafka")
+    assert (kafka.username, kafka.password) == (service, dummy_password(service))
+    assert kafka.uses_sasl and not kafka.uses_tls
+    assert kafka.sasl_mechanism in broker["KAFKA_SASL_ENABLED_MECHANISMS"].split(",")
+
+
+def test_compose_migrate_creates_topics_and_acls_as_the_kafka_admin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    raw = compose_service("migrate")["environment"]
+    env = compose_env("migrate")
+    assert env["BACKROOM_KAFKA_USERNAME"] == KAFKA_ADMIN
+    variable = required_variable(raw["BACKROOM_KAFKA_PASSWORD"])
+    assert variable == kafka_password_var(KAFKA_ADMIN)
+    topics = backroom_chain(compose_service("migrate")["command"][0])[0]
+    assert parse_cli(topics[1:]).no_acls is False, "compose's broker gets its ACLs from migrate"
+
+    env["BACKROOM_KAFKA_PASSWORD"] = dummy_password(KAFKA_ADMIN)
+    kafka = KafkaConnection.from_settings(backroom_settings(monkeypatch, env))
+    assert (kafka.username, kafka.security_protocol) == (KAFKA_ADMIN, "SASL_PLAINTEXT")
+    assert compose_env("kafka")["KAFKA_SUPER_USERS"] == f"User:{kafka.username}"
+
+
+def test_compose_commits_no_secret_value() -> None:
+    """Every password or secret in compose is the operator's ${VAR:?...}: no literal, no
+    default. And no KAFKA_* broker setting carries one (kafka-start.sh adds the JAAS)."""
+    for name, spec in compose()["services"].items():
+        for variable, value in (spec.get("environment") or {}).items():
+            if SECRET_NAME.search(variable):
+                assert required_variable(value), f"{name}: {variable} has a committed value"
+    for variable, value in compose_env("kafka").items():
+        if variable.startswith("KAFKA_"):
+            assert "password" not in value.lower() and "jaas" not in variable.lower(), variable
+
+
+def test_no_password_literal_in_deploy_files() -> None:
+    """A password in a deploy file is always a placeholder: a shell or compose variable, a
+    template's @NAME@, a printf %s; YAML keys naming a password hold a variable or nothing."""
+    assignment = re.compile(r"(?i)\b(?:password|user_\w+)=\\?\"?([^\"\s,;\]\\]*)")
+    yaml_key = re.compile(r"(?im)^\s*-?\s*\w*password\w*:[ \t]*(\S.*)?$")
+    for path, text in {**deploy_texts(), "README.md": (ROOT / "README.md").read_text()}.items():
+        for value in assignment.findall(text):
+            assert value[:1] in ("$", "@", "%", ""), f"{path}: password literal {value!r}"
+        if path.endswith((".yml", ".yaml")):
+            for value in yaml_key.findall(text):
+                assert not value or value.startswith("${"), f"{path}: password value {value!r}"
+
+
+# --- deploy/k8s --------------------------------------------------------------------------------
+
+
+def kafka_workloads() -> dict[str, dict[str, Any]]:
+    """The containers that talk to Kafka: each service's main container and the migrate Job."""
+    containers = {svc: main_container(k8s_one("Deployment", svc)) for svc in SERVICES}
+    (job,) = k8s_all("Job").values()
+    (containers["migrate"],) = pod_spec(job)["containers"]
+    return containers
+
+
+def workload_of(name: str) -> dict[str, Any]:
+    return next(iter(k8s_all("Job").values())) if name == "migrate" else k8s_one("Deployment", name)
+
+
+def kafka_secrets(container: dict[str, Any]) -> list[str]:
+    refs = [s["secretRef"]["name"] for s in container.get("envFrom") or [] if "secretRef" in s]
+    refs += [
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for e in container.get("env") or []
+        if "secretKeyRef" in e.get("valueFrom", {})
+    ]
+    return [name for name in refs if name.startswith(KAFKA_SECRET_PREFIX)]
+
+
+def test_k8s_config_speaks_sasl_ssl_with_strimzis_mechanism() -> None:
+    config = k8s_one("ConfigMap", "backroom-config")["data"]
+    assert config["BACKROOM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    users = kafka_users()
+    kinds = {user["spec"]["authentication"]["type"] for user in users.values()}
+    assert kinds == {"scram-sha-512"} and config["BACKROOM_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert not {"BACKROOM_KAFKA_USERNAME", "BACKROOM_KAFKA_PASSWORD"} & set(config)
+    assert Path(config["BACKROOM_KAFKA_SSL_CAFILE"]).is_absolute()
+    # The example bootstrap address is the Strimzi cluster the KafkaUsers name.
+    host = host_port(config["BACKROOM_KAFKA_BOOTSTRAP"])[0]
+    clusters = {user["metadata"]["labels"]["strimzi.io/cluster"] for user in users.values()}
+    assert clusters == {host.split(".")[0].removesuffix("-kafka-bootstrap")}
+
+
+@pytest.mark.parametrize("workload", [*SERVICES, "migrate"])
+def test_k8s_kafka_clients_mount_the_brokers_ca(workload: str) -> None:
+    container = kafka_workloads()[workload]
+    cafile = Path(k8s_one("ConfigMap", "backroom-config")["data"]["BACKROOM_KAFKA_SSL_CAFILE"])
+    volumes = {v["name"]: v for v in pod_spec(workload_of(workload))["volumes"]}
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(cafile.parent)]
+    assert mount.get("readOnly") is True
+    secret = volumes[mount["name"]]["secret"]
+    assert secret["secretName"] == KAFKA_CA_SECRET
+    kustomization_text = (K8S_DIR / "kustomization.yaml").read_text()
+    assert f"--from-file={cafile.name}=" in kustomization_text, "documents the CA Secret's key"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_k8s_service_logs_in_to_kafka_as_itself(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployment = k8s_one("Deployment", service)
+    (init,) = pod_spec(deployment)["initContainers"]
+    assert not kafka_secrets(init), "the init container only migrates: no Kafka password"
+    container = main_container(deployment)
+    assert kafka_secrets(container) == [f"{KAFKA_SECRET_PREFIX}{service}"], "its own, no other"
+    env = env_sources(container)
+    assert "BACKROOM_KAFKA_PASSWORD" in env and "BACKROOM_KAFKA_USERNAME" not in env
+    kafka = KafkaConnection.from_settings(backroom_settings(monkeypatch, env, service_name=service))
+    assert kafka.username == service
+    assert (kafka.security_protocol, kafka.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+
+
+def test_k8s_migration_job_creates_topics_and_acls_as_the_kafka_admin(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    container = kafka_workloads()["migrate"]
+    assert kafka_secrets(container) == [f"{KAFKA_SECRET_PREFIX}{KAFKA_ADMIN}"]
+    assert explicit_env(container)["BACKROOM_KAFKA_USERNAME"] == KAFKA_ADMIN
+    topics = backroom_chain(container["args"][0])[0]
+    assert topics[1] == "topics"
+    kafka = KafkaConnection.from_settings(backroom_settings(monkeypatch, env_sources(container)))
+    assert (kafka.username, kafka.security_protocol) == (KAFKA_ADMIN, "SASL_SSL")
+
+
+def test_k8s_documents_creating_every_principals_kafka_secret() -> None:
+    command = kafka_secret_command()
+    loop = re.search(r"for p in ([\w ]+); do", command)
+    assert loop and loop.group(1).split() == list(PRINCIPALS)
+    assert kafka_secret_keys(f"{KAFKA_SECRET_PREFIX}orders") == {"BACKROOM_KAFKA_PASSWORD"}
+    assert '"$(openssl rand -hex 24)"' in command
+    # One password per principal, written to both namespaces (the KafkaUser reads Kafka's copy).
+    assert re.search(r"for ns in backroom \w+; do", command)
+    readme = (K8S_DIR / "README.md").read_text()
+    assert command in readme, "the README gives the same command"
+    assert f"create secret generic {KAFKA_CA_SECRET}" in readme
+
+
+# --- deploy/k8s/kafka-users.yaml (Strimzi) ---------------------------------------------------
+
+STRIMZI_RESOURCES = {"topic": Resource.TOPIC, "group": Resource.GROUP, "cluster": Resource.CLUSTER}
+STRIMZI_PATTERNS = {"literal": Pattern.LITERAL, "prefix": Pattern.PREFIXED}
+STRIMZI_PERMISSIONS = {"allow": Permission.ALLOW, "deny": Permission.DENY}
+STRIMZI_OPERATIONS = {
+    "Read": Operation.READ,
+    "Write": Operation.WRITE,
+    "Create": Operation.CREATE,
+    "Describe": Operation.DESCRIBE,
+    "IdempotentWrite": Operation.IDEMPOTENT_WRITE,
+}
+
+
+def kafka_users() -> dict[str, dict[str, Any]]:
+    users: dict[str, dict[str, Any]] = {}
+    for doc in yaml.safe_load_all(KAFKA_USERS.read_text()):
+        assert doc["apiVersion"] == "kafka.strimzi.io/v1beta2" and doc["kind"] == "KafkaUser"
+        name = doc["metadata"]["name"]
+        assert name not in users, f"two KafkaUsers named {name}"
+        users[name] = doc
+    return users
+
+
+def strimzi_acls(users: dict[str, dict[str, Any]]) -> list[Acl]:
+    """Every ACL the KafkaUsers ask Strimzi's User Operator for, in the model's terms."""
+    found: list[Acl] = []
+    for name, user in users.items():
+        authorization = user["spec"].get("authorization")
+        if authorization is None:
+            continue
+        assert authorization["type"] == "simple"
+        for rule in authorization["acls"]:
+            resource = rule["resource"]
+            kind = STRIMZI_RESOURCES[resource["type"]]
+            if kind is Resource.CLUSTER:
+                assert "name" not in resource, "the cluster resource has no name"
+            target = strimzi.CLUSTER_RESOURCE if kind is Resource.CLUSTER else resource["name"]
+            pattern = STRIMZI_PATTERNS[resource.get("patternType", "literal")]
+            permission = STRIMZI_PERMISSIONS[rule.get("type", "allow")]
+            assert rule.get("host", "*") == "*", "the model allows from any host"
+            assert "operation" not in rule, "deprecated: operations"
+            for operation in rule["operations"]:
+                found.append(
+                    Acl(name, kind, target, STRIMZI_OPERATIONS[operation], permission, pattern)
+                )
+    return found
+
+
+def test_kafka_users_grant_exactly_the_acl_model() -> None:
+    """Principal, resource type, name, pattern type, operation and allow/deny: the KafkaUsers
+    and `backroom topics` (libs/kit/kafka_acl.py acls()) grant the same, each once."""
+    granted = strimzi_acls(kafka_users())
+    assert sorted(granted) == acls()
+    assert {acl.permission for acl in granted} == set(Permission), "allows and denies"
+
+
+def test_kafka_users_acl_comparison_catches_a_drift() -> None:
+    """Not vacuous: one operation fewer, a deny turned allow, or an extra rule is a difference."""
+    users = kafka_users()
+    payments_rules = users["payments"]["spec"]["authorization"]["acls"]
+    payments_rules[0]["operations"].pop()
+    assert sorted(strimzi_acls(users)) != acls()
+    users = kafka_users()
+    subscriber_rules = users["subscriber"]["spec"]["authorization"]["acls"]
+    next(r for r in subscriber_rules if r["type"] == "deny")["type"] = "allow"
+    assert sorted(strimzi_acls(users)) != acls()
+    users = kafka_users()
+    users["orders"]["spec"]["authorization"]["acls"].append(
+        {"resource": {"type": "topic", "name": "backroom.payments"}, "operations": ["Write"]}
+    )
+    assert sorted(strimzi_acls(users)) != acls()
+
+
+def test_kafka_users_authenticate_every_principal_with_its_operators_secret() -> None:
+    users = kafka_users()
+    assert sorted(users) == sorted(PRINCIPALS)
+    for name, user in users.items():
+        assert "namespace" not in user["metadata"], "applied with -n <Kafka's namespace>"
+        authentication = user["spec"]["authentication"]
+        assert authentication["type"] == "scram-sha-512"
+        assert set(authentication["password"]) == {"valueFrom"}, "never a committed password"
+        assert authentication["password"]["valueFrom"]["secretKeyRef"] == {
+            "name": f"{KAFKA_SECRET_PREFIX}{name}",
+            "key": "BACKROOM_KAFKA_PASSWORD",
+        }
+        assert kafka_secret_keys(f"{KAFKA_SECRET_PREFIX}{name}") == {"BACKROOM_KAFKA_PASSWORD"}
+    # admin: no ACLs, the super user (as on the compose and local brokers).
+    assert "authorization" not in users[KAFKA_ADMIN]["spec"]
+    readme = (K8S_DIR / "README.md").read_text()
+    assert f"kubectl apply -n kafka -f {KAFKA_USERS.name}" in readme
+    assert "backroom topics --no-acls" in readme and "superUsers" in readme
+
+
+def test_kafka_users_file_is_what_the_generator_writes() -> None:
+    """Regenerate after changing libs/kit/kafka_acl.py:
+    .venv/bin/python -m tests.support.strimzi > deploy/k8s/kafka-users.yaml"""
+    assert KAFKA_USERS.read_text() == strimzi.render()

@@ -168,7 +168,16 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
-    @field_validator("jwt_secret", "jwks_url", "jwt_issuer", "jwt_audience", mode="before")
+    @field_validator(
+        "jwt_secret",
+        "jwks_url",
+        "jwt_issuer",
+        "jwt_audience",
+        "kafka_ssl_cafile",
+        "kafka_ssl_certfile",
+        "kafka_ssl_keyfile",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """An empty variable (a compose `${VAR:-}` or a ConfigMap's "") means not configured."""

@@ -180,3 +180,9 @@ def test_kafka_config_prints_aiokafka_keyword_arguments(
     assert options["security_protocol"] == "SASL_PLAINTEXT"
     with pytest.raises(SystemExit):
         cli.main(["kafka-config", "--principal", "nobody"])
+
+
+def test_an_empty_tls_file_setting_means_unset() -> None:
+    """A compose `${VAR:-}` or an empty ConfigMap value: the system's CAs, not Path('.')."""
+    settings = ServiceSettings(kafka_ssl_cafile="", kafka_ssl_certfile="", kafka_ssl_keyfile="")
+    assert (settings.kafka_ssl_cafile, settings.kafka_ssl_certfile) == (None, None)

@@ -53,6 +53,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
     from pydantic import ValidationError
 
+    from libs.kit.eventloop import service_loop
+
     module = importlib.import_module(f"services.{args.service}.main")
     try:
         app = module.create_app()
@@ -69,12 +71,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         app,
         host=settings.http_host,
         port=settings.http_port,
-        # The standard asyncio loop, not uvloop (uvicorn's "auto" picks uvloop when installed):
-        # under uvloop, aiokafka writing to a connection the broker has closed gets a
-        # RuntimeError it does not catch (aio-libs/aiokafka#1038), its group coordination task
-        # dies, and the consumer never fetches again (seen after a broker restart in make
-        # faults' kafka-kill).
-        loop="asyncio",
+        # uvloop, made safe for aiokafka (libs/kit/eventloop.py: aio-libs/aiokafka#1038).
+        loop=service_loop(),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=15,

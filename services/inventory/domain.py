@@ -1,4 +1,5 @@
-"""Inventory rules: availability, the low-stock crossing, and the reservation life cycle."""
+"""Inventory rules: availability and when it is announced, the low-stock crossing, and the
+reservation life cycle."""
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -73,6 +74,14 @@ def low_stock_signal(available: int, reorder_point: int, low_reported: bool) -> 
     was not announced yet; going back above the reorder point re-arms it."""
     low = available <= reorder_point
     return LowStockSignal(emit=low and not low_reported, low=low)
+
+
+def announces_level(before: StockLevel | None, after: StockLevel) -> bool:
+    """Whether a change is published as StockLevelChanged: only when `available` (what storefronts,
+    catalog and marketplaces sell from) moves, or a new sku gets its first level (`before` None).
+    A commit moves units from reserved to shipped with available unchanged: StockCommitted says
+    so, with the lines. ADR 0008."""
+    return before is None or after.available != before.available
 
 
 class ReservationStatus(StrEnum):

@@ -30,6 +30,7 @@ from services.inventory.domain import (
     ReservationStatus,
     StockDelta,
     StockItem,
+    StockLevel,
     StockMove,
     StockRuleViolation,
 )
@@ -131,7 +132,7 @@ async def set_stock(
     """Set the counted stock (creating the item if new); returns the item and whether it was new."""
     created = await tx.store.items.create(sku, on_hand, reorder_point or 0)
     if created is not None:
-        await _record_change(tx, created, on_hand, "set")
+        await _record_change(tx, None, created, on_hand, "set")
         return created, True
     current = await _lock_item(tx.store, sku)
     try:
@@ -144,7 +145,7 @@ async def set_stock(
     ):
         return current, False
     item = await tx.store.items.write(sku, wanted.on_hand, wanted.reorder_point)
-    await _record_change(tx, item, item.level.on_hand - current.level.on_hand, "set")
+    await _record_change(tx, current.level, item, item.level.on_hand - current.level.on_hand, "set")
     return item, False
 
 
@@ -156,7 +157,7 @@ async def adjust_stock(tx: Tx[Store], sku: str, delta: int, reason: str) -> Stoc
     except StockRuleViolation as exc:
         raise Conflict(str(exc)) from exc
     item = await tx.store.items.write(sku, wanted.on_hand)
-    await _record_change(tx, item, delta, reason)
+    await _record_change(tx, current.level, item, delta, reason)
     return item
 
 
@@ -341,57 +342,67 @@ async def _step(
 
 # --- stock rows ------------------------------------------------------------------------------
 
-_Moved = list[tuple[StockItem, StockDelta]]
+# Per line: its level before the move, its item after it, and the delta between them.
+_Moved = list[tuple[StockLevel, StockItem, StockDelta]]
 
 
 async def _move(store: Store, lines: Lines, move: StockMove) -> _Moved | Refused:
     """Apply `move` to every line or to none: the rows are locked first (one statement, in sku
     order), the domain decides on the locked levels, and one statement moves every line."""
     locked = await store.items.lock_for([sku for sku, _ in lines])
-    plan = domain.plan_move(lines, {sku: item.level for sku, item in locked.items()}, move)
+    before = {sku: item.level for sku, item in locked.items()}
+    plan = domain.plan_move(lines, before, move)
     if isinstance(plan, Refused):
         return plan
-    return list(zip(await store.items.move(plan), plan, strict=True))
+    moved = await store.items.move(plan)
+    return [(before[d.sku], item, d) for item, d in zip(moved, plan, strict=True)]
 
 
 async def _record_moves(
     store: Store, events: EventSink, moved: _Moved, move: StockMove, order_id: str
 ) -> None:
-    """Audit every moved line with one insert, then announce each new level."""
+    """Audit every moved line with one insert, then announce each line's level."""
     await store.movements.record(
-        [Movement.of(item.level, item.sku, d.on_hand, d.reserved) for item, d in moved],
+        [Movement.of(item.level, item.sku, d.on_hand, d.reserved) for _, item, d in moved],
         move.reason,
         order_id,
     )
-    for item, _ in moved:
-        await _announce(store, events, item, move.reason)
+    for before, item, _ in moved:
+        await _announce(store, events, before, item, move.reason)
 
 
-async def _record_change(tx: Tx[Store], item: StockItem, delta_on_hand: int, reason: str) -> None:
-    """After an operator's change of one item: audit it and announce the new level."""
+async def _record_change(
+    tx: Tx[Store], before: StockLevel | None, item: StockItem, delta_on_hand: int, reason: str
+) -> None:
+    """After an operator's change of one item (`before` None: it is new): audit it and announce
+    the new level."""
     await tx.store.movements.record(
         [Movement.of(item.level, item.sku, delta_on_hand, 0)], reason, None
     )
-    await _announce(tx.store, tx.events, item, reason)
+    await _announce(tx.store, tx.events, before, item, reason)
 
 
-async def _announce(store: Store, events: EventSink, item: StockItem, reason: str) -> None:
-    """StockLevelChanged, and StockLow on a crossing (the row is locked by the change that led
-    here, so the crossing is decided once)."""
+async def _announce(
+    store: Store, events: EventSink, before: StockLevel | None, item: StockItem, reason: str
+) -> None:
+    """StockLevelChanged when the domain says the change is one to announce, and StockLow on a
+    crossing, decided on every change whatever it announces (the row is locked by the change
+    that led here, so the crossing is decided once)."""
     level = item.level
     signal = domain.low_stock_signal(level.available, level.reorder_point, level.low_reported)
     if signal.low != level.low_reported:
         await store.items.mark_low(item.sku, signal.low)
-    await events.emit(
-        StockLevelChanged(
-            sku=item.sku,
-            on_hand=level.on_hand,
-            reserved=level.reserved,
-            available=level.available,
-            reason=reason,
-        ),
-        subject=item.sku,
-    )
+    if domain.announces_level(before, level):
+        await events.emit(
+            StockLevelChanged(
+                sku=item.sku,
+                on_hand=level.on_hand,
+                reserved=level.reserved,
+                available=level.available,
+                reason=reason,
+            ),
+            subject=item.sku,
+        )
     if signal.emit:
         await events.emit(
             StockLow(sku=item.sku, available=level.available, reorder_point=level.reorder_point),

@@ -16,6 +16,7 @@ from services.inventory.domain import (
     StockLevel,
     StockMove,
     StockRuleViolation,
+    announces_level,
     low_stock_signal,
     merge_lines,
     next_step,
@@ -50,6 +51,36 @@ class TestAvailability:
     def test_adjustment_cannot_take_reserved_units(self) -> None:
         with pytest.raises(StockRuleViolation, match="available"):
             StockLevel(on_hand=10, reserved=3, reorder_point=0).adjust(-8)
+
+
+class TestLevelAnnouncement:
+    """StockLevelChanged only when available moves (ADR 0008)."""
+
+    @pytest.mark.parametrize(
+        ("move", "announced"),
+        [
+            (StockMove.RESERVE, True),
+            (StockMove.COMMIT, False),  # reserved -> shipped: StockCommitted says it
+            (StockMove.UNRESERVE, True),
+            (StockMove.RESTOCK, True),
+            (StockMove.RETAKE, True),
+        ],
+    )
+    def test_each_move_of_an_order(self, move: StockMove, announced: bool) -> None:
+        before = StockLevel(on_hand=10, reserved=4, reorder_point=0)
+        d_on_hand, d_reserved = move.deltas(4)
+        after = StockLevel(before.on_hand + d_on_hand, before.reserved + d_reserved, 0)
+        assert announces_level(before, after) is announced
+
+    def test_operator_changes_are_announced_when_available_moves(self) -> None:
+        level = StockLevel(on_hand=10, reserved=4, reorder_point=2)
+        assert announces_level(level, level.adjust(-1))
+        assert announces_level(level, level.set_on_hand(4))
+        assert not announces_level(level, level.adjust(0))
+        assert not announces_level(level, level.set_on_hand(10, reorder_point=8))
+
+    def test_a_new_sku_is_announced_even_at_zero(self) -> None:
+        assert announces_level(None, StockLevel(on_hand=0, reserved=0, reorder_point=0))
 
 
 class TestLowStockCrossing:

@@ -99,9 +99,9 @@ class TestReserve:
             lines=lines(("a", 2), ("b", 3)),
             expires_at=START + TTL + timedelta(seconds=GRACE_S),
         )
-        assert [(e.sku, e.reserved, e.reason) for e in of(tx, StockLevelChanged)] == [
-            ("a", 2, "reserved"),
-            ("b", 3, "reserved"),
+        assert [(e.sku, e.reserved, e.available, e.reason) for e in of(tx, StockLevelChanged)] == [
+            ("a", 2, 8, "reserved"),
+            ("b", 3, 1, "reserved"),
         ]
         assert status(tx, "ord-1") == (ReservationStatus.RESERVED, None)
         assert tx.store.reservations.rows["ord-1"].correlation_id == "corr-ord-1"
@@ -177,11 +177,37 @@ class TestCommit:
 
         assert counts(tx, "a") == (6, 0, 6)
         assert status(tx, "ord-1") == (ReservationStatus.COMMITTED, None)
-        assert kinds(tx.events.emitted) == ["StockLevelChanged", "StockCommitted"]
-        assert of(tx, StockCommitted) == [StockCommitted(order_id="ord-1", lines=lines(("a", 4)))]
-        assert tx.events.emitted[0] == StockLevelChanged(
-            sku="a", on_hand=6, reserved=0, available=6, reason="committed"
-        )
+        # Available stays 6: no StockLevelChanged (ADR 0008); StockCommitted carries the lines.
+        assert tx.events.emitted == [StockCommitted(order_id="ord-1", lines=lines(("a", 4)))]
+        # The audit still records the move.
+        assert [
+            (e.movement.delta_on_hand, e.movement.delta_reserved, e.reason)
+            for e in tx.store.movements.of("a")
+        ][-1] == (-4, -4, "committed")
+
+    async def test_a_checkout_announces_each_level_once(self, tx: Tx, clock: MutableClock) -> None:
+        tx.store.items.put("a", 10)
+        tx.store.items.put("b", 5)
+
+        await place(tx, clock, "ord-1", [("a", 4), ("b", 1)])
+        await service.commit_order(tx, "ord-1")
+
+        assert [(e.sku, e.available) for e in of(tx, StockLevelChanged)] == [("a", 6), ("b", 4)]
+        assert kinds(tx.events.emitted)[-1] == "StockCommitted"
+
+    async def test_a_commit_while_low_reports_nothing_more(
+        self, tx: Tx, clock: MutableClock
+    ) -> None:
+        tx.store.items.put("a", 10, reorder_point=5)
+        await place(tx, clock, "ord-1", [("a", 6)])  # available 4: crosses
+        tx.events.emitted.clear()
+
+        await service.commit_order(tx, "ord-1")
+        await place(tx, clock, "ord-2", [("a", 1)])  # available 3: still the same crossing
+
+        assert counts(tx, "a") == (4, 1, 3)
+        assert of(tx, StockLow) == []
+        assert tx.store.items.level("a").low_reported
 
     async def test_a_duplicate_confirmation_changes_nothing(
         self, tx: Tx, clock: MutableClock
@@ -286,9 +312,10 @@ class TestCancel:
         await service.cancel_order(tx, "ord-1")
 
         assert counts(tx, "a") == (10, 0, 10)
-        assert tx.events.emitted[-1] == StockReleased(
-            order_id="ord-1", lines=lines(("a", 4)), reason="cancelled"
-        )
+        assert tx.events.emitted[-2:] == [
+            StockLevelChanged(sku="a", on_hand=10, reserved=0, available=10, reason="released"),
+            StockReleased(order_id="ord-1", lines=lines(("a", 4)), reason="cancelled"),
+        ]
 
     @pytest.mark.parametrize("placed", [True, False])
     async def test_a_cancellation_with_nothing_to_return_is_still_answered(
@@ -425,7 +452,11 @@ class TestExpiry:
         assert store.items.level("a") == StockLevel(6, 0, 0)
         assert store.reservations.rows["ord-1"].status is ReservationStatus.COMMITTED
         assert store.reservations.rows["ord-1"].reason == "committed_after_expiry"
-        assert of(tx, StockCommitted) == [StockCommitted(order_id="ord-1", lines=lines(("a", 4)))]
+        # Unlike a plain commit, taking the units again lowers available: announced.
+        assert tx.events.emitted == [
+            StockLevelChanged(sku="a", on_hand=6, reserved=0, available=6, reason="committed"),
+            StockCommitted(order_id="ord-1", lines=lines(("a", 4))),
+        ]
 
     async def test_a_confirmation_after_expiry_never_oversells(
         self, store: FakeStore, clock: MutableClock

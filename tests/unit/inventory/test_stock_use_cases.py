@@ -57,14 +57,30 @@ class TestSetStock:
             AuditEntry(Movement("mug", -4, 0, 8, 0), "set", None)
         ]
 
-    async def test_a_new_reorder_point_alone_is_a_change(self, tx: Tx) -> None:
+    async def test_a_new_reorder_point_alone_is_a_change_but_not_a_new_level(self, tx: Tx) -> None:
         tx.store.items.put("mug", 12, reorder_point=2)
 
         item, _ = await service.set_stock(tx, "mug", 12, 20)
 
         assert item.level.reorder_point == 20
-        assert levels(tx) == [("mug", 12, 0, 12, "set")]
+        assert tx.store.items.level("mug").reorder_point == 20
+        assert levels(tx) == []  # available is still 12 (ADR 0008)
         assert lows(tx) == [("mug", 12, 20)]  # the new point puts it at/below: announced once
+        assert tx.store.movements.of("mug") == [
+            AuditEntry(Movement("mug", 0, 0, 12, 0), "set", None)
+        ]
+
+    async def test_a_new_count_with_units_reserved_is_announced(self, tx: Tx) -> None:
+        tx.store.items.put("mug", 10, reserved=4)
+
+        await service.set_stock(tx, "mug", 7, None)
+
+        assert levels(tx) == [("mug", 7, 4, 3, "set")]
+
+    async def test_a_new_sku_at_zero_is_announced(self, tx: Tx) -> None:
+        await service.set_stock(tx, "mug", 0, None)
+
+        assert levels(tx) == [("mug", 0, 0, 0, "set")]
 
     async def test_the_same_count_again_changes_and_announces_nothing(self, tx: Tx) -> None:
         before = tx.store.items.put("mug", 12, reorder_point=2)
@@ -105,6 +121,19 @@ class TestAdjustStock:
         assert [(e.movement.delta_on_hand, e.reason) for e in tx.store.movements.of("mug")] == [
             (10, "restock"),
             (-3, "damage"),
+        ]
+
+    async def test_a_zero_adjustment_is_audited_but_announces_no_level(self, tx: Tx) -> None:
+        # The API refuses delta 0 (422); the use case still must not announce a level that
+        # did not move.
+        tx.store.items.put("mug", 10, reserved=3)
+
+        item = await service.adjust_stock(tx, "mug", 0, "count_correction")
+
+        assert item.level == StockLevel(10, 3, 0)
+        assert tx.events.emitted == []
+        assert [(e.movement.delta_on_hand, e.reason) for e in tx.store.movements.of("mug")] == [
+            (0, "count_correction")
         ]
 
     async def test_an_adjustment_never_takes_reserved_units(self, tx: Tx) -> None:

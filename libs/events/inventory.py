@@ -8,6 +8,11 @@ from libs.events.common import Line, WireModel
 
 
 class StockLevelChanged(WireModel):
+    """One sku's counts after a change that moved `available`, or a new sku's first level.
+    Not published when available stays the same: the commit of a reservation (on_hand and
+    reserved fall together) is announced by StockCommitted alone, so `on_hand` and `reserved`
+    are as of this event, not necessarily now."""
+
     sku: str
     on_hand: int
     reserved: int

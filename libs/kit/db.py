@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -16,7 +17,9 @@ from sqlalchemy import (
     Text,
     event,
     func,
+    text,
 )
+from sqlalchemy.engine import default as engine_default
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -29,6 +32,15 @@ from libs.kit.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 _AFTER_COMMIT = "backroom_after_commit"
+OUTBOX_COMMITTED = "backroom_outbox_committed"  # session.info: the hook that wakes the relay
+
+UNCACHEABLE_STATEMENTS = Counter(
+    "backroom_db_uncacheable_statements_total",
+    "Statements SQLAlchemy had to compile from scratch because they have no cache key "
+    "(e.g. any sqlalchemy.dialects.postgresql.insert, multi-row .values([...])): a hot path "
+    "among them costs a full SQL compile per call",
+)
+_UNCACHEABLE_SEEN: set[str] = set()
 
 # Tables every service database has; each service's first migration creates them.
 kit_metadata = MetaData()
@@ -56,11 +68,64 @@ processed_events = Table(
 )
 
 
+# The kit's own hot statements, as text: fixed-shape and compiled once whatever the row count
+# (ADR 0009). SQLAlchemy never caches `postgresql.insert` (its class sets inherit_cache=False) nor
+# a multi-row `.values([...])`, and recompiling them costs more CPU than running them.
+
+# The inbox: claim a batch's event ids; the ones returned are new (a duplicate returns nothing).
+INBOX_CLAIM = text(
+    "INSERT INTO processed_events (event_id, event_type, topic)"
+    " SELECT * FROM unnest(CAST(:event_ids AS text[]), CAST(:event_types AS text[]),"
+    " CAST(:topics AS text[]))"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
+)
+
+# The outbox: a transaction's events in one statement, in the arrays' order (the identity is
+# assigned in the ORDER BY's order, and the relay publishes by id), plus the NOTIFY that wakes
+# other replicas' relays once the transaction commits. Its payload is the writing process's
+# origin, so that process's own relay (woken in-process after the commit) skips it.
+OUTBOX_APPEND = text(
+    "WITH appended AS ("
+    " INSERT INTO outbox (event_id, event_type, topic, message_key, payload)"
+    " SELECT e, t, tp, k, p FROM unnest(CAST(:event_ids AS text[]), CAST(:event_types AS text[]),"
+    " CAST(:topics AS text[]), CAST(:keys AS text[]), CAST(:payloads AS text[]))"
+    " WITH ORDINALITY AS r(e, t, tp, k, p, n) ORDER BY n)"
+    " SELECT pg_notify(:channel, :origin)"
+)
+
+# The relay: take (delete) the oldest batch, if this relay holds the publishing lock. The lock is
+# an InitPlan, taken once before the scan; no row comes back when another relay holds it. The
+# delete is undone if publishing fails or the process dies before the commit.
+OUTBOX_TAKE = text(
+    "DELETE FROM outbox WHERE id IN ("
+    " SELECT id FROM outbox WHERE (SELECT pg_try_advisory_xact_lock(:lock_id))"
+    " ORDER BY id LIMIT :limit)"
+    " RETURNING id, event_id, event_type, topic, message_key, payload, created_at"
+)
+
+
 def _discard_closed(dbapi_connection: Any, record: Any, proxy: Any) -> None:
     """Pool checkout hook: a connection whose socket the server closed is replaced (the pool
     retries the checkout with a new one)."""
     if dbapi_connection.driver_connection.is_closed():
         raise DisconnectionError("connection closed by the server")
+
+
+def _count_uncacheable(
+    conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+) -> None:
+    """before_cursor_execute hook: count (and name once, in the log) statements compiled without
+    a cache key; /metrics shows the count, and the e2e suite asserts a checkout adds none."""
+    if (
+        getattr(context, "cache_hit", None) is engine_default.NO_CACHE_KEY
+        and getattr(context, "compiled", None) is not None  # raw driver SQL has no key to miss
+        and not getattr(context, "isddl", False)
+    ):
+        UNCACHEABLE_STATEMENTS.inc()
+        head = " ".join(statement.split())[:120]
+        if head not in _UNCACHEABLE_SEEN and len(_UNCACHEABLE_SEEN) < 100:
+            _UNCACHEABLE_SEEN.add(head)
+            log.warning("statement compiled on every call (no cache key): %s", head)
 
 
 def after_commit(session: AsyncSession, callback: Callable[[], None]) -> None:
@@ -85,7 +150,17 @@ class Database:
             url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True
         )
         event.listen(self.engine.sync_engine, "checkout", _discard_closed)
-        self._sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", _count_uncacheable)
+        # Who to tell once a transaction that wrote outbox rows has committed (the relay sets
+        # it); every session of this database carries the hook in its `info`.
+        self.outbox_listeners: list[Callable[[], None]] = []
+        self._sessions = async_sessionmaker(
+            self.engine, expire_on_commit=False, info={OUTBOX_COMMITTED: self._outbox_committed}
+        )
+
+    def _outbox_committed(self) -> None:
+        for listener in self.outbox_listeners:
+            listener()
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> "Database":

@@ -19,14 +19,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events import topics
 from libs.events.envelope import CloudEvent
 from libs.events.registry import EVENT_TYPES
-from libs.kit.db import Database, after_commit, processed_events
+from libs.kit.db import INBOX_CLAIM, Database, after_commit
 from libs.kit.faults import crash_point
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.retry import RetryPolicy
@@ -288,18 +287,8 @@ class EventProcessor:
         outcomes: list[str] = []
         buffer = OutboxBuffer()  # the batch's outgoing events: one insert at the end
         async with self.db.transaction() as session:
-            rows = {
-                event.id: {"event_id": event.id, "event_type": event.type, "topic": record.topic}
-                for _, record, event, *_ in todo
-            }
-            fresh = set(
-                await session.scalars(
-                    pg_insert(processed_events)
-                    .values(list(rows.values()))
-                    .on_conflict_do_nothing()
-                    .returning(processed_events.c.event_id)
-                )
-            )
+            claims = {event.id: (event.type, record.topic) for _, record, event, *_ in todo}
+            fresh = set(await session.scalars(INBOX_CLAIM, _claim_params(claims)))
             for _, record, event, handler, data in todo:
                 if event.id not in fresh:
                     outcomes.append("duplicate")
@@ -330,10 +319,7 @@ class EventProcessor:
     ) -> str:
         async with self.db.transaction() as session:
             first_time = await session.scalar(
-                pg_insert(processed_events)
-                .values(event_id=event.id, event_type=event.type, topic=topic)
-                .on_conflict_do_nothing()
-                .returning(processed_events.c.event_id)
+                INBOX_CLAIM, _claim_params({event.id: (event.type, topic)})
             )
             if first_time is None:
                 return "duplicate"
@@ -365,6 +351,15 @@ class EventProcessor:
         await self.producer.send_and_wait(
             topics.dlq(record.topic), value=record.value, key=record.key, headers=headers
         )
+
+
+def _claim_params(claims: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
+    """INBOX_CLAIM's arrays for {event id: (type, topic)}: one row per distinct event."""
+    return {
+        "event_ids": list(claims),
+        "event_types": [event_type for event_type, _ in claims.values()],
+        "topics": [topic for _, topic in claims.values()],
+    }
 
 
 def _header(record: ConsumerRecord[Any, Any], name: str) -> str | None:

@@ -4,18 +4,19 @@ publishes them to Kafka in insertion order with the idempotent producer."""
 import asyncio
 import contextlib
 import logging
+import os
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel
-from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events.envelope import CloudEvent, new_event
 from libs.events.registry import topic_for
-from libs.kit.db import Database, outbox
+from libs.kit.db import OUTBOX_APPEND, OUTBOX_COMMITTED, OUTBOX_TAKE, Database, after_commit
 from libs.kit.faults import crash_point
 from libs.kit.kafka import ce_headers
 
@@ -25,7 +26,9 @@ NOTIFY_CHANNEL = "backroom_outbox"
 # One relay at a time per service database publishes (several replicas may run): the lock keeps
 # per-key order, which SKIP LOCKED batches taken by two relays in parallel would not.
 RELAY_LOCK_ID = 0x0B0C_0001
-_NOTIFIED = "backroom_outbox_notified"
+# This process, as the payload of its outbox NOTIFYs: its own relay is woken in-process after the
+# commit and ignores them; other replicas' relays are woken by them.
+ORIGIN = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
 
 OUTBOX_PUBLISHED = Counter(
     "backroom_outbox_published_total", "Outbox events published to Kafka", ["topic"]
@@ -53,14 +56,25 @@ async def add_to_outbox(session: AsyncSession, event: CloudEvent, topic: str, ke
 
 
 async def _insert(session: AsyncSession, rows: list[dict[str, str]]) -> None:
-    # Several rows go as one executemany (one round trip with asyncpg), in the list's order,
-    # which is the publish order. Not `.values([...])`: SQLAlchemy cannot cache that statement.
-    await session.execute(insert(outbox), rows)
-    # One NOTIFY per transaction is enough: PostgreSQL folds repeats into one anyway.
-    transaction = session.sync_session.get_transaction()
-    if transaction is None or session.info.get(_NOTIFIED) is not transaction:
-        await session.execute(text(f"NOTIFY {NOTIFY_CHANNEL}"))
-        session.info[_NOTIFIED] = session.sync_session.get_transaction()
+    # One fixed-shape statement whatever the number of rows (compiled once), in the list's
+    # order, which is the publish order; with the NOTIFY for other replicas' relays in it.
+    await session.execute(
+        OUTBOX_APPEND,
+        {
+            "event_ids": [r["event_id"] for r in rows],
+            "event_types": [r["event_type"] for r in rows],
+            "topics": [r["topic"] for r in rows],
+            "keys": [r["message_key"] for r in rows],
+            "payloads": [r["payload"] for r in rows],
+            "channel": NOTIFY_CHANNEL,
+            "origin": ORIGIN,
+        },
+    )
+    # This process's relay is woken right after the commit, without a round trip through
+    # PostgreSQL's notifications (a Database's sessions carry the hook).
+    committed = session.info.get(OUTBOX_COMMITTED)
+    if committed is not None:
+        after_commit(session, committed)
 
 
 class OutboxBuffer:
@@ -113,7 +127,8 @@ class Emitter:
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows; woken by LISTEN/NOTIFY, with a slow poll as a safety net."""
+    """Publishes committed outbox rows; woken in-process when this process commits some, by
+    LISTEN/NOTIFY when another replica does, and by a slow poll as a safety net."""
 
     def __init__(
         self,
@@ -131,6 +146,7 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
+        db.outbox_listeners.append(self.wake)
 
     def start(self) -> None:
         self._tasks = [
@@ -152,7 +168,7 @@ class OutboxRelay:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self.listen_dsn)
-                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                await conn.add_listener(NOTIFY_CHANNEL, self._notified)
                 self._wake.set()  # catch up on anything committed while we were not listening
                 while not conn.is_closed():  # noqa: ASYNC110 - asyncpg offers no close event
                     await asyncio.sleep(self.poll_interval_s)
@@ -164,6 +180,10 @@ class OutboxRelay:
             finally:
                 if conn is not None and not conn.is_closed():
                     await conn.close()
+
+    def _notified(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        if payload != ORIGIN:  # our own commits have woken us already
+            self._wake.set()
 
     async def _publish_forever(self) -> None:
         backoff = 0.1
@@ -186,14 +206,13 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish up to one batch of pending rows and delete them; returns how many."""
         async with self.db.transaction() as session:
-            # The lock and the read in one statement: the lock is an InitPlan, taken once before
-            # the scan, and no rows come back (none are read) if another relay holds it.
-            locked = select(func.pg_try_advisory_xact_lock(RELAY_LOCK_ID)).scalar_subquery()
-            rows = (
-                await session.execute(
-                    select(outbox).where(locked).order_by(outbox.c.id).limit(self.batch_size)
-                )
-            ).all()
+            # Taken and deleted in one statement: exactly the rows published (a transaction that
+            # took a lower id but commits later stays for the next batch); if publishing fails
+            # or the process dies first, the transaction rolls back and they stay.
+            result = await session.execute(
+                OUTBOX_TAKE, {"lock_id": RELAY_LOCK_ID, "limit": self.batch_size}
+            )
+            rows = sorted(result.all(), key=lambda row: row.id)
             if not rows:
                 return 0
             futures = [
@@ -207,9 +226,6 @@ class OutboxRelay:
             ]
             await asyncio.gather(*futures)
             crash_point("relay.after_publish")
-            # Exactly the rows published: a transaction that took a lower id but committed after
-            # our SELECT is visible to a later statement, and must stay for the next batch.
-            await session.execute(delete(outbox).where(outbox.c.id.in_([row.id for row in rows])))
             now = datetime.now(UTC)
             for row in rows:
                 OUTBOX_PUBLISHED.labels(row.topic).inc()

@@ -1,6 +1,7 @@
 """Outbox → Kafka → inbox between two service databases, on the real broker and PostgreSQL."""
 
 import asyncio
+import contextlib
 import json
 import uuid
 from typing import Any
@@ -199,3 +200,44 @@ async def test_a_poison_event_amid_a_backlog_fails_alone(producer: Runtime) -> N
             assert positions == sorted(positions), key
     finally:
         await consumer.stop()
+
+
+class RecordingProducer:
+    """Stands in for the Kafka producer only to see what the relay sends and when."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes, headers: object) -> Any:
+        self.sent.append(json.loads(value)["id"])
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+async def test_a_commit_wakes_its_own_relay_without_notify_or_poll(kit_databases: None) -> None:
+    """The relay of the committing process is woken in-process once the transaction commits:
+    with no LISTEN connection and an hour-long poll, the event is still published at once;
+    a rolled-back transaction wakes nothing and leaves no row."""
+    db = Database.from_settings(settings_for("kit_a", "kit-wake-test"))
+    producer = RecordingProducer()
+    relay = OutboxRelay(db, producer, listen_dsn="unused", poll_interval_s=3600)
+    relay._tasks = [asyncio.create_task(relay._publish_forever())]
+    topic = f"test.kit.unused.{uuid.uuid4().hex[:8]}"
+    try:
+        with contextlib.suppress(RuntimeError):
+            async with db.transaction() as session:
+                await emit_in(session, topic, Ping(key="wake-rolled-back", position=1))
+                raise RuntimeError("roll back")
+        assert not relay._wake.is_set(), "a rolled-back transaction woke the relay"
+        async with db.transaction() as session:
+            [event_id] = await emit_in(session, topic, Ping(key="wake", position=1))
+
+        async def published() -> bool:
+            return event_id in producer.sent
+
+        await eventually(published, timeout=5, what="published without a NOTIFY")
+        assert len(producer.sent) == 1
+    finally:
+        await relay.stop()
+        await db.dispose()

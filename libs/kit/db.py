@@ -95,11 +95,12 @@ OUTBOX_APPEND = text(
 
 # The relay: take (delete) the oldest batch, if this relay holds the publishing lock. The lock is
 # an InitPlan, taken once before the scan; no row comes back when another relay holds it. The
-# delete is undone if publishing fails or the process dies before the commit.
-OUTBOX_TAKE = text(
+# delete is undone if publishing fails or the process dies before the commit. Run by the relay
+# on its own asyncpg connection ($1 the lock id, $2 the batch size).
+OUTBOX_TAKE_SQL = (
     "DELETE FROM outbox WHERE id IN ("
-    " SELECT id FROM outbox WHERE (SELECT pg_try_advisory_xact_lock(:lock_id))"
-    " ORDER BY id LIMIT :limit)"
+    " SELECT id FROM outbox WHERE (SELECT pg_try_advisory_xact_lock($1))"
+    " ORDER BY id LIMIT $2)"
     " RETURNING id, event_id, event_type, topic, message_key, payload, created_at"
 )
 

@@ -129,7 +129,8 @@ async def test_a_transaction_that_commits_during_a_relay_pass_is_not_lost(
 ) -> None:
     """Outbox ids are taken at insert time but become visible at commit: a row with a lower id
     can commit while the relay is publishing higher ones; it must stay for the next pass."""
-    db = Database.from_settings(settings_for("kit_a", "kit-relay-test"))
+    settings = settings_for("kit_a", "kit-relay-test")
+    db = Database.from_settings(settings)
     topic = f"test.kit.unused.{uuid.uuid4().hex[:8]}"
     sent: list[str] = []
     slow_session = db._sessions()
@@ -145,7 +146,7 @@ async def test_a_transaction_that_commits_during_a_relay_pass_is_not_lost(
             done.set_result(None)
             return done
 
-    relay = OutboxRelay(db, CommitsTheSlowTransactionWhileSending(), listen_dsn="unused")
+    relay = OutboxRelay(db, CommitsTheSlowTransactionWhileSending(), dsn=settings.asyncpg_dsn())
     try:
         async with db.transaction() as session:
             [quick] = await emit_in(session, topic, Ping(key="late-b", position=1))
@@ -154,6 +155,7 @@ async def test_a_transaction_that_commits_during_a_relay_pass_is_not_lost(
         await relay.publish_batch()
         assert early in sent, "the row committed during the first pass was lost"
     finally:
+        await relay.stop()
         await slow_session.close()
         await db.dispose()
 
@@ -219,9 +221,10 @@ async def test_a_commit_wakes_its_own_relay_without_notify_or_poll(kit_databases
     """The relay of the committing process is woken in-process once the transaction commits:
     with no LISTEN connection and an hour-long poll, the event is still published at once;
     a rolled-back transaction wakes nothing and leaves no row."""
-    db = Database.from_settings(settings_for("kit_a", "kit-wake-test"))
+    settings = settings_for("kit_a", "kit-wake-test")
+    db = Database.from_settings(settings)
     producer = RecordingProducer()
-    relay = OutboxRelay(db, producer, listen_dsn="unused", poll_interval_s=3600)
+    relay = OutboxRelay(db, producer, dsn=settings.asyncpg_dsn(), poll_interval_s=3600)
     relay._tasks = [asyncio.create_task(relay._publish_forever())]
     topic = f"test.kit.unused.{uuid.uuid4().hex[:8]}"
     try:

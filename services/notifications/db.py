@@ -19,19 +19,17 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    bindparam,
     delete,
     func,
-    literal,
+    insert,
     or_,
     select,
     text,
-    true,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, Insert
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import FromClause
 
 from services.notifications.domain import (
     Announcement,
@@ -214,25 +212,78 @@ def _delivery(row: Any) -> DeliveryRecord:
 _DELIVERY_COLUMNS = [c for c in webhook_deliveries.c if c.name != "payload"]
 
 
-def _deliveries_of(announcement: Announcement, subscriptions: FromClause) -> Insert:
-    """INSERT one pending delivery of the event per subscription (of `subscriptions`, the table or
-    a join of it) that lists its type; a delivery already queued is left alone."""
-    subscribers = (
-        select(
-            func.gen_random_uuid().cast(String),
-            webhook_subscriptions.c.id,
-            literal(announcement.event_id, String),
-            literal(announcement.event_type, String),
-            literal(announcement.payload, String),
-        )
-        .select_from(subscriptions)
-        .where(webhook_subscriptions.c.events.contains([announcement.event_type]))
-    )
+# The INSERTs with ON CONFLICT are text: SQLAlchemy 2.0 never caches PostgreSQL's insert construct
+# (inherit_cache=False), nor a statement around it, so it compiled these statements of every email
+# again on each execution, while a text constant is compiled once. (A plain INSERT stays core
+# `insert()`, which is cached.)
+
+
+def _queue_deliveries(subscriptions: str) -> str:
+    """INSERT one pending delivery of the announced event per subscription (of `subscriptions`,
+    the table or a join of it) that lists its type; a delivery already queued is left alone."""
     return (
-        pg_insert(webhook_deliveries)
-        .from_select(["id", "subscription_id", "event_id", "event_type", "payload"], subscribers)
-        .on_conflict_do_nothing(index_elements=["subscription_id", "event_id"])
+        "INSERT INTO webhook_deliveries (id, subscription_id, event_id, event_type, payload)"
+        " SELECT CAST(gen_random_uuid() AS VARCHAR), webhook_subscriptions.id,"
+        " :event_id, :event_type, :payload"
+        f" FROM {subscriptions}"
+        " WHERE webhook_subscriptions.events @> :listing"
+        " ON CONFLICT (subscription_id, event_id) DO NOTHING"
     )
+
+
+# Values in a SELECT list take no type from the column they are inserted into: their binds give
+# it. `listing` is the JSON array [event_type] that a subscription's `events` must contain.
+_ANNOUNCEMENT_BINDS = (
+    bindparam("event_id", type_=String),
+    bindparam("event_type", type_=String),
+    bindparam("payload", type_=String),
+    bindparam("listing", type_=webhook_subscriptions.c.events.type),
+)
+
+
+def _announced(announcement: Announcement) -> dict[str, Any]:
+    return {
+        "event_id": announcement.event_id,
+        "event_type": announcement.event_type,
+        "payload": announcement.payload,
+        "listing": [announcement.event_type],
+    }
+
+
+# A pending email's `at` is when it was queued.
+QUEUE_EMAIL = text(
+    "INSERT INTO notifications (id, dedupe_key, channel, template, recipient, order_id, status,"
+    " at, message_id, mail_subject, mail_text, queued_at, subject, sku, correlation_id,"
+    " causation_id)"
+    " VALUES (:id, :dedupe_key, 'email', :template, :recipient, :order_id, 'pending',"
+    " :queued_at, :message_id, :mail_subject, :mail_text, :queued_at, :subject, :sku,"
+    " :correlation_id, :causation_id)"
+    " ON CONFLICT (dedupe_key) DO NOTHING"
+    " RETURNING notifications.id"
+)
+
+# The claimed email concluded (only while its claim holds: still pending, same lease, where a
+# None lease matches only a row without one) and, if it was, its announcement queued.
+CONCLUDE_EMAIL = text(
+    "WITH concluded AS ("
+    " UPDATE notifications SET status = :status, error = :error, at = :at, lease_until = NULL"
+    " WHERE notifications.id = :id AND notifications.status = 'pending'"
+    " AND notifications.lease_until IS NOT DISTINCT FROM :lease_until"
+    " RETURNING notifications.id"
+    "), queued AS ("
+    f" {_queue_deliveries('webhook_subscriptions JOIN concluded ON true')}"
+    " RETURNING webhook_deliveries.id"
+    ")"
+    " SELECT count(*) FROM concluded"
+).bindparams(bindparam("lease_until", type_=notifications.c.lease_until.type), *_ANNOUNCEMENT_BINDS)
+
+LOG_WEBHOOK = text(
+    "INSERT INTO notifications"
+    " (id, dedupe_key, channel, template, recipient, order_id, status, error, at)"
+    " VALUES (:id, :dedupe_key, 'webhook', :template, :recipient, :order_id, :status, :error,"
+    " :at)"
+    " ON CONFLICT (dedupe_key) DO NOTHING"
+)
 
 
 @dataclass(frozen=True)
@@ -244,27 +295,22 @@ class NotificationLog:
     async def queue_email(self, email: QueuedEmail) -> bool:
         """Insert `email` as pending unless its dedupe key is taken; False if it was."""
         queued = await self.session.scalar(
-            pg_insert(notifications)
-            .values(
-                id=email.id,
-                dedupe_key=email.dedupe_key,
-                channel="email",
-                template=email.template,
-                recipient=email.to,
-                order_id=email.order_id,
-                status="pending",
-                at=email.queued_at,
-                message_id=email.message_id,
-                mail_subject=email.mail_subject,
-                mail_text=email.text,
-                queued_at=email.queued_at,
-                subject=email.subject,
-                sku=email.sku,
-                correlation_id=email.correlation_id,
-                causation_id=email.causation_id,
-            )
-            .on_conflict_do_nothing(index_elements=[notifications.c.dedupe_key])
-            .returning(notifications.c.id)
+            QUEUE_EMAIL,
+            {
+                "id": email.id,
+                "dedupe_key": email.dedupe_key,
+                "template": email.template,
+                "recipient": email.to,
+                "order_id": email.order_id,
+                "queued_at": email.queued_at,
+                "message_id": email.message_id,
+                "mail_subject": email.mail_subject,
+                "mail_text": email.text,
+                "subject": email.subject,
+                "sku": email.sku,
+                "correlation_id": email.correlation_id,
+                "causation_id": email.causation_id,
+            },
         )
         return queued is not None
 
@@ -303,22 +349,16 @@ class NotificationLog:
         NotificationSent) for the webhooks subscribed to it, in one statement; False if the claim
         was lost (the lease ran out and another claim took it, or it is already concluded), and
         then nothing is queued."""
-        concluded = (
-            update(notifications)
-            .where(notifications.c.id == email.id)
-            .where(notifications.c.status == "pending")
-            .where(notifications.c.lease_until == email.lease_until)
-            .values(status=status, error=error, at=at, lease_until=None)
-            .returning(notifications.c.id)
-            .cte("concluded")
-        )
-        queued = (
-            _deliveries_of(announcement, webhook_subscriptions.join(concluded, true()))
-            .returning(webhook_deliveries.c.id)
-            .cte("queued")
-        )
         found = await self.session.scalar(
-            select(func.count()).select_from(concluded).add_cte(queued)
+            CONCLUDE_EMAIL,
+            {
+                "id": email.id,
+                "lease_until": email.lease_until,
+                "status": status,
+                "error": error,
+                "at": at,
+                **_announced(announcement),
+            },
         )
         return bool(found)
 
@@ -345,19 +385,17 @@ class NotificationLog:
         at: datetime,
     ) -> None:
         await self.session.execute(
-            pg_insert(notifications)
-            .values(
-                id=notification_id,
-                dedupe_key=log_key,
-                channel="webhook",
-                template=event_type,
-                recipient=url,
-                order_id=order_id,
-                status=status,
-                error=error,
-                at=at,
-            )
-            .on_conflict_do_nothing(index_elements=[notifications.c.dedupe_key])
+            LOG_WEBHOOK,
+            {
+                "id": notification_id,
+                "dedupe_key": log_key,
+                "template": event_type,
+                "recipient": url,
+                "order_id": order_id,
+                "status": status,
+                "error": error,
+                "at": at,
+            },
         )
 
     async def page(self, order_id: str | None, after_seq: int | None, limit: int) -> list[LogEntry]:
@@ -387,7 +425,7 @@ class Subscriptions:
     ) -> Subscription:
         row = (
             await self.session.execute(
-                pg_insert(webhook_subscriptions)
+                insert(webhook_subscriptions)
                 .values(id=subscription_id, url=url, events=events, secret=secret)
                 .returning(webhook_subscriptions)
             )
@@ -463,6 +501,11 @@ class Subscriptions:
         return types
 
 
+ENQUEUE_DELIVERIES = text(_queue_deliveries("webhook_subscriptions")).bindparams(
+    *_ANNOUNCEMENT_BINDS
+)
+
+
 @dataclass(frozen=True)
 class Deliveries:
     """The `webhook_deliveries` table: one row per (subscription, event) to POST."""
@@ -471,7 +514,7 @@ class Deliveries:
 
     async def enqueue(self, announcement: Announcement) -> None:
         """One pending delivery per subscription that lists the event's type (once per event)."""
-        await self.session.execute(_deliveries_of(announcement, webhook_subscriptions))
+        await self.session.execute(ENQUEUE_DELIVERIES, _announced(announcement))
 
     async def claim_due(
         self, now: datetime, lease_until: datetime, limit: int

@@ -27,7 +27,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -261,6 +260,17 @@ class OrderHistory:
         return _entry(row)
 
 
+# The key claim is text: SQLAlchemy 2.0 never caches PostgreSQL's insert construct (the one with
+# ON CONFLICT; inherit_cache=False), so it compiled this statement of every checkout again on each
+# execution, while a text constant is compiled once.
+CLAIM_IDEMPOTENCY_KEY = text(
+    "INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id)"
+    " VALUES (:customer_id, :key, :request_hash, :order_id)"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING idempotency_keys.order_id"
+)
+
+
 class IdempotencyKeys:
     """Per customer, the request each Idempotency-Key first came with and the order it placed."""
 
@@ -272,10 +282,13 @@ class IdempotencyKeys:
         concurrent requests: the second waits for the first's commit (and is False then) or
         rollback (and takes it)."""
         claimed = await self.session.scalar(
-            pg_insert(idempotency_keys)
-            .values(customer_id=customer_id, key=key, request_hash=request_hash, order_id=order_id)
-            .on_conflict_do_nothing()
-            .returning(idempotency_keys.c.order_id)
+            CLAIM_IDEMPOTENCY_KEY,
+            {
+                "customer_id": customer_id,
+                "key": key,
+                "request_hash": request_hash,
+                "order_id": order_id,
+            },
         )
         return claimed is not None
 

@@ -30,7 +30,6 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.kit.db import Database
@@ -171,6 +170,30 @@ def _intent(row: Row[Any]) -> Intent:
     )
 
 
+# The upserts are text: SQLAlchemy 2.0 never caches PostgreSQL's insert construct (the one with
+# ON CONFLICT; inherit_cache=False), so it compiled these statements of every payment again on
+# each execution, while a text constant is compiled once.
+
+# The row `lock` returns: every column of payment_orders, in the Table's order (what
+# `.columns(*payment_orders.c)` reads back).
+_RETURNING_PAYMENT_ORDER = "RETURNING " + ", ".join(
+    f"payment_orders.{column.name}" for column in payment_orders.c
+)
+
+# The first fact about an order creates its row, any later one locks it (the upsert's row lock),
+# keeping the customer first known; `stock_reserved` true records that inventory holds the stock,
+# false leaves the flag as it was (OR, on a NOT NULL column).
+LOCK_PAYMENT_ORDER = text(
+    "INSERT INTO payment_orders (order_id, customer_id, stock_reserved)"
+    " VALUES (:order_id, :customer_id, :stock_reserved)"
+    " ON CONFLICT (order_id) DO UPDATE"
+    " SET customer_id = coalesce(payment_orders.customer_id, EXCLUDED.customer_id),"
+    " stock_reserved = payment_orders.stock_reserved OR EXCLUDED.stock_reserved,"
+    " updated_at = now()"
+    f" {_RETURNING_PAYMENT_ORDER}"
+).columns(*payment_orders.c)
+
+
 class PaymentOrders:
     """The order's payment state; `lock` first in every transaction that decides about it."""
 
@@ -182,19 +205,17 @@ class PaymentOrders:
     ) -> OrderPayment:
         """Create the order's row if this is the first fact about it, and lock it either way (with
         `stock_reserved`, also record that inventory holds the stock)."""
-        statement = pg_insert(payment_orders).values(
-            order_id=order_id, customer_id=customer_id, stock_reserved=stock_reserved
-        )
-        changes: dict[str, Any] = {
-            "customer_id": func.coalesce(_o.customer_id, statement.excluded.customer_id),
-            "updated_at": func.now(),
-        }
-        if stock_reserved:
-            changes["stock_reserved"] = True
-        upsert = statement.on_conflict_do_update(
-            index_elements=[_o.order_id], set_=changes
-        ).returning(*payment_orders.c)
-        return _order((await self.session.execute(upsert)).one())
+        row = (
+            await self.session.execute(
+                LOCK_PAYMENT_ORDER,
+                {
+                    "order_id": order_id,
+                    "customer_id": customer_id,
+                    "stock_reserved": stock_reserved,
+                },
+            )
+        ).one()
+        return _order(row)
 
     async def save(self, order: OrderPayment, *, intent: Trace | None = None) -> None:
         """Write the state `lock` returned and a use case changed; with `intent`, the provider
@@ -375,6 +396,20 @@ class Store:
         self.payments = Payments(session)
 
 
+# A ledger entry as the sandbox's step left it, created or overwritten.
+WRITE_LEDGER_ENTRY = text(
+    "INSERT INTO sandbox_ledger"
+    " (idempotency_key, operation, amount, currency, attempts, ref, decline_reason, capture_ref)"
+    " VALUES (:idempotency_key, :operation, :amount, :currency, :attempts, :ref, :decline_reason,"
+    " :capture_ref)"
+    " ON CONFLICT (idempotency_key) DO UPDATE"
+    " SET operation = EXCLUDED.operation, amount = EXCLUDED.amount,"
+    " currency = EXCLUDED.currency, attempts = EXCLUDED.attempts, ref = EXCLUDED.ref,"
+    " decline_reason = EXCLUDED.decline_reason, capture_ref = EXCLUDED.capture_ref,"
+    " updated_at = now()"
+)
+
+
 class PgSandboxLedger:
     """The sandbox PSP's ledger in table `sandbox_ledger`: each step in its own committed
     transaction on its own connection (never one of ours), serialised per key by an advisory
@@ -401,21 +436,18 @@ class PgSandboxLedger:
             before = await self._select(session, sandbox_ledger.c.idempotency_key == key)
             after = step(before)
             if after != before:
-                values = {
-                    "operation": after.operation,
-                    "amount": after.amount,
-                    "currency": after.currency,
-                    "attempts": after.attempts,
-                    "ref": after.ref,
-                    "decline_reason": after.decline_reason,
-                    "capture_ref": after.capture_ref,
-                }
-                statement = pg_insert(sandbox_ledger).values(idempotency_key=key, **values)
                 await session.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=[sandbox_ledger.c.idempotency_key],
-                        set_={**values, "updated_at": func.now()},
-                    )
+                    WRITE_LEDGER_ENTRY,
+                    {
+                        "idempotency_key": key,
+                        "operation": after.operation,
+                        "amount": after.amount,
+                        "currency": after.currency,
+                        "attempts": after.attempts,
+                        "ref": after.ref,
+                        "decline_reason": after.decline_reason,
+                        "capture_ref": after.capture_ref,
+                    },
                 )
             return after
 

@@ -14,13 +14,14 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events.common import Money
@@ -100,6 +101,20 @@ def _view(row: Row[Any]) -> ProductView:
     )
 
 
+# The ON CONFLICT writes are text: SQLAlchemy 2.0 never caches PostgreSQL's insert construct
+# (inherit_cache=False), so it compiled these hot statements again on every execution, while a
+# text constant is compiled once. JSON binds take their column's type, so they serialise as before.
+ADD_PRODUCT = text(
+    "INSERT INTO products (sku, name, category, description, attributes, images)"
+    " VALUES (:sku, :name, :category, :description, :attributes, :images)"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING sku"
+).bindparams(
+    bindparam("attributes", type_=products.c.attributes.type),
+    bindparam("images", type_=products.c.images.type),
+)
+
+
 class Products:
     """The products catalog owns, read with their projections."""
 
@@ -107,12 +122,7 @@ class Products:
         self.session = session
 
     async def add(self, new: NewProduct) -> bool:
-        inserted = await self.session.scalar(
-            pg_insert(products)
-            .values(**asdict(new))
-            .on_conflict_do_nothing()
-            .returning(products.c.sku)
-        )
+        inserted = await self.session.scalar(ADD_PRODUCT, asdict(new))
         return inserted is not None
 
     async def lock(self, sku: str) -> Product | None:
@@ -149,6 +159,18 @@ class Products:
         return [_view(row) for row in (await self.session.execute(query)).all()]
 
 
+RECORD_PRICE = text(
+    "INSERT INTO price_projection (sku, amount, currency) VALUES (:sku, :amount, :currency)"
+    " ON CONFLICT (sku) DO UPDATE"
+    " SET amount = EXCLUDED.amount, currency = EXCLUDED.currency, updated_at = now()"
+)
+
+RECORD_STOCK = text(
+    "INSERT INTO stock_projection (sku, available) VALUES (:sku, :available)"
+    " ON CONFLICT (sku) DO UPDATE SET available = EXCLUDED.available, updated_at = now()"
+)
+
+
 class Projections:
     """Price and stock projections: one upsert per fact, the latest one processed wins."""
 
@@ -156,23 +178,17 @@ class Projections:
         self.session = session
 
     async def record_price(self, sku: str, price: Money | None) -> None:
-        await self._upsert(
-            price_projection,
-            sku,
-            amount=price.amount if price else None,
-            currency=price.currency if price else None,
+        await self.session.execute(
+            RECORD_PRICE,
+            {
+                "sku": sku,
+                "amount": price.amount if price else None,
+                "currency": price.currency if price else None,
+            },
         )
 
     async def record_stock(self, sku: str, available: int) -> None:
-        await self._upsert(stock_projection, sku, available=available)
-
-    async def _upsert(self, table: Table, sku: str, **values: Any) -> None:
-        statement = pg_insert(table).values(sku=sku, **values)
-        await self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[table.c.sku], set_={**values, "updated_at": func.now()}
-            )
-        )
+        await self.session.execute(RECORD_STOCK, {"sku": sku, "available": available})
 
 
 class Store:

@@ -18,16 +18,13 @@ from sqlalchemy import (
     Row,
     String,
     Table,
-    column,
+    bindparam,
     func,
-    insert,
     select,
     text,
     update,
-    values,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.inventory.domain import (
@@ -101,6 +98,34 @@ stock_movements = Table(
 )
 
 
+# The writes below are text: SQLAlchemy 2.0 never caches PostgreSQL's insert construct (the one
+# with ON CONFLICT; inherit_cache=False), multi-row VALUES or a VALUES used as a FROM, so it
+# compiled these hot statements again on every execution, while a text constant is compiled once.
+# Many rows ride in one statement as arrays (unnest), so its shape is the same for any row count.
+
+# Every column of stock_items, in the Table's order: what `.columns(*stock_items.c)` reads back.
+_RETURNING_ITEM = "RETURNING " + ", ".join(f"stock_items.{column.name}" for column in stock_items.c)
+
+CREATE_STOCK_ITEM = text(
+    "INSERT INTO stock_items (sku, on_hand, reorder_point)"
+    " VALUES (:sku, :on_hand, :reorder_point)"
+    " ON CONFLICT DO NOTHING"
+    f" {_RETURNING_ITEM}"
+).columns(*stock_items.c)
+
+MOVE_STOCK = text(
+    "UPDATE stock_items"
+    " SET on_hand = stock_items.on_hand + deltas.d_on_hand,"
+    " reserved = stock_items.reserved + deltas.d_reserved,"
+    " version = stock_items.version + 1,"
+    " updated_at = now()"
+    " FROM unnest(CAST(:skus AS text[]), CAST(:d_on_hand AS bigint[]),"
+    " CAST(:d_reserved AS bigint[])) AS deltas (sku, d_on_hand, d_reserved)"
+    " WHERE stock_items.sku = deltas.sku"
+    f" {_RETURNING_ITEM}"
+).columns(*stock_items.c)
+
+
 class StockItems:
     """Stock rows: one per sku. Every write bumps `version` and `updated_at`."""
 
@@ -125,10 +150,8 @@ class StockItems:
         """A new item; None when the sku exists already (its row is then not touched)."""
         row = (
             await self.session.execute(
-                pg_insert(stock_items)
-                .values(sku=sku, on_hand=on_hand, reorder_point=reorder_point)
-                .on_conflict_do_nothing()
-                .returning(*stock_items.c)
+                CREATE_STOCK_ITEM,
+                {"sku": sku, "on_hand": on_hand, "reorder_point": reorder_point},
             )
         ).first()
         return None if row is None else _item(row)
@@ -165,24 +188,15 @@ class StockItems:
         `0 <= reserved <= on_hand`, whatever a caller decided."""
         if not deltas:
             return []
-        changes = values(
-            column("sku", String),
-            column("d_on_hand", Integer),
-            column("d_reserved", Integer),
-            name="deltas",
-        ).data([(d.sku, d.on_hand, d.reserved) for d in deltas])
         moved = {
             row.sku: _item(row)
             for row in await self.session.execute(
-                update(stock_items)
-                .where(stock_items.c.sku == changes.c.sku)
-                .values(
-                    on_hand=stock_items.c.on_hand + changes.c.d_on_hand,
-                    reserved=stock_items.c.reserved + changes.c.d_reserved,
-                    version=stock_items.c.version + 1,
-                    updated_at=func.now(),
-                )
-                .returning(*stock_items.c)
+                MOVE_STOCK,
+                {
+                    "skus": [d.sku for d in deltas],
+                    "d_on_hand": [d.on_hand for d in deltas],
+                    "d_reserved": [d.reserved for d in deltas],
+                },
             )
         }
         return [moved[d.sku] for d in deltas]
@@ -192,6 +206,22 @@ class StockItems:
         await self.session.execute(
             update(stock_items).where(stock_items.c.sku == sku).values(low_reported=low)
         )
+
+
+CREATE_RESERVATION = text(
+    "INSERT INTO reservations (order_id, status, lines, expires_at, correlation_id)"
+    " VALUES (:order_id, :status, :lines, :expires_at, :correlation_id)"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING order_id"
+).bindparams(
+    bindparam("lines", type_=reservations.c.lines.type),
+    bindparam("expires_at", type_=reservations.c.expires_at.type),
+)
+
+CLOSE_UNSEEN_RESERVATION = text(
+    "INSERT INTO reservations (order_id, status, reason) VALUES (:order_id, :status, :reason)"
+    " ON CONFLICT DO NOTHING"
+)
 
 
 class Reservations:
@@ -219,16 +249,14 @@ class Reservations:
         or concurrent OrderPlaced, or an order event that closed it first): the primary key
         decides, so two transactions never both claim it."""
         claimed = await self.session.scalar(
-            pg_insert(reservations)
-            .values(
-                order_id=order_id,
-                status=ReservationStatus.RESERVED,
-                lines=[{"sku": sku, "quantity": quantity} for sku, quantity in lines],
-                expires_at=expires_at,
-                correlation_id=correlation_id,
-            )
-            .on_conflict_do_nothing()
-            .returning(reservations.c.order_id)
+            CREATE_RESERVATION,
+            {
+                "order_id": order_id,
+                "status": ReservationStatus.RESERVED,
+                "lines": [{"sku": sku, "quantity": quantity} for sku, quantity in lines],
+                "expires_at": expires_at,
+                "correlation_id": correlation_id,
+            },
         )
         return claimed is not None
 
@@ -243,9 +271,8 @@ class Reservations:
     async def close_unseen(self, order_id: str, reason: str | None) -> None:
         """A released row, with no lines, for an order closed before we saw it placed."""
         await self.session.execute(
-            pg_insert(reservations)
-            .values(order_id=order_id, status=ReservationStatus.RELEASED, reason=reason)
-            .on_conflict_do_nothing()
+            CLOSE_UNSEEN_RESERVATION,
+            {"order_id": order_id, "status": ReservationStatus.RELEASED, "reason": reason},
         )
 
     async def set_status(
@@ -275,6 +302,20 @@ class Reservations:
         return None if row is None else _reservation(row)
 
 
+# WITH ORDINALITY ... ORDER BY: the rows get their ids in the order of `movements`, as they did
+# from a multi-row VALUES.
+RECORD_MOVEMENTS = text(
+    "INSERT INTO stock_movements"
+    " (sku, delta_on_hand, delta_reserved, on_hand, reserved, reason, order_id)"
+    " SELECT m.sku, m.delta_on_hand, m.delta_reserved, m.on_hand, m.reserved,"
+    " CAST(:reason AS text), CAST(:order_id AS text)"
+    " FROM unnest(CAST(:skus AS text[]), CAST(:deltas_on_hand AS bigint[]),"
+    " CAST(:deltas_reserved AS bigint[]), CAST(:on_hand AS bigint[]), CAST(:reserved AS bigint[]))"
+    " WITH ORDINALITY AS m (sku, delta_on_hand, delta_reserved, on_hand, reserved, ordinal)"
+    " ORDER BY m.ordinal"
+)
+
+
 class Movements:
     """The stock movement audit: append only."""
 
@@ -288,20 +329,16 @@ class Movements:
         if not movements:
             return
         await self.session.execute(
-            insert(stock_movements).values(
-                [
-                    {
-                        "sku": m.sku,
-                        "delta_on_hand": m.delta_on_hand,
-                        "delta_reserved": m.delta_reserved,
-                        "on_hand": m.on_hand,
-                        "reserved": m.reserved,
-                        "reason": reason,
-                        "order_id": order_id,
-                    }
-                    for m in movements
-                ]
-            )
+            RECORD_MOVEMENTS,
+            {
+                "skus": [m.sku for m in movements],
+                "deltas_on_hand": [m.delta_on_hand for m in movements],
+                "deltas_reserved": [m.delta_reserved for m in movements],
+                "on_hand": [m.on_hand for m in movements],
+                "reserved": [m.reserved for m in movements],
+                "reason": reason,
+                "order_id": order_id,
+            },
         )
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     delete,
     func,
     or_,
@@ -25,7 +26,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSON
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events.common import Money
@@ -114,6 +114,15 @@ products = Table(
 
 # ---- repositories: every query of pricing, returning its domain's read models ----
 
+# The inserts are text: SQLAlchemy 2.0 never caches PostgreSQL's insert construct (the one with
+# ON CONFLICT; inherit_cache=False), so it compiled these hot statements again on every execution,
+# while a text constant is compiled once. JSON binds take their column's type (serialised as before).
+ADD_PRICE = text(
+    "INSERT INTO prices (sku, amount, currency) VALUES (:sku, :amount, :currency)"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING sku"
+)
+
 
 class Prices:
     def __init__(self, session: AsyncSession) -> None:
@@ -126,10 +135,7 @@ class Prices:
 
     async def add(self, sku: str, price: Money) -> bool:
         inserted = await self.session.scalar(
-            pg_insert(prices)
-            .values(sku=sku, amount=price.amount, currency=price.currency)
-            .on_conflict_do_nothing()
-            .returning(prices.c.sku)
+            ADD_PRICE, {"sku": sku, "amount": price.amount, "currency": price.currency}
         )
         return inserted is not None
 
@@ -157,16 +163,28 @@ def _price(row: Row[Any]) -> BasePrice:
     )
 
 
+# Every rule writes all its key columns, NULL where its kind has none: one shape for all kinds.
+ADD_RULE = text(
+    "INSERT INTO rules (id, kind, sku, group_name, starts_at, ends_at, definition)"
+    " VALUES (:id, :kind, :sku, :group_name, :starts_at, :ends_at, :definition)"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING id"
+).bindparams(
+    bindparam("starts_at", type_=rules.c.starts_at.type),
+    bindparam("ends_at", type_=rules.c.ends_at.type),
+    bindparam("definition", type_=rules.c.definition.type),
+)
+
+
 class Rules:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
     async def add(self, rule: domain.Rule, definition: dict[str, Any]) -> bool:
         columns: dict[str, Any] = {"id": rule.id, "kind": rule.kind, "definition": definition}
+        columns |= {"sku": None, "group_name": None, "starts_at": None, "ends_at": None}
         columns |= _keys(rule)
-        inserted = await self.session.scalar(
-            pg_insert(rules).values(**columns).on_conflict_do_nothing().returning(rules.c.id)
-        )
+        inserted = await self.session.scalar(ADD_RULE, columns)
         return inserted is not None
 
     async def holder_of(self, rule: domain.Rule) -> str | None:
@@ -235,18 +253,18 @@ def _stored_rule(row: Row[Any]) -> StoredRule:
     return StoredRule(id=row.id, definition=row.definition, created_at=row.created_at)
 
 
+PUT_TAX_RATE = text(
+    "INSERT INTO tax_rates (region, rate_bps) VALUES (:region, :rate_bps)"
+    " ON CONFLICT (region) DO UPDATE SET rate_bps = EXCLUDED.rate_bps, updated_at = now()"
+)
+
+
 class TaxRates:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
     async def put(self, region: str, rate_bps: int) -> None:
-        statement = pg_insert(tax_rates).values(region=region, rate_bps=rate_bps)
-        await self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[tax_rates.c.region],
-                set_={"rate_bps": rate_bps, "updated_at": func.now()},
-            )
-        )
+        await self.session.execute(PUT_TAX_RATE, {"region": region, "rate_bps": rate_bps})
 
     async def get(self, region: str) -> TaxRate | None:
         query = select(tax_rates).where(tax_rates.c.region == region)
@@ -260,6 +278,16 @@ class TaxRates:
             select(tax_rates.c.rate_bps).where(tax_rates.c.region == region)
         )
         return rate
+
+
+ADD_QUOTE = text(
+    "INSERT INTO quotes (id, customer_id, body, created_at, expires_at)"
+    " VALUES (:id, :customer_id, :body, :created_at, :expires_at)"
+).bindparams(
+    bindparam("body", type_=quotes.c.body.type),
+    bindparam("created_at", type_=quotes.c.created_at.type),
+    bindparam("expires_at", type_=quotes.c.expires_at.type),
+)
 
 
 class Quotes:
@@ -276,13 +304,14 @@ class Quotes:
         expires_at: datetime,
     ) -> None:
         await self.session.execute(
-            pg_insert(quotes).values(
-                id=quote_id,
-                customer_id=customer_id,
-                body=body,
-                created_at=created_at,
-                expires_at=expires_at,
-            )
+            ADD_QUOTE,
+            {
+                "id": quote_id,
+                "customer_id": customer_id,
+                "body": body,
+                "created_at": created_at,
+                "expires_at": expires_at,
+            },
         )
 
     async def body_of(self, quote_id: str) -> dict[str, Any] | None:
@@ -292,19 +321,30 @@ class Quotes:
         return body
 
 
+# A replayed older catalog event (event_time not newer) leaves the row as it is.
+RECORD_PRODUCT = text(
+    "INSERT INTO products (sku, category, status, event_time)"
+    " VALUES (:sku, :category, :status, :event_time)"
+    " ON CONFLICT (sku) DO UPDATE"
+    " SET category = EXCLUDED.category, status = EXCLUDED.status,"
+    " event_time = EXCLUDED.event_time, updated_at = now()"
+    " WHERE products.event_time <= EXCLUDED.event_time"
+).bindparams(bindparam("event_time", type_=products.c.event_time.type))
+
+
 class Products:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
     async def record(self, facts: ProductFacts, event_time: datetime) -> None:
-        values = {"category": facts.category, "status": facts.status, "event_time": event_time}
-        statement = pg_insert(products).values(sku=facts.sku, **values)
         await self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[products.c.sku],
-                set_={**values, "updated_at": func.now()},
-                where=products.c.event_time <= statement.excluded.event_time,
-            )
+            RECORD_PRODUCT,
+            {
+                "sku": facts.sku,
+                "category": facts.category,
+                "status": facts.status,
+                "event_time": event_time,
+            },
         )
 
     async def of(self, skus: Sequence[str]) -> dict[str, ProductFacts]:

@@ -243,21 +243,26 @@ kf_lock() {
     kf_die "timed out waiting for another $KF_NAME command holding $1/.lock"
 }
 
+# The broker's JVM flags. On a 2-core development machine the JIT is most of an idle broker's CPU
+# for minutes after a start (C2 compiler threads; measured with per-thread /proc times, issue 10)
+# and G1's concurrent threads compete with the services: C1 alone and the serial collector cost
+# less there. A production broker is not started by these scripts.
+KAFKA_JVM_FLAGS=${KAFKA_JVM_FLAGS:--XX:TieredStopAtLevel=1 -XX:+UseSerialGC}
+
 # kf_start_node WORKDIR HEAP_OPTS: launch the broker in its own session so it outlives the
 # calling shell. The process writes its own pid (then execs java), which stays correct even
 # if setsid has to fork; it also closes the lock fd so the broker does not hold the lock.
 kf_start_node() {
   local w=$1 heap=$2 i
-  local -a heap_opts
+  local -a heap_opts jvm_opts
   read -r -a heap_opts <<<"$heap"
+  read -r -a jvm_opts <<<"$KAFKA_JVM_FLAGS"
   rm -f "$w/broker.pid"
   [[ -f $w/broker.out ]] && mv -f "$w/broker.out" "$w/broker.out.prev"
   # shellcheck disable=SC2016
   setsid nohup bash -c 'echo $$ >"$1"; [[ -n $2 ]] && eval "exec $2>&-"; shift 2; exec "$@"' \
     _ "$w/broker.pid" "$KF_LOCK_FD" \
-    "$KAFKA_JAVA" "${heap_opts[@]}" \
-    -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
-    -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
+    "$KAFKA_JAVA" "${heap_opts[@]}" "${jvm_opts[@]}" -Djava.awt.headless=true \
     -Dlog4j2.configurationFile="$KAFKA_LOG4J2" \
     -cp "$KAFKA_LIB/*" kafka.Kafka "$w/server.properties" \
     </dev/null >"$w/broker.out" 2>&1 &

@@ -26,8 +26,16 @@ import yaml
 from libs.kit.auth import REPOSITORY_SECRETS
 from libs.kit.cli import SERVICES, build_parser
 from libs.kit.kafka import KafkaConnection
-from libs.kit.kafka_acl import PRINCIPALS, Acl, Operation, Pattern, Permission, Resource, acls
-from libs.kit.settings import KAFKA_ADMIN, ServiceSettings
+from libs.kit.kafka_acl import (
+    PRINCIPALS,
+    Acl,
+    Operation,
+    Pattern,
+    Permission,
+    Resource,
+    acls,
+)
+from libs.kit.settings import DEV_TOPIC_PARTITIONS, KAFKA_ADMIN, ServiceSettings
 from tests.support import strimzi
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -1492,3 +1500,35 @@ def test_kafka_users_file_is_what_the_generator_writes() -> None:
     """Regenerate after changing libs/kit/kafka_acl.py:
     .venv/bin/python -m tests.support.strimzi > deploy/k8s/kafka-users.yaml"""
     assert KAFKA_USERS.read_text() == strimzi.render()
+
+
+# =================================================================================================
+# Scale-out (issue 10): partitions per topic, and KEDA autoscaling on consumer lag
+# =================================================================================================
+
+K8S_PARTITIONS = 12
+
+
+def k8s_config() -> dict[str, str]:
+    data: dict[str, str] = k8s_one("ConfigMap", "backroom-config")["data"]
+    return data
+
+
+def test_k8s_topic_partitions_are_explicit_for_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster's count is set, not the default, so a trial cluster with BACKROOM_ENV=dev
+    (backroom-secrets) gets it too, and every writer of topics agrees on it."""
+    assert k8s_config()["BACKROOM_TOPIC_PARTITIONS"] == str(K8S_PARTITIONS)
+    for name, container in kafka_workloads().items():
+        env = env_sources(container)
+        for mode in ("production", "dev"):
+            settings = backroom_settings(monkeypatch, {**env, "BACKROOM_ENV": mode})
+            assert settings.topic_partitions == K8S_PARTITIONS, (name, mode)
+
+
+def test_compose_topic_partitions_match_its_single_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = compose()["x-backroom-env"]
+    assert shared["BACKROOM_TOPIC_PARTITIONS"] == str(DEV_TOPIC_PARTITIONS)
+    assert compose_env("kafka")["KAFKA_NUM_PARTITIONS"] == str(DEV_TOPIC_PARTITIONS)
+    for name in [*SERVICES, "migrate"]:
+        settings = backroom_settings(monkeypatch, compose_env(name))
+        assert settings.topic_partitions == DEV_TOPIC_PARTITIONS, name

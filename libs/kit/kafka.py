@@ -20,7 +20,7 @@ from faststream.security import (
 )
 
 from libs.events import topics
-from libs.kit.settings import ServiceSettings
+from libs.kit.settings import TOPIC_PARTITIONS, ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def all_topic_names() -> list[str]:
 async def ensure_topics(
     kafka: KafkaConnection,
     names: list[str] | None = None,
-    partitions: int = 6,
+    partitions: int = TOPIC_PARTITIONS,
     replication: int = 1,
     timeout_s: float = 60.0,
 ) -> None:

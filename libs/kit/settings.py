@@ -83,6 +83,10 @@ class KafkaConfigError(ValueError):
 KAFKA_ADMIN = "admin"
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN")
+# Partitions per topic when BACKROOM_TOPIC_PARTITIONS is unset: TOPIC_PARTITIONS, or
+# DEV_TOPIC_PARTITIONS with BACKROOM_ENV=dev (ServiceSettings.topic_partitions says why).
+TOPIC_PARTITIONS = 6
+DEV_TOPIC_PARTITIONS = 3
 
 
 class ServiceSettings(BaseSettings):
@@ -113,7 +117,14 @@ class ServiceSettings(BaseSettings):
     kafka_ssl_cafile: Path | None = None
     kafka_ssl_certfile: Path | None = None
     kafka_ssl_keyfile: Path | None = None
-    topic_partitions: int = 6
+    # Partitions of each topic that `backroom topics` and the services' ensure_topics create; a
+    # topic that exists keeps its count (Kafka never removes partitions: `deploy/local/kafka.sh
+    # reset` recreates the local ones). In a cluster they cap the replicas of each consumer
+    # group, so deploy/k8s/config.yaml sets it. Unset in development (make run, make test, the
+    # bench, compose) it is DEV_TOPIC_PARTITIONS: on one small machine every consumer fetch
+    # decodes each assigned partition in Python (aiokafka has no incremental fetch sessions),
+    # so more partitions only cost CPU.
+    topic_partitions: int = TOPIC_PARTITIONS
     topic_replication: int = 1
 
     pg_host: str = "127.0.0.1"
@@ -187,6 +198,12 @@ class ServiceSettings(BaseSettings):
     def _dev_secret(self) -> Self:
         if self.is_dev and self.jwt_secret is None:
             self.jwt_secret = load_dev_jwt_secret(self.dev_jwt_secret_path())
+        return self
+
+    @model_validator(mode="after")
+    def _dev_topic_partitions(self) -> Self:
+        if self.is_dev and "topic_partitions" not in self.model_fields_set:
+            self.topic_partitions = DEV_TOPIC_PARTITIONS
         return self
 
     @model_validator(mode="after")

@@ -8,6 +8,7 @@ descriptions are not, when a port or a route drifts, or when a probe or a Servic
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib
 import inspect
 import os
@@ -15,6 +16,8 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -26,8 +29,17 @@ import yaml
 from libs.kit.auth import REPOSITORY_SECRETS
 from libs.kit.cli import SERVICES, build_parser
 from libs.kit.kafka import KafkaConnection
-from libs.kit.kafka_acl import PRINCIPALS, Acl, Operation, Pattern, Permission, Resource, acls
-from libs.kit.settings import KAFKA_ADMIN, ServiceSettings
+from libs.kit.kafka_acl import (
+    PRINCIPALS,
+    SUBSCRIPTIONS,
+    Acl,
+    Operation,
+    Pattern,
+    Permission,
+    Resource,
+    acls,
+)
+from libs.kit.settings import DEV_TOPIC_PARTITIONS, KAFKA_ADMIN, ServiceSettings
 from tests.support import strimzi
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -1492,3 +1504,307 @@ def test_kafka_users_file_is_what_the_generator_writes() -> None:
     """Regenerate after changing libs/kit/kafka_acl.py:
     .venv/bin/python -m tests.support.strimzi > deploy/k8s/kafka-users.yaml"""
     assert KAFKA_USERS.read_text() == strimzi.render()
+
+
+# =================================================================================================
+# Scale-out (issue 10): partitions per topic, and KEDA autoscaling on consumer lag
+# =================================================================================================
+
+AUTOSCALING = K8S_DIR / "autoscaling.yaml"
+KEDA_API = "keda.sh/v1alpha1"
+# Services that answer HTTP on a customer's path (POST /orders, pricing's quotes): their load
+# shows as CPU before it shows as lag, so their ScaledObjects also scale on CPU.
+HTTP_FACING = {"orders", "pricing"}
+# KEDA's names for config.yaml's BACKROOM_KAFKA_SASL_MECHANISM.
+KEDA_SASL = {"SCRAM-SHA-512": "scram_sha512", "SCRAM-SHA-256": "scram_sha256", "PLAIN": "plaintext"}
+K8S_PARTITIONS = 12
+
+
+def k8s_config() -> dict[str, str]:
+    data: dict[str, str] = k8s_one("ConfigMap", "backroom-config")["data"]
+    return data
+
+
+def configured_partitions() -> int:
+    return int(k8s_config()["BACKROOM_TOPIC_PARTITIONS"])
+
+
+def kafka_triggers(scaled_object: dict[str, Any]) -> list[dict[str, Any]]:
+    return [t for t in scaled_object["spec"]["triggers"] if t["type"] == "kafka"]
+
+
+def trigger_authentication(service: str) -> dict[str, Any]:
+    """The one TriggerAuthentication every kafka trigger of a service's ScaledObject names."""
+    refs = [
+        t.get("authenticationRef") or {} for t in kafka_triggers(k8s_one("ScaledObject", service))
+    ]
+    assert refs and all(
+        ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication" for ref in refs
+    )
+    (name,) = {ref["name"] for ref in refs}
+    return k8s_one("TriggerAuthentication", name)
+
+
+def cpu_cores(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def ca_secret_of(deployment: dict[str, Any]) -> tuple[str, str]:
+    """(Secret, key) the pods read BACKROOM_KAFKA_SSL_CAFILE from: the Secret volume mounted at
+    its directory, the file name as the key."""
+    cafile = Path(k8s_config()["BACKROOM_KAFKA_SSL_CAFILE"])
+    volumes = {v["name"]: v for v in pod_spec(deployment)["volumes"]}
+    (mount,) = [
+        m
+        for m in main_container(deployment)["volumeMounts"]
+        if m["mountPath"] == str(cafile.parent)
+    ]
+    return volumes[mount["name"]]["secret"]["secretName"], cafile.name
+
+
+def test_k8s_topic_partitions_are_explicit_for_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster's count is set, not the default, so a trial cluster with BACKROOM_ENV=dev
+    (backroom-secrets) gets it too, and every writer of topics agrees on it."""
+    assert k8s_config()["BACKROOM_TOPIC_PARTITIONS"] == str(K8S_PARTITIONS)
+    for name, container in kafka_workloads().items():
+        env = env_sources(container)
+        for mode in ("production", "dev"):
+            settings = backroom_settings(monkeypatch, {**env, "BACKROOM_ENV": mode})
+            assert settings.topic_partitions == K8S_PARTITIONS, (name, mode)
+
+
+def test_compose_topic_partitions_match_its_single_broker(monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = compose()["x-backroom-env"]
+    assert shared["BACKROOM_TOPIC_PARTITIONS"] == str(DEV_TOPIC_PARTITIONS)
+    assert compose_env("kafka")["KAFKA_NUM_PARTITIONS"] == str(DEV_TOPIC_PARTITIONS)
+    for name in [*SERVICES, "migrate"]:
+        settings = backroom_settings(monkeypatch, compose_env(name))
+        assert settings.topic_partitions == DEV_TOPIC_PARTITIONS, name
+
+
+def test_keda_objects_are_one_scaled_object_and_authentication_per_service() -> None:
+    """autoscaling.yaml holds KEDA's kinds (CRDs not in this repository: checked by shape here)
+    and the ConfigMap of the scalers' usernames, all in the kustomization and its namespace."""
+    assert AUTOSCALING.name in kustomization()["resources"]
+    kinds = {"ScaledObject": KEDA_API, "TriggerAuthentication": KEDA_API, "ConfigMap": "v1"}
+    for doc in yaml.safe_load_all(AUTOSCALING.read_text()):
+        assert doc["apiVersion"] == kinds[doc["kind"]], doc["metadata"]["name"]
+        assert doc["metadata"]["namespace"] == "backroom"
+    assert sorted(k8s_all("ScaledObject")) == sorted(SERVICES)
+    used = {trigger_authentication(service)["metadata"]["name"] for service in SERVICES}
+    assert used == set(k8s_all("TriggerAuthentication")), "one per service, each used"
+    assert "## Sizing and autoscaling" in (K8S_DIR / "README.md").read_text()
+    assert "Sizing and autoscaling" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_keda_scales_the_services_deployment_within_its_partitions(service: str) -> None:
+    """At rest as many replicas as the Deployment says (a `kubectl apply` resetting them changes
+    nothing then); at most one per partition: more would sit idle in the consumer group."""
+    spec = k8s_one("ScaledObject", service)["spec"]
+    target = spec["scaleTargetRef"]
+    assert target.get("apiVersion", "apps/v1") == "apps/v1"
+    assert target.get("kind", "Deployment") == "Deployment"
+    deployment = k8s_one("Deployment", target["name"])
+    assert target["name"] == service
+    assert spec["minReplicaCount"] == deployment["spec"]["replicas"] == SCALED_OUT.get(service, 1)
+    assert spec["minReplicaCount"] < spec["maxReplicaCount"] <= configured_partitions()
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_keda_watches_the_lag_of_every_topic_the_service_reads(service: str) -> None:
+    """One kafka trigger per subscribed topic (libs/kit/kafka_acl.py SUBSCRIPTIONS, which
+    tests/unit/kit/test_kafka_acl.py checks against the handlers), in the service's consumer
+    group, on the brokers and with the security config.yaml gives the pods."""
+    triggers = kafka_triggers(k8s_one("ScaledObject", service))
+    read = [t["metadata"]["topic"] for t in triggers]
+    assert sorted(read) == sorted(SUBSCRIPTIONS[service]) and len(set(read)) == len(read)
+    config = k8s_config()
+    env = env_sources(main_container(k8s_one("Deployment", service)))
+    assert Acl(service, Resource.GROUP, service, Operation.READ) in acls(), "the group it reads"
+    for trigger in triggers:
+        meta = trigger["metadata"]
+        assert meta["consumerGroup"] == service
+        assert "bootstrapServers" not in meta, "config.yaml's, read from the pods' environment"
+        assert env[meta["bootstrapServersFromEnv"]] == config["BACKROOM_KAFKA_BOOTSTRAP"]
+        assert meta["offsetResetPolicy"] == "earliest", "as the consumers: libs/kit/runtime.py"
+        assert meta["sasl"] == KEDA_SASL[config["BACKROOM_KAFKA_SASL_MECHANISM"]]
+        assert config["BACKROOM_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and meta["tls"] == "enable"
+        assert meta.get("allowIdleConsumers", "false") == "false"
+    thresholds = {t["metadata"]["lagThreshold"] for t in triggers}
+    assert len(thresholds) == 1, "one per service: the lag one replica clears in ~2 s"
+    assert all(isinstance(value, str) and int(value) > 0 for value in thresholds)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_keda_logs_in_as_the_service_with_the_secrets_its_pods_read(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Username, password and CA: the principal the pods log in as, the password key of its own
+    Secret, and the CA Secret and key the pods mount. sasl and tls are in the triggers' metadata
+    (KEDA refuses them in both places)."""
+    spec = trigger_authentication(service)["spec"]
+    assert set(spec) <= {"secretTargetRef", "configMapTargetRef"}
+    refs = {
+        ref["parameter"]: (source, ref["name"], ref["key"])
+        for source in ("secretTargetRef", "configMapTargetRef")
+        for ref in spec.get(source) or []
+    }
+    assert sorted(refs) == ["ca", "password", "username"]
+    deployment = k8s_one("Deployment", service)
+    container = main_container(deployment)
+
+    source, secret, key = refs["password"]
+    assert source == "secretTargetRef" and kafka_secrets(container) == [secret]
+    assert key in kafka_secret_keys(secret) and key == "BACKROOM_KAFKA_PASSWORD"
+    assert refs["ca"] == ("secretTargetRef", *ca_secret_of(deployment))
+
+    source, config_map, key = refs["username"]
+    assert source == "configMapTargetRef"
+    username = k8s_one("ConfigMap", config_map)["data"][key]
+    settings = backroom_settings(monkeypatch, env_sources(container), service_name=service)
+    assert username == KafkaConnection.from_settings(settings).username == service
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_keda_scales_http_facing_services_on_cpu_too(service: str) -> None:
+    """A CPU trigger for orders and pricing only, on a target the container can reach: the
+    Utilization is a share of its CPU request, and the container never uses more than its limit."""
+    cpu = [t for t in k8s_one("ScaledObject", service)["spec"]["triggers"] if t["type"] == "cpu"]
+    if service not in HTTP_FACING:
+        assert not cpu
+        return
+    (trigger,) = cpu
+    assert trigger["metricType"] == "Utilization"
+    resources = main_container(k8s_one("Deployment", service))["resources"]
+    request, limit = (cpu_cores(resources[bound]["cpu"]) for bound in ("requests", "limits"))
+    target = int(trigger["metadata"]["value"]) / 100 * request
+    assert 0 < target < limit, f"{service}: a target of {target} cores"
+
+
+Index = dict[tuple[str, str], dict[str, Any]]
+Change = Callable[[Index], None]
+
+
+def put(kind: str, name: str, path: str, value: Any) -> Change:
+    """Set one field of one manifest object (a dotted path; list items by index)."""
+
+    def change(objects: Index) -> None:
+        *parents, last = path.split(".")
+        node: Any = objects[kind, name]
+        for part in parents:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[int(last) if isinstance(node, list) else last] = value
+
+    return change
+
+
+def unwatch_first_topic(objects: Index) -> None:
+    objects["ScaledObject", "orders"]["spec"]["triggers"].pop(0)
+
+
+def watch_a_topic_it_does_not_read(objects: Index) -> None:
+    spec = objects["ScaledObject", "orders"]["spec"]
+    extra = copy.deepcopy(spec["triggers"][0])
+    extra["metadata"]["topic"] = "backroom.orders"
+    spec["triggers"].append(extra)
+
+
+def sasl_in_both_places(objects: Index) -> None:
+    refs = objects["TriggerAuthentication", "orders-kafka"]["spec"]["secretTargetRef"]
+    refs.append({"parameter": "sasl", "name": "backroom-kafka-orders", "key": "sasl"})
+
+
+def check_scaling(_: pytest.MonkeyPatch) -> None:
+    test_keda_scales_the_services_deployment_within_its_partitions("orders")
+
+
+def check_lag(_: pytest.MonkeyPatch) -> None:
+    test_keda_watches_the_lag_of_every_topic_the_service_reads("orders")
+
+
+def check_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    test_keda_logs_in_as_the_service_with_the_secrets_its_pods_read("orders", monkeypatch)
+
+
+def check_cpu(_: pytest.MonkeyPatch) -> None:
+    test_keda_scales_http_facing_services_on_cpu_too("orders")
+
+
+ORDERS_TRIGGER = "spec.triggers.{}.metadata.{}"  # orders: inventory, payments, then cpu
+ORDERS_AUTH = ("TriggerAuthentication", "orders-kafka")
+KEDA_DRIFTS: dict[str, tuple[Change, Callable[[pytest.MonkeyPatch], None]]] = {
+    "a subscribed topic unwatched": (unwatch_first_topic, check_lag),
+    "a topic it does not read": (watch_a_topic_it_does_not_read, check_lag),
+    "another consumer group": (
+        put("ScaledObject", "orders", ORDERS_TRIGGER.format(0, "consumerGroup"), "inventory"),
+        check_lag,
+    ),
+    "a literal bootstrap address": (
+        put("ScaledObject", "orders", ORDERS_TRIGGER.format(1, "bootstrapServers"), "kafka:9093"),
+        check_lag,
+    ),
+    "no TLS": (
+        put("ScaledObject", "orders", ORDERS_TRIGGER.format(0, "tls"), "disable"),
+        check_lag,
+    ),
+    "the other SCRAM": (
+        put("ScaledObject", "orders", ORDERS_TRIGGER.format(0, "sasl"), "scram_sha256"),
+        check_lag,
+    ),
+    "two lag thresholds": (
+        put("ScaledObject", "orders", ORDERS_TRIGGER.format(1, "lagThreshold"), "1"),
+        check_lag,
+    ),
+    "more replicas than partitions": (
+        put("ScaledObject", "orders", "spec.maxReplicaCount", K8S_PARTITIONS + 1),
+        check_scaling,
+    ),
+    "fewer partitions than replicas": (
+        put("ConfigMap", "backroom-config", "data.BACKROOM_TOPIC_PARTITIONS", "6"),
+        check_scaling,
+    ),
+    "below the Deployment's replicas": (
+        put("ScaledObject", "orders", "spec.minReplicaCount", 0),
+        check_scaling,
+    ),
+    "no such Deployment": (
+        put("ScaledObject", "orders", "spec.scaleTargetRef.name", "order"),
+        check_scaling,
+    ),
+    "another principal's password": (
+        put(*ORDERS_AUTH, "spec.secretTargetRef.0.name", "backroom-kafka-admin"),
+        check_login,
+    ),
+    "a key the Secret lacks": (
+        put(*ORDERS_AUTH, "spec.secretTargetRef.0.key", "password"),
+        check_login,
+    ),
+    "a CA key the pods do not read": (
+        put(*ORDERS_AUTH, "spec.secretTargetRef.1.key", "tls.crt"),
+        check_login,
+    ),
+    "another username": (
+        put("ConfigMap", "backroom-kafka-principals", "data.orders", KAFKA_ADMIN),
+        check_login,
+    ),
+    "sasl in both places": (sasl_in_both_places, check_login),
+    "a CPU target beyond the limit": (
+        put("ScaledObject", "orders", ORDERS_TRIGGER.format(2, "value"), "1000"),
+        check_cpu,
+    ),
+}
+
+
+@pytest.mark.parametrize("drift", KEDA_DRIFTS)
+def test_keda_checks_catch_a_drift(drift: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not vacuous: each check above passes on the manifests and fails on them changed in one
+    place."""
+    change, check = KEDA_DRIFTS[drift]
+    check(monkeypatch)
+    objects = copy.deepcopy(k8s_objects())
+    change({(o["kind"], o["metadata"]["name"]): o for o in objects})
+    monkeypatch.setattr(sys.modules[__name__], "k8s_objects", lambda: objects)
+    with pytest.raises(AssertionError):
+        check(monkeypatch)

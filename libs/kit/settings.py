@@ -166,9 +166,10 @@ class ServiceSettings(BaseSettings):
     # Records already fetched are applied together, in one transaction, up to this many (1: one
     # transaction per record).
     consumer_batch_max: int = 100
-    # Offsets of records that needed no database work are committed at most this much later
-    # (0: at once, like the others).
-    consumer_commit_interval_s: float = 0.5
+    # Consumed offsets are committed together, at most this much after their database commit
+    # (0: after every batch; dead-lettered records always at once). A crash or rebalance re-reads
+    # at most this much, which the inbox turns into duplicates without effect.
+    consumer_commit_interval_s: float = 0.25
     # A consume handler still in one batch after this long is reported as stuck (error log with
     # every task's stack; /health/live answers 503). Long database outages count too: the inbox
     # retries them inside the batch, and a restart is harmless then.

@@ -11,7 +11,7 @@ from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import Runtime
 from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.uow import Clock, utc_now
-from libs.kit.worker import Worker
+from libs.kit.worker import Worker, full_batches
 from services.notifications import api, handlers, service
 from services.notifications.adapters import (
     HttpxWebhookSender,
@@ -31,7 +31,9 @@ class WebhookWorker:
     def __init__(self, delivering: service.Delivering, clock: Clock, interval_s: float) -> None:
         self.delivering = delivering
         self.clock = clock
-        self.worker = Worker("webhook-worker", self._step, interval_s)
+        self.worker = Worker(
+            "webhook-worker", full_batches(self._step, delivering.batch_size), interval_s
+        )
 
     async def run_once(self, now: datetime | None = None) -> int:
         """One delivery pass (one batch) at `now` (default: the clock); returns deliveries tried."""
@@ -82,7 +84,9 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
         wake_webhooks=webhooks.worker.wake,
     )
     mailer = Worker(
-        "email-sender", lambda: service.send_queued_emails(mailing), settings.email_poll_interval_s
+        "email-sender",
+        full_batches(lambda: service.send_queued_emails(mailing), mailing.batch_size),
+        settings.email_poll_interval_s,
     )
     intake = service.Intake(
         JinjaTemplates(),

@@ -5,7 +5,7 @@ import asyncio
 import pytest
 
 from libs.kit.retry import RetryPolicy
-from libs.kit.worker import Worker
+from libs.kit.worker import Worker, full_batches
 
 
 class Flaky(Exception):
@@ -95,6 +95,31 @@ async def test_a_failing_step_is_retried() -> None:
     task = asyncio.create_task(Worker("test", step, poll_interval_s=3600).run())
     try:
         await asyncio.wait_for(done.wait(), 5)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_full_batches_runs_again_only_after_a_full_batch() -> None:
+    """A claim that came back short took everything due: no trailing claim that finds nothing;
+    a full one may have left more, and is followed at once."""
+    pending = [2, 2, 1]  # items due at each claim: a full batch of 2, another, then a short one
+    claims: list[int] = []
+    idle = asyncio.Event()
+
+    async def claim() -> int:
+        taken = pending.pop(0) if pending else 0
+        claims.append(taken)
+        if taken < 2:
+            idle.set()
+        return taken
+
+    task = asyncio.create_task(Worker("test", full_batches(claim, 2), poll_interval_s=3600).run())
+    try:
+        await asyncio.wait_for(idle.wait(), 5)
+        for _ in range(5):  # turns of the loop for a trailing claim, if the worker made one
+            await asyncio.sleep(0)
+        assert claims == [2, 2, 1]
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -623,6 +623,11 @@ async def run(args: argparse.Namespace) -> int:
             for i in range(args.customers)
         ]
         if not args.skip_limits:
+            out["cpu_speed"] = speed = probes.cpu_speed()
+            log(
+                f"machine speed: Python loop {speed['python_loop_ns']} ns/iteration, system call"
+                f" {speed['syscall_us']} us, loopback TCP round trip {speed['loopback_tcp_rtt_us']} us"
+            )
             log(f"pgbench: two-statement transaction, {args.pgbench_s}s, -c 4 -j 2")
             out["pgbench"] = await asyncio.to_thread(
                 probes.run_pgbench,

@@ -5,6 +5,7 @@ import asyncio
 import os
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -187,6 +188,46 @@ UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
 SELECT abalance FROM pgbench_accounts WHERE aid = :aid;
 END;
 """
+
+
+def cpu_speed(rounds: int = 5) -> dict[str, float]:
+    """This machine's single-core speed, so that runs of different days compare: machines of the
+    same kind differ by 2x or more from one day to the next (issue 10's notes), in plain Python
+    and even more in system calls. Best of `rounds`, so a preempted round does not count."""
+
+    def python_loop_ns() -> float:
+        n, started = 200_000, time.perf_counter()
+        total = 0
+        for i in range(n):
+            total += i
+        return (time.perf_counter() - started) / n * 1e9
+
+    def syscall_us() -> float:
+        n, started = 20_000, time.perf_counter()
+        for _ in range(n):
+            os.getppid()
+        return (time.perf_counter() - started) / n * 1e6
+
+    def loopback_rtt_us() -> float:
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            client = socket.create_connection(server.getsockname())
+            peer, _ = server.accept()
+            with client, peer:
+                for s in (client, peer):
+                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                n, started = 2_000, time.perf_counter()
+                for _ in range(n):
+                    client.sendall(b"x")
+                    peer.recv(1)
+                    peer.sendall(b"y")
+                    client.recv(1)
+                return (time.perf_counter() - started) / n * 1e6
+
+    return {
+        "python_loop_ns": round(min(python_loop_ns() for _ in range(rounds)), 1),
+        "syscall_us": round(min(syscall_us() for _ in range(rounds)), 3),
+        "loopback_tcp_rtt_us": round(min(loopback_rtt_us() for _ in range(rounds)), 1),
+    }
 
 
 def run_pgbench(

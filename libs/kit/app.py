@@ -11,10 +11,10 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.kit.auth import TokenVerifier
+from libs.kit.db import DbSession
 from libs.kit.logging import configure_logging
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.problems import Problem, field_name, install_problem_handlers, problem_response
@@ -105,7 +105,7 @@ def request_id(request: Request) -> str:
     return str(request.state.request_id)
 
 
-async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
+async def transaction(request: Request) -> AsyncIterator[DbSession]:
     """The request's unit of work: commits after the route returns, rolls back if it raises."""
     async with get_runtime(request).db.transaction() as session:
         yield session
@@ -113,7 +113,7 @@ async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
 
 # scope="function": commit when the route returns, before the response is sent (FastAPI's default
 # request scope would run the commit after the client already has its 2xx).
-Session = Annotated[AsyncSession, Depends(transaction, scope="function")]
+Session = Annotated[DbSession, Depends(transaction, scope="function")]
 
 
 # Dependencies are `async def` even when they never await: FastAPI runs a plain `def` dependency
@@ -136,8 +136,8 @@ RuntimeDep = Annotated[Runtime, Depends(runtime_dependency)]
 
 
 def transaction_of(
-    make_store: Callable[[AsyncSession], S],
-) -> Callable[[AsyncSession, Emitter], Awaitable[SessionTx[S]]]:
+    make_store: Callable[[DbSession], S],
+) -> Callable[[DbSession, Emitter], Awaitable[SessionTx[S]]]:
     """A dependency giving the request's transaction as a use case sees it: the service's
     repositories on the request's session, and its outbox emitter. Use it as
     `Annotated[SessionTx[Store], Depends(transaction_of(Store), scope="function")]`."""

@@ -20,12 +20,11 @@ from aiokafka.errors import CommitFailedError
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events import topics
 from libs.events.envelope import CloudEvent
 from libs.events.registry import EVENT_TYPES
-from libs.kit.db import INBOX_CLAIM, Database, after_commit
+from libs.kit.db import INBOX_CLAIM, Database, DbSession, after_commit
 from libs.kit.faults import crash_point
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.retry import RetryPolicy
@@ -57,7 +56,7 @@ class EventContext:
     and an emitter that carries causation."""
 
     event: CloudEvent
-    session: AsyncSession
+    session: DbSession
     emitter: Emitter
     topic: str
     raw: bytes  # the record's value exactly as received (e.g. to forward it byte for byte)
@@ -69,7 +68,7 @@ class EventContext:
         """Run `callback` once this event's transaction has committed."""
         after_commit(self.session, callback)
 
-    def tx(self, make_store: Callable[[AsyncSession], S]) -> SessionTx[S]:
+    def tx(self, make_store: Callable[[DbSession], S]) -> SessionTx[S]:
         """This event's transaction as a use case sees it (repositories, emitter, hook)."""
         return SessionTx(self.session, make_store(self.session), self.emitter)
 

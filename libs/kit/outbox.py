@@ -12,11 +12,17 @@ from typing import Any
 import asyncpg
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events.envelope import CloudEvent, new_event
 from libs.events.registry import topic_for
-from libs.kit.db import OUTBOX_APPEND, OUTBOX_COMMITTED, OUTBOX_TAKE_SQL, Database, after_commit
+from libs.kit.db import (
+    OUTBOX_APPEND,
+    OUTBOX_COMMITTED,
+    OUTBOX_TAKE_SQL,
+    Database,
+    DbSession,
+    after_commit,
+)
 from libs.kit.faults import crash_point
 from libs.kit.kafka import ce_headers
 
@@ -50,12 +56,12 @@ def _row(event: CloudEvent, topic: str, key: str) -> dict[str, str]:
     }
 
 
-async def add_to_outbox(session: AsyncSession, event: CloudEvent, topic: str, key: str) -> None:
+async def add_to_outbox(session: DbSession, event: CloudEvent, topic: str, key: str) -> None:
     """Write `event` in the session's transaction; NOTIFY fires only when that transaction commits."""
     await _insert(session, [_row(event, topic, key)])
 
 
-async def _insert(session: AsyncSession, rows: list[dict[str, str]]) -> None:
+async def _insert(session: DbSession, rows: list[dict[str, str]]) -> None:
     # One fixed-shape statement whatever the number of rows (compiled once), in the list's
     # order, which is the publish order; with the NOTIFY for other replicas' relays in it.
     await session.execute(
@@ -84,7 +90,7 @@ class OutboxBuffer:
     def __init__(self) -> None:
         self.rows: list[dict[str, str]] = []
 
-    async def flush(self, session: AsyncSession) -> None:
+    async def flush(self, session: DbSession) -> None:
         if self.rows:
             rows, self.rows = self.rows, []
             await _insert(session, rows)
@@ -95,7 +101,7 @@ class Emitter:
 
     def __init__(
         self,
-        session: AsyncSession,
+        session: DbSession,
         service: str,
         correlation_id: str | None,
         causation_id: str | None = None,

@@ -6,9 +6,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from libs.kit.db import Database, after_commit
+from libs.kit.db import Database, DbSession, after_commit
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.uow import EventSink, Tx
 
@@ -19,7 +17,7 @@ S = TypeVar("S")
 class SessionTx(Generic[S]):
     """A `Tx` on a real SQLAlchemy session (an HTTP request's, an event batch's, or our own)."""
 
-    session: AsyncSession
+    session: DbSession
     store: S
     events: EventSink
 
@@ -31,7 +29,7 @@ class DatabaseUnitOfWork(Generic[S]):
     """`UnitOfWork` over a service's database: each call is a new transaction whose events go to
     the outbox (one insert when the block ends), committed when the block ends normally."""
 
-    def __init__(self, db: Database, service: str, make_store: Callable[[AsyncSession], S]) -> None:
+    def __init__(self, db: Database, service: str, make_store: Callable[[DbSession], S]) -> None:
         self.db = db
         self.service = service
         self.make_store = make_store

@@ -22,9 +22,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events.common import Money
+from libs.kit.db import DbSession
 from services.catalog.domain import Availability, NewProduct, Product, ProductView
 
 metadata = MetaData()
@@ -118,7 +118,7 @@ ADD_PRODUCT = text(
 class Products:
     """The products catalog owns, read with their projections."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def add(self, new: NewProduct) -> bool:
@@ -174,7 +174,7 @@ RECORD_STOCK = text(
 class Projections:
     """Price and stock projections: one upsert per fact, the latest one processed wins."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def record_price(self, sku: str, price: Money | None) -> None:
@@ -194,6 +194,6 @@ class Projections:
 class Store:
     """Catalog's repositories on one session (the `CatalogStore` its use cases need)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.products = Products(session)
         self.projections = Projections(session)

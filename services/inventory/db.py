@@ -25,8 +25,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.kit.db import DbSession
 from services.inventory.domain import (
     Lines,
     Movement,
@@ -129,7 +129,7 @@ MOVE_STOCK = text(
 class StockItems:
     """Stock rows: one per sku. Every write bumps `version` and `updated_at`."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def get(self, sku: str) -> StockItem | None:
@@ -227,7 +227,7 @@ CLOSE_UNSEEN_RESERVATION = text(
 class Reservations:
     """One row per order, whatever happened to it."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def get(self, order_id: str) -> Reservation | None:
@@ -319,7 +319,7 @@ RECORD_MOVEMENTS = text(
 class Movements:
     """The stock movement audit: append only."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def record(
@@ -345,7 +345,7 @@ class Movements:
 class Store:
     """Inventory's repositories on one session, i.e. in one transaction."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.items = StockItems(session)
         self.reservations = Reservations(session)
         self.movements = Movements(session)

@@ -29,8 +29,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.kit.db import DbSession
 from services.notifications.domain import (
     Announcement,
     DeliveryRecord,
@@ -290,7 +290,7 @@ LOG_WEBHOOK = text(
 class NotificationLog:
     """The `notifications` table: queued emails and the log of concluded notifications."""
 
-    session: AsyncSession
+    session: DbSession
 
     async def queue_email(self, email: QueuedEmail) -> bool:
         """Insert `email` as pending unless its dedupe key is taken; False if it was."""
@@ -418,7 +418,7 @@ class NotificationLog:
 class Subscriptions:
     """The `webhook_subscriptions` table."""
 
-    session: AsyncSession
+    session: DbSession
 
     async def add(
         self, subscription_id: str, url: str, events: list[str], secret: str
@@ -491,13 +491,11 @@ class Subscriptions:
         """`listed_types`, read once per transaction: the consumer applies several events in
         one transaction, and most types usually have no subscriber, so this spares each of them
         a statement. Events applied together count as consumed at the moment of this read."""
-        transaction = self.session.sync_session.get_transaction()
-        cached = self.session.info.get(_SUBSCRIBED_TYPES)
-        if cached is not None and transaction is not None and cached[0] is transaction:
-            types: frozenset[str] = cached[1]
-            return types
+        cached: frozenset[str] | None = self.session.info.get(_SUBSCRIBED_TYPES)
+        if cached is not None:  # `info` lives as long as this transaction
+            return cached
         types = await self.listed_types()
-        self.session.info[_SUBSCRIBED_TYPES] = (transaction, types)
+        self.session.info[_SUBSCRIBED_TYPES] = types
         return types
 
 
@@ -510,7 +508,7 @@ ENQUEUE_DELIVERIES = text(_queue_deliveries("webhook_subscriptions")).bindparams
 class Deliveries:
     """The `webhook_deliveries` table: one row per (subscription, event) to POST."""
 
-    session: AsyncSession
+    session: DbSession
 
     async def enqueue(self, announcement: Announcement) -> None:
         """One pending delivery per subscription that lists the event's type (once per event)."""
@@ -654,5 +652,5 @@ class Store:
     deliveries: Deliveries
 
     @classmethod
-    def of(cls, session: AsyncSession) -> "Store":
+    def of(cls, session: DbSession) -> "Store":
         return cls(NotificationLog(session), Subscriptions(session), Deliveries(session))

@@ -28,9 +28,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Row
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events.common import Money, PricedLine
+from libs.kit.db import DbSession
 from services.orders.domain import (
     HistoryEntry,
     LockedOrder,
@@ -120,7 +120,7 @@ idempotency_keys = Table(
 class Orders:
     """The orders table: one order written, locked, changed, or read with its history."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def add(self, order: PendingOrder) -> OrderView:
@@ -246,7 +246,7 @@ class Orders:
 class OrderHistory:
     """Each status an order took, appended as it moves."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def append(self, order_id: str, status: OrderStatus, reason: str | None) -> HistoryEntry:
@@ -274,7 +274,7 @@ CLAIM_IDEMPOTENCY_KEY = text(
 class IdempotencyKeys:
     """Per customer, the request each Idempotency-Key first came with and the order it placed."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def claim(self, customer_id: str, key: str, request_hash: str, order_id: str) -> bool:
@@ -306,7 +306,7 @@ class IdempotencyKeys:
 class Store:
     """The orders repositories on one transaction's session."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.orders = Orders(session)
         self.history = OrderHistory(session)
         self.keys = IdempotencyKeys(session)

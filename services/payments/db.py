@@ -30,9 +30,8 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.kit.db import Database
+from libs.kit.db import Database, DbSession
 from services.payments.domain import (
     Intent,
     LedgerEntry,
@@ -197,7 +196,7 @@ LOCK_PAYMENT_ORDER = text(
 class PaymentOrders:
     """The order's payment state; `lock` first in every transaction that decides about it."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def lock(
@@ -310,7 +309,7 @@ class PaymentOrders:
 class Payments:
     """The money movements of orders."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def add(self, payment: NewPayment) -> None:
@@ -391,7 +390,7 @@ class Payments:
 class Store:
     """Payments' repositories on one transaction's session."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.orders = PaymentOrders(session)
         self.payments = Payments(session)
 
@@ -452,7 +451,7 @@ class PgSandboxLedger:
             return after
 
     @staticmethod
-    async def _select(session: AsyncSession, condition: Any) -> LedgerEntry | None:
+    async def _select(session: DbSession, condition: Any) -> LedgerEntry | None:
         row = (await session.execute(select(sandbox_ledger).where(condition))).first()
         if row is None:
             return None

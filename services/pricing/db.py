@@ -26,9 +26,9 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSON
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from libs.events.common import Money
+from libs.kit.db import DbSession
 from services.pricing import domain
 from services.pricing.domain import BasePrice, ProductFacts, StoredRule, TaxRate
 
@@ -125,7 +125,7 @@ ADD_PRICE = text(
 
 
 class Prices:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def lock(self, sku: str) -> BasePrice | None:
@@ -177,7 +177,7 @@ ADD_RULE = text(
 
 
 class Rules:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def add(self, rule: domain.Rule, definition: dict[str, Any]) -> bool:
@@ -260,7 +260,7 @@ PUT_TAX_RATE = text(
 
 
 class TaxRates:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def put(self, region: str, rate_bps: int) -> None:
@@ -291,7 +291,7 @@ ADD_QUOTE = text(
 
 
 class Quotes:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def add(
@@ -333,7 +333,7 @@ RECORD_PRODUCT = text(
 
 
 class Products:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def record(self, facts: ProductFacts, event_time: datetime) -> None:
@@ -359,7 +359,7 @@ class Products:
 class Store:
     """Pricing's repositories on one session (the `PricingStore` its use cases need)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: DbSession) -> None:
         self.prices = Prices(session)
         self.rules = Rules(session)
         self.tax_rates = TaxRates(session)

@@ -40,7 +40,7 @@ class NoRows:
 
 @dataclass
 class RecordingSession:
-    """Stands in for an AsyncSession: keeps every statement sent, answers that nothing matched."""
+    """Stands in for an DbSession: keeps every statement sent, answers that nothing matched."""
 
     sent: list[Sent] = field(default_factory=list)
 

@@ -6,11 +6,9 @@ import json
 import uuid
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from libs.events import topics
 from libs.kit.cli import read_dlq, replay_dlq
-from libs.kit.db import Database
+from libs.kit.db import Database, DbSession
 from libs.kit.kafka import KafkaConnection
 from libs.kit.outbox import Emitter, OutboxRelay
 from libs.kit.runtime import Runtime
@@ -133,14 +131,14 @@ async def test_a_transaction_that_commits_during_a_relay_pass_is_not_lost(
     db = Database.from_settings(settings)
     topic = f"test.kit.unused.{uuid.uuid4().hex[:8]}"
     sent: list[str] = []
-    slow_session = db._sessions()
-    await slow_session.begin()
-    [early] = await emit_in(slow_session, topic, Ping(key="late-a", position=1))
+    slow_connection = await db.engine.connect()
+    await slow_connection.begin()
+    [early] = await emit_in(DbSession(slow_connection), topic, Ping(key="late-a", position=1))
 
     class CommitsTheSlowTransactionWhileSending:
         async def send(self, topic: str, value: bytes, key: bytes, headers: object) -> Any:
-            if slow_session.in_transaction():
-                await slow_session.commit()
+            if slow_connection.in_transaction():
+                await slow_connection.commit()
             sent.append(json.loads(value)["id"])
             done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             done.set_result(None)
@@ -156,11 +154,11 @@ async def test_a_transaction_that_commits_during_a_relay_pass_is_not_lost(
         assert early in sent, "the row committed during the first pass was lost"
     finally:
         await relay.stop()
-        await slow_session.close()
+        await slow_connection.close()
         await db.dispose()
 
 
-async def emit_in(session: AsyncSession, topic: str, *pings: Ping) -> list[str]:
+async def emit_in(session: DbSession, topic: str, *pings: Ping) -> list[str]:
     emitter = Emitter(session, "kit-producer", correlation_id=None)
     return [(await emitter.emit(p, subject=p.key, topic=topic)).id for p in pings]
 

@@ -6,8 +6,8 @@ from typing import cast
 
 import pytest
 from sqlalchemy.exc import NoResultFound
-from sqlalchemy.ext.asyncio import AsyncSession
 
+from libs.kit.db import DbSession
 from services.notifications.db import Deliveries, NotificationLog, Subscriptions
 from services.notifications.domain import Announcement, QueuedEmail
 from tests.support.statements import RecordingSession, assert_cacheable
@@ -41,7 +41,7 @@ def session() -> RecordingSession:
 
 
 async def test_queueing_an_email_is_cacheable(session: RecordingSession) -> None:
-    log = NotificationLog(cast(AsyncSession, session))
+    log = NotificationLog(cast(DbSession, session))
 
     assert await log.queue_email(_email(None)) is False  # no row back: its dedupe key was taken
 
@@ -53,7 +53,7 @@ async def test_queueing_an_email_is_cacheable(session: RecordingSession) -> None
 async def test_concluding_an_email_is_cacheable(
     session: RecordingSession, lease_until: datetime | None
 ) -> None:
-    log = NotificationLog(cast(AsyncSession, session))
+    log = NotificationLog(cast(DbSession, session))
 
     assert await log.conclude_email(_email(lease_until), "sent", None, NOW, ANNOUNCEMENT) is False
 
@@ -62,7 +62,7 @@ async def test_concluding_an_email_is_cacheable(
 
 
 async def test_logging_a_webhook_is_cacheable(session: RecordingSession) -> None:
-    log = NotificationLog(cast(AsyncSession, session))
+    log = NotificationLog(cast(DbSession, session))
 
     await log.log_webhook("n-2", "e-1:s-1", "OrderConfirmed", "https://h", None, "sent", None, NOW)
 
@@ -72,7 +72,7 @@ async def test_logging_a_webhook_is_cacheable(session: RecordingSession) -> None
 
 async def test_adding_a_subscription_is_cacheable(session: RecordingSession) -> None:
     with pytest.raises(NoResultFound):  # the recording session returns no row
-        await Subscriptions(cast(AsyncSession, session)).add(
+        await Subscriptions(cast(DbSession, session)).add(
             "s-1", "https://h", ["OrderConfirmed"], "secret"
         )
 
@@ -81,7 +81,7 @@ async def test_adding_a_subscription_is_cacheable(session: RecordingSession) -> 
 
 
 async def test_enqueueing_deliveries_is_cacheable(session: RecordingSession) -> None:
-    await Deliveries(cast(AsyncSession, session)).enqueue(ANNOUNCEMENT)
+    await Deliveries(cast(DbSession, session)).enqueue(ANNOUNCEMENT)
 
     [sent] = session.sent
     assert_cacheable(sent)

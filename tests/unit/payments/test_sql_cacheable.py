@@ -5,9 +5,8 @@ from typing import cast
 
 import pytest
 from sqlalchemy.exc import NoResultFound
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from libs.kit.db import Database
+from libs.kit.db import Database, DbSession
 from services.payments.db import PaymentOrders, PgSandboxLedger
 from services.payments.domain import LedgerEntry
 from tests.support.statements import RecordingDatabase, RecordingSession, assert_cacheable
@@ -18,7 +17,7 @@ async def test_locking_an_order_is_one_cacheable_statement(stock_reserved: bool)
     session = RecordingSession()
 
     with pytest.raises(NoResultFound):  # the recording session returns no row
-        await PaymentOrders(cast(AsyncSession, session)).lock(
+        await PaymentOrders(cast(DbSession, session)).lock(
             "o-1", "c-1", stock_reserved=stock_reserved
         )
 

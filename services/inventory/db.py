@@ -113,16 +113,31 @@ CREATE_STOCK_ITEM = text(
     f" {_RETURNING_ITEM}"
 ).columns(*stock_items.c)
 
-MOVE_STOCK = text(
+# One statement moves the stock and audits it: the UPDATE's RETURNING feeds the INSERT (both parts
+# of a data-modifying WITH see the same snapshot, so the levels after the move come from `moved`,
+# never from the table). Each audit row holds its line's deltas and the level the move led to
+# (domain.Movement.of); WITH ORDINALITY ... ORDER BY gives the audit rows their ids in the order
+# of the deltas, and the items come back in that order too.
+MOVE_AND_RECORD_STOCK = text(
+    "WITH moved AS ("
     "UPDATE stock_items"
     " SET on_hand = stock_items.on_hand + deltas.d_on_hand,"
     " reserved = stock_items.reserved + deltas.d_reserved,"
     " version = stock_items.version + 1,"
     " updated_at = now()"
     " FROM unnest(CAST(:skus AS text[]), CAST(:d_on_hand AS bigint[]),"
-    " CAST(:d_reserved AS bigint[])) AS deltas (sku, d_on_hand, d_reserved)"
+    " CAST(:d_reserved AS bigint[])) WITH ORDINALITY AS deltas (sku, d_on_hand, d_reserved, ordinal)"
     " WHERE stock_items.sku = deltas.sku"
-    f" {_RETURNING_ITEM}"
+    f" {_RETURNING_ITEM}, deltas.d_on_hand, deltas.d_reserved, deltas.ordinal"
+    "), audit AS ("
+    "INSERT INTO stock_movements"
+    " (sku, delta_on_hand, delta_reserved, on_hand, reserved, reason, order_id)"
+    " SELECT moved.sku, moved.d_on_hand, moved.d_reserved, moved.on_hand, moved.reserved,"
+    " CAST(:reason AS text), CAST(:order_id AS text)"
+    " FROM moved ORDER BY moved.ordinal"
+    ")"
+    " SELECT " + ", ".join(f"moved.{column.name}" for column in stock_items.c) + " FROM moved"
+    " ORDER BY moved.ordinal"
 ).columns(*stock_items.c)
 
 
@@ -182,24 +197,27 @@ class StockItems:
         )
         return {row.sku: _item(row) for row in rows}
 
-    async def move(self, deltas: Sequence[StockDelta]) -> list[StockItem]:
-        """Apply every delta with one UPDATE (rows locked by `lock_for` first); returns the items
-        as they are after it, in `deltas`' order. The CHECK constraints refuse what would break
-        `0 <= reserved <= on_hand`, whatever a caller decided."""
+    async def move_and_record(
+        self, deltas: Sequence[StockDelta], reason: str, order_id: str | None
+    ) -> list[StockItem]:
+        """Apply every delta and audit every moved line (its deltas and its level after the move,
+        with `reason` and `order_id`) in one statement (rows locked by `lock_for` first); returns
+        the items as they are after it, in `deltas`' order, whose audit rows' ids ascend in that
+        order. The CHECK constraints refuse what would break `0 <= reserved <= on_hand`,
+        whatever a caller decided."""
         if not deltas:
             return []
-        moved = {
-            row.sku: _item(row)
-            for row in await self.session.execute(
-                MOVE_STOCK,
-                {
-                    "skus": [d.sku for d in deltas],
-                    "d_on_hand": [d.on_hand for d in deltas],
-                    "d_reserved": [d.reserved for d in deltas],
-                },
-            )
-        }
-        return [moved[d.sku] for d in deltas]
+        rows = await self.session.execute(
+            MOVE_AND_RECORD_STOCK,
+            {
+                "skus": [d.sku for d in deltas],
+                "d_on_hand": [d.on_hand for d in deltas],
+                "d_reserved": [d.reserved for d in deltas],
+                "reason": reason,
+                "order_id": order_id,
+            },
+        )
+        return [_item(row) for row in rows]
 
     async def mark_low(self, sku: str, low: bool) -> None:
         """Record whether the item's low state has been announced (StockLow once per crossing)."""

@@ -58,8 +58,12 @@ class StockItems(Protocol):
         """Lock the existing items of these skus, in sku order (no deadlocks between orders)."""
         ...
 
-    async def move(self, deltas: Sequence[StockDelta]) -> list[StockItem]:
-        """Apply every delta at once; the items after it, in `deltas`' order."""
+    async def move_and_record(
+        self, deltas: Sequence[StockDelta], reason: str, order_id: str | None
+    ) -> list[StockItem]:
+        """Apply every delta at once and audit each moved line as `Movement.of` its level after
+        the move, with `reason` and `order_id` (in `deltas`' order); the items after it, in
+        `deltas`' order."""
         ...
 
     async def mark_low(self, sku: str, low: bool) -> None: ...
@@ -189,7 +193,7 @@ async def reserve_for_order(
     if not await store.reservations.create(order.order_id, lines, expires_at, correlation_id):
         log.info("order %s already has a reservation; OrderPlaced ignored", order.order_id)
         return None
-    moved = await _move(store, lines, StockMove.RESERVE)
+    moved = await _move(store, lines, StockMove.RESERVE, order.order_id)
     if isinstance(moved, Refused):
         await store.reservations.set_status(
             order.order_id, ReservationStatus.FAILED, domain.OUT_OF_STOCK
@@ -210,7 +214,7 @@ async def reserve_for_order(
         StockReserved(order_id=order.order_id, lines=_event_lines(lines), expires_at=expires_at),
         subject=order.order_id,
     )
-    await _record_moves(store, events, moved, StockMove.RESERVE, order.order_id)
+    await _announce_moves(store, events, moved, StockMove.RESERVE)
     return ReservationStatus.RESERVED
 
 
@@ -318,7 +322,7 @@ async def _step(
         log.info("order %s: %s ignored, reservation is %s", order_id, outcome, reservation.status)
         return None
     lines = reservation.lines
-    moved = await _move(store, lines, step.move)
+    moved = await _move(store, lines, step.move, order_id)
     if isinstance(moved, Refused) and step.move is StockMove.RETAKE:
         # Orders confirmed (and charged) the order after our safety net had already given its
         # stock to others, and not enough is left. Orders is the authority and the saga has no
@@ -336,7 +340,7 @@ async def _step(
         log.error("order %s: %s refused, %s has no stock row", order_id, step.move, moved.sku)
         return None
     await store.reservations.set_status(order_id, step.status, domain.settled_reason(step, reason))
-    await _record_moves(store, events, moved, step.move, order_id)
+    await _announce_moves(store, events, moved, step.move)
     return lines
 
 
@@ -346,27 +350,21 @@ async def _step(
 _Moved = list[tuple[StockLevel, StockItem, StockDelta]]
 
 
-async def _move(store: Store, lines: Lines, move: StockMove) -> _Moved | Refused:
-    """Apply `move` to every line or to none: the rows are locked first (one statement, in sku
-    order), the domain decides on the locked levels, and one statement moves every line."""
+async def _move(store: Store, lines: Lines, move: StockMove, order_id: str) -> _Moved | Refused:
+    """Apply `move` to every line of the order or to none: the rows are locked first (one
+    statement, in sku order), the domain decides on the locked levels, and one statement moves
+    every line and audits it (reason `move.reason`, the order's id)."""
     locked = await store.items.lock_for([sku for sku, _ in lines])
     before = {sku: item.level for sku, item in locked.items()}
     plan = domain.plan_move(lines, before, move)
     if isinstance(plan, Refused):
         return plan
-    moved = await store.items.move(plan)
+    moved = await store.items.move_and_record(plan, move.reason, order_id)
     return [(before[d.sku], item, d) for item, d in zip(moved, plan, strict=True)]
 
 
-async def _record_moves(
-    store: Store, events: EventSink, moved: _Moved, move: StockMove, order_id: str
-) -> None:
-    """Audit every moved line with one insert, then announce each line's level."""
-    await store.movements.record(
-        [Movement.of(item.level, item.sku, d.on_hand, d.reserved) for _, item, d in moved],
-        move.reason,
-        order_id,
-    )
+async def _announce_moves(store: Store, events: EventSink, moved: _Moved, move: StockMove) -> None:
+    """Announce each moved (and already audited) line's level."""
     for before, item, _ in moved:
         await _announce(store, events, before, item, move.reason)
 

@@ -18,8 +18,9 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    bindparam,
+    column,
     func,
-    insert,
     literal,
     select,
     text,
@@ -117,39 +118,126 @@ idempotency_keys = Table(
 )
 
 
+# The two writes of a checkout's hot path are text, each one statement over data-modifying WITHs:
+# SQLAlchemy 2.0 never caches PostgreSQL's insert construct (the one with ON CONFLICT;
+# inherit_cache=False) nor CTEs around it, while a text constant is compiled once; and what always
+# runs together in one transaction costs one round trip instead of two or three. Each WITH part
+# takes its values from the RETURNING of the one before (they all see the same snapshot, so none
+# could read another's rows from the table).
+
+# Every column of orders, in the Table's order: what `.columns(*orders.c, ...)` reads back.
+_ORDER_COLUMNS = ", ".join(column.name for column in orders.c)
+
+# The key claim decides: when the customer's key is taken (ON CONFLICT DO NOTHING, which waits
+# for a concurrent claimer's commit or rollback as the single insert did), `claimed` is empty and
+# neither the order nor its history row is written. The order's first history entry gets `at`
+# from the column default, now(), as the insert of its own did.
+PLACE_ORDER = (
+    text(
+        "WITH claimed AS ("
+        "INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id)"
+        " VALUES (:customer_id, :key, :request_hash, :id)"
+        " ON CONFLICT DO NOTHING"
+        " RETURNING idempotency_keys.order_id"
+        "), placed AS ("
+        "INSERT INTO orders (id, customer_id, status, region, shipping_address, email, lines,"
+        " currency, subtotal, discount, tax, total, quote_id, reservation_deadline,"
+        " correlation_id)"
+        " SELECT claimed.order_id, CAST(:customer_id AS text), CAST(:status AS text),"
+        " CAST(:region AS text), CAST(:shipping_address AS jsonb), CAST(:email AS text),"
+        " CAST(:lines AS jsonb), CAST(:currency AS text), CAST(:subtotal AS bigint),"
+        " CAST(:discount AS bigint), CAST(:tax AS bigint), CAST(:total AS bigint),"
+        " CAST(:quote_id AS text), CAST(:reservation_deadline AS timestamptz),"
+        " CAST(:correlation_id AS text)"
+        " FROM claimed"
+        f" RETURNING {_ORDER_COLUMNS}"
+        "), entry AS ("
+        "INSERT INTO order_history (order_id, status, reason)"
+        " SELECT placed.id, placed.status, placed.reason FROM placed"
+        " RETURNING order_history.order_id, order_history.status, order_history.reason,"
+        " order_history.at"
+        ")"
+        " SELECT "
+        + ", ".join(f"placed.{column.name}" for column in orders.c)
+        + ", entry.status AS history_status, entry.reason AS history_reason,"
+        " entry.at AS history_at"
+        " FROM placed JOIN entry ON entry.order_id = placed.id"
+    )
+    .bindparams(
+        bindparam("shipping_address", type_=orders.c.shipping_address.type),
+        bindparam("lines", type_=orders.c.lines.type),
+        bindparam("reservation_deadline", type_=orders.c.reservation_deadline.type),
+    )
+    .columns(
+        *orders.c,
+        column("history_status", order_history.c.status.type),
+        column("history_reason", order_history.c.reason.type),
+        column("history_at", order_history.c.at.type),
+    )
+)
+
+# A new status: the order's new state and its history entry (status and reason as written, `at`
+# now()). The tracking is written only when given (a NULL keeps the stored one, as `save` leaves
+# the column out), hence a JSONB bind that sends None as SQL NULL, not as JSON null.
+SAVE_STATUS_CHANGE = text(
+    "WITH changed AS ("
+    "UPDATE orders SET status = :status, reason = :reason, stock_reserved = :stock_reserved,"
+    " cancellation_requested = :cancellation_requested,"
+    " cancellation_reason = :cancellation_reason,"
+    " cancel_stock_returned = :cancel_stock_returned,"
+    " cancel_payment_returned = :cancel_payment_returned,"
+    " tracking = COALESCE(CAST(:tracking AS jsonb), orders.tracking),"
+    " updated_at = now()"
+    " WHERE orders.id = :order_id"
+    " RETURNING orders.id, orders.status, orders.reason"
+    ")"
+    " INSERT INTO order_history (order_id, status, reason)"
+    " SELECT changed.id, changed.status, changed.reason FROM changed"
+).bindparams(bindparam("tracking", type_=JSONB(none_as_null=True)))
+
+
 class Orders:
     """The orders table: one order written, locked, changed, or read with its history."""
 
     def __init__(self, session: DbSession) -> None:
         self.session = session
 
-    async def add(self, order: PendingOrder) -> OrderView:
-        """Insert a pending order; returns it as written (RETURNING, no read back), without
-        history."""
+    async def add(self, order: PendingOrder, key: str, request_hash: str) -> OrderView | None:
+        """Claim the customer's Idempotency-Key `key` (with the request's hash) for the order,
+        insert it pending and append its first history entry, in one statement; returns it as
+        written (RETURNING, no read back) with that entry, or None, with nothing written, when
+        the key is taken. The key's primary key decides between concurrent requests: the second
+        waits for the first's commit (and gets None) or rollback (and takes the key)."""
         row = (
             await self.session.execute(
-                insert(orders)
-                .values(
-                    id=order.id,
-                    customer_id=order.customer_id,
-                    status=OrderStatus.PENDING.value,
-                    region=order.region,
-                    shipping_address=order.shipping_address,
-                    email=order.email,
-                    lines=[ln.model_dump(mode="json") for ln in order.lines],
-                    currency=order.total.currency,
-                    subtotal=order.subtotal.amount,
-                    discount=order.discount.amount,
-                    tax=order.tax.amount,
-                    total=order.total.amount,
-                    quote_id=order.quote_id,
-                    reservation_deadline=order.reservation_deadline,
-                    correlation_id=order.correlation_id,
-                )
-                .returning(*orders.c)
+                PLACE_ORDER,
+                {
+                    "key": key,
+                    "request_hash": request_hash,
+                    "id": order.id,
+                    "customer_id": order.customer_id,
+                    "status": OrderStatus.PENDING.value,
+                    "region": order.region,
+                    "shipping_address": order.shipping_address,
+                    "email": order.email,
+                    "lines": [ln.model_dump(mode="json") for ln in order.lines],
+                    "currency": order.total.currency,
+                    "subtotal": order.subtotal.amount,
+                    "discount": order.discount.amount,
+                    "tax": order.tax.amount,
+                    "total": order.total.amount,
+                    "quote_id": order.quote_id,
+                    "reservation_deadline": order.reservation_deadline,
+                    "correlation_id": order.correlation_id,
+                },
             )
-        ).one()
-        return _view(row, ())
+        ).first()
+        if row is None:
+            return None
+        entry = HistoryEntry(
+            status=OrderStatus(row.history_status), reason=row.history_reason, at=row.history_at
+        )
+        return _view(row, (entry,))
 
     async def lock(self, order_id: str) -> LockedOrder | None:
         """The order, locked until the transaction ends (FOR UPDATE), or None."""
@@ -192,6 +280,26 @@ class Orders:
         if tracking is not None:
             values["tracking"] = tracking
         await self.session.execute(update(orders).where(orders.c.id == order_id).values(**values))
+
+    async def save_status_change(
+        self, order_id: str, state: Order, tracking: dict[str, Any] | None = None
+    ) -> None:
+        """`save` for a state with a new status, and that status (with its reason) appended to
+        the order's history, in one statement."""
+        await self.session.execute(
+            SAVE_STATUS_CHANGE,
+            {
+                "order_id": order_id,
+                "status": state.status.value,
+                "reason": state.reason,
+                "stock_reserved": state.stock_reserved,
+                "cancellation_requested": state.cancellation_requested,
+                "cancellation_reason": state.cancellation_reason,
+                "cancel_stock_returned": state.cancel_stock_returned,
+                "cancel_payment_returned": state.cancel_payment_returned,
+                "tracking": tracking,
+            },
+        )
 
     async def view(self, order_id: str) -> OrderView | None:
         row = (await self.session.execute(select(orders).where(orders.c.id == order_id))).first()
@@ -243,54 +351,12 @@ class Orders:
         return {order_id: tuple(entries) for order_id, entries in by_order.items()}
 
 
-class OrderHistory:
-    """Each status an order took, appended as it moves."""
-
-    def __init__(self, session: DbSession) -> None:
-        self.session = session
-
-    async def append(self, order_id: str, status: OrderStatus, reason: str | None) -> HistoryEntry:
-        row = (
-            await self.session.execute(
-                insert(order_history)
-                .values(order_id=order_id, status=status.value, reason=reason)
-                .returning(order_history.c.status, order_history.c.reason, order_history.c.at)
-            )
-        ).one()
-        return _entry(row)
-
-
-# The key claim is text: SQLAlchemy 2.0 never caches PostgreSQL's insert construct (the one with
-# ON CONFLICT; inherit_cache=False), so it compiled this statement of every checkout again on each
-# execution, while a text constant is compiled once.
-CLAIM_IDEMPOTENCY_KEY = text(
-    "INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id)"
-    " VALUES (:customer_id, :key, :request_hash, :order_id)"
-    " ON CONFLICT DO NOTHING"
-    " RETURNING idempotency_keys.order_id"
-)
-
-
 class IdempotencyKeys:
-    """Per customer, the request each Idempotency-Key first came with and the order it placed."""
+    """Per customer, the request each Idempotency-Key first came with and the order it placed
+    (`Orders.add` claims a key with the order it places)."""
 
     def __init__(self, session: DbSession) -> None:
         self.session = session
-
-    async def claim(self, customer_id: str, key: str, request_hash: str, order_id: str) -> bool:
-        """Take the key for `order_id`; False when it is taken. The primary key decides between
-        concurrent requests: the second waits for the first's commit (and is False then) or
-        rollback (and takes it)."""
-        claimed = await self.session.scalar(
-            CLAIM_IDEMPOTENCY_KEY,
-            {
-                "customer_id": customer_id,
-                "key": key,
-                "request_hash": request_hash,
-                "order_id": order_id,
-            },
-        )
-        return claimed is not None
 
     async def find(self, customer_id: str, key: str) -> StoredKey | None:
         row = (
@@ -308,7 +374,6 @@ class Store:
 
     def __init__(self, session: DbSession) -> None:
         self.orders = Orders(session)
-        self.history = OrderHistory(session)
         self.keys = IdempotencyKeys(session)
 
 

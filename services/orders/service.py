@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -29,7 +29,6 @@ from libs.kit.uow import Clock, Tx, UnitOfWork
 from services.orders import domain
 from services.orders.adapters import PricingClient, Quote
 from services.orders.domain import (
-    HistoryEntry,
     IllegalTransition,
     LockedOrder,
     Order,
@@ -50,7 +49,11 @@ RELEASED_FOR_CANCELLATION = "cancelled"
 
 
 class OrderRepository(Protocol):
-    async def add(self, order: PendingOrder) -> OrderView: ...
+    async def add(self, order: PendingOrder, key: str, request_hash: str) -> OrderView | None:
+        """Claim the customer's idempotency key for the order, write it pending with its first
+        history entry, and return it so (with that entry); None, with nothing written, when the
+        key is taken (after waiting for a concurrent claimer's commit)."""
+        ...
 
     async def lock(self, order_id: str) -> LockedOrder | None: ...
 
@@ -58,7 +61,16 @@ class OrderRepository(Protocol):
 
     async def save(
         self, order_id: str, state: Order, tracking: dict[str, Any] | None = None
-    ) -> None: ...
+    ) -> None:
+        """Write a state with the order's current status (and its tracking, when given)."""
+        ...
+
+    async def save_status_change(
+        self, order_id: str, state: Order, tracking: dict[str, Any] | None = None
+    ) -> None:
+        """`save` for a state with a new status, and that status (with its reason) appended to
+        the order's history (`at`: now)."""
+        ...
 
     async def view(self, order_id: str) -> OrderView | None: ...
 
@@ -72,24 +84,13 @@ class OrderRepository(Protocol):
     ) -> list[OrderView]: ...
 
 
-class HistoryRepository(Protocol):
-    async def append(
-        self, order_id: str, status: OrderStatus, reason: str | None
-    ) -> HistoryEntry: ...
-
-
 class KeyRepository(Protocol):
-    async def claim(self, customer_id: str, key: str, request_hash: str, order_id: str) -> bool: ...
-
     async def find(self, customer_id: str, key: str) -> StoredKey | None: ...
 
 
 class Store(Protocol):
     @property
     def orders(self) -> OrderRepository: ...
-
-    @property
-    def history(self) -> HistoryRepository: ...
 
     @property
     def keys(self) -> KeyRepository: ...
@@ -161,17 +162,14 @@ async def place_order(
     order = _pending(request, quote, clock() + timedelta(seconds=reservation_ttl_s), request_id)
     async with uow(request_id) as tx:
         store = tx.store
-        if not await store.keys.claim(
-            request.customer_id, request.idempotency_key, request.request_hash, order.id
-        ):
+        view = await store.orders.add(order, request.idempotency_key, request.request_hash)
+        if view is None:
             # A concurrent request with this key won the key's primary key; we waited for its
             # commit and answer with its order.
             replayed = await _replay(store, request)
             if replayed is None:  # the winner rolled back between our insert and read
                 raise Conflict("a request with this Idempotency-Key is in flight; retry")
             return Placed(replayed, replayed=True)
-        view = await store.orders.add(order)
-        entry = await store.history.append(order.id, OrderStatus.PENDING, None)
         await tx.events.emit(
             OrderPlaced(
                 order_id=order.id,
@@ -198,7 +196,7 @@ async def place_order(
             ),
             subject=order.id,
         )
-    return Placed(replace(view, history=(entry,)), replayed=False)
+    return Placed(view, replayed=False)
 
 
 async def _replay(store: Store, request: OrderRequest) -> OrderView | None:
@@ -430,11 +428,13 @@ async def expire_overdue(claims: OverdueClaims, now: datetime, limit: int) -> in
 async def _move(
     tx: Tx[Store], order: LockedOrder, after: Order, tracking: dict[str, Any] | None = None
 ) -> None:
-    """Write the new state; a new status also gets its history entry and its event."""
-    await tx.store.orders.save(order.id, after, tracking)
-    if after.status is not order.state.status:
-        await tx.store.history.append(order.id, after.status, after.reason)
-        await tx.events.emit(_status_event(order, after, tracking), subject=order.id)
+    """Write the new state; a new status also gets its history entry (in the same statement) and
+    its event."""
+    if after.status is order.state.status:
+        await tx.store.orders.save(order.id, after, tracking)
+        return
+    await tx.store.orders.save_status_change(order.id, after, tracking)
+    await tx.events.emit(_status_event(order, after, tracking), subject=order.id)
 
 
 def _status_event(order: LockedOrder, after: Order, tracking: dict[str, Any] | None) -> BaseModel:

@@ -402,6 +402,8 @@ async def test_operator_ships_and_delivers(client: httpx.AsyncClient, pricing: P
         assert (await client.post(f"/orders/{oid}/cancel", headers=bearer(who))).status_code == 409
         delivered = await client.post(f"/orders/{oid}/deliver", headers=admin())
         assert delivered.json()["status"] == "delivered"
+        # A later status change keeps the tracking the shipment wrote.
+        assert delivered.json()["tracking"] == shipped.json()["tracking"]
         await tail.wait_for(of_type("OrderDelivered", oid))
         assert (await client.post(f"/orders/{oid}/deliver", headers=admin())).status_code == 409
         assert [s for s, _ in history(delivered.json())] == [

@@ -40,6 +40,8 @@ def _checked(sku: str, level: StockLevel) -> StockLevel:
 @dataclass
 class FakeStockItems:
     clock: Clock
+    # Where a move audits its lines (the one statement writes both tables).
+    movements: "FakeMovements"
     rows: dict[str, StockItem] = field(default_factory=dict)
 
     def put(self, sku: str, on_hand: int, reserved: int = 0, reorder_point: int = 0) -> StockItem:
@@ -71,7 +73,9 @@ class FakeStockItems:
     async def lock_for(self, skus: Sequence[str]) -> dict[str, StockItem]:
         return {sku: self.rows[sku] for sku in sorted(skus) if sku in self.rows}
 
-    async def move(self, deltas: Sequence[StockDelta]) -> list[StockItem]:
+    async def move_and_record(
+        self, deltas: Sequence[StockDelta], reason: str, order_id: str | None
+    ) -> list[StockItem]:
         after = {
             d.sku: _checked(
                 d.sku,
@@ -83,7 +87,16 @@ class FakeStockItems:
             )
             for d in deltas
         }
-        return [self._store(sku, level) for sku, level in after.items()]
+        moved = [self._store(sku, level) for sku, level in after.items()]
+        await self.movements.record(
+            [
+                Movement.of(item.level, item.sku, d.on_hand, d.reserved)
+                for item, d in zip(moved, deltas, strict=True)
+            ],
+            reason,
+            order_id,
+        )
+        return moved
 
     async def mark_low(self, sku: str, low: bool) -> None:
         item = self.rows[sku]
@@ -174,9 +187,9 @@ class FakeStore:
 
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or MutableClock()
-        self.items = FakeStockItems(self.clock)
-        self.reservations = FakeReservations(self.clock)
         self.movements = FakeMovements()
+        self.items = FakeStockItems(self.clock, self.movements)
+        self.reservations = FakeReservations(self.clock)
 
 
 @dataclass

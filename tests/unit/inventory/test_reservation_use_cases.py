@@ -18,11 +18,12 @@ from libs.events.inventory import (
     StockReserved,
 )
 from services.inventory import service
-from services.inventory.domain import ReservationStatus, StockLevel
+from services.inventory.domain import Movement, ReservationStatus, StockLevel
 from tests.support.fakes import FakeTx, MutableClock
 from tests.unit.inventory.fakes import (
     START,
     TTL,
+    AuditEntry,
     FakeExpiryTransactions,
     FakeStore,
     order_placed,
@@ -105,10 +106,11 @@ class TestReserve:
         ]
         assert status(tx, "ord-1") == (ReservationStatus.RESERVED, None)
         assert tx.store.reservations.rows["ord-1"].correlation_id == "corr-ord-1"
-        assert [
-            (e.movement.sku, e.movement.delta_reserved, e.reason, e.order_id)
-            for e in tx.store.movements.entries
-        ] == [("a", 2, "reserved", "ord-1"), ("b", 3, "reserved", "ord-1")]
+        # One audit row per line, in line order, with its deltas and the level after the move.
+        assert tx.store.movements.entries == [
+            AuditEntry(Movement("a", 0, 2, 10, 2), "reserved", "ord-1"),
+            AuditEntry(Movement("b", 0, 3, 4, 3), "reserved", "ord-1"),
+        ]
 
     async def test_one_short_line_fails_the_order_and_holds_nothing(
         self, tx: Tx, clock: MutableClock

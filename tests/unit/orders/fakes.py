@@ -47,19 +47,26 @@ class FakeOrders:
     """Orders in a dict. `held` are ids another transaction has locked: the overdue claim skips
     them as SKIP LOCKED would."""
 
-    def __init__(self, history: "FakeHistory", clock: Clock) -> None:
+    def __init__(self, history: "FakeHistory", keys: "FakeKeys", clock: Clock) -> None:
         self.rows: dict[str, _Stored] = {}
         self.history = history
+        self.keys = keys
         self.clock = clock
         self.held: set[str] = set()
 
-    async def add(self, order: PendingOrder) -> OrderView:
+    async def add(self, order: PendingOrder, key: str, request_hash: str) -> OrderView | None:
+        """The key claim decides, as the one statement's first part does: a taken key writes
+        nothing."""
+        if (order.customer_id, key) in self.keys.keys:
+            return None
         if order.id in self.rows:
             raise AssertionError(f"order {order.id} written twice")
+        self.keys.keys[order.customer_id, key] = StoredKey(request_hash, order.id)
         now = self.clock()
         state = Order(status=OrderStatus.PENDING, reservation_deadline=order.reservation_deadline)
         self.rows[order.id] = _Stored(order, state, now, now)
-        return self._view(order.id, with_history=False)
+        self.history.append(order.id, OrderStatus.PENDING, None)
+        return self._view(order.id)
 
     async def lock(self, order_id: str) -> LockedOrder | None:
         return self._locked(order_id) if order_id in self.rows else None
@@ -85,6 +92,14 @@ class FakeOrders:
         stored.updated_at = self.clock()
         if tracking is not None:
             stored.tracking = tracking
+
+    async def save_status_change(
+        self, order_id: str, state: Order, tracking: dict[str, Any] | None = None
+    ) -> None:
+        if state.status is self.rows[order_id].state.status:
+            raise AssertionError(f"order {order_id}: {state.status} is not a new status")
+        await self.save(order_id, state, tracking)
+        self.history.append(order_id, state.status, state.reason)
 
     async def view(self, order_id: str) -> OrderView | None:
         return self._view(order_id) if order_id in self.rows else None
@@ -114,7 +129,7 @@ class FakeOrders:
             p.id, p.customer_id, p.email, p.lines, p.total, p.correlation_id, s.state
         )
 
-    def _view(self, order_id: str, *, with_history: bool = True) -> OrderView:
+    def _view(self, order_id: str) -> OrderView:
         s = self.rows[order_id]
         p = s.placed
         return OrderView(
@@ -136,16 +151,19 @@ class FakeOrders:
             quote_id=p.quote_id,
             created_at=s.created_at,
             updated_at=s.updated_at,
-            history=tuple(self.history.entries.get(order_id, [])) if with_history else (),
+            history=tuple(self.history.entries.get(order_id, [])),
         )
 
 
 class FakeHistory:
+    """Each order's history entries; the orders fake appends them as the statements that write
+    an order's status do."""
+
     def __init__(self, clock: Clock) -> None:
         self.entries: dict[str, list[HistoryEntry]] = {}
         self.clock = clock
 
-    async def append(self, order_id: str, status: OrderStatus, reason: str | None) -> HistoryEntry:
+    def append(self, order_id: str, status: OrderStatus, reason: str | None) -> HistoryEntry:
         entry = HistoryEntry(status, reason, self.clock())
         self.entries.setdefault(order_id, []).append(entry)
         return entry
@@ -154,12 +172,6 @@ class FakeHistory:
 class FakeKeys:
     def __init__(self) -> None:
         self.keys: dict[tuple[str, str], StoredKey] = {}
-
-    async def claim(self, customer_id: str, key: str, request_hash: str, order_id: str) -> bool:
-        if (customer_id, key) in self.keys:
-            return False
-        self.keys[customer_id, key] = StoredKey(request_hash, order_id)
-        return True
 
     async def find(self, customer_id: str, key: str) -> StoredKey | None:
         return self.keys.get((customer_id, key))
@@ -171,8 +183,8 @@ class FakeStore:
     def __init__(self, clock: Clock | None = None) -> None:
         self.clock = clock or MutableClock()
         self.history = FakeHistory(self.clock)
-        self.orders = FakeOrders(self.history, self.clock)
         self.keys = FakeKeys()
+        self.orders = FakeOrders(self.history, self.keys, self.clock)
 
 
 @dataclass

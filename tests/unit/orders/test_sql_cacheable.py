@@ -1,18 +1,87 @@
 """The statements orders' repositories rewrote for SQLAlchemy's statement cache are cacheable and
 given exactly their parameters (no database: a recording session)."""
 
+import re
+from datetime import UTC, datetime
 from typing import cast
 
+import pytest
+from sqlalchemy import ClauseElement, Executable
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+from libs.events.common import Money, PricedLine
 from libs.kit.db import DbSession
-from services.orders.db import IdempotencyKeys
+from services.orders import db
+from services.orders.db import Orders
+from services.orders.domain import Order, OrderStatus, PendingOrder
 from tests.support.statements import RecordingSession, assert_cacheable
 
+STATEMENTS = {
+    name: value
+    for name, value in vars(db).items()
+    if isinstance(value, Executable) and isinstance(value, ClauseElement)
+}
+# A ":name" left in the compiled SQL was not taken as a bind (text() reads ":x::int" as text).
+UNPARSED_BIND = re.compile(r"(?<!:):\w")
+DEADLINE = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
-async def test_the_idempotency_key_claim_is_cacheable() -> None:
+
+def eur(amount: int) -> Money:
+    return Money(amount=amount, currency="EUR")
+
+
+@pytest.mark.parametrize("name", sorted(STATEMENTS))
+def test_statement_constants_are_cacheable_and_fully_parsed(name: str) -> None:
+    statement = STATEMENTS[name]
+    assert statement._generate_cache_key() is not None
+    compiled = statement.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
+    assert UNPARSED_BIND.search(compiled.string) is None, compiled.string
+
+
+async def test_placing_claims_the_key_and_writes_order_and_history_in_one_statement() -> None:
     session = RecordingSession()
+    order = PendingOrder(
+        id="o-1",
+        customer_id="c-1",
+        region="FR",
+        shipping_address={"city": "Paris"},
+        email=None,
+        lines=(
+            PricedLine(
+                sku="MUG-1",
+                quantity=1,
+                unit_price=eur(100),
+                discount=eur(0),
+                tax=eur(0),
+                total=eur(100),
+            ),
+        ),
+        subtotal=eur(100),
+        discount=eur(0),
+        tax=eur(0),
+        total=eur(100),
+        quote_id=None,
+        reservation_deadline=DEADLINE,
+        correlation_id="req-1",
+    )
 
-    claimed = await IdempotencyKeys(cast(DbSession, session)).claim("c-1", "k-1", "h", "o-1")
+    placed = await Orders(cast(DbSession, session)).add(order, "k-1", "h")
 
-    assert claimed is False  # the recording session returns no row: the key was taken
+    assert placed is None  # the recording session returns no row: the key was taken
     [sent] = session.sent
+    assert sent.statement is db.PLACE_ORDER
+    assert_cacheable(sent)
+
+
+@pytest.mark.parametrize("tracking", [None, {"carrier": "UPS"}], ids=["no-tracking", "tracking"])
+async def test_a_status_change_writes_order_and_history_in_one_statement(
+    tracking: dict[str, str] | None,
+) -> None:
+    session = RecordingSession()
+    state = Order(status=OrderStatus.SHIPPED, reservation_deadline=DEADLINE)
+
+    await Orders(cast(DbSession, session)).save_status_change("o-1", state, tracking)
+
+    [sent] = session.sent
+    assert sent.statement is db.SAVE_STATUS_CHANGE
     assert_cacheable(sent)

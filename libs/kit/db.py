@@ -134,13 +134,46 @@ class DbSession:
     `scalars` of SQLAlchemy Core statements on the transaction's connection, and `info`, what
     this transaction carries beside (after-commit hooks). A Core connection rather than an ORM
     session: we map no objects, and the ORM's session costs about 0.2 CPU-ms more per
-    transaction and 0.06 per statement (ADR 0009)."""
+    transaction and 0.06 per statement (ADR 0009). The connection is taken from the pool at the
+    first statement: a request refused before it touches the database takes none."""
 
-    __slots__ = ("connection", "info")
+    __slots__ = ("_connection", "_engine", "info")
 
-    def __init__(self, connection: AsyncConnection, info: dict[str, Any] | None = None) -> None:
-        self.connection = connection
+    def __init__(
+        self,
+        engine: AsyncEngine | None = None,
+        info: dict[str, Any] | None = None,
+        *,
+        connection: AsyncConnection | None = None,
+    ) -> None:
+        self._engine = engine
+        self._connection = connection  # given: the caller began it and ends it
         self.info: dict[str, Any] = info if info is not None else {}
+
+    async def _begun(self) -> AsyncConnection:
+        if self._connection is None:
+            assert self._engine is not None
+            connection = await self._engine.connect()
+            try:
+                await connection.begin()
+            except BaseException:
+                await connection.close()
+                raise
+            self._connection = connection
+        return self._connection
+
+    async def _end(self, commit: bool) -> None:
+        """Commit (or roll back) and give the connection back, if a statement took one."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            if commit:
+                await connection.commit()
+            else:
+                await connection.rollback()
+        finally:
+            await connection.close()
 
     # Typed as AsyncConnection's own methods: a typed select gives typed rows and scalars.
     @overload
@@ -150,7 +183,7 @@ class DbSession:
     @overload
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
-        return await self.connection.execute(statement, parameters)
+        return await (await self._begun()).execute(statement, parameters)
 
     @overload
     async def scalar(
@@ -159,7 +192,7 @@ class DbSession:
     @overload
     async def scalar(self, statement: Executable, parameters: Any = None) -> Any: ...
     async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
-        return await self.connection.scalar(statement, parameters)
+        return await (await self._begun()).scalar(statement, parameters)
 
     @overload
     async def scalars(
@@ -168,7 +201,7 @@ class DbSession:
     @overload
     async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]: ...
     async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]:
-        return await self.connection.scalars(statement, parameters)
+        return await (await self._begun()).scalars(statement, parameters)
 
 
 def after_commit(session: DbSession, callback: Callable[[], None]) -> None:
@@ -210,9 +243,16 @@ class Database:
     async def transaction(self) -> AsyncIterator[DbSession]:
         """A unit of work: commits when the block ends normally, rolls back on any error; then
         runs what `after_commit` registered (only if it committed)."""
-        async with self.engine.begin() as connection:
-            session = DbSession(connection, {OUTBOX_COMMITTED: self._outbox_committed})
+        session = DbSession(self.engine, {OUTBOX_COMMITTED: self._outbox_committed})
+        try:
             yield session
+        except BaseException:
+            try:
+                await session._end(commit=False)
+            except Exception as exc:  # the error that ended the block is the one to raise
+                log.warning("rollback failed: %r", exc)
+            raise
+        await session._end(commit=True)
         callbacks: list[Callable[[], None]] = session.info.pop(_AFTER_COMMIT, [])
         for callback in callbacks:
             try:

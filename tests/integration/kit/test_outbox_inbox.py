@@ -133,7 +133,9 @@ async def test_a_transaction_that_commits_during_a_relay_pass_is_not_lost(
     sent: list[str] = []
     slow_connection = await db.engine.connect()
     await slow_connection.begin()
-    [early] = await emit_in(DbSession(slow_connection), topic, Ping(key="late-a", position=1))
+    [early] = await emit_in(
+        DbSession(connection=slow_connection), topic, Ping(key="late-a", position=1)
+    )
 
     class CommitsTheSlowTransactionWhileSending:
         async def send(self, topic: str, value: bytes, key: bytes, headers: object) -> Any:

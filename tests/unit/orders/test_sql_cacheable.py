@@ -1,13 +1,10 @@
 """The statements orders' repositories rewrote for SQLAlchemy's statement cache are cacheable and
 given exactly their parameters (no database: a recording session)."""
 
-import re
 from datetime import UTC, datetime
 from typing import cast
 
 import pytest
-from sqlalchemy import ClauseElement, Executable
-from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 
 from libs.events.common import Money, PricedLine
 from libs.kit.db import DbSession
@@ -16,26 +13,11 @@ from services.orders.db import Orders
 from services.orders.domain import Order, OrderStatus, PendingOrder
 from tests.support.statements import RecordingSession, assert_cacheable
 
-STATEMENTS = {
-    name: value
-    for name, value in vars(db).items()
-    if isinstance(value, Executable) and isinstance(value, ClauseElement)
-}
-# A ":name" left in the compiled SQL was not taken as a bind (text() reads ":x::int" as text).
-UNPARSED_BIND = re.compile(r"(?<!:):\w")
 DEADLINE = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def eur(amount: int) -> Money:
     return Money(amount=amount, currency="EUR")
-
-
-@pytest.mark.parametrize("name", sorted(STATEMENTS))
-def test_statement_constants_are_cacheable_and_fully_parsed(name: str) -> None:
-    statement = STATEMENTS[name]
-    assert statement._generate_cache_key() is not None
-    compiled = statement.compile(dialect=asyncpg_dialect())  # type: ignore[no-untyped-call]
-    assert UNPARSED_BIND.search(compiled.string) is None, compiled.string
 
 
 async def test_placing_claims_the_key_and_writes_order_and_history_in_one_statement() -> None:

@@ -196,6 +196,19 @@ SAVE_STATUS_CHANGE = text(
 ).bindparams(bindparam("tracking", type_=JSONB(none_as_null=True)))
 
 
+def _state_columns(state: Order) -> dict[str, Any]:
+    """The columns an order's state is stored in (`save` and `save_status_change` write them)."""
+    return {
+        "status": state.status.value,
+        "reason": state.reason,
+        "stock_reserved": state.stock_reserved,
+        "cancellation_requested": state.cancellation_requested,
+        "cancellation_reason": state.cancellation_reason,
+        "cancel_stock_returned": state.cancel_stock_returned,
+        "cancel_payment_returned": state.cancel_payment_returned,
+    }
+
+
 class Orders:
     """The orders table: one order written, locked, changed, or read with its history."""
 
@@ -267,16 +280,7 @@ class Orders:
         self, order_id: str, state: Order, tracking: dict[str, Any] | None = None
     ) -> None:
         """Write an order's new state (and its tracking, once shipped)."""
-        values: dict[str, Any] = {
-            "status": state.status.value,
-            "reason": state.reason,
-            "stock_reserved": state.stock_reserved,
-            "cancellation_requested": state.cancellation_requested,
-            "cancellation_reason": state.cancellation_reason,
-            "cancel_stock_returned": state.cancel_stock_returned,
-            "cancel_payment_returned": state.cancel_payment_returned,
-            "updated_at": func.now(),
-        }
+        values: dict[str, Any] = {**_state_columns(state), "updated_at": func.now()}
         if tracking is not None:
             values["tracking"] = tracking
         await self.session.execute(update(orders).where(orders.c.id == order_id).values(**values))
@@ -288,17 +292,7 @@ class Orders:
         the order's history, in one statement."""
         await self.session.execute(
             SAVE_STATUS_CHANGE,
-            {
-                "order_id": order_id,
-                "status": state.status.value,
-                "reason": state.reason,
-                "stock_reserved": state.stock_reserved,
-                "cancellation_requested": state.cancellation_requested,
-                "cancellation_reason": state.cancellation_reason,
-                "cancel_stock_returned": state.cancel_stock_returned,
-                "cancel_payment_returned": state.cancel_payment_returned,
-                "tracking": tracking,
-            },
+            {"order_id": order_id, **_state_columns(state), "tracking": tracking},
         )
 
     async def view(self, order_id: str) -> OrderView | None:

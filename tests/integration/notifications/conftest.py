@@ -165,6 +165,14 @@ class Notifications:
         items: list[dict[str, Any]] = response.json()["items"]
         return items
 
+    async def deliveries(self, subscription_id: str) -> list[dict[str, Any]]:
+        response = await self.http.get(
+            f"/notifications/webhooks/{subscription_id}/deliveries", headers=admin()
+        )
+        assert response.status_code == 200, response.text
+        items: list[dict[str, Any]] = response.json()["items"]
+        return items
+
     async def subscribe(self, url: str, events: list[str], secret: str) -> dict[str, Any]:
         response = await self.http.post(
             "/notifications/webhooks",

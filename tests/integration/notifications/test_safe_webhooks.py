@@ -46,15 +46,6 @@ async def reject(order_id: str) -> None:
     await send("orders", topics.ORDERS, rejected, order_id)
 
 
-async def deliveries(notifications: Notifications, subscription_id: str) -> list[dict[str, Any]]:
-    response = await notifications.http.get(
-        f"/notifications/webhooks/{subscription_id}/deliveries", headers=admin()
-    )
-    assert response.status_code == 200, response.text
-    items: list[dict[str, Any]] = response.json()["items"]
-    return items
-
-
 async def test_the_metadata_url_is_refused_naming_url_and_not_stored(
     notifications: Notifications,
 ) -> None:
@@ -137,7 +128,7 @@ async def test_a_4xx_is_not_retried_and_an_admin_redelivers_it(
         await reject(order_id)
 
         async def failed() -> list[dict[str, Any]] | None:
-            listed = await deliveries(notifications, subscription["id"])
+            listed = await notifications.deliveries(subscription["id"])
             return listed if listed and listed[0]["status"] == "failed" else None
 
         [delivery] = await eventually(failed, timeout=30, what="the delivery failed")
@@ -160,7 +151,7 @@ async def test_a_4xx_is_not_retried_and_an_admin_redelivers_it(
         first, second = receiver.requests
         assert first.headers["webhook-id"] == second.headers["webhook-id"]
         assert first.body == second.body
-        [redelivered] = await deliveries(notifications, subscription["id"])
+        [redelivered] = await notifications.deliveries(subscription["id"])
         assert (redelivered["status"], redelivered["redeliveries"]) == ("delivered", 1)
         again = await notifications.http.post(f"{path}/redeliver", headers=admin())
         assert again.status_code == 202  # a delivered one may be sent again too
@@ -184,7 +175,7 @@ async def test_deliveries_are_listed_newest_first_page_by_page_and_admin_only(
             await reject(order_id)
 
         async def three() -> bool:
-            return len(await deliveries(notifications, subscription["id"])) == 3
+            return len(await notifications.deliveries(subscription["id"])) == 3
 
         await eventually(three, timeout=30, what="three deliveries")
         first = await notifications.http.get(path, params={"limit": 2}, headers=admin())
@@ -221,7 +212,7 @@ async def test_a_redirect_is_a_failed_attempt_and_is_not_followed(
         await reject(new_order_id())
 
         async def attempted() -> list[dict[str, Any]] | None:
-            listed = await deliveries(notifications, subscription["id"])
+            listed = await notifications.deliveries(subscription["id"])
             return listed if listed and listed[0]["attempts"] >= 1 else None
 
         [delivery] = await eventually(attempted, timeout=30, what="an attempt")
@@ -258,7 +249,7 @@ async def test_an_endless_answer_is_cut_off_after_64_kib(notifications: Notifica
         await reject(new_order_id())
 
         async def recorded() -> list[dict[str, Any]] | None:
-            listed = await deliveries(notifications, subscription["id"])
+            listed = await notifications.deliveries(subscription["id"])
             return listed if listed and listed[0]["attempts"] >= 1 else None
 
         [delivery] = await eventually(recorded, timeout=30, what="the attempt recorded")
@@ -291,11 +282,11 @@ async def test_a_target_no_longer_allowed_is_refused_at_delivery_time(
         await reject(new_order_id())
 
         async def queued() -> bool:
-            return len(await deliveries(notifications, subscription["id"])) == 1
+            return len(await notifications.deliveries(subscription["id"])) == 1
 
         await eventually(queued, timeout=30, what="the delivery queued")
         assert await strict.run_once(datetime.now(UTC) + timedelta(minutes=1)) >= 1
-        [delivery] = await deliveries(notifications, subscription["id"])
+        [delivery] = await notifications.deliveries(subscription["id"])
         assert delivery["status"] == "failed"
         assert "127.0.0.1 is a loopback address" in delivery["last_error"]
         assert receiver.requests == []

@@ -129,9 +129,11 @@ sandbox_ledger = Table(
     Column("attempts", Integer, nullable=False),
     Column("ref", String(100), unique=True),
     Column("decline_reason", String(100)),
-    Column("capture_ref", String(100)),
+    Column("capture_ref", String(100), index=True),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("behaviour", String(20)),
+    Column("awaiting_action", Boolean, nullable=False, server_default="false"),
 )
 
 _o = payment_orders.c
@@ -398,13 +400,15 @@ class Store:
 # A ledger entry as the sandbox's step left it, created or overwritten.
 WRITE_LEDGER_ENTRY = text(
     "INSERT INTO sandbox_ledger"
-    " (idempotency_key, operation, amount, currency, attempts, ref, decline_reason, capture_ref)"
+    " (idempotency_key, operation, amount, currency, attempts, ref, decline_reason, capture_ref,"
+    " behaviour, awaiting_action)"
     " VALUES (:idempotency_key, :operation, :amount, :currency, :attempts, :ref, :decline_reason,"
-    " :capture_ref)"
+    " :capture_ref, :behaviour, :awaiting_action)"
     " ON CONFLICT (idempotency_key) DO UPDATE"
     " SET operation = EXCLUDED.operation, amount = EXCLUDED.amount,"
     " currency = EXCLUDED.currency, attempts = EXCLUDED.attempts, ref = EXCLUDED.ref,"
     " decline_reason = EXCLUDED.decline_reason, capture_ref = EXCLUDED.capture_ref,"
+    " behaviour = EXCLUDED.behaviour, awaiting_action = EXCLUDED.awaiting_action,"
     " updated_at = now()"
 )
 
@@ -424,6 +428,15 @@ class PgSandboxLedger:
     async def by_ref(self, ref: str) -> LedgerEntry | None:
         async with self.db.transaction() as session:
             return await self._select(session, sandbox_ledger.c.ref == ref)
+
+    async def acting_on(self, ref: str) -> list[LedgerEntry]:
+        async with self.db.transaction() as session:
+            rows = await session.execute(
+                select(sandbox_ledger)
+                .where(sandbox_ledger.c.capture_ref == ref)
+                .order_by(sandbox_ledger.c.created_at)
+            )
+            return [_ledger_entry(row) for row in rows.all()]
 
     async def apply(
         self, key: str, step: Callable[[LedgerEntry | None], LedgerEntry]
@@ -446,6 +459,8 @@ class PgSandboxLedger:
                         "ref": after.ref,
                         "decline_reason": after.decline_reason,
                         "capture_ref": after.capture_ref,
+                        "behaviour": after.behaviour,
+                        "awaiting_action": after.awaiting_action,
                     },
                 )
             return after
@@ -453,15 +468,19 @@ class PgSandboxLedger:
     @staticmethod
     async def _select(session: DbSession, condition: Any) -> LedgerEntry | None:
         row = (await session.execute(select(sandbox_ledger).where(condition))).first()
-        if row is None:
-            return None
-        return LedgerEntry(
-            key=row.idempotency_key,
-            operation=row.operation,
-            amount=row.amount,
-            currency=row.currency,
-            attempts=row.attempts,
-            ref=row.ref,
-            decline_reason=row.decline_reason,
-            capture_ref=row.capture_ref,
-        )
+        return None if row is None else _ledger_entry(row)
+
+
+def _ledger_entry(row: Row[Any]) -> LedgerEntry:
+    return LedgerEntry(
+        key=row.idempotency_key,
+        operation=row.operation,
+        amount=row.amount,
+        currency=row.currency,
+        attempts=row.attempts,
+        ref=row.ref,
+        decline_reason=row.decline_reason,
+        capture_ref=row.capture_ref,
+        behaviour=row.behaviour,
+        awaiting_action=row.awaiting_action,
+    )

@@ -1,5 +1,8 @@
 """Payments rules: when an order is charged, refunded or voided, and how the sandbox PSP answers."""
 
+import hashlib
+import hmac
+import json
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -10,11 +13,24 @@ from typing import Literal
 
 
 @dataclass(frozen=True)
+class NextAction:
+    """What the shopper must do before the provider decides (3-D Secure): the frontend completes
+    it with the provider's client library and `client_secret`, or by following `redirect_url`."""
+
+    type: str  # the provider's name for it, e.g. Stripe's "use_stripe_sdk" or "redirect_to_url"
+    client_secret: str | None = field(default=None, repr=False)  # never in a log line
+    redirect_url: str | None = None
+
+
+@dataclass(frozen=True)
 class ProviderResult:
-    """A provider's final answer to one operation: money moved (`ref`) or it was declined."""
+    """A provider's answer to one operation: money moved or was authorized (`ref`), it was
+    declined, or the shopper must act first (`next_action`, with `ref` naming the pending
+    operation; the provider's webhook brings the verdict)."""
 
     ref: str | None = None
     decline_reason: str | None = None
+    next_action: NextAction | None = None
 
     @classmethod
     def succeeded(cls, ref: str) -> "ProviderResult":
@@ -24,9 +40,49 @@ class ProviderResult:
     def declined(cls, reason: str) -> "ProviderResult":
         return cls(decline_reason=reason)
 
+    @classmethod
+    def requires_action(cls, ref: str, action: NextAction) -> "ProviderResult":
+        return cls(ref=ref, next_action=action)
+
     @property
     def ok(self) -> bool:
-        return self.ref is not None
+        return self.ref is not None and self.next_action is None
+
+    @property
+    def awaits_action(self) -> bool:
+        return self.next_action is not None
+
+
+class WebhookRejected(Exception):
+    """An inbound provider webhook that is not the provider's (bad or missing signature, stale
+    timestamp) or not parseable. Its message names the problem, never the payload."""
+
+
+ProviderEventKind = Literal[
+    "authorized",  # the authorization holds money to capture (after 3-D Secure, for example)
+    "succeeded",  # captured
+    "failed",  # declined after all (3-D Secure failed, the authorization was refused)
+    "canceled",  # voided, or an authorization that expired
+    "refunded",  # money given back (in full or in part)
+    "disputed",  # the shopper's bank opened a dispute (chargeback)
+    "ignored",  # verified, but nothing payments acts on
+]
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """An inbound webhook, verified and mapped to what payments acts on. `id` is the provider's
+    event id (deduplicated in the inbox); `order_id` comes from the metadata we sent with the
+    operation; `ref` is the provider's reference of the payment (what our calls returned)."""
+
+    id: str
+    kind: ProviderEventKind
+    provider_type: str  # the provider's own event type, e.g. "charge.dispute.created"
+    order_id: str | None = None
+    ref: str | None = None
+    amount: int | None = None  # minor units: captured, refunded (in total) or disputed
+    currency: str | None = None
+    reason: str | None = None  # decline code, dispute reason
 
 
 class TransientProviderError(Exception):
@@ -285,28 +341,62 @@ TOK_DECLINED = "tok_chargeDeclined"
 TOK_PROCESSING_ERROR = "tok_processingError"
 # Extension: succeeds after `sandbox_slow_s` seconds (tests a capture racing the order deadline).
 TOK_SLOW = "tok_slowAuthorization"
+# The contract's: the payment waits for the shopper's 3-D Secure confirmation, which the
+# provider's webhook brings (the sandbox's is simulated, see `sandbox_confirm`).
+TOK_3DS = "tok_threeDSecureRequired"
+# Extensions: an authorization that has expired by the time it is captured, and a payment whose
+# refunds the provider declines.
+TOK_AUTH_EXPIRES = "tok_authorizationExpires"
+TOK_REFUND_FAILS = "tok_refundFails"
 PROCESSING_ERROR_FAILURES = 2
+_SUCCEEDING = (
+    TOK_VISA,
+    TOK_PROCESSING_ERROR,
+    TOK_SLOW,
+    TOK_3DS,
+    TOK_AUTH_EXPIRES,
+    TOK_REFUND_FAILS,
+)
+# What a sandbox payment remembers of its token (never the token itself).
+_BEHAVIOURS = {TOK_AUTH_EXPIRES: "auth_expires", TOK_REFUND_FAILS: "refund_fails"}
+
+LedgerOperation = Literal["capture", "refund", "authorize", "void"]
 
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """The sandbox's memory of one idempotency key: attempts so far, and the answer once given."""
+    """The sandbox's memory of one idempotency key: attempts so far, and the answer once given.
+    A 3-D Secure payment has its `ref` and `awaiting_action` until the shopper's verdict."""
 
     key: str
-    operation: Literal["capture", "refund"]
+    operation: LedgerOperation
     amount: int
     currency: str | None
     attempts: int = 0
     ref: str | None = None
     decline_reason: str | None = None
-    capture_ref: str | None = None  # for refunds: the capture they give back
+    capture_ref: str | None = None  # the payment it acts on (refund, void, capture of a hold)
+    behaviour: str | None = None  # see _BEHAVIOURS
+    awaiting_action: bool = False
 
     @property
     def decided(self) -> bool:
-        return self.ref is not None or self.decline_reason is not None
+        return (self.ref is not None and not self.awaiting_action) or (
+            self.decline_reason is not None
+        )
+
+    @property
+    def moved(self) -> bool:
+        """Money moved or is held: decided, with a reference."""
+        return self.ref is not None and not self.awaiting_action
 
     def result(self) -> ProviderResult:
         """The recorded answer, or a transient error while the key has none yet."""
+        if self.ref is not None and self.awaiting_action:
+            return ProviderResult.requires_action(
+                self.ref,
+                NextAction("three_d_secure", client_secret=f"{self.ref}_secret_sandbox"),
+            )
         if self.ref is not None:
             return ProviderResult.succeeded(self.ref)
         if self.decline_reason is not None:
@@ -314,13 +404,20 @@ class LedgerEntry:
         raise TransientProviderError(f"sandbox processing error (attempt {self.attempts})")
 
 
-def sandbox_capture(
-    entry: LedgerEntry | None, key: str, amount: int, currency: str, token: str, new_ref: str
+def sandbox_payment(
+    entry: LedgerEntry | None,
+    key: str,
+    operation: Literal["capture", "authorize"],
+    amount: int,
+    currency: str,
+    token: str,
+    new_ref: str,
 ) -> LedgerEntry:
-    """The sandbox's ledger after one capture attempt; a decided key never changes again."""
-    if entry is not None and entry.decided:
+    """The sandbox's ledger after one capture (or authorization) attempt with a token; a decided
+    key never changes again."""
+    if entry is not None and (entry.decided or entry.awaiting_action):
         return entry
-    entry = entry or LedgerEntry(key=key, operation="capture", amount=amount, currency=currency)
+    entry = entry or LedgerEntry(key=key, operation=operation, amount=amount, currency=currency)
     entry = replace(entry, attempts=entry.attempts + 1)
     if not SANDBOX_TOKEN_PATTERN.match(token):
         return replace(entry, decline_reason="invalid_token")
@@ -328,20 +425,99 @@ def sandbox_capture(
         return replace(entry, decline_reason="card_declined")
     if token == TOK_PROCESSING_ERROR and entry.attempts <= PROCESSING_ERROR_FAILURES:
         return entry  # undecided: result() raises a transient error
-    if token in (TOK_VISA, TOK_PROCESSING_ERROR, TOK_SLOW):
-        return replace(entry, ref=new_ref)
+    if token in _SUCCEEDING:
+        return replace(
+            entry, ref=new_ref, behaviour=_BEHAVIOURS.get(token), awaiting_action=token == TOK_3DS
+        )
     return replace(entry, decline_reason="invalid_token")
+
+
+def sandbox_capture(
+    entry: LedgerEntry | None, key: str, amount: int, currency: str, token: str, new_ref: str
+) -> LedgerEntry:
+    """Authorize and capture in one."""
+    return sandbox_payment(entry, key, "capture", amount, currency, token, new_ref)
+
+
+def sandbox_confirm(entry: LedgerEntry, *, succeeded: bool) -> LedgerEntry:
+    """The shopper's 3-D Secure verdict on a payment that awaits it (anything else: unchanged)."""
+    if not entry.awaiting_action:
+        return entry
+    if succeeded:
+        return replace(entry, awaiting_action=False)
+    return replace(entry, awaiting_action=False, ref=None, decline_reason="authentication_failed")
+
+
+def sandbox_capture_hold(
+    entry: LedgerEntry | None,
+    hold: LedgerEntry | None,
+    taken: list[LedgerEntry],
+    key: str,
+    hold_ref: str,
+    amount: int,
+    new_ref: str,
+) -> LedgerEntry:
+    """The ledger after capturing `amount` of the authorization `hold` (`taken`: what was done
+    to it already, captures and voids): once, at most what it holds, not after it expired."""
+    if entry is not None and entry.decided:
+        return entry
+    entry = entry or LedgerEntry(
+        key=key,
+        operation="capture",
+        amount=amount,
+        currency=hold.currency if hold else None,
+        capture_ref=hold_ref,
+        behaviour=hold.behaviour if hold else None,
+    )
+    entry = replace(entry, attempts=entry.attempts + 1)
+    if hold is None or hold.operation != "authorize" or not hold.moved:
+        return replace(entry, decline_reason="unknown_authorization")
+    if any(t.moved for t in taken if t.key != key):
+        return replace(entry, decline_reason="authorization_closed")
+    if hold.behaviour == "auth_expires":
+        return replace(entry, decline_reason="authorization_expired")
+    if not 0 < amount <= hold.amount:
+        return replace(entry, decline_reason="invalid_amount")
+    return replace(entry, ref=new_ref)
+
+
+def sandbox_void(
+    entry: LedgerEntry | None,
+    hold: LedgerEntry | None,
+    taken: list[LedgerEntry],
+    key: str,
+    hold_ref: str,
+    new_ref: str,
+) -> LedgerEntry:
+    """The ledger after releasing the authorization `hold`: only one not captured yet."""
+    if entry is not None and entry.decided:
+        return entry
+    entry = entry or LedgerEntry(
+        key=key,
+        operation="void",
+        amount=hold.amount if hold else 0,
+        currency=hold.currency if hold else None,
+        capture_ref=hold_ref,
+    )
+    entry = replace(entry, attempts=entry.attempts + 1)
+    if hold is None or hold.operation != "authorize" or not hold.moved:
+        return replace(entry, decline_reason="unknown_authorization")
+    if any(t.moved and t.operation == "capture" for t in taken):
+        return replace(entry, decline_reason="authorization_captured")
+    return replace(entry, ref=new_ref)
 
 
 def sandbox_refund(
     entry: LedgerEntry | None,
     capture: LedgerEntry | None,
+    refunded: int,
     key: str,
     capture_ref: str,
     amount: int,
     new_ref: str,
 ) -> LedgerEntry:
-    """The sandbox's ledger after one refund attempt: only a known capture, at most its amount."""
+    """The sandbox's ledger after one refund attempt: only a known capture, and never more in
+    total than it took (`refunded`: what other keys gave back of it already)."""
     if entry is not None and entry.decided:
         return entry
     entry = entry or LedgerEntry(
@@ -352,8 +528,89 @@ def sandbox_refund(
         capture_ref=capture_ref,
     )
     entry = replace(entry, attempts=entry.attempts + 1)
-    if capture is None or capture.operation != "capture" or capture.ref != capture_ref:
+    if capture is None or capture.operation != "capture" or not capture.moved:
         return replace(entry, decline_reason="unknown_capture")
-    if not 0 < amount <= capture.amount:
+    if capture.behaviour == "refund_fails":
+        return replace(entry, decline_reason="refund_failed")
+    if not 0 < amount <= capture.amount - refunded:
         return replace(entry, decline_reason="invalid_amount")
     return replace(entry, ref=new_ref)
+
+
+# --- the sandbox's webhooks: signed the way Stripe signs its own -----------------------------
+
+
+def sandbox_signature(secret: str, timestamp: int, payload: bytes) -> str:
+    """`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<payload>">`, Stripe's scheme."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify_sandbox_signature(
+    secret: str, header: str | None, payload: bytes, now: int, tolerance_s: int
+) -> None:
+    """Raises WebhookRejected unless `header` signs `payload` with `secret` within tolerance."""
+    if not header:
+        raise WebhookRejected("no signature header")
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        parts.setdefault(name, []).append(value)
+    try:
+        timestamp = int(parts["t"][0])
+    except (KeyError, ValueError) as exc:
+        raise WebhookRejected("no timestamp in the signature header") from exc
+    if abs(now - timestamp) > tolerance_s:
+        raise WebhookRejected("timestamp outside the tolerance")
+    expected = sandbox_signature(secret, timestamp, payload).split("v1=", 1)[1]
+    if not any(hmac.compare_digest(expected, v) for v in parts.get("v1", [])):
+        raise WebhookRejected("signature does not match")
+
+
+# The sandbox's webhook event types, and what each means to payments.
+SANDBOX_EVENT_KINDS: dict[str, ProviderEventKind] = {
+    "payment.authorized": "authorized",
+    "payment.succeeded": "succeeded",
+    "payment.failed": "failed",
+    "payment.canceled": "canceled",
+    "payment.refunded": "refunded",
+    "payment.disputed": "disputed",
+}
+
+
+def sandbox_event(event_id: str, event_type: str, entry: LedgerEntry, order_id: str) -> bytes:
+    """The body of a webhook the sandbox sends about the payment `entry`."""
+    data = {
+        "ref": entry.ref,
+        "order_id": order_id,
+        "amount": entry.amount,
+        "currency": entry.currency,
+        "reason": entry.decline_reason,
+    }
+    return json.dumps({"id": event_id, "type": event_type, "data": data}).encode()
+
+
+def parse_sandbox_event(payload: bytes) -> ProviderEvent:
+    """A verified sandbox webhook body as payments reads it; WebhookRejected if malformed."""
+    try:
+        body = json.loads(payload)
+        event_id, event_type, data = str(body["id"]), str(body["type"]), body["data"]
+        if not isinstance(data, dict):
+            raise TypeError("data is not an object")
+        amount = data.get("amount")
+        return ProviderEvent(
+            id=event_id,
+            kind=SANDBOX_EVENT_KINDS.get(event_type, "ignored"),
+            provider_type=event_type,
+            order_id=_text_or_none(data.get("order_id")),
+            ref=_text_or_none(data.get("ref")),
+            amount=amount if isinstance(amount, int) and not isinstance(amount, bool) else None,
+            currency=_text_or_none(data.get("currency")),
+            reason=_text_or_none(data.get("reason")),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WebhookRejected("not a sandbox event") from exc
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None

@@ -1,5 +1,7 @@
 """Composition root of the payments service."""
 
+import secrets
+
 from fastapi import FastAPI
 
 from libs.kit.app import create_service_app
@@ -23,7 +25,13 @@ def create_app(
     if provider is None:
         # Only the sandbox exists so far (settings.payment_provider == "sandbox"); its ledger
         # shares our database but never our transactions.
-        provider = SandboxProvider(PgSandboxLedger(runtime.db), slow_s=settings.sandbox_slow_s)
+        secret = settings.sandbox_webhook_secret
+        provider = SandboxProvider(
+            PgSandboxLedger(runtime.db),
+            slow_s=settings.sandbox_slow_s,
+            webhook_secret=secret.get_secret_value() if secret else secrets.token_hex(32),
+            webhook_tolerance_s=settings.webhook_tolerance_s,
+        )
     charger = Charger(
         DatabaseUnitOfWork(runtime.db, settings.service_name, Store),
         provider,

@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from libs.kit.settings import ServiceSettings
 
@@ -27,3 +27,9 @@ class PaymentsSettings(ServiceSettings):
     provider_concurrency: int = Field(default=16, ge=1)
     # How long the sandbox takes to answer `tok_slowAuthorization`.
     sandbox_slow_s: float = 10.0
+    # What the sandbox signs its webhooks with (3-D Secure verdicts). Unset: a random one per
+    # process, so only the replica that simulated a verdict accepts its webhook; set it (the
+    # same on every replica) where more than one runs.
+    sandbox_webhook_secret: SecretStr | None = None
+    # Inbound provider webhooks older (or newer) than this are refused (replays).
+    webhook_tolerance_s: int = Field(default=300, gt=0)

@@ -29,9 +29,10 @@ from services.payments.settings import PaymentsSettings
 from tests.support.auth import bearer
 from tests.support.kafka import make_event, publish
 from tests.support.service import running
+from tests.unit.payments.fakes import SandboxDelegate
 
 
-class ObservedSandbox:
+class ObservedSandbox(SandboxDelegate):
     """The sandbox, observed: tells when a capture starts and ends, answers chosen orders slowly,
     and for chosen orders fails right after the capture the provider made, before we record it
     (as if the process died between the PSP's answer and our commit: the capture stays owed

@@ -5,7 +5,7 @@ plays the events payments' handlers receive and runs its charger."""
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -23,6 +23,7 @@ from services.payments.domain import (
     OrderPayment,
     Payment,
     ProviderCapture,
+    ProviderEvent,
     ProviderResult,
     RefundedCapture,
     Trace,
@@ -44,6 +45,9 @@ class MemoryLedger:
     async def by_ref(self, ref: str) -> LedgerEntry | None:
         return next((e for e in self.entries.values() if e.ref == ref), None)
 
+    async def acting_on(self, ref: str) -> list[LedgerEntry]:
+        return [e for e in self.entries.values() if e.capture_ref == ref]
+
     async def apply(
         self, key: str, step: Callable[[LedgerEntry | None], LedgerEntry]
     ) -> LedgerEntry:
@@ -52,11 +56,34 @@ class MemoryLedger:
             return self.entries[key]
 
 
+class SandboxDelegate:
+    """The operations a test wrapper around the sandbox passes straight on (`self.sandbox`)."""
+
+    name = "sandbox"
+    sandbox: SandboxProvider
+
+    async def authorize(
+        self, idempotency_key: str, amount: int, currency: str, token: str
+    ) -> ProviderResult:
+        return await self.sandbox.authorize(idempotency_key, amount, currency, token)
+
+    async def capture_authorized(
+        self, idempotency_key: str, authorization_ref: str, amount: int
+    ) -> ProviderResult:
+        return await self.sandbox.capture_authorized(idempotency_key, authorization_ref, amount)
+
+    async def void(self, idempotency_key: str, authorization_ref: str) -> ProviderResult:
+        return await self.sandbox.void(idempotency_key, authorization_ref)
+
+    def parse_webhook(self, payload: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        return self.sandbox.parse_webhook(payload, headers)
+
+
 class SimulatedCrash(Exception):
     """The process 'died' between the provider's answer and our commit."""
 
 
-class FakeProvider:
+class FakeProvider(SandboxDelegate):
     """The sandbox on a dict ledger, with what tests need around it: a crash right after the
     provider acted, a capture held until a test releases it, refunds declined, and call counts."""
 

@@ -27,6 +27,10 @@ class PaymentRefunded(WireModel):
     reason: str
     # Additive: the refund's own payment id (`payment_id` is the capture it gives back).
     refund_id: str | None = None
+    # Additive (issue 11): false for a partial refund that leaves money captured (an operator's
+    # refund of part of an order); only a full one answers a cancellation. `amount` is what this
+    # refund gave back.
+    fully_refunded: bool = True
 
 
 class PaymentVoided(WireModel):

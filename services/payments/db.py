@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    case,
     func,
     insert,
     literal,
@@ -33,12 +34,15 @@ from sqlalchemy import (
 
 from libs.kit.db import Database, DbSession
 from services.payments.domain import (
+    CaptureBalance,
     Intent,
     LedgerEntry,
     NewPayment,
     OrderPayment,
     Payment,
+    Refund,
     RefundedCapture,
+    RefundIntent,
     Trace,
 )
 
@@ -73,6 +77,7 @@ payment_orders = Table(
     Column("lease_until", DateTime(timezone=True)),
     Column("correlation_id", String(200)),
     Column("causation_id", String(200)),
+    Column("refund_amount", BigInteger),
     CheckConstraint("(amount IS NULL) = (currency IS NULL)", name="ck_payment_orders_money"),
     CheckConstraint(
         "capture_status IN ('pending', 'captured', 'failed', 'refunded')",
@@ -89,10 +94,13 @@ payment_orders = Table(
     ),
 )
 
-# Money movements: one capture attempt per order (captured, failed, or refunded once its refund
-# went through) and at most one (full) refund; the unique constraint is the "charged at most
-# once per order" guarantee, whatever is retried or redelivered. A row is written only with the
-# provider's answer (or a decline decided without it), never for an intent.
+# Money movements: one capture attempt per order (captured, failed, partially_refunded or
+# refunded) and at most one refund row of an order's close; the unique constraint is the "charged
+# at most once per order" guarantee, whatever is retried or redelivered. A row is written only
+# with the provider's answer (or a decline decided without it), never for an intent. A capture
+# row also keeps what refunds gave back (`refunded_amount`) and what refunds under way hold
+# besides (`refund_reserved`, which counts both): the checks make "never more refunded than
+# captured" the database's rule, whatever runs at once.
 payments = Table(
     "payments",
     metadata,
@@ -102,19 +110,60 @@ payments = Table(
     Column("kind", String(10), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("currency", String(3), nullable=False),
-    Column("status", String(10), nullable=False),
+    Column("status", String(20), nullable=False),
     Column("provider_ref", String(100)),
     Column("failure_reason", String(100)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("refunded_at", DateTime(timezone=True)),
+    Column("refunded_amount", BigInteger, nullable=False, server_default="0"),
+    Column("refund_reserved", BigInteger, nullable=False, server_default="0"),
+    Column("provider", String(20), nullable=False, server_default="sandbox"),
     UniqueConstraint("order_id", "kind", name="uq_payments_order_kind"),
     CheckConstraint("kind IN ('capture', 'refund')", name="ck_payments_kind"),
-    CheckConstraint("status IN ('captured', 'failed', 'refunded')", name="ck_payments_status"),
+    CheckConstraint(
+        "status IN ('captured', 'failed', 'refunded', 'partially_refunded')",
+        name="ck_payments_status",
+    ),
     CheckConstraint(
         "status = 'failed' OR provider_ref IS NOT NULL", name="ck_payments_ref_when_moved"
     ),
+    CheckConstraint(
+        "0 <= refunded_amount AND refunded_amount <= refund_reserved AND refund_reserved <= amount",
+        name="ck_payments_refunds_within_capture",
+    ),
     Index("ix_payments_customer_created", "customer_id", "created_at", "id"),
     Index("ix_payments_created", "created_at", "id"),
+)
+
+# Refunds of captures: those an operator asks for (`POST /payments/{id}/refunds`, owed to the
+# provider while `pending`, claimed by the charger like an order's call) and the one an order's
+# close made (recorded with its outcome). An operator's Idempotency-Key is unique per payment.
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("payment_id", String(36), nullable=False),
+    Column("order_id", String(100), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("reason", String(200), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("capture_ref", String(100), nullable=False),
+    Column("provider_ref", String(100)),
+    Column("failure_reason", String(100)),
+    Column("idempotency_key", String(200)),
+    Column("request_hash", String(64)),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("correlation_id", String(200)),
+    Column("causation_id", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("payment_id", "idempotency_key", name="uq_refunds_payment_key"),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="ck_refunds_status"),
+    CheckConstraint("amount >= 0", name="ck_refunds_amount"),
+    Index("ix_refunds_payment_created", "payment_id", "created_at", "id"),
+    Index("ix_refunds_due", "lease_until", postgresql_where=text("status = 'pending'")),
 )
 
 # The sandbox PSP's own memory, written on its own connection and committed at once (as a real
@@ -154,6 +203,7 @@ def _order(row: Row[Any]) -> OrderPayment:
         capture_ref=row.capture_ref,
         refund_status=row.refund_status,
         attempts=row.attempts,
+        refund_amount=row.refund_amount,
     )
 
 
@@ -168,6 +218,7 @@ def _intent(row: Row[Any]) -> Intent:
         closed=row.closed_reason is not None,
         capture_ref=row.capture_ref,
         trace=Trace(row.correlation_id, row.causation_id),
+        refund_amount=row.refund_amount,
     )
 
 
@@ -193,6 +244,30 @@ LOCK_PAYMENT_ORDER = text(
     " updated_at = now()"
     f" {_RETURNING_PAYMENT_ORDER}"
 ).columns(*payment_orders.c)
+
+
+def _claim(table: Table, owed: Any, limit: int, lease_s: float) -> Any:
+    """Take up to `limit` owed provider calls of `table` nobody holds (never claimed, or whose
+    claim's lease ran out: that claimer died or gave up) for `lease_s`, most overdue first; rows
+    another transaction holds are skipped, not waited for. Returns every column."""
+    key = table.primary_key.columns.values()[0]
+    lease_until, attempts = table.c.lease_until, table.c.attempts
+    due = (
+        select(key)
+        .where(owed, or_(lease_until.is_(None), lease_until <= func.now()))
+        .order_by(lease_until.nulls_first())
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(table)
+        .where(key.in_(due))
+        .values(
+            attempts=attempts + 1,
+            lease_until=func.now() + literal(timedelta(seconds=lease_s), Interval()),
+        )
+        .returning(*table.c)
+    )
 
 
 class PaymentOrders:
@@ -231,6 +306,7 @@ class PaymentOrders:
             "capture_ref": order.capture_ref,
             "refund_status": order.refund_status,
             "attempts": order.attempts,
+            "refund_amount": order.refund_amount,
             "updated_at": func.now(),
         }
         if intent is not None:
@@ -247,25 +323,7 @@ class PaymentOrders:
         """Take up to `limit` owed provider calls nobody holds (never claimed, or whose claim's
         lease ran out: that claimer died or gave up) for `lease_s`; rows another transaction
         holds are skipped, not waited for."""
-        due = (
-            select(_o.order_id)
-            .where(
-                text(f"({_OWES_A_CALL})"),
-                or_(_o.lease_until.is_(None), _o.lease_until <= func.now()),
-            )
-            .order_by(_o.lease_until.nulls_first())
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        statement = (
-            update(payment_orders)
-            .where(_o.order_id.in_(due))
-            .values(
-                attempts=_o.attempts + 1,
-                lease_until=func.now() + literal(timedelta(seconds=lease_s), Interval()),
-            )
-            .returning(*payment_orders.c)
-        )
+        statement = _claim(payment_orders, text(f"({_OWES_A_CALL})"), limit, lease_s)
         return [_intent(row) for row in (await self.session.execute(statement)).all()]
 
     async def settle_capture(
@@ -309,10 +367,11 @@ class PaymentOrders:
 
 
 class Payments:
-    """The money movements of orders."""
+    """The money movements of orders; those it adds name `provider`."""
 
-    def __init__(self, session: DbSession) -> None:
+    def __init__(self, session: DbSession, provider: str = "sandbox") -> None:
         self.session = session
+        self.provider = provider
 
     async def add(self, payment: NewPayment) -> None:
         """Record one movement; a second capture (or refund) of an order violates the unique
@@ -328,15 +387,26 @@ class Payments:
                 status=payment.status,
                 provider_ref=payment.provider_ref,
                 failure_reason=payment.failure_reason,
+                provider=self.provider,
             )
         )
 
     async def mark_refunded(self, order_id: str) -> RefundedCapture | None:
-        """The order's capture was given back; None if it has no unrefunded capture."""
+        """An order's close gave back what was left of its capture: all of it is refunded now.
+        None if it has no capture left to give back."""
         statement = (
             update(payments)
-            .where(_p.order_id == order_id, _p.kind == "capture", _p.status == "captured")
-            .values(status="refunded", refunded_at=func.now())
+            .where(
+                _p.order_id == order_id,
+                _p.kind == "capture",
+                _p.status.in_(("captured", "partially_refunded")),
+            )
+            .values(
+                status="refunded",
+                refunded_amount=_p.amount,
+                refund_reserved=_p.amount,
+                refunded_at=func.now(),
+            )
             .returning(_p.id, _p.customer_id, _p.amount, _p.currency)
         )
         row = (await self.session.execute(statement)).first()
@@ -345,6 +415,52 @@ class Payments:
         return RefundedCapture(
             payment_id=row.id, customer_id=row.customer_id, amount=row.amount, currency=row.currency
         )
+
+    async def lock_capture(self, payment_id: str) -> CaptureBalance | None:
+        """The capture `payment_id`, locked (refunds of one payment are decided one at a time);
+        None if there is no such capture."""
+        row = (
+            await self.session.execute(
+                select(payments).where(_p.id == payment_id, _p.kind == "capture").with_for_update()
+            )
+        ).first()
+        return None if row is None else _balance(row)
+
+    async def reserve_refund(self, payment_id: str, amount: int) -> None:
+        """Hold `amount` of the capture for a refund under way (the check refuses more than the
+        capture: the caller decided on the locked row, so it never trips)."""
+        await self.session.execute(
+            update(payments)
+            .where(_p.id == payment_id)
+            .values(refund_reserved=_p.refund_reserved + amount)
+        )
+
+    async def reserve_rest(self, order_id: str) -> int:
+        """Hold everything not yet refunded or held of the order's capture for its close's
+        refund; returns how much that is (0: refunds gave or are giving it all back already)."""
+        rest = await self.session.scalar(RESERVE_REST, {"order_id": order_id})
+        return int(rest or 0)
+
+    async def settle_refund(self, payment_id: str, amount: int, *, moved: bool) -> CaptureBalance:
+        """A refund of `amount` under way was answered: given back (`moved`: counted as refunded
+        and the status follows), or declined (its hold is released)."""
+        if moved:
+            values: dict[str, Any] = {
+                "refunded_amount": _p.refunded_amount + amount,
+                "status": case(
+                    (_p.refunded_amount + amount >= _p.amount, "refunded"),
+                    else_="partially_refunded",
+                ),
+                "refunded_at": func.now(),
+            }
+        else:
+            values = {"refund_reserved": _p.refund_reserved - amount}
+        row = (
+            await self.session.execute(
+                update(payments).where(_p.id == payment_id).values(**values).returning(*payments.c)
+            )
+        ).one()
+        return _balance(row)
 
     async def page(
         self,
@@ -355,7 +471,7 @@ class Payments:
         limit: int,
     ) -> list[Payment]:
         """Capture attempts, newest first, one more than `limit` so the caller knows if there is
-        more; a refund shows as its capture's status `refunded`."""
+        more; refunds show in their capture's status and `refunded` amount."""
         query = (
             select(payments)
             .where(_p.kind == "capture")
@@ -372,29 +488,217 @@ class Payments:
                 tuple_(_p.created_at, _p.id)
                 < tuple_(literal(created_at, DateTime(timezone=True)), literal(payment_id))
             )
+        return [_payment(row) for row in (await self.session.execute(query)).all()]
+
+    async def get(self, payment_id: str) -> Payment | None:
+        row = (
+            await self.session.execute(
+                select(payments).where(_p.id == payment_id, _p.kind == "capture")
+            )
+        ).first()
+        return None if row is None else _payment(row)
+
+
+# Everything of the order's capture not yet refunded or held, held now for the close's refund;
+# answers how much that was.
+RESERVE_REST = text(
+    "WITH before AS ("
+    " SELECT id, amount - refund_reserved AS rest FROM payments"
+    " WHERE order_id = :order_id AND kind = 'capture'"
+    " AND status IN ('captured', 'partially_refunded') FOR UPDATE"
+    ")"
+    " UPDATE payments SET refund_reserved = payments.amount FROM before"
+    " WHERE payments.id = before.id RETURNING before.rest"
+)
+
+
+def _balance(row: Row[Any]) -> CaptureBalance:
+    return CaptureBalance(
+        payment_id=row.id,
+        order_id=row.order_id,
+        customer_id=row.customer_id,
+        amount=row.amount,
+        currency=row.currency,
+        status=row.status,
+        provider_ref=row.provider_ref,
+        refunded=row.refunded_amount,
+        reserved=row.refund_reserved,
+    )
+
+
+def _payment(row: Row[Any]) -> Payment:
+    return Payment(
+        id=row.id,
+        order_id=row.order_id,
+        customer_id=row.customer_id,
+        amount=row.amount,
+        currency=row.currency,
+        status=row.status,
+        provider_ref=row.provider_ref,
+        failure_reason=row.failure_reason,
+        created_at=row.created_at,
+        refunded_at=row.refunded_at,
+        refunded=row.refunded_amount,
+        provider=row.provider,
+    )
+
+
+_r = refunds.c
+
+# An operator's refund, unless its Idempotency-Key was used for this payment before.
+ADD_REFUND = text(
+    "INSERT INTO refunds (id, payment_id, order_id, amount, currency, reason, status,"
+    " capture_ref, provider_ref, failure_reason, idempotency_key, request_hash,"
+    " correlation_id, causation_id)"
+    " VALUES (:id, :payment_id, :order_id, :amount, :currency, :reason, :status, :capture_ref,"
+    " :provider_ref, :failure_reason, :idempotency_key, :request_hash, :correlation_id,"
+    " :causation_id)"
+    " ON CONFLICT (payment_id, idempotency_key) DO NOTHING"
+    " RETURNING refunds.id"
+)
+
+
+def _refund(row: Row[Any]) -> Refund:
+    return Refund(
+        id=row.id,
+        payment_id=row.payment_id,
+        order_id=row.order_id,
+        amount=row.amount,
+        currency=row.currency,
+        reason=row.reason,
+        status=row.status,
+        provider_ref=row.provider_ref,
+        failure_reason=row.failure_reason,
+        created_at=row.created_at,
+    )
+
+
+class Refunds:
+    """Refunds of captures, and the operators' refunds owed to the provider."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def add(
+        self,
+        refund: Refund,
+        *,
+        capture_ref: str,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        trace: Trace = Trace(),
+    ) -> bool:
+        """Record `refund`; False if its Idempotency-Key was used for this payment already."""
+        added = await self.session.scalar(
+            ADD_REFUND,
+            {
+                "id": refund.id,
+                "payment_id": refund.payment_id,
+                "order_id": refund.order_id,
+                "amount": refund.amount,
+                "currency": refund.currency,
+                "reason": refund.reason,
+                "status": refund.status,
+                "capture_ref": capture_ref,
+                "provider_ref": refund.provider_ref,
+                "failure_reason": refund.failure_reason,
+                "idempotency_key": idempotency_key,
+                "request_hash": request_hash,
+                "correlation_id": trace.correlation_id,
+                "causation_id": trace.causation_id,
+            },
+        )
+        return added is not None
+
+    async def by_key(self, payment_id: str, idempotency_key: str) -> tuple[Refund, str] | None:
+        """The refund asked for with this key, and the hash of the request that asked for it."""
+        row = (
+            await self.session.execute(
+                select(refunds).where(
+                    _r.payment_id == payment_id, _r.idempotency_key == idempotency_key
+                )
+            )
+        ).first()
+        return None if row is None else (_refund(row), row.request_hash or "")
+
+    async def get(self, refund_id: str) -> Refund | None:
+        row = (await self.session.execute(select(refunds).where(_r.id == refund_id))).first()
+        return None if row is None else _refund(row)
+
+    async def of_payment(
+        self, payment_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Refund]:
+        """Oldest first, one more than `limit`."""
+        query = (
+            select(refunds)
+            .where(_r.payment_id == payment_id)
+            .order_by(_r.created_at, _r.id)
+            .limit(limit + 1)
+        )
+        if after is not None:
+            created_at, refund_id = after
+            query = query.where(
+                tuple_(_r.created_at, _r.id)
+                > tuple_(literal(created_at, DateTime(timezone=True)), literal(refund_id))
+            )
+        return [_refund(row) for row in (await self.session.execute(query)).all()]
+
+    async def claim_due(self, limit: int, lease_s: float) -> list[RefundIntent]:
+        """Take up to `limit` pending refunds nobody holds for `lease_s` (rows another
+        transaction holds are skipped)."""
+        statement = _claim(refunds, _r.status == "pending", limit, lease_s)
         return [
-            Payment(
-                id=row.id,
+            RefundIntent(
+                refund_id=row.id,
+                payment_id=row.payment_id,
                 order_id=row.order_id,
-                customer_id=row.customer_id,
                 amount=row.amount,
                 currency=row.currency,
-                status=row.status,
-                provider_ref=row.provider_ref,
-                failure_reason=row.failure_reason,
-                created_at=row.created_at,
-                refunded_at=row.refunded_at,
+                capture_ref=row.capture_ref,
+                reason=row.reason,
+                attempts=row.attempts,
+                trace=Trace(row.correlation_id, row.causation_id),
             )
-            for row in (await self.session.execute(query)).all()
+            for row in (await self.session.execute(statement)).all()
         ]
+
+    async def settle(
+        self,
+        refund_id: str,
+        status: Literal["succeeded", "failed"],
+        provider_ref: str | None,
+        failure_reason: str | None,
+    ) -> Refund | None:
+        """Record the provider's answer to a pending refund; None if it was recorded already."""
+        row = (
+            await self.session.execute(
+                update(refunds)
+                .where(_r.id == refund_id, _r.status == "pending")
+                .values(
+                    status=status,
+                    provider_ref=provider_ref,
+                    failure_reason=failure_reason,
+                    lease_until=None,
+                    updated_at=func.now(),
+                )
+                .returning(*refunds.c)
+            )
+        ).first()
+        return None if row is None else _refund(row)
 
 
 class Store:
-    """Payments' repositories on one transaction's session."""
+    """Payments' repositories on one transaction's session; money movements it records name
+    `provider` (the one configured: `Store.for_provider`)."""
 
-    def __init__(self, session: DbSession) -> None:
+    def __init__(self, session: DbSession, provider: str = "sandbox") -> None:
         self.orders = PaymentOrders(session)
-        self.payments = Payments(session)
+        self.payments = Payments(session, provider)
+        self.refunds = Refunds(session)
+
+    @staticmethod
+    def for_provider(provider: str) -> Callable[[DbSession], "Store"]:
+        return lambda session: Store(session, provider)
 
 
 # A ledger entry as the sandbox's step left it, created or overwritten.

@@ -145,6 +145,8 @@ class OrderPayment:
     capture_ref: str | None = None
     refund_status: RefundStatus | None = None
     attempts: int = 0  # claims of the pending provider call so far (0: never called)
+    # What the close's refund gives back: the capture less what refunds gave back before.
+    refund_amount: int | None = None
 
     @property
     def instructed(self) -> bool:
@@ -200,9 +202,12 @@ def owe_capture(state: OrderPayment) -> OrderPayment:
     return replace(state, capture_status="pending", attempts=0)
 
 
-def owe_refund(state: OrderPayment) -> OrderPayment:
-    """The refund intent for the order's recorded capture."""
-    return replace(state, refund_status="pending", attempts=0)
+def owe_refund(state: OrderPayment, amount: int) -> OrderPayment:
+    """The refund intent for the order's recorded capture: `amount`, what is left of it (refunds
+    an operator made before the close gave back the rest); nothing left, nothing owed."""
+    if amount <= 0:
+        return replace(state, refund_status="refunded", refund_amount=0)
+    return replace(state, refund_status="pending", refund_amount=amount, attempts=0)
 
 
 def decided(state: OrderPayment, status: CaptureStatus, ref: str | None = None) -> OrderPayment:
@@ -234,7 +239,7 @@ def close(
     if closed.capture_status == "pending" and closed.attempts == 0:
         closed = replace(closed, capture_status=None)
     if closed.capture_status == "captured" and closed.refund_status is None:
-        return owe_refund(closed), CloseDecision.REFUND
+        return closed, CloseDecision.REFUND  # the caller owes what is left (owe_refund)
     if closed.capture_status == "pending":
         return closed, CloseDecision.AWAIT_CAPTURE
     if cancellation and not state.closed and closed.capture_status in (None, "failed"):
@@ -276,6 +281,7 @@ class Intent:
     closed: bool
     capture_ref: str | None
     trace: Trace
+    refund_amount: int | None = None  # a refund's: what is left of the capture (owe_refund)
 
     @property
     def may_have_run(self) -> bool:
@@ -291,6 +297,8 @@ def must_look_up_first(intent: Intent) -> bool:
 
 # --- read models --------------------------------------------------------------------------
 
+PaymentStatus = Literal["captured", "failed", "refunded", "partially_refunded"]
+
 
 @dataclass(frozen=True)
 class Payment:
@@ -301,11 +309,13 @@ class Payment:
     customer_id: str
     amount: int
     currency: str
-    status: Literal["captured", "failed", "refunded"]
+    status: PaymentStatus
     provider_ref: str | None
     failure_reason: str | None
     created_at: datetime
     refunded_at: datetime | None
+    refunded: int = 0  # minor units given back so far
+    provider: str = "sandbox"
 
 
 @dataclass(frozen=True)
@@ -331,6 +341,105 @@ class NewPayment:
     status: Literal["captured", "failed", "refunded"]
     provider_ref: str | None = None
     failure_reason: str | None = None
+
+
+# --- refunds an operator asks for -------------------------------------------------------------
+
+RefundState = Literal["pending", "succeeded", "failed"]
+REFUND_REASON_MAX = 200
+
+
+def request_hash(body: dict[str, object]) -> str:
+    """sha256 of the canonical JSON of a request body: the same Idempotency-Key with another
+    body is a conflict."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def admin_refund_key(refund_id: str) -> str:
+    """The provider's idempotency key of one refund an operator asked for."""
+    return f"refund:{refund_id}"
+
+
+@dataclass(frozen=True)
+class Refund:
+    """One refund of a capture, as `GET /payments/{id}/refunds` lists it: an operator's (while
+    the provider has not answered, `pending`) or the one an order's close made."""
+
+    id: str
+    payment_id: str
+    order_id: str
+    amount: int
+    currency: str
+    reason: str
+    status: RefundState
+    provider_ref: str | None
+    failure_reason: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class CaptureBalance:
+    """A capture as a refund sees it (its row locked): what it took, what refunds gave back and
+    what refunds under way hold (`reserved` counts both)."""
+
+    payment_id: str
+    order_id: str
+    customer_id: str
+    amount: int
+    currency: str
+    status: PaymentStatus
+    provider_ref: str | None
+    refunded: int
+    reserved: int
+
+    @property
+    def refundable(self) -> int:
+        return self.amount - self.reserved
+
+
+@dataclass(frozen=True)
+class RefundProblem:
+    """Why a refund cannot be made: the field at fault (None: the payment's state) and why."""
+
+    field: str | None
+    message: str
+
+
+def refund_problem(capture: CaptureBalance, amount: int, currency: str) -> RefundProblem | None:
+    """A refund gives back part or all of what a capture took, in its currency, never more in
+    total than it took (refunds under way included)."""
+    if capture.status == "failed" or capture.provider_ref is None:
+        return RefundProblem(None, f"payment {capture.payment_id} captured nothing")
+    if currency != capture.currency:
+        return RefundProblem("amount.currency", f"must be the payment's, {capture.currency}")
+    if amount <= 0:
+        return RefundProblem("amount.amount", "must be positive")
+    if amount > capture.refundable:
+        return RefundProblem(
+            "amount.amount",
+            f"at most {capture.refundable} {capture.currency} of the payment is left to refund",
+        )
+    return None
+
+
+def status_after_refunds(captured: int, refunded: int) -> PaymentStatus:
+    return "refunded" if refunded >= captured else "partially_refunded"
+
+
+@dataclass(frozen=True)
+class RefundIntent:
+    """An operator's refund the provider still owes an answer to, as one claim took it."""
+
+    refund_id: str
+    payment_id: str
+    order_id: str
+    amount: int
+    currency: str
+    capture_ref: str
+    reason: str
+    attempts: int
+    trace: Trace
 
 
 # --- the sandbox PSP ----------------------------------------------------------------------

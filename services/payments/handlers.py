@@ -1,14 +1,18 @@
 """Kafka in: payment instructions, stock reservations and terminal order events drive the charge."""
 
+from collections.abc import Callable
 from functools import partial
 
 from libs.events.inventory import StockReserved
 from libs.events.orders import OrderCancellationRequested, OrderRejected, PaymentInstructionIssued
+from libs.kit.db import DbSession
 from libs.kit.inbox import EventContext, EventProcessor
 from services.payments import service
 from services.payments.db import Store
 from services.payments.domain import Trace
 from services.payments.service import Wake
+
+MakeStore = Callable[[DbSession], Store]
 
 
 def _trace(ctx: EventContext) -> Trace:
@@ -17,12 +21,12 @@ def _trace(ctx: EventContext) -> Trace:
 
 
 async def on_payment_instruction_issued(
-    instruction: PaymentInstructionIssued, ctx: EventContext, wake: Wake
+    instruction: PaymentInstructionIssued, ctx: EventContext, wake: Wake, make_store: MakeStore
 ) -> None:
     # An instruction that does not parse is dead-lettered by the kit, its error text naming the
     # bad fields only (never the token).
     await service.record_instruction(
-        ctx.tx(Store),
+        ctx.tx(make_store),
         order_id=instruction.order_id,
         customer_id=instruction.customer_id,
         amount=instruction.amount,
@@ -32,13 +36,19 @@ async def on_payment_instruction_issued(
     )
 
 
-async def on_stock_reserved(event: StockReserved, ctx: EventContext, wake: Wake) -> None:
-    await service.record_stock_reserved(ctx.tx(Store), event.order_id, trace=_trace(ctx), wake=wake)
+async def on_stock_reserved(
+    event: StockReserved, ctx: EventContext, wake: Wake, make_store: MakeStore
+) -> None:
+    await service.record_stock_reserved(
+        ctx.tx(make_store), event.order_id, trace=_trace(ctx), wake=wake
+    )
 
 
-async def on_order_rejected(event: OrderRejected, ctx: EventContext, wake: Wake) -> None:
+async def on_order_rejected(
+    event: OrderRejected, ctx: EventContext, wake: Wake, make_store: MakeStore
+) -> None:
     await service.close_order(
-        ctx.tx(Store),
+        ctx.tx(make_store),
         order_id=event.order_id,
         customer_id=event.customer_id,
         reason=event.reason,
@@ -49,10 +59,10 @@ async def on_order_rejected(event: OrderRejected, ctx: EventContext, wake: Wake)
 
 
 async def on_order_cancellation_requested(
-    event: OrderCancellationRequested, ctx: EventContext, wake: Wake
+    event: OrderCancellationRequested, ctx: EventContext, wake: Wake, make_store: MakeStore
 ) -> None:
     await service.close_order(
-        ctx.tx(Store),
+        ctx.tx(make_store),
         order_id=event.order_id,
         customer_id=event.customer_id,
         reason=event.reason,
@@ -62,9 +72,15 @@ async def on_order_cancellation_requested(
     )
 
 
-def register(processor: EventProcessor, wake: Wake) -> None:
-    """`wake`: the charger's worker, woken after a commit that made a provider call owed."""
-    processor.on(PaymentInstructionIssued)(partial(on_payment_instruction_issued, wake=wake))
-    processor.on(StockReserved)(partial(on_stock_reserved, wake=wake))
-    processor.on(OrderRejected)(partial(on_order_rejected, wake=wake))
-    processor.on(OrderCancellationRequested)(partial(on_order_cancellation_requested, wake=wake))
+def register(
+    processor: EventProcessor, wake: Wake, make_store: Callable[[DbSession], Store] = Store
+) -> None:
+    """`wake`: the charger's worker, woken after a commit that made a provider call owed;
+    `make_store`: the repositories (naming the configured provider on what they record)."""
+    for event_type, handler in (
+        (PaymentInstructionIssued, on_payment_instruction_issued),
+        (StockReserved, on_stock_reserved),
+        (OrderRejected, on_order_rejected),
+        (OrderCancellationRequested, on_order_cancellation_requested),
+    ):
+        processor.on(event_type)(partial(handler, wake=wake, make_store=make_store))

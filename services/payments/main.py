@@ -32,8 +32,10 @@ def create_app(
             webhook_secret=secret.get_secret_value() if secret else secrets.token_hex(32),
             webhook_tolerance_s=settings.webhook_tolerance_s,
         )
+    make_store = Store.for_provider(provider.name)
+    uow = DatabaseUnitOfWork(runtime.db, settings.service_name, make_store)
     charger = Charger(
-        DatabaseUnitOfWork(runtime.db, settings.service_name, Store),
+        uow,
         provider,
         RetryPolicy(
             attempts=settings.capture_attempts,
@@ -45,7 +47,7 @@ def create_app(
     )
     worker = Worker("payments-charger", charger.step, settings.intent_poll_interval_s)
     charger.wake = worker.wake
-    handlers.register(runtime.processor, worker.wake)
+    handlers.register(runtime.processor, worker.wake, make_store)
 
     async def start_charger(runtime: Runtime) -> None:
         runtime.start_worker(worker)
@@ -53,10 +55,13 @@ def create_app(
     async def stop_charger(runtime: Runtime) -> None:
         await charger.stop()
 
-    return create_service_app(
+    app = create_service_app(
         runtime,
         routers=[api.router],
         title="Backroom payments",
         on_startup=start_charger,
         on_shutdown=stop_charger,
     )
+    app.state.charger = charger
+    app.state.payments_uow = uow
+    return app

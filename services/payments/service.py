@@ -8,18 +8,19 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from typing import Literal, Protocol
 
 from libs.events.common import Money
 from libs.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded, PaymentVoided
-from libs.kit.errors import NotFound
+from libs.kit.errors import Conflict, Invalid, NotFound
 from libs.kit.faults import crash_point
 from libs.kit.retry import RetryPolicy
 from libs.kit.uow import Tx, UnitOfWork
 from services.payments.adapters import PaymentProvider
 from services.payments.domain import (
+    CaptureBalance,
     CaptureDecision,
     CloseDecision,
     Intent,
@@ -27,10 +28,13 @@ from services.payments.domain import (
     OrderPayment,
     Payment,
     ProviderResult,
+    Refund,
     RefundedCapture,
+    RefundIntent,
     Trace,
     TransientProviderError,
     accepts_instruction,
+    admin_refund_key,
     after_capture,
     close,
     decide_capture,
@@ -40,6 +44,7 @@ from services.payments.domain import (
     owe_capture,
     owe_refund,
     refund_key,
+    refund_problem,
     storable_token,
 )
 
@@ -82,6 +87,18 @@ class PaymentsRepo(Protocol):
 
     async def mark_refunded(self, order_id: str) -> RefundedCapture | None: ...
 
+    async def lock_capture(self, payment_id: str) -> CaptureBalance | None: ...
+
+    async def reserve_refund(self, payment_id: str, amount: int) -> None: ...
+
+    async def reserve_rest(self, order_id: str) -> int: ...
+
+    async def settle_refund(
+        self, payment_id: str, amount: int, *, moved: bool
+    ) -> CaptureBalance: ...
+
+    async def get(self, payment_id: str) -> Payment | None: ...
+
     async def page(
         self,
         *,
@@ -92,12 +109,43 @@ class PaymentsRepo(Protocol):
     ) -> list[Payment]: ...
 
 
+class RefundsRepo(Protocol):
+    async def add(
+        self,
+        refund: Refund,
+        *,
+        capture_ref: str,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        trace: Trace = Trace(),
+    ) -> bool: ...
+
+    async def by_key(self, payment_id: str, idempotency_key: str) -> tuple[Refund, str] | None: ...
+
+    async def of_payment(
+        self, payment_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Refund]: ...
+
+    async def claim_due(self, limit: int, lease_s: float) -> list[RefundIntent]: ...
+
+    async def settle(
+        self,
+        refund_id: str,
+        status: Literal["succeeded", "failed"],
+        provider_ref: str | None,
+        failure_reason: str | None,
+    ) -> Refund | None: ...
+
+
 class Store(Protocol):
     @property
     def orders(self) -> OrderPaymentsRepo: ...
 
     @property
     def payments(self) -> PaymentsRepo: ...
+
+    @property
+    def refunds(self) -> RefundsRepo: ...
 
 
 def new_id() -> str:
@@ -146,16 +194,44 @@ async def close_order(
     outcome of a capture the provider may be making right now is known)."""
     order = await tx.store.orders.lock(order_id, customer_id)
     order, decision = close(order, cancellation=cancellation, reason=reason)
-    await tx.store.orders.save(order, intent=trace if decision is CloseDecision.REFUND else None)
     if decision is CloseDecision.REFUND:
-        tx.on_commit(wake)
-    elif decision is CloseDecision.VOID:
+        await _owe_the_rest(tx, order, trace, wake)
+        return
+    await tx.store.orders.save(order)
+    if decision is CloseDecision.VOID:
         await tx.events.emit(PaymentVoided(order_id=order_id, reason="cancelled"), subject=order_id)
         log.info("order %s cancelled before any capture: voided", order_id)
     elif decision is CloseDecision.AWAIT_CAPTURE:
         log.info(
             "order %s closed while its capture may be under way: its outcome answers", order_id
         )
+
+
+async def _owe_the_rest(tx: Tx[Store], order: OrderPayment, trace: Trace, wake: Wake) -> None:
+    """A closed order's capture is given back: what refunds an operator made have not (held on
+    the capture row, so no refund asked for later can take it too). If they gave it all back,
+    nothing more is owed and the close is answered at once."""
+    rest = await tx.store.payments.reserve_rest(order.order_id)
+    order = owe_refund(order, rest)
+    if order.refund_status == "pending":
+        await tx.store.orders.save(order, intent=trace)
+        tx.on_commit(wake)
+        return
+    await tx.store.orders.save(order)
+    assert order.currency is not None
+    log.info(
+        "order %s closed after refunds gave its capture back: nothing more owed", order.order_id
+    )
+    await tx.events.emit(
+        PaymentRefunded(
+            order_id=order.order_id,
+            payment_id="",
+            amount=Money(amount=0, currency=order.currency),
+            provider_ref="",
+            reason=order.refund_reason or "cancelled",
+        ),
+        subject=order.order_id,
+    )
 
 
 async def _charge_if_due(
@@ -277,9 +353,8 @@ async def _record_capture_outcome(
         await _record_capture(tx, order, intent, result.ref or "")
     follow_up = after_capture(order, moved=moved)
     if follow_up is CloseDecision.REFUND:
-        await tx.store.orders.save(owe_refund(order), intent=intent.trace)
-        tx.on_commit(wake)
         log.info("order %s closed while it was captured: refund owed", order_id)
+        await _owe_the_rest(tx, order, intent.trace, wake)
     elif follow_up is CloseDecision.VOID:
         await tx.events.emit(PaymentVoided(order_id=order_id, reason="cancelled"), subject=order_id)
 
@@ -326,16 +401,17 @@ async def _drop_capture(tx: Tx[Store], intent: Intent) -> None:
 async def give_back(
     uow: UnitOfWork[Store], provider: PaymentProvider, retry: RetryPolicy, intent: Intent
 ) -> None:
-    """Carry out a refund intent (its key is `refund:<order id>`, so a repeat refunds nothing
-    more) and record its outcome; a declined refund is left for an operator."""
+    """Carry out a closed order's refund intent (its key is `refund:<order id>`, so a repeat
+    refunds nothing more) and record its outcome; a declined refund is left for an operator."""
     order_id = intent.order_id
+    amount = intent.refund_amount if intent.refund_amount is not None else intent.amount
     if intent.capture_ref is None:  # cannot happen: a refund is owed only for a recorded capture
         result = ProviderResult.declined("unknown_capture")
     else:
         capture_ref = intent.capture_ref
         result = await retry.run(
             f"refund of order {order_id}",
-            lambda: provider.refund(refund_key(order_id), capture_ref, intent.amount),
+            lambda: provider.refund(refund_key(order_id), capture_ref, amount),
             retry_on=(TransientProviderError,),
         )
         crash_point("payments.after_provider_refund")
@@ -355,24 +431,40 @@ async def give_back(
             log.error("order %s refunded at the provider without a capture on record", order_id)
             return
         refund_id = new_id()
+        reason = order.refund_reason or "cancelled"
         await tx.store.payments.add(
             NewPayment(
                 id=refund_id,
                 order_id=order_id,
                 customer_id=capture.customer_id,
                 kind="refund",
-                amount=capture.amount,
+                amount=amount,
                 currency=capture.currency,
                 status="refunded",
                 provider_ref=result.ref,
             )
         )
-        reason = order.refund_reason or "cancelled"
+        # Listed with the operators' refunds of the capture.
+        await tx.store.refunds.add(
+            Refund(
+                id=refund_id,
+                payment_id=capture.payment_id,
+                order_id=order_id,
+                amount=amount,
+                currency=capture.currency,
+                reason=reason,
+                status="succeeded",
+                provider_ref=result.ref,
+                failure_reason=None,
+                created_at=datetime.now(UTC),
+            ),
+            capture_ref=intent.capture_ref or "",
+        )
         await tx.events.emit(
             PaymentRefunded(
                 order_id=order_id,
                 payment_id=capture.payment_id,
-                amount=Money(amount=capture.amount, currency=capture.currency),
+                amount=Money(amount=amount, currency=capture.currency),
                 provider_ref=result.ref or "",
                 reason=reason,
                 refund_id=refund_id,
@@ -380,6 +472,120 @@ async def give_back(
             subject=order_id,
         )
         log.info("order %s refunded (payment %s, %s)", order_id, capture.payment_id, reason)
+
+
+# --- refunds an operator asks for -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefundAsked:
+    """`POST /payments/{id}/refunds` as the use case takes it."""
+
+    payment_id: str
+    amount: Money
+    reason: str
+    idempotency_key: str
+    request_hash: str
+    trace: Trace
+
+
+@dataclass(frozen=True)
+class RefundAnswer:
+    refund: Refund
+    replayed: bool  # the same key and body asked before: the refund it made
+
+
+async def ask_refund(tx: Tx[Store], asked: RefundAsked, wake: Wake) -> RefundAnswer:
+    """Record an operator's refund, owed to the provider once this commits (the charger makes
+    the call, as for every provider call): the capture row locked, at most what is left of it
+    held for this refund. Same Idempotency-Key and body: the refund made then."""
+    capture = await tx.store.payments.lock_capture(asked.payment_id)
+    if capture is None:
+        raise NotFound(f"payment {asked.payment_id}")
+    known = await tx.store.refunds.by_key(asked.payment_id, asked.idempotency_key)
+    if known is not None:
+        refund, request_hash = known
+        if request_hash != asked.request_hash:
+            raise Conflict("this Idempotency-Key was already used with a different request body")
+        return RefundAnswer(refund, replayed=True)
+    problem = refund_problem(capture, asked.amount.amount, asked.amount.currency)
+    if problem is not None:
+        if problem.field is None:
+            raise Conflict(problem.message)
+        raise Invalid.field(problem.field, problem.message)
+    assert capture.provider_ref is not None  # refund_problem refuses a capture without one
+    refund = Refund(
+        id=new_id(),
+        payment_id=capture.payment_id,
+        order_id=capture.order_id,
+        amount=asked.amount.amount,
+        currency=capture.currency,
+        reason=asked.reason,
+        status="pending",
+        provider_ref=None,
+        failure_reason=None,
+        created_at=datetime.now(UTC),
+    )
+    await tx.store.payments.reserve_refund(capture.payment_id, refund.amount)
+    await tx.store.refunds.add(
+        refund,
+        capture_ref=capture.provider_ref,
+        idempotency_key=asked.idempotency_key,
+        request_hash=asked.request_hash,
+        trace=asked.trace,
+    )
+    tx.on_commit(wake)
+    log.info("refund %s of payment %s asked for", refund.id, capture.payment_id)
+    return RefundAnswer(refund, replayed=False)
+
+
+async def make_refund(
+    uow: UnitOfWork[Store], provider: PaymentProvider, retry: RetryPolicy, intent: RefundIntent
+) -> None:
+    """Carry out an operator's refund (key `refund:<refund id>`: a repeat moves nothing more)
+    and record the answer: given back (PaymentRefunded with its amount) or declined (the hold
+    on the capture released; logged for an operator)."""
+    result = await retry.run(
+        f"refund {intent.refund_id}",
+        lambda: provider.refund(
+            admin_refund_key(intent.refund_id), intent.capture_ref, intent.amount
+        ),
+        retry_on=(TransientProviderError,),
+    )
+    crash_point("payments.after_provider_refund")
+    async with uow(intent.trace.correlation_id, intent.trace.causation_id) as tx:
+        refund = await tx.store.refunds.settle(
+            intent.refund_id,
+            "succeeded" if result.ok else "failed",
+            result.ref if result.ok else None,
+            None if result.ok else result.decline_reason,
+        )
+        if refund is None:
+            return  # recorded by another claim
+        capture = await tx.store.payments.settle_refund(
+            intent.payment_id, intent.amount, moved=result.ok
+        )
+        if not result.ok:
+            log.error(
+                "refund %s of payment %s declined (%s): an operator must look",
+                intent.refund_id,
+                intent.payment_id,
+                result.decline_reason,
+            )
+            return
+        await tx.events.emit(
+            PaymentRefunded(
+                order_id=intent.order_id,
+                payment_id=intent.payment_id,
+                amount=Money(amount=intent.amount, currency=intent.currency),
+                provider_ref=result.ref or "",
+                reason=intent.reason,
+                refund_id=intent.refund_id,
+                fully_refunded=capture.status == "refunded",
+            ),
+            subject=intent.order_id,
+        )
+        log.info("refund %s of payment %s made", intent.refund_id, intent.payment_id)
 
 
 class Charger:
@@ -403,7 +609,24 @@ class Charger:
         self.concurrency = concurrency
         self.wake: Wake = lambda: None
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._stopped = False
+
+    async def settled(self, key: str, timeout_s: float) -> None:
+        """Wait until this process has carried out the call `key` (e.g. `refund:<id>`), at most
+        `timeout_s` (another replica may be making it, or the provider is slow)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(key, []).append(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            pass
+        finally:
+            waiters = self._waiters.get(key, [])
+            if waiter in waiters:
+                waiters.remove(waiter)
+            if not waiters:
+                self._waiters.pop(key, None)
 
     async def step(self) -> int:
         """Claim up to the free capacity (waiting for a free slot first) and start the calls.
@@ -415,9 +638,18 @@ class Charger:
         if self._stopped:
             return 0
         free = self.concurrency - len(self._running)
-        intents = await claim_intents(self.uow, free, self.lease_s)
+        async with self.uow() as tx:
+            intents: list[Intent | RefundIntent] = [
+                *await tx.store.orders.claim_due(free, self.lease_s)
+            ]
+            if len(intents) < free:
+                intents += await tx.store.refunds.claim_due(free - len(intents), self.lease_s)
         for intent in intents:
-            key = f"{intent.operation}:{intent.order_id}"
+            key = (
+                f"{intent.operation}:{intent.order_id}"
+                if isinstance(intent, Intent)
+                else f"refund:{intent.refund_id}"
+            )
             if key in self._running:
                 continue  # its lease ran out while this process still waits for the provider
             task = asyncio.create_task(self._carry_out(intent), name=f"payments-{key}")
@@ -432,23 +664,29 @@ class Charger:
 
     def _finished(self, key: str, _task: "asyncio.Task[None]") -> None:
         self._running.pop(key, None)
+        for waiter in self._waiters.pop(key, []):
+            if not waiter.done():
+                waiter.set_result(None)
 
-    async def _carry_out(self, intent: Intent) -> None:
+    async def _carry_out(self, intent: Intent | RefundIntent) -> None:
         crash_point("payments.after_intent_commit")
         try:
-            if intent.operation == "capture":
+            if isinstance(intent, RefundIntent):
+                await make_refund(self.uow, self.provider, self.retry, intent)
+            elif intent.operation == "capture":
                 await charge(self.uow, self.provider, self.retry, intent, self.wake)
             else:
                 await give_back(self.uow, self.provider, self.retry, intent)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the intent stays owed: claimed again once its lease ends
+            what = (
+                f"refund {intent.refund_id}"
+                if isinstance(intent, RefundIntent)
+                else f"{intent.operation} of order {intent.order_id}"
+            )
             log.warning(
-                "%s of order %s not done (claim %d), again after the lease: %r",
-                intent.operation,
-                intent.order_id,
-                intent.attempts,
-                exc,
+                "%s not done (claim %d), again after the lease: %r", what, intent.attempts, exc
             )
 
     async def idle(self) -> None:
@@ -493,3 +731,27 @@ async def list_payments(
         customer_id=None if is_admin else caller, order_id=order_id, after=after, limit=limit
     )
     return PaymentsPage(items=rows[:limit], more=len(rows) > limit)
+
+
+async def list_refunds(
+    store: Store,
+    *,
+    payment_id: str,
+    caller: str,
+    is_admin: bool,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> tuple[list[Refund], bool]:
+    """Owner or admin; another customer's payment is answered NotFound."""
+    payment = await store.payments.get(payment_id)
+    if payment is None or (not is_admin and payment.customer_id != caller):
+        raise NotFound(f"payment {payment_id}")
+    rows = await store.refunds.of_payment(payment_id, after, limit)
+    return rows[:limit], len(rows) > limit
+
+
+async def get_payment(store: Store, payment_id: str, *, caller: str, is_admin: bool) -> Payment:
+    payment = await store.payments.get(payment_id)
+    if payment is None or (not is_admin and payment.customer_id != caller):
+        raise NotFound(f"payment {payment_id}")
+    return payment

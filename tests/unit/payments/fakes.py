@@ -17,6 +17,7 @@ from libs.kit.uow import Tx
 from services.payments import service
 from services.payments.adapters import SandboxProvider
 from services.payments.domain import (
+    CaptureBalance,
     Intent,
     LedgerEntry,
     NewPayment,
@@ -25,8 +26,11 @@ from services.payments.domain import (
     ProviderCapture,
     ProviderEvent,
     ProviderResult,
+    Refund,
     RefundedCapture,
+    RefundIntent,
     Trace,
+    status_after_refunds,
 )
 from services.payments.service import Charger
 from tests.support.fakes import FakeTx, MutableClock, RecordingEvents
@@ -180,6 +184,7 @@ class FakeOrderPayments:
                     closed=row.closed,
                     capture_ref=row.capture_ref,
                     trace=self.traces.get(order_id, Trace()),
+                    refund_amount=row.refund_amount,
                 )
             )
         return claimed
@@ -227,6 +232,7 @@ class FakePayments:
         self.clock = clock
         self.rows: list[Payment] = []
         self.kinds: dict[str, str] = {}  # payment id -> kind
+        self.reserved: dict[str, int] = {}  # capture id -> refunds made or under way
 
     async def add(self, payment: NewPayment) -> None:
         if any(
@@ -252,10 +258,76 @@ class FakePayments:
 
     async def mark_refunded(self, order_id: str) -> RefundedCapture | None:
         for i, p in enumerate(self.rows):
-            if p.order_id == order_id and self.kinds[p.id] == "capture" and p.status == "captured":
-                self.rows[i] = replace(p, status="refunded", refunded_at=self.clock())
+            if (
+                p.order_id == order_id
+                and self.kinds[p.id] == "capture"
+                and p.status in ("captured", "partially_refunded")
+            ):
+                self.rows[i] = replace(
+                    p, status="refunded", refunded=p.amount, refunded_at=self.clock()
+                )
+                self.reserved[p.id] = p.amount
                 return RefundedCapture(p.id, p.customer_id, p.amount, p.currency)
         return None
+
+    def _capture(self, payment_id: str) -> tuple[int, Payment] | None:
+        for i, p in enumerate(self.rows):
+            if p.id == payment_id and self.kinds[p.id] == "capture":
+                return i, p
+        return None
+
+    async def lock_capture(self, payment_id: str) -> CaptureBalance | None:
+        found = self._capture(payment_id)
+        return None if found is None else self._balance(found[1])
+
+    def _balance(self, p: Payment) -> CaptureBalance:
+        return CaptureBalance(
+            payment_id=p.id,
+            order_id=p.order_id,
+            customer_id=p.customer_id,
+            amount=p.amount,
+            currency=p.currency,
+            status=p.status,
+            provider_ref=p.provider_ref,
+            refunded=p.refunded,
+            reserved=self.reserved.get(p.id, 0),
+        )
+
+    async def reserve_refund(self, payment_id: str, amount: int) -> None:
+        found = self._capture(payment_id)
+        assert found is not None
+        held = self.reserved.get(payment_id, 0) + amount
+        assert held <= found[1].amount, "the database's check would refuse this"
+        self.reserved[payment_id] = held
+
+    async def reserve_rest(self, order_id: str) -> int:
+        for p in self.rows:
+            if (
+                p.order_id == order_id
+                and self.kinds[p.id] == "capture"
+                and p.status in ("captured", "partially_refunded")
+            ):
+                rest = p.amount - self.reserved.get(p.id, 0)
+                self.reserved[p.id] = p.amount
+                return rest
+        return 0
+
+    async def settle_refund(self, payment_id: str, amount: int, *, moved: bool) -> CaptureBalance:
+        found = self._capture(payment_id)
+        assert found is not None
+        i, p = found
+        if moved:
+            refunded = p.refunded + amount
+            status = status_after_refunds(p.amount, refunded)
+            p = replace(p, refunded=refunded, status=status, refunded_at=self.clock())
+            self.rows[i] = p
+        else:
+            self.reserved[payment_id] = self.reserved.get(payment_id, 0) - amount
+        return self._balance(p)
+
+    async def get(self, payment_id: str) -> Payment | None:
+        found = self._capture(payment_id)
+        return None if found is None else found[1]
 
     async def page(
         self,
@@ -280,15 +352,109 @@ class FakePayments:
         return [p for p in self.rows if p.order_id == order_id and self.kinds[p.id] == kind]
 
 
+class FakeRefunds:
+    """The refunds table; pending ones are claimed with leases on the test's clock."""
+
+    def __init__(self, clock: MutableClock) -> None:
+        self.clock = clock
+        self.rows: dict[str, Refund] = {}
+        self.keys: dict[tuple[str, str], tuple[str, str]] = {}  # -> (refund id, request hash)
+        self.capture_refs: dict[str, str] = {}
+        self.traces: dict[str, Trace] = {}
+        self.leases: dict[str, datetime] = {}
+        self.attempts: dict[str, int] = defaultdict(int)
+
+    async def add(
+        self,
+        refund: Refund,
+        *,
+        capture_ref: str,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        trace: Trace = Trace(),
+    ) -> bool:
+        if idempotency_key is not None:
+            if (refund.payment_id, idempotency_key) in self.keys:
+                return False
+            self.keys[(refund.payment_id, idempotency_key)] = (refund.id, request_hash or "")
+        self.rows[refund.id] = replace(refund, created_at=self.clock())
+        self.capture_refs[refund.id] = capture_ref
+        self.traces[refund.id] = trace
+        return True
+
+    async def by_key(self, payment_id: str, idempotency_key: str) -> tuple[Refund, str] | None:
+        known = self.keys.get((payment_id, idempotency_key))
+        return None if known is None else (self.rows[known[0]], known[1])
+
+    async def get(self, refund_id: str) -> Refund | None:
+        return self.rows.get(refund_id)
+
+    async def of_payment(
+        self, payment_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Refund]:
+        rows = sorted(
+            (
+                r
+                for r in self.rows.values()
+                if r.payment_id == payment_id and (after is None or (r.created_at, r.id) > after)
+            ),
+            key=lambda r: r.created_at,  # stable: ties in the order they were added
+        )
+        return rows[: limit + 1]
+
+    async def claim_due(self, limit: int, lease_s: float) -> list[RefundIntent]:
+        now = self.clock()
+        claimed: list[RefundIntent] = []
+        for refund in self.rows.values():
+            lease = self.leases.get(refund.id)
+            if len(claimed) >= limit or refund.status != "pending" or (lease and lease > now):
+                continue
+            self.attempts[refund.id] += 1
+            self.leases[refund.id] = now + timedelta(seconds=lease_s)
+            claimed.append(
+                RefundIntent(
+                    refund_id=refund.id,
+                    payment_id=refund.payment_id,
+                    order_id=refund.order_id,
+                    amount=refund.amount,
+                    currency=refund.currency,
+                    capture_ref=self.capture_refs[refund.id],
+                    reason=refund.reason,
+                    attempts=self.attempts[refund.id],
+                    trace=self.traces[refund.id],
+                )
+            )
+        return claimed
+
+    async def settle(
+        self,
+        refund_id: str,
+        status: Literal["succeeded", "failed"],
+        provider_ref: str | None,
+        failure_reason: str | None,
+    ) -> Refund | None:
+        refund = self.rows.get(refund_id)
+        if refund is None or refund.status != "pending":
+            return None
+        refund = replace(
+            refund, status=status, provider_ref=provider_ref, failure_reason=failure_reason
+        )
+        self.rows[refund_id] = refund
+        self.leases.pop(refund_id, None)
+        return refund
+
+
 @dataclass
 class FakeStore:
     clock: MutableClock
     orders: FakeOrderPayments = field(init=False)
     payments: FakePayments = field(init=False)
+    refunds: FakeRefunds = field(init=False)
 
     def __post_init__(self) -> None:
         self.orders = FakeOrderPayments(self.clock)
         self.payments = FakePayments(self.clock)
+        self.refunds = FakeRefunds(self.clock)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from dataclasses import replace
 import pytest
 
 from services.payments.domain import (
+    CaptureBalance,
     CaptureDecision,
     CloseDecision,
     Intent,
@@ -16,6 +17,9 @@ from services.payments.domain import (
     decide_capture,
     must_look_up_first,
     owe_capture,
+    owe_refund,
+    refund_problem,
+    status_after_refunds,
     storable_token,
 )
 
@@ -84,7 +88,60 @@ def test_rejection_refunds_a_capture() -> None:
     assert decide_close(captured, cancellation=False) is CloseDecision.REFUND
     assert decide_close(captured, cancellation=True) is CloseDecision.REFUND
     closed, _ = close(captured, cancellation=False, reason="reservation_expired")
-    assert (closed.refund_status, closed.refund_reason) == ("pending", "reservation_expired")
+    assert closed.refund_reason == "reservation_expired"
+    # What is owed is what is left of the capture (refunds an operator made keep the rest).
+    owed = owe_refund(closed, 700)
+    assert (owed.refund_status, owed.refund_amount, owed.attempts) == ("pending", 700, 0)
+
+
+def test_a_close_after_refunds_gave_everything_back_owes_nothing() -> None:
+    closed, decision = close(
+        replace(READY, capture_status="captured"), cancellation=True, reason="cancelled"
+    )
+    assert decision is CloseDecision.REFUND
+    owed = owe_refund(closed, 0)
+    assert (owed.refund_status, owed.refund_amount) == ("refunded", 0)
+
+
+def _capture(amount: int = 1000, reserved: int = 0) -> CaptureBalance:
+    return CaptureBalance(
+        payment_id="pay-1",
+        order_id="o-1",
+        customer_id="c-1",
+        amount=amount,
+        currency="EUR",
+        status="captured",
+        provider_ref="ch_1",
+        refunded=0,
+        reserved=reserved,
+    )
+
+
+@pytest.mark.parametrize(
+    ("capture", "amount", "currency", "problem"),
+    [
+        (_capture(), 1000, "EUR", None),
+        (_capture(reserved=400), 600, "EUR", None),
+        (_capture(reserved=400), 601, "EUR", "amount.amount"),
+        (_capture(), 0, "EUR", "amount.amount"),
+        (_capture(), -5, "EUR", "amount.amount"),
+        (_capture(), 100, "USD", "amount.currency"),
+        (replace(_capture(), status="failed", provider_ref=None), 100, "EUR", "state"),
+    ],
+)
+def test_a_refund_gives_back_at_most_what_is_left_in_the_payments_currency(
+    capture: CaptureBalance, amount: int, currency: str, problem: str | None
+) -> None:
+    found = refund_problem(capture, amount, currency)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None and (found.field or "state") == problem
+
+
+def test_a_refund_is_partial_until_everything_is_given_back() -> None:
+    assert status_after_refunds(1000, 999) == "partially_refunded"
+    assert status_after_refunds(1000, 1000) == "refunded"
 
 
 def test_rejection_without_capture_does_nothing() -> None:

@@ -130,6 +130,8 @@ class OrderOut(BaseModel):
     email: str | None
     history: list[HistoryOut]
     tracking: dict[str, Any] | None
+    # Additive (v2): what payments gave back of the charge so far (refunds), if anything.
+    refunded: Money | None = None
     reservation_deadline: datetime
     cancellation_requested: bool
     quote_id: str | None
@@ -155,6 +157,7 @@ class OrderOut(BaseModel):
                 HistoryOut(status=h.status.value, at=h.at, reason=h.reason) for h in view.history
             ],
             tracking=view.tracking,
+            refunded=view.refunded,
             reservation_deadline=view.reservation_deadline,
             cancellation_requested=view.cancellation_requested,
             quote_id=view.quote_id,

@@ -72,6 +72,8 @@ orders = Table(
     Column("cancel_stock_returned", Boolean, nullable=False, server_default=text("false")),
     Column("cancel_payment_returned", Boolean, nullable=False, server_default=text("false")),
     Column("tracking", JSONB),
+    # What payments gave back of the order's charge so far (PaymentRefunded amounts).
+    Column("refunded", BigInteger, nullable=False, server_default=text("0")),
     # The request id that placed the order: events the deadline sweep causes carry it too.
     Column("correlation_id", String(200), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -295,6 +297,16 @@ class Orders:
             {"order_id": order_id, **_state_columns(state), "tracking": tracking},
         )
 
+    async def add_refunded(self, order_id: str, amount: int) -> bool:
+        """Count `amount` more as given back of the order's charge; False for an unknown order."""
+        found = await self.session.scalar(
+            update(orders)
+            .where(orders.c.id == order_id)
+            .values(refunded=orders.c.refunded + amount, updated_at=func.now())
+            .returning(orders.c.id)
+        )
+        return found is not None
+
     async def view(self, order_id: str) -> OrderView | None:
         row = (await self.session.execute(select(orders).where(orders.c.id == order_id))).first()
         if row is None:
@@ -418,6 +430,7 @@ def _view(row: Row[Any], history: tuple[HistoryEntry, ...]) -> OrderView:
         shipping_address=row.shipping_address,
         email=row.email,
         tracking=row.tracking,
+        refunded=money(row.refunded) if row.refunded else None,
         reservation_deadline=row.reservation_deadline,
         cancellation_requested=row.cancellation_requested,
         quote_id=row.quote_id,

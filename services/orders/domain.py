@@ -257,6 +257,7 @@ class OrderView:
     created_at: datetime
     updated_at: datetime
     history: tuple[HistoryEntry, ...] = ()
+    refunded: Money | None = None  # None: nothing was given back
 
 
 @dataclass(frozen=True)

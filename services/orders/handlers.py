@@ -44,7 +44,9 @@ async def on_payment_failed(event: PaymentFailed, ctx: EventContext) -> None:
 
 
 async def on_payment_refunded(event: PaymentRefunded, ctx: EventContext) -> None:
-    await service.payment_returned(ctx.tx(Store), event.order_id)
+    await service.payment_refunded(
+        ctx.tx(Store), event.order_id, event.amount.amount, fully=event.fully_refunded
+    )
 
 
 async def on_payment_voided(event: PaymentVoided, ctx: EventContext) -> None:

@@ -65,6 +65,8 @@ class OrderRepository(Protocol):
         """Write a state with the order's current status (and its tracking, when given)."""
         ...
 
+    async def add_refunded(self, order_id: str, amount: int) -> bool: ...
+
     async def save_status_change(
         self, order_id: str, state: Order, tracking: dict[str, Any] | None = None
     ) -> None:
@@ -387,6 +389,16 @@ async def payment_failed(tx: Tx[Store], order_id: str) -> bool:
 async def payment_returned(tx: Tx[Store], order_id: str) -> bool:
     """Payments refunded or voided the charge: the payment half of a cancellation."""
     return await _apply_fact(tx, order_id, domain.cancellation_payment_returned)
+
+
+async def payment_refunded(tx: Tx[Store], order_id: str, amount: int, *, fully: bool) -> None:
+    """Payments gave back `amount` of the charge (the order shows the total). Only a refund that
+    leaves nothing captured answers a cancellation: an operator's partial refund does not."""
+    if amount > 0 and not await tx.store.orders.add_refunded(order_id, amount):
+        log.info("refund of unknown order %s ignored", order_id)
+        return
+    if fully:
+        await payment_returned(tx, order_id)
 
 
 async def _apply_fact(

@@ -41,6 +41,7 @@ class _Stored:
     created_at: datetime
     updated_at: datetime
     tracking: dict[str, Any] | None = None
+    refunded: int = 0
 
 
 class FakeOrders:
@@ -92,6 +93,12 @@ class FakeOrders:
         stored.updated_at = self.clock()
         if tracking is not None:
             stored.tracking = tracking
+
+    async def add_refunded(self, order_id: str, amount: int) -> bool:
+        if order_id not in self.rows:
+            return False
+        self.rows[order_id].refunded += amount
+        return True
 
     async def save_status_change(
         self, order_id: str, state: Order, tracking: dict[str, Any] | None = None
@@ -146,6 +153,7 @@ class FakeOrders:
             shipping_address=p.shipping_address,
             email=p.email,
             tracking=s.tracking,
+            refunded=Money(amount=s.refunded, currency=p.total.currency) if s.refunded else None,
             reservation_deadline=s.state.reservation_deadline,
             cancellation_requested=s.state.cancellation_requested,
             quote_id=p.quote_id,

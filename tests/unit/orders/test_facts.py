@@ -158,3 +158,33 @@ async def test_a_capture_after_the_deadline_sweep_changes_nothing() -> None:
     assert await service.expire_overdue(world.claims, now, limit=10) == 1
     assert not await service.payment_captured(world.tx(), oid, world.clock)
     assert world.history(oid) == [(S.PENDING, None), (S.REJECTED, "reservation_expired")]
+
+
+async def test_a_partial_refund_shows_on_the_order_but_answers_no_cancellation() -> None:
+    """Issue 11: an operator's partial refund (PaymentRefunded with fully_refunded false) is
+    counted, while only the refund that leaves nothing captured ends a cancellation."""
+    world = World()
+    oid = await world.confirmed()
+    await service.request_cancellation(world.tx(), ALICE, oid, "found_cheaper")
+    assert await service.stock_released(world.tx(), oid, "cancelled")
+
+    await service.payment_refunded(world.tx(), oid, 300, fully=False)
+    order = await world.view(oid)
+    assert order.status is S.CONFIRMED and order.refunded is not None
+    assert order.refunded.amount == 300
+    assert world.emitted(OrderCancelled) == []
+
+    await service.payment_refunded(world.tx(), oid, 700, fully=True)
+    order = await world.view(oid)
+    assert order.status is S.CANCELLED
+    assert order.refunded is not None and order.refunded.amount == 1000
+
+
+async def test_an_order_shows_no_refund_until_one_is_made() -> None:
+    world = World()
+    oid = await world.confirmed()
+    assert (await world.view(oid)).refunded is None
+    await service.payment_refunded(world.tx(), oid, 0, fully=True)  # nothing more to give back
+    assert (await world.view(oid)).refunded is None
+    await service.payment_refunded(world.tx(), "no-such-order", 100, fully=True)
+    assert world.store.orders.rows.keys() == {oid}

@@ -38,3 +38,15 @@ class PaymentVoided(WireModel):
 
     order_id: str
     reason: str
+
+
+class PaymentDisputed(WireModel):
+    """The shopper's bank opened a dispute (chargeback) on a captured payment; an operator must
+    answer it at the provider before its deadline."""
+
+    order_id: str
+    payment_id: str
+    amount: Money
+    reason: str
+    provider_ref: str
+    provider: str

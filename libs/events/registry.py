@@ -40,6 +40,7 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
                 payments.PaymentFailed,
                 payments.PaymentRefunded,
                 payments.PaymentVoided,
+                payments.PaymentDisputed,
             ),
         ),
         (topics.NOTIFICATIONS, (notifications.NotificationSent,)),

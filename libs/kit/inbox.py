@@ -352,6 +352,14 @@ class EventProcessor:
         )
 
 
+async def claim_delivery(session: DbSession, event_id: str, event_type: str, source: str) -> bool:
+    """Record in the inbox, in `session`'s transaction, that a message from outside Kafka (a
+    provider's webhook: `source` such as "webhook:stripe") is handled; False if it was already
+    (a redelivery: do nothing)."""
+    claimed = await session.scalars(INBOX_CLAIM, _claim_params({event_id: (event_type, source)}))
+    return claimed.first() is not None
+
+
 def _claim_params(claims: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
     """INBOX_CLAIM's arrays for {event id: (type, topic)}: one row per distinct event."""
     return {

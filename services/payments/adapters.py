@@ -5,7 +5,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from services.payments.domain import (
     TOK_SLOW,
@@ -78,6 +78,15 @@ class PaymentProvider(Protocol):
         """Verify an inbound webhook's signature (with a timestamp tolerance) over the exact
         bytes received and map it; `headers` with lower-case names. Raises WebhookRejected."""
         ...
+
+
+@runtime_checkable
+class SimulatesActions(Protocol):
+    """A provider whose shoppers' 3-D Secure verdicts can be simulated (the sandbox)."""
+
+    async def confirm_action(
+        self, ref: str, *, succeeded: bool, order_id: str | None = None
+    ) -> tuple[bytes, dict[str, str]] | None: ...
 
 
 class SandboxLedger(Protocol):
@@ -206,11 +215,12 @@ class SandboxProvider:
         return parse_sandbox_event(payload)
 
     async def confirm_action(
-        self, ref: str, *, succeeded: bool, order_id: str
+        self, ref: str, *, succeeded: bool, order_id: str | None = None
     ) -> tuple[bytes, dict[str, str]] | None:
         """Simulate the shopper's 3-D Secure verdict on the payment `ref`: the sandbox records
         it and answers the webhook it sends about it (body and headers, signed); None if no
-        payment of that ref awaits an action."""
+        payment of that ref awaits an action. The webhook names `order_id` (default: the
+        payment's key, which is the order id for payments charges)."""
         entry = await self.ledger.by_ref(ref)
         if entry is None or not entry.awaiting_action:
             return None
@@ -222,6 +232,6 @@ class SandboxProvider:
         else:
             kind = "payment.failed"
         shown = after if succeeded else replace(after, ref=ref)
-        body = sandbox_event(f"evt_sbx_{uuid.uuid4().hex[:24]}", kind, shown, order_id)
+        body = sandbox_event(f"evt_sbx_{uuid.uuid4().hex[:24]}", kind, shown, order_id or entry.key)
         signature = sandbox_signature(self._webhook_secret, int(time.time()), body)
         return body, {SANDBOX_SIGNATURE_HEADER: signature}

@@ -1,7 +1,9 @@
-"""HTTP in: the payments route of the contract (a page of an order's or a customer's payments)."""
+"""HTTP in: payments' routes (its payments and refunds, provider webhooks, the sandbox's
+simulated 3-D Secure verdict)."""
 
+import logging
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -9,23 +11,28 @@ from pydantic import BaseModel, ConfigDict, Field
 from libs.events.common import Money
 from libs.kit.app import request_id, transaction_of
 from libs.kit.auth import Admin, Caller
+from libs.kit.errors import Conflict, NotFound
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import DatabaseUnitOfWork, SessionTx
 from libs.kit.validation import CurrencyCode
 from services.payments import service
+from services.payments.adapters import PaymentProvider, SimulatesActions
 from services.payments.db import Store
 from services.payments.domain import (
     REFUND_REASON_MAX,
+    NextAction,
     Payment,
     PaymentStatus,
     Refund,
     RefundState,
     Trace,
+    WebhookRejected,
     request_hash,
 )
 from services.payments.service import Charger
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/payments", tags=["payments"])
 TxDep = Annotated[SessionTx[Store], Depends(transaction_of(Store), scope="function")]
 # How long a refund's answer waits for the provider's verdict before it says `pending`.
@@ -38,6 +45,21 @@ def _unit_of_work(request: Request) -> DatabaseUnitOfWork[Store]:
 
 
 UnitOfWorkDep = Annotated[DatabaseUnitOfWork[Store], Depends(_unit_of_work)]
+
+
+class NextActionOut(BaseModel):
+    """Complete it with the provider's client library and `client_secret` (Stripe.js
+    `handleNextAction`), or by sending the shopper to `redirect_url`."""
+
+    type: str
+    client_secret: str | None
+    redirect_url: str | None
+
+    @classmethod
+    def of(cls, action: NextAction) -> "NextActionOut":
+        return cls(
+            type=action.type, client_secret=action.client_secret, redirect_url=action.redirect_url
+        )
 
 
 class PaymentOut(BaseModel):
@@ -53,6 +75,8 @@ class PaymentOut(BaseModel):
     # Additive (v2): what refunds gave back so far, and the provider that moved the money.
     refunded: Money
     provider: str
+    # While `requires_action`: what the shopper must do (3-D Secure), for the frontend.
+    next_action: NextActionOut | None = None
 
     @classmethod
     def of(cls, payment: Payment) -> "PaymentOut":
@@ -68,6 +92,7 @@ class PaymentOut(BaseModel):
             refunded_at=payment.refunded_at.isoformat() if payment.refunded_at else None,
             refunded=Money(amount=payment.refunded, currency=payment.currency),
             provider=payment.provider,
+            next_action=NextActionOut.of(payment.next_action) if payment.next_action else None,
         )
 
 
@@ -227,6 +252,97 @@ async def list_refunds(
         else None
     )
     return Page[RefundOut](items=[RefundOut.of(r) for r in items], next_cursor=next_cursor)
+
+
+# --- provider webhooks (public: the provider's signature is the authentication) ---------------
+
+# A provider's event is a few KB; anything much larger is not one.
+WEBHOOK_MAX_BYTES = 256 * 1024
+
+
+class WebhookAck(BaseModel):
+    received: bool
+    outcome: str  # what payments did: captured, failed, disputed, duplicate, ignored
+
+
+def _provider(request: Request) -> PaymentProvider:
+    provider: PaymentProvider = request.app.state.provider
+    return provider
+
+
+ProviderDep = Annotated[PaymentProvider, Depends(_provider)]
+
+
+@router.post(
+    "/webhooks/{provider}",
+    response_model=WebhookAck,
+    responses={400: {"description": "not signed by the provider"}, 404: {}},
+)
+async def provider_webhook(
+    provider: Annotated[str, Path(min_length=1, max_length=20)],
+    request: Request,
+    uow: UnitOfWorkDep,
+    configured: ProviderDep,
+    charger: ChargerDep,
+) -> WebhookAck:
+    """Public, provider-signed (`Stripe-Signature` for `stripe`, `sandbox-signature` for the
+    sandbox) over the exact body, within the timestamp tolerance. Each provider event is handled
+    once (its id in the inbox): a redelivery answers 200 `duplicate`."""
+    if provider != configured.name:
+        raise NotFound(f"payment provider {provider}")
+    body = await request.body()
+    if len(body) > WEBHOOK_MAX_BYTES:
+        raise invalid("body", f"at most {WEBHOOK_MAX_BYTES} bytes", status=413)
+    return await receive_webhook(uow, configured, charger, body, dict(request.headers))
+
+
+async def receive_webhook(
+    uow: DatabaseUnitOfWork[Store],
+    provider: PaymentProvider,
+    charger: Charger,
+    body: bytes,
+    headers: dict[str, str],
+) -> WebhookAck:
+    try:
+        event = provider.parse_webhook(body, {k.lower(): v for k, v in headers.items()})
+    except WebhookRejected as exc:
+        raise invalid("signature", str(exc), status=400) from exc
+    async with uow() as tx:
+        outcome = await service.apply_provider_event(tx, provider.name, event, charger.wake)
+    log.info("%s webhook %s (%s): %s", provider.name, event.id, event.provider_type, outcome)
+    return WebhookAck(received=True, outcome=outcome)
+
+
+class ActionVerdictIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["succeeded", "failed"]
+
+
+@router.post("/sandbox/actions/{ref}", response_model=WebhookAck)
+async def simulate_sandbox_action(
+    ref: Annotated[str, Path(min_length=1, max_length=100)],
+    body: ActionVerdictIn,
+    caller: Caller,
+    uow: UnitOfWorkDep,
+    configured: ProviderDep,
+    charger: ChargerDep,
+) -> WebhookAck:
+    """Sandbox only: the shopper's 3-D Secure verdict on the payment `ref` (its `provider_ref`
+    while `requires_action`), as the provider's page would take it. The sandbox records it and
+    sends its signed webhook, which takes the same path as one arriving at
+    `POST /payments/webhooks/sandbox`. Owner of the payment or admin."""
+    if not isinstance(configured, SimulatesActions):
+        raise NotFound("the sandbox is not this store's payment provider")
+    async with uow() as tx:
+        payment = await tx.store.payments.by_provider_ref(ref)
+    if payment is None or (not caller.is_admin and payment.customer_id != caller.sub):
+        raise NotFound(f"payment {ref}")
+    sent = await configured.confirm_action(ref, succeeded=body.outcome == "succeeded")
+    if sent is None:
+        raise Conflict(f"payment {ref} awaits no action")
+    webhook, headers = sent
+    return await receive_webhook(uow, configured, charger, webhook, headers)
 
 
 def _position(cursor: str | None) -> tuple[datetime, str] | None:

@@ -3,6 +3,7 @@
 The order's payment state (with the provider call it owes), the money movements, and the
 sandbox PSP's ledger."""
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -21,9 +22,9 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    bindparam,
     case,
     func,
-    insert,
     literal,
     or_,
     select,
@@ -31,13 +32,16 @@ from sqlalchemy import (
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 from libs.kit.db import Database, DbSession
+from libs.kit.inbox import claim_delivery
 from services.payments.domain import (
     CaptureBalance,
     Intent,
     LedgerEntry,
     NewPayment,
+    NextAction,
     OrderPayment,
     Payment,
     Refund,
@@ -70,7 +74,7 @@ payment_orders = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("refund_reason", String(100)),
-    Column("capture_status", String(10)),
+    Column("capture_status", String(20)),
     Column("capture_ref", String(100)),
     Column("refund_status", String(10)),
     Column("attempts", Integer, nullable=False, server_default="0"),
@@ -80,7 +84,7 @@ payment_orders = Table(
     Column("refund_amount", BigInteger),
     CheckConstraint("(amount IS NULL) = (currency IS NULL)", name="ck_payment_orders_money"),
     CheckConstraint(
-        "capture_status IN ('pending', 'captured', 'failed', 'refunded')",
+        "capture_status IN ('pending', 'requires_action', 'captured', 'failed', 'refunded')",
         name="ck_payment_orders_capture_status",
     ),
     CheckConstraint(
@@ -118,10 +122,13 @@ payments = Table(
     Column("refunded_amount", BigInteger, nullable=False, server_default="0"),
     Column("refund_reserved", BigInteger, nullable=False, server_default="0"),
     Column("provider", String(20), nullable=False, server_default="sandbox"),
+    # What the shopper must do while the status is requires_action (3-D Secure): {type,
+    # client_secret, redirect_url}; the frontend completes it with the provider's library.
+    Column("next_action", JSONB),
     UniqueConstraint("order_id", "kind", name="uq_payments_order_kind"),
     CheckConstraint("kind IN ('capture', 'refund')", name="ck_payments_kind"),
     CheckConstraint(
-        "status IN ('captured', 'failed', 'refunded', 'partially_refunded')",
+        "status IN ('requires_action', 'captured', 'failed', 'refunded', 'partially_refunded')",
         name="ck_payments_status",
     ),
     CheckConstraint(
@@ -327,12 +334,18 @@ class PaymentOrders:
         return [_intent(row) for row in (await self.session.execute(statement)).all()]
 
     async def settle_capture(
-        self, order_id: str, status: Literal["captured", "failed"], ref: str | None
+        self,
+        order_id: str,
+        status: Literal["requires_action", "captured", "failed"],
+        ref: str | None,
+        *,
+        awaiting: bool = False,
     ) -> OrderPayment | None:
-        """Record the provider's answer to the order's pending capture (and erase the token);
-        None if no capture is pending any more (another claim recorded it, or it was dropped)."""
+        """Record the provider's answer to the order's pending capture (with `awaiting`: its
+        verdict on one that awaited the shopper) and erase the token; None if no such capture
+        is left (another claim or delivery recorded it, or it was dropped)."""
         return await self._settle(
-            _o.capture_status == "pending",
+            _o.capture_status == ("requires_action" if awaiting else "pending"),
             order_id,
             capture_status=status,
             capture_ref=ref,
@@ -361,6 +374,16 @@ class PaymentOrders:
         row = (await self.session.execute(statement)).first()
         return None if row is None else _order(row)
 
+    async def lock_existing(self, order_id: str) -> OrderPayment | None:
+        """The order's row locked, or None if payments never heard of the order (a provider's
+        webhook may name one: it creates nothing)."""
+        row = (
+            await self.session.execute(
+                select(payment_orders).where(_o.order_id == order_id).with_for_update()
+            )
+        ).first()
+        return None if row is None else _order(row)
+
     async def customer_of(self, order_id: str) -> str | None:
         """Whose order this is, as far as payments knows (None: not known yet)."""
         return await self.session.scalar(select(_o.customer_id).where(_o.order_id == order_id))
@@ -373,23 +396,37 @@ class Payments:
         self.session = session
         self.provider = provider
 
-    async def add(self, payment: NewPayment) -> None:
-        """Record one movement; a second capture (or refund) of an order violates the unique
-        constraint and rolls the transaction back."""
-        await self.session.execute(
-            insert(payments).values(
-                id=payment.id,
-                order_id=payment.order_id,
-                customer_id=payment.customer_id,
-                kind=payment.kind,
-                amount=payment.amount,
-                currency=payment.currency,
-                status=payment.status,
-                provider_ref=payment.provider_ref,
-                failure_reason=payment.failure_reason,
-                provider=self.provider,
-            )
+    async def add(self, payment: NewPayment) -> str:
+        """Record one movement and return its id. The capture row of a payment that awaited the
+        shopper (`requires_action`) is concluded in place, keeping its id; any other second
+        capture (or refund) of an order is refused (DuplicateMovement) and rolls the
+        transaction back."""
+        action = payment.next_action
+        written = await self.session.scalar(
+            ADD_PAYMENT,
+            {
+                "id": payment.id,
+                "order_id": payment.order_id,
+                "customer_id": payment.customer_id,
+                "kind": payment.kind,
+                "amount": payment.amount,
+                "currency": payment.currency,
+                "status": payment.status,
+                "provider_ref": payment.provider_ref,
+                "failure_reason": payment.failure_reason,
+                "provider": self.provider,
+                "next_action": None
+                if action is None
+                else {
+                    "type": action.type,
+                    "client_secret": action.client_secret,
+                    "redirect_url": action.redirect_url,
+                },
+            },
         )
+        if written is None:
+            raise DuplicateMovement(f"order {payment.order_id} has a {payment.kind} already")
+        return str(written)
 
     async def mark_refunded(self, order_id: str) -> RefundedCapture | None:
         """An order's close gave back what was left of its capture: all of it is refunded now.
@@ -490,6 +527,15 @@ class Payments:
             )
         return [_payment(row) for row in (await self.session.execute(query)).all()]
 
+    async def by_provider_ref(self, ref: str) -> Payment | None:
+        """The capture the provider knows as `ref`."""
+        row = (
+            await self.session.execute(
+                select(payments).where(_p.provider_ref == ref, _p.kind == "capture")
+            )
+        ).first()
+        return None if row is None else _payment(row)
+
     async def get(self, payment_id: str) -> Payment | None:
         row = (
             await self.session.execute(
@@ -497,6 +543,25 @@ class Payments:
             )
         ).first()
         return None if row is None else _payment(row)
+
+
+class DuplicateMovement(Exception):
+    """A second capture or refund row of one order: never written."""
+
+
+# A movement, or the conclusion of a capture that awaited the shopper (same row, same id; its
+# next action is done with). Nothing is returned when the order has that movement already.
+ADD_PAYMENT = text(
+    "INSERT INTO payments (id, order_id, customer_id, kind, amount, currency, status,"
+    " provider_ref, failure_reason, provider, next_action)"
+    " VALUES (:id, :order_id, :customer_id, :kind, :amount, :currency, :status, :provider_ref,"
+    " :failure_reason, :provider, :next_action)"
+    " ON CONFLICT (order_id, kind) DO UPDATE"
+    " SET status = EXCLUDED.status, provider_ref = EXCLUDED.provider_ref,"
+    " failure_reason = EXCLUDED.failure_reason, next_action = EXCLUDED.next_action"
+    " WHERE payments.status = 'requires_action'"
+    " RETURNING payments.id"
+).bindparams(bindparam("next_action", type_=JSONB(none_as_null=True)))
 
 
 # Everything of the order's capture not yet refunded or held, held now for the close's refund;
@@ -540,6 +605,17 @@ def _payment(row: Row[Any]) -> Payment:
         refunded_at=row.refunded_at,
         refunded=row.refunded_amount,
         provider=row.provider,
+        next_action=_next_action(row.next_action),
+    )
+
+
+def _next_action(stored: dict[str, Any] | None) -> NextAction | None:
+    if not stored:
+        return None
+    return NextAction(
+        type=str(stored.get("type")),
+        client_secret=stored.get("client_secret"),
+        redirect_url=stored.get("redirect_url"),
     )
 
 
@@ -687,6 +763,22 @@ class Refunds:
         return None if row is None else _refund(row)
 
 
+class ProviderDeliveries:
+    """The provider webhooks already handled: the kit's inbox, keyed by the provider's event id."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def claim(self, provider: str, event_id: str, event_type: str) -> bool:
+        """False if this event of `provider` was handled before (a redelivery)."""
+        key = f"{provider}:{event_id}"
+        if len(key) > 64:  # the inbox's id column; a provider's ids are far shorter
+            key = (
+                f"{provider}:" + hashlib.sha256(event_id.encode()).hexdigest()[: 63 - len(provider)]
+            )
+        return await claim_delivery(self.session, key, event_type[:100], f"webhook:{provider}")
+
+
 class Store:
     """Payments' repositories on one transaction's session; money movements it records name
     `provider` (the one configured: `Store.for_provider`)."""
@@ -695,6 +787,7 @@ class Store:
         self.orders = PaymentOrders(session)
         self.payments = Payments(session, provider)
         self.refunds = Refunds(session)
+        self.deliveries = ProviderDeliveries(session)
 
     @staticmethod
     def for_provider(provider: str) -> Callable[[DbSession], "Store"]:

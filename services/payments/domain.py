@@ -112,7 +112,9 @@ TOKEN_MAX_LENGTH = 100
 _CARD_NUMBER = re.compile(r"(?:\d[ -]?){12,}")
 
 # `pending`: the capture is decided and owed to the provider (an intent), no answer recorded yet.
-CaptureStatus = Literal["pending", "captured", "failed", "refunded"]
+# `requires_action`: the provider asked for the shopper's confirmation (3-D Secure); its webhook
+# brings the verdict.
+CaptureStatus = Literal["pending", "requires_action", "captured", "failed", "refunded"]
 RefundStatus = Literal["pending", "refunded", "failed"]
 Operation = Literal["capture", "refund"]
 
@@ -238,6 +240,12 @@ def close(
     )
     if closed.capture_status == "pending" and closed.attempts == 0:
         closed = replace(closed, capture_status=None)
+    if closed.capture_status == "requires_action":
+        # Nothing moved, and the shopper may never confirm: a cancellation is answered now. A
+        # confirmation that still comes is captured and refunded (after_verdict).
+        if cancellation and not state.closed:
+            return closed, CloseDecision.VOID
+        return closed, CloseDecision.NOTHING
     if closed.capture_status == "captured" and closed.refund_status is None:
         return closed, CloseDecision.REFUND  # the caller owes what is left (owe_refund)
     if closed.capture_status == "pending":
@@ -254,6 +262,14 @@ def after_capture(state: OrderPayment, *, moved: bool) -> CloseDecision:
         return CloseDecision.REFUND
     if not moved and state.cancelled:
         return CloseDecision.VOID
+    return CloseDecision.NOTHING
+
+
+def after_verdict(state: OrderPayment, *, moved: bool) -> CloseDecision:
+    """What the provider's verdict on a payment that awaited the shopper owes: as a capture's
+    outcome, except that a closed order was answered at its close already."""
+    if moved and state.closed and state.refund_status is None:
+        return CloseDecision.REFUND
     return CloseDecision.NOTHING
 
 
@@ -297,7 +313,8 @@ def must_look_up_first(intent: Intent) -> bool:
 
 # --- read models --------------------------------------------------------------------------
 
-PaymentStatus = Literal["captured", "failed", "refunded", "partially_refunded"]
+# `requires_action` (extension): the shopper must confirm (3-D Secure; see `next_action`).
+PaymentStatus = Literal["requires_action", "captured", "failed", "refunded", "partially_refunded"]
 
 
 @dataclass(frozen=True)
@@ -316,6 +333,7 @@ class Payment:
     refunded_at: datetime | None
     refunded: int = 0  # minor units given back so far
     provider: str = "sandbox"
+    next_action: NextAction | None = None
 
 
 @dataclass(frozen=True)
@@ -338,9 +356,10 @@ class NewPayment:
     kind: Operation
     amount: int
     currency: str
-    status: Literal["captured", "failed", "refunded"]
+    status: Literal["requires_action", "captured", "failed", "refunded"]
     provider_ref: str | None = None
     failure_reason: str | None = None
+    next_action: NextAction | None = None
 
 
 # --- refunds an operator asks for -------------------------------------------------------------

@@ -63,5 +63,6 @@ def create_app(
         on_shutdown=stop_charger,
     )
     app.state.charger = charger
+    app.state.provider = provider
     app.state.payments_uow = uow
     return app

@@ -13,7 +13,13 @@ from functools import partial
 from typing import Literal, Protocol
 
 from libs.events.common import Money
-from libs.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded, PaymentVoided
+from libs.events.payments import (
+    PaymentCaptured,
+    PaymentDisputed,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentVoided,
+)
 from libs.kit.errors import Conflict, Invalid, NotFound
 from libs.kit.faults import crash_point
 from libs.kit.retry import RetryPolicy
@@ -27,6 +33,7 @@ from services.payments.domain import (
     NewPayment,
     OrderPayment,
     Payment,
+    ProviderEvent,
     ProviderResult,
     Refund,
     RefundedCapture,
@@ -36,6 +43,7 @@ from services.payments.domain import (
     accepts_instruction,
     admin_refund_key,
     after_capture,
+    after_verdict,
     close,
     decide_capture,
     decided,
@@ -70,7 +78,12 @@ class OrderPaymentsRepo(Protocol):
     async def claim_due(self, limit: int, lease_s: float) -> list[Intent]: ...
 
     async def settle_capture(
-        self, order_id: str, status: Literal["captured", "failed"], ref: str | None
+        self,
+        order_id: str,
+        status: Literal["requires_action", "captured", "failed"],
+        ref: str | None,
+        *,
+        awaiting: bool = False,
     ) -> OrderPayment | None: ...
 
     async def drop_capture(self, order_id: str) -> OrderPayment | None: ...
@@ -81,9 +94,11 @@ class OrderPaymentsRepo(Protocol):
 
     async def customer_of(self, order_id: str) -> str | None: ...
 
+    async def lock_existing(self, order_id: str) -> OrderPayment | None: ...
+
 
 class PaymentsRepo(Protocol):
-    async def add(self, payment: NewPayment) -> None: ...
+    async def add(self, payment: NewPayment) -> str: ...
 
     async def mark_refunded(self, order_id: str) -> RefundedCapture | None: ...
 
@@ -98,6 +113,8 @@ class PaymentsRepo(Protocol):
     ) -> CaptureBalance: ...
 
     async def get(self, payment_id: str) -> Payment | None: ...
+
+    async def by_provider_ref(self, ref: str) -> Payment | None: ...
 
     async def page(
         self,
@@ -137,6 +154,10 @@ class RefundsRepo(Protocol):
     ) -> Refund | None: ...
 
 
+class DeliveriesRepo(Protocol):
+    async def claim(self, provider: str, event_id: str, event_type: str) -> bool: ...
+
+
 class Store(Protocol):
     @property
     def orders(self) -> OrderPaymentsRepo: ...
@@ -146,6 +167,9 @@ class Store(Protocol):
 
     @property
     def refunds(self) -> RefundsRepo: ...
+
+    @property
+    def deliveries(self) -> DeliveriesRepo: ...
 
 
 def new_id() -> str:
@@ -255,10 +279,9 @@ async def _charge_if_due(
 
 async def _record_failure(tx: Tx[Store], order: OrderPayment, decline_code: str | None) -> None:
     assert order.amount is not None and order.currency is not None and order.customer_id
-    payment_id = new_id()
-    await tx.store.payments.add(
+    payment_id = await tx.store.payments.add(
         NewPayment(
-            id=payment_id,
+            id=new_id(),
             order_id=order.order_id,
             customer_id=order.customer_id,
             kind="capture",
@@ -325,6 +348,8 @@ async def charge(
     async with uow(intent.trace.correlation_id, intent.trace.causation_id) as tx:
         if result is None:
             await _drop_capture(tx, intent)
+        elif result.awaits_action:
+            await _record_awaiting_action(tx, intent, result)
         else:
             await _record_capture_outcome(tx, intent, result, wake)
 
@@ -360,16 +385,21 @@ async def _record_capture_outcome(
 
 
 async def _record_capture(tx: Tx[Store], order: OrderPayment, intent: Intent, ref: str) -> None:
+    await _record_captured(tx, order, intent.amount, intent.currency, ref)
+
+
+async def _record_captured(
+    tx: Tx[Store], order: OrderPayment, amount: int, currency: str, ref: str
+) -> None:
     assert order.customer_id is not None
-    payment_id = new_id()
-    await tx.store.payments.add(
+    payment_id = await tx.store.payments.add(
         NewPayment(
-            id=payment_id,
+            id=new_id(),
             order_id=order.order_id,
             customer_id=order.customer_id,
             kind="capture",
-            amount=intent.amount,
-            currency=intent.currency,
+            amount=amount,
+            currency=currency,
             status="captured",
             provider_ref=ref,
         )
@@ -378,12 +408,36 @@ async def _record_capture(tx: Tx[Store], order: OrderPayment, intent: Intent, re
         PaymentCaptured(
             order_id=order.order_id,
             payment_id=payment_id,
-            amount=Money(amount=intent.amount, currency=intent.currency),
+            amount=Money(amount=amount, currency=currency),
             provider_ref=ref,
         ),
         subject=order.order_id,
     )
     log.info("order %s captured (payment %s)", order.order_id, payment_id)
+
+
+async def _record_awaiting_action(tx: Tx[Store], intent: Intent, result: ProviderResult) -> None:
+    """The provider wants the shopper's confirmation first (3-D Secure): the order's payment
+    shows `requires_action` with the provider's `next_action`; no money moved, the order stays
+    pending until the provider's webhook brings the verdict (or its deadline rejects it)."""
+    order = await tx.store.orders.settle_capture(intent.order_id, "requires_action", result.ref)
+    if order is None:
+        return  # recorded by another claim
+    assert order.customer_id is not None
+    await tx.store.payments.add(
+        NewPayment(
+            id=new_id(),
+            order_id=order.order_id,
+            customer_id=order.customer_id,
+            kind="capture",
+            amount=intent.amount,
+            currency=intent.currency,
+            status="requires_action",
+            provider_ref=result.ref,
+            next_action=result.next_action,
+        )
+    )
+    log.info("order %s: the shopper must confirm the payment first", order.order_id)
 
 
 async def _drop_capture(tx: Tx[Store], intent: Intent) -> None:
@@ -472,6 +526,70 @@ async def give_back(
             subject=order_id,
         )
         log.info("order %s refunded (payment %s, %s)", order_id, capture.payment_id, reason)
+
+
+# --- the provider's webhooks -------------------------------------------------------------------
+
+
+async def apply_provider_event(
+    tx: Tx[Store], provider: str, event: ProviderEvent, wake: Wake
+) -> str:
+    """A verified provider webhook, once (the inbox row is in this transaction): the verdict on
+    a payment that awaited the shopper, or a dispute. Returns what it did, for the log and the
+    provider's delivery log. Other events (the provider's echo of what we did, types we do not
+    act on) are acknowledged and change nothing."""
+    if not await tx.store.deliveries.claim(provider, event.id, event.provider_type):
+        return "duplicate"
+    if event.kind == "disputed":
+        return await _record_dispute(tx, provider, event)
+    if event.kind in ("succeeded", "failed", "canceled") and event.order_id is not None:
+        return await _record_verdict(tx, event, event.order_id, wake)
+    if event.kind == "refunded":
+        log.info("provider %s reports a refund of %s (%s)", provider, event.ref, event.amount)
+    return "ignored"
+
+
+async def _record_verdict(tx: Tx[Store], event: ProviderEvent, order_id: str, wake: Wake) -> str:
+    order = await tx.store.orders.lock_existing(order_id)
+    if order is None or order.capture_status != "requires_action" or order.capture_ref != event.ref:
+        return "ignored"  # not a payment awaiting the shopper (our own captures echo back too)
+    moved = event.kind == "succeeded"
+    settled = await tx.store.orders.settle_capture(
+        order_id, "captured" if moved else "failed", event.ref, awaiting=True
+    )
+    assert settled is not None  # the row is locked and awaited this verdict
+    assert settled.amount is not None and settled.currency is not None
+    if moved:
+        await _record_captured(tx, settled, settled.amount, settled.currency, event.ref or "")
+    else:
+        await _record_failure(tx, settled, event.reason or "authentication_failed")
+    if after_verdict(settled, moved=moved) is CloseDecision.REFUND:
+        log.info("order %s closed before the shopper confirmed: refund owed", order_id)
+        await _owe_the_rest(tx, settled, Trace(None, None), wake)
+    return "captured" if moved else "failed"
+
+
+async def _record_dispute(tx: Tx[Store], provider: str, event: ProviderEvent) -> str:
+    payment = await tx.store.payments.by_provider_ref(event.ref) if event.ref else None
+    if payment is None:
+        log.error("provider %s reports a dispute on unknown payment %s", provider, event.ref)
+        return "ignored"
+    await tx.events.emit(
+        PaymentDisputed(
+            order_id=payment.order_id,
+            payment_id=payment.id,
+            amount=Money(
+                amount=event.amount if event.amount is not None else payment.amount,
+                currency=(event.currency or payment.currency).upper(),
+            ),
+            reason=event.reason or "unknown",
+            provider_ref=payment.provider_ref or "",
+            provider=provider,
+        ),
+        subject=payment.order_id,
+    )
+    log.warning("payment %s of order %s disputed: %s", payment.id, payment.order_id, event.reason)
+    return "disputed"
 
 
 # --- refunds an operator asks for -------------------------------------------------------------

@@ -29,7 +29,7 @@ from services.payments.settings import PaymentsSettings
 from tests.support.auth import bearer
 from tests.support.kafka import make_event, publish
 from tests.support.service import running
-from tests.unit.payments.fakes import SandboxDelegate
+from tests.unit.payments.fakes import WEBHOOK_SECRET, SandboxDelegate
 
 
 class ObservedSandbox(SandboxDelegate):
@@ -195,7 +195,11 @@ async def payments_service(migrated_databases: None) -> AsyncIterator[Payments]:
     )
     # The sandbox on its own engine: like a real PSP, it shares nothing with our transactions.
     ledger_db = Database.from_settings(settings)
-    provider = ObservedSandbox(SandboxProvider(PgSandboxLedger(ledger_db), settings.sandbox_slow_s))
+    provider = ObservedSandbox(
+        SandboxProvider(
+            PgSandboxLedger(ledger_db), settings.sandbox_slow_s, webhook_secret=WEBHOOK_SECRET
+        )
+    )
     app = create_app(settings, provider=provider)
     logs = LogRecorder()
     try:

@@ -35,6 +35,8 @@ from services.payments.domain import (
 from services.payments.service import Charger
 from tests.support.fakes import FakeTx, MutableClock, RecordingEvents
 
+WEBHOOK_SECRET = "whsec_fake_sandbox_0123456789"
+
 
 class MemoryLedger:
     """The sandbox ledger in a dict (the real one is a table committed on its own connection)."""
@@ -82,6 +84,11 @@ class SandboxDelegate:
     def parse_webhook(self, payload: bytes, headers: Mapping[str, str]) -> ProviderEvent:
         return self.sandbox.parse_webhook(payload, headers)
 
+    async def confirm_action(
+        self, ref: str, *, succeeded: bool, order_id: str | None = None
+    ) -> tuple[bytes, dict[str, str]] | None:
+        return await self.sandbox.confirm_action(ref, succeeded=succeeded, order_id=order_id)
+
 
 class SimulatedCrash(Exception):
     """The process 'died' between the provider's answer and our commit."""
@@ -93,7 +100,7 @@ class FakeProvider(SandboxDelegate):
 
     def __init__(self) -> None:
         self.ledger = MemoryLedger()
-        self.sandbox = SandboxProvider(self.ledger, slow_s=0.0)
+        self.sandbox = SandboxProvider(self.ledger, slow_s=0.0, webhook_secret=WEBHOOK_SECRET)
         self.crash_after: set[str] = set()  # keys whose next call "crashes" once it is done
         self.hold: dict[str, asyncio.Event] = {}  # keys whose capture waits for the event
         self.started: defaultdict[str, asyncio.Event] = defaultdict(asyncio.Event)
@@ -190,12 +197,20 @@ class FakeOrderPayments:
         return claimed
 
     async def settle_capture(
-        self, order_id: str, status: Literal["captured", "failed"], ref: str | None
+        self,
+        order_id: str,
+        status: Literal["requires_action", "captured", "failed"],
+        ref: str | None,
+        *,
+        awaiting: bool = False,
     ) -> OrderPayment | None:
         row = self.rows.get(order_id)
-        if row is None or row.capture_status != "pending":
+        if row is None or row.capture_status != ("requires_action" if awaiting else "pending"):
             return None
         return self._settled(replace(row, capture_status=status, capture_ref=ref, token=None))
+
+    async def lock_existing(self, order_id: str) -> OrderPayment | None:
+        return self.rows.get(order_id)
 
     async def drop_capture(self, order_id: str) -> OrderPayment | None:
         row = self.rows.get(order_id)
@@ -234,11 +249,19 @@ class FakePayments:
         self.kinds: dict[str, str] = {}  # payment id -> kind
         self.reserved: dict[str, int] = {}  # capture id -> refunds made or under way
 
-    async def add(self, payment: NewPayment) -> None:
-        if any(
-            p.order_id == payment.order_id and self.kinds[p.id] == payment.kind for p in self.rows
-        ):
-            raise AssertionError(f"unique (order_id, kind) violated: {payment}")
+    async def add(self, payment: NewPayment) -> str:
+        for i, p in enumerate(self.rows):
+            if p.order_id == payment.order_id and self.kinds[p.id] == payment.kind:
+                if p.status != "requires_action":
+                    raise AssertionError(f"unique (order_id, kind) violated: {payment}")
+                self.rows[i] = replace(
+                    p,
+                    status=payment.status,
+                    provider_ref=payment.provider_ref,
+                    failure_reason=payment.failure_reason,
+                    next_action=payment.next_action,
+                )
+                return p.id
         self.clock.advance(0.001)  # distinct created_at, as rows written apart have
         self.kinds[payment.id] = payment.kind
         self.rows.append(
@@ -253,8 +276,10 @@ class FakePayments:
                 failure_reason=payment.failure_reason,
                 created_at=self.clock(),
                 refunded_at=None,
+                next_action=payment.next_action,
             )
         )
+        return payment.id
 
     async def mark_refunded(self, order_id: str) -> RefundedCapture | None:
         for i, p in enumerate(self.rows):
@@ -328,6 +353,11 @@ class FakePayments:
     async def get(self, payment_id: str) -> Payment | None:
         found = self._capture(payment_id)
         return None if found is None else found[1]
+
+    async def by_provider_ref(self, ref: str) -> Payment | None:
+        return next(
+            (p for p in self.rows if p.provider_ref == ref and self.kinds[p.id] == "capture"), None
+        )
 
     async def page(
         self,
@@ -444,17 +474,33 @@ class FakeRefunds:
         return refund
 
 
+class FakeDeliveries:
+    """The provider webhooks handled (the inbox's ids)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    async def claim(self, provider: str, event_id: str, event_type: str) -> bool:
+        key = f"{provider}:{event_id}"
+        if key in self.seen:
+            return False
+        self.seen.add(key)
+        return True
+
+
 @dataclass
 class FakeStore:
     clock: MutableClock
     orders: FakeOrderPayments = field(init=False)
     payments: FakePayments = field(init=False)
     refunds: FakeRefunds = field(init=False)
+    deliveries: FakeDeliveries = field(init=False)
 
     def __post_init__(self) -> None:
         self.orders = FakeOrderPayments(self.clock)
         self.payments = FakePayments(self.clock)
         self.refunds = FakeRefunds(self.clock)
+        self.deliveries = FakeDeliveries()
 
 
 @dataclass

@@ -2,13 +2,14 @@
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from services.payments.domain import (
     TOK_SLOW,
     LedgerEntry,
     ProviderCapture,
+    ProviderEvent,
     ProviderResult,
     sandbox_capture,
     sandbox_refund,
@@ -16,22 +17,53 @@ from services.payments.domain import (
 
 
 class PaymentProvider(Protocol):
-    """A PSP. Every call is idempotent on its key: a replay returns the first answer and moves
-    no money. Transient failures raise `domain.TransientProviderError`."""
+    """A PSP. Every mutating call is idempotent on its key: a replay returns the first answer and
+    moves no money. Transient failures raise `domain.TransientProviderError`; amounts are minor
+    units of `currency` (ISO 4217, lower or upper case as the PSP wants it is the adapter's job).
+    Each operation carries the order id to the provider (metadata) so its webhooks name it."""
+
+    name: str  # as a payment names its provider: "sandbox", "stripe"
 
     async def capture(
         self, idempotency_key: str, amount: int, currency: str, token: str
-    ) -> ProviderResult: ...
+    ) -> ProviderResult:
+        """Authorize and capture in one (capture policy `immediate`). `ref` is the reference
+        refunds name. May answer `requires_action` (3-D Secure)."""
+        ...
 
-    async def refund(
-        self, idempotency_key: str, capture_ref: str, amount: int
-    ) -> ProviderResult: ...
+    async def authorize(
+        self, idempotency_key: str, amount: int, currency: str, token: str
+    ) -> ProviderResult:
+        """Hold `amount` on the payment method for a later capture (policy `on_shipment`); `ref`
+        names the authorization. May answer `requires_action`."""
+        ...
+
+    async def capture_authorized(
+        self, idempotency_key: str, authorization_ref: str, amount: int
+    ) -> ProviderResult:
+        """Capture `amount` (all or part of what was authorized) of an authorization; the rest
+        is released. Declined `authorization_expired` if the hold has lapsed."""
+        ...
+
+    async def void(self, idempotency_key: str, authorization_ref: str) -> ProviderResult:
+        """Release an authorization that was not captured."""
+        ...
+
+    async def refund(self, idempotency_key: str, capture_ref: str, amount: int) -> ProviderResult:
+        """Give back `amount` (all or part) of a capture; repeated refunds with distinct keys
+        add up to at most what was captured."""
+        ...
 
     async def find_capture(self, idempotency_key: str) -> ProviderCapture | None:
         """The money a capture with this key moved, or None if none did (never seen, declined,
         or only transient failures so far). Moves no money itself. An adapter for a PSP that may
         still be executing a request sent by a claim that expired must make the answer final
         (e.g. cancel the key at the PSP), so that no capture lands after it said None."""
+        ...
+
+    def parse_webhook(self, payload: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        """Verify an inbound webhook's signature (with a timestamp tolerance) over the exact
+        bytes received and map it; `headers` with lower-case names. Raises WebhookRejected."""
         ...
 
 

@@ -10,11 +10,24 @@ from typing import Literal
 
 
 @dataclass(frozen=True)
+class NextAction:
+    """What the shopper must do before the provider decides (3-D Secure): the frontend completes
+    it with the provider's client library and `client_secret`, or by following `redirect_url`."""
+
+    type: str  # the provider's name for it, e.g. Stripe's "use_stripe_sdk" or "redirect_to_url"
+    client_secret: str | None = field(default=None, repr=False)  # never in a log line
+    redirect_url: str | None = None
+
+
+@dataclass(frozen=True)
 class ProviderResult:
-    """A provider's final answer to one operation: money moved (`ref`) or it was declined."""
+    """A provider's answer to one operation: money moved or was authorized (`ref`), it was
+    declined, or the shopper must act first (`next_action`, with `ref` naming the pending
+    operation; the provider's webhook brings the verdict)."""
 
     ref: str | None = None
     decline_reason: str | None = None
+    next_action: NextAction | None = None
 
     @classmethod
     def succeeded(cls, ref: str) -> "ProviderResult":
@@ -24,9 +37,49 @@ class ProviderResult:
     def declined(cls, reason: str) -> "ProviderResult":
         return cls(decline_reason=reason)
 
+    @classmethod
+    def requires_action(cls, ref: str, action: NextAction) -> "ProviderResult":
+        return cls(ref=ref, next_action=action)
+
     @property
     def ok(self) -> bool:
-        return self.ref is not None
+        return self.ref is not None and self.next_action is None
+
+    @property
+    def awaits_action(self) -> bool:
+        return self.next_action is not None
+
+
+class WebhookRejected(Exception):
+    """An inbound provider webhook that is not the provider's (bad or missing signature, stale
+    timestamp) or not parseable. Its message names the problem, never the payload."""
+
+
+ProviderEventKind = Literal[
+    "authorized",  # the authorization holds money to capture (after 3-D Secure, for example)
+    "succeeded",  # captured
+    "failed",  # declined after all (3-D Secure failed, the authorization was refused)
+    "canceled",  # voided, or an authorization that expired
+    "refunded",  # money given back (in full or in part)
+    "disputed",  # the shopper's bank opened a dispute (chargeback)
+    "ignored",  # verified, but nothing payments acts on
+]
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """An inbound webhook, verified and mapped to what payments acts on. `id` is the provider's
+    event id (deduplicated in the inbox); `order_id` comes from the metadata we sent with the
+    operation; `ref` is the provider's reference of the payment (what our calls returned)."""
+
+    id: str
+    kind: ProviderEventKind
+    provider_type: str  # the provider's own event type, e.g. "charge.dispute.created"
+    order_id: str | None = None
+    ref: str | None = None
+    amount: int | None = None  # minor units: captured, refunded (in total) or disputed
+    currency: str | None = None
+    reason: str | None = None  # decline code, dispute reason
 
 
 class TransientProviderError(Exception):

@@ -76,7 +76,10 @@ cmd_up() {
     cmd_ensure
     local t0 pid i
     t0=$(now)
-    pid=$(pid_start "$PIDFILE" "$LOGFILE" "$BIN" -http-addr "$HOST:$STRIPE_MOCK_PORT")
+    # -strict-version-check: a request naming another API version than the mock's spec (a
+    # `stripe` SDK pinned to a newer one) fails instead of being validated against the wrong spec.
+    pid=$(pid_start "$PIDFILE" "$LOGFILE" "$BIN" -http-addr "$HOST:$STRIPE_MOCK_PORT" \
+        -strict-version-check)
     for ((i = 0; i < 300; i++)); do
         answers && break
         proc_running "$pid" || break

@@ -1,8 +1,8 @@
 """Payments' knobs: the provider, how hard a call is retried, the charger, the sandbox's slow token."""
 
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from libs.kit.settings import ServiceSettings
 
@@ -11,7 +11,20 @@ class PaymentsSettings(ServiceSettings):
     service_name: str = "payments"
     http_port: int = 8105
 
-    payment_provider: Literal["sandbox"] = "sandbox"
+    # The PSP: the sandbox (deterministic test tokens, no account needed) or Stripe.
+    payment_provider: Literal["sandbox", "stripe"] = "sandbox"
+    # Stripe (payment_provider = "stripe"): a secret key (sk_live_/sk_test_, or a restricted
+    # rk_ key allowed PaymentIntents, PaymentMethods and Refunds) and the signing secret (whsec_)
+    # of the webhook endpoint; both from the environment or a secret, never logged.
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    # One HTTP request to Stripe; its own retries stay off (0): RetryPolicy retries with the
+    # same idempotency key, and a lease ends a claim that hangs.
+    stripe_timeout_s: float = Field(default=20.0, gt=0)
+    stripe_max_network_retries: int = Field(default=0, ge=0)
+    # How old a webhook's signed timestamp may be (replayed deliveries are refused after it).
+    stripe_webhook_tolerance_s: int = Field(default=300, gt=0)
     # Provider calls per claim when the provider answers with a transient error (same
     # idempotency key each time); then the call stays owed until its lease ends.
     capture_attempts: int = Field(default=4, ge=1)
@@ -27,3 +40,20 @@ class PaymentsSettings(ServiceSettings):
     provider_concurrency: int = Field(default=16, ge=1)
     # How long the sandbox takes to answer `tok_slowAuthorization`.
     sandbox_slow_s: float = 10.0
+
+    @field_validator("stripe_api_key", "stripe_webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable (a compose `${VAR:-}`, an empty Secret key) means not configured."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _stripe_configured(self) -> Self:
+        """Stripe without its key or webhook secret refuses to start (no usable default)."""
+        if self.payment_provider == "stripe":
+            for name in ("stripe_api_key", "stripe_webhook_secret"):
+                if getattr(self, name) is None:
+                    raise ValueError(
+                        f"BACKROOM_{name.upper()} is required with BACKROOM_PAYMENT_PROVIDER=stripe"
+                    )
+        return self

@@ -133,6 +133,20 @@ pid_stop() {
     rm -f "$pidfile"
 }
 
+# pid_down PIDFILE CMDLINE_SUBSTRING TIMEOUT_S: a daemon's `down`: stop the recorded process
+# (pid_stop) and say what happened ("not running" / "stopped (pid N)").
+pid_down() {
+    local pid
+    if ! pid_alive "$1" "$2"; then
+        rm -f "$1"
+        say "not running"
+        return 0
+    fi
+    pid=$(pid_read "$1")
+    pid_stop "$1" "$2" "$3"
+    say "stopped (pid $pid)"
+}
+
 # lock NAME: hold an exclusive lock on $RUN_DIR/NAME.lock until the calling script exits, so
 # two concurrent `up`s of the same component don't race (waits up to 120 s).
 # Daemons must not inherit the lock's fd (they would hold the lock forever): start them

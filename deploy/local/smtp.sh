@@ -53,15 +53,7 @@ cmd_up() {
 
 cmd_down() {
     lock smtp
-    if ! running; then
-        rm -f "$PIDFILE"
-        say "not running"
-        return 0
-    fi
-    local pid
-    pid=$(pid_read "$PIDFILE")
-    pid_stop "$PIDFILE" smtp_sink.py 5
-    say "stopped (pid $pid)"
+    pid_down "$PIDFILE" smtp_sink.py 5
 }
 
 cmd_status() {

@@ -45,8 +45,10 @@ CancellationReason = Literal[
 ]
 CANCELLATION_REASONS: tuple[str, ...] = get_args(CancellationReason)
 DEFAULT_CANCEL_REASON: CancellationReason = "customer_request"
-# Payment tokens are opaque provider references; anything else (a card number above all) is refused.
-TOKEN_PATTERN = r"^tok_[A-Za-z0-9_]{1,60}$"
+# Payment tokens are opaque provider references: a card token (`tok_…`, the sandbox's and
+# Stripe's) or a Stripe PaymentMethod id (`pm_…`); anything else (a card number above all) is
+# refused. The sandbox declines what it does not know (`invalid_token`).
+TOKEN_PATTERN = r"^(?:tok|pm)_[A-Za-z0-9_]{1,60}$"
 
 
 class IllegalTransition(Exception):

@@ -10,10 +10,33 @@ from libs.kit.runtime import Runtime
 from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.worker import Worker
 from services.payments import api, handlers
-from services.payments.adapters import PaymentProvider, SandboxProvider
+from services.payments.adapters import PaymentProvider, SandboxProvider, StripeProvider
 from services.payments.db import PgSandboxLedger, Store
 from services.payments.service import Charger
 from services.payments.settings import PaymentsSettings
+
+
+def configured_provider(settings: PaymentsSettings, runtime: Runtime) -> PaymentProvider:
+    """The PSP `settings.payment_provider` names."""
+    if settings.payment_provider == "stripe":
+        # The settings refuse to load without both secrets.
+        assert settings.stripe_api_key and settings.stripe_webhook_secret
+        return StripeProvider(
+            settings.stripe_api_key.get_secret_value(),
+            settings.stripe_webhook_secret.get_secret_value(),
+            api_base=settings.stripe_api_base,
+            timeout_s=settings.stripe_timeout_s,
+            max_network_retries=settings.stripe_max_network_retries,
+            webhook_tolerance_s=settings.webhook_tolerance_s,
+        )
+    # The sandbox's ledger shares our database but never our transactions.
+    secret = settings.sandbox_webhook_secret
+    return SandboxProvider(
+        PgSandboxLedger(runtime.db),
+        slow_s=settings.sandbox_slow_s,
+        webhook_secret=secret.get_secret_value() if secret else secrets.token_hex(32),
+        webhook_tolerance_s=settings.webhook_tolerance_s,
+    )
 
 
 def create_app(
@@ -23,15 +46,7 @@ def create_app(
     settings = settings or PaymentsSettings()
     runtime = Runtime(settings)
     if provider is None:
-        # Only the sandbox exists so far (settings.payment_provider == "sandbox"); its ledger
-        # shares our database but never our transactions.
-        secret = settings.sandbox_webhook_secret
-        provider = SandboxProvider(
-            PgSandboxLedger(runtime.db),
-            slow_s=settings.sandbox_slow_s,
-            webhook_secret=secret.get_secret_value() if secret else secrets.token_hex(32),
-            webhook_tolerance_s=settings.webhook_tolerance_s,
-        )
+        provider = configured_provider(settings, runtime)
     make_store = Store.for_provider(provider.name)
     uow = DatabaseUnitOfWork(runtime.db, settings.service_name, make_store)
     charger = Charger(
@@ -54,6 +69,8 @@ def create_app(
 
     async def stop_charger(runtime: Runtime) -> None:
         await charger.stop()
+        if isinstance(provider, StripeProvider):
+            await provider.aclose()
 
     app = create_service_app(
         runtime,

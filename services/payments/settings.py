@@ -1,8 +1,8 @@
 """Payments' knobs: the provider, how hard a call is retried, the charger, the sandbox's slow token."""
 
-from typing import Literal
+from typing import Any, Literal, Self
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from libs.kit.settings import ServiceSettings
 
@@ -11,7 +11,18 @@ class PaymentsSettings(ServiceSettings):
     service_name: str = "payments"
     http_port: int = 8105
 
-    payment_provider: Literal["sandbox"] = "sandbox"
+    # The PSP: the sandbox (deterministic test tokens, no account needed) or Stripe.
+    payment_provider: Literal["sandbox", "stripe"] = "sandbox"
+    # Stripe (payment_provider = "stripe"): a secret key (sk_live_/sk_test_, or a restricted
+    # rk_ key allowed PaymentIntents, PaymentMethods and Refunds) and the signing secret (whsec_)
+    # of the webhook endpoint; both from the environment or a secret, never logged.
+    stripe_api_key: SecretStr | None = None
+    stripe_webhook_secret: SecretStr | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    # One HTTP request to Stripe; its own retries stay off (0): RetryPolicy retries with the
+    # same idempotency key, and a lease ends a claim that hangs.
+    stripe_timeout_s: float = Field(default=20.0, gt=0)
+    stripe_max_network_retries: int = Field(default=0, ge=0)
     # Provider calls per claim when the provider answers with a transient error (same
     # idempotency key each time); then the call stays owed until its lease ends.
     capture_attempts: int = Field(default=4, ge=1)
@@ -31,5 +42,23 @@ class PaymentsSettings(ServiceSettings):
     # process, so only the replica that simulated a verdict accepts its webhook; set it (the
     # same on every replica) where more than one runs.
     sandbox_webhook_secret: SecretStr | None = None
-    # Inbound provider webhooks older (or newer) than this are refused (replays).
+    # Inbound provider webhooks (Stripe's, the sandbox's) whose signed timestamp is older (or
+    # newer) than this are refused: a captured delivery cannot be replayed later.
     webhook_tolerance_s: int = Field(default=300, gt=0)
+
+    @field_validator("stripe_api_key", "stripe_webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable (a compose `${VAR:-}`, an empty Secret key) means not configured."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _stripe_configured(self) -> Self:
+        """Stripe without its key or webhook secret refuses to start (no usable default)."""
+        if self.payment_provider == "stripe":
+            for name in ("stripe_api_key", "stripe_webhook_secret"):
+                if getattr(self, name) is None:
+                    raise ValueError(
+                        f"BACKROOM_{name.upper()} is required with BACKROOM_PAYMENT_PROVIDER=stripe"
+                    )
+        return self

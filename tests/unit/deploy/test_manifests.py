@@ -576,6 +576,37 @@ def test_compose_wires_orders_to_pricing_and_notifications_to_the_smtp_sink() ->
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
 
 
+COMPOSE_STRIPE = ROOT / "deploy" / "compose" / "stripe.yml"
+STRIPE_SECRETS = ("BACKROOM_STRIPE_API_KEY", "BACKROOM_STRIPE_WEBHOOK_SECRET")
+
+
+def test_compose_runs_payments_on_the_sandbox_and_stripe_only_with_its_override() -> None:
+    """docker-compose.yml starts without any Stripe setting (the sandbox, the default); the
+    override deploy/compose/stripe.yml switches to Stripe and requires both secrets."""
+    base = compose_env("payments")
+    assert not [name for name in base if "STRIPE" in name or "PAYMENT_PROVIDER" in name]
+    override = yaml.safe_load(COMPOSE_STRIPE.read_text())
+    assert set(override["services"]) == {"payments"}
+    env = override["services"]["payments"]["environment"]
+    assert env["BACKROOM_PAYMENT_PROVIDER"] == "stripe"
+    for name in STRIPE_SECRETS:
+        assert required_variable(env[name]) == name, f"{name} must be the operator's, no default"
+    assert not unknown_env(set(env), service_env("payments"))
+    assert "deploy/compose/stripe.yml" in (ROOT / "deploy" / "compose" / "README.md").read_text()
+
+
+def test_k8s_payments_reads_stripe_from_an_optional_secret_and_defaults_to_the_sandbox() -> None:
+    container = main_container(k8s_one("Deployment", "payments"))
+    env = {e["name"]: e for e in container["env"]}
+    assert env["BACKROOM_PAYMENT_PROVIDER"]["value"] == "sandbox"
+    for name in STRIPE_SECRETS:
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "backroom-stripe", "key": name, "optional": True}
+    readme = (K8S_DIR / "README.md").read_text()
+    (create,) = [line for line in readme.splitlines() if "secret generic backroom-stripe" in line]
+    assert set(re.findall(r"--from-literal=(\w+)=", create)) == set(STRIPE_SECRETS)
+
+
 def test_compose_migrate_creates_topics_then_migrates_every_database() -> None:
     spec = compose_service("migrate")
     assert spec["image"] == backroom_image()

@@ -58,7 +58,21 @@ async def test_overlong_idempotency_key_is_named(client: httpx.AsyncClient) -> N
 
 
 @pytest.mark.parametrize(
-    "token", ["4242424242424242", "tok_", "tok_visa 1", "TOK_visa", "tok_" + "a" * 61, ""]
+    "token",
+    [
+        "4242424242424242",
+        "tok_",
+        "tok_visa 1",
+        "TOK_visa",
+        "tok_" + "a" * 61,
+        "",
+        "pm_",
+        "pm_4242 4242 4242 4242",
+        "PM_card_visa",
+        "src_card_visa",
+        "card_1PgaftB7WZ01zgkWm3waTcFp",
+        "pm_" + "a" * 61,
+    ],
 )
 async def test_anything_but_a_provider_token_is_refused(
     client: httpx.AsyncClient, token: str

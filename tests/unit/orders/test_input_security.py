@@ -82,7 +82,14 @@ async def test_a_nul_in_the_idempotency_key_or_the_order_id_is_named(
 
 
 @pytest.mark.parametrize(
-    "token", ["tok_4242424242424242", "tok_4242_4242_4242_4242", "tok_visa_378282246310005"]
+    "token",
+    [
+        "tok_4242424242424242",
+        "tok_4242_4242_4242_4242",
+        "tok_visa_378282246310005",
+        "pm_4242424242424242",
+        "pm_card_4000002500003155",
+    ],
 )
 async def test_a_token_holding_a_card_number_is_refused_and_never_echoed(
     client: httpx.AsyncClient, token: str
@@ -95,8 +102,13 @@ async def test_a_token_holding_a_card_number_is_refused_and_never_echoed(
     assert digits[:8] not in response.text and token not in response.text
 
 
-async def test_a_provider_token_with_digits_is_placed(client: httpx.AsyncClient) -> None:
-    body = GOOD | {"payment": {"token": "tok_1N3T00LkdIwHu7ixt44h1F8k"}}
+@pytest.mark.parametrize(
+    "token", ["tok_1N3T00LkdIwHu7ixt44h1F8k", "pm_1PgafyB7WZ01zgkWSjxsAJo3", "pm_card_visa"]
+)
+async def test_a_provider_token_with_digits_is_placed(
+    client: httpx.AsyncClient, token: str
+) -> None:
+    body = GOOD | {"payment": {"token": token}}
     response = await client.post("/orders", json=body, headers=headers())
     assert response.status_code == 202, response.text
 

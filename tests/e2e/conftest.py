@@ -29,6 +29,8 @@ E2E_SETTINGS = {
     "BACKROOM_RESERVATION_TTL_S": "10",
     "BACKROOM_DEADLINE_SWEEP_INTERVAL_S": "0.5",
     "BACKROOM_SANDBOX_SLOW_S": "13",
+    # What the sandbox signs its webhooks with: the tests sign provider webhooks with it too.
+    "BACKROOM_SANDBOX_WEBHOOK_SECRET": "whsec_e2e_sandbox_" + "0" * 24,
     "BACKROOM_WEBHOOK_BACKOFF_BASE_S": "0.2",
     "BACKROOM_DELIVERY_INTERVAL_S": "0.2",
     # The webhook receivers of these tests listen on loopback: allowed here (as under

@@ -13,13 +13,22 @@ from libs.events import EVENT_TYPES
 from libs.events.common import Money
 from libs.events.inventory import StockLow
 from libs.events.orders import OrderCancelled, OrderConfirmed, OrderRejected, OrderShipped
+from libs.events.payments import PaymentDisputed
 
 ORDER_CONFIRMED = "order_confirmed"
 ORDER_REJECTED = "order_rejected"
 ORDER_CANCELLED = "order_cancelled"
 ORDER_SHIPPED = "order_shipped"
 LOW_STOCK = "low_stock"
-TEMPLATES = (ORDER_CONFIRMED, ORDER_REJECTED, ORDER_CANCELLED, ORDER_SHIPPED, LOW_STOCK)
+PAYMENT_DISPUTED = "payment_disputed"
+TEMPLATES = (
+    ORDER_CONFIRMED,
+    ORDER_REJECTED,
+    ORDER_CANCELLED,
+    ORDER_SHIPPED,
+    LOW_STOCK,
+    PAYMENT_DISPUTED,
+)
 
 EMAIL_EVENTS = {
     "OrderConfirmed": ORDER_CONFIRMED,
@@ -27,6 +36,7 @@ EMAIL_EVENTS = {
     "OrderCancelled": ORDER_CANCELLED,
     "OrderShipped": ORDER_SHIPPED,
     "StockLow": LOW_STOCK,
+    "PaymentDisputed": PAYMENT_DISPUTED,
 }
 
 # Events a webhook may subscribe to: every registered type except the internal one that carries
@@ -153,14 +163,46 @@ def _order_email(template: str, order_id: str, to: str, **context: Any) -> Email
 
 # The types `plan_email` may answer with an email for; every other type gets none.
 EMAIL_EVENT_TYPES = frozenset(
-    {"OrderConfirmed", "OrderRejected", "OrderCancelled", "OrderShipped", "StockLow"}
+    {
+        "OrderConfirmed",
+        "OrderRejected",
+        "OrderCancelled",
+        "OrderShipped",
+        "StockLow",
+        "PaymentDisputed",
+    }
 )
 
 
 def plan_email(
-    event_type: str, data: dict[str, Any], event_id: str, warehouse_email: str
+    event_type: str,
+    data: dict[str, Any],
+    event_id: str,
+    warehouse_email: str,
+    operator_email: str | None = None,
 ) -> Email | None:
-    """The email an event calls for, or None if it calls for none."""
+    """The email an event calls for, or None if it calls for none. A dispute goes to the
+    operators (`operator_email`; None: to nobody)."""
+    if event_type == "PaymentDisputed":
+        if operator_email is None:
+            return None
+        disputed = PaymentDisputed.model_validate(data)
+        # Each dispute is its own alert (a payment may be disputed again after a reversal).
+        return Email(
+            template=PAYMENT_DISPUTED,
+            to=operator_email,
+            dedupe_key=email_dedupe_key(f"{disputed.order_id}:{event_id}", PAYMENT_DISPUTED),
+            subject=disputed.order_id,
+            order_id=disputed.order_id,
+            context={
+                "order_id": disputed.order_id,
+                "payment_id": disputed.payment_id,
+                "amount": money(disputed.amount),
+                "reason": disputed.reason,
+                "provider": disputed.provider,
+                "provider_ref": disputed.provider_ref,
+            },
+        )
     if event_type == "OrderConfirmed":
         confirmed = OrderConfirmed.model_validate(data)
         lines = [

@@ -94,6 +94,7 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
         utc_now,
         wake_mailer=mailer.wake,
         wake_webhooks=webhooks.worker.wake,
+        operator_email=settings.operator_email,
     )
     handlers.register(runtime.processor, intake)
     interest = service.WebhookInterest(settings.webhook_interest_refresh_s)

@@ -152,6 +152,7 @@ class Intake:
     clock: Clock
     wake_mailer: Callable[[], None] = _nothing
     wake_webhooks: Callable[[], None] = _nothing
+    operator_email: str | None = None  # where payment disputes are reported
 
 
 async def take_event(tx: Tx[Store], intake: Intake, event: ReceivedEvent) -> bool:
@@ -161,7 +162,9 @@ async def take_event(tx: Tx[Store], intake: Intake, event: ReceivedEvent) -> boo
     if event.type in await tx.store.subscriptions.listed_types_in_this_transaction():
         await tx.store.deliveries.enqueue(Announcement(event.type, event.id, event.raw))
         tx.on_commit(intake.wake_webhooks)
-    email = domain.plan_email(event.type, event.data, event.id, intake.warehouse_email)
+    email = domain.plan_email(
+        event.type, event.data, event.id, intake.warehouse_email, intake.operator_email
+    )
     if email is None:
         return False
     rendered = intake.templates.render(email.template, email.context)

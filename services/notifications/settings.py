@@ -12,6 +12,8 @@ class NotificationsSettings(ServiceSettings):
     smtp_timeout_s: float = 10.0
     smtp_from: str = "Backroom <orders@backroom.local>"
     warehouse_email: str = "warehouse@backroom.local"
+    # Who answers payment disputes (chargebacks) at the provider: PaymentDisputed is mailed here.
+    operator_email: str = "operations@backroom.local"
     # Queued emails: claimed `email_batch_size` at a time with a lease of `email_lease_s` (a
     # crash between send and record resends after it, same Message-ID); a 4xx answer or a lost
     # connection is retried `smtp_attempts` times, then a refusal is final (status failed) and

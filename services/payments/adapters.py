@@ -1,6 +1,7 @@
 """The payment provider payments calls outside its transactions, and the sandbox PSP."""
 
 import asyncio
+import hashlib
 import logging
 import re
 import time
@@ -125,11 +126,20 @@ class SandboxProvider:
         slow_s: float = 10.0,
         webhook_secret: str = "",
         webhook_tolerance_s: int = 300,
+        lost_answer_share: float = 0.0,
+        lost_answer_calls: int = 4,
     ) -> None:
         self.ledger = ledger
         self.slow_s = slow_s
         self._webhook_secret = webhook_secret
         self.webhook_tolerance_s = webhook_tolerance_s
+        # Fault injection (`make faults`): for this share of capture keys (chosen by the key,
+        # so every process agrees) the sandbox takes the money and then "times out", on the
+        # first `lost_answer_calls` calls of the key in this process: the caller never hears
+        # that it was charged until it asks again.
+        self.lost_answer_share = lost_answer_share
+        self.lost_answer_calls = lost_answer_calls
+        self._lost: dict[str, int] = {}
 
     def __repr__(self) -> str:  # never the webhook secret
         return f"SandboxProvider(slow_s={self.slow_s})"
@@ -161,7 +171,21 @@ class SandboxProvider:
         entry = await self.ledger.apply(
             key, lambda e: sandbox_payment(e, key, operation, amount, currency, token, ref)
         )
+        if entry.moved and self._answer_lost(key):
+            raise TransientProviderError("sandbox: no answer in time (the payment went through)")
         return entry.result()
+
+    def _answer_lost(self, key: str) -> bool:
+        if self.lost_answer_share <= 0:
+            return False
+        digest = hashlib.sha256(key.encode()).digest()
+        if int.from_bytes(digest[:4], "big") / 2**32 >= self.lost_answer_share:
+            return False
+        calls = self._lost.get(key, 0)
+        if calls >= self.lost_answer_calls:
+            return False
+        self._lost[key] = calls + 1
+        return True
 
     async def capture_authorized(
         self, idempotency_key: str, authorization_ref: str, amount: int

@@ -36,6 +36,8 @@ def configured_provider(settings: PaymentsSettings, runtime: Runtime) -> Payment
         slow_s=settings.sandbox_slow_s,
         webhook_secret=secret.get_secret_value() if secret else secrets.token_hex(32),
         webhook_tolerance_s=settings.webhook_tolerance_s,
+        lost_answer_share=settings.sandbox_lost_answer_share,
+        lost_answer_calls=settings.capture_attempts,
     )
 
 

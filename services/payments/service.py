@@ -20,7 +20,7 @@ from libs.events.payments import (
     PaymentRefunded,
     PaymentVoided,
 )
-from libs.kit.errors import Conflict, Invalid, NotFound
+from libs.kit.errors import Conflict, Invalid, NotFound, Unavailable
 from libs.kit.faults import crash_point
 from libs.kit.retry import RetryPolicy
 from libs.kit.uow import Tx, UnitOfWork
@@ -551,6 +551,11 @@ async def apply_provider_event(
 
 async def _record_verdict(tx: Tx[Store], event: ProviderEvent, order_id: str, wake: Wake) -> str:
     order = await tx.store.orders.lock_existing(order_id)
+    if order is not None and order.capture_status == "pending" and order.attempts > 0:
+        # The verdict overtook the provider's answer to our own call (a quick shopper, a slow
+        # commit): not ours to drop. Unavailable rolls the inbox row back and asks the
+        # provider to deliver it again later, when the answer is recorded.
+        raise Unavailable(f"order {order_id}: the payment's answer is not recorded yet", 5)
     if order is None or order.capture_status != "requires_action" or order.capture_ref != event.ref:
         return "ignored"  # not a payment awaiting the shopper (our own captures echo back too)
     moved = event.kind == "succeeded"

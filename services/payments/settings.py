@@ -42,6 +42,9 @@ class PaymentsSettings(ServiceSettings):
     # process, so only the replica that simulated a verdict accepts its webhook; set it (the
     # same on every replica) where more than one runs.
     sandbox_webhook_secret: SecretStr | None = None
+    # Fault injection for `make faults`: the share of capture keys whose first answers the
+    # sandbox loses after taking the money (0: none, the default).
+    sandbox_lost_answer_share: float = Field(default=0.0, ge=0.0, le=1.0)
     # Inbound provider webhooks (Stripe's, the sandbox's) whose signed timestamp is older (or
     # newer) than this are refused: a captured delivery cannot be replayed later.
     webhook_tolerance_s: int = Field(default=300, gt=0)

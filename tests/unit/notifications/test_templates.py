@@ -113,3 +113,31 @@ def test_message_carries_headers_that_survive_a_mail_parser() -> None:
     assert parsed["To"] == "alice@example.com"
     assert parsed["From"] == "Backroom <orders@backroom.local>"
     assert "Total: EUR 75.48" in parsed.get_content()
+
+
+DISPUTE = {
+    "order_id": "o-7",
+    "payment_id": "pay-7",
+    "amount": eur(4200),
+    "reason": "fraudulent",
+    "provider_ref": "ch_sbx_7",
+    "provider": "sandbox",
+}
+
+
+def test_a_dispute_is_mailed_to_the_operators_with_what_they_need_to_answer_it() -> None:
+    email = plan_email("PaymentDisputed", DISPUTE, "ev-d1", WAREHOUSE, "ops@store.example")
+    assert email is not None
+    assert (email.to, email.order_id, email.template) == (
+        "ops@store.example",
+        "o-7",
+        "payment_disputed",
+    )
+    rendered = JinjaTemplates().render(email.template, email.context)
+    assert "o-7" in rendered.subject and "fraudulent" in rendered.subject
+    for shown in ("pay-7", "EUR 42.00", "sandbox", "ch_sbx_7"):
+        assert shown in rendered.text, shown
+    # Each dispute event is its own alert; without an operator address there is none.
+    again = plan_email("PaymentDisputed", DISPUTE, "ev-d2", WAREHOUSE, "ops@store.example")
+    assert again is not None and again.dedupe_key != email.dedupe_key
+    assert plan_email("PaymentDisputed", DISPUTE, "ev-d1", WAREHOUSE) is None

@@ -12,6 +12,7 @@ from libs.events.payments import (
     PaymentRefunded,
     PaymentVoided,
 )
+from libs.kit.errors import Unavailable
 from services.payments import service
 from services.payments.domain import TOK_3DS, NextAction, ProviderEvent
 from tests.support.fakes import FakeTx
@@ -150,3 +151,29 @@ async def test_events_about_nothing_awaiting_change_nothing(pay: Harness) -> Non
 def test_the_next_actions_client_secret_is_never_in_a_log_line() -> None:
     action = NextAction("three_d_secure", client_secret="pi_1_secret_x")
     assert "pi_1_secret_x" not in repr(action)
+
+
+async def test_a_verdict_that_overtakes_the_providers_answer_is_asked_for_again(
+    pay: Harness,
+) -> None:
+    """The shopper confirmed before payments recorded `requires_action` (its call is still under
+    way): dropping the verdict would leave the money taken and the order to expire. The webhook
+    is refused as not yet possible (the provider delivers it again) and counts once it fits."""
+    await pay.instruct("o-1", token=TOK_3DS)
+    await pay.reserve("o-1")
+    [intent] = await pay.store.orders.claim_due(10, Harness.LEASE_S)  # the call is under way
+    answer = await pay.provider.capture("o-1", intent.amount, intent.currency, TOK_3DS)
+    assert answer.ref is not None
+    sent = await pay.provider.sandbox.confirm_action(answer.ref, succeeded=True)
+    assert sent is not None
+    event = pay.provider.parse_webhook(*sent)
+
+    with pytest.raises(Unavailable):
+        await _deliver(pay, event)
+    pay.clock.advance(Harness.LEASE_S + 1)  # that claim "died": the next one asks again
+    await pay.run_charger()
+    # The sandbox answers the replayed call with the confirmed capture: recorded as captured.
+    [captured] = pay.events.of_type(PaymentCaptured)
+    assert isinstance(captured, PaymentCaptured) and captured.provider_ref == answer.ref
+    assert await _deliver(pay, event) in ("ignored", "duplicate")
+    assert len(pay.events.of_type(PaymentCaptured)) == 1

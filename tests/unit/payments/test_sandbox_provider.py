@@ -350,3 +350,30 @@ def test_a_signed_webhook_of_a_type_payments_does_not_act_on_is_ignored(
     payload = b'{"id":"evt_1","type":"payment.dunno","data":{"ref":"ch_1","amount":true}}'
     event = signing_sandbox.parse_webhook(payload, _signed(payload))
     assert (event.id, event.kind, event.ref, event.amount) == ("evt_1", "ignored", "ch_1", None)
+
+
+async def test_a_lost_answer_charges_once_and_the_next_ask_finds_the_capture(
+    ledger: MemoryLedger,
+) -> None:
+    sandbox = SandboxProvider(ledger, slow_s=0.0, lost_answer_share=1.0, lost_answer_calls=2)
+    for _ in range(2):
+        with pytest.raises(TransientProviderError):
+            await sandbox.capture("order-1", 700, "EUR", "tok_visa")
+    # Charged on the first call already, whatever the caller heard:
+    found = await sandbox.find_capture("order-1")
+    answered = await sandbox.capture("order-1", 700, "EUR", "tok_visa")
+    assert found is not None and answered.ok and answered.ref == found.ref
+    assert ledger.entries["order-1"].attempts == 1
+
+
+async def test_lost_answers_hit_the_chosen_share_of_keys_only(ledger: MemoryLedger) -> None:
+    sandbox = SandboxProvider(ledger, slow_s=0.0, lost_answer_share=0.5)
+    lost = 0
+    for i in range(200):
+        try:
+            await sandbox.capture(f"order-{i}", 100, "EUR", "tok_visa")
+        except TransientProviderError:
+            lost += 1
+    assert 60 < lost < 140
+    declined = await sandbox.capture("order-x", 100, "EUR", "tok_chargeDeclined")
+    assert declined.decline_reason == "card_declined"  # no money moved: nothing to lose

@@ -15,7 +15,12 @@ Idempotency-Key while the system is down), and, one scenario at a time, a fault 
 - `postgres-kill`: PostgreSQL stopped with `-m immediate`, restarted (crash recovery);
 - `pause-<svc>`: SIGSTOP for longer than the consumer session timeout, then SIGCONT;
 - `replicas`: two processes each of inventory and payments in the same consumer groups, one of
-  each dying at a crash point while holding work.
+  each dying at a crash point while holding work;
+- `payments-provider-answers-lost`: the PSP takes the money, then times out on every retry of
+  the first claim for half the captures (the next claim must find the capture, not charge);
+- `payments-3ds-webhooks`: a third of the orders need 3-D Secure; the harness plays the PSP
+  (bench/psp.py): each verdict is recorded in the sandbox's ledger and delivered to the public
+  webhook route at once, again, then a stale failure out of order; a quarter never confirm.
 
 After each scenario the load stops, the system drains (every order terminal, outboxes empty,
 consumer groups caught up), and bench/invariants.py checks the databases, the SMTP sink and the
@@ -53,6 +58,7 @@ from typing import Any
 import httpx
 
 from bench.invariants import Databases, Report, Scope, check, wait_drained
+from bench.psp import SandboxPsp
 from bench.stack import ROOT, SERVICES, Stack, StackConfig, StackError, describe
 from libs.kit.auth import mint_dev_token
 from libs.kit.settings import ServiceSettings
@@ -60,6 +66,9 @@ from libs.kit.settings import ServiceSettings
 RESULTS = ROOT / "bench" / "results"
 REGION = "FAULTS-LAND"
 VISA, DECLINED, PROCESSING_ERROR = "tok_visa", "tok_chargeDeclined", "tok_processingError"
+THREE_DS = "tok_threeDSecureRequired"
+# What the stack's sandbox signs webhooks with: the harness delivers the PSP's webhooks too.
+SANDBOX_WEBHOOK_SECRET = "whsec_faults_sandbox_" + "0" * 24
 
 
 def log(message: str) -> None:
@@ -82,6 +91,8 @@ class RunConfig:
     token_weights: tuple[float, float, float] = (0.7, 0.15, 0.15)  # visa, declined, proc. error
     cancel_after_confirm: float = 0.2  # share of tok_visa orders cancelled once confirmed
     cancel_at_once: float = 0.05  # share of orders cancelled right after they were accepted
+    three_ds: float = 0.0  # share of orders paid with a card that needs 3-D Secure
+    three_ds_abandoned: float = 0.25  # of those, shoppers who never confirm (the order expires)
     customers: int = 20
     plentiful_stock: int = 5000
     scarce_stock: int = 15
@@ -211,9 +222,16 @@ class Load:
     for some, cancelled). The ids of accepted orders go into the scope."""
 
     def __init__(
-        self, gw: Gateway, scope: Scope, products: Products, cfg: RunConfig, rng: random.Random
+        self,
+        gw: Gateway,
+        scope: Scope,
+        products: Products,
+        cfg: RunConfig,
+        rng: random.Random,
+        psp: SandboxPsp | None = None,
     ) -> None:
         self.gw, self.scope, self.products, self.cfg, self.rng = gw, scope, products, cfg, rng
+        self.psp = psp
         self.stats: Counter[str] = Counter()
         self.tasks: set[asyncio.Task[None]] = set()
         self._stop = asyncio.Event()
@@ -267,6 +285,9 @@ class Load:
     def _plan(self) -> tuple[str, list[tuple[str, int]], str]:
         cfg, rng = self.cfg, self.rng
         token = rng.choices([VISA, DECLINED, PROCESSING_ERROR], weights=cfg.token_weights)[0]
+        three_ds = self.psp is not None and rng.random() < cfg.three_ds
+        if three_ds:
+            token = THREE_DS
         skus = rng.sample(self.products.plentiful, rng.randint(1, len(self.products.plentiful)))
         lines = [(sku, rng.randint(1, 3)) for sku in skus]
         if rng.random() < cfg.scarce_share:
@@ -277,6 +298,8 @@ class Load:
             follow = "cancel_at_once"
         elif token == VISA and roll < cfg.cancel_at_once + cfg.cancel_after_confirm:
             follow = "cancel_after_confirm"
+        elif three_ds:
+            follow = "abandon_3ds" if rng.random() < cfg.three_ds_abandoned else "confirm_3ds"
         return token, lines, follow
 
     async def _order(self, n: int, token: str, lines: list[tuple[str, int]], follow: str) -> None:
@@ -301,6 +324,8 @@ class Load:
             await self._cancel(order_id, customer)
         elif follow == "cancel_after_confirm":
             await self._cancel_once_confirmed(order_id, customer)
+        elif follow == "confirm_3ds" and self.psp is not None:
+            await self.psp.confirm(order_id, self.cfg.client_patience_s)
 
     async def _until_answered(
         self,
@@ -517,7 +542,37 @@ async def _to_cluster(stack: Stack) -> None:
     await stack.use_cluster()
 
 
-FAULT_SETTINGS = {"BACKROOM_INTENT_LEASE_S": "15", "BACKROOM_EMAIL_LEASE_S": "10"}
+FAULT_SETTINGS = {
+    "BACKROOM_INTENT_LEASE_S": "15",
+    "BACKROOM_EMAIL_LEASE_S": "10",
+    "BACKROOM_SANDBOX_WEBHOOK_SECRET": SANDBOX_WEBHOOK_SECRET,
+}
+
+
+def restarted_with(service: str, settings: dict[str, str]) -> Callable[[Stack], Awaitable[None]]:
+    """Setup: `service` restarted with these settings for the scenario."""
+
+    async def setup(stack: Stack) -> None:
+        await stack.kill(service)
+        await stack.start(service, extra_env=settings)
+
+    return setup
+
+
+def restarted_as_configured(service: str) -> Callable[[Stack], Awaitable[None]]:
+    """Teardown: `service` back on the stack's own settings."""
+
+    async def teardown(stack: Stack) -> None:
+        await stack.kill(service)
+        await stack.start(service)
+
+    return teardown
+
+
+async def idle(ctx: Ctx) -> None:
+    """No fault of the harness's: the scenario's is in its settings or its load."""
+    await asyncio.sleep(ctx.cfg.pause_s)
+
 
 CRASH_POINTS = {
     "after-db-commit": "{svc}.after_db_commit",
@@ -577,6 +632,26 @@ def catalogue() -> list[Scenario]:
     )
     scenarios += [
         Scenario(
+            "payments-provider-answers-lost",
+            "provider",
+            "the PSP takes the money and times out on half the captures (every retry of the"
+            " first claim): the next claim must find the capture, never charge again",
+            idle,
+            setup=restarted_with("payments", {"BACKROOM_SANDBOX_LOST_ANSWER_SHARE": "0.5"}),
+            teardown=restarted_as_configured("payments"),
+        ),
+        Scenario(
+            "payments-3ds-webhooks",
+            "provider",
+            "a third of the orders need 3-D Secure; the PSP delivers each verdict at once (it may"
+            " overtake payments' own answer), twice, then a stale failure out of order; a quarter"
+            " of the shoppers never confirm (their orders expire: a 20 s reservation here)",
+            idle,
+            setup=restarted_with("orders", {"BACKROOM_RESERVATION_TTL_S": "20"}),
+            teardown=restarted_as_configured("orders"),
+            load={"three_ds": 0.33},
+        ),
+        Scenario(
             "kafka-kill",
             "broker",
             "SIGKILL the Kafka broker, restart it",
@@ -626,6 +701,8 @@ SMOKE = (
     "postgres-kill",
     "pause-inventory",
     "replicas",
+    "payments-provider-answers-lost",
+    "payments-3ds-webhooks",
 )
 SMOKE_CONFIG = RunConfig(
     rate=3.0, warmup_s=2.0, tail_s=2.0, down_s=2.0, pause_s=12.0, drain_timeout_s=120.0
@@ -715,7 +792,12 @@ async def _run_loaded(
     dlq_seen: set[tuple[str, int, int]],
     started: float,
 ) -> Result:
-    load = Load(gw, scope, products, cfg, rng)
+    psp = (
+        SandboxPsp(stack.dsn("payments"), gw.client, SANDBOX_WEBHOOK_SECRET)
+        if cfg.three_ds > 0
+        else None
+    )
+    load = Load(gw, scope, products, cfg, rng, psp)
     ctx = Ctx(stack, gw, products, cfg)
     load_task = asyncio.create_task(load.run())
     try:
@@ -749,7 +831,7 @@ async def _run_loaded(
     result.orders = len(scope.accepted)
     result.in_db = report.orders
     result.violations = len(report.violations)
-    result.load = dict(load.stats)
+    result.load = dict(load.stats) | (dict(psp.stats) if psp is not None else {})
     result.check = report.as_dict()
     result.notes, result.errors = ctx.notes, ctx.errors
     result.duration_s = round(time.monotonic() - started, 1)

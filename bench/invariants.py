@@ -384,8 +384,8 @@ async def _check_payments(dbs: Databases, report: Report, by_id: dict[str, async
         row["idempotency_key"]: row
         for row in await dbs.fetch(
             "payments",
-            "SELECT idempotency_key, operation, ref, capture_ref FROM sandbox_ledger"
-            " WHERE idempotency_key = ANY($1)",
+            "SELECT idempotency_key, operation, ref, capture_ref, awaiting_action"
+            " FROM sandbox_ledger WHERE idempotency_key = ANY($1)",
             ids + [f"refund:{i}" for i in ids],
         )
     }
@@ -403,12 +403,21 @@ async def _check_payments(dbs: Databases, report: Report, by_id: dict[str, async
         status = order["status"]
         captures = [m for m in moves[order_id] if m["kind"] == "capture"]
         refunds = [m for m in moves[order_id] if m["kind"] == "refund"]
-        moved = [c for c in captures if c["provider_ref"] is not None]
+        # A payment awaiting the shopper (3-D Secure) has the provider's reference, no money.
+        moved = [
+            c
+            for c in captures
+            if c["provider_ref"] is not None and c["status"] != "requires_action"
+        ]
         report.captures += len(moved)
         report.refunds += len(refunds)
         psp_capture = ledger.get(order_id)
         psp_refund = ledger.get(f"refund:{order_id}")
-        psp_capture_ref = psp_capture["ref"] if psp_capture is not None else None
+        psp_capture_ref = (
+            psp_capture["ref"]
+            if psp_capture is not None and not psp_capture["awaiting_action"]
+            else None
+        )
         psp_captured = psp_capture_ref is not None
         psp_refunded = psp_refund is not None and psp_refund["ref"] is not None
         if len(captures) > 1 or len(refunds) > 1:

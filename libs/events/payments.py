@@ -10,6 +10,16 @@ class PaymentCaptured(WireModel):
     provider_ref: str
 
 
+class PaymentAuthorized(WireModel):
+    """Capture policy on_shipment: the money is held on the payment method (captured when the
+    order ships, released if it closes first). Orders confirms on it as on PaymentCaptured."""
+
+    order_id: str
+    payment_id: str
+    amount: Money
+    provider_ref: str
+
+
 class PaymentFailed(WireModel):
     order_id: str
     payment_id: str

@@ -37,6 +37,7 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
             topics.PAYMENTS,
             (
                 payments.PaymentCaptured,
+                payments.PaymentAuthorized,
                 payments.PaymentFailed,
                 payments.PaymentRefunded,
                 payments.PaymentVoided,

@@ -7,7 +7,13 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 
 from libs.events.inventory import StockReleased, StockReservationFailed, StockReserved
-from libs.events.payments import PaymentCaptured, PaymentFailed, PaymentRefunded, PaymentVoided
+from libs.events.payments import (
+    PaymentAuthorized,
+    PaymentCaptured,
+    PaymentFailed,
+    PaymentRefunded,
+    PaymentVoided,
+)
 from libs.kit.db import Database
 from libs.kit.inbox import EventContext, EventHandler, EventProcessor
 from libs.kit.outbox import Emitter, OutboxBuffer
@@ -32,8 +38,10 @@ async def on_stock_released(event: StockReleased, ctx: EventContext) -> None:
     await service.stock_released(ctx.tx(Store), event.order_id, event.reason)
 
 
-def on_payment_captured(clock: Clock) -> EventHandler[PaymentCaptured]:
-    async def handle(event: PaymentCaptured, ctx: EventContext) -> None:
+def on_payment_captured(
+    clock: Clock,
+) -> EventHandler[PaymentCaptured | PaymentAuthorized]:
+    async def handle(event: PaymentCaptured | PaymentAuthorized, ctx: EventContext) -> None:
         await service.payment_captured(ctx.tx(Store), event.order_id, clock)
 
     return handle
@@ -58,6 +66,9 @@ def register(processor: EventProcessor, clock: Clock) -> None:
     processor.on(StockReservationFailed)(on_stock_reservation_failed)
     processor.on(StockReleased)(on_stock_released)
     processor.on(PaymentCaptured)(on_payment_captured(clock))
+    # Capture policy on_shipment: the authorization confirms the order (its capture later
+    # changes nothing here).
+    processor.on(PaymentAuthorized)(on_payment_captured(clock))
     processor.on(PaymentFailed)(on_payment_failed)
     processor.on(PaymentRefunded)(on_payment_refunded)
     processor.on(PaymentVoided)(on_payment_voided)

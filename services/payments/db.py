@@ -48,6 +48,7 @@ from services.payments.domain import (
     RefundedCapture,
     RefundIntent,
     Trace,
+    intent_operation,
 )
 
 metadata = MetaData()
@@ -82,9 +83,13 @@ payment_orders = Table(
     Column("correlation_id", String(200)),
     Column("causation_id", String(200)),
     Column("refund_amount", BigInteger),
+    # The provider's authorization while one holds the order's money (capture policy
+    # on_shipment): captured when the order ships, voided if it closes first.
+    Column("hold_ref", String(100)),
     CheckConstraint("(amount IS NULL) = (currency IS NULL)", name="ck_payment_orders_money"),
     CheckConstraint(
-        "capture_status IN ('pending', 'requires_action', 'captured', 'failed', 'refunded')",
+        "capture_status IN ('pending', 'requires_action', 'authorized', 'captured', 'failed',"
+        " 'refunded', 'voided')",
         name="ck_payment_orders_capture_status",
     ),
     CheckConstraint(
@@ -128,7 +133,8 @@ payments = Table(
     UniqueConstraint("order_id", "kind", name="uq_payments_order_kind"),
     CheckConstraint("kind IN ('capture', 'refund')", name="ck_payments_kind"),
     CheckConstraint(
-        "status IN ('requires_action', 'captured', 'failed', 'refunded', 'partially_refunded')",
+        "status IN ('requires_action', 'authorized', 'captured', 'failed', 'refunded',"
+        " 'partially_refunded', 'voided')",
         name="ck_payments_status",
     ),
     CheckConstraint(
@@ -211,13 +217,14 @@ def _order(row: Row[Any]) -> OrderPayment:
         refund_status=row.refund_status,
         attempts=row.attempts,
         refund_amount=row.refund_amount,
+        hold_ref=row.hold_ref,
     )
 
 
 def _intent(row: Row[Any]) -> Intent:
     return Intent(
         order_id=row.order_id,
-        operation="capture" if row.capture_status == "pending" else "refund",
+        operation=intent_operation(row.capture_status, row.refund_status),
         attempts=row.attempts,
         amount=row.amount,
         currency=row.currency,
@@ -226,6 +233,7 @@ def _intent(row: Row[Any]) -> Intent:
         capture_ref=row.capture_ref,
         trace=Trace(row.correlation_id, row.causation_id),
         refund_amount=row.refund_amount,
+        hold_ref=row.hold_ref,
     )
 
 
@@ -314,6 +322,7 @@ class PaymentOrders:
             "refund_status": order.refund_status,
             "attempts": order.attempts,
             "refund_amount": order.refund_amount,
+            "hold_ref": order.hold_ref,
             "updated_at": func.now(),
         }
         if intent is not None:
@@ -336,20 +345,32 @@ class PaymentOrders:
     async def settle_capture(
         self,
         order_id: str,
-        status: Literal["requires_action", "captured", "failed"],
+        status: Literal["requires_action", "authorized", "captured", "failed"],
         ref: str | None,
         *,
         awaiting: bool = False,
     ) -> OrderPayment | None:
         """Record the provider's answer to the order's pending capture (with `awaiting`: its
-        verdict on one that awaited the shopper) and erase the token; None if no such capture
-        is left (another claim or delivery recorded it, or it was dropped)."""
+        verdict on one that awaited the shopper) and erase the token; an authorization keeps
+        its reference as the hold. None if no such capture is left (another claim or delivery
+        recorded it, or it was dropped)."""
+        values: dict[str, Any] = {"capture_status": status, "capture_ref": ref, "token": None}
+        if status == "authorized":
+            values["hold_ref"] = ref
         return await self._settle(
-            _o.capture_status == ("requires_action" if awaiting else "pending"),
+            _o.capture_status == ("requires_action" if awaiting else "pending"), order_id, **values
+        )
+
+    async def settle_release(self, order_id: str, *, released: bool) -> OrderPayment | None:
+        """Record the provider's answer to releasing the order's hold: voided, or (declined)
+        left for an operator; None if no release is owed any more."""
+        values: dict[str, Any] = {"refund_status": "refunded" if released else "failed"}
+        if released:
+            values["capture_status"] = "voided"
+        return await self._settle(
+            (_o.refund_status == "pending") & (_o.capture_status == "authorized"),
             order_id,
-            capture_status=status,
-            capture_ref=ref,
-            token=None,
+            **values,
         )
 
     async def drop_capture(self, order_id: str) -> OrderPayment | None:
@@ -536,6 +557,15 @@ class Payments:
         ).first()
         return None if row is None else _payment(row)
 
+    async def conclude_hold(self, order_id: str) -> str | None:
+        """The order's authorized payment was released: `voided`. Its id, or None."""
+        return await self.session.scalar(
+            update(payments)
+            .where(_p.order_id == order_id, _p.kind == "capture", _p.status == "authorized")
+            .values(status="voided")
+            .returning(_p.id)
+        )
+
     async def get(self, payment_id: str) -> Payment | None:
         row = (
             await self.session.execute(
@@ -549,8 +579,8 @@ class DuplicateMovement(Exception):
     """A second capture or refund row of one order: never written."""
 
 
-# A movement, or the conclusion of a capture that awaited the shopper (same row, same id; its
-# next action is done with). Nothing is returned when the order has that movement already.
+# A movement, or the conclusion of a capture that awaited the shopper or held the money (same
+# row, same id; its next action is done with). Nothing is returned when the order has that movement already.
 ADD_PAYMENT = text(
     "INSERT INTO payments (id, order_id, customer_id, kind, amount, currency, status,"
     " provider_ref, failure_reason, provider, next_action)"
@@ -559,7 +589,7 @@ ADD_PAYMENT = text(
     " ON CONFLICT (order_id, kind) DO UPDATE"
     " SET status = EXCLUDED.status, provider_ref = EXCLUDED.provider_ref,"
     " failure_reason = EXCLUDED.failure_reason, next_action = EXCLUDED.next_action"
-    " WHERE payments.status = 'requires_action'"
+    " WHERE payments.status IN ('requires_action', 'authorized')"
     " RETURNING payments.id"
 ).bindparams(bindparam("next_action", type_=JSONB(none_as_null=True)))
 

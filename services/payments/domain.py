@@ -114,9 +114,17 @@ _CARD_NUMBER = re.compile(r"(?:\d[ -]?){12,}")
 # `pending`: the capture is decided and owed to the provider (an intent), no answer recorded yet.
 # `requires_action`: the provider asked for the shopper's confirmation (3-D Secure); its webhook
 # brings the verdict.
-CaptureStatus = Literal["pending", "requires_action", "captured", "failed", "refunded"]
+# `authorized` (capture policy on_shipment): the money is held, captured when the order ships;
+# `voided`: that hold was released (the order closed before it shipped).
+CaptureStatus = Literal[
+    "pending", "requires_action", "authorized", "captured", "failed", "refunded", "voided"
+]
 RefundStatus = Literal["pending", "refunded", "failed"]
 Operation = Literal["capture", "refund"]
+# The provider call an order owes: a capture (or authorization, or the capture of a hold), a
+# refund of a capture, or the release of a hold.
+IntentOperation = Literal["capture", "refund", "void"]
+CapturePolicy = Literal["immediate", "on_shipment"]
 
 CLOSED_REJECTED = "rejected"
 CLOSED_CANCELLED = "cancelled"
@@ -149,6 +157,7 @@ class OrderPayment:
     attempts: int = 0  # claims of the pending provider call so far (0: never called)
     # What the close's refund gives back: the capture less what refunds gave back before.
     refund_amount: int | None = None
+    hold_ref: str | None = None  # the provider's authorization, while one holds the money
 
     @property
     def instructed(self) -> bool:
@@ -219,6 +228,7 @@ def decided(state: OrderPayment, status: CaptureStatus, ref: str | None = None) 
 
 class CloseDecision(Enum):
     REFUND = "refund"  # a capture exists that was not refunded: give the money back
+    RELEASE = "release"  # an authorization holds the money: void it
     VOID = "void"  # a cancellation with nothing captured: answer that nothing ever will be
     AWAIT_CAPTURE = "await_capture"  # the provider may be capturing: its outcome answers
     NOTHING = "nothing"
@@ -239,7 +249,13 @@ def close(
         token=None,
     )
     if closed.capture_status == "pending" and closed.attempts == 0:
-        closed = replace(closed, capture_status=None)
+        # Not claimed yet: the provider never heard of it. A hold's capture goes back to the
+        # hold, which the close then releases.
+        closed = replace(closed, capture_status="authorized" if closed.hold_ref else None)
+    if closed.capture_status == "authorized":
+        if closed.refund_status is None:
+            return replace(closed, refund_status="pending", attempts=0), CloseDecision.RELEASE
+        return closed, CloseDecision.NOTHING
     if closed.capture_status == "requires_action":
         # Nothing moved, and the shopper may never confirm: a cancellation is answered now. A
         # confirmation that still comes is captured and refunded (after_verdict).
@@ -253,6 +269,14 @@ def close(
     if cancellation and not state.closed and closed.capture_status in (None, "failed"):
         return closed, CloseDecision.VOID
     return closed, CloseDecision.NOTHING
+
+
+def ship(state: OrderPayment) -> OrderPayment | None:
+    """The order shipped (capture policy on_shipment): the hold is captured now; None if there
+    is no hold to capture (captured at once, closed, or already asked)."""
+    if state.capture_status != "authorized" or state.closed or state.refund_status is not None:
+        return None
+    return replace(state, capture_status="pending", attempts=0)
 
 
 def after_capture(state: OrderPayment, *, moved: bool) -> CloseDecision:
@@ -289,7 +313,7 @@ class Intent:
     """A provider call an order owes, as one claim took it (claims expire: see `lease`)."""
 
     order_id: str
-    operation: Operation
+    operation: IntentOperation
     attempts: int  # this claim included
     amount: int
     currency: str
@@ -298,6 +322,7 @@ class Intent:
     capture_ref: str | None
     trace: Trace
     refund_amount: int | None = None  # a refund's: what is left of the capture (owe_refund)
+    hold_ref: str | None = None  # a capture of this authorization, or its release (void)
 
     @property
     def may_have_run(self) -> bool:
@@ -308,13 +333,43 @@ class Intent:
 def must_look_up_first(intent: Intent) -> bool:
     """Ask the provider what it already did under the key before (or instead of) a capture: on a
     re-claim, and for an order that closed (which is never charged now, only recorded)."""
-    return intent.operation == "capture" and (intent.may_have_run or intent.closed)
+    return (
+        intent.operation == "capture"
+        and intent.hold_ref is None  # a hold's capture is keyed apart and asked again as is
+        and (intent.may_have_run or intent.closed)
+    )
+
+
+def intent_operation(capture_status: str | None, refund_status: str | None) -> IntentOperation:
+    """Which call an order's row owes: its capture (pending), else the refund of its capture or
+    the release of its hold."""
+    if capture_status == "pending":
+        return "capture"
+    return "void" if capture_status == "authorized" else "refund"
+
+
+def hold_capture_key(order_id: str) -> str:
+    """The idempotency key of capturing an order's hold (its authorization's is the order id)."""
+    return f"capture:{order_id}"
+
+
+def void_key(order_id: str) -> str:
+    return f"void:{order_id}"
 
 
 # --- read models --------------------------------------------------------------------------
 
-# `requires_action` (extension): the shopper must confirm (3-D Secure; see `next_action`).
-PaymentStatus = Literal["requires_action", "captured", "failed", "refunded", "partially_refunded"]
+# `requires_action` (extension): the shopper must confirm (3-D Secure; see `next_action`);
+# `authorized`: held for a capture when the order ships; `voided`: that hold was released.
+PaymentStatus = Literal[
+    "requires_action",
+    "authorized",
+    "captured",
+    "failed",
+    "refunded",
+    "partially_refunded",
+    "voided",
+]
 
 
 @dataclass(frozen=True)
@@ -356,7 +411,7 @@ class NewPayment:
     kind: Operation
     amount: int
     currency: str
-    status: Literal["requires_action", "captured", "failed", "refunded"]
+    status: Literal["requires_action", "authorized", "captured", "failed", "refunded", "voided"]
     provider_ref: str | None = None
     failure_reason: str | None = None
     next_action: NextAction | None = None

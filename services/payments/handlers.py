@@ -4,7 +4,12 @@ from collections.abc import Callable
 from functools import partial
 
 from libs.events.inventory import StockReserved
-from libs.events.orders import OrderCancellationRequested, OrderRejected, PaymentInstructionIssued
+from libs.events.orders import (
+    OrderCancellationRequested,
+    OrderRejected,
+    OrderShipped,
+    PaymentInstructionIssued,
+)
 from libs.kit.db import DbSession
 from libs.kit.inbox import EventContext, EventProcessor
 from services.payments import service
@@ -72,6 +77,12 @@ async def on_order_cancellation_requested(
     )
 
 
+async def on_order_shipped(
+    event: OrderShipped, ctx: EventContext, wake: Wake, make_store: MakeStore
+) -> None:
+    await service.record_shipped(ctx.tx(make_store), event.order_id, trace=_trace(ctx), wake=wake)
+
+
 def register(
     processor: EventProcessor, wake: Wake, make_store: Callable[[DbSession], Store] = Store
 ) -> None:
@@ -82,5 +93,6 @@ def register(
         (StockReserved, on_stock_reserved),
         (OrderRejected, on_order_rejected),
         (OrderCancellationRequested, on_order_cancellation_requested),
+        (OrderShipped, on_order_shipped),
     ):
         processor.on(event_type)(partial(handler, wake=wake, make_store=make_store))

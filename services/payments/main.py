@@ -61,6 +61,7 @@ def create_app(
         ),
         lease_s=settings.intent_lease_s,
         concurrency=settings.provider_concurrency,
+        policy=settings.capture_policy,
     )
     worker = Worker("payments-charger", charger.step, settings.intent_poll_interval_s)
     charger.wake = worker.wake

@@ -7,13 +7,14 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from typing import Literal, Protocol
 
 from libs.events.common import Money
 from libs.events.payments import (
+    PaymentAuthorized,
     PaymentCaptured,
     PaymentDisputed,
     PaymentFailed,
@@ -28,6 +29,7 @@ from services.payments.adapters import PaymentProvider
 from services.payments.domain import (
     CaptureBalance,
     CaptureDecision,
+    CapturePolicy,
     CloseDecision,
     Intent,
     NewPayment,
@@ -47,13 +49,16 @@ from services.payments.domain import (
     close,
     decide_capture,
     decided,
+    hold_capture_key,
     instruct,
     must_look_up_first,
     owe_capture,
     owe_refund,
     refund_key,
     refund_problem,
+    ship,
     storable_token,
+    void_key,
 )
 
 log = logging.getLogger(__name__)
@@ -77,10 +82,12 @@ class OrderPaymentsRepo(Protocol):
 
     async def claim_due(self, limit: int, lease_s: float) -> list[Intent]: ...
 
+    async def settle_release(self, order_id: str, *, released: bool) -> OrderPayment | None: ...
+
     async def settle_capture(
         self,
         order_id: str,
-        status: Literal["requires_action", "captured", "failed"],
+        status: Literal["requires_action", "authorized", "captured", "failed"],
         ref: str | None,
         *,
         awaiting: bool = False,
@@ -115,6 +122,8 @@ class PaymentsRepo(Protocol):
     async def get(self, payment_id: str) -> Payment | None: ...
 
     async def by_provider_ref(self, ref: str) -> Payment | None: ...
+
+    async def conclude_hold(self, order_id: str) -> str | None: ...
 
     async def page(
         self,
@@ -221,6 +230,10 @@ async def close_order(
     if decision is CloseDecision.REFUND:
         await _owe_the_rest(tx, order, trace, wake)
         return
+    if decision is CloseDecision.RELEASE:
+        await tx.store.orders.save(order, intent=trace)
+        tx.on_commit(wake)
+        return
     await tx.store.orders.save(order)
     if decision is CloseDecision.VOID:
         await tx.events.emit(PaymentVoided(order_id=order_id, reason="cancelled"), subject=order_id)
@@ -319,13 +332,41 @@ async def charge(
     retry: RetryPolicy,
     intent: Intent,
     wake: Wake,
+    policy: CapturePolicy = "immediate",
 ) -> None:
-    """Carry out a capture intent and record its outcome. A re-claim (the claim before may have
-    reached the provider) or a closed order asks the provider first what it did under the key;
-    a closed order is never charged now. Transient errors past `retry` raise: the intent stays
-    owed and is claimed again when the lease ends."""
+    """Carry out a capture intent and record its outcome: the capture of a hold (the order
+    shipped), an authorization (policy on_shipment), or a capture at once. A re-claim (the
+    claim before may have reached the provider) or a closed order asks the provider first what
+    it did under the key; a closed order is never charged now. Transient errors past `retry`
+    raise: the intent stays owed and is claimed again when the lease ends."""
     order_id = intent.order_id
-    result: ProviderResult | None = None
+    if intent.hold_ref is not None:
+        hold = intent.hold_ref
+        result: ProviderResult | None = await retry.run(
+            f"capture of the hold of order {order_id}",
+            lambda: provider.capture_authorized(hold_capture_key(order_id), hold, intent.amount),
+            retry_on=(TransientProviderError,),
+        )
+        crash_point("payments.after_provider_capture")
+    else:
+        result = await _pay(provider, retry, intent, policy)
+    async with uow(intent.trace.correlation_id, intent.trace.causation_id) as tx:
+        if result is None:
+            await _drop_capture(tx, intent)
+        elif result.awaits_action:
+            await _record_awaiting_action(tx, intent, result)
+        elif policy == "on_shipment" and intent.hold_ref is None:
+            await _record_authorization_outcome(tx, intent, result, wake)
+        else:
+            await _record_capture_outcome(tx, intent, result, wake)
+
+
+async def _pay(
+    provider: PaymentProvider, retry: RetryPolicy, intent: Intent, policy: CapturePolicy
+) -> ProviderResult | None:
+    """The first call of an order's payment (None: a closed order the provider took nothing
+    for, which is never charged now)."""
+    order_id = intent.order_id
     if must_look_up_first(intent):
         found = await retry.run(
             f"capture lookup of order {order_id}",
@@ -333,25 +374,86 @@ async def charge(
             retry_on=(TransientProviderError,),
         )
         if found is not None:
-            result = ProviderResult.succeeded(found.ref)
-    if result is None and not intent.closed:
-        token = intent.token
-        if token is None:  # cannot happen: the token goes only with the decision or the close
-            result = ProviderResult.declined("invalid_token")
-        else:
-            result = await retry.run(
-                f"capture of order {order_id}",
-                lambda: provider.capture(order_id, intent.amount, intent.currency, token),
-                retry_on=(TransientProviderError,),
-            )
-        crash_point("payments.after_provider_capture")
+            return ProviderResult.succeeded(found.ref)
+    if intent.closed:
+        return None
+    token = intent.token
+    if token is None:  # cannot happen: the token goes only with the decision or the close
+        return ProviderResult.declined("invalid_token")
+    call = provider.authorize if policy == "on_shipment" else provider.capture
+    result = await retry.run(
+        f"{'authorization' if policy == 'on_shipment' else 'capture'} of order {order_id}",
+        lambda: call(order_id, intent.amount, intent.currency, token),
+        retry_on=(TransientProviderError,),
+    )
+    crash_point("payments.after_provider_capture")
+    return result
+
+
+async def _record_authorization_outcome(
+    tx: Tx[Store], intent: Intent, result: ProviderResult, wake: Wake
+) -> None:
+    """Policy on_shipment: the money is held (PaymentAuthorized; orders confirms on it) or the
+    authorization was declined (PaymentFailed). A hold for an order that closed meanwhile is
+    released at once."""
+    if not result.ok:
+        await _record_capture_outcome(tx, intent, result, wake)
+        return
+    order = await tx.store.orders.settle_capture(intent.order_id, "authorized", result.ref)
+    if order is None:
+        return  # recorded by another claim
+    await _record_authorized(tx, order, intent.amount, intent.currency, result.ref or "")
+    if order.closed:
+        log.info("order %s closed while it was authorized: the hold is released", order.order_id)
+        await tx.store.orders.save(
+            replace(order, refund_status="pending", attempts=0), intent=intent.trace
+        )
+        tx.on_commit(wake)
+
+
+async def record_shipped(tx: Tx[Store], order_id: str, *, trace: Trace, wake: Wake) -> None:
+    """The order shipped: a hold (policy on_shipment) is captured now."""
+    order = await tx.store.orders.lock_existing(order_id)
+    if order is None:
+        return
+    shipped = ship(order)
+    if shipped is None:
+        return
+    await tx.store.orders.save(shipped, intent=trace)
+    tx.on_commit(wake)
+
+
+async def release_hold(
+    uow: UnitOfWork[Store], provider: PaymentProvider, retry: RetryPolicy, intent: Intent
+) -> None:
+    """Void a closed order's hold (key `void:<order id>`) and record it: `voided`, answered with
+    PaymentVoided; a declined release is left for an operator (the hold lapses on its own)."""
+    order_id = intent.order_id
+    assert intent.hold_ref is not None  # a release is owed only for a recorded hold
+    hold = intent.hold_ref
+    result = await retry.run(
+        f"release of the hold of order {order_id}",
+        lambda: provider.void(void_key(order_id), hold),
+        retry_on=(TransientProviderError,),
+    )
+    crash_point("payments.after_provider_refund")
     async with uow(intent.trace.correlation_id, intent.trace.causation_id) as tx:
-        if result is None:
-            await _drop_capture(tx, intent)
-        elif result.awaits_action:
-            await _record_awaiting_action(tx, intent, result)
-        else:
-            await _record_capture_outcome(tx, intent, result, wake)
+        order = await tx.store.orders.settle_release(order_id, released=result.ok)
+        if order is None:
+            return  # recorded by another claim
+        if not result.ok:
+            log.error(
+                "release of the hold of order %s declined (%s): an operator must look",
+                order_id,
+                result.decline_reason,
+            )
+            return
+        await tx.store.payments.conclude_hold(order_id)
+        await tx.events.emit(
+            PaymentVoided(order_id=order_id, reason=order.refund_reason or "cancelled"),
+            subject=order_id,
+        )
+        log.info("order %s: the hold was released", order_id)
 
 
 async def _record_capture_outcome(
@@ -391,6 +493,20 @@ async def _record_capture(tx: Tx[Store], order: OrderPayment, intent: Intent, re
 async def _record_captured(
     tx: Tx[Store], order: OrderPayment, amount: int, currency: str, ref: str
 ) -> None:
+    await _record_paid(tx, order, amount, currency, ref, held=False)
+
+
+async def _record_authorized(
+    tx: Tx[Store], order: OrderPayment, amount: int, currency: str, ref: str
+) -> None:
+    await _record_paid(tx, order, amount, currency, ref, held=True)
+
+
+async def _record_paid(
+    tx: Tx[Store], order: OrderPayment, amount: int, currency: str, ref: str, *, held: bool
+) -> None:
+    """The money the provider took (or, `held`, holds for a capture when the order ships): the
+    order's payment row and PaymentCaptured (PaymentAuthorized)."""
     assert order.customer_id is not None
     payment_id = await tx.store.payments.add(
         NewPayment(
@@ -400,12 +516,13 @@ async def _record_captured(
             kind="capture",
             amount=amount,
             currency=currency,
-            status="captured",
+            status="authorized" if held else "captured",
             provider_ref=ref,
         )
     )
+    announced = PaymentAuthorized if held else PaymentCaptured
     await tx.events.emit(
-        PaymentCaptured(
+        announced(
             order_id=order.order_id,
             payment_id=payment_id,
             amount=Money(amount=amount, currency=currency),
@@ -413,7 +530,9 @@ async def _record_captured(
         ),
         subject=order.order_id,
     )
-    log.info("order %s captured (payment %s)", order.order_id, payment_id)
+    log.info(
+        "order %s %s (payment %s)", order.order_id, "authorized" if held else "captured", payment_id
+    )
 
 
 async def _record_awaiting_action(tx: Tx[Store], intent: Intent, result: ProviderResult) -> None:
@@ -542,7 +661,7 @@ async def apply_provider_event(
         return "duplicate"
     if event.kind == "disputed":
         return await _record_dispute(tx, provider, event)
-    if event.kind in ("succeeded", "failed", "canceled") and event.order_id is not None:
+    if event.kind in ("succeeded", "authorized", "failed", "canceled") and event.order_id:
         return await _record_verdict(tx, event, event.order_id, wake)
     if event.kind == "refunded":
         log.info("provider %s reports a refund of %s (%s)", provider, event.ref, event.amount)
@@ -558,12 +677,22 @@ async def _record_verdict(tx: Tx[Store], event: ProviderEvent, order_id: str, wa
         raise Unavailable(f"order {order_id}: the payment's answer is not recorded yet", 5)
     if order is None or order.capture_status != "requires_action" or order.capture_ref != event.ref:
         return "ignored"  # not a payment awaiting the shopper (our own captures echo back too)
-    moved = event.kind == "succeeded"
+    moved = event.kind in ("succeeded", "authorized")
+    held = event.kind == "authorized"
     settled = await tx.store.orders.settle_capture(
-        order_id, "captured" if moved else "failed", event.ref, awaiting=True
+        order_id,
+        ("authorized" if held else "captured") if moved else "failed",
+        event.ref,
+        awaiting=True,
     )
     assert settled is not None  # the row is locked and awaited this verdict
     assert settled.amount is not None and settled.currency is not None
+    if held:
+        await _record_authorized(tx, settled, settled.amount, settled.currency, event.ref or "")
+        if settled.closed:
+            await tx.store.orders.save(replace(settled, refund_status="pending", attempts=0))
+            tx.on_commit(wake)
+        return "authorized"
     if moved:
         await _record_captured(tx, settled, settled.amount, settled.currency, event.ref or "")
     else:
@@ -724,9 +853,11 @@ class Charger:
         *,
         lease_s: float = 30.0,
         concurrency: int = 16,
+        policy: CapturePolicy = "immediate",
     ) -> None:
         self.uow = uow
         self.provider = provider
+        self.policy: CapturePolicy = policy
         self.retry = retry
         self.lease_s = lease_s
         self.concurrency = concurrency
@@ -797,7 +928,9 @@ class Charger:
             if isinstance(intent, RefundIntent):
                 await make_refund(self.uow, self.provider, self.retry, intent)
             elif intent.operation == "capture":
-                await charge(self.uow, self.provider, self.retry, intent, self.wake)
+                await charge(self.uow, self.provider, self.retry, intent, self.wake, self.policy)
+            elif intent.operation == "void":
+                await release_hold(self.uow, self.provider, self.retry, intent)
             else:
                 await give_back(self.uow, self.provider, self.retry, intent)
         except asyncio.CancelledError:

@@ -23,6 +23,10 @@ class PaymentsSettings(ServiceSettings):
     # same idempotency key, and a lease ends a claim that hangs.
     stripe_timeout_s: float = Field(default=20.0, gt=0)
     stripe_max_network_retries: int = Field(default=0, ge=0)
+    # When the money is taken: `immediate` (captured once the stock is reserved, the default) or
+    # `on_shipment` (authorized then, the order confirmed on the authorization, captured when it
+    # ships, the hold released if it closes first).
+    capture_policy: Literal["immediate", "on_shipment"] = "immediate"
     # Provider calls per claim when the provider answers with a transient error (same
     # idempotency key each time); then the call stays owed until its lease ends.
     capture_attempts: int = Field(default=4, ge=1)

@@ -180,6 +180,16 @@ async def send(data: Any, order_id: str, topic: str, source: str) -> CloudEvent:
     return event
 
 
+@pytest.fixture
+async def db(migrated_databases: None) -> AsyncIterator[Database]:
+    """Payments' database, for tests that drive its statements before the service starts."""
+    database = Database.from_settings(PaymentsSettings())
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
 @pytest.fixture(scope="package")
 async def payments_service(migrated_databases: None) -> AsyncIterator[Payments]:
     """One payments service for this package, gone before e2e starts its own (joining the consumer group takes seconds)."""

@@ -4,23 +4,10 @@ Runs before the package's service starts (its charger would claim these rows too
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
-
-import pytest
 
 from libs.kit.db import Database
 from services.payments.db import Store
 from services.payments.domain import OrderPayment, Trace, instruct, owe_capture
-from services.payments.settings import PaymentsSettings
-
-
-@pytest.fixture
-async def db(migrated_databases: None) -> AsyncIterator[Database]:
-    database = Database.from_settings(PaymentsSettings())
-    try:
-        yield database
-    finally:
-        await database.dispose()
 
 
 async def _owe_capture(db: Database) -> str:

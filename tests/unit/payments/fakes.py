@@ -18,6 +18,7 @@ from services.payments import service
 from services.payments.adapters import SandboxProvider
 from services.payments.domain import (
     CaptureBalance,
+    CapturePolicy,
     Intent,
     LedgerEntry,
     NewPayment,
@@ -30,6 +31,7 @@ from services.payments.domain import (
     RefundedCapture,
     RefundIntent,
     Trace,
+    intent_operation,
     status_after_refunds,
 )
 from services.payments.service import Charger
@@ -183,7 +185,7 @@ class FakeOrderPayments:
             claimed.append(
                 Intent(
                     order_id=order_id,
-                    operation="capture" if row.capture_status == "pending" else "refund",
+                    operation=intent_operation(row.capture_status, row.refund_status),
                     attempts=row.attempts,
                     amount=row.amount,
                     currency=row.currency,
@@ -192,6 +194,7 @@ class FakeOrderPayments:
                     capture_ref=row.capture_ref,
                     trace=self.traces.get(order_id, Trace()),
                     refund_amount=row.refund_amount,
+                    hold_ref=row.hold_ref,
                 )
             )
         return claimed
@@ -199,7 +202,7 @@ class FakeOrderPayments:
     async def settle_capture(
         self,
         order_id: str,
-        status: Literal["requires_action", "captured", "failed"],
+        status: Literal["requires_action", "authorized", "captured", "failed"],
         ref: str | None,
         *,
         awaiting: bool = False,
@@ -207,7 +210,18 @@ class FakeOrderPayments:
         row = self.rows.get(order_id)
         if row is None or row.capture_status != ("requires_action" if awaiting else "pending"):
             return None
-        return self._settled(replace(row, capture_status=status, capture_ref=ref, token=None))
+        settled = replace(row, capture_status=status, capture_ref=ref, token=None)
+        if status == "authorized":
+            settled = replace(settled, hold_ref=ref)
+        return self._settled(settled)
+
+    async def settle_release(self, order_id: str, *, released: bool) -> OrderPayment | None:
+        row = self.rows.get(order_id)
+        if row is None or row.refund_status != "pending" or row.capture_status != "authorized":
+            return None
+        if released:
+            return self._settled(replace(row, refund_status="refunded", capture_status="voided"))
+        return self._settled(replace(row, refund_status="failed"))
 
     async def lock_existing(self, order_id: str) -> OrderPayment | None:
         return self.rows.get(order_id)
@@ -252,7 +266,7 @@ class FakePayments:
     async def add(self, payment: NewPayment) -> str:
         for i, p in enumerate(self.rows):
             if p.order_id == payment.order_id and self.kinds[p.id] == payment.kind:
-                if p.status != "requires_action":
+                if p.status not in ("requires_action", "authorized"):
                     raise AssertionError(f"unique (order_id, kind) violated: {payment}")
                 self.rows[i] = replace(
                     p,
@@ -353,6 +367,17 @@ class FakePayments:
     async def get(self, payment_id: str) -> Payment | None:
         found = self._capture(payment_id)
         return None if found is None else found[1]
+
+    async def conclude_hold(self, order_id: str) -> str | None:
+        for i, p in enumerate(self.rows):
+            if (
+                p.order_id == order_id
+                and self.kinds[p.id] == "capture"
+                and p.status == "authorized"
+            ):
+                self.rows[i] = replace(p, status="voided")
+                return p.id
+        return None
 
     async def by_provider_ref(self, ref: str) -> Payment | None:
         return next(
@@ -529,7 +554,12 @@ class Harness:
 
     LEASE_S = 30.0
 
-    def __init__(self, retry: RetryPolicy | None = None, concurrency: int = 16) -> None:
+    def __init__(
+        self,
+        retry: RetryPolicy | None = None,
+        concurrency: int = 16,
+        policy: CapturePolicy = "immediate",
+    ) -> None:
         self.clock = MutableClock()
         self.store = FakeStore(self.clock)
         self.events = RecordingEvents()
@@ -542,6 +572,7 @@ class Harness:
             retry or RetryPolicy(attempts=4, initial_s=0.0, max_s=0.0),
             lease_s=self.LEASE_S,
             concurrency=concurrency,
+            policy=policy,
         )
         self.charger.wake = self.wake
 
@@ -570,6 +601,13 @@ class Harness:
         tx = FakeTx(self.store, self.events)
         await service.record_stock_reserved(
             tx, order_id, trace=self.trace(f"res-{order_id}"), wake=self.wake
+        )
+        tx.commit()
+
+    async def ship(self, order_id: str) -> None:
+        tx = FakeTx(self.store, self.events)
+        await service.record_shipped(
+            tx, order_id, trace=self.trace(f"ship-{order_id}"), wake=self.wake
         )
         tx.commit()
 

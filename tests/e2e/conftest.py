@@ -56,7 +56,7 @@ E2E_SETTINGS = {
 }
 
 
-def _env() -> dict[str, str]:
+def e2e_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(E2E_SETTINGS)
     env["BACKROOM_RUN_DIR"] = str(ROOT / ".run" / "e2e")
@@ -79,7 +79,7 @@ async def _all_caught_up() -> None:
 
 
 def _run(*args: str) -> None:
-    subprocess.run(["bash", *args], check=True, env=_env(), cwd=ROOT)
+    subprocess.run(["bash", *args], check=True, env=e2e_env(), cwd=ROOT)
 
 
 # Package scope: the e2e system stops when the e2e tests are done, so its consumers never
@@ -96,8 +96,8 @@ def gateway_url(migrated_databases: None) -> Iterator[str]:
         asyncio.run(_all_caught_up())
         yield f"http://127.0.0.1:{GATEWAY_PORT}"
     finally:
-        subprocess.run(["bash", str(LOCAL / "nginx.sh"), "down"], env=_env(), cwd=ROOT)
-        subprocess.run(["bash", str(LOCAL / "services.sh"), "down"], env=_env(), cwd=ROOT)
+        subprocess.run(["bash", str(LOCAL / "nginx.sh"), "down"], env=e2e_env(), cwd=ROOT)
+        subprocess.run(["bash", str(LOCAL / "services.sh"), "down"], env=e2e_env(), cwd=ROOT)
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,8 @@ ALLOWED: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 REJECTION_REASONS = ("out_of_stock", "payment_declined", "reservation_expired", "invalid")
 CANCELLABLE = frozenset({OrderStatus.PENDING, OrderStatus.CONFIRMED})
+# Why an order is cancelled when the money held for it lapsed before it shipped.
+HOLD_LAPSED_REASON = "payment_issue"
 # Why an order may be cancelled: a fixed set, so no text a customer typed ever reaches an email
 # (notifications writes the reason into the cancellation mail).
 CancellationReason = Literal[

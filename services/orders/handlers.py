@@ -25,6 +25,9 @@ from services.orders.service import Claimed
 
 log = logging.getLogger(__name__)
 
+# payments' decline code for a hold that lapsed before the order shipped.
+AUTHORIZATION_EXPIRED = "authorization_expired"
+
 
 async def on_stock_reserved(event: StockReserved, ctx: EventContext) -> None:
     await service.stock_reserved(ctx.tx(Store), event.order_id)
@@ -48,6 +51,9 @@ def on_payment_captured(
 
 
 async def on_payment_failed(event: PaymentFailed, ctx: EventContext) -> None:
+    if event.decline_code == AUTHORIZATION_EXPIRED:
+        # A held payment lapsed before the order shipped (capture policy on_shipment).
+        await service.payment_hold_lapsed(ctx.tx(Store), event.order_id)
     await service.payment_failed(ctx.tx(Store), event.order_id)
 
 

@@ -298,20 +298,41 @@ async def request_cancellation(
     order = await tx.store.orders.lock(order_id)
     if order is None or not caller.can_see(order.customer_id):
         raise NotFound(f"order {order_id}")
-    before = order.state
-    after = _legal(lambda: domain.request_cancellation(before, reason))
-    if after != before:
-        await _move(tx, order, after)
-        await tx.events.emit(
-            OrderCancellationRequested(
-                order_id=order_id,
-                customer_id=order.customer_id,
-                reason=reason,
-                previous_status=before.status.value,
-            ),
-            subject=order_id,
-        )
+    await _request_cancellation(
+        tx, order, _legal(lambda: domain.request_cancellation(order.state, reason))
+    )
     return await get_order(tx, caller, order_id)
+
+
+async def _request_cancellation(tx: Tx[Store], order: LockedOrder, after: Order) -> bool:
+    """Record a cancellation request `after` holds (nothing if it was recorded already) and
+    ask inventory and payments to undo their part."""
+    before = order.state
+    if after == before:
+        return False
+    await _move(tx, order, after)
+    await tx.events.emit(
+        OrderCancellationRequested(
+            order_id=order.id,
+            customer_id=order.customer_id,
+            reason=after.cancellation_reason or domain.DEFAULT_CANCEL_REASON,
+            previous_status=before.status.value,
+        ),
+        subject=order.id,
+    )
+    return True
+
+
+async def payment_hold_lapsed(tx: Tx[Store], order_id: str) -> bool:
+    """Capture policy on_shipment: the authorization lapsed before the order shipped (payments'
+    PaymentFailed `authorization_expired`). A confirmed order is cancelled, reason
+    `payment_issue`, the way a customer's cancellation goes (stock back, the hold released);
+    False if the order is not one that can be (unknown, shipped, ended, already cancelling)."""
+    order = await tx.store.orders.lock(order_id)
+    if order is None or order.state.status is not OrderStatus.CONFIRMED:
+        return False  # a pending order is rejected by the PaymentFailed itself
+    after = domain.request_cancellation(order.state, domain.HOLD_LAPSED_REASON)
+    return await _request_cancellation(tx, order, after)
 
 
 async def ship(

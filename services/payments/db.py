@@ -86,6 +86,9 @@ payment_orders = Table(
     # The provider's authorization while one holds the order's money (capture policy
     # on_shipment): captured when the order ships, voided if it closes first.
     Column("hold_ref", String(100)),
+    Column("authorized_at", DateTime(timezone=True)),
+    # Held past `hold_lifetime_s` and reported (PaymentFailed authorization_expired) once.
+    Column("hold_lapsed", Boolean, nullable=False, server_default="false"),
     CheckConstraint("(amount IS NULL) = (currency IS NULL)", name="ck_payment_orders_money"),
     CheckConstraint(
         "capture_status IN ('pending', 'requires_action', 'authorized', 'captured', 'failed',"
@@ -218,6 +221,7 @@ def _order(row: Row[Any]) -> OrderPayment:
         attempts=row.attempts,
         refund_amount=row.refund_amount,
         hold_ref=row.hold_ref,
+        hold_lapsed=row.hold_lapsed,
     )
 
 
@@ -356,7 +360,7 @@ class PaymentOrders:
         recorded it, or it was dropped)."""
         values: dict[str, Any] = {"capture_status": status, "capture_ref": ref, "token": None}
         if status == "authorized":
-            values["hold_ref"] = ref
+            values |= {"hold_ref": ref, "authorized_at": func.now()}
         return await self._settle(
             _o.capture_status == ("requires_action" if awaiting else "pending"), order_id, **values
         )
@@ -394,6 +398,29 @@ class PaymentOrders:
         )
         row = (await self.session.execute(statement)).first()
         return None if row is None else _order(row)
+
+    async def lapse_holds(self, lifetime_s: float, limit: int) -> list[OrderPayment]:
+        """Mark up to `limit` holds authorized longer than `lifetime_s` ago, of open orders not
+        shipped yet, as lapsed (each once; rows another transaction holds are skipped)."""
+        lapsing = (
+            select(_o.order_id)
+            .where(
+                _o.capture_status == "authorized",
+                _o.refund_status.is_(None),
+                _o.closed_reason.is_(None),
+                _o.hold_lapsed.is_(False),
+                _o.authorized_at <= func.now() - literal(timedelta(seconds=lifetime_s), Interval()),
+            )
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = await self.session.execute(
+            update(payment_orders)
+            .where(_o.order_id.in_(lapsing))
+            .values(hold_lapsed=True, updated_at=func.now())
+            .returning(*payment_orders.c)
+        )
+        return [_order(row) for row in rows.all()]
 
     async def lock_existing(self, order_id: str) -> OrderPayment | None:
         """The order's row locked, or None if payments never heard of the order (a provider's

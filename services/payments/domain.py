@@ -158,6 +158,7 @@ class OrderPayment:
     # What the close's refund gives back: the capture less what refunds gave back before.
     refund_amount: int | None = None
     hold_ref: str | None = None  # the provider's authorization, while one holds the money
+    hold_lapsed: bool = False  # held past its lifetime and reported once (the order cancels)
 
     @property
     def instructed(self) -> bool:
@@ -274,6 +275,8 @@ def close(
 def ship(state: OrderPayment) -> OrderPayment | None:
     """The order shipped (capture policy on_shipment): the hold is captured now; None if there
     is no hold to capture (captured at once, closed, or already asked)."""
+    # A hold reported lapsed is still captured if the order ships after all (orders either
+    # ships it or cancels it, never both): the provider may yet honour it.
     if state.capture_status != "authorized" or state.closed or state.refund_status is not None:
         return None
     return replace(state, capture_status="pending", attempts=0)

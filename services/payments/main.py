@@ -9,7 +9,7 @@ from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import Runtime
 from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.worker import Worker
-from services.payments import api, handlers
+from services.payments import api, handlers, service
 from services.payments.adapters import PaymentProvider, SandboxProvider, StripeProvider
 from services.payments.db import PgSandboxLedger, Store
 from services.payments.service import Charger
@@ -64,11 +64,18 @@ def create_app(
         policy=settings.capture_policy,
     )
     worker = Worker("payments-charger", charger.step, settings.intent_poll_interval_s)
+    hold_sweeper = Worker(
+        "payments-hold-sweeper",
+        lambda: service.lapse_holds(uow, settings.hold_lifetime_s),
+        settings.hold_sweep_interval_s,
+    )
     charger.wake = worker.wake
     handlers.register(runtime.processor, worker.wake, make_store)
 
     async def start_charger(runtime: Runtime) -> None:
         runtime.start_worker(worker)
+        if settings.capture_policy == "on_shipment":
+            runtime.start_worker(hold_sweeper)
 
     async def stop_charger(runtime: Runtime) -> None:
         await charger.stop()

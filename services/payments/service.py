@@ -66,6 +66,8 @@ log = logging.getLogger(__name__)
 # What orders reads in PaymentFailed.reason (it becomes the order's rejection reason); the
 # provider's own code travels in `decline_code`.
 PAYMENT_DECLINED = "payment_declined"
+# The decline code of a hold that lapsed (declined at its capture, or past its lifetime).
+AUTHORIZATION_EXPIRED = "authorization_expired"
 
 Wake = Callable[[], None]
 
@@ -102,6 +104,8 @@ class OrderPaymentsRepo(Protocol):
     async def customer_of(self, order_id: str) -> str | None: ...
 
     async def lock_existing(self, order_id: str) -> OrderPayment | None: ...
+
+    async def lapse_holds(self, lifetime_s: float, limit: int) -> list[OrderPayment]: ...
 
 
 class PaymentsRepo(Protocol):
@@ -421,6 +425,30 @@ async def record_shipped(tx: Tx[Store], order_id: str, *, trace: Trace, wake: Wa
         return
     await tx.store.orders.save(shipped, intent=trace)
     tx.on_commit(wake)
+
+
+async def lapse_holds(uow: UnitOfWork[Store], lifetime_s: float, limit: int = 100) -> int:
+    """Holds authorized longer than `lifetime_s` (a card authorization lasts about 7 days) whose
+    order has not shipped: each reported once, PaymentFailed `authorization_expired`, upon
+    which orders cancels the order (reason payment_issue) and the close releases the hold.
+    The token is gone by now, so payments cannot authorize again on its own. Returns how many."""
+    async with uow() as tx:
+        lapsed = await tx.store.orders.lapse_holds(lifetime_s, limit)
+        for order in lapsed:
+            assert order.amount is not None and order.currency is not None
+            payment = await tx.store.payments.by_provider_ref(order.hold_ref or "")
+            await tx.events.emit(
+                PaymentFailed(
+                    order_id=order.order_id,
+                    payment_id=payment.id if payment else "",
+                    reason=PAYMENT_DECLINED,
+                    decline_code=AUTHORIZATION_EXPIRED,
+                    amount=Money(amount=order.amount, currency=order.currency),
+                ),
+                subject=order.order_id,
+            )
+            log.warning("order %s: its hold lapsed before it shipped", order.order_id)
+    return len(lapsed)
 
 
 async def release_hold(

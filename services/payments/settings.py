@@ -27,6 +27,10 @@ class PaymentsSettings(ServiceSettings):
     # `on_shipment` (authorized then, the order confirmed on the authorization, captured when it
     # ships, the hold released if it closes first).
     capture_policy: Literal["immediate", "on_shipment"] = "immediate"
+    # A hold older than this whose order has not shipped is given up (PaymentFailed
+    # authorization_expired: orders cancels the order); card authorizations last about 7 days.
+    hold_lifetime_s: float = Field(default=6 * 24 * 3600.0, gt=0)
+    hold_sweep_interval_s: float = Field(default=60.0, gt=0)
     # Provider calls per claim when the provider answers with a transient error (same
     # idempotency key each time); then the call stays owed until its lease ends.
     capture_attempts: int = Field(default=4, ge=1)

@@ -66,19 +66,33 @@ def consistent_world() -> dict[str, list[dict[str, Any]]]:
             {"order_id": cancelled, "kind": "refund", "status": "refunded", "provider_ref": "re_3"},
         ],
         "sandbox_ledger": [
-            {"idempotency_key": kept, "operation": "capture", "ref": "ch_1", "capture_ref": None},
-            {"idempotency_key": declined, "operation": "capture", "ref": None, "capture_ref": None},
+            {
+                "idempotency_key": kept,
+                "operation": "capture",
+                "ref": "ch_1",
+                "capture_ref": None,
+                "awaiting_action": False,
+            },
+            {
+                "idempotency_key": declined,
+                "operation": "capture",
+                "ref": None,
+                "capture_ref": None,
+                "awaiting_action": False,
+            },
             {
                 "idempotency_key": cancelled,
                 "operation": "capture",
                 "ref": "ch_3",
                 "capture_ref": None,
+                "awaiting_action": False,
             },
             {
                 "idempotency_key": f"refund:{cancelled}",
                 "operation": "refund",
                 "ref": "re_3",
                 "capture_ref": "ch_3",
+                "awaiting_action": False,
             },
         ],
         "payment_orders": [],  # the tokens still stored (none)
@@ -176,6 +190,19 @@ async def test_a_consistent_world_has_no_violation(tmp_path: Path) -> None:
     assert (report.captures, report.refunds, report.emails, report.resent) == (2, 1, 4, 0)
 
 
+async def test_a_payment_still_awaiting_the_shopper_moved_no_money(tmp_path: Path) -> None:
+    """3-D Secure abandoned: the PSP holds a reference that awaits the shopper, payments shows
+    the payment requires_action, and the order was rejected by its deadline. No money moved."""
+    world = consistent_world()
+    entry = row(world, "sandbox_ledger", idempotency_key=ORDERS["declined"])
+    entry["ref"], entry["awaiting_action"] = "ch_2", True
+    payment = row(world, "payments", order_id=ORDERS["declined"])
+    payment["status"], payment["provider_ref"] = "requires_action", "ch_2"
+    report = await run_check(world, tmp_path)
+    assert report.violations == []
+    assert report.captures == 2
+
+
 async def test_a_resent_email_is_counted_not_a_violation(tmp_path: Path) -> None:
     report = await run_check(consistent_world(), tmp_path, [*EMAILS, EMAILS[0]])
     assert report.violations == []
@@ -202,6 +229,14 @@ def _refund_missing(t: dict[str, Any]) -> None:
 
 def _psp_capture_unrecorded(t: dict[str, Any]) -> None:
     row(t, "sandbox_ledger", idempotency_key=ORDERS["declined"])["ref"] = "ch_2"
+
+
+def _psp_capture_recorded_as_awaiting(t: dict[str, Any]) -> None:
+    """The PSP took the money (the shopper confirmed) but payments still shows the payment
+    awaiting the shopper: a capture payments never recorded."""
+    row(t, "sandbox_ledger", idempotency_key=ORDERS["declined"])["ref"] = "ch_2"
+    payment = row(t, "payments", order_id=ORDERS["declined"])
+    payment["status"], payment["provider_ref"] = "requires_action", "ch_2"
 
 
 def _double_capture(t: dict[str, Any]) -> None:
@@ -259,6 +294,7 @@ def _email_failed(t: dict[str, Any]) -> None:
         (_cancellation_stuck, {"stuck_cancellation"}),
         (_refund_missing, {"capture_not_refunded"}),
         (_psp_capture_unrecorded, {"unrecorded_capture", "capture_not_refunded"}),
+        (_psp_capture_recorded_as_awaiting, {"unrecorded_capture", "capture_not_refunded"}),
         (_double_capture, {"double_capture"}),
         (_token_kept, {"token_at_rest"}),
         (_reserved_leak, {"reserved_mismatch", "audit_mismatch"}),

@@ -112,3 +112,17 @@ async def test_a_hold_is_voided_when_the_order_closes_before_shipping(
         "refunded",
         "voided",
     )
+
+
+async def test_a_hold_past_its_lifetime_is_reported_once(db: Database, charger: Charger) -> None:
+    order_id = await _authorized(charger)
+    await service.lapse_holds(charger.uow, lifetime_s=3600)  # too young to lapse
+    order, _ = await _rows(db, order_id)
+    assert not order.hold_lapsed and order.authorized_at is not None
+
+    await service.lapse_holds(charger.uow, lifetime_s=0.0)
+    order, [payment] = await _rows(db, order_id)
+    assert order.hold_lapsed and payment.status == "authorized"  # released by the cancellation
+    async with db.transaction() as session:
+        lapsed_again = await Store(session).orders.lapse_holds(0.0, 1000)
+    assert order_id not in {o.order_id for o in lapsed_again}

@@ -3,7 +3,12 @@ out-of-order facts and facts about unknown orders change nothing."""
 
 import pytest
 
-from libs.events.orders import OrderCancelled, OrderConfirmed, OrderRejected
+from libs.events.orders import (
+    OrderCancellationRequested,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderRejected,
+)
 from services.orders import service
 from services.orders.domain import OrderStatus
 from tests.unit.orders.fakes import ALICE, TTL_S, World, eur
@@ -188,3 +193,27 @@ async def test_an_order_shows_no_refund_until_one_is_made() -> None:
     assert (await world.view(oid)).refunded is None
     await service.payment_refunded(world.tx(), "no-such-order", 100, fully=True)
     assert world.store.orders.rows.keys() == {oid}
+
+
+async def test_a_hold_that_lapsed_before_shipping_cancels_the_confirmed_order() -> None:
+    """Capture policy on_shipment: payments' PaymentFailed authorization_expired for a confirmed
+    order asks for its cancellation (reason payment_issue), which then runs as any other."""
+    world = World()
+    oid = await world.confirmed()
+    assert await service.payment_hold_lapsed(world.tx(), oid)
+    assert not await service.payment_hold_lapsed(world.tx(), oid)  # asked once
+    [asked] = world.emitted(OrderCancellationRequested)
+    assert (asked.order_id, asked.reason, asked.previous_status) == (
+        oid,
+        "payment_issue",
+        "confirmed",
+    )
+    assert (await world.view(oid)).cancellation_requested
+
+
+async def test_a_lapsed_hold_changes_nothing_for_a_pending_or_unknown_order() -> None:
+    world = World()
+    pending = await world.placed()
+    assert not await service.payment_hold_lapsed(world.tx(), pending)
+    assert not await service.payment_hold_lapsed(world.tx(), "no-such-order")
+    assert world.emitted(OrderCancellationRequested) == []

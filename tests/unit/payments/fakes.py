@@ -149,6 +149,26 @@ class FakeOrderPayments:
         self.rows: dict[str, OrderPayment] = {}
         self.leases: dict[str, datetime] = {}
         self.traces: dict[str, Trace] = {}
+        self.authorized_at: dict[str, datetime] = {}
+
+    async def lapse_holds(self, lifetime_s: float, limit: int) -> list[OrderPayment]:
+        cutoff = self.clock() - timedelta(seconds=lifetime_s)
+        lapsed: list[OrderPayment] = []
+        for order_id, row in self.rows.items():
+            at = self.authorized_at.get(order_id)
+            if (
+                len(lapsed) < limit
+                and row.capture_status == "authorized"
+                and row.refund_status is None
+                and not row.closed
+                and not row.hold_lapsed
+                and at is not None
+                and at <= cutoff
+            ):
+                lapsed.append(replace(row, hold_lapsed=True))
+        for row in lapsed:
+            self.rows[row.order_id] = row
+        return lapsed
 
     async def lock(
         self, order_id: str, customer_id: str | None = None, *, stock_reserved: bool = False
@@ -213,6 +233,7 @@ class FakeOrderPayments:
         settled = replace(row, capture_status=status, capture_ref=ref, token=None)
         if status == "authorized":
             settled = replace(settled, hold_ref=ref)
+            self.authorized_at[order_id] = self.clock()
         return self._settled(settled)
 
     async def settle_release(self, order_id: str, *, released: bool) -> OrderPayment | None:

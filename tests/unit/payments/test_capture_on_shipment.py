@@ -12,6 +12,7 @@ from libs.events.payments import (
     PaymentRefunded,
     PaymentVoided,
 )
+from services.payments import service
 from services.payments.domain import TOK_3DS, TOK_AUTH_EXPIRES
 from tests.support.fakes import FakeTx
 from tests.unit.payments.fakes import Harness
@@ -101,8 +102,6 @@ async def test_a_declined_authorization_fails_the_payment(pay: Harness) -> None:
 
 
 async def test_a_3ds_authorization_is_held_once_the_shopper_confirms(pay: Harness) -> None:
-    from services.payments import service
-
     await pay.checkout("o-1", token=TOK_3DS)
     [payment] = pay.store.payments.of("o-1")
     assert payment.status == "requires_action" and payment.provider_ref is not None
@@ -119,3 +118,24 @@ async def test_a_3ds_authorization_is_held_once_the_shopper_confirms(pay: Harnes
     await pay.ship("o-1")
     await pay.run_charger()
     assert len(pay.events.of_type(PaymentCaptured)) == 1
+
+
+async def test_a_hold_past_its_lifetime_is_reported_once_and_the_cancellation_releases_it(
+    pay: Harness,
+) -> None:
+    await pay.checkout("o-1")
+    assert await service.lapse_holds(pay.uow, lifetime_s=3600) == 0  # not old yet
+    pay.clock.advance(3601)
+
+    assert await service.lapse_holds(pay.uow, lifetime_s=3600) == 1
+    assert await service.lapse_holds(pay.uow, lifetime_s=3600) == 0  # reported once
+    [failed] = pay.events.of_type(PaymentFailed)
+    assert isinstance(failed, PaymentFailed)
+    assert (failed.decline_code, failed.reason) == ("authorization_expired", "payment_declined")
+    [payment] = pay.store.payments.of("o-1")
+    assert failed.payment_id == payment.id
+
+    await pay.cancel("o-1")  # what orders does upon it
+    await pay.run_charger()
+    assert len(pay.events.of_type(PaymentVoided)) == 1
+    assert pay.store.payments.of("o-1")[0].status == "voided"

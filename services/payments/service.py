@@ -692,7 +692,7 @@ async def apply_provider_event(
     if event.kind in ("succeeded", "authorized", "failed", "canceled") and event.order_id:
         return await _record_verdict(tx, event, event.order_id, wake)
     if event.kind == "refunded":
-        log.info("provider %s reports a refund of %s (%s)", provider, event.ref, event.amount)
+        return await _record_provider_refund(tx, provider, event)
     return "ignored"
 
 
@@ -729,6 +729,58 @@ async def _record_verdict(tx: Tx[Store], event: ProviderEvent, order_id: str, wa
         log.info("order %s closed before the shopper confirmed: refund owed", order_id)
         await _owe_the_rest(tx, settled, Trace(None, None), wake)
     return "captured" if moved else "failed"
+
+
+async def _record_provider_refund(tx: Tx[Store], provider: str, event: ProviderEvent) -> str:
+    """The provider reports what it refunded of a payment in total (Stripe's
+    `charge.amount_refunded`). What exceeds what our refunds gave back or are giving back was
+    refunded outside Backroom (the provider's dashboard): recorded as a refund of the payment,
+    with its PaymentRefunded, so the payment and the order show it. Our own refunds' echoes
+    change nothing."""
+    if not event.ref or event.amount is None:
+        return "ignored"
+    payment = await tx.store.payments.by_provider_ref(event.ref)
+    capture = await tx.store.payments.lock_capture(payment.id) if payment else None
+    if capture is None or capture.provider_ref is None:
+        return "ignored"
+    outside = min(event.amount, capture.amount) - capture.reserved
+    if outside <= 0:
+        return "ignored"
+    refund = Refund(
+        id=new_id(),
+        payment_id=capture.payment_id,
+        order_id=capture.order_id,
+        amount=outside,
+        currency=capture.currency,
+        reason=f"refunded at {provider}",
+        status="succeeded",
+        provider_ref=None,
+        failure_reason=None,
+        created_at=datetime.now(UTC),
+    )
+    await tx.store.payments.reserve_refund(capture.payment_id, outside)
+    balance = await tx.store.payments.settle_refund(capture.payment_id, outside, moved=True)
+    await tx.store.refunds.add(refund, capture_ref=capture.provider_ref)
+    await tx.events.emit(
+        PaymentRefunded(
+            order_id=capture.order_id,
+            payment_id=capture.payment_id,
+            amount=Money(amount=outside, currency=capture.currency),
+            provider_ref="",
+            reason=refund.reason,
+            refund_id=refund.id,
+            fully_refunded=balance.status == "refunded",
+        ),
+        subject=capture.order_id,
+    )
+    log.warning(
+        "payment %s: %s %s refunded at %s outside Backroom",
+        capture.payment_id,
+        outside,
+        capture.currency,
+        provider,
+    )
+    return "refunded"
 
 
 async def _record_dispute(tx: Tx[Store], provider: str, event: ProviderEvent) -> str:

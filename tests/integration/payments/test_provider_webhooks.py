@@ -157,3 +157,26 @@ async def test_another_customer_cannot_confirm_a_payment(payments_service: Payme
         headers=bearer(new_customer()),
     )
     assert answer.status_code == 404
+
+
+async def test_a_refund_made_at_the_provider_shows_on_the_payment(
+    payments_service: Payments,
+) -> None:
+    order_id, customer = new_order_id(), new_customer()
+    async with TopicTail(topics.PAYMENTS) as tail:
+        await payments_service.instruct(order_id, customer, 1000)
+        await payments_service.reserve(order_id)
+        [captured] = await tail.wait_for(of_type("PaymentCaptured", order_id))
+        body = _event("payment.refunded", ref=captured["data"]["provider_ref"], amount=400)
+        answer = await payments_service.http.post(
+            "/payments/webhooks/sandbox", content=body, headers=_signed(body)
+        )
+        assert answer.json()["outcome"] == "refunded", answer.text
+        [refunded] = await tail.wait_for(of_type("PaymentRefunded", order_id))
+
+    assert (refunded["data"]["amount"]["amount"], refunded["data"]["fully_refunded"]) == (
+        400,
+        False,
+    )
+    [payment] = await payments_service.of_order(order_id, customer)
+    assert (payment["status"], payment["refunded"]["amount"]) == ("partially_refunded", 400)

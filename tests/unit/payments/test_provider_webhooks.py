@@ -5,6 +5,7 @@ announced."""
 
 import pytest
 
+from libs.events.common import Money
 from libs.events.payments import (
     PaymentCaptured,
     PaymentDisputed,
@@ -14,7 +15,7 @@ from libs.events.payments import (
 )
 from libs.kit.errors import Unavailable
 from services.payments import service
-from services.payments.domain import TOK_3DS, NextAction, ProviderEvent
+from services.payments.domain import TOK_3DS, NextAction, ProviderEvent, Trace
 from tests.support.fakes import FakeTx
 from tests.unit.payments.fakes import Harness
 
@@ -177,3 +178,53 @@ async def test_a_verdict_that_overtakes_the_providers_answer_is_asked_for_again(
     assert isinstance(captured, PaymentCaptured) and captured.provider_ref == answer.ref
     assert await _deliver(pay, event) in ("ignored", "duplicate")
     assert len(pay.events.of_type(PaymentCaptured)) == 1
+
+
+def _refunded_at_provider(event_id: str, ref: str, total: int) -> ProviderEvent:
+    return ProviderEvent(
+        id=event_id, kind="refunded", provider_type="charge.refunded", ref=ref, amount=total
+    )
+
+
+async def test_a_refund_made_at_the_provider_is_recorded_and_our_own_echo_is_not(
+    pay: Harness,
+) -> None:
+    await pay.checkout("o-1")
+    [payment] = pay.store.payments.of("o-1")
+    assert payment.provider_ref is not None
+    ref = payment.provider_ref
+    tx = FakeTx(pay.store, pay.events)
+    await service.ask_refund(
+        tx,
+        service.RefundAsked(
+            payment_id=payment.id,
+            amount=Money(amount=300, currency="EUR"),
+            reason="damaged",
+            idempotency_key="k-1",
+            request_hash="h",
+            trace=Trace(None, None),
+        ),
+        pay.wake,
+    )
+    tx.commit()
+    await pay.run_charger()
+
+    # The provider's echo of our own refund: its total is what we refunded.
+    assert await _deliver(pay, _refunded_at_provider("evt_r1", ref, 300)) == "ignored"
+    # Someone refunded 200 more in the provider's dashboard, then the rest.
+    assert await _deliver(pay, _refunded_at_provider("evt_r2", ref, 500)) == "refunded"
+    assert await _deliver(pay, _refunded_at_provider("evt_r2", ref, 500)) == "duplicate"
+    assert await _deliver(pay, _refunded_at_provider("evt_r3", ref, 1000)) == "refunded"
+
+    events = pay.events.of_type(PaymentRefunded)
+    assert [
+        (e.amount.amount, e.fully_refunded) for e in events if isinstance(e, PaymentRefunded)
+    ] == [
+        (300, False),
+        (200, False),
+        (500, True),
+    ]
+    after = await pay.store.payments.get(payment.id)
+    assert after is not None and (after.status, after.refunded) == ("refunded", 1000)
+    listed = await pay.store.refunds.of_payment(payment.id, None, 10)
+    assert [r.reason for r in listed] == ["damaged", "refunded at sandbox", "refunded at sandbox"]

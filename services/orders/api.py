@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from libs.events.common import Money
 from libs.kit.app import request_id, transaction_of
 from libs.kit.auth import Admin, Caller, Principal
+from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
@@ -200,7 +201,7 @@ async def place_order(
     order = service.OrderRequest(
         customer_id=caller.sub,
         idempotency_key=idempotency_key,
-        request_hash=domain.request_hash(body.model_dump(mode="json")),
+        request_hash=request_hash(body.model_dump(mode="json")),
         lines=[(line.sku, line.quantity) for line in body.lines],
         region=body.region,
         shipping_address=body.shipping_address,

@@ -1,8 +1,6 @@
 """Order rules: the status machine, the cancellation handshake, the deadline, request identity,
 and the shapes an order takes when it is placed, changed and read."""
 
-import hashlib
-import json
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -169,12 +167,6 @@ def deliver(order: Order) -> Order:
 
 
 # Request identity for Idempotency-Key.
-
-
-def request_hash(body: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of a request body (sorted keys, no insignificant spaces)."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def is_replay(stored_hash: str, new_hash: str) -> bool:

@@ -12,6 +12,7 @@ from libs.events.common import Money
 from libs.kit.app import request_id, transaction_of
 from libs.kit.auth import Admin, Caller
 from libs.kit.errors import Conflict, NotFound
+from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import DatabaseUnitOfWork, SessionTx
@@ -28,7 +29,6 @@ from services.payments.domain import (
     RefundState,
     Trace,
     WebhookRejected,
-    request_hash,
 )
 from services.payments.service import Charger
 

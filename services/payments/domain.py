@@ -426,13 +426,6 @@ RefundState = Literal["pending", "succeeded", "failed"]
 REFUND_REASON_MAX = 200
 
 
-def request_hash(body: dict[str, object]) -> str:
-    """sha256 of the canonical JSON of a request body: the same Idempotency-Key with another
-    body is a conflict."""
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def admin_refund_key(refund_id: str) -> str:
     """The provider's idempotency key of one refund an operator asked for."""
     return f"refund:{refund_id}"

@@ -18,6 +18,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The invoice tests read PDFs the way a person checks them, with poppler's pdftotext.
+ensure_apt_pkg pdftotext poppler-utils
 bash "$LOCAL_DIR/infra.sh" up "$STARTED"
 say "infrastructure ready after $(elapsed "$t0")s"
 cd "$REPO_ROOT"

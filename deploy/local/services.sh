@@ -36,6 +36,7 @@ start_one() {
     port_open 127.0.0.1 "$port" && die "port $port (for $svc) is taken by another process"
     pid=$(cd "$REPO_ROOT" && BACKROOM_HTTP_PORT=$port \
         BACKROOM_PRICING_URL=${BACKROOM_PRICING_URL:-http://127.0.0.1:$(port_of pricing)} \
+        BACKROOM_CATALOG_URL=${BACKROOM_CATALOG_URL:-http://127.0.0.1:$(port_of catalog)} \
         pid_start "$(pidfile "$svc")" "$DIR/$svc.log" "$PY" -m libs.kit.cli serve "$svc")
     echo "$pid"
 }

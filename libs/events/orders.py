@@ -4,7 +4,7 @@ payment instruction it sends to payments alone on the restricted internal topic.
 from datetime import datetime
 from typing import Any
 
-from libs.events.common import Money, PricedLine, WireModel
+from libs.events.common import Line, Money, PricedLine, WireModel
 
 
 class OrderPlaced(WireModel):
@@ -71,3 +71,19 @@ class PaymentInstructionIssued(WireModel):
     customer_id: str
     amount: Money
     token: str
+
+
+# --- carts (issue 12) ---------------------------------------------------------------------------
+
+
+class CartAbandoned(WireModel):
+    """An open cart with lines stayed unchanged past the store's abandonment time (subject and
+    key: the cart id). Once per idle period: a later change starts a new one. `subtotal` is at
+    the catalog prices seen when the lines were last set (absent if one had none)."""
+
+    cart_id: str
+    customer_id: str
+    email: str | None = None
+    lines: list[Line]
+    subtotal: Money | None = None
+    idle_since: datetime

@@ -1,14 +1,17 @@
-"""The outside world of orders: pricing's quote endpoint (HTTP), behind the `PricingClient` protocol."""
+"""The outside world of orders: pricing's quote endpoint (HTTP), behind the `PricingClient` protocol,
+and catalog's public product read (HTTP, for carts), behind the `CatalogClient` protocol."""
 
 import logging
 from collections.abc import Sequence
 from typing import Any, Protocol
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from libs.events.common import Money
 from libs.kit.errors import FieldError, Invalid, Unavailable
+from services.orders.domain import CatalogProduct
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +129,78 @@ def _field_errors(errors: Any) -> list[FieldError]:
         for e in errors
         if isinstance(e, dict)
     ]
+
+
+# --- carts (issue 12) ---------------------------------------------------------------------------
+
+
+class _AvailabilityIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    available: int
+    in_stock: bool
+
+
+class _ProductIn(BaseModel):
+    """The part of catalog's `GET /catalog/products/{sku}` answer a cart line needs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    sku: str
+    status: str
+    price: Money | None = None
+    availability: _AvailabilityIn
+
+
+class CatalogClient(Protocol):
+    async def product(self, sku: str, *, request_id: str) -> CatalogProduct | None:
+        """The sku's state, base price and availability now; None when catalog does not know
+        it. Raises Unavailable when catalog cannot answer."""
+        ...
+
+
+class HttpCatalog:
+    """Catalog's public product read through one pooled HTTP client, opened in the app's
+    lifespan (no caller token: the read is public)."""
+
+    def __init__(self, base_url: str, timeout_s: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.client: httpx.AsyncClient | None = None
+
+    async def open(self) -> None:
+        self.client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s)
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.aclose()
+            self.client = None
+
+    async def product(self, sku: str, *, request_id: str) -> CatalogProduct | None:
+        if self.client is None:
+            raise Unavailable("catalog is unavailable: client not started")
+        try:
+            response = await self.client.get(
+                f"/catalog/products/{quote(sku, safe='')}", headers={"X-Request-ID": request_id}
+            )
+        except httpx.HTTPError as exc:
+            log.warning("catalog unreachable: %r", exc)
+            raise Unavailable("catalog is unavailable, try again later") from exc
+        if response.status_code in (404, 422):
+            return None  # 422: catalog refuses the sku's form, so it has no such product
+        if not response.is_success:
+            raise Unavailable(f"catalog answered {response.status_code}, try again later")
+        try:
+            found = _ProductIn.model_validate_json(response.content)
+        except ValidationError as exc:
+            log.error("catalog sent a product we cannot read: %s", exc)
+            raise Unavailable("catalog answered an unreadable product") from exc
+        if found.sku != sku:
+            raise Unavailable("catalog answered another product than asked")
+        return CatalogProduct(
+            sku=found.sku,
+            active=found.status == "active",
+            price=found.price,
+            available=max(found.availability.available, 0),
+            in_stock=found.availability.in_stock,
+        )

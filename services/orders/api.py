@@ -1,4 +1,4 @@
-"""HTTP in: the orders routes of the contract, plus the operator's ship and deliver."""
+"""HTTP in: the orders routes of the contract, plus the operator's ship and deliver, and carts."""
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -16,9 +16,9 @@ from libs.kit.transactions import SessionTx
 from libs.kit.uow import Clock, UnitOfWork
 from libs.kit.validation import NoCardNumber
 from services.orders import domain, service
-from services.orders.adapters import PricingClient
+from services.orders.adapters import CatalogClient, PricingClient
 from services.orders.db import Store
-from services.orders.domain import OrderStatus, OrderView
+from services.orders.domain import CartView, OrderStatus, OrderView
 from services.orders.settings import OrdersSettings
 
 router = APIRouter(prefix="/orders", tags=["orders"])
@@ -300,3 +300,224 @@ async def ship_order(
 @router.post("/{order_id}/deliver", response_model=OrderOut)
 async def deliver_order(order_id: OrderId, caller: Admin, tx: TxDep) -> OrderOut:
     return OrderOut.from_view(await service.deliver(tx, caller, order_id))
+
+
+# --- carts (issue 12) ---------------------------------------------------------------------------
+
+carts_router = APIRouter(prefix="/carts", tags=["carts"])
+
+CartId = Annotated[str, Path(max_length=64)]
+# Catalog's sku form: a cart line's sku travels in catalog's URL.
+CART_SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+CartSku = Annotated[str, Path(pattern=CART_SKU_PATTERN, max_length=64)]
+
+
+async def _catalog(request: Request) -> CatalogClient:
+    catalog: CatalogClient = request.app.state.catalog
+    return catalog
+
+
+CatalogDep = Annotated[CatalogClient, Depends(_catalog)]
+
+
+class CartLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: str = Field(pattern=CART_SKU_PATTERN, max_length=64)
+    quantity: int = Field(ge=1, le=domain.MAX_CART_LINE_QUANTITY)
+
+
+class CartIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lines: list[CartLineIn] = Field(default=[], max_length=domain.MAX_CART_LINES)
+
+
+class CartQuantityIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # 0 removes the line.
+    quantity: int = Field(ge=0, le=domain.MAX_CART_LINE_QUANTITY)
+
+
+class CheckoutIn(BaseModel):
+    """POST /orders' body without the lines (they are the cart's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    region: str = Field(min_length=1, max_length=50)
+    shipping_address: dict[AddressKey, AddressValue] = Field(min_length=1, max_length=20)
+    shipping_method: str | None = Field(default=None, min_length=1, max_length=50)
+    payment: PaymentIn
+    email: str | None = Field(default=None, max_length=254, pattern=EMAIL_PATTERN)
+
+
+class CartLineOut(BaseModel):
+    sku: str
+    quantity: int
+    # Live from catalog: its base price (null while it has none, or the product is
+    # discontinued); the checkout's order is priced by pricing (groups, promotions, tax).
+    unit_price: Money | None
+    line_total: Money | None
+    available: int
+    in_stock: bool
+    # `available` < `quantity`: the cart keeps the line, the order's reservation decides.
+    short: bool
+    product_status: Literal["active", "discontinued", "unknown"]
+
+
+class CartOut(BaseModel):
+    id: str
+    customer_id: str
+    status: Literal["open", "checked_out"]
+    lines: list[CartLineOut]
+    subtotal: Money | None
+    currency: str | None
+    order_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    # When this idle period's CartAbandoned was emitted (null once the cart changes again).
+    abandoned_at: datetime | None
+
+    @classmethod
+    def from_view(cls, view: CartView) -> "CartOut":
+        cart = view.cart
+        return cls(
+            id=cart.id,
+            customer_id=cart.customer_id,
+            status=cart.status.value,
+            lines=[
+                CartLineOut(
+                    sku=ln.sku,
+                    quantity=ln.quantity,
+                    unit_price=ln.unit_price,
+                    line_total=ln.line_total,
+                    available=ln.available,
+                    in_stock=ln.in_stock,
+                    short=ln.available < ln.quantity,
+                    product_status=ln.product_status,
+                )
+                for ln in view.lines
+            ],
+            subtotal=view.subtotal,
+            currency=view.currency,
+            order_id=cart.order_id,
+            created_at=cart.created_at,
+            updated_at=cart.updated_at,
+            abandoned_at=cart.abandoned_at,
+        )
+
+
+@carts_router.post("", status_code=201, response_model=CartOut)
+async def create_cart(
+    caller: Caller,
+    request: Request,
+    uow: UnitOfWorkDep,
+    catalog: CatalogDep,
+    clock: ClockDep,
+    body: Annotated[CartIn | None, Body()] = None,
+) -> CartOut:
+    lines = body.lines if body else []
+    duplicate = domain.first_duplicate([line.sku for line in lines])
+    if duplicate is not None:
+        raise invalid(f"lines[{duplicate}].sku", "duplicate sku; put its quantity on one line")
+    view = await service.create_cart(
+        uow,
+        catalog,
+        caller,
+        [(line.sku, line.quantity) for line in lines],
+        email=receipt_address(caller),
+        clock=clock,
+        request_id=request_id(request),
+    )
+    return CartOut.from_view(view)
+
+
+@carts_router.get("/{cart_id}", response_model=CartOut)
+async def get_cart(
+    cart_id: CartId, caller: Caller, request: Request, uow: UnitOfWorkDep, catalog: CatalogDep
+) -> CartOut:
+    view = await service.get_cart(uow, catalog, caller, cart_id, request_id(request))
+    return CartOut.from_view(view)
+
+
+@carts_router.put("/{cart_id}/lines/{sku}", response_model=CartOut)
+async def set_cart_line(
+    cart_id: CartId,
+    sku: CartSku,
+    body: CartQuantityIn,
+    caller: Caller,
+    request: Request,
+    uow: UnitOfWorkDep,
+    catalog: CatalogDep,
+    clock: ClockDep,
+) -> CartOut:
+    view = await service.set_cart_line(
+        uow,
+        catalog,
+        caller,
+        cart_id,
+        sku,
+        body.quantity,
+        email=receipt_address(caller),
+        clock=clock,
+        request_id=request_id(request),
+    )
+    return CartOut.from_view(view)
+
+
+@carts_router.post(
+    "/{cart_id}/checkout",
+    status_code=202,
+    response_model=OrderOut,
+    responses={200: {"model": OrderOut, "description": "replay of an earlier identical request"}},
+)
+async def checkout_cart(
+    cart_id: CartId,
+    body: CheckoutIn,
+    caller: Caller,
+    request: Request,
+    response: Response,
+    uow: UnitOfWorkDep,
+    pricing: PricingDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+) -> OrderOut:
+    if idempotency_key is None:
+        raise invalid("Idempotency-Key", "header is required")
+    email = receipt_address(caller)
+    if body.email is not None and (email is None or body.email.casefold() != email.casefold()):
+        raise invalid(
+            "email",
+            "must be the verified email of the token (the `email` claim), or left out: "
+            "order emails go only to the customer's own address",
+        )
+    order = service.OrderRequest(
+        customer_id=caller.sub,
+        idempotency_key=idempotency_key,
+        # The cart is part of the request: one key cannot check out two carts.
+        request_hash=request_hash({"cart_id": cart_id, **body.model_dump(mode="json")}),
+        lines=[],  # the cart's, read by the use case
+        region=body.region,
+        shipping_address=body.shipping_address,
+        email=email,
+        payment_token=body.payment.token,
+        shipping_method=body.shipping_method,
+    )
+    placed = await service.checkout_cart(
+        uow,
+        pricing,
+        caller,
+        cart_id,
+        order,
+        clock=clock,
+        reservation_ttl_s=settings.reservation_ttl_s,
+        request_id=request_id(request),
+        authorization=request.headers.get("authorization"),
+    )
+    if placed.replayed:
+        response.status_code = 200
+    return OrderOut.from_view(placed.order)

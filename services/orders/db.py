@@ -1,5 +1,5 @@
-"""Orders tables (orders with their priced snapshot, their status history, idempotency keys) and
-every query on them, as repositories returning the domain's objects and read models."""
+"""Orders tables (orders with their priced snapshot, their status history, idempotency keys, carts)
+and every query on them, as repositories returning the domain's objects and read models."""
 
 from collections.abc import Iterable
 from datetime import datetime
@@ -33,6 +33,9 @@ from sqlalchemy.engine import Row
 from libs.events.common import Money, PricedLine
 from libs.kit.db import DbSession
 from services.orders.domain import (
+    Cart,
+    CartLine,
+    CartStatus,
     HistoryEntry,
     LockedOrder,
     Order,
@@ -381,6 +384,7 @@ class Store:
     def __init__(self, session: DbSession) -> None:
         self.orders = Orders(session)
         self.keys = IdempotencyKeys(session)
+        self.carts = Carts(session)
 
 
 def _lines(raw: Iterable[dict[str, Any]]) -> tuple[PricedLine, ...]:
@@ -437,4 +441,216 @@ def _view(row: Row[Any], history: tuple[HistoryEntry, ...]) -> OrderView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         history=history,
+    )
+
+
+# --- carts (issue 12) ---------------------------------------------------------------------------
+
+_CART_STATUSES = "'open', 'checked_out'"
+
+carts = Table(
+    "carts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("customer_id", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    # The token's receipt address when the cart was last changed: what CartAbandoned tells.
+    Column("email", String(254)),
+    # One more with every change: a checkout closes the cart only at the revision it ordered.
+    Column("revision", BigInteger, nullable=False, server_default=text("0")),
+    Column("order_id", String(64), ForeignKey("orders.id")),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # The service clock's time of the last change: the idle period starts there.
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    # Set when this idle period's CartAbandoned was emitted; a change clears it.
+    Column("abandoned_at", DateTime(timezone=True)),
+    CheckConstraint(f"status IN ({_CART_STATUSES})", name="ck_carts_status"),
+    CheckConstraint(
+        "(status = 'checked_out') = (order_id IS NOT NULL)", name="ck_carts_order_when_checked_out"
+    ),
+    # The abandonment sweep only ever looks at open carts not yet reported for this idle period.
+    Index(
+        "ix_carts_open_idle",
+        "updated_at",
+        postgresql_where=text("status = 'open' AND abandoned_at IS NULL"),
+    ),
+)
+
+cart_lines = Table(
+    "cart_lines",
+    metadata,
+    Column("cart_id", String(64), ForeignKey("carts.id"), nullable=False),
+    Column("sku", String(64), nullable=False),
+    # Insertion order: lines are shown (and ordered) in the order they were first added.
+    Column("position", BigInteger, Identity(always=True), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    # Catalog's price when the line was last set (minor units of `currency`), if it had one.
+    Column("seen_price", BigInteger),
+    Column("seen_currency", String(3)),
+    PrimaryKeyConstraint("cart_id", "sku"),
+    CheckConstraint("quantity > 0", name="ck_cart_lines_quantity_positive"),
+)
+
+# A line set to a quantity: a new row, or the existing one changed in place (ON CONFLICT on the
+# (cart_id, sku) key), so two requests setting two skus at once both keep their line.
+SET_CART_LINE = text(
+    "INSERT INTO cart_lines (cart_id, sku, quantity, seen_price, seen_currency)"
+    " VALUES (:cart_id, :sku, :quantity, :seen_price, :seen_currency)"
+    " ON CONFLICT (cart_id, sku) DO UPDATE SET quantity = excluded.quantity,"
+    " seen_price = excluded.seen_price, seen_currency = excluded.seen_currency"
+)
+
+# Open, non-empty carts idle since before :idle_before and not yet reported, oldest first, each
+# marked abandoned in the same statement; rows another sweeper holds are skipped (SKIP LOCKED),
+# so two replicas never report one cart twice.
+MARK_ABANDONED = text(
+    "WITH due AS ("
+    "SELECT carts.id FROM carts"
+    " WHERE carts.status = 'open' AND carts.abandoned_at IS NULL"
+    " AND carts.updated_at < :idle_before"
+    " AND EXISTS (SELECT 1 FROM cart_lines WHERE cart_lines.cart_id = carts.id)"
+    " ORDER BY carts.updated_at LIMIT :limit"
+    " FOR UPDATE OF carts SKIP LOCKED"
+    ")"
+    " UPDATE carts SET abandoned_at = :now FROM due WHERE carts.id = due.id"
+    " RETURNING carts.id"
+).bindparams(
+    bindparam("idle_before", type_=carts.c.updated_at.type),
+    bindparam("now", type_=carts.c.abandoned_at.type),
+)
+
+
+class Carts:
+    """The carts and their lines: written, locked for a change, closed by a checkout, swept."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def add(self, cart: Cart) -> None:
+        await self.session.execute(
+            carts.insert().values(
+                id=cart.id,
+                customer_id=cart.customer_id,
+                status=cart.status.value,
+                email=cart.email,
+                revision=cart.revision,
+                created_at=cart.created_at,
+                updated_at=cart.updated_at,
+            )
+        )
+        for line in cart.lines:
+            await self.set_line(cart.id, line)
+
+    async def get(self, cart_id: str) -> Cart | None:
+        row = (await self.session.execute(select(carts).where(carts.c.id == cart_id))).first()
+        return None if row is None else await self._cart(row)
+
+    async def lock(self, cart_id: str) -> Cart | None:
+        """The cart, its row locked until the transaction ends (FOR UPDATE): line changes and
+        the checkout's close take their turns on it."""
+        row = (
+            await self.session.execute(select(carts).where(carts.c.id == cart_id).with_for_update())
+        ).first()
+        return None if row is None else await self._cart(row)
+
+    async def set_line(self, cart_id: str, line: CartLine) -> None:
+        price = line.seen_price
+        await self.session.execute(
+            SET_CART_LINE,
+            {
+                "cart_id": cart_id,
+                "sku": line.sku,
+                "quantity": line.quantity,
+                "seen_price": price.amount if price else None,
+                "seen_currency": price.currency if price else None,
+            },
+        )
+
+    async def remove_line(self, cart_id: str, sku: str) -> bool:
+        removed = await self.session.scalar(
+            cart_lines.delete()
+            .where(cart_lines.c.cart_id == cart_id, cart_lines.c.sku == sku)
+            .returning(cart_lines.c.sku)
+        )
+        return removed is not None
+
+    async def touch(self, cart_id: str, now: datetime, email: str | None) -> None:
+        """A change: the next revision, a new idle period (abandonment cleared)."""
+        await self.session.execute(
+            update(carts)
+            .where(carts.c.id == cart_id)
+            .values(
+                revision=carts.c.revision + 1,
+                updated_at=now,
+                abandoned_at=None,
+                email=func.coalesce(literal(email, carts.c.email.type), carts.c.email),
+            )
+        )
+
+    async def close(self, cart_id: str, order_id: str, revision: int, now: datetime) -> bool:
+        """Check the cart out for the order, if it is still open at `revision`; False (nothing
+        written) otherwise."""
+        closed = await self.session.scalar(
+            update(carts)
+            .where(
+                carts.c.id == cart_id,
+                carts.c.status == CartStatus.OPEN.value,
+                carts.c.revision == revision,
+            )
+            .values(
+                status=CartStatus.CHECKED_OUT.value,
+                order_id=order_id,
+                revision=carts.c.revision + 1,
+                updated_at=now,
+            )
+            .returning(carts.c.id)
+        )
+        return closed is not None
+
+    async def mark_abandoned(self, idle_before: datetime, now: datetime, limit: int) -> list[Cart]:
+        ids = list(
+            await self.session.scalars(
+                MARK_ABANDONED, {"idle_before": idle_before, "now": now, "limit": limit}
+            )
+        )
+        if not ids:
+            return []
+        rows = (await self.session.execute(select(carts).where(carts.c.id.in_(ids)))).all()
+        lines = await self._lines(ids)
+        found = [_cart(row, lines.get(row.id, ())) for row in rows]
+        return sorted(found, key=lambda c: (c.updated_at, c.id))
+
+    async def _cart(self, row: Row[Any]) -> Cart:
+        lines = await self._lines([row.id])
+        return _cart(row, lines.get(row.id, ()))
+
+    async def _lines(self, cart_ids: list[str]) -> dict[str, tuple[CartLine, ...]]:
+        rows = await self.session.execute(
+            select(cart_lines)
+            .where(cart_lines.c.cart_id.in_(cart_ids))
+            .order_by(cart_lines.c.position)
+        )
+        by_cart: dict[str, list[CartLine]] = {}
+        for row in rows:
+            price = (
+                Money(amount=row.seen_price, currency=row.seen_currency)
+                if row.seen_price is not None and row.seen_currency
+                else None
+            )
+            by_cart.setdefault(row.cart_id, []).append(CartLine(row.sku, row.quantity, price))
+        return {cart_id: tuple(lines) for cart_id, lines in by_cart.items()}
+
+
+def _cart(row: Row[Any], lines: tuple[CartLine, ...]) -> Cart:
+    return Cart(
+        id=row.id,
+        customer_id=row.customer_id,
+        status=CartStatus(row.status),
+        email=row.email,
+        lines=lines,
+        revision=row.revision,
+        order_id=row.order_id,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        abandoned_at=row.abandoned_at,
     )

@@ -262,3 +262,136 @@ class StoredKey:
 
     request_hash: str
     order_id: str
+
+
+# --- carts (issue 12) ---------------------------------------------------------------------------
+
+
+class CartStatus(StrEnum):
+    OPEN = "open"
+    CHECKED_OUT = "checked_out"
+
+
+# A line holds 1..999 units (0 in a PUT removes it); a cart holds at most as many lines as an
+# order may (POST /orders takes 100).
+MAX_CART_LINE_QUANTITY = 999
+MAX_CART_LINES = 100
+
+
+@dataclass(frozen=True)
+class CartLine:
+    """A sku in a cart, with the catalog price seen when the line was last set (what an
+    abandonment event reports without asking catalog again)."""
+
+    sku: str
+    quantity: int
+    seen_price: Money | None = None
+
+
+@dataclass(frozen=True)
+class Cart:
+    """A cart as stored: its lines in the order they were first added. `revision` grows with
+    every change, so a checkout closes exactly the lines it ordered."""
+
+    id: str
+    customer_id: str
+    status: CartStatus
+    email: str | None
+    lines: tuple[CartLine, ...]
+    revision: int
+    order_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    abandoned_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class CatalogProduct:
+    """What catalog's public product read says of a sku now: its state, base price, stock."""
+
+    sku: str
+    active: bool
+    price: Money | None
+    available: int
+    in_stock: bool
+
+
+@dataclass(frozen=True)
+class LiveCartLine:
+    """A cart line with what it costs and how much of it there is right now. `available` below
+    `quantity` is allowed (stock moves; the order's reservation decides), it is only flagged."""
+
+    sku: str
+    quantity: int
+    unit_price: Money | None
+    line_total: Money | None
+    available: int
+    in_stock: bool
+    # "active", "discontinued", or "unknown" (catalog no longer knows the sku).
+    product_status: str
+
+
+@dataclass(frozen=True)
+class CartView:
+    """A cart as its owner reads it: every line priced and stocked live, and the subtotal (None
+    when some line has no price, or prices are in several currencies)."""
+
+    cart: Cart
+    lines: tuple[LiveCartLine, ...]
+    subtotal: Money | None
+    currency: str | None
+
+
+def is_purchasable(product: CatalogProduct | None) -> bool:
+    return product is not None and product.active
+
+
+def live_cart(cart: Cart, products: dict[str, CatalogProduct | None]) -> CartView:
+    """Price and stock each line from `products` (None: catalog does not know the sku)."""
+    lines = tuple(_live_line(line, products.get(line.sku)) for line in cart.lines)
+    subtotal, currency = _sum(
+        [line.line_total for line in lines], empty=not lines, seen=[ln.unit_price for ln in lines]
+    )
+    return CartView(cart=cart, lines=lines, subtotal=subtotal, currency=currency)
+
+
+def seen_subtotal(lines: tuple[CartLine, ...]) -> Money | None:
+    """The lines' total at the prices seen when each was set (None if one had no price)."""
+    subtotal, _ = _sum(
+        [_times(ln.seen_price, ln.quantity) for ln in lines],
+        empty=not lines,
+        seen=[ln.seen_price for ln in lines],
+    )
+    return subtotal
+
+
+def _live_line(line: CartLine, product: CatalogProduct | None) -> LiveCartLine:
+    if product is None:
+        return LiveCartLine(line.sku, line.quantity, None, None, 0, False, "unknown")
+    # A discontinued product cannot be bought: no price is shown for it.
+    price = product.price if product.active else None
+    return LiveCartLine(
+        sku=line.sku,
+        quantity=line.quantity,
+        unit_price=price,
+        line_total=_times(price, line.quantity),
+        available=product.available,
+        in_stock=product.in_stock,
+        product_status="active" if product.active else "discontinued",
+    )
+
+
+def _times(price: Money | None, quantity: int) -> Money | None:
+    return None if price is None else Money(amount=price.amount * quantity, currency=price.currency)
+
+
+def _sum(
+    totals: list[Money | None], *, empty: bool, seen: list[Money | None]
+) -> tuple[Money | None, str | None]:
+    """(sum, currency) of line totals: None for the sum unless every line has a total in one
+    currency; the currency is the one all priced lines share (None if none or several)."""
+    currencies = {m.currency for m in seen if m is not None}
+    currency = next(iter(currencies)) if len(currencies) == 1 else None
+    if empty or currency is None or any(t is None for t in totals):
+        return None, currency
+    return Money(amount=sum(t.amount for t in totals if t is not None), currency=currency), currency

@@ -1,5 +1,5 @@
 """Events and the clock in: stock and payment facts decide pending orders and finish cancellations;
-the deadline sweep rejects orders whose reservation ran out."""
+the deadline sweep rejects orders whose reservation ran out; the cart sweep reports abandoned carts."""
 
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -18,7 +18,8 @@ from libs.kit.db import Database
 from libs.kit.inbox import EventContext, EventHandler, EventProcessor
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.transactions import SessionTx
-from libs.kit.uow import Clock
+from libs.kit.uow import Clock, UnitOfWork
+from libs.kit.worker import full_batches
 from services.orders import service
 from services.orders.db import Store
 from services.orders.service import Claimed
@@ -131,3 +132,23 @@ def deadline_sweep(
         return swept if swept >= limit else 0
 
     return step
+
+
+# --- carts (issue 12) ---------------------------------------------------------------------------
+
+
+def cart_abandonment_sweep(
+    uow: UnitOfWork[service.Store], clock: Clock, *, idle_after_s: int, batch: int
+) -> Callable[[], Awaitable[int]]:
+    """One pass of the abandonment sweep, as a `Worker` step (again at once after a full
+    batch): carts idle past `idle_after_s` are reported with CartAbandoned."""
+
+    async def step() -> int:
+        found = await service.abandon_idle_carts(
+            uow, clock(), idle_after_s=idle_after_s, limit=batch
+        )
+        if found:
+            log.info("reported %d abandoned cart(s)", found)
+        return found
+
+    return full_batches(step, batch)

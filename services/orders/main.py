@@ -8,7 +8,7 @@ from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.uow import Clock, utc_now
 from libs.kit.worker import Worker
 from services.orders import api, handlers
-from services.orders.adapters import HttpPricing
+from services.orders.adapters import HttpCatalog, HttpPricing
 from services.orders.db import Store
 from services.orders.settings import OrdersSettings
 
@@ -25,23 +25,38 @@ def create_app(settings: OrdersSettings | None = None, clock: Clock = utc_now) -
         handlers.deadline_sweep(claims, clock, settings.deadline_sweep_batch),
         settings.deadline_sweep_interval_s,
     )
+    catalog = HttpCatalog(settings.catalog_url, settings.catalog_timeout_s)
+    cart_sweep = Worker(
+        "orders-cart-abandonment-sweep",
+        handlers.cart_abandonment_sweep(
+            DatabaseUnitOfWork(runtime.db, settings.service_name, Store),
+            clock,
+            idle_after_s=settings.cart_abandon_after_s,
+            batch=settings.cart_sweep_batch,
+        ),
+        settings.cart_sweep_interval_s,
+    )
 
     async def start_background(runtime: Runtime) -> None:
         await pricing.open()
+        await catalog.open()
         runtime.start_worker(sweep)
+        runtime.start_worker(cart_sweep)
 
     async def close_pricing(_: Runtime) -> None:
         await pricing.close()
+        await catalog.close()
 
     app = create_service_app(
         runtime,
-        routers=[api.router],
+        routers=[api.router, api.carts_router],
         title="Backroom orders",
         on_startup=start_background,
         on_shutdown=close_pricing,
     )
     app.state.settings = settings
     app.state.pricing = pricing
+    app.state.catalog = catalog
     app.state.clock = clock
     app.state.unit_of_work = DatabaseUnitOfWork(runtime.db, settings.service_name, Store)
     return app

@@ -1,7 +1,9 @@
 """Orders use cases: place (priced, idempotent), read, cancel, ship, deliver, expire overdue
 orders, and apply stock and payment facts. Every change locks the order and lets domain.py decide;
-a new status gets its history entry and its event in the same transaction."""
+a new status gets its history entry and its event in the same transaction. Carts: create, change
+lines (checked against catalog), read live, check out through place_order, report abandoned."""
 
+import asyncio
 import logging
 import uuid
 from collections.abc import Callable
@@ -12,8 +14,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from libs.events.common import Money, PricedLine
+from libs.events.common import Line, Money, PricedLine
 from libs.events.orders import (
+    CartAbandoned,
     OrderCancellationRequested,
     OrderCancelled,
     OrderConfirmed,
@@ -24,11 +27,16 @@ from libs.events.orders import (
     PaymentInstructionIssued,
 )
 from libs.kit.auth import Principal
-from libs.kit.errors import Conflict, NotFound
+from libs.kit.errors import Conflict, Forbidden, Invalid, NotFound
 from libs.kit.uow import Clock, Tx, UnitOfWork
 from services.orders import domain
-from services.orders.adapters import PricingClient, Quote
+from services.orders.adapters import CatalogClient, PricingClient, Quote
 from services.orders.domain import (
+    Cart,
+    CartLine,
+    CartStatus,
+    CartView,
+    CatalogProduct,
     IllegalTransition,
     LockedOrder,
     Order,
@@ -97,6 +105,9 @@ class Store(Protocol):
     @property
     def keys(self) -> KeyRepository: ...
 
+    @property
+    def carts(self) -> "CartRepository": ...
+
 
 @dataclass(frozen=True)
 class Claimed:
@@ -130,6 +141,7 @@ class OrderRequest:
     shipping_address: dict[str, str]
     email: str | None
     payment_token: str
+    shipping_method: str | None = None
 
 
 @dataclass(frozen=True)
@@ -148,11 +160,14 @@ async def place_order(
     reservation_ttl_s: int,
     request_id: str,
     authorization: str | None,
+    cart: "CartClosing | None" = None,
 ) -> Placed:
     """Answer a replay from the database alone; otherwise price the lines (outside any
     transaction: a slow pricing holds no connection), then write the key, the pending order, its
     history and its two events in one transaction. Pricing's refusals (Invalid) and outages
-    (Unavailable) pass through and spend no key. The events carry the request id."""
+    (Unavailable) pass through and spend no key. The events carry the request id. A checkout
+    names its `cart`: it is closed in that same transaction (Conflict, nothing written, when it
+    was checked out or changed meanwhile)."""
     async with uow(request_id) as tx:
         replayed = await _replay(tx.store, request)
     if replayed is not None:
@@ -172,6 +187,8 @@ async def place_order(
             if replayed is None:  # the winner rolled back between our insert and read
                 raise Conflict("a request with this Idempotency-Key is in flight; retry")
             return Placed(replayed, replayed=True)
+        if cart is not None:
+            await _close_cart(store, cart, order.id, clock())
         await tx.events.emit(
             OrderPlaced(
                 order_id=order.id,
@@ -486,3 +503,270 @@ def _status_event(order: LockedOrder, after: Order, tracking: dict[str, Any] | N
         case OrderStatus.DELIVERED:
             return OrderDelivered(**who)
     raise AssertionError(f"no event for a move to {after.status}")
+
+
+# --- carts (issue 12) ---------------------------------------------------------------------------
+# A cart is the customer's own: another customer's reads as missing. Catalog answers outside any
+# transaction (one call per line, concurrently); a line is written with the cart's row locked, so
+# changes and the checkout's close take turns and no line is lost.
+
+
+class CartRepository(Protocol):
+    async def add(self, cart: Cart) -> None: ...
+
+    async def get(self, cart_id: str) -> Cart | None: ...
+
+    async def lock(self, cart_id: str) -> Cart | None:
+        """The cart, held until the transaction ends."""
+        ...
+
+    async def set_line(self, cart_id: str, line: CartLine) -> None:
+        """Insert the line, or change the existing line of its sku in place."""
+        ...
+
+    async def remove_line(self, cart_id: str, sku: str) -> bool: ...
+
+    async def touch(self, cart_id: str, now: datetime, email: str | None) -> None:
+        """Record a change at `now`: next revision, abandonment cleared, email kept if None."""
+        ...
+
+    async def close(self, cart_id: str, order_id: str, revision: int, now: datetime) -> bool:
+        """Check the cart out for the order if it is open at `revision`; False otherwise."""
+        ...
+
+    async def mark_abandoned(self, idle_before: datetime, now: datetime, limit: int) -> list[Cart]:
+        """Mark (at `now`) and return up to `limit` open carts with lines, unchanged since before
+        `idle_before` and not marked yet; carts another transaction holds are skipped."""
+        ...
+
+
+@dataclass(frozen=True)
+class CartClosing:
+    """The cart a checkout closes, at the revision whose lines it ordered."""
+
+    cart_id: str
+    revision: int
+
+
+UNKNOWN_SKU = "unknown sku"
+DISCONTINUED = "the product is discontinued"
+
+
+async def create_cart(
+    uow: UnitOfWork[Store],
+    catalog: CatalogClient,
+    caller: Principal,
+    lines: list[tuple[str, int]],
+    *,
+    email: str | None,
+    clock: Clock,
+    request_id: str,
+) -> CartView:
+    """A new open cart for the caller, with `lines` if given (each sku must be an active
+    product: Invalid naming `lines[i].sku` otherwise)."""
+    products = await _products(catalog, [sku for sku, _ in lines], request_id)
+    for index, (sku, _) in enumerate(lines):
+        refusal = _refusal(products[sku])
+        if refusal is not None:
+            raise Invalid.field(f"lines[{index}].sku", refusal)
+    now = clock()
+    cart = Cart(
+        id=str(uuid.uuid4()),
+        customer_id=caller.sub,
+        status=CartStatus.OPEN,
+        email=email,
+        lines=tuple(CartLine(sku, quantity, _price(products[sku])) for sku, quantity in lines),
+        revision=0,
+        order_id=None,
+        created_at=now,
+        updated_at=now,
+    )
+    async with uow(request_id) as tx:
+        await tx.store.carts.add(cart)
+    return domain.live_cart(cart, products)
+
+
+async def get_cart(
+    uow: UnitOfWork[Store], catalog: CatalogClient, caller: Principal, cart_id: str, request_id: str
+) -> CartView:
+    """The cart (owner or admin) with each line's price and availability as catalog has them
+    now."""
+    async with uow(request_id) as tx:
+        cart = _visible_cart(await tx.store.carts.get(cart_id), caller, cart_id)
+    return await _live(catalog, cart, {}, request_id)
+
+
+async def set_cart_line(
+    uow: UnitOfWork[Store],
+    catalog: CatalogClient,
+    caller: Principal,
+    cart_id: str,
+    sku: str,
+    quantity: int,
+    *,
+    email: str | None,
+    clock: Clock,
+    request_id: str,
+) -> CartView:
+    """Set the sku's line to `quantity` (0 removes it; removing an absent line changes nothing).
+    A positive quantity needs an active product (Invalid naming `sku`); a checked-out cart is a
+    Conflict. Quantities beyond availability are kept, and flagged by the live view."""
+    async with uow(request_id) as tx:
+        # Refuse a missing or closed cart before asking catalog anything.
+        _open(_owned_cart(await tx.store.carts.get(cart_id), caller, cart_id))
+    product: CatalogProduct | None = None
+    if quantity > 0:
+        product = await catalog.product(sku, request_id=request_id)
+        refusal = _refusal(product)
+        if refusal is not None:
+            raise Invalid.field("sku", refusal)
+    async with uow(request_id) as tx:
+        carts = tx.store.carts
+        cart = _open(_owned_cart(await carts.lock(cart_id), caller, cart_id))
+        present = any(line.sku == sku for line in cart.lines)
+        if quantity == 0:
+            if present:
+                await carts.remove_line(cart_id, sku)
+                await carts.touch(cart_id, clock(), email)
+        else:
+            if not present and len(cart.lines) >= domain.MAX_CART_LINES:
+                raise Invalid.field("sku", f"a cart holds at most {domain.MAX_CART_LINES} lines")
+            await carts.set_line(cart_id, CartLine(sku, quantity, _price(product)))
+            await carts.touch(cart_id, clock(), email)
+        after = await carts.get(cart_id)
+    if after is None:  # the cart row is locked: it cannot vanish meanwhile
+        raise NotFound(f"cart {cart_id}")
+    return await _live(catalog, after, {sku: product} if product else {}, request_id)
+
+
+async def checkout_cart(
+    uow: UnitOfWork[Store],
+    pricing: PricingClient,
+    caller: Principal,
+    cart_id: str,
+    request: OrderRequest,
+    *,
+    clock: Clock,
+    reservation_ttl_s: int,
+    request_id: str,
+    authorization: str | None,
+) -> Placed:
+    """Place the cart's lines as an order exactly as POST /orders does (`request` carries the
+    key, where, how and who; its lines are replaced by the cart's) and close the cart in the
+    order's transaction. A replay answers the order it placed; a cart already checked out is a
+    Conflict; an empty one is Invalid naming `lines`."""
+    async with uow(request_id) as tx:
+        cart = _owned_cart(await tx.store.carts.get(cart_id), caller, cart_id)
+        # The key first: a replay of this very checkout finds the cart closed, and must not fail.
+        replayed = await _replay(tx.store, request)
+    if replayed is not None:
+        return Placed(replayed, replayed=True)
+    _open(cart)
+    if not cart.lines:
+        raise Invalid.field("lines", "the cart is empty: add lines before checking out")
+    ordered = OrderRequest(
+        customer_id=request.customer_id,
+        idempotency_key=request.idempotency_key,
+        request_hash=request.request_hash,
+        lines=[(line.sku, line.quantity) for line in cart.lines],
+        region=request.region,
+        shipping_address=request.shipping_address,
+        email=request.email,
+        payment_token=request.payment_token,
+        shipping_method=request.shipping_method,
+    )
+    return await place_order(
+        uow,
+        pricing,
+        ordered,
+        clock=clock,
+        reservation_ttl_s=reservation_ttl_s,
+        request_id=request_id,
+        authorization=authorization,
+        cart=CartClosing(cart.id, cart.revision),
+    )
+
+
+async def abandon_idle_carts(
+    uow: UnitOfWork[Store], now: datetime, *, idle_after_s: int, limit: int
+) -> int:
+    """Mark open carts with lines left unchanged for `idle_after_s` as abandoned and emit each
+    one's CartAbandoned, in one transaction (at most `limit`); returns how many. A cart is
+    reported once per idle period: the mark and the event commit together, and another sweeper
+    skips the rows this one holds."""
+    async with uow() as tx:
+        found = await tx.store.carts.mark_abandoned(
+            now - timedelta(seconds=idle_after_s), now, limit
+        )
+        for cart in found:
+            await tx.events.emit(
+                CartAbandoned(
+                    cart_id=cart.id,
+                    customer_id=cart.customer_id,
+                    email=cart.email,
+                    lines=[Line(sku=ln.sku, quantity=ln.quantity) for ln in cart.lines],
+                    subtotal=domain.seen_subtotal(cart.lines),
+                    idle_since=cart.updated_at,
+                ),
+                subject=cart.id,
+            )
+    return len(found)
+
+
+async def _close_cart(store: Store, cart: CartClosing, order_id: str, now: datetime) -> None:
+    if await store.carts.close(cart.cart_id, order_id, cart.revision, now):
+        return
+    current = await store.carts.get(cart.cart_id)
+    if current is not None and current.status is CartStatus.CHECKED_OUT:
+        raise Conflict("cart already checked out")
+    raise Conflict("the cart changed during checkout: read it and check out again")
+
+
+async def _products(
+    catalog: CatalogClient, skus: list[str], request_id: str
+) -> dict[str, CatalogProduct | None]:
+    """Catalog's answer for each sku, asked concurrently (one call per sku)."""
+    unique = list(dict.fromkeys(skus))
+    found = await asyncio.gather(*(catalog.product(s, request_id=request_id) for s in unique))
+    return dict(zip(unique, found, strict=True))
+
+
+async def _live(
+    catalog: CatalogClient,
+    cart: Cart,
+    known: dict[str, CatalogProduct | None],
+    request_id: str,
+) -> CartView:
+    missing = [line.sku for line in cart.lines if line.sku not in known]
+    return domain.live_cart(cart, {**await _products(catalog, missing, request_id), **known})
+
+
+def _refusal(product: CatalogProduct | None) -> str | None:
+    if product is None:
+        return UNKNOWN_SKU
+    return None if domain.is_purchasable(product) else DISCONTINUED
+
+
+def _price(product: CatalogProduct | None) -> Money | None:
+    return product.price if product is not None else None
+
+
+def _visible_cart(cart: Cart | None, caller: Principal, cart_id: str) -> Cart:
+    # As with orders: another customer's cart is reported missing, its id not confirmed.
+    if cart is None or not caller.can_see(cart.customer_id):
+        raise NotFound(f"cart {cart_id}")
+    return cart
+
+
+def _owned_cart(cart: Cart | None, caller: Principal, cart_id: str) -> Cart:
+    """Only the owner changes or checks out a cart; an admin may read it, not change it."""
+    visible = _visible_cart(cart, caller, cart_id)
+    if visible.customer_id != caller.sub:
+        raise Forbidden("only the cart's owner can change or check out a cart")
+    return visible
+
+
+def _open(cart: Cart) -> Cart:
+    if cart.status is not CartStatus.OPEN:
+        raise Conflict("cart already checked out")
+    return cart

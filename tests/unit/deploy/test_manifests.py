@@ -404,6 +404,9 @@ def rendered_local_template() -> str:
     return text
 
 
+# Each service's own prefix, and the resources another service owns (issue 12: orders' carts).
+GATEWAY_PREFIXES = {f"/{s}": s for s in SERVICES} | {"/carts": "orders"}
+
 GATEWAY_CONFIGS = {
     "compose": (COMPOSE_NGINX, compose_http_port),
     "k8s": (K8S_NGINX, lambda svc: service_port(k8s_one("Service", svc), "http")["port"]),
@@ -695,12 +698,12 @@ def test_compose_gateway_is_nginx_with_the_compose_config_on_8000() -> None:
 def test_gateway_routes_exactly_the_six_prefixes_to_their_service(where: str) -> None:
     path, port_of = GATEWAY_CONFIGS[where]
     locations, upstreams, _ = nginx_routes(path)
-    assert set(locations) == {f"/{s}" for s in SERVICES}
-    for service in SERVICES:
-        target = re.fullmatch(r"http://(\w+)", locations[f"/{service}"])
-        assert target, f"proxy_pass for /{service} must have no URI part (the prefix is kept)"
+    assert set(locations) == set(GATEWAY_PREFIXES)
+    for prefix, service in GATEWAY_PREFIXES.items():
+        target = re.fullmatch(r"http://(\w+)", locations[prefix])
+        assert target, f"proxy_pass for {prefix} must have no URI part (the prefix is kept)"
         servers = upstreams[target.group(1)]
-        assert servers == [f"{service}:{port_of(service)}"], f"{where}: upstream of /{service}"
+        assert servers == [f"{service}:{port_of(service)}"], f"{where}: upstream of {prefix}"
 
 
 def test_gateway_configs_keep_the_local_gateways_routes() -> None:
@@ -1021,7 +1024,7 @@ def test_k8s_gateway_serves_its_generated_config_on_the_nginx_listen_port() -> N
 def test_k8s_ingress_routes_the_six_prefixes_to_the_gateway() -> None:
     (ingress,) = k8s_all("Ingress").values()
     paths = [p for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]]
-    assert sorted(p["path"] for p in paths) == sorted(f"/{s}" for s in SERVICES)
+    assert sorted(p["path"] for p in paths) == sorted(GATEWAY_PREFIXES)
     gateway = k8s_one("Service", K8S_GATEWAY)
     for path in paths:
         assert path["pathType"] == "Prefix"

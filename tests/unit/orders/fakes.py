@@ -4,7 +4,7 @@ Kafka."""
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -18,6 +18,10 @@ from libs.kit.uow import Clock, Tx
 from services.orders import service
 from services.orders.adapters import Quote, QuoteLine
 from services.orders.domain import (
+    Cart,
+    CartLine,
+    CartStatus,
+    CatalogProduct,
     HistoryEntry,
     LockedOrder,
     Order,
@@ -193,6 +197,7 @@ class FakeStore:
         self.history = FakeHistory(self.clock)
         self.keys = FakeKeys()
         self.orders = FakeOrders(self.history, self.keys, self.clock)
+        self.carts = FakeCarts()
 
 
 @dataclass
@@ -419,3 +424,120 @@ class World:
 
     def history(self, order_id: str) -> list[tuple[OrderStatus, str | None]]:
         return [(h.status, h.reason) for h in self.store.history.entries.get(order_id, [])]
+
+
+# --- carts (issue 12) ---------------------------------------------------------------------------
+
+
+class FakeCarts:
+    """Carts in a dict, lines in insertion order. `held` are cart ids another transaction has
+    locked: the abandonment sweep skips them as SKIP LOCKED would."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, Cart] = {}
+        self.held: set[str] = set()
+
+    async def add(self, cart: Cart) -> None:
+        if cart.id in self.rows:
+            raise AssertionError(f"cart {cart.id} written twice")
+        self.rows[cart.id] = cart
+
+    async def get(self, cart_id: str) -> Cart | None:
+        return self.rows.get(cart_id)
+
+    async def lock(self, cart_id: str) -> Cart | None:
+        return self.rows.get(cart_id)
+
+    async def set_line(self, cart_id: str, line: CartLine) -> None:
+        cart = self.rows[cart_id]
+        lines = list(cart.lines)
+        for index, old in enumerate(lines):
+            if old.sku == line.sku:
+                lines[index] = line
+                break
+        else:
+            lines.append(line)
+        self.rows[cart_id] = replace(cart, lines=tuple(lines))
+
+    async def remove_line(self, cart_id: str, sku: str) -> bool:
+        cart = self.rows[cart_id]
+        kept = tuple(ln for ln in cart.lines if ln.sku != sku)
+        self.rows[cart_id] = replace(cart, lines=kept)
+        return len(kept) < len(cart.lines)
+
+    async def touch(self, cart_id: str, now: datetime, email: str | None) -> None:
+        cart = self.rows[cart_id]
+        self.rows[cart_id] = replace(
+            cart,
+            revision=cart.revision + 1,
+            updated_at=now,
+            abandoned_at=None,
+            email=email if email is not None else cart.email,
+        )
+
+    async def close(self, cart_id: str, order_id: str, revision: int, now: datetime) -> bool:
+        cart = self.rows.get(cart_id)
+        if cart is None or cart.status is not CartStatus.OPEN or cart.revision != revision:
+            return False
+        self.rows[cart_id] = replace(
+            cart,
+            status=CartStatus.CHECKED_OUT,
+            order_id=order_id,
+            revision=revision + 1,
+            updated_at=now,
+        )
+        return True
+
+    async def mark_abandoned(self, idle_before: datetime, now: datetime, limit: int) -> list[Cart]:
+        due = sorted(
+            (
+                c
+                for c in self.rows.values()
+                if c.status is CartStatus.OPEN
+                and c.abandoned_at is None
+                and c.lines
+                and c.updated_at < idle_before
+                and c.id not in self.held
+            ),
+            key=lambda c: (c.updated_at, c.id),
+        )[:limit]
+        for cart in due:
+            self.rows[cart.id] = replace(cart, abandoned_at=now)
+        return [self.rows[c.id] for c in due]
+
+
+def product(
+    sku: str, price: int | None = 1250, available: int = 10, active: bool = True
+) -> CatalogProduct:
+    return CatalogProduct(
+        sku=sku,
+        active=active,
+        price=eur(price) if price is not None else None,
+        available=available,
+        in_stock=available > 0,
+    )
+
+
+@dataclass
+class FakeCatalog:
+    """Catalog's product read over a dict (a missing sku is unknown); `failure` makes every
+    call raise it. `asked` keeps each sku asked; `during_call` runs inside each call."""
+
+    products: dict[str, CatalogProduct] = field(
+        default_factory=lambda: {
+            "MUG-1": product("MUG-1", 1250, available=5),
+            "TEA-9": product("TEA-9", 499, available=0),
+            "OLD-1": product("OLD-1", 999, active=False),
+        }
+    )
+    failure: DomainError | None = None
+    asked: list[str] = field(default_factory=list)
+    during_call: Callable[[], Awaitable[None]] | None = None
+
+    async def product(self, sku: str, *, request_id: str) -> CatalogProduct | None:
+        self.asked.append(sku)
+        if self.during_call is not None:
+            await self.during_call()
+        if self.failure is not None:
+            raise self.failure
+        return self.products.get(sku)

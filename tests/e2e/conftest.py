@@ -28,6 +28,9 @@ SERVICES = ("catalog", "inventory", "pricing", "orders", "payments", "notificati
 E2E_SETTINGS = {
     "BACKROOM_RESERVATION_TTL_S": "10",
     "BACKROOM_DEADLINE_SWEEP_INTERVAL_S": "0.5",
+    # Carts (issue 12): an idle cart is reported abandoned within seconds.
+    "BACKROOM_CART_ABANDON_AFTER_S": "5",
+    "BACKROOM_CART_SWEEP_INTERVAL_S": "0.5",
     "BACKROOM_SANDBOX_SLOW_S": "13",
     # What the sandbox signs its webhooks with: the tests sign provider webhooks with it too.
     "BACKROOM_SANDBOX_WEBHOOK_SECRET": "whsec_e2e_sandbox_" + "0" * 24,

@@ -133,3 +133,30 @@ async def test_an_idle_cart_is_reported_abandoned_exactly_once(
     await event_stream.poll()
     assert len(event_stream.events(of_type("CartAbandoned", cart_id))) == 1
     assert (await read_cart(gateway, cart_id, auth))["abandoned_at"] is not None
+
+
+async def test_a_customer_flooding_cart_checkouts_is_limited_like_post_orders(
+    gateway: httpx.AsyncClient,
+) -> None:
+    _, auth = shopper("flood-fiona")
+    cart_id = (await gateway.post("/carts", headers=auth)).json()["id"]
+    body = {
+        "region": REGION,
+        "shipping_address": {"name": "F"},
+        "payment": {"token": "tok_visa"},
+    }
+    answers = await asyncio.gather(
+        *(
+            gateway.post(
+                f"/carts/{cart_id}/checkout",
+                json=body,
+                headers=auth | {"Idempotency-Key": uuid.uuid4().hex},
+            )
+            for _ in range(25)
+        )
+    )
+    codes = [a.status_code for a in answers]
+    # The empty cart is refused (422) until the customer's checkout burst is spent.
+    assert set(codes) == {422, 429} and codes.count(422) <= 12, codes
+    limited = next(a for a in answers if a.status_code == 429)
+    assert limited.headers["content-type"] == "application/problem+json"

@@ -608,11 +608,10 @@ class Carts:
         return closed is not None
 
     async def mark_abandoned(self, idle_before: datetime, now: datetime, limit: int) -> list[Cart]:
-        ids = list(
-            await self.session.scalars(
-                MARK_ABANDONED, {"idle_before": idle_before, "now": now, "limit": limit}
-            )
+        marked = await self.session.execute(
+            MARK_ABANDONED, {"idle_before": idle_before, "now": now, "limit": limit}
         )
+        ids = [row.id for row in marked]
         if not ids:
             return []
         rows = (await self.session.execute(select(carts).where(carts.c.id.in_(ids)))).all()

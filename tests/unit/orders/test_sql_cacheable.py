@@ -9,8 +9,8 @@ import pytest
 from libs.events.common import Money, PricedLine
 from libs.kit.db import DbSession
 from services.orders import db
-from services.orders.db import Orders
-from services.orders.domain import Order, OrderStatus, PendingOrder
+from services.orders.db import Carts, Orders
+from services.orders.domain import CartLine, Order, OrderStatus, PendingOrder
 from tests.support.statements import RecordingSession, assert_cacheable
 
 DEADLINE = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
@@ -66,4 +66,29 @@ async def test_a_status_change_writes_order_and_history_in_one_statement(
 
     [sent] = session.sent
     assert sent.statement is db.SAVE_STATUS_CHANGE
+    assert_cacheable(sent)
+
+
+# --- carts (issue 12) ---------------------------------------------------------------------------
+
+
+async def test_a_cart_line_is_upserted_in_one_cacheable_statement() -> None:
+    session = RecordingSession()
+    line = CartLine("MUG-1", 2, eur(1250))
+
+    await Carts(cast(DbSession, session)).set_line("cart-1", line)
+
+    [sent] = session.sent
+    assert sent.statement is db.SET_CART_LINE
+    assert_cacheable(sent)
+
+
+async def test_the_abandonment_sweep_marks_carts_in_one_cacheable_statement() -> None:
+    session = RecordingSession()
+
+    found = await Carts(cast(DbSession, session)).mark_abandoned(DEADLINE, DEADLINE, 50)
+
+    assert found == []  # the recording session returns no row: nothing was due
+    [sent] = session.sent
+    assert sent.statement is db.MARK_ABANDONED
     assert_cacheable(sent)

@@ -14,8 +14,9 @@
 # Gateway limits (README.md, "Gateway limits"), sized to capacity: today's bench sustains
 # ~20-30 checkouts/s on 2 cores (the target is 100/s). "Client" = one bearer credential,
 # "address" = one client address (the connection's, or X-Forwarded-For behind a trusted proxy).
-#   GATEWAY_CHECKOUT_CLIENT_RATE (2 r/s), GATEWAY_CHECKOUT_CLIENT_BURST (10): POST /orders and
-#       POST /pricing/quotes per credential (each writes rows): one customer cannot flood them.
+#   GATEWAY_CHECKOUT_CLIENT_RATE (2 r/s), GATEWAY_CHECKOUT_CLIENT_BURST (10): POST /orders (and
+#       POST /carts/{id}/checkout, in the same zones) and POST /pricing/quotes per credential
+#       (each writes rows): one customer cannot flood them.
 #   GATEWAY_CHECKOUT_ADDRESS_RATE (30 r/s), GATEWAY_CHECKOUT_ADDRESS_BURST (60): the same per
 #       address: thirty customers of one office buying at once pass, one address cannot take
 #       more than the whole system sustains today.

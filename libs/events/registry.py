@@ -30,6 +30,8 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
                 orders.OrderCancelled,
                 orders.OrderShipped,
                 orders.OrderDelivered,
+                orders.ShipmentCreated,
+                orders.ShipmentUpdated,
             ),
         ),
         (topics.PAYMENT_INSTRUCTIONS, (orders.PaymentInstructionIssued,)),

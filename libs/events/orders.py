@@ -62,6 +62,8 @@ class OrderShipped(WireModel):
 class OrderDelivered(WireModel):
     order_id: str
     customer_id: str
+    # Additive (issue 12): where the delivered email goes, as on OrderShipped.
+    email: str | None = None
 
 
 class PaymentInstructionIssued(WireModel):
@@ -87,3 +89,31 @@ class CartAbandoned(WireModel):
     lines: list[Line]
     subtotal: Money | None = None
     idle_since: datetime
+
+
+# --- shipments (issue 12) ---
+
+
+class ShipmentCreated(WireModel):
+    """A label was bought for the order: the carrier, its tracking number, where the label is
+    (our label route for the sandbox's PDF, the carrier's URL otherwise)."""
+
+    order_id: str
+    shipment_id: str
+    carrier: str
+    tracking_number: str
+    label_url: str
+    tracking_url: str | None = None
+
+
+class ShipmentUpdated(WireModel):
+    """The shipment's status moved (a carrier's tracking update, or a failed label purchase):
+    `status` is the shipment's new status, `at` when the carrier saw it."""
+
+    order_id: str
+    shipment_id: str
+    carrier: str
+    tracking_number: str | None = None
+    status: str
+    at: datetime
+    detail: str | None = None

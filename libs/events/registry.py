@@ -31,6 +31,8 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
                 orders.OrderShipped,
                 orders.OrderDelivered,
                 orders.CartAbandoned,
+                orders.ShipmentCreated,
+                orders.ShipmentUpdated,
             ),
         ),
         (topics.PAYMENT_INSTRUCTIONS, (orders.PaymentInstructionIssued,)),

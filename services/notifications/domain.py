@@ -12,13 +12,20 @@ from typing import Any
 from libs.events import EVENT_TYPES
 from libs.events.common import Money
 from libs.events.inventory import StockLow
-from libs.events.orders import OrderCancelled, OrderConfirmed, OrderRejected, OrderShipped
+from libs.events.orders import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderDelivered,
+    OrderRejected,
+    OrderShipped,
+)
 from libs.events.payments import PaymentDisputed
 
 ORDER_CONFIRMED = "order_confirmed"
 ORDER_REJECTED = "order_rejected"
 ORDER_CANCELLED = "order_cancelled"
 ORDER_SHIPPED = "order_shipped"
+ORDER_DELIVERED = "order_delivered"
 LOW_STOCK = "low_stock"
 PAYMENT_DISPUTED = "payment_disputed"
 TEMPLATES = (
@@ -26,6 +33,7 @@ TEMPLATES = (
     ORDER_REJECTED,
     ORDER_CANCELLED,
     ORDER_SHIPPED,
+    ORDER_DELIVERED,
     LOW_STOCK,
     PAYMENT_DISPUTED,
 )
@@ -35,6 +43,7 @@ EMAIL_EVENTS = {
     "OrderRejected": ORDER_REJECTED,
     "OrderCancelled": ORDER_CANCELLED,
     "OrderShipped": ORDER_SHIPPED,
+    "OrderDelivered": ORDER_DELIVERED,
     "StockLow": LOW_STOCK,
     "PaymentDisputed": PAYMENT_DISPUTED,
 }
@@ -71,6 +80,8 @@ TRACKING_LABELS = {
     "tracking_number": "Tracking number",
     "number": "Tracking number",
     "url": "Track your parcel",
+    # Orders' carrier tracking (issue 12): the carrier's tracking page for the parcel.
+    "tracking_url": "Track your parcel",
 }
 
 # ISO 4217 exponents that differ from the usual two decimals.
@@ -168,6 +179,7 @@ EMAIL_EVENT_TYPES = frozenset(
         "OrderRejected",
         "OrderCancelled",
         "OrderShipped",
+        "OrderDelivered",
         "StockLow",
         "PaymentDisputed",
     }
@@ -238,6 +250,10 @@ def plan_email(
         return _order_email(
             ORDER_SHIPPED, shipped.order_id, to, tracking=describe_tracking(shipped.tracking)
         )
+    if event_type == "OrderDelivered":
+        delivered = OrderDelivered.model_validate(data)
+        to = customer_address(delivered.customer_id, delivered.email)
+        return _order_email(ORDER_DELIVERED, delivered.order_id, to)
     if event_type == "StockLow":
         low = StockLow.model_validate(data)
         # StockLow is emitted once per crossing of the reorder point: each event is its own alert.

@@ -1,17 +1,38 @@
 """The outside world of orders: pricing's quote endpoint (HTTP), behind the `PricingClient` protocol,
-and catalog's public product read (HTTP, for carts), behind the `CatalogClient` protocol."""
+and catalog's public product read (HTTP, for carts), behind the `CatalogClient` protocol,
+and the carriers that sell shipping labels and send tracking webhooks (`Carrier`)."""
 
+import asyncio
+import hashlib
 import logging
+import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from easypost.easypost_client import EasyPostClient
+from easypost.errors.api.api_error import ApiError
+from easypost.errors.general.easypost_error import EasyPostError
+from easypost.errors.general.filtering_error import FilteringError
+from easypost.errors.general.signature_verification_error import SignatureVerificationError
+from easypost.util import validate_webhook
+from fpdf import FPDF
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from libs.events.common import Money
 from libs.kit.errors import FieldError, Invalid, Unavailable
-from services.orders.domain import CatalogProduct
+from services.orders.domain import (
+    TRACKING_STATUSES,
+    CatalogProduct,
+    TrackingEvent,
+    TrackingStatus,
+    WebhookRejected,
+    sandbox_carrier_signature,
+    verify_sandbox_carrier_signature,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,3 +225,346 @@ class HttpCatalog:
             available=max(found.availability.available, 0),
             in_stock=found.availability.in_stock,
         )
+
+
+# --- shipments (issue 12) ---
+# Carriers: where a shipment's label is bought and whose tracking webhooks move it. The label
+# worker calls `create_shipment` outside any transaction, with the shipment id as the
+# idempotency key; the webhook route calls `parse_webhook` on the exact body it received.
+
+
+@dataclass(frozen=True)
+class ShipmentRequest:
+    """What a carrier needs to sell a label: where to (the order's shipping address), how
+    heavy, and the key that makes a repeated call the same purchase."""
+
+    idempotency_key: str
+    order_id: str
+    address: dict[str, Any]
+    lines: tuple[tuple[str, int], ...]
+    weight_grams: int
+
+
+@dataclass(frozen=True)
+class PurchasedLabel:
+    """A bought label: the tracking number, the carrier's own id of the shipment, and the label
+    itself, as a PDF we keep (`label_pdf`, the sandbox) or at the carrier's URL (`label_url`)."""
+
+    tracking_number: str
+    carrier_ref: str
+    label_pdf: bytes | None = None
+    label_url: str | None = None
+    tracking_url: str | None = None
+
+    def __repr__(self) -> str:  # the PDF's bytes are no use in a log line
+        return (
+            f"PurchasedLabel(tracking_number={self.tracking_number!r}, "
+            f"carrier_ref={self.carrier_ref!r}, label_url={self.label_url!r})"
+        )
+
+
+class CarrierError(Exception):
+    """A carrier did not sell the label. The message names the problem for an operator."""
+
+
+class TransientCarrierError(CarrierError):
+    """Unreachable, timed out, rate limited, 5xx: the same call may succeed later."""
+
+
+class PermanentCarrierError(CarrierError):
+    """The carrier refused the shipment itself (bad address, no rate, unauthorised): asking
+    again will not help; an operator must look (the shipment is `failed`)."""
+
+
+class Carrier(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    async def create_shipment(self, request: ShipmentRequest) -> PurchasedLabel:
+        """Buy the label (the same `idempotency_key` buys it once). Raises
+        TransientCarrierError or PermanentCarrierError."""
+        ...
+
+    def parse_webhook(self, headers: dict[str, str], body: bytes) -> TrackingEvent | None:
+        """A verified tracking update (headers lower-cased), None for an event that is not one
+        (the carrier's other event types); raises WebhookRejected if it is not the carrier's."""
+        ...
+
+
+SANDBOX_CARRIER_SIGNATURE_HEADER = "sandbox-signature"
+SANDBOX_TRACKING_PREFIX = "SBX"
+
+
+class SandboxCarrier:
+    """The default carrier: sells every label at once, a real PDF (fpdf2) with the address, the
+    order and the tracking number as text and as a Code 39 barcode. The tracking number derives
+    from the idempotency key, so a repeated call (a re-claimed shipment) buys the same label.
+    Its webhooks are signed like payments' sandbox: `sandbox-signature: t=<unix>,v1=<hex
+    HMAC-SHA256 of "<t>.<body>">`."""
+
+    name = "sandbox"
+
+    def __init__(
+        self,
+        webhook_secret: str,
+        *,
+        webhook_tolerance_s: int = 300,
+        tracking_url: str | None = None,
+    ) -> None:
+        self._webhook_secret = webhook_secret
+        self.webhook_tolerance_s = webhook_tolerance_s
+        self.tracking_url = tracking_url
+
+    def __repr__(self) -> str:
+        return "SandboxCarrier()"
+
+    async def create_shipment(self, request: ShipmentRequest) -> PurchasedLabel:
+        digest = hashlib.sha256(request.idempotency_key.encode()).hexdigest()
+        tracking_number = SANDBOX_TRACKING_PREFIX + str(int(digest[:16], 16))[:14].zfill(14)
+        pdf = await asyncio.to_thread(render_label, request, tracking_number)
+        return PurchasedLabel(
+            tracking_number=tracking_number,
+            carrier_ref=f"sbx_shp_{digest[:24]}",
+            label_pdf=pdf,
+            tracking_url=(
+                self.tracking_url.format(tracking_number=tracking_number)
+                if self.tracking_url
+                else None
+            ),
+        )
+
+    def sign(self, body: bytes, timestamp: int | None = None) -> dict[str, str]:
+        """The headers the sandbox sends its webhook `body` with (tests, demos)."""
+        t = int(time.time()) if timestamp is None else timestamp
+        return {
+            SANDBOX_CARRIER_SIGNATURE_HEADER: sandbox_carrier_signature(
+                self._webhook_secret, t, body
+            )
+        }
+
+    def parse_webhook(self, headers: dict[str, str], body: bytes) -> TrackingEvent | None:
+        verify_sandbox_carrier_signature(
+            self._webhook_secret,
+            headers.get(SANDBOX_CARRIER_SIGNATURE_HEADER),
+            body,
+            int(time.time()),
+            self.webhook_tolerance_s,
+        )
+        try:
+            event = SandboxTrackingWebhook.model_validate_json(body)
+        except ValidationError as exc:
+            raise WebhookRejected("not a sandbox tracking event") from exc
+        return TrackingEvent(
+            event_id=event.id,
+            event_type=event.type,
+            tracking_number=event.tracking_number,
+            status=event.status,
+            at=event.at or datetime.now(UTC),
+            detail=event.detail,
+        )
+
+
+class SandboxTrackingWebhook(BaseModel):
+    """The sandbox carrier's tracking event, signed: `{"id", "type": "tracker.updated",
+    "tracking_number", "status", "at"?, "detail"?}`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=200)
+    type: Literal["tracker.updated"] = "tracker.updated"
+    tracking_number: str = Field(min_length=1, max_length=100)
+    status: TrackingStatus
+    at: AwareDatetime | None = None
+    detail: str | None = Field(default=None, max_length=500)
+
+
+def _latin1(text: Any) -> str:
+    """The core PDF fonts speak Latin-1: anything else is shown as '?', never an error."""
+    return str(text).encode("latin-1", "replace").decode("latin-1")
+
+
+def render_label(request: ShipmentRequest, tracking_number: str) -> bytes:
+    """A 4x6 inch shipping label as PDF bytes: the address, the order, the tracking number."""
+    pdf = FPDF(orientation="P", unit="mm", format=(101.6, 152.4))
+    pdf.set_auto_page_break(False)
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 14)
+    pdf.cell(0, 8, "BACKROOM SANDBOX CARRIER", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 9)
+    pdf.cell(0, 5, _latin1(f"Order {request.order_id}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.cell(0, 5, f"Weight {request.weight_grams} g", new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(3)
+    pdf.set_font("Helvetica", "B", 11)
+    pdf.cell(0, 6, "SHIP TO", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 10)
+    for key, value in request.address.items():
+        pdf.multi_cell(0, 5, _latin1(f"{key}: {value}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.ln(4)
+    pdf.set_font("Helvetica", "B", 12)
+    pdf.cell(0, 7, f"Tracking {tracking_number}", new_x="LMARGIN", new_y="NEXT")
+    pdf.code39(f"*{tracking_number}*", x=6, y=pdf.get_y() + 2, w=0.5, h=18)
+    return bytes(pdf.output())
+
+
+# EasyPost's Tracker statuses we act on (others, such as `unknown`, change nothing).
+EASYPOST_TRACKER_STATUSES = frozenset(TRACKING_STATUSES)
+
+
+class EasyPostCarrier:
+    """EasyPost through its official SDK (sync `requests`, so each call runs in a thread):
+    create the shipment (from our ship-from address to the order's, a parcel of the order's
+    weight), buy its lowest rate (or the configured service's), and read `tracking_code` and
+    `postage_label.label_url`. The shipment id is sent as the shipment's `reference`. Webhooks
+    are verified with the SDK's `validate_webhook` (`X-Hmac-Signature`)."""
+
+    name = "easypost"
+
+    def __init__(
+        self,
+        api_key: str,
+        webhook_secret: str,
+        from_address: dict[str, str],
+        *,
+        api_base: str | None = None,
+        timeout_s: int = 30,
+        service: str | None = None,
+        carriers: Sequence[str] = (),
+    ) -> None:
+        options: dict[str, Any] = {"timeout": timeout_s}
+        if api_base:
+            options["api_base"] = api_base
+        self._client = EasyPostClient(api_key, **options)
+        self._webhook_secret = webhook_secret
+        self.from_address = from_address
+        self.service = service
+        self.carriers = list(carriers)
+
+    def __repr__(self) -> str:  # never the key
+        return f"EasyPostCarrier(service={self.service!r})"
+
+    async def create_shipment(self, request: ShipmentRequest) -> PurchasedLabel:
+        return await asyncio.to_thread(self._buy, request)
+
+    def _buy(self, request: ShipmentRequest) -> PurchasedLabel:
+        try:
+            shipment = self._client.shipment.create(
+                reference=request.idempotency_key,
+                to_address=easypost_address(request.address),
+                from_address=dict(self.from_address),
+                # EasyPost weighs parcels in ounces.
+                parcel={"weight": round(max(request.weight_grams, 1) / 28.349523125, 1)},
+                options={"label_format": "PDF"},
+            )
+            rate = shipment.lowest_rate(
+                carriers=self.carriers, services=[self.service] if self.service else []
+            )
+            bought = self._client.shipment.buy(shipment.id, rate={"id": rate.id})
+        except FilteringError as exc:
+            raise PermanentCarrierError(f"easypost offered no rate that fits: {exc}") from exc
+        except ApiError as exc:
+            raise _easypost_error(exc) from exc
+        except EasyPostError as exc:
+            raise TransientCarrierError(f"easypost: {exc}") from exc
+        label = getattr(bought, "postage_label", None)
+        tracker = getattr(bought, "tracker", None)
+        tracking_code = getattr(bought, "tracking_code", None)
+        if not tracking_code or label is None or not getattr(label, "label_url", None):
+            raise TransientCarrierError("easypost bought the label but sent no tracking code")
+        return PurchasedLabel(
+            tracking_number=str(tracking_code),
+            carrier_ref=str(bought.id),
+            label_url=str(label.label_url),
+            tracking_url=_public_url(tracker),
+        )
+
+    def parse_webhook(self, headers: dict[str, str], body: bytes) -> TrackingEvent | None:
+        signature = headers.get("x-hmac-signature")
+        try:
+            event = validate_webhook(body, {"X-Hmac-Signature": signature}, self._webhook_secret)
+        except SignatureVerificationError as exc:
+            raise WebhookRejected("signature does not match") from exc
+        except ValueError as exc:
+            raise WebhookRejected("not an EasyPost event") from exc
+        return easypost_tracking_event(event)
+
+
+def easypost_tracking_event(event: Any) -> TrackingEvent | None:
+    """A tracking update from an EasyPost Event (`tracker.updated` / `tracker.created` with its
+    Tracker in `result`); None for other events or statuses we do not act on."""
+    if not isinstance(event, dict) or not isinstance(event.get("result"), dict):
+        raise WebhookRejected("not an EasyPost event")
+    if event.get("description") not in ("tracker.updated", "tracker.created"):
+        return None
+    tracker = event["result"]
+    status = tracker.get("status")
+    code = tracker.get("tracking_code")
+    event_id = event.get("id")
+    if status not in EASYPOST_TRACKER_STATUSES or not code or not event_id:
+        return None
+    details = tracker.get("tracking_details") or []
+    last = details[-1] if details and isinstance(details[-1], dict) else {}
+    at = _easypost_time(last.get("datetime")) or _easypost_time(tracker.get("updated_at"))
+    detail = tracker.get("status_detail") or last.get("message")
+    return TrackingEvent(
+        event_id=str(event_id),
+        event_type=str(event["description"]),
+        tracking_number=str(code),
+        status=status,
+        at=at or datetime.now(UTC),
+        detail=str(detail)[:500] if detail else None,
+    )
+
+
+def _public_url(tracker: Any) -> str | None:
+    url = getattr(tracker, "public_url", None) if tracker is not None else None
+    return str(url) if url else None
+
+
+def _easypost_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# Our free-form shipping address keys, as EasyPost's Address fields.
+_EASYPOST_ADDRESS_KEYS = {
+    "name": "name",
+    "company": "company",
+    "street1": "street1",
+    "line1": "street1",
+    "street": "street1",
+    "address": "street1",
+    "street2": "street2",
+    "line2": "street2",
+    "city": "city",
+    "state": "state",
+    "region": "state",
+    "zip": "zip",
+    "postal_code": "zip",
+    "postcode": "zip",
+    "country": "country",
+    "phone": "phone",
+    "email": "email",
+}
+
+
+def easypost_address(address: dict[str, Any]) -> dict[str, str]:
+    """The order's shipping address as an EasyPost Address (unknown keys are left out)."""
+    out: dict[str, str] = {}
+    for key, value in address.items():
+        field = _EASYPOST_ADDRESS_KEYS.get(key.lower())
+        if field and field not in out and value:
+            out[field] = str(value)
+    return out
+
+
+def _easypost_error(exc: Any) -> CarrierError:
+    """EasyPost's 4xx (but 408/429) refuse the shipment itself; the rest may pass."""
+    status = getattr(exc, "http_status", None)
+    if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
+        return PermanentCarrierError(f"easypost refused the shipment ({status}): {exc}")
+    return TransientCarrierError(f"easypost answered {status}: {exc}")

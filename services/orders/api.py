@@ -1,5 +1,7 @@
-"""HTTP in: the orders routes of the contract, plus the operator's ship and deliver, and carts."""
+"""HTTP in: the orders routes of the contract, plus the operator's ship and deliver, carts,
+shipments' labels and the carriers' tracking webhooks."""
 
+import logging
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -9,18 +11,21 @@ from pydantic import BaseModel, ConfigDict, Field
 from libs.events.common import Money
 from libs.kit.app import request_id, transaction_of
 from libs.kit.auth import Admin, Caller, Principal
+from libs.kit.errors import NotFound
 from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
 from libs.kit.uow import Clock, UnitOfWork
 from libs.kit.validation import NoCardNumber
+from libs.kit.worker import Worker
 from services.orders import domain, service
-from services.orders.adapters import CatalogClient, PricingClient
+from services.orders.adapters import Carrier, CatalogClient, PricingClient
 from services.orders.db import Store
-from services.orders.domain import CartView, OrderStatus, OrderView
+from services.orders.domain import CartView, OrderStatus, OrderView, ShipmentView, WebhookRejected
 from services.orders.settings import OrdersSettings
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/orders", tags=["orders"])
 
 
@@ -138,6 +143,8 @@ class OrderOut(BaseModel):
     quote_id: str | None
     created_at: datetime
     updated_at: datetime
+    # Additive (v2, issue 12): the order's shipments, oldest first.
+    shipments: "list[ShipmentOut]" = []
 
     @classmethod
     def from_view(cls, view: OrderView) -> "OrderOut":
@@ -164,6 +171,7 @@ class OrderOut(BaseModel):
             quote_id=view.quote_id,
             created_at=view.created_at,
             updated_at=view.updated_at,
+            shipments=[ShipmentOut.of(sh) for sh in view.shipments],
         )
 
 
@@ -521,3 +529,120 @@ async def checkout_cart(
     if placed.replayed:
         response.status_code = 200
     return OrderOut.from_view(placed.order)
+
+
+# --- shipments (issue 12) ---
+
+
+class ShipmentOut(BaseModel):
+    id: str
+    carrier: str | None
+    tracking_number: str | None
+    # The sandbox's PDF under this API (GET it with the order's token), else the carrier's URL.
+    label_url: str | None
+    status: str
+    tracking_url: str | None = None
+    failure_reason: str | None = None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, shipment: ShipmentView) -> "ShipmentOut":
+        return cls(
+            id=shipment.id,
+            carrier=shipment.carrier,
+            tracking_number=shipment.tracking_number,
+            label_url=shipment.label_url,
+            status=shipment.status.value,
+            tracking_url=shipment.tracking_url,
+            failure_reason=shipment.failure_reason,
+            created_at=shipment.created_at,
+        )
+
+
+OrderOut.model_rebuild()
+
+# A carrier's tracking event is a few KB; anything much larger is not one.
+CARRIER_WEBHOOK_MAX_BYTES = 256 * 1024
+
+
+class CarrierWebhookAck(BaseModel):
+    received: bool
+    # What orders did: the shipment's new status, duplicate, ignored (not a tracking update we
+    # know, or an unknown tracking number), stale (an update that changes nothing).
+    outcome: str
+
+
+async def _carrier(request: Request) -> Carrier:
+    carrier: Carrier = request.app.state.carrier
+    return carrier
+
+
+async def _label_worker(request: Request) -> Worker:
+    worker: Worker = request.app.state.label_worker
+    return worker
+
+
+CarrierDep = Annotated[Carrier, Depends(_carrier)]
+LabelWorkerDep = Annotated[Worker, Depends(_label_worker)]
+
+
+@router.post(
+    "/webhooks/carriers/{carrier}",
+    response_model=CarrierWebhookAck,
+    responses={400: {"description": "not signed by the carrier"}, 404: {}, 413: {}},
+)
+async def carrier_webhook(
+    carrier: Annotated[str, Path(min_length=1, max_length=20)],
+    request: Request,
+    uow: UnitOfWorkDep,
+    configured: CarrierDep,
+) -> CarrierWebhookAck:
+    """Public, carrier-signed (`sandbox-signature` for the sandbox, `X-Hmac-Signature` for
+    EasyPost) over the exact body. Each carrier event is handled once (its id in the inbox): a
+    redelivery answers 200 `duplicate`; an unknown tracking number 200 `ignored` (carriers
+    retry anything else)."""
+    if carrier != configured.name:
+        raise NotFound(f"carrier {carrier}")
+    body = await request.body()
+    if len(body) > CARRIER_WEBHOOK_MAX_BYTES:
+        raise invalid("body", f"at most {CARRIER_WEBHOOK_MAX_BYTES} bytes", status=413)
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    try:
+        event = configured.parse_webhook(headers, body)
+    except WebhookRejected as exc:
+        raise invalid("signature", str(exc), status=400) from exc
+    if event is None:
+        return CarrierWebhookAck(received=True, outcome="ignored")
+    async with uow(request_id(request)) as tx:
+        outcome = await service.apply_tracking(tx, configured.name, event)
+    log.info("%s webhook %s (%s): %s", carrier, event.event_id, event.status, outcome)
+    return CarrierWebhookAck(received=True, outcome=outcome)
+
+
+@router.get(
+    "/{order_id}/shipments/{shipment_id}/label",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}, "description": "the label PDF"}},
+)
+async def shipment_label(
+    order_id: OrderId,
+    shipment_id: Annotated[str, Path(max_length=64)],
+    caller: Caller,
+    tx: TxDep,
+) -> Response:
+    """The shipment's label (the sandbox carrier's PDF), for the order's owner or an admin."""
+    pdf = await service.shipment_label(tx, caller, order_id, shipment_id)
+    return Response(
+        content=pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="label-{shipment_id}.pdf"'},
+    )
+
+
+@router.post("/{order_id}/shipments", status_code=202, response_model=OrderOut)
+async def request_shipment(
+    order_id: OrderId, caller: Admin, tx: TxDep, worker: LabelWorkerDep
+) -> OrderOut:
+    """Admin: buy another label for a confirmed or shipped order (after a failed one, a lost
+    parcel); 409 for any other order."""
+    return OrderOut.from_view(await service.request_shipment(tx, caller, order_id, worker.wake))

@@ -1,8 +1,10 @@
 """Orders tables (orders with their priced snapshot, their status history, idempotency keys, carts)
 and every query on them, as repositories returning the domain's objects and read models."""
 
+import hashlib
 from collections.abc import Iterable
-from datetime import datetime
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -14,6 +16,9 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Index,
+    Integer,
+    Interval,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -22,16 +27,19 @@ from sqlalchemy import (
     column,
     func,
     literal,
+    or_,
     select,
     text,
     tuple_,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 
 from libs.events.common import Money, PricedLine
 from libs.kit.db import DbSession
+from libs.kit.inbox import claim_delivery
 from services.orders.domain import (
     Cart,
     CartLine,
@@ -42,7 +50,11 @@ from services.orders.domain import (
     OrderStatus,
     OrderView,
     PendingOrder,
+    ShipmentIntent,
+    ShipmentStatus,
+    ShipmentView,
     StoredKey,
+    TrackedShipment,
 )
 
 metadata = MetaData()
@@ -315,7 +327,7 @@ class Orders:
         if row is None:
             return None
         history = await self._histories([order_id])
-        return _view(row, history.get(order_id, ()))
+        return (await with_shipments(self.session, [_view(row, history.get(order_id, ()))]))[0]
 
     async def newest(
         self,
@@ -343,7 +355,7 @@ class Orders:
             )
         rows = list((await self.session.execute(query)).all())
         history = await self._histories([r.id for r in rows])
-        return [_view(r, history.get(r.id, ())) for r in rows]
+        return await with_shipments(self.session, [_view(r, history.get(r.id, ())) for r in rows])
 
     async def _histories(self, order_ids: list[str]) -> dict[str, tuple[HistoryEntry, ...]]:
         """The orders' histories, oldest first, in one query."""
@@ -385,6 +397,8 @@ class Store:
         self.orders = Orders(session)
         self.keys = IdempotencyKeys(session)
         self.carts = Carts(session)
+        self.shipments = Shipments(session)
+        self.carrier_deliveries = CarrierDeliveries(session)
 
 
 def _lines(raw: Iterable[dict[str, Any]]) -> tuple[PricedLine, ...]:
@@ -653,3 +667,252 @@ def _cart(row: Row[Any], lines: tuple[CartLine, ...]) -> Cart:
         updated_at=row.updated_at,
         abandoned_at=row.abandoned_at,
     )
+
+
+# --- shipments (issue 12) ---
+
+_SHIPMENT_STATUSES = ", ".join(f"'{s.value}'" for s in ShipmentStatus)
+
+shipments = Table(
+    "shipments",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("order_id", String(64), ForeignKey("orders.id"), nullable=False),
+    # The carrier that sells the label: set by the label worker's claim (its configured one).
+    Column("carrier", String(20)),
+    Column("status", String(20), nullable=False),
+    # The shipment the order's confirmation asked for (one per order); an operator's are not.
+    Column("automatic", Boolean, nullable=False, server_default=text("false")),
+    Column("tracking_number", String(100)),
+    Column("carrier_ref", String(200)),
+    Column("label_pdf", LargeBinary),
+    Column("label_url", String(2000)),
+    Column("tracking_url", String(2000)),
+    Column("failure_reason", String(500)),
+    # The label worker's claims: how many, and until when the last one holds.
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"status IN ({_SHIPMENT_STATUSES})", name="ck_shipments_status"),
+    Index("ix_shipments_order", "order_id", "created_at"),
+    Index("ux_shipments_automatic", "order_id", unique=True, postgresql_where=text("automatic")),
+    Index(
+        "ux_shipments_tracking",
+        "carrier",
+        "tracking_number",
+        unique=True,
+        postgresql_where=text("tracking_number IS NOT NULL"),
+    ),
+    Index("ix_shipments_pending", "lease_until", postgresql_where=text("status = 'pending'")),
+)
+_s = shipments.c
+
+
+def _shipment_view(row: Row[Any]) -> ShipmentView:
+    return ShipmentView(
+        id=row.id,
+        order_id=row.order_id,
+        carrier=row.carrier,
+        status=ShipmentStatus(row.status),
+        tracking_number=row.tracking_number,
+        label_url=row.label_url,
+        tracking_url=row.tracking_url,
+        created_at=row.created_at,
+        failure_reason=row.failure_reason,
+    )
+
+
+# Every column but the label's bytes: what views read.
+_VIEW_COLUMNS = [c for c in shipments.c if c.name != "label_pdf"]
+
+
+async def with_shipments(session: DbSession, views: list[OrderView]) -> list[OrderView]:
+    """The views with their orders' shipments (oldest first), in one query."""
+    if not views:
+        return views
+    rows = await session.execute(
+        select(*_VIEW_COLUMNS)
+        .where(_s.order_id.in_([v.id for v in views]))
+        .order_by(_s.created_at, _s.id)
+    )
+    by_order: dict[str, list[ShipmentView]] = {}
+    for row in rows:
+        by_order.setdefault(row.order_id, []).append(_shipment_view(row))
+    return [replace(v, shipments=tuple(by_order.get(v.id, ()))) for v in views]
+
+
+class Shipments:
+    """The shipments table: intents written with the order's confirmation, claimed by the label
+    worker (SKIP LOCKED, with a lease), their outcomes, and their tracking."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def add_intent(self, shipment_id: str, order_id: str, *, automatic: bool) -> bool:
+        """Record a shipment to buy; False (nothing written) when the order already has its
+        automatic one."""
+        statement = (
+            pg_insert(shipments)
+            .values(
+                id=shipment_id,
+                order_id=order_id,
+                status=ShipmentStatus.PENDING.value,
+                automatic=automatic,
+            )
+            .on_conflict_do_nothing()
+            .returning(_s.id)
+        )
+        return (await self.session.scalar(statement)) is not None
+
+    async def claim_due(self, carrier: str, limit: int, lease_s: float) -> list[ShipmentIntent]:
+        """Take up to `limit` pending shipments nobody holds (never claimed, or whose lease ran
+        out) for `lease_s`, for `carrier`; rows another transaction holds are skipped. Each comes
+        with what its order says now (status, address, lines)."""
+        due = (
+            select(_s.id)
+            .where(_s.status == ShipmentStatus.PENDING.value)
+            .where(or_(_s.lease_until.is_(None), _s.lease_until <= func.now()))
+            .order_by(_s.lease_until.nulls_first(), _s.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claimed = (
+            update(shipments)
+            .where(_s.id.in_(due))
+            .values(
+                attempts=_s.attempts + 1,
+                lease_until=func.now() + literal(timedelta(seconds=lease_s), Interval()),
+                carrier=func.coalesce(_s.carrier, carrier),
+                updated_at=func.now(),
+            )
+            .returning(_s.id, _s.order_id, _s.carrier, _s.attempts)
+        )
+        taken = list((await self.session.execute(claimed)).all())
+        if not taken:
+            return []
+        facts = {
+            row.id: row
+            for row in await self.session.execute(
+                select(
+                    orders.c.id,
+                    orders.c.status,
+                    orders.c.cancellation_requested,
+                    orders.c.shipping_address,
+                    orders.c.lines,
+                    orders.c.correlation_id,
+                ).where(orders.c.id.in_({row.order_id for row in taken}))
+            )
+        }
+        return [
+            ShipmentIntent(
+                id=row.id,
+                order_id=row.order_id,
+                carrier=row.carrier,
+                attempts=row.attempts,
+                order_status=OrderStatus(facts[row.order_id].status),
+                cancellation_requested=facts[row.order_id].cancellation_requested,
+                shipping_address=facts[row.order_id].shipping_address,
+                lines=_lines(facts[row.order_id].lines),
+                correlation_id=facts[row.order_id].correlation_id,
+            )
+            for row in taken
+        ]
+
+    async def record_label(
+        self,
+        shipment_id: str,
+        attempts: int,
+        *,
+        tracking_number: str,
+        carrier_ref: str,
+        label_pdf: bytes | None,
+        label_url: str,
+        tracking_url: str | None,
+    ) -> ShipmentView | None:
+        """The label bought under claim `attempts`; None when that claim no longer holds the
+        shipment (its lease ran out and another claim took it, or it was settled)."""
+        return await self._settle(
+            shipment_id,
+            attempts,
+            status=ShipmentStatus.LABEL_CREATED.value,
+            tracking_number=tracking_number,
+            carrier_ref=carrier_ref,
+            label_pdf=label_pdf,
+            label_url=label_url,
+            tracking_url=tracking_url,
+        )
+
+    async def record_not_bought(
+        self, shipment_id: str, attempts: int, status: ShipmentStatus, reason: str
+    ) -> ShipmentView | None:
+        """`failed` (the carrier refused) or `cancelled` (the order is not leaving), with why."""
+        return await self._settle(
+            shipment_id, attempts, status=status.value, failure_reason=reason[:500]
+        )
+
+    async def _settle(self, shipment_id: str, attempts: int, **values: Any) -> ShipmentView | None:
+        row = (
+            await self.session.execute(
+                update(shipments)
+                .where(
+                    _s.id == shipment_id,
+                    _s.status == ShipmentStatus.PENDING.value,
+                    _s.attempts == attempts,
+                )
+                .values(**values, lease_until=None, updated_at=func.now())
+                .returning(*_VIEW_COLUMNS)
+            )
+        ).first()
+        return None if row is None else _shipment_view(row)
+
+    async def lock_by_tracking(self, carrier: str, tracking_number: str) -> TrackedShipment | None:
+        row = (
+            await self.session.execute(
+                select(_s.id, _s.order_id, _s.carrier, _s.tracking_number, _s.tracking_url)
+                .add_columns(_s.status)
+                .where(_s.carrier == carrier, _s.tracking_number == tracking_number)
+                .with_for_update()
+            )
+        ).first()
+        if row is None:
+            return None
+        return TrackedShipment(
+            id=row.id,
+            order_id=row.order_id,
+            carrier=row.carrier,
+            tracking_number=row.tracking_number,
+            tracking_url=row.tracking_url,
+            status=ShipmentStatus(row.status),
+        )
+
+    async def set_status(self, shipment_id: str, status: ShipmentStatus) -> None:
+        await self.session.execute(
+            update(shipments)
+            .where(_s.id == shipment_id)
+            .values(status=status.value, updated_at=func.now())
+        )
+
+    async def label(self, order_id: str, shipment_id: str) -> bytes | None:
+        """The label PDF we hold for the order's shipment (None: no such shipment, or its label
+        is at the carrier)."""
+        found: bytes | None = await self.session.scalar(
+            select(_s.label_pdf).where(_s.id == shipment_id, _s.order_id == order_id)
+        )
+        return found
+
+
+class CarrierDeliveries:
+    """The carrier webhooks already handled: the kit's inbox, keyed by the carrier's event id."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def claim(self, carrier: str, event_id: str, event_type: str) -> bool:
+        """False if this event of `carrier` was handled before (a redelivery)."""
+        key = f"carrier:{carrier}:{event_id}"
+        if len(key) > 64:  # the inbox's id column
+            key = f"carrier:{carrier}:" + hashlib.sha256(event_id.encode()).hexdigest()[:40]
+        return await claim_delivery(
+            self.session, key, event_type[:100], f"webhook:carrier:{carrier}"
+        )

@@ -1,6 +1,8 @@
 """Order rules: the status machine, the cancellation handshake, the deadline, request identity,
 and the shapes an order takes when it is placed, changed and read."""
 
+import hashlib
+import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -254,6 +256,7 @@ class OrderView:
     updated_at: datetime
     history: tuple[HistoryEntry, ...] = ()
     refunded: Money | None = None  # None: nothing was given back
+    shipments: "tuple[ShipmentView, ...]" = ()
 
 
 @dataclass(frozen=True)
@@ -395,3 +398,178 @@ def _sum(
     if empty or currency is None or any(t is None for t in totals):
         return None, currency
     return Money(amount=sum(t.amount for t in totals if t is not None), currency=currency), currency
+
+
+# --- shipments (issue 12) ---
+# A shipment is a parcel of the order bought from a carrier: recorded `pending` in the
+# transaction that confirms the order, its label bought outside any transaction by the label
+# worker, then moved by the carrier's tracking webhooks.
+
+
+class ShipmentStatus(StrEnum):
+    PENDING = "pending"  # the label is still to be bought
+    LABEL_CREATED = "label_created"
+    FAILED = "failed"  # the carrier refused the label (the reason is kept)
+    CANCELLED = "cancelled"  # the order was cancelled before its label was bought
+    IN_TRANSIT = "in_transit"
+    OUT_FOR_DELIVERY = "out_for_delivery"
+    DELIVERED = "delivered"
+    RETURNED = "returned"  # the carrier sends it back to us
+    EXCEPTION = "exception"  # the carrier reports a failure (lost, damaged, undeliverable)
+
+
+# The tracking statuses a carrier's webhook reports (EasyPost's Tracker statuses; the sandbox
+# uses the same words), and what each makes of the shipment.
+TrackingStatus = Literal[
+    "pre_transit", "in_transit", "out_for_delivery", "delivered", "return_to_sender", "failure"
+]
+TRACKING_STATUSES: tuple[str, ...] = get_args(TrackingStatus)
+SHIPMENT_STATUS_OF: dict[str, ShipmentStatus] = {
+    "pre_transit": ShipmentStatus.LABEL_CREATED,
+    "in_transit": ShipmentStatus.IN_TRANSIT,
+    "out_for_delivery": ShipmentStatus.OUT_FOR_DELIVERY,
+    "delivered": ShipmentStatus.DELIVERED,
+    "return_to_sender": ShipmentStatus.RETURNED,
+    "failure": ShipmentStatus.EXCEPTION,
+}
+# Shipments whose parcel has moved on: tracking updates apply to these only.
+TRACKED = frozenset(
+    {
+        ShipmentStatus.LABEL_CREATED,
+        ShipmentStatus.IN_TRANSIT,
+        ShipmentStatus.OUT_FOR_DELIVERY,
+        ShipmentStatus.EXCEPTION,
+    }
+)
+# Tracking statuses that tell the parcel left the warehouse: the order is `shipped` then.
+LEFT_THE_WAREHOUSE = frozenset({"in_transit", "out_for_delivery", "delivered"})
+
+
+class WebhookRejected(Exception):
+    """An inbound carrier webhook that is not the carrier's (bad or missing signature, stale
+    timestamp) or cannot be read. Its message names the problem, never the payload."""
+
+
+@dataclass(frozen=True)
+class TrackingEvent:
+    """One verified tracking update of a carrier: its own event id (deduplication), the
+    tracking number it is about, the status and when the carrier saw it."""
+
+    event_id: str
+    event_type: str
+    tracking_number: str
+    status: TrackingStatus
+    at: datetime
+    detail: str | None = None
+
+
+def next_shipment_status(current: ShipmentStatus, tracking: str) -> ShipmentStatus | None:
+    """The shipment's status after a tracking update, or None when the update changes nothing:
+    a repeat, an update for a shipment that ended (delivered, returned) or was never bought,
+    or an older status arriving late (pre-transit after in-transit, in-transit after
+    out-for-delivery)."""
+    target = SHIPMENT_STATUS_OF.get(tracking)
+    if target is None or current not in TRACKED or target is current:
+        return None
+    if target is ShipmentStatus.LABEL_CREATED:
+        return None  # pre_transit is where a bought label starts: never a step back to it
+    if target is ShipmentStatus.IN_TRANSIT and current is ShipmentStatus.OUT_FOR_DELIVERY:
+        return None
+    return target
+
+
+def tracking_moves(order: Order, tracking: str) -> list[OrderStatus]:
+    """The order statuses a tracking update moves the order through, in order: the parcel
+    leaving the warehouse ships a confirmed order; its delivery delivers it (passing through
+    `shipped` first when no update said it left). An order being cancelled, or one that ended,
+    is not moved (the shipment still records the update)."""
+    if order.cancellation_requested or order.is_terminal:
+        return []
+    moves: list[OrderStatus] = []
+    status = order.status
+    if tracking in LEFT_THE_WAREHOUSE and status is OrderStatus.CONFIRMED:
+        moves.append(OrderStatus.SHIPPED)
+        status = OrderStatus.SHIPPED
+    if tracking == "delivered" and status is OrderStatus.SHIPPED:
+        moves.append(OrderStatus.DELIVERED)
+    return moves
+
+
+def may_buy_label(status: OrderStatus, cancellation_requested: bool) -> bool:
+    """A label is bought for an order on its way out only: not one being cancelled or ended."""
+    return not cancellation_requested and status in (OrderStatus.CONFIRMED, OrderStatus.SHIPPED)
+
+
+def label_path(order_id: str, shipment_id: str) -> str:
+    """Where the gateway serves a label we hold (the sandbox's PDF): the shipment's label_url."""
+    return f"/orders/{order_id}/shipments/{shipment_id}/label"
+
+
+@dataclass(frozen=True)
+class ShipmentView:
+    """A shipment as the order shows it."""
+
+    id: str
+    order_id: str
+    carrier: str | None  # None until the label worker takes it up
+    status: ShipmentStatus
+    tracking_number: str | None
+    label_url: str | None
+    tracking_url: str | None
+    created_at: datetime
+    failure_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ShipmentIntent:
+    """A pending shipment the label worker claimed: what to buy for which order, and the claim
+    (`attempts`, the fencing token of its outcome)."""
+
+    id: str
+    order_id: str
+    carrier: str
+    attempts: int
+    order_status: OrderStatus
+    cancellation_requested: bool
+    shipping_address: dict[str, Any]
+    lines: tuple[PricedLine, ...]
+    correlation_id: str
+
+
+@dataclass(frozen=True)
+class TrackedShipment:
+    """A shipment found by its carrier's tracking number, locked for a tracking update."""
+
+    id: str
+    order_id: str
+    carrier: str
+    tracking_number: str
+    tracking_url: str | None
+    status: ShipmentStatus
+
+
+def sandbox_carrier_signature(secret: str, timestamp: int, payload: bytes) -> str:
+    """`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<payload>">` (payments' sandbox scheme)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256)
+    return f"t={timestamp},v1={mac.hexdigest()}"
+
+
+def verify_sandbox_carrier_signature(
+    secret: str, header: str | None, payload: bytes, now: int, tolerance_s: int
+) -> None:
+    """Raises WebhookRejected unless `header` signs `payload` with `secret` within tolerance."""
+    if not header:
+        raise WebhookRejected("no signature header")
+    parts: dict[str, list[str]] = {}
+    for item in header.split(","):
+        name, _, value = item.strip().partition("=")
+        parts.setdefault(name, []).append(value)
+    try:
+        timestamp = int(parts["t"][0])
+    except (KeyError, ValueError) as exc:
+        raise WebhookRejected("no timestamp in the signature header") from exc
+    if abs(now - timestamp) > tolerance_s:
+        raise WebhookRejected("timestamp outside the tolerance")
+    expected = sandbox_carrier_signature(secret, timestamp, payload).split("v1=", 1)[1]
+    if not any(hmac.compare_digest(expected, v) for v in parts.get("v1", [])):
+        raise WebhookRejected("signature does not match")

@@ -43,10 +43,13 @@ async def on_stock_released(event: StockReleased, ctx: EventContext) -> None:
 
 
 def on_payment_captured(
-    clock: Clock,
+    clock: Clock, wake_labels: Callable[[], None] | None = None
 ) -> EventHandler[PaymentCaptured | PaymentAuthorized]:
     async def handle(event: PaymentCaptured | PaymentAuthorized, ctx: EventContext) -> None:
-        await service.payment_captured(ctx.tx(Store), event.order_id, clock)
+        tx = ctx.tx(Store)
+        if await service.payment_captured(tx, event.order_id, clock) and wake_labels:
+            # A confirmation records the order's shipment: the label worker buys it after commit.
+            tx.on_commit(wake_labels)
 
     return handle
 
@@ -68,14 +71,16 @@ async def on_payment_voided(event: PaymentVoided, ctx: EventContext) -> None:
     await service.payment_returned(ctx.tx(Store), event.order_id)
 
 
-def register(processor: EventProcessor, clock: Clock) -> None:
+def register(
+    processor: EventProcessor, clock: Clock, wake_labels: Callable[[], None] | None = None
+) -> None:
     processor.on(StockReserved)(on_stock_reserved)
     processor.on(StockReservationFailed)(on_stock_reservation_failed)
     processor.on(StockReleased)(on_stock_released)
-    processor.on(PaymentCaptured)(on_payment_captured(clock))
+    processor.on(PaymentCaptured)(on_payment_captured(clock, wake_labels))
     # Capture policy on_shipment: the authorization confirms the order (its capture later
     # changes nothing here).
-    processor.on(PaymentAuthorized)(on_payment_captured(clock))
+    processor.on(PaymentAuthorized)(on_payment_captured(clock, wake_labels))
     processor.on(PaymentFailed)(on_payment_failed)
     processor.on(PaymentRefunded)(on_payment_refunded)
     processor.on(PaymentVoided)(on_payment_voided)

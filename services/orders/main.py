@@ -1,23 +1,53 @@
 """Composition root of the orders service."""
 
+import secrets
+
 from fastapi import FastAPI
 
 from libs.kit.app import create_service_app
+from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import Runtime
 from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.uow import Clock, utc_now
 from libs.kit.worker import Worker
-from services.orders import api, handlers
-from services.orders.adapters import HttpCatalog, HttpPricing
+from services.orders import api, handlers, service
+from services.orders.adapters import (
+    Carrier,
+    EasyPostCarrier,
+    HttpCatalog,
+    HttpPricing,
+    SandboxCarrier,
+)
 from services.orders.db import Store
 from services.orders.settings import OrdersSettings
 
 
-def create_app(settings: OrdersSettings | None = None, clock: Clock = utc_now) -> FastAPI:
-    """`clock` decides what "now" is for deadlines, so tests can move it instead of sleeping."""
+def create_app(
+    settings: OrdersSettings | None = None,
+    clock: Clock = utc_now,
+    carrier: Carrier | None = None,
+) -> FastAPI:
+    """`clock` decides what "now" is for deadlines, so tests can move it instead of sleeping;
+    `carrier` replaces the configured one (a fake in tests)."""
     settings = settings or OrdersSettings()
     runtime = Runtime(settings)
-    handlers.register(runtime.processor, clock)
+    carrier = carrier or configured_carrier(settings)
+    uow = DatabaseUnitOfWork(runtime.db, settings.service_name, Store)
+    labels = service.LabelWorker(
+        uow,
+        carrier,
+        RetryPolicy(
+            attempts=settings.label_attempts,
+            initial_s=settings.label_backoff_initial_s,
+            max_s=settings.label_backoff_max_s,
+        ),
+        lease_s=settings.label_lease_s,
+        batch=settings.label_batch,
+        item_weight_g=settings.item_weight_g,
+        clock=clock,
+    )
+    label_worker = Worker("orders-label-worker", labels.step, settings.label_poll_interval_s)
+    handlers.register(runtime.processor, clock, label_worker.wake)
     pricing = HttpPricing(settings.pricing_url, settings.pricing_timeout_s)
     claims = handlers.DatabaseOverdueClaims(runtime.db, settings.service_name)
     sweep = Worker(
@@ -42,6 +72,7 @@ def create_app(settings: OrdersSettings | None = None, clock: Clock = utc_now) -
         await catalog.open()
         runtime.start_worker(sweep)
         runtime.start_worker(cart_sweep)
+        runtime.start_worker(label_worker)
 
     async def close_pricing(_: Runtime) -> None:
         await pricing.close()
@@ -58,5 +89,33 @@ def create_app(settings: OrdersSettings | None = None, clock: Clock = utc_now) -
     app.state.pricing = pricing
     app.state.catalog = catalog
     app.state.clock = clock
-    app.state.unit_of_work = DatabaseUnitOfWork(runtime.db, settings.service_name, Store)
+    app.state.unit_of_work = uow
+    app.state.carrier = carrier
+    app.state.label_worker = label_worker
+    app.state.labels = labels
     return app
+
+
+# --- shipments (issue 12) ---
+
+
+def configured_carrier(settings: OrdersSettings) -> Carrier:
+    """The carrier `settings.carrier` names."""
+    if settings.carrier == "easypost":
+        # The settings refuse to load without both secrets.
+        assert settings.easypost_api_key and settings.easypost_webhook_secret
+        return EasyPostCarrier(
+            settings.easypost_api_key.get_secret_value(),
+            settings.easypost_webhook_secret.get_secret_value(),
+            settings.ship_from(),
+            api_base=settings.easypost_api_base,
+            timeout_s=settings.easypost_timeout_s,
+            service=settings.easypost_service,
+            carriers=settings.easypost_carriers,
+        )
+    secret = settings.sandbox_carrier_webhook_secret
+    return SandboxCarrier(
+        secret.get_secret_value() if secret else secrets.token_hex(32),
+        webhook_tolerance_s=settings.carrier_webhook_tolerance_s,
+        tracking_url=settings.sandbox_tracking_url or None,
+    )

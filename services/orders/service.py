@@ -8,7 +8,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -25,12 +25,24 @@ from libs.events.orders import (
     OrderRejected,
     OrderShipped,
     PaymentInstructionIssued,
+    ShipmentCreated,
+    ShipmentUpdated,
 )
 from libs.kit.auth import Principal
 from libs.kit.errors import Conflict, Forbidden, Invalid, NotFound
-from libs.kit.uow import Clock, Tx, UnitOfWork
+from libs.kit.retry import RetryPolicy
+from libs.kit.uow import Clock, Tx, UnitOfWork, utc_now
 from services.orders import domain
-from services.orders.adapters import CatalogClient, PricingClient, Quote
+from services.orders.adapters import (
+    Carrier,
+    CatalogClient,
+    PermanentCarrierError,
+    PricingClient,
+    PurchasedLabel,
+    Quote,
+    ShipmentRequest,
+    TransientCarrierError,
+)
 from services.orders.domain import (
     Cart,
     CartLine,
@@ -43,7 +55,12 @@ from services.orders.domain import (
     OrderStatus,
     OrderView,
     PendingOrder,
+    ShipmentIntent,
+    ShipmentStatus,
+    ShipmentView,
     StoredKey,
+    TrackedShipment,
+    TrackingEvent,
 )
 
 log = logging.getLogger(__name__)
@@ -107,6 +124,12 @@ class Store(Protocol):
 
     @property
     def carts(self) -> "CartRepository": ...
+
+    @property
+    def shipments(self) -> "ShipmentRepository": ...
+
+    @property
+    def carrier_deliveries(self) -> "CarrierDeliveries": ...
 
 
 @dataclass(frozen=True)
@@ -485,6 +508,8 @@ async def _move(
         return
     await tx.store.orders.save_status_change(order.id, after, tracking)
     await tx.events.emit(_status_event(order, after, tracking), subject=order.id)
+    if after.status is OrderStatus.CONFIRMED:
+        await _intend_shipment(tx, order.id)
 
 
 def _status_event(order: LockedOrder, after: Order, tracking: dict[str, Any] | None) -> BaseModel:
@@ -501,7 +526,7 @@ def _status_event(order: LockedOrder, after: Order, tracking: dict[str, Any] | N
         case OrderStatus.SHIPPED:
             return OrderShipped(**who, email=order.email, tracking=tracking or {})
         case OrderStatus.DELIVERED:
-            return OrderDelivered(**who)
+            return OrderDelivered(**who, email=order.email)
     raise AssertionError(f"no event for a move to {after.status}")
 
 
@@ -770,3 +795,251 @@ def _open(cart: Cart) -> Cart:
     if cart.status is not CartStatus.OPEN:
         raise Conflict("cart already checked out")
     return cart
+
+
+# --- shipments (issue 12) ---
+# Intent, call, outcome: the order's confirmation records a pending shipment; the label worker
+# claims it (SKIP LOCKED, a lease), buys the label from the carrier outside any transaction
+# (the shipment id is the idempotency key) and records the label in a new transaction with its
+# ShipmentCreated. Carrier webhooks then move the shipment and, through it, the order.
+
+Wake = Callable[[], None]
+
+
+class ShipmentRepository(Protocol):
+    async def add_intent(self, shipment_id: str, order_id: str, *, automatic: bool) -> bool: ...
+
+    async def claim_due(self, carrier: str, limit: int, lease_s: float) -> list[ShipmentIntent]: ...
+
+    async def record_label(
+        self,
+        shipment_id: str,
+        attempts: int,
+        *,
+        tracking_number: str,
+        carrier_ref: str,
+        label_pdf: bytes | None,
+        label_url: str,
+        tracking_url: str | None,
+    ) -> ShipmentView | None: ...
+
+    async def record_not_bought(
+        self, shipment_id: str, attempts: int, status: ShipmentStatus, reason: str
+    ) -> ShipmentView | None: ...
+
+    async def lock_by_tracking(
+        self, carrier: str, tracking_number: str
+    ) -> TrackedShipment | None: ...
+
+    async def set_status(self, shipment_id: str, status: ShipmentStatus) -> None: ...
+
+    async def label(self, order_id: str, shipment_id: str) -> bytes | None: ...
+
+
+class CarrierDeliveries(Protocol):
+    async def claim(self, carrier: str, event_id: str, event_type: str) -> bool:
+        """False if this carrier event was handled before (a redelivery)."""
+        ...
+
+
+async def _intend_shipment(tx: Tx[Store], order_id: str) -> None:
+    """The confirmed order's shipment, to be bought once this commits (once per order)."""
+    await tx.store.shipments.add_intent(str(uuid.uuid4()), order_id, automatic=True)
+
+
+async def request_shipment(
+    tx: Tx[Store], caller: Principal, order_id: str, wake: Wake
+) -> OrderView:
+    """An operator asks for another shipment of a confirmed or shipped order (a failed label, a
+    lost parcel): a new pending one the label worker buys. Conflict for any other order."""
+    order = await _locked(tx, order_id)
+    if not domain.may_buy_label(order.state.status, order.state.cancellation_requested):
+        raise Conflict(f"order is {order.state.status}: no shipment can be bought for it")
+    await tx.store.shipments.add_intent(str(uuid.uuid4()), order_id, automatic=False)
+    tx.on_commit(wake)
+    return await get_order(tx, caller, order_id)
+
+
+async def shipment_label(
+    tx: Tx[Store], caller: Principal, order_id: str, shipment_id: str
+) -> bytes:
+    """The label PDF we hold (the sandbox's), for the order's owner or an admin; NotFound
+    otherwise (also for a label that is at the carrier's URL)."""
+    view = _visible(await tx.store.orders.view(order_id), caller, order_id)
+    pdf = await tx.store.shipments.label(view.id, shipment_id)
+    if pdf is None:
+        raise NotFound(f"label of shipment {shipment_id}")
+    return pdf
+
+
+class LabelWorker:
+    """Buys the labels of pending shipments: `step` (run by a kit Worker, woken when an order
+    is confirmed) claims up to `batch` for `lease_s` and buys them concurrently. A transient
+    carrier error past `retry` leaves the shipment pending: it is claimed again once its lease
+    runs out. A permanent one marks it `failed` with the reason."""
+
+    def __init__(
+        self,
+        uow: UnitOfWork[Store],
+        carrier: Carrier,
+        retry: RetryPolicy,
+        *,
+        lease_s: float = 60.0,
+        batch: int = 10,
+        item_weight_g: int = 500,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.clock = clock
+        self.uow = uow
+        self.carrier = carrier
+        self.retry = retry
+        self.lease_s = lease_s
+        self.batch = batch
+        self.item_weight_g = item_weight_g
+
+    async def step(self) -> int:
+        async with self.uow() as tx:
+            intents = await tx.store.shipments.claim_due(
+                self.carrier.name, self.batch, self.lease_s
+            )
+        await asyncio.gather(*(self.buy(intent) for intent in intents))
+        return len(intents) if len(intents) >= self.batch else 0
+
+    async def buy(self, intent: ShipmentIntent) -> None:
+        """Carry out one claimed shipment and record its outcome (never raises but cancels)."""
+        try:
+            await self._buy(intent)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the shipment stays pending: claimed again after the lease
+            log.warning(
+                "label of shipment %s (order %s) not bought (claim %d), again after the lease: %r",
+                intent.id,
+                intent.order_id,
+                intent.attempts,
+                exc,
+            )
+
+    async def _buy(self, intent: ShipmentIntent) -> None:
+        if not domain.may_buy_label(intent.order_status, intent.cancellation_requested):
+            async with self.uow(intent.correlation_id) as tx:
+                await tx.store.shipments.record_not_bought(
+                    intent.id,
+                    intent.attempts,
+                    ShipmentStatus.CANCELLED,
+                    f"order is {intent.order_status}"
+                    + (" and being cancelled" if intent.cancellation_requested else ""),
+                )
+            log.info("shipment %s not bought: order %s is not leaving", intent.id, intent.order_id)
+            return
+        request = ShipmentRequest(
+            idempotency_key=intent.id,
+            order_id=intent.order_id,
+            address={str(k): v for k, v in intent.shipping_address.items()},
+            lines=tuple((ln.sku, ln.quantity) for ln in intent.lines),
+            weight_grams=max(1, sum(ln.quantity for ln in intent.lines)) * self.item_weight_g,
+        )
+        try:
+            label = await self.retry.run(
+                f"label of shipment {intent.id}",
+                lambda: self.carrier.create_shipment(request),
+                retry_on=(TransientCarrierError,),
+            )
+        except PermanentCarrierError as exc:
+            await self._record_failure(intent, str(exc))
+            return
+        await self._record_label(intent, label)
+
+    async def _record_label(self, intent: ShipmentIntent, label: PurchasedLabel) -> None:
+        label_url = label.label_url or domain.label_path(intent.order_id, intent.id)
+        async with self.uow(intent.correlation_id) as tx:
+            recorded = await tx.store.shipments.record_label(
+                intent.id,
+                intent.attempts,
+                tracking_number=label.tracking_number,
+                carrier_ref=label.carrier_ref,
+                label_pdf=label.label_pdf,
+                label_url=label_url,
+                tracking_url=label.tracking_url,
+            )
+            if recorded is None:
+                log.info("shipment %s: claim %d was overtaken", intent.id, intent.attempts)
+                return
+            await tx.events.emit(
+                ShipmentCreated(
+                    order_id=intent.order_id,
+                    shipment_id=intent.id,
+                    carrier=intent.carrier,
+                    tracking_number=label.tracking_number,
+                    label_url=label_url,
+                    tracking_url=label.tracking_url,
+                ),
+                subject=intent.order_id,
+            )
+        log.info("shipment %s: label %s bought", intent.id, label.tracking_number)
+
+    async def _record_failure(self, intent: ShipmentIntent, reason: str) -> None:
+        async with self.uow(intent.correlation_id) as tx:
+            failed = await tx.store.shipments.record_not_bought(
+                intent.id, intent.attempts, ShipmentStatus.FAILED, reason
+            )
+            if failed is None:
+                return
+            await tx.events.emit(
+                ShipmentUpdated(
+                    order_id=intent.order_id,
+                    shipment_id=intent.id,
+                    carrier=intent.carrier,
+                    status=ShipmentStatus.FAILED.value,
+                    at=self.clock(),
+                    detail=reason[:500],
+                ),
+                subject=intent.order_id,
+            )
+        log.warning("shipment %s: the carrier refused the label: %s", intent.id, reason)
+
+
+async def apply_tracking(tx: Tx[Store], carrier: str, event: TrackingEvent) -> str:
+    """A verified carrier tracking update, once (its event id in the inbox, this transaction):
+    the shipment's new status with its ShipmentUpdated, and the order shipped and delivered as
+    the parcel goes. Returns what it did: duplicate, ignored (unknown tracking number), stale
+    (an update that changes nothing), or the shipment's new status."""
+    if not await tx.store.carrier_deliveries.claim(carrier, event.event_id, event.event_type):
+        return "duplicate"
+    shipment = await tx.store.shipments.lock_by_tracking(carrier, event.tracking_number)
+    if shipment is None:
+        log.info("%s tracking update for unknown number %s ignored", carrier, event.tracking_number)
+        return "ignored"
+    target = domain.next_shipment_status(shipment.status, event.status)
+    if target is None:
+        return "stale"
+    await tx.store.shipments.set_status(shipment.id, target)
+    await tx.events.emit(
+        ShipmentUpdated(
+            order_id=shipment.order_id,
+            shipment_id=shipment.id,
+            carrier=carrier,
+            tracking_number=shipment.tracking_number,
+            status=target.value,
+            at=event.at,
+            detail=event.detail,
+        ),
+        subject=shipment.order_id,
+    )
+    order = await tx.store.orders.lock(shipment.order_id)
+    if order is None:  # the shipment's foreign key makes this impossible
+        return target.value
+    for move in domain.tracking_moves(order.state, event.status):
+        after = order.state.moved_to(move)
+        tracking: dict[str, Any] | None = None
+        if move is OrderStatus.SHIPPED:
+            tracking = {
+                "carrier": carrier,
+                "tracking_number": shipment.tracking_number,
+                "shipped_at": event.at.isoformat(),
+            }
+            if shipment.tracking_url:
+                tracking["tracking_url"] = shipment.tracking_url
+        await _move(tx, order, after, tracking)
+        order = replace(order, state=after)
+    return target.value

@@ -1,5 +1,9 @@
 """Orders' knobs: where pricing and catalog answer, how long a reservation holds, how often to
-sweep, when a cart counts as abandoned."""
+sweep, when a cart counts as abandoned, and which carrier sells the labels of its shipments."""
+
+from typing import Any, Literal, Self
+
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from libs.kit.settings import ServiceSettings
 
@@ -24,3 +28,63 @@ class OrdersSettings(ServiceSettings):
     cart_sweep_interval_s: float = 30.0
     # Carts marked abandoned per sweep transaction at most.
     cart_sweep_batch: int = 200
+    # --- shipments (issue 12) ---
+    carrier: Literal["sandbox", "easypost"] = "sandbox"
+    # What the sandbox carrier signs its tracking webhooks with (random per process if unset).
+    sandbox_carrier_webhook_secret: SecretStr | None = None
+    # The sandbox's tracking page; `{tracking_number}` is filled in (empty: none).
+    sandbox_tracking_url: str = "https://track.sandbox.backroom.local/{tracking_number}"
+    # Carrier webhooks signed longer ago (or later) than this are refused.
+    carrier_webhook_tolerance_s: int = Field(default=300, gt=0)
+    easypost_api_key: SecretStr | None = None
+    easypost_webhook_secret: SecretStr | None = None
+    easypost_api_base: str | None = None  # the SDK's default (https://api.easypost.com/v2)
+    easypost_timeout_s: int = Field(default=30, gt=0)
+    # Buy this service's rate (e.g. "Priority") instead of the lowest; limit to these carriers.
+    easypost_service: str | None = None
+    easypost_carriers: list[str] = []
+    # Where parcels leave from (EasyPost Address fields).
+    ship_from_name: str = "Backroom Warehouse"
+    ship_from_street1: str = "417 Montgomery Street"
+    ship_from_city: str = "San Francisco"
+    ship_from_state: str = "CA"
+    ship_from_zip: str = "94104"
+    ship_from_country: str = "US"
+    ship_from_phone: str = "4153334444"
+    # Until products carry weights: each unit weighs this much in the parcel.
+    item_weight_g: int = Field(default=500, gt=0)
+    label_attempts: int = Field(default=4, ge=1)
+    label_backoff_initial_s: float = 0.5
+    label_backoff_max_s: float = 5.0
+    # A claimed shipment is the label worker's for this long (then any worker may retry it).
+    label_lease_s: float = Field(default=60.0, gt=0)
+    label_batch: int = Field(default=10, ge=1)
+    label_poll_interval_s: float = Field(default=5.0, gt=0)
+
+    @field_validator("easypost_api_key", "easypost_webhook_secret", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        """An empty variable means not configured."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _easypost_configured(self) -> Self:
+        """EasyPost without its key or webhook secret refuses to start (no usable default)."""
+        if self.carrier == "easypost":
+            for name in ("easypost_api_key", "easypost_webhook_secret"):
+                if getattr(self, name) is None:
+                    raise ValueError(
+                        f"BACKROOM_{name.upper()} is required with BACKROOM_CARRIER=easypost"
+                    )
+        return self
+
+    def ship_from(self) -> dict[str, str]:
+        return {
+            "name": self.ship_from_name,
+            "street1": self.ship_from_street1,
+            "city": self.ship_from_city,
+            "state": self.ship_from_state,
+            "zip": self.ship_from_zip,
+            "country": self.ship_from_country,
+            "phone": self.ship_from_phone,
+        }

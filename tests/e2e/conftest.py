@@ -34,6 +34,8 @@ E2E_SETTINGS = {
     "BACKROOM_SANDBOX_SLOW_S": "13",
     # What the sandbox signs its webhooks with: the tests sign provider webhooks with it too.
     "BACKROOM_SANDBOX_WEBHOOK_SECRET": "whsec_e2e_sandbox_" + "0" * 24,
+    # What the sandbox carrier signs its tracking webhooks with (tests/e2e/test_shipments.py).
+    "BACKROOM_SANDBOX_CARRIER_WEBHOOK_SECRET": "whsec_e2e_carrier_" + "0" * 24,
     "BACKROOM_WEBHOOK_BACKOFF_BASE_S": "0.2",
     "BACKROOM_DELIVERY_INTERVAL_S": "0.2",
     # The webhook receivers of these tests listen on loopback: allowed here (as under

@@ -27,6 +27,8 @@ CONTRACT_TYPES = {
     "OrderCancellationRequested",
     "OrderCancelled",
     "OrderShipped",
+    # Issue 12: every confirmation's shipment gets its label.
+    "ShipmentCreated",
     "PaymentCaptured",
     "PaymentFailed",
     "PaymentRefunded",

@@ -141,3 +141,51 @@ def test_a_dispute_is_mailed_to_the_operators_with_what_they_need_to_answer_it()
     again = plan_email("PaymentDisputed", DISPUTE, "ev-d2", WAREHOUSE, "ops@store.example")
     assert again is not None and again.dedupe_key != email.dedupe_key
     assert plan_email("PaymentDisputed", DISPUTE, "ev-d1", WAREHOUSE) is None
+
+
+# --- shipments (issue 12) ---
+
+
+def test_the_shipped_email_links_to_the_carriers_tracking_page() -> None:
+    shipped = plan_email(
+        "OrderShipped",
+        {
+            "order_id": "ord-5",
+            "customer_id": "c",
+            "tracking": {
+                "carrier": "sandbox",
+                "tracking_number": "SBX00000000000042",
+                "tracking_url": "https://track.example/SBX00000000000042",
+                "shipped_at": "2026-12-01T19:00:00+00:00",
+            },
+        },
+        "ev",
+        WAREHOUSE,
+    )
+    assert shipped is not None
+    text = render(shipped.template, shipped.context).text
+    assert "Track your parcel: https://track.example/SBX00000000000042" in text
+    assert "Carrier: sandbox" in text
+    assert "Tracking number: SBX00000000000042" in text
+
+
+def test_the_delivered_email_goes_to_the_customer_once_per_order() -> None:
+    data = {"order_id": "ord-6", "customer_id": "c-6", "email": "dora@example.com"}
+    delivered = plan_email("OrderDelivered", data, "ev-1", WAREHOUSE)
+    again = plan_email("OrderDelivered", data, "ev-2", WAREHOUSE)
+    assert delivered is not None and again is not None
+    assert delivered.template == "order_delivered"
+    assert delivered.to == "dora@example.com"
+    # A second OrderDelivered (a redelivery) has the same key: the queue keeps one mail.
+    assert delivered.dedupe_key == again.dedupe_key == "ord-6:order_delivered"
+    rendered = render(delivered.template, delivered.context)
+    assert rendered.subject == "Your order ord-6 has been delivered"
+    assert "ord-6 has been delivered" in rendered.text
+
+
+def test_a_delivered_order_without_an_email_goes_to_the_customers_mailbox() -> None:
+    delivered = plan_email(
+        "OrderDelivered", {"order_id": "o", "customer_id": "c-7"}, "e", WAREHOUSE
+    )
+    assert delivered is not None
+    assert delivered.to == "c-7@customers.backroom.local"

@@ -16,7 +16,7 @@ from libs.kit.auth import Principal
 from libs.kit.errors import DomainError, Invalid, Unavailable
 from libs.kit.uow import Clock, Tx
 from services.orders import service
-from services.orders.adapters import Quote, QuoteLine
+from services.orders.adapters import PurchasedLabel, Quote, QuoteLine, ShipmentRequest
 from services.orders.domain import (
     Cart,
     CartLine,
@@ -28,7 +28,13 @@ from services.orders.domain import (
     OrderStatus,
     OrderView,
     PendingOrder,
+    ShipmentIntent,
+    ShipmentStatus,
+    ShipmentView,
     StoredKey,
+    TrackedShipment,
+    TrackingEvent,
+    WebhookRejected,
 )
 from services.orders.service import Claimed, OrderRequest, Placed, Store
 from tests.support.fakes import FakeTx, MutableClock, RecordingEvents
@@ -58,6 +64,7 @@ class FakeOrders:
         self.keys = keys
         self.clock = clock
         self.held: set[str] = set()
+        self.shipments: FakeShipments | None = None
 
     async def add(self, order: PendingOrder, key: str, request_hash: str) -> OrderView | None:
         """The key claim decides, as the one statement's first part does: a taken key writes
@@ -164,6 +171,7 @@ class FakeOrders:
             created_at=s.created_at,
             updated_at=s.updated_at,
             history=tuple(self.history.entries.get(order_id, [])),
+            shipments=self.shipments.of_order(order_id) if self.shipments else (),
         )
 
 
@@ -198,6 +206,9 @@ class FakeStore:
         self.keys = FakeKeys()
         self.orders = FakeOrders(self.history, self.keys, self.clock)
         self.carts = FakeCarts()
+        self.shipments = FakeShipments(self.orders, self.clock)
+        self.carrier_deliveries = FakeCarrierDeliveries()
+        self.orders.shipments = self.shipments
 
 
 @dataclass
@@ -541,3 +552,181 @@ class FakeCatalog:
         if self.failure is not None:
             raise self.failure
         return self.products.get(sku)
+
+
+# --- shipments (issue 12) ---
+
+
+@dataclass
+class _StoredShipment:
+    id: str
+    order_id: str
+    automatic: bool
+    created_at: datetime
+    status: ShipmentStatus = ShipmentStatus.PENDING
+    carrier: str | None = None
+    attempts: int = 0
+    leased: bool = False
+    tracking_number: str | None = None
+    carrier_ref: str | None = None
+    label_pdf: bytes | None = None
+    label_url: str | None = None
+    tracking_url: str | None = None
+    failure_reason: str | None = None
+
+
+class FakeShipments:
+    """Shipments in a dict, as the shipments table holds them. A claim takes pending shipments
+    not leased (`expire_leases` ends every lease, as time passing would); `held` are ids another
+    transaction holds (SKIP LOCKED skips them)."""
+
+    def __init__(self, orders: FakeOrders, clock: Clock) -> None:
+        self.rows: dict[str, _StoredShipment] = {}
+        self.orders = orders
+        self.clock = clock
+        self.held: set[str] = set()
+
+    async def add_intent(self, shipment_id: str, order_id: str, *, automatic: bool) -> bool:
+        if automatic and any(r.automatic and r.order_id == order_id for r in self.rows.values()):
+            return False
+        self.rows[shipment_id] = _StoredShipment(shipment_id, order_id, automatic, self.clock())
+        return True
+
+    async def claim_due(self, carrier: str, limit: int, lease_s: float) -> list[ShipmentIntent]:
+        due = [
+            r
+            for r in self.rows.values()
+            if r.status is ShipmentStatus.PENDING and not r.leased and r.id not in self.held
+        ][:limit]
+        intents = []
+        for r in due:
+            r.attempts += 1
+            r.leased = True
+            r.carrier = r.carrier or carrier
+            order = self.orders.rows[r.order_id]
+            intents.append(
+                ShipmentIntent(
+                    id=r.id,
+                    order_id=r.order_id,
+                    carrier=r.carrier,
+                    attempts=r.attempts,
+                    order_status=order.state.status,
+                    cancellation_requested=order.state.cancellation_requested,
+                    shipping_address=dict(order.placed.shipping_address),
+                    lines=order.placed.lines,
+                    correlation_id=order.placed.correlation_id,
+                )
+            )
+        return intents
+
+    def expire_leases(self) -> None:
+        for r in self.rows.values():
+            r.leased = False
+
+    async def record_label(
+        self,
+        shipment_id: str,
+        attempts: int,
+        *,
+        tracking_number: str,
+        carrier_ref: str,
+        label_pdf: bytes | None,
+        label_url: str,
+        tracking_url: str | None,
+    ) -> ShipmentView | None:
+        r = self._settleable(shipment_id, attempts)
+        if r is None:
+            return None
+        r.status = ShipmentStatus.LABEL_CREATED
+        r.tracking_number, r.carrier_ref, r.label_pdf = tracking_number, carrier_ref, label_pdf
+        r.label_url, r.tracking_url = label_url, tracking_url
+        return self._view(r)
+
+    async def record_not_bought(
+        self, shipment_id: str, attempts: int, status: ShipmentStatus, reason: str
+    ) -> ShipmentView | None:
+        r = self._settleable(shipment_id, attempts)
+        if r is None:
+            return None
+        r.status, r.failure_reason = status, reason
+        return self._view(r)
+
+    def _settleable(self, shipment_id: str, attempts: int) -> _StoredShipment | None:
+        r = self.rows.get(shipment_id)
+        if r is None or r.status is not ShipmentStatus.PENDING or r.attempts != attempts:
+            return None
+        r.leased = False
+        return r
+
+    async def lock_by_tracking(self, carrier: str, tracking_number: str) -> TrackedShipment | None:
+        for r in self.rows.values():
+            if r.carrier == carrier and r.tracking_number == tracking_number:
+                return TrackedShipment(
+                    r.id, r.order_id, carrier, tracking_number, r.tracking_url, r.status
+                )
+        return None
+
+    async def set_status(self, shipment_id: str, status: ShipmentStatus) -> None:
+        self.rows[shipment_id].status = status
+
+    async def label(self, order_id: str, shipment_id: str) -> bytes | None:
+        r = self.rows.get(shipment_id)
+        return r.label_pdf if r is not None and r.order_id == order_id else None
+
+    def of_order(self, order_id: str) -> tuple[ShipmentView, ...]:
+        return tuple(self._view(r) for r in self.rows.values() if r.order_id == order_id)
+
+    def _view(self, r: _StoredShipment) -> ShipmentView:
+        return ShipmentView(
+            id=r.id,
+            order_id=r.order_id,
+            carrier=r.carrier,
+            status=r.status,
+            tracking_number=r.tracking_number,
+            label_url=r.label_url,
+            tracking_url=r.tracking_url,
+            created_at=r.created_at,
+            failure_reason=r.failure_reason,
+        )
+
+
+class FakeCarrierDeliveries:
+    def __init__(self) -> None:
+        self.claimed: set[tuple[str, str]] = set()
+
+    async def claim(self, carrier: str, event_id: str, event_type: str) -> bool:
+        if (carrier, event_id) in self.claimed:
+            return False
+        self.claimed.add((carrier, event_id))
+        return True
+
+
+@dataclass
+class FakeCarrier:
+    """A carrier whose answers a test scripts: each call takes the next of `answers` (an
+    exception is raised, a label returned); once they run out every call sells a label whose
+    tracking number derives from the key. `calls` keeps each request."""
+
+    name: str = "fake"
+    answers: list[PurchasedLabel | Exception] = field(default_factory=list)
+    calls: list[ShipmentRequest] = field(default_factory=list)
+    events: dict[bytes, TrackingEvent] = field(default_factory=dict)
+
+    async def create_shipment(self, request: ShipmentRequest) -> PurchasedLabel:
+        self.calls.append(request)
+        if self.answers:
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+        return PurchasedLabel(
+            tracking_number=f"FAKE{request.idempotency_key[:8].upper()}",
+            carrier_ref=f"ref-{request.idempotency_key}",
+            label_pdf=b"%PDF-fake",
+            tracking_url=f"https://track.example/{request.idempotency_key[:8]}",
+        )
+
+    def parse_webhook(self, headers: dict[str, str], body: bytes) -> TrackingEvent | None:
+        if headers.get("signature") != "good":
+            raise WebhookRejected("signature does not match")
+        return self.events.get(body)

@@ -58,6 +58,7 @@ Status = Literal["pending", "confirmed", "shipped", "delivered", "rejected", "ca
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 AddressKey = Annotated[str, Field(min_length=1, max_length=100)]
 AddressValue = Annotated[str, Field(max_length=500)]
+SHIPPING_METHOD_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # pricing's method codes
 
 
 class LineIn(BaseModel):
@@ -85,6 +86,10 @@ class OrderIn(BaseModel):
     # Extension, kept for v1 clients that send it: it must be the token's verified `email` claim,
     # where notifications go in any case (a customer cannot make the store mail someone else).
     email: str | None = Field(default=None, max_length=254, pattern=EMAIL_PATTERN)
+    # v2 (issue 12): a code of GET /pricing/shipping-methods?region=; absent: the region's default.
+    shipping_method: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=SHIPPING_METHOD_PATTERN
+    )
 
 
 class CancelIn(BaseModel):
@@ -133,6 +138,9 @@ class OrderOut(BaseModel):
     tracking: dict[str, Any] | None
     # Additive (v2): what payments gave back of the charge so far (refunds), if anything.
     refunded: Money | None = None
+    # Additive (v2, issue 12): the shipping line, net (its tax is in `tax`, both in `total`).
+    shipping: Money | None = None
+    shipping_method: str | None = None
     reservation_deadline: datetime
     cancellation_requested: bool
     quote_id: str | None
@@ -159,6 +167,8 @@ class OrderOut(BaseModel):
             ],
             tracking=view.tracking,
             refunded=view.refunded,
+            shipping=view.shipping,
+            shipping_method=view.shipping_method,
             reservation_deadline=view.reservation_deadline,
             cancellation_requested=view.cancellation_requested,
             quote_id=view.quote_id,
@@ -207,6 +217,7 @@ async def place_order(
         shipping_address=body.shipping_address,
         email=email,
         payment_token=body.payment.token,
+        shipping_method=body.shipping_method,
     )
     placed = await service.place_order(
         uow,

@@ -10,7 +10,9 @@ import pytest
 
 from libs.events.orders import OrderPlaced, PaymentInstructionIssued
 from libs.kit.errors import Invalid
+from libs.kit.idempotency import request_hash
 from services.orders.adapters import HttpPricing
+from services.orders.api import OrderIn, _absent_v2_fields
 from tests.unit.orders.fakes import World, eur, order_request
 from tests.unit.orders.test_pricing_adapter import LINES, QUOTE, money, pricing_answering
 
@@ -95,3 +97,18 @@ async def test_the_adapter_sends_the_method_only_when_given_and_reads_the_line()
         LINES, "FR", authorization=None, request_id="r"
     )
     assert (v1.shipping, v1.shipping_tax, v1.shipping_method) == (None, None, None)
+
+
+def test_a_v1_body_hashes_as_before_and_a_method_makes_another_body() -> None:
+    v1 = {
+        "lines": [{"sku": "MUG-1", "quantity": 2}],
+        "region": "FR",
+        "shipping_address": {"city": "Paris"},
+        "payment": {"token": "tok_visa"},
+        "email": None,
+    }
+    body = OrderIn.model_validate(v1)
+    hashed = request_hash(body.model_dump(mode="json", exclude=_absent_v2_fields(body)))
+    assert hashed == request_hash(v1)  # what the same body hashed to before shipping_method
+    chosen = OrderIn.model_validate(v1 | {"shipping_method": "express"})
+    assert request_hash(chosen.model_dump(mode="json", exclude=_absent_v2_fields(chosen))) != hashed

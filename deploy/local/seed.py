@@ -1,5 +1,6 @@
-"""Seed a small demo catalog through the gateway (idempotent): products, prices, tax rates, stock,
-a promotion; then print a customer token and the first step of a checkout."""
+"""Seed a small demo catalog through the gateway (idempotent): products (with weights), prices, tax
+rates, shipping methods, stock, a promotion; then print a customer token and the first step of a
+checkout."""
 
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,49 @@ PRODUCTS = [
     ("CAP-NAVY", "Baseball cap, navy", "apparel", 2499, 3, 2),
 ]
 TAX_RATES = {"DE": 1900, "FR": 2000, "NL": 2100, "IE": 2300, "US-NY": 888}
+# attributes.weight of each demo product (shipping rates go by weight).
+WEIGHTS = {
+    "TSHIRT-BLK-M": {"value": 180, "unit": "g"},
+    "TSHIRT-WHT-M": {"value": 180, "unit": "g"},
+    "HOODIE-GRY-L": {"value": 0.65, "unit": "kg"},
+    "MUG-STEEL": {"value": 350, "unit": "g"},
+    "NOTEBOOK-A5": {"value": 7, "unit": "oz"},
+    "PEN-GEL-BLK": {"value": 12, "unit": "g"},
+    "STICKER-PACK": {"value": 30, "unit": "g"},
+    "CAP-NAVY": {"value": 0.25, "unit": "lb"},
+}
+
+
+def shipping_methods(region: str) -> dict[str, dict[str, object]]:
+    """Each demo region: standard (its default, by weight, free from 50.00 of goods) and express
+    (by weight, up to 10 kg)."""
+    prefix = region.lower()
+    return {
+        f"{prefix}-standard": {
+            "region": region,
+            "name": "Standard (3-5 days)",
+            "currency": "EUR",
+            "rate": {
+                "by": "weight",
+                "bands": [
+                    {"up_to": 500, "amount": 495},
+                    {"up_to": 2000, "amount": 695},
+                    {"up_to": None, "amount": 1295},
+                ],
+            },
+            "free_over": 5000,
+            "default": True,
+        },
+        f"{prefix}-express": {
+            "region": region,
+            "name": "Express (next day)",
+            "currency": "EUR",
+            "rate": {
+                "by": "weight",
+                "bands": [{"up_to": 2000, "amount": 1290}, {"up_to": 10000, "amount": 1990}],
+            },
+        },
+    }
 
 
 def main(gateway: str) -> None:
@@ -35,10 +79,15 @@ def main(gateway: str) -> None:
                     "name": name,
                     "category": category,
                     "description": f"{name}. Demo product.",
-                    "attributes": {"demo": True},
+                    "attributes": {"demo": True, "weight": WEIGHTS[sku]},
                 },
             )
-            if created.status_code not in (201, 409):
+            if created.status_code == 409:  # seeded before: give it its weight (a no-op if set)
+                http.patch(
+                    f"/catalog/products/{sku}",
+                    json={"attributes": {"demo": True, "weight": WEIGHTS[sku]}},
+                ).raise_for_status()
+            elif created.status_code != 201:
                 created.raise_for_status()
             http.put(
                 f"/pricing/prices/{sku}", json={"amount": price, "currency": "EUR"}
@@ -48,6 +97,8 @@ def main(gateway: str) -> None:
             ).raise_for_status()
         for region, bps in TAX_RATES.items():
             http.put(f"/pricing/tax-rates/{region}", json={"rate_bps": bps}).raise_for_status()
+            for code, method in shipping_methods(region).items():
+                http.put(f"/pricing/shipping-methods/{code}", json=method).raise_for_status()
         existing = http.get("/pricing/rules", params={"limit": 200})
         existing.raise_for_status()
         kinds = {rule["kind"] for rule in existing.json()["items"]}
@@ -78,13 +129,17 @@ def main(gateway: str) -> None:
     customer = mint_dev_token(
         settings, "alice", ["customer"], ttl_s=86400, email="alice@example.com"
     )
-    print(f"seeded {len(PRODUCTS)} products, {len(TAX_RATES)} tax rates, 2 pricing rules")
+    print(
+        f"seeded {len(PRODUCTS)} products, {len(TAX_RATES)} tax rates,"
+        f" {2 * len(TAX_RATES)} shipping methods, 2 pricing rules"
+    )
     print(f"\ncustomer token (alice, 24 h):\n  export TOKEN={customer}")
     print(
         "  curl -s -X POST " + gateway + '/orders -H "Authorization: Bearer $TOKEN" '
         "-H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' "
         '-d \'{"lines":[{"sku":"MUG-STEEL","quantity":2}],"region":"DE",'
-        '"shipping_address":{"name":"Alice","city":"Berlin"},"payment":{"token":"tok_visa"}}\''
+        '"shipping_address":{"name":"Alice","city":"Berlin"},"shipping_method":"de-express",'
+        '"payment":{"token":"tok_visa"}}\''
     )
 
 

@@ -21,6 +21,10 @@ class OrderPlaced(WireModel):
     total: Money
     quote_id: str | None = None
     reservation_deadline: datetime
+    # v2 (issue 12): the shipping line's net price (its tax is in `tax`, both in `total`) and
+    # the method; None from orders placed before shipping rates.
+    shipping: Money | None = None
+    shipping_method: str | None = None
 
 
 class OrderConfirmed(WireModel):

@@ -70,3 +70,35 @@ class ProductPage:
 def changed_fields(current: Product, patch: dict[str, Any]) -> dict[str, Any]:
     """The subset of a patch that really changes the product."""
     return {k: v for k, v in patch.items() if k in MUTABLE_FIELDS and getattr(current, k) != v}
+
+
+# --- shipping rates (issue 12) ---
+
+WEIGHT_UNITS = ("g", "kg", "lb", "oz")
+# 100 t in grams: far above any parcel, far inside every sum pricing makes of weights.
+MAX_WEIGHT_G = 100_000_000
+_GRAMS_PER_UNIT = {"g": 1.0, "kg": 1000.0, "lb": 453.59237, "oz": 28.349523125}
+
+
+def weight_problems(attributes: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field, message) for each thing wrong with `attributes.weight`, which shipping rates read:
+    `{"value": <number > 0>, "unit": "g"|"kg"|"lb"|"oz"}`; no weight at all is fine."""
+    if "weight" not in attributes:
+        return []
+    weight = attributes["weight"]
+    if not isinstance(weight, dict):
+        return [("attributes.weight", 'must be an object {"value": number > 0, "unit": "g"}')]
+    problems = [
+        (f"attributes.weight.{key}", "unknown field: a weight has value and unit")
+        for key in weight
+        if key not in ("value", "unit")
+    ]
+    unit = weight.get("unit")
+    if unit not in WEIGHT_UNITS:
+        problems.append(("attributes.weight.unit", f"must be one of {', '.join(WEIGHT_UNITS)}"))
+    value = weight.get("value")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        problems.append(("attributes.weight.value", "must be a number greater than 0"))
+    elif unit in _GRAMS_PER_UNIT and value * _GRAMS_PER_UNIT[unit] > MAX_WEIGHT_G:
+        problems.append(("attributes.weight.value", "must be at most 100 t"))
+    return problems

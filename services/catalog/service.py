@@ -5,9 +5,16 @@ from typing import Any, Protocol
 
 from libs.events.catalog import ProductCreated, ProductUpdated
 from libs.events.common import Money
-from libs.kit.errors import Conflict, NotFound
+from libs.kit.errors import Conflict, FieldError, Invalid, NotFound
 from libs.kit.uow import Tx
-from services.catalog.domain import NewProduct, Product, ProductPage, ProductView, changed_fields
+from services.catalog.domain import (
+    NewProduct,
+    Product,
+    ProductPage,
+    ProductView,
+    changed_fields,
+    weight_problems,
+)
 
 
 class ProductRepository(Protocol):
@@ -50,6 +57,7 @@ class CatalogStore(Protocol):
 
 
 async def create_product(tx: Tx[CatalogStore], new: NewProduct) -> ProductView:
+    refuse_bad_weight(new.attributes)
     if not await tx.store.products.add(new):
         raise Conflict(f"product {new.sku} already exists")
     view = await get_product(tx, new.sku)
@@ -63,6 +71,7 @@ async def update_product(tx: Tx[CatalogStore], sku: str, patch: dict[str, Any]) 
     current = await tx.store.products.lock(sku)
     if current is None:
         raise NotFound(f"product {sku}")
+    refuse_bad_weight(patch.get("attributes") or {})
     changes = changed_fields(current, patch)
     if changes:
         await tx.store.products.change(sku, changes)
@@ -107,3 +116,15 @@ def _event_fields(product: Product) -> dict[str, Any]:
     fields = asdict(product)
     del fields["created_at"], fields["updated_at"]
     return fields
+
+
+# --- shipping rates (issue 12) ---
+
+
+def refuse_bad_weight(attributes: dict[str, Any]) -> None:
+    """422 naming `attributes.weight.unit` / `.value` when the weight is not one pricing can
+    rate shipping by."""
+    problems = weight_problems(attributes)
+    if problems:
+        errors = [FieldError(field, message) for field, message in problems]
+        raise Invalid("; ".join(f"{e.field}: {e.message}" for e in errors), errors)

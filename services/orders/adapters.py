@@ -60,6 +60,10 @@ class Quote(BaseModel):
     discount: Money
     tax: Money
     total: Money
+    # v2 shipping line (issue 12): absent from an older pricing, which means no shipping.
+    shipping: Money | None = None
+    shipping_tax: Money | None = None
+    shipping_method: str | None = None
 
 
 class PricingClient(Protocol):
@@ -70,10 +74,12 @@ class PricingClient(Protocol):
         *,
         authorization: str | None,
         request_id: str,
+        shipping_method: str | None = None,
     ) -> Quote:
-        """Price the lines for the caller (their `authorization` selects customer-group prices).
-        Raises Invalid with pricing's own field errors when it refuses the lines (unknown sku,
-        discontinued, unknown region), Unavailable when it cannot give a trustworthy quote."""
+        """Price the lines for the caller (their `authorization` selects customer-group prices),
+        shipped by `shipping_method` (None: the region's default). Raises Invalid with pricing's
+        own field errors when it refuses the lines (unknown sku, discontinued, unknown region,
+        unusable shipping method), Unavailable when it cannot give a trustworthy quote."""
         ...
 
 
@@ -100,6 +106,7 @@ class HttpPricing:
         *,
         authorization: str | None,
         request_id: str,
+        shipping_method: str | None = None,
     ) -> Quote:
         if self.client is None:
             raise Unavailable("pricing is unavailable: client not started")
@@ -107,7 +114,12 @@ class HttpPricing:
         headers = {"X-Request-ID": request_id}
         if authorization:
             headers["Authorization"] = authorization
-        body = {"lines": [{"sku": s, "quantity": q} for s, q in lines], "region": region}
+        body: dict[str, Any] = {
+            "lines": [{"sku": s, "quantity": q} for s, q in lines],
+            "region": region,
+        }
+        if shipping_method is not None:  # absent: pricing picks the region's default
+            body["shipping_method"] = shipping_method
         try:
             response = await self.client.post("/pricing/quotes", json=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -63,6 +63,7 @@ Status = Literal["pending", "confirmed", "shipped", "delivered", "rejected", "ca
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 AddressKey = Annotated[str, Field(min_length=1, max_length=100)]
 AddressValue = Annotated[str, Field(max_length=500)]
+SHIPPING_METHOD_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # pricing's method codes
 
 
 class LineIn(BaseModel):
@@ -90,6 +91,10 @@ class OrderIn(BaseModel):
     # Extension, kept for v1 clients that send it: it must be the token's verified `email` claim,
     # where notifications go in any case (a customer cannot make the store mail someone else).
     email: str | None = Field(default=None, max_length=254, pattern=EMAIL_PATTERN)
+    # v2 (issue 12): a code of GET /pricing/shipping-methods?region=; absent: the region's default.
+    shipping_method: str | None = Field(
+        default=None, min_length=1, max_length=64, pattern=SHIPPING_METHOD_PATTERN
+    )
 
 
 class CancelIn(BaseModel):
@@ -138,6 +143,9 @@ class OrderOut(BaseModel):
     tracking: dict[str, Any] | None
     # Additive (v2): what payments gave back of the charge so far (refunds), if anything.
     refunded: Money | None = None
+    # Additive (v2, issue 12): the shipping line, net (its tax is in `tax`, both in `total`).
+    shipping: Money | None = None
+    shipping_method: str | None = None
     reservation_deadline: datetime
     cancellation_requested: bool
     quote_id: str | None
@@ -166,6 +174,8 @@ class OrderOut(BaseModel):
             ],
             tracking=view.tracking,
             refunded=view.refunded,
+            shipping=view.shipping,
+            shipping_method=view.shipping_method,
             reservation_deadline=view.reservation_deadline,
             cancellation_requested=view.cancellation_requested,
             quote_id=view.quote_id,
@@ -209,12 +219,14 @@ async def place_order(
     order = service.OrderRequest(
         customer_id=caller.sub,
         idempotency_key=idempotency_key,
-        request_hash=request_hash(body.model_dump(mode="json")),
+        # A v1 body (no shipping_method) hashes as it did before v2, so its replays still match.
+        request_hash=request_hash(body.model_dump(mode="json", exclude=_absent_v2_fields(body))),
         lines=[(line.sku, line.quantity) for line in body.lines],
         region=body.region,
         shipping_address=body.shipping_address,
         email=email,
         payment_token=body.payment.token,
+        shipping_method=body.shipping_method,
     )
     placed = await service.place_order(
         uow,
@@ -646,3 +658,12 @@ async def request_shipment(
     """Admin: buy another label for a confirmed or shipped order (after a failed one, a lost
     parcel); 409 for any other order."""
     return OrderOut.from_view(await service.request_shipment(tx, caller, order_id, worker.wake))
+
+
+# --- shipping rates (issue 12) ---
+
+
+def _absent_v2_fields(body: OrderIn) -> set[str]:
+    """The v2 fields a body left out: not hashed, so an Idempotency-Key's replay of a body
+    placed before v2 still matches (and sending `shipping_method` makes it another body)."""
+    return {"shipping_method"} if body.shipping_method is None else set()

@@ -91,6 +91,10 @@ orders = Table(
     Column("refunded", BigInteger, nullable=False, server_default=text("0")),
     # The request id that placed the order: events the deadline sweep causes carry it too.
     Column("correlation_id", String(200), nullable=False),
+    # The quote's shipping line (issue 12): net minor units of `currency` (its tax is in `tax`,
+    # both are in `total`) and the method's code (NULL: the region had no shipping methods).
+    Column("shipping", BigInteger, nullable=False, server_default=text("0")),
+    Column("shipping_method", String(64)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(f"status IN ({_STATUSES})", name="ck_orders_status"),
@@ -159,13 +163,14 @@ PLACE_ORDER = (
         "), placed AS ("
         "INSERT INTO orders (id, customer_id, status, region, shipping_address, email, lines,"
         " currency, subtotal, discount, tax, total, quote_id, reservation_deadline,"
-        " correlation_id)"
+        " correlation_id, shipping, shipping_method)"
         " SELECT claimed.order_id, CAST(:customer_id AS text), CAST(:status AS text),"
         " CAST(:region AS text), CAST(:shipping_address AS jsonb), CAST(:email AS text),"
         " CAST(:lines AS jsonb), CAST(:currency AS text), CAST(:subtotal AS bigint),"
         " CAST(:discount AS bigint), CAST(:tax AS bigint), CAST(:total AS bigint),"
         " CAST(:quote_id AS text), CAST(:reservation_deadline AS timestamptz),"
-        " CAST(:correlation_id AS text)"
+        " CAST(:correlation_id AS text), CAST(:shipping AS bigint),"
+        " CAST(:shipping_method AS text)"
         " FROM claimed"
         f" RETURNING {_ORDER_COLUMNS}"
         "), entry AS ("
@@ -259,6 +264,8 @@ class Orders:
                     "quote_id": order.quote_id,
                     "reservation_deadline": order.reservation_deadline,
                     "correlation_id": order.correlation_id,
+                    "shipping": order.shipping.amount if order.shipping else 0,
+                    "shipping_method": order.shipping_method,
                 },
             )
         ).first()
@@ -455,6 +462,8 @@ def _view(row: Row[Any], history: tuple[HistoryEntry, ...]) -> OrderView:
         created_at=row.created_at,
         updated_at=row.updated_at,
         history=history,
+        shipping=money(row.shipping),
+        shipping_method=row.shipping_method,
     )
 
 

@@ -210,6 +210,9 @@ class PendingOrder:
     # The request that placed it: events the order's later moves cause without a request
     # of their own (the deadline sweep) carry it too.
     correlation_id: str
+    # The quote's shipping line (issue 12): its net price (its tax is in `tax`) and method.
+    shipping: Money | None = None
+    shipping_method: str | None = None
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,8 @@ class OrderView:
     history: tuple[HistoryEntry, ...] = ()
     refunded: Money | None = None  # None: nothing was given back
     shipments: "tuple[ShipmentView, ...]" = ()
+    shipping: Money | None = None  # net; its tax is in `tax` and both are in `total`
+    shipping_method: str | None = None
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,11 @@ async def place_order(
         return Placed(replayed, replayed=True)
 
     quote = await pricing.quote(
-        request.lines, request.region, authorization=authorization, request_id=request_id
+        request.lines,
+        request.region,
+        authorization=authorization,
+        request_id=request_id,
+        shipping_method=request.shipping_method,
     )
     order = _pending(request, quote, clock() + timedelta(seconds=reservation_ttl_s), request_id)
     async with uow(request_id) as tx:
@@ -225,6 +229,8 @@ async def place_order(
                 total=order.total,
                 quote_id=order.quote_id,
                 reservation_deadline=order.reservation_deadline,
+                shipping=order.shipping,
+                shipping_method=order.shipping_method,
             ),
             subject=order.id,
         )
@@ -283,6 +289,8 @@ def _pending(
         quote_id=quote.id,
         reservation_deadline=deadline,
         correlation_id=correlation_id,
+        shipping=quote.shipping or zero,
+        shipping_method=quote.shipping_method,
     )
 
 

@@ -2,6 +2,7 @@
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
@@ -33,8 +34,12 @@ from services.pricing.domain import (
     CURRENCY_PATTERN,
     MAX_RATE_BPS,
     REGION_PATTERN,
+    SHIPPING_CODE_PATTERN,
     SKU_PATTERN,
     BasePrice,
+    RateBand,
+    ShippingMethod,
+    ShippingMethodSpec,
     StoredRule,
     TaxRate,
 )
@@ -52,6 +57,7 @@ Amount = Annotated[int, Field(ge=0, le=MAX_AMOUNT)]
 SkuPath = Annotated[str, Path(pattern=SKU_PATTERN, max_length=64)]
 RegionPath = Annotated[str, Path(pattern=REGION_PATTERN, max_length=32)]
 IdPath = Annotated[str, Path(max_length=64)]
+ShippingCode = Annotated[str, Field(pattern=SHIPPING_CODE_PATTERN, max_length=64)]
 
 
 def _as_number(value: Decimal) -> int | float:
@@ -171,11 +177,37 @@ class GroupPriceRuleIn(Strict):
     amount: Amount
 
 
-RuleIn = Annotated[VolumeRuleIn | PromotionRuleIn | GroupPriceRuleIn, Field(discriminator="kind")]
-_RULE = TypeAdapter[VolumeRuleIn | PromotionRuleIn | GroupPriceRuleIn](RuleIn)
+class FreeShippingRuleIn(Strict):
+    """Shipping is free while active, for orders in `region` (any if absent), by one of
+    `methods` (any if absent), worth at least `min_order_value` (subtotal - discount)."""
+
+    kind: Literal["free_shipping"]
+    region: Region | None = None
+    methods: list[ShippingCode] | None = Field(default=None, min_length=1, max_length=50)
+    min_order_value: Amount | None = None
+    starts_at: AwareDatetime
+    ends_at: AwareDatetime
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value.astimezone(UTC)
+
+    @field_validator("ends_at")
+    @classmethod
+    def _after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
+        starts_at = info.data.get("starts_at")
+        if starts_at is not None and value <= starts_at:
+            raise ValueError("must be after starts_at")
+        return value
 
 
-def parse_rule(body: dict[str, Any]) -> VolumeRuleIn | PromotionRuleIn | GroupPriceRuleIn:
+AnyRuleIn = VolumeRuleIn | PromotionRuleIn | GroupPriceRuleIn | FreeShippingRuleIn
+RuleIn = Annotated[AnyRuleIn, Field(discriminator="kind")]
+_RULE = TypeAdapter[AnyRuleIn](RuleIn)
+
+
+def parse_rule(body: dict[str, Any]) -> AnyRuleIn:
     """Validate a rule, naming fields as the client wrote them (`tiers[0].percent_off`, not
     `volume.tiers.0.percent_off` as pydantic's discriminated union would)."""
     try:
@@ -186,7 +218,7 @@ def parse_rule(body: dict[str, Any]) -> VolumeRuleIn | PromotionRuleIn | GroupPr
             loc: tuple[Any, ...] = tuple(error["loc"])
             if error["type"].startswith("union_tag"):
                 loc = ("kind",)
-                error["msg"] = "must be one of volume, promotion, customer_group"
+                error["msg"] = "must be one of volume, promotion, customer_group, free_shipping"
             else:
                 loc = loc[1:]  # drop the union tag
                 if not loc and "field" in error.get("ctx", {}):
@@ -201,7 +233,10 @@ def _rule_out(rule: StoredRule) -> dict[str, Any]:
 
 @router.post("/rules", status_code=201)
 async def create_rule(
-    body: Annotated[dict[str, Any], Body(description="a volume, promotion or customer_group rule")],
+    body: Annotated[
+        dict[str, Any],
+        Body(description="a volume, promotion, customer_group or free_shipping rule"),
+    ],
     _: Admin,
     tx: TxDep,
 ) -> dict[str, Any]:
@@ -220,7 +255,7 @@ async def delete_rule(rule_id: IdPath, _: Admin, tx: TxDep) -> Response:
 async def list_rules(
     _: Admin,
     tx: TxDep,
-    kind: Literal["volume", "promotion", "customer_group"] | None = None,
+    kind: Literal["volume", "promotion", "customer_group", "free_shipping"] | None = None,
     sku: Annotated[str | None, Query(max_length=64)] = None,
     limit: Limit = DEFAULT_LIMIT,
     cursor: Cursor = None,
@@ -282,6 +317,8 @@ class QuoteLineIn(Strict):
 class QuoteIn(Strict):
     lines: list[QuoteLineIn] = Field(min_length=1, max_length=100)
     region: Region
+    # v2: absent → the region's default method (none in the region: no shipping line).
+    shipping_method: ShippingCode | None = None
 
 
 @router.post("/quotes", status_code=201)
@@ -299,9 +336,142 @@ async def create_quote(
         customer_id=caller.sub if caller else None,
         now=now,
         ttl_s=settings.quote_ttl_s,
+        shipping_method=body.shipping_method,
     )
 
 
 @router.get("/quotes/{quote_id}")
 async def get_quote(quote_id: IdPath, tx: TxDep) -> dict[str, Any]:
     return await service.get_quote(tx, quote_id)
+
+
+# --- shipping rates (issue 12) ---
+
+ShippingCodePath = Annotated[str, Path(pattern=SHIPPING_CODE_PATTERN, max_length=64)]
+MAX_BANDS = 50
+
+
+class RateBandIn(Strict):
+    up_to: int | None = Field(
+        ge=0, le=MAX_AMOUNT, description="inclusive upper bound (grams or minor units); null: open"
+    )
+    amount: Amount
+
+
+class RateIn(Strict):
+    by: Literal["weight", "order_value"]
+    bands: list[RateBandIn] = Field(min_length=1, max_length=MAX_BANDS)
+
+    @field_validator("bands")
+    @classmethod
+    def _ascending(cls, bands: list[RateBandIn]) -> list[RateBandIn]:
+        bounds = [band.up_to for band in bands]
+        if None in bounds[:-1]:
+            raise ValueError("only the last band may be open (up_to: null)")
+        closed = [bound for bound in bounds if bound is not None]
+        if any(b <= a for a, b in pairwise(closed)):
+            raise ValueError("up_to must increase from band to band")
+        return bands
+
+
+class ShippingMethodIn(Strict):
+    region: Region
+    name: str = Field(min_length=1, max_length=200)
+    currency: Annotated[CurrencyCode, Field(pattern=CURRENCY_PATTERN)]
+    rate: RateIn
+    free_over: Amount | None = Field(
+        default=None, description="order value (subtotal - discount) at or over which it is free"
+    )
+    default: bool | None = Field(default=None, description="absent: keep (first of a region: yes)")
+    active: bool = True
+
+
+class RateBandOut(BaseModel):
+    up_to: int | None
+    amount: int
+
+
+class RateOut(BaseModel):
+    by: str
+    bands: list[RateBandOut]
+
+
+class ShippingMethodOut(BaseModel):
+    code: str
+    region: str
+    name: str
+    currency: str
+    rate: RateOut
+    free_over: int | None
+    default: bool
+    active: bool
+    created_at: str
+    updated_at: str
+
+    @classmethod
+    def of(cls, method: ShippingMethod) -> "ShippingMethodOut":
+        return cls(
+            code=method.code,
+            region=method.region,
+            name=method.name,
+            currency=method.currency,
+            rate=RateOut(
+                by=method.rate_by,
+                bands=[RateBandOut(up_to=b.up_to, amount=b.amount) for b in method.bands],
+            ),
+            free_over=method.free_over,
+            default=method.is_default,
+            active=method.active,
+            created_at=method.created_at.isoformat(),
+            updated_at=method.updated_at.isoformat(),
+        )
+
+
+@router.put("/shipping-methods/{code}", response_model=ShippingMethodOut)
+async def put_shipping_method(
+    code: ShippingCodePath, body: ShippingMethodIn, _: Admin, tx: TxDep
+) -> ShippingMethodOut:
+    spec = ShippingMethodSpec(
+        code=code,
+        region=body.region,
+        name=body.name,
+        currency=body.currency,
+        rate_by=body.rate.by,
+        bands=tuple(RateBand(up_to=b.up_to, amount=b.amount) for b in body.rate.bands),
+        free_over=body.free_over,
+        default=body.default,
+        active=body.active,
+    )
+    return ShippingMethodOut.of(await service.put_shipping_method(tx, spec))
+
+
+@router.get("/shipping-methods/{code}", response_model=ShippingMethodOut)
+async def get_shipping_method(
+    code: Annotated[str, Path(max_length=64)], tx: TxDep
+) -> ShippingMethodOut:
+    return ShippingMethodOut.of(await service.get_shipping_method(tx, code))
+
+
+@router.get("/shipping-methods", response_model=Page[ShippingMethodOut])
+async def list_shipping_methods(
+    tx: TxDep,
+    region: Annotated[str | None, Query(pattern=REGION_PATTERN, max_length=32)] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[ShippingMethodOut]:
+    """The active methods a checkout can offer, in (region, code) order; `region` narrows it."""
+    position = decode_cursor(cursor)
+    after = None
+    if position:
+        try:
+            after = (str(position["region"]), str(position["code"]))
+        except (KeyError, TypeError) as exc:
+            raise invalid("cursor", "malformed cursor", status=400) from exc
+    page = await service.list_shipping_methods(tx, region=region, after=after, limit=limit)
+    last = page.items[-1] if page.items else None
+    next_cursor = (
+        encode_cursor({"region": last.region, "code": last.code}) if page.more and last else None
+    )
+    return Page[ShippingMethodOut](
+        items=[ShippingMethodOut.of(m) for m in page.items], next_cursor=next_cursor
+    )

@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -58,9 +59,16 @@ rules = Table(
     Column("ends_at", DateTime(timezone=True)),
     Column("definition", JSON, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    CheckConstraint("kind IN ('volume', 'promotion', 'customer_group')", name="ck_rules_kind"),
-    CheckConstraint("kind = 'promotion' OR sku IS NOT NULL", name="ck_rules_sku"),
-    CheckConstraint("kind <> 'promotion' OR ends_at > starts_at", name="ck_rules_promotion_window"),
+    CheckConstraint(
+        "kind IN ('volume', 'promotion', 'customer_group', 'free_shipping')", name="ck_rules_kind"
+    ),
+    CheckConstraint(
+        "kind IN ('promotion', 'free_shipping') OR sku IS NOT NULL", name="ck_rules_sku"
+    ),
+    CheckConstraint(
+        "kind NOT IN ('promotion', 'free_shipping') OR ends_at > starts_at",
+        name="ck_rules_promotion_window",
+    ),
     Index("ix_rules_sku", "sku"),
     Index("ix_rules_promotion_window", "ends_at", postgresql_where=text("kind = 'promotion'")),
     # One quantity-break schedule per sku and one group price per (group, sku): a second one
@@ -107,6 +115,8 @@ products = Table(
     Column("sku", String(64), primary_key=True),
     Column("category", String(100), nullable=False),
     Column("status", String(20), nullable=False),
+    # attributes.weight in whole grams (0: the product has none); shipping rates by weight.
+    Column("weight_g", BigInteger, nullable=False, server_default=text("0")),
     Column("event_time", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
@@ -180,14 +190,14 @@ class Rules:
     def __init__(self, session: DbSession) -> None:
         self.session = session
 
-    async def add(self, rule: domain.Rule, definition: dict[str, Any]) -> bool:
+    async def add(self, rule: domain.AnyRule, definition: dict[str, Any]) -> bool:
         columns: dict[str, Any] = {"id": rule.id, "kind": rule.kind, "definition": definition}
         columns |= {"sku": None, "group_name": None, "starts_at": None, "ends_at": None}
         columns |= _keys(rule)
         inserted = await self.session.scalar(ADD_RULE, columns)
         return inserted is not None
 
-    async def holder_of(self, rule: domain.Rule) -> str | None:
+    async def holder_of(self, rule: domain.AnyRule) -> str | None:
         keys = _keys(rule)
         holder: str | None = await self.session.scalar(
             select(rules.c.id).where(
@@ -240,9 +250,9 @@ class Rules:
         return [domain.rule_from_definition(row.id, row.definition) for row in rows]
 
 
-def _keys(rule: domain.Rule) -> dict[str, Any]:
+def _keys(rule: domain.AnyRule) -> dict[str, Any]:
     """The columns lifted out of a rule's definition, which queries and unique indexes use."""
-    if isinstance(rule, domain.PromotionRule):
+    if isinstance(rule, domain.PromotionRule | domain.FreeShippingRule):
         return {"starts_at": rule.starts_at, "ends_at": rule.ends_at}
     if isinstance(rule, domain.GroupPriceRule):
         return {"sku": rule.sku, "group_name": rule.group}
@@ -323,10 +333,10 @@ class Quotes:
 
 # A replayed older catalog event (event_time not newer) leaves the row as it is.
 RECORD_PRODUCT = text(
-    "INSERT INTO products (sku, category, status, event_time)"
-    " VALUES (:sku, :category, :status, :event_time)"
+    "INSERT INTO products (sku, category, status, weight_g, event_time)"
+    " VALUES (:sku, :category, :status, :weight_g, :event_time)"
     " ON CONFLICT (sku) DO UPDATE"
-    " SET category = EXCLUDED.category, status = EXCLUDED.status,"
+    " SET category = EXCLUDED.category, status = EXCLUDED.status, weight_g = EXCLUDED.weight_g,"
     " event_time = EXCLUDED.event_time, updated_at = now()"
     " WHERE products.event_time <= EXCLUDED.event_time"
 ).bindparams(bindparam("event_time", type_=products.c.event_time.type))
@@ -343,6 +353,7 @@ class Products:
                 "sku": facts.sku,
                 "category": facts.category,
                 "status": facts.status,
+                "weight_g": facts.weight_g,
                 "event_time": event_time,
             },
         )
@@ -351,7 +362,9 @@ class Products:
         query = select(products).where(products.c.sku.in_(skus))
         rows = (await self.session.execute(query)).all()
         return {
-            row.sku: ProductFacts(sku=row.sku, category=row.category, status=row.status)
+            row.sku: ProductFacts(
+                sku=row.sku, category=row.category, status=row.status, weight_g=row.weight_g
+            )
             for row in rows
         }
 
@@ -365,3 +378,141 @@ class Store:
         self.tax_rates = TaxRates(session)
         self.quotes = Quotes(session)
         self.products = Products(session)
+        self.shipping_methods = ShippingMethods(session)
+        self.free_shipping = FreeShippingRules(session)
+
+
+# --- shipping rates (issue 12) ---
+
+# One row per method code (codes are global; each method serves one region). `bands` is the rate
+# table as posted ([{"up_to": int|null, "amount": int}], ascending, the last one may be open).
+shipping_methods = Table(
+    "shipping_methods",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("region", String(32), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("rate_by", String(20), nullable=False),
+    Column("bands", JSON, nullable=False),
+    Column("free_over", BigInteger),
+    Column("is_default", Boolean, nullable=False, server_default=text("false")),
+    Column("active", Boolean, nullable=False, server_default=text("true")),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("rate_by IN ('weight', 'order_value')", name="ck_shipping_methods_rate_by"),
+    CheckConstraint("free_over IS NULL OR free_over >= 0", name="ck_shipping_methods_free_over"),
+    CheckConstraint("NOT is_default OR active", name="ck_shipping_methods_default_active"),
+    Index("ix_shipping_methods_region", "region", "code"),
+    # At most one default per region, whatever the application does.
+    Index(
+        "uq_shipping_methods_region_default",
+        "region",
+        unique=True,
+        postgresql_where=text("is_default"),
+    ),
+)
+
+PUT_SHIPPING_METHOD = text(
+    "INSERT INTO shipping_methods"
+    " (code, region, name, currency, rate_by, bands, free_over, is_default, active)"
+    " VALUES (:code, :region, :name, :currency, :rate_by, :bands, :free_over, :is_default,"
+    " :active)"
+    " ON CONFLICT (code) DO UPDATE SET region = EXCLUDED.region, name = EXCLUDED.name,"
+    " currency = EXCLUDED.currency, rate_by = EXCLUDED.rate_by, bands = EXCLUDED.bands,"
+    " free_over = EXCLUDED.free_over, is_default = EXCLUDED.is_default,"
+    " active = EXCLUDED.active, updated_at = now()"
+).bindparams(bindparam("bands", type_=shipping_methods.c.bands.type))
+
+# A transaction-scoped advisory lock per region: PUTs of one region's methods run one at a time,
+# so the default moves atomically even when the region has no row yet to lock.
+LOCK_REGION = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+
+
+class ShippingMethods:
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def lock_region(self, region: str) -> None:
+        await self.session.execute(LOCK_REGION, {"key": f"pricing.shipping_region:{region}"})
+
+    async def get(self, code: str) -> domain.ShippingMethod | None:
+        query = select(shipping_methods).where(shipping_methods.c.code == code)
+        row = (await self.session.execute(query)).first()
+        return _shipping_method(row) if row is not None else None
+
+    async def default_of(self, region: str) -> domain.ShippingMethod | None:
+        query = select(shipping_methods).where(
+            shipping_methods.c.region == region, shipping_methods.c.is_default
+        )
+        row = (await self.session.execute(query)).first()
+        return _shipping_method(row) if row is not None else None
+
+    async def clear_default(self, region: str) -> None:
+        await self.session.execute(
+            update(shipping_methods)
+            .where(shipping_methods.c.region == region, shipping_methods.c.is_default)
+            .values(is_default=False, updated_at=func.now())
+        )
+
+    async def put(self, method: domain.ShippingMethodSpec, *, is_default: bool) -> None:
+        await self.session.execute(
+            PUT_SHIPPING_METHOD,
+            {
+                "code": method.code,
+                "region": method.region,
+                "name": method.name,
+                "currency": method.currency,
+                "rate_by": method.rate_by,
+                "bands": [{"up_to": b.up_to, "amount": b.amount} for b in method.bands],
+                "free_over": method.free_over,
+                "is_default": is_default,
+                "active": method.active,
+            },
+        )
+
+    async def page(
+        self, *, region: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[domain.ShippingMethod]:
+        query = (
+            select(shipping_methods)
+            .where(shipping_methods.c.active)
+            .order_by(shipping_methods.c.region, shipping_methods.c.code)
+            .limit(limit)
+        )
+        if region is not None:
+            query = query.where(shipping_methods.c.region == region)
+        if after is not None:
+            query = query.where(tuple_(shipping_methods.c.region, shipping_methods.c.code) > after)
+        return [_shipping_method(row) for row in (await self.session.execute(query)).all()]
+
+
+def _shipping_method(row: Row[Any]) -> domain.ShippingMethod:
+    return domain.ShippingMethod(
+        code=row.code,
+        region=row.region,
+        name=row.name,
+        currency=row.currency,
+        rate_by=row.rate_by,
+        bands=tuple(domain.RateBand(up_to=b["up_to"], amount=b["amount"]) for b in row.bands),
+        free_over=row.free_over,
+        is_default=row.is_default,
+        active=row.active,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class FreeShippingRules:
+    """Free-shipping promotions: rules of kind `free_shipping` in the rules table."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def active(self, now: datetime) -> list[domain.FreeShippingRule]:
+        query = select(rules.c.id, rules.c.definition).where(
+            rules.c.kind == "free_shipping", rules.c.starts_at <= now, rules.c.ends_at > now
+        )
+        rows = (await self.session.execute(query)).all()
+        found = [domain.any_rule_from_definition(row.id, row.definition) for row in rows]
+        return [rule for rule in found if isinstance(rule, domain.FreeShippingRule)]

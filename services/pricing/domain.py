@@ -292,6 +292,7 @@ class ProductFacts:
     sku: str
     category: str
     status: str
+    weight_g: int = 0  # attributes.weight in whole grams; 0 when the product has none
 
 
 # ---- quotes ----
@@ -343,3 +344,229 @@ def quote_body(
         "created_at": now.isoformat(),
         "expires_at": expires_at.isoformat(),
     }
+
+
+# --- shipping rates (issue 12) ---
+
+ShippingRateBasis = Literal["weight", "order_value"]
+WeightUnit = Literal["g", "kg", "lb", "oz"]
+SHIPPING_CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# Exact definitions (the avoirdupois pound is 453.59237 g by law; an ounce is 1/16 of it).
+GRAMS_PER_UNIT: dict[str, Decimal] = {
+    "g": Decimal(1),
+    "kg": Decimal(1000),
+    "lb": Decimal("453.59237"),
+    "oz": Decimal("28.349523125"),
+}
+
+
+def weight_in_grams(attributes: dict[str, Any]) -> int:
+    """A product's `attributes.weight` in whole grams (half-up); 0 when absent or unreadable
+    (catalog validates it, but a projection never fails on an older, unchecked product)."""
+    weight = attributes.get("weight")
+    if not isinstance(weight, dict):
+        return 0
+    value, unit = weight.get("value"), weight.get("unit")
+    if isinstance(value, bool) or not isinstance(value, int | float) or unit not in GRAMS_PER_UNIT:
+        return 0
+    grams = round_half_up(_decimal(value) * GRAMS_PER_UNIT[unit])
+    return max(grams, 0)
+
+
+@dataclass(frozen=True)
+class RateBand:
+    """Up to and including `up_to` (grams or minor units; None: no upper bound) costs `amount`."""
+
+    up_to: int | None
+    amount: int
+
+
+@dataclass(frozen=True)
+class ShippingMethod:
+    code: str
+    region: str
+    name: str
+    currency: str
+    rate_by: ShippingRateBasis
+    bands: tuple[RateBand, ...]
+    free_over: int | None
+    is_default: bool
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class ShippingMethodPage:
+    """Methods in (region, code) order; `more` says whether another page follows."""
+
+    items: list[ShippingMethod]
+    more: bool
+
+
+@dataclass(frozen=True)
+class FreeShippingRule:
+    """Shipping costs nothing during [starts_at, ends_at) for orders in `region` (any when None),
+    by one of `methods` (any when empty), of at least `min_order_value` (net of tax)."""
+
+    id: str
+    starts_at: datetime
+    ends_at: datetime
+    region: str | None = None
+    methods: frozenset[str] = frozenset()
+    min_order_value: int | None = None
+    kind: Literal["free_shipping"] = "free_shipping"
+
+    def is_active(self, now: datetime) -> bool:
+        return self.starts_at <= now < self.ends_at
+
+    def frees(self, *, region: str, method: str, order_value: int, now: datetime) -> bool:
+        return (
+            self.is_active(now)
+            and (self.region is None or self.region == region)
+            and (not self.methods or method in self.methods)
+            and (self.min_order_value is None or order_value >= self.min_order_value)
+        )
+
+
+AnyRule = Rule | FreeShippingRule
+
+
+def any_rule_from_definition(rule_id: str, definition: dict[str, Any]) -> AnyRule:
+    """`rule_from_definition`, knowing free-shipping promotions too."""
+    if definition["kind"] != "free_shipping":
+        return rule_from_definition(rule_id, definition)
+    min_order_value = definition.get("min_order_value")
+    return FreeShippingRule(
+        id=rule_id,
+        starts_at=datetime.fromisoformat(definition["starts_at"]),
+        ends_at=datetime.fromisoformat(definition["ends_at"]),
+        region=definition.get("region"),
+        methods=frozenset(definition.get("methods") or ()),
+        min_order_value=int(min_order_value) if min_order_value is not None else None,
+    )
+
+
+def band_for(bands: Sequence[RateBand], measure: int) -> RateBand | None:
+    """The first band (ascending `up_to`) whose bound the measure does not exceed; None when the
+    measure is beyond every band (the method is not offered for this order)."""
+    for band in bands:
+        if band.up_to is None or measure <= band.up_to:
+            return band
+    return None
+
+
+@dataclass(frozen=True)
+class ShippingCharge:
+    """The shipping line of a quote: its net price, the tax on it, and why it is what it is."""
+
+    method: str | None
+    amount: int
+    tax: int
+    free_because: str | None = None  # "threshold" | "promotion" | None
+
+
+NO_SHIPPING = ShippingCharge(method=None, amount=0, tax=0)
+
+
+class ShippingNotOffered(Exception):
+    """The method cannot carry this order (beyond its bands, or another currency)."""
+
+
+def shipping_charge(
+    method: ShippingMethod,
+    *,
+    weight_g: int,
+    order_value: int,
+    currency: str,
+    rate_bps: int,
+    promotions: Iterable[FreeShippingRule],
+    now: datetime,
+) -> ShippingCharge:
+    """What `method` charges for an order weighing `weight_g` grams worth `order_value` (subtotal
+    minus discount, net of tax): its band's amount, free at or over `free_over` or while a
+    free-shipping promotion covers it; taxed at the region's rate, rounded half-up."""
+    if method.currency != currency:
+        raise ShippingNotOffered(
+            f"method {method.code} is priced in {method.currency}, the order in {currency}"
+        )
+    measure = weight_g if method.rate_by == "weight" else order_value
+    band = band_for(method.bands, measure)
+    if band is None:
+        what = f"{weight_g} g" if method.rate_by == "weight" else f"an order value of {measure}"
+        raise ShippingNotOffered(f"method {method.code} does not ship {what} (beyond its bands)")
+    free_because = None
+    if method.free_over is not None and order_value >= method.free_over:
+        free_because = "threshold"
+    elif any(
+        p.frees(region=method.region, method=method.code, order_value=order_value, now=now)
+        for p in promotions
+    ):
+        free_because = "promotion"
+    amount = 0 if free_because else band.amount
+    return ShippingCharge(
+        method=method.code,
+        amount=amount,
+        tax=tax_on(amount, rate_bps),
+        free_because=free_because,
+    )
+
+
+def with_shipping(body: dict[str, Any], charge: ShippingCharge) -> dict[str, Any]:
+    """The quote body with its shipping line: `shipping` (net), `shipping_tax`, `shipping_method`;
+    `tax` includes the shipping tax and `total` = subtotal - discount + tax + shipping."""
+    currency = body["currency"]
+    tax = body["tax"]["amount"] + charge.tax
+    total = body["total"]["amount"] + charge.amount + charge.tax
+    return {
+        **body,
+        "shipping": _money(charge.amount, currency),
+        "shipping_tax": _money(charge.tax, currency),
+        "shipping_method": charge.method,
+        "shipping_free": charge.free_because,
+        "tax": _money(tax, currency),
+        "total": _money(total, currency),
+    }
+
+
+@dataclass(frozen=True)
+class ShippingMethodSpec:
+    """A method as an admin PUTs it (validated): `default` None keeps what it is."""
+
+    code: str
+    region: str
+    name: str
+    currency: str
+    rate_by: ShippingRateBasis
+    bands: tuple[RateBand, ...]
+    free_over: int | None = None
+    default: bool | None = None
+    active: bool = True
+
+
+class MethodRefused(Exception):
+    """A PUT of a shipping method breaks a rule of the region's methods (names the field)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def becomes_default(spec: ShippingMethodSpec, region_default: ShippingMethod | None) -> bool:
+    """Whether the method is its region's default after this PUT; MethodRefused when the PUT
+    would leave the region without exactly one default, or with an inactive one."""
+    is_current_default = region_default is not None and region_default.code == spec.code
+    if spec.default is None:
+        is_default = is_current_default or region_default is None
+    elif spec.default is False and is_current_default:
+        raise MethodRefused(
+            "default", "this is the region's default method: make another one default instead"
+        )
+    elif spec.default is False and region_default is None:
+        raise MethodRefused("default", "the region has no default method yet: this one must be it")
+    else:
+        is_default = spec.default
+    if is_default and not spec.active:
+        raise MethodRefused("active", "the region's default method must be active")
+    return is_default

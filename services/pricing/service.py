@@ -31,12 +31,12 @@ class PriceRepository(Protocol):
 
 
 class RuleRepository(Protocol):
-    async def add(self, rule: domain.Rule, definition: dict[str, Any]) -> bool:
+    async def add(self, rule: domain.AnyRule, definition: dict[str, Any]) -> bool:
         """Store a rule; False (nothing written) when a volume rule for its sku, or a group
         price for its (group, sku), already exists."""
         ...
 
-    async def holder_of(self, rule: domain.Rule) -> str | None:
+    async def holder_of(self, rule: domain.AnyRule) -> str | None:
         """The id of the stored rule that keeps `rule` from being added."""
         ...
 
@@ -106,6 +106,12 @@ class PricingStore(Protocol):
     @property
     def products(self) -> ProductRepository: ...
 
+    @property
+    def shipping_methods(self) -> "ShippingMethodRepository": ...
+
+    @property
+    def free_shipping(self) -> "FreeShippingRuleRepository": ...
+
 
 # ---- prices ----
 
@@ -137,7 +143,7 @@ async def get_price(tx: Tx[PricingStore], sku: str) -> BasePrice:
 async def create_rule(tx: Tx[PricingStore], definition: dict[str, Any]) -> StoredRule:
     """Store a validated rule definition (as the API will echo it) under a new id."""
     rule_id = str(uuid.uuid4())
-    rule = domain.rule_from_definition(rule_id, definition)
+    rule = domain.any_rule_from_definition(rule_id, definition)
     if not await tx.store.rules.add(rule, definition):
         existing = await tx.store.rules.holder_of(rule)
         what = "volume rule for this sku" if rule.kind == "volume" else "group price for this sku"
@@ -198,9 +204,11 @@ async def create_quote(
     customer_id: str | None,
     now: datetime,
     ttl_s: int,
+    shipping_method: str | None = None,
 ) -> dict[str, Any]:
     """Price the lines with today's prices and rules, store the quote and return its body.
-    Every line that cannot be quoted, and an unknown region, are refused together."""
+    Every line that cannot be quoted, an unknown region and an unusable shipping method are
+    refused together."""
     store = tx.store
     skus = [sku for sku, _ in lines]
     _refuse_duplicates(skus)
@@ -219,6 +227,9 @@ async def create_quote(
             errors.append(FieldError(f"lines[{index}].sku", reason))
     if rate_bps is None:
         errors.append(FieldError("region", "unknown region: no tax rate is set"))
+    method, method_error = await _shipping_method_for(store, shipping_method, region)
+    if method_error is not None:
+        errors.append(method_error)
     if errors or rate_bps is None:
         raise _invalid_fields(errors)
     currencies = [base[sku].price.currency for sku in skus]
@@ -257,6 +268,9 @@ async def create_quote(
         now=now,
         expires_at=expires_at,
     )
+    weight_g = sum(known[sku].weight_g * quantity for sku, quantity in lines)
+    charge = await _shipping_charge(store, method, priced, weight_g, rate_bps, now)
+    body = domain.with_shipping(body, charge)
     await store.quotes.add(
         quote_id, customer_id=customer_id, body=body, created_at=now, expires_at=expires_at
     )
@@ -296,3 +310,119 @@ async def record_product(tx: Tx[PricingStore], facts: ProductFacts, event_time: 
     """Apply a catalog fact unless a newer one was applied already (a DLQ replay of an older
     event never undoes a newer one)."""
     await tx.store.products.record(facts, event_time)
+
+
+# --- shipping rates (issue 12) ---
+
+
+class ShippingMethodRepository(Protocol):
+    async def lock_region(self, region: str) -> None:
+        """Serialise changes to one region's methods until the transaction ends (so two
+        concurrent PUTs cannot both make a default)."""
+        ...
+
+    async def get(self, code: str) -> domain.ShippingMethod | None: ...
+
+    async def default_of(self, region: str) -> domain.ShippingMethod | None: ...
+
+    async def clear_default(self, region: str) -> None:
+        """The region has no default any more (its new one is written next, same transaction)."""
+        ...
+
+    async def put(self, method: domain.ShippingMethodSpec, *, is_default: bool) -> None:
+        """Insert or replace the method under its code."""
+        ...
+
+    async def page(
+        self, *, region: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[domain.ShippingMethod]:
+        """Up to `limit` active methods in (region, code) order after `after`."""
+        ...
+
+
+class FreeShippingRuleRepository(Protocol):
+    async def active(self, now: datetime) -> list[domain.FreeShippingRule]: ...
+
+
+async def put_shipping_method(
+    tx: Tx[PricingStore], spec: domain.ShippingMethodSpec
+) -> domain.ShippingMethod:
+    """Create or replace a method. A region with methods has exactly one default, and it is
+    active: the first method of a region becomes it, `default: true` moves it (the old one loses
+    it in this transaction), and the default can neither be unset nor deactivated directly."""
+    methods = tx.store.shipping_methods
+    await methods.lock_region(spec.region)
+    current = await methods.get(spec.code)
+    if current is not None and current.region != spec.region:
+        raise Conflict(
+            f"shipping method {spec.code} serves region {current.region}; "
+            "a method's region cannot change (create another code)"
+        )
+    region_default = await methods.default_of(spec.region)
+    try:
+        is_default = domain.becomes_default(spec, region_default)
+    except domain.MethodRefused as exc:
+        raise _invalid_fields([FieldError(exc.field, exc.message)]) from exc
+    if is_default and region_default is not None and region_default.code != spec.code:
+        await methods.clear_default(spec.region)
+    await methods.put(spec, is_default=is_default)
+    return await get_shipping_method(tx, spec.code)
+
+
+async def get_shipping_method(tx: Tx[PricingStore], code: str) -> domain.ShippingMethod:
+    found = await tx.store.shipping_methods.get(code)
+    if found is None:
+        raise NotFound(f"shipping method {code}")
+    return found
+
+
+async def list_shipping_methods(
+    tx: Tx[PricingStore], *, region: str | None, after: tuple[str, str] | None, limit: int
+) -> domain.ShippingMethodPage:
+    """Active methods, one page in (region, code) order; one more is read to know if there is
+    more."""
+    found = await tx.store.shipping_methods.page(region=region, after=after, limit=limit + 1)
+    return domain.ShippingMethodPage(items=found[:limit], more=len(found) > limit)
+
+
+async def _shipping_method_for(
+    store: PricingStore, code: str | None, region: str
+) -> tuple[domain.ShippingMethod | None, FieldError | None]:
+    """The method a quote ships by: the one asked for (it must be active and serve the region),
+    else the region's default; (None, None) when the region has no shipping methods at all."""
+    if code is None:
+        return await store.shipping_methods.default_of(region), None
+    method = await store.shipping_methods.get(code)
+    if method is None:
+        return None, FieldError("shipping_method", f"unknown shipping method {code}")
+    if not method.active:
+        return None, FieldError("shipping_method", f"shipping method {code} is not offered now")
+    if method.region != region:
+        message = f"shipping method {code} serves region {method.region}, not {region}"
+        return None, FieldError("shipping_method", message)
+    return method, None
+
+
+async def _shipping_charge(
+    store: PricingStore,
+    method: domain.ShippingMethod | None,
+    priced: Sequence[domain.PricedLine],
+    weight_g: int,
+    rate_bps: int,
+    now: datetime,
+) -> domain.ShippingCharge:
+    if method is None:
+        return domain.NO_SHIPPING
+    sums = domain.totals(priced)
+    try:
+        return domain.shipping_charge(
+            method,
+            weight_g=weight_g,
+            order_value=sums.subtotal - sums.discount,
+            currency=priced[0].currency,
+            rate_bps=rate_bps,
+            promotions=await store.free_shipping.active(now),
+            now=now,
+        )
+    except domain.ShippingNotOffered as exc:
+        raise _invalid_fields([FieldError("shipping_method", str(exc))]) from exc

@@ -172,6 +172,8 @@ class FakeOrders:
             updated_at=s.updated_at,
             history=tuple(self.history.entries.get(order_id, [])),
             shipments=self.shipments.of_order(order_id) if self.shipments else (),
+            shipping=p.shipping or Money(amount=0, currency=p.total.currency),
+            shipping_method=p.shipping_method,
         )
 
 
@@ -306,6 +308,12 @@ class FakePricing:
     failure: DomainError | None = None
     asked: list[tuple[list[tuple[str, int]], str | None]] = field(default_factory=list)
     during_call: Callable[[], Awaitable[None]] | None = None
+    # Shipping methods (issue 12): code -> net price; the region's default is `default_shipping`
+    # (None: the region has no methods, the quote has no shipping). `shipping_asked` keeps each
+    # call's shipping_method.
+    shipping_rates: dict[str, int] = field(default_factory=dict)
+    default_shipping: str | None = None
+    shipping_asked: list[str | None] = field(default_factory=list)
 
     async def quote(
         self,
@@ -314,8 +322,10 @@ class FakePricing:
         *,
         authorization: str | None,
         request_id: str,
+        shipping_method: str | None = None,
     ) -> Quote:
         self.asked.append((list(lines), authorization))
+        self.shipping_asked.append(shipping_method)
         if self.during_call is not None:
             await self.during_call()
         if self.failure is not None:
@@ -339,13 +349,21 @@ class FakePricing:
             )
         subtotal = sum(self.prices[sku] * q for sku, q in lines)
         tax = sum(ln.tax.amount for ln in priced if ln.tax is not None)
+        method = shipping_method or self.default_shipping
+        if method is not None and method not in self.shipping_rates:
+            raise Invalid.field("shipping_method", f"unknown shipping method {method}")
+        shipping = self.shipping_rates[method] if method is not None else 0
+        shipping_tax = (shipping * self.tax_bps + 5000) // 10000
         return Quote(
             id=f"q-{len(self.asked)}",
             lines=priced,
             subtotal=eur(subtotal),
             discount=eur(0),
-            tax=eur(tax),
-            total=eur(subtotal + tax),
+            tax=eur(tax + shipping_tax),
+            total=eur(subtotal + tax + shipping + shipping_tax),
+            shipping=eur(shipping),
+            shipping_tax=eur(shipping_tax),
+            shipping_method=method,
         )
 
 

@@ -62,6 +62,7 @@ class Shop(World):
     async def checkout(
         self, cart_id: str, key: str = "ck-1", token: str = "tok_visa", who: Principal = ALICE
     ) -> Placed:
+        self.pricing.shipping_rates["standard"] = 490
         request = OrderRequest(
             customer_id=who.sub,
             idempotency_key=key,
@@ -240,8 +241,11 @@ async def test_checkout_places_the_carts_lines_as_an_order_and_closes_the_cart()
     order = placed.order
     assert not placed.replayed and order.status is OrderStatus.PENDING
     assert [(ln.sku, ln.quantity) for ln in order.lines] == [("MUG-1", 2), ("TEA-9", 1)]
-    assert order.total == eur(3599)  # priced by pricing, as POST /orders is
+    # Priced by pricing, as POST /orders is: 3599 for the lines, 490 + 98 tax for shipping.
+    assert order.total == eur(4187)
+    assert (order.shipping, order.shipping_method) == (eur(490), "standard")
     assert shop.pricing.asked == [([("MUG-1", 2), ("TEA-9", 1)], "Bearer alice-token")]
+    assert shop.pricing.shipping_asked == ["standard"]
     [announced] = shop.emitted(OrderPlaced)
     assert announced.order_id == order.id
     cart = (await shop.read(cart_id)).cart

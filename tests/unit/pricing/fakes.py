@@ -1,7 +1,7 @@
 """In-memory pricing repositories: the same answers as services/pricing/db.py, without PostgreSQL."""
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -39,15 +39,15 @@ class FakePrices:
 @dataclass
 class FakeRules:
     clock: Clock
-    rows: dict[str, tuple[StoredRule, domain.Rule]] = field(default_factory=dict)
+    rows: dict[str, tuple[StoredRule, domain.AnyRule]] = field(default_factory=dict)
 
-    async def add(self, rule: domain.Rule, definition: dict[str, Any]) -> bool:
+    async def add(self, rule: domain.AnyRule, definition: dict[str, Any]) -> bool:
         if await self.holder_of(rule) is not None:
             return False
         self.rows[rule.id] = (StoredRule(rule.id, definition, self.clock()), rule)
         return True
 
-    async def holder_of(self, rule: domain.Rule) -> str | None:
+    async def holder_of(self, rule: domain.AnyRule) -> str | None:
         key = _unique_key(rule)
         for stored, other in self.rows.values():
             if key is not None and _unique_key(other) == key:
@@ -64,7 +64,7 @@ class FakeRules:
     async def page(
         self, *, kind: str | None, sku: str | None, after: tuple[datetime, str] | None, limit: int
     ) -> list[StoredRule]:
-        def wanted(rule: domain.Rule, stored: StoredRule) -> bool:
+        def wanted(rule: domain.AnyRule, stored: StoredRule) -> bool:
             return (
                 (kind is None or rule.kind == kind)
                 and (sku is None or getattr(rule, "sku", None) == sku)
@@ -84,10 +84,14 @@ class FakeRules:
                 return rule.starts_at <= now < rule.ends_at
             return rule.sku in skus and rule.group in groups
 
-        return [rule for _, rule in self.rows.values() if wanted(rule)]
+        return [
+            rule
+            for _, rule in self.rows.values()
+            if not isinstance(rule, domain.FreeShippingRule) and wanted(rule)
+        ]
 
 
-def _unique_key(rule: domain.Rule) -> tuple[str, ...] | None:
+def _unique_key(rule: domain.AnyRule) -> tuple[str, ...] | None:
     """What the unique indexes hold: one volume rule per sku, one group price per (group, sku)."""
     if isinstance(rule, domain.VolumeRule):
         return ("volume", rule.sku)
@@ -161,3 +165,76 @@ class FakeStore:
         self.tax_rates = FakeTaxRates(self.clock)
         self.quotes = FakeQuotes()
         self.products = FakeProducts()
+        self.shipping_methods = FakeShippingMethods(self.clock)
+        self.free_shipping = FakeFreeShippingRules(self.rules)
+
+
+# --- shipping rates (issue 12) ---
+
+
+@dataclass
+class FakeShippingMethods:
+    clock: Clock
+    rows: dict[str, domain.ShippingMethod] = field(default_factory=dict)
+
+    async def lock_region(self, region: str) -> None:
+        return None
+
+    async def get(self, code: str) -> domain.ShippingMethod | None:
+        return self.rows.get(code)
+
+    async def default_of(self, region: str) -> domain.ShippingMethod | None:
+        found = [m for m in self.rows.values() if m.region == region and m.is_default]
+        assert len(found) <= 1, f"two defaults in {region}: the unique index would refuse it"
+        return found[0] if found else None
+
+    async def clear_default(self, region: str) -> None:
+        for code, method in list(self.rows.items()):
+            if method.region == region and method.is_default:
+                self.rows[code] = replace(method, is_default=False, updated_at=self.clock())
+
+    async def put(self, method: domain.ShippingMethodSpec, *, is_default: bool) -> None:
+        now = self.clock()
+        current = self.rows.get(method.code)
+        self.rows[method.code] = domain.ShippingMethod(
+            code=method.code,
+            region=method.region,
+            name=method.name,
+            currency=method.currency,
+            rate_by=method.rate_by,
+            bands=method.bands,
+            free_over=method.free_over,
+            is_default=is_default,
+            active=method.active,
+            created_at=current.created_at if current else now,
+            updated_at=now,
+        )
+        assert not (is_default and not method.active), "the check constraint would refuse it"
+        await self.default_of(method.region)
+
+    async def page(
+        self, *, region: str | None, after: tuple[str, str] | None, limit: int
+    ) -> list[domain.ShippingMethod]:
+        found = sorted(
+            (
+                m
+                for m in self.rows.values()
+                if m.active
+                and (region is None or m.region == region)
+                and (after is None or (m.region, m.code) > after)
+            ),
+            key=lambda m: (m.region, m.code),
+        )
+        return found[:limit]
+
+
+@dataclass
+class FakeFreeShippingRules:
+    rules: FakeRules
+
+    async def active(self, now: datetime) -> list[domain.FreeShippingRule]:
+        return [
+            rule
+            for _, rule in self.rules.rows.values()
+            if isinstance(rule, domain.FreeShippingRule) and rule.is_active(now)
+        ]

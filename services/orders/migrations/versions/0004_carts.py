@@ -4,7 +4,7 @@
 `cart_lines` (one row per sku, in the order first added, with the catalog price last seen).
 
 Revision ID: 0004_carts
-Revises: 0002
+Revises: 0003_shipping
 Create Date: 2026-12-01 19:30:00
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004_carts"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003_shipping"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

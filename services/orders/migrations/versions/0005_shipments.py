@@ -5,7 +5,7 @@ for that automatic one), claimed by the label worker with a lease, then the carr
 number, label (the sandbox's PDF as bytes, or the carrier's URL) and status.
 
 Revision ID: 0005_shipments
-Revises: 0002
+Revises: 0004_carts
 Create Date: 2026-12-01 19:30:00
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_shipments"
-down_revision: str | None = "0002"
+down_revision: str | None = "0004_carts"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -64,6 +64,8 @@ class Quote(BaseModel):
     shipping: Money | None = None
     shipping_tax: Money | None = None
     shipping_method: str | None = None
+    # The lines' weight pricing chose the rate by (grams; absent from an older pricing).
+    weight_g: int | None = None
 
 
 class PricingClient(Protocol):

@@ -95,6 +95,8 @@ orders = Table(
     # both are in `total`) and the method's code (NULL: the region had no shipping methods).
     Column("shipping", BigInteger, nullable=False, server_default=text("0")),
     Column("shipping_method", String(64)),
+    # The parcel's weight in grams as pricing weighed the lines (0: unknown).
+    Column("weight_g", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint(f"status IN ({_STATUSES})", name="ck_orders_status"),
@@ -163,14 +165,14 @@ PLACE_ORDER = (
         "), placed AS ("
         "INSERT INTO orders (id, customer_id, status, region, shipping_address, email, lines,"
         " currency, subtotal, discount, tax, total, quote_id, reservation_deadline,"
-        " correlation_id, shipping, shipping_method)"
+        " correlation_id, shipping, shipping_method, weight_g)"
         " SELECT claimed.order_id, CAST(:customer_id AS text), CAST(:status AS text),"
         " CAST(:region AS text), CAST(:shipping_address AS jsonb), CAST(:email AS text),"
         " CAST(:lines AS jsonb), CAST(:currency AS text), CAST(:subtotal AS bigint),"
         " CAST(:discount AS bigint), CAST(:tax AS bigint), CAST(:total AS bigint),"
         " CAST(:quote_id AS text), CAST(:reservation_deadline AS timestamptz),"
         " CAST(:correlation_id AS text), CAST(:shipping AS bigint),"
-        " CAST(:shipping_method AS text)"
+        " CAST(:shipping_method AS text), CAST(:weight_g AS bigint)"
         " FROM claimed"
         f" RETURNING {_ORDER_COLUMNS}"
         "), entry AS ("
@@ -266,6 +268,7 @@ class Orders:
                     "correlation_id": order.correlation_id,
                     "shipping": order.shipping.amount if order.shipping else 0,
                     "shipping_method": order.shipping_method,
+                    "weight_g": order.weight_g,
                 },
             )
         ).first()
@@ -810,6 +813,7 @@ class Shipments:
                     orders.c.shipping_address,
                     orders.c.lines,
                     orders.c.correlation_id,
+                    orders.c.weight_g,
                 ).where(orders.c.id.in_({row.order_id for row in taken}))
             )
         }
@@ -824,6 +828,7 @@ class Shipments:
                 shipping_address=facts[row.order_id].shipping_address,
                 lines=_lines(facts[row.order_id].lines),
                 correlation_id=facts[row.order_id].correlation_id,
+                weight_g=facts[row.order_id].weight_g,
             )
             for row in taken
         ]

@@ -213,6 +213,8 @@ class PendingOrder:
     # The quote's shipping line (issue 12): its net price (its tax is in `tax`) and method.
     shipping: Money | None = None
     shipping_method: str | None = None
+    # What the parcel weighs (grams, by the catalog weights pricing knows; 0: unknown).
+    weight_g: int = 0
 
 
 @dataclass(frozen=True)
@@ -539,6 +541,8 @@ class ShipmentIntent:
     shipping_address: dict[str, Any]
     lines: tuple[PricedLine, ...]
     correlation_id: str
+    # The parcel's weight as pricing weighed the order (0: unknown, the worker estimates).
+    weight_g: int = 0
 
 
 @dataclass(frozen=True)

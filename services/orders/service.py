@@ -291,6 +291,7 @@ def _pending(
         correlation_id=correlation_id,
         shipping=quote.shipping or zero,
         shipping_method=quote.shipping_method,
+        weight_g=quote.weight_g or 0,
     )
 
 
@@ -945,7 +946,8 @@ class LabelWorker:
             order_id=intent.order_id,
             address={str(k): v for k, v in intent.shipping_address.items()},
             lines=tuple((ln.sku, ln.quantity) for ln in intent.lines),
-            weight_grams=max(1, sum(ln.quantity for ln in intent.lines)) * self.item_weight_g,
+            weight_grams=intent.weight_g
+            or max(1, sum(ln.quantity for ln in intent.lines)) * self.item_weight_g,
         )
         try:
             label = await self.retry.run(

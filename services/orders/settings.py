@@ -51,7 +51,7 @@ class OrdersSettings(ServiceSettings):
     ship_from_zip: str = "94104"
     ship_from_country: str = "US"
     ship_from_phone: str = "4153334444"
-    # Until products carry weights: each unit weighs this much in the parcel.
+    # An order whose products carry no weight (0 g): each unit weighs this much in the parcel.
     item_weight_g: int = Field(default=500, gt=0)
     label_attempts: int = Field(default=4, ge=1)
     label_backoff_initial_s: float = 0.5

@@ -512,9 +512,12 @@ def shipping_charge(
     )
 
 
-def with_shipping(body: dict[str, Any], charge: ShippingCharge) -> dict[str, Any]:
+def with_shipping(
+    body: dict[str, Any], charge: ShippingCharge, weight_g: int = 0
+) -> dict[str, Any]:
     """The quote body with its shipping line: `shipping` (net), `shipping_tax`, `shipping_method`;
-    `tax` includes the shipping tax and `total` = subtotal - discount + tax + shipping."""
+    `tax` includes the shipping tax and `total` = subtotal - discount + tax + shipping.
+    `weight_g` is the lines' weight the rate was chosen by (orders weighs its parcel with it)."""
     currency = body["currency"]
     tax = body["tax"]["amount"] + charge.tax
     total = body["total"]["amount"] + charge.amount + charge.tax
@@ -524,6 +527,7 @@ def with_shipping(body: dict[str, Any], charge: ShippingCharge) -> dict[str, Any
         "shipping_tax": _money(charge.tax, currency),
         "shipping_method": charge.method,
         "shipping_free": charge.free_because,
+        "weight_g": weight_g,
         "tax": _money(tax, currency),
         "total": _money(total, currency),
     }

@@ -270,7 +270,7 @@ async def create_quote(
     )
     weight_g = sum(known[sku].weight_g * quantity for sku, quantity in lines)
     charge = await _shipping_charge(store, method, priced, weight_g, rate_bps, now)
-    body = domain.with_shipping(body, charge)
+    body = domain.with_shipping(body, charge, weight_g)
     await store.quotes.add(
         quote_id, customer_id=customer_id, body=body, created_at=now, expires_at=expires_at
     )

@@ -314,6 +314,8 @@ class FakePricing:
     shipping_rates: dict[str, int] = field(default_factory=dict)
     default_shipping: str | None = None
     shipping_asked: list[str | None] = field(default_factory=list)
+    # Grams per unit of each sku (what pricing learnt from catalog); unknown skus weigh 0.
+    weights: dict[str, int] = field(default_factory=dict)
 
     async def quote(
         self,
@@ -364,6 +366,7 @@ class FakePricing:
             shipping=eur(shipping),
             shipping_tax=eur(shipping_tax),
             shipping_method=method,
+            weight_g=sum(self.weights.get(sku, 0) * quantity for sku, quantity in lines),
         )
 
 
@@ -633,6 +636,7 @@ class FakeShipments:
                     shipping_address=dict(order.placed.shipping_address),
                     lines=order.placed.lines,
                     correlation_id=order.placed.correlation_id,
+                    weight_g=order.placed.weight_g,
                 )
             )
         return intents

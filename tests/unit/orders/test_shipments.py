@@ -66,6 +66,16 @@ async def labelled(world: World, carrier: FakeCarrier | None = None) -> tuple[st
 # --- intent, call, outcome -------------------------------------------------------------------
 
 
+async def test_the_parcel_weighs_what_pricing_weighed_the_lines() -> None:
+    world = World()
+    world.pricing.weights = {"MUG-1": 350, "TEA-9": 120}
+    await world.confirmed()
+    carrier = FakeCarrier(answers=[label("TRK-7")])
+    await worker(world, carrier).step()
+    [request] = carrier.calls
+    assert request.weight_grams == 2 * 350 + 120
+
+
 async def test_a_confirmed_order_gets_one_pending_shipment_and_wakes_the_label_worker() -> None:
     world = World()
     order_id = await world.placed()

@@ -25,8 +25,12 @@ def upgrade() -> None:
         "orders", sa.Column("shipping", sa.BigInteger(), server_default="0", nullable=False)
     )
     op.add_column("orders", sa.Column("shipping_method", sa.String(length=64), nullable=True))
+    op.add_column(
+        "orders", sa.Column("weight_g", sa.BigInteger(), server_default="0", nullable=False)
+    )
 
 
 def downgrade() -> None:
+    op.drop_column("orders", "weight_g")
     op.drop_column("orders", "shipping_method")
     op.drop_column("orders", "shipping")

@@ -18,6 +18,7 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
                 inventory.StockReservationFailed,
                 inventory.StockCommitted,
                 inventory.StockReleased,
+                inventory.StockReturned,
             ),
         ),
         (
@@ -30,6 +31,9 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
                 orders.OrderCancelled,
                 orders.OrderShipped,
                 orders.OrderDelivered,
+                orders.ReturnRequested,
+                orders.ReturnReceived,
+                orders.ReturnCompleted,
             ),
         ),
         (topics.PAYMENT_INSTRUCTIONS, (orders.PaymentInstructionIssued,)),

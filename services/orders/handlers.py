@@ -6,7 +6,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 
-from libs.events.inventory import StockReleased, StockReservationFailed, StockReserved
+from libs.events.inventory import (
+    StockReleased,
+    StockReservationFailed,
+    StockReserved,
+    StockReturned,
+)
 from libs.events.payments import (
     PaymentAuthorized,
     PaymentCaptured,
@@ -57,10 +62,17 @@ async def on_payment_failed(event: PaymentFailed, ctx: EventContext) -> None:
     await service.payment_failed(ctx.tx(Store), event.order_id)
 
 
-async def on_payment_refunded(event: PaymentRefunded, ctx: EventContext) -> None:
-    await service.payment_refunded(
-        ctx.tx(Store), event.order_id, event.amount.amount, fully=event.fully_refunded
-    )
+def on_payment_refunded(clock: Clock) -> EventHandler[PaymentRefunded]:
+    async def handle(event: PaymentRefunded, ctx: EventContext) -> None:
+        await service.payment_refunded(
+            ctx.tx(Store), event.order_id, event.amount.amount, fully=event.fully_refunded
+        )
+        if event.return_id is not None:  # issue 12: the refund half of a return
+            await service.return_refunded(
+                ctx.tx(Store), event.order_id, event.return_id, clock=clock
+            )
+
+    return handle
 
 
 async def on_payment_voided(event: PaymentVoided, ctx: EventContext) -> None:
@@ -76,8 +88,9 @@ def register(processor: EventProcessor, clock: Clock) -> None:
     # changes nothing here).
     processor.on(PaymentAuthorized)(on_payment_captured(clock))
     processor.on(PaymentFailed)(on_payment_failed)
-    processor.on(PaymentRefunded)(on_payment_refunded)
+    processor.on(PaymentRefunded)(on_payment_refunded(clock))
     processor.on(PaymentVoided)(on_payment_voided)
+    register_returns(processor, clock)
 
 
 # --- the reservation deadline -------------------------------------------------------------------
@@ -131,3 +144,19 @@ def deadline_sweep(
         return swept if swept >= limit else 0
 
     return step
+
+
+# --- returns (issue 12) ---
+
+
+def on_stock_returned(clock: Clock) -> EventHandler[StockReturned]:
+    async def handle(event: StockReturned, ctx: EventContext) -> None:
+        await service.return_stock_returned(
+            ctx.tx(Store), event.order_id, event.return_id, clock=clock
+        )
+
+    return handle
+
+
+def register_returns(processor: EventProcessor, clock: Clock) -> None:
+    processor.on(StockReturned)(on_stock_returned(clock))

@@ -21,6 +21,7 @@ from services.orders.domain import (
     HistoryEntry,
     LockedOrder,
     Order,
+    OrderReturn,
     OrderStatus,
     OrderView,
     PendingOrder,
@@ -54,6 +55,7 @@ class FakeOrders:
         self.keys = keys
         self.clock = clock
         self.held: set[str] = set()
+        self.returns: FakeReturns | None = None  # issue 12: views show them
 
     async def add(self, order: PendingOrder, key: str, request_hash: str) -> OrderView | None:
         """The key claim decides, as the one statement's first part does: a taken key writes
@@ -160,6 +162,7 @@ class FakeOrders:
             created_at=s.created_at,
             updated_at=s.updated_at,
             history=tuple(self.history.entries.get(order_id, [])),
+            returns=tuple(self.returns.rows_of(order_id)) if self.returns else (),
         )
 
 
@@ -175,6 +178,47 @@ class FakeHistory:
         entry = HistoryEntry(status, reason, self.clock())
         self.entries.setdefault(order_id, []).append(entry)
         return entry
+
+
+class FakeReturns:
+    """Returns of orders in a dict, with the unique (order id, key) of the real table; the
+    delivery time is the order's `delivered` history entry (issue 12)."""
+
+    def __init__(self, history: FakeHistory) -> None:
+        self.history = history
+        self.rows: dict[str, OrderReturn] = {}
+        self.keys: dict[tuple[str, str], tuple[str, str | None]] = {}
+
+    async def add(
+        self,
+        order_return: OrderReturn,
+        currency: str,
+        idempotency_key: str | None,
+        request_hash: str | None,
+    ) -> None:
+        if idempotency_key is not None:
+            key = (order_return.order_id, idempotency_key)
+            assert key not in self.keys, "unique (order_id, idempotency_key) violated"
+            self.keys[key] = (order_return.id, request_hash)
+        self.rows[order_return.id] = order_return
+
+    async def by_key(self, order_id: str, idempotency_key: str) -> tuple[OrderReturn, str] | None:
+        known = self.keys.get((order_id, idempotency_key))
+        return None if known is None else (self.rows[known[0]], known[1] or "")
+
+    def rows_of(self, order_id: str) -> list[OrderReturn]:
+        return [r for r in self.rows.values() if r.order_id == order_id]
+
+    async def of_order(self, order_id: str) -> tuple[OrderReturn, ...]:
+        return tuple(self.rows_of(order_id))
+
+    async def save(self, order_return: OrderReturn) -> None:
+        assert order_return.id in self.rows
+        self.rows[order_return.id] = order_return
+
+    async def delivered_at(self, order_id: str) -> datetime | None:
+        entries = self.history.entries.get(order_id, [])
+        return max((e.at for e in entries if e.status is OrderStatus.DELIVERED), default=None)
 
 
 class FakeKeys:
@@ -193,6 +237,8 @@ class FakeStore:
         self.history = FakeHistory(self.clock)
         self.keys = FakeKeys()
         self.orders = FakeOrders(self.history, self.keys, self.clock)
+        self.returns = FakeReturns(self.history)
+        self.orders.returns = self.returns
 
 
 @dataclass

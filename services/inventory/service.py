@@ -454,8 +454,10 @@ async def take_back_return(tx: Tx[Store], event: ReturnReceived) -> bool:
         return False
     deltas = [StockDelta(sku, quantity, 0) for sku, quantity in restock]
     moved = await store.items.move_and_record(deltas, domain.RETURN_RESTOCK, event.order_id)
+    # A write-off records the counts as they stand after the restock of the same return.
+    now = {sku: item.level for sku, item in locked.items()} | {m.sku: m.level for m in moved}
     await store.movements.record(
-        [Movement.of(locked[sku].level, sku, 0, 0) for sku, _ in write_off],
+        [Movement.of(now[sku], sku, 0, 0) for sku, _ in write_off],
         domain.RETURN_WRITE_OFF,
         event.order_id,
     )

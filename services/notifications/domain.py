@@ -12,7 +12,13 @@ from typing import Any
 from libs.events import EVENT_TYPES
 from libs.events.common import Money
 from libs.events.inventory import StockLow
-from libs.events.orders import OrderCancelled, OrderConfirmed, OrderRejected, OrderShipped
+from libs.events.orders import (
+    OrderCancelled,
+    OrderConfirmed,
+    OrderRejected,
+    OrderShipped,
+    ReturnCompleted,
+)
 from libs.events.payments import PaymentDisputed
 
 ORDER_CONFIRMED = "order_confirmed"
@@ -28,6 +34,7 @@ TEMPLATES = (
     ORDER_SHIPPED,
     LOW_STOCK,
     PAYMENT_DISPUTED,
+    "return_completed",  # issue 12: RETURN_COMPLETED
 )
 
 EMAIL_EVENTS = {
@@ -183,6 +190,8 @@ def plan_email(
 ) -> Email | None:
     """The email an event calls for, or None if it calls for none. A dispute goes to the
     operators (`operator_email`; None: to nobody)."""
+    if event_type == "ReturnCompleted":  # issue 12
+        return return_completed_email(data)
     if event_type == "PaymentDisputed":
         if operator_email is None:
             return None
@@ -464,3 +473,30 @@ class LogEntry:
     at: datetime
     order_id: str | None
     error: str | None
+
+
+# --- returns (issue 12) ---
+# The customer hears when a return is completed (its units taken back, its share refunded). An
+# order may have several returns: one email per return.
+RETURN_COMPLETED = "return_completed"
+EMAIL_EVENTS = {**EMAIL_EVENTS, "ReturnCompleted": RETURN_COMPLETED}
+EMAIL_EVENT_TYPES = EMAIL_EVENT_TYPES | {"ReturnCompleted"}
+
+
+def return_completed_email(data: dict[str, Any]) -> Email:
+    completed = ReturnCompleted.model_validate(data)
+    return Email(
+        template=RETURN_COMPLETED,
+        to=customer_address(completed.customer_id, completed.email),
+        dedupe_key=email_dedupe_key(
+            f"{completed.order_id}:{completed.return_id}", RETURN_COMPLETED
+        ),
+        subject=completed.order_id,
+        order_id=completed.order_id,
+        context={
+            "order_id": completed.order_id,
+            "return_id": completed.return_id,
+            "refund": money(completed.refund),
+            "refunded": completed.refund.amount > 0,
+        },
+    )

@@ -7,7 +7,15 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.shop import new_product, order, payments, place_order, settled, stock
+from tests.e2e.shop import (
+    new_product,
+    notifications,
+    order,
+    payments,
+    place_order,
+    settled,
+    stock,
+)
 from tests.support.auth import admin, bearer
 from tests.support.eventually import eventually
 from tests.support.kafka import TopicTail, of_type
@@ -129,6 +137,17 @@ async def test_a_return_of_one_line_restocks_one_unit_writes_one_off_and_refunds
     assert (payment["status"], payment["refunded"]) == ("partially_refunded", line_a["total"])
     [done] = await event_stream.wait_for(of_type("ReturnCompleted", order_id))
     assert done["data"]["refund"] == line_a["total"]
+
+    async def return_mail() -> list[dict[str, Any]] | None:
+        sent = [
+            n
+            for n in await notifications(gateway, order_id)
+            if n["template"] == "return_completed" and n["status"] == "sent"
+        ]
+        return sent or None
+
+    [mail] = await eventually(return_mail, timeout=20, what="return email sent")
+    assert mail["to"] == f"{CUSTOMER}@shoppers.test"
 
     # Received already: a second receipt is a conflict, and nothing is refunded twice.
     twice = await gateway.post(

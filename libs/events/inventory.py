@@ -55,3 +55,16 @@ class StockReleased(WireModel):
     order_id: str
     lines: list[Line]
     reason: str
+
+
+# --- returns (issue 12) ---
+
+
+class StockReturned(WireModel):
+    """A received return's units are back: resellable ones restocked (on_hand up), damaged ones
+    written off (a movement, on_hand unchanged: they left with the order). Key = order id."""
+
+    order_id: str
+    return_id: str
+    restocked: list[Line] = []
+    written_off: list[Line] = []

@@ -121,3 +121,52 @@ class ShipmentUpdated(WireModel):
     status: str
     at: datetime
     detail: str | None = None
+
+
+# --- returns (issue 12) ---
+
+
+class ReturnLine(WireModel):
+    """Units of one sku a customer sends back, and why (one of a fixed set of reasons)."""
+
+    sku: str
+    quantity: int
+    reason: str
+
+
+class ReceivedLine(WireModel):
+    """Units of one sku that came back, in one condition: `resellable` or `damaged`."""
+
+    sku: str
+    quantity: int
+    condition: str
+
+
+class ReturnRequested(WireModel):
+    order_id: str
+    return_id: str
+    customer_id: str
+    email: str | None = None
+    lines: list[ReturnLine]
+
+
+class ReturnReceived(WireModel):
+    """An operator received a return: inventory restocks resellable units and writes damaged ones
+    off (StockReturned); payments refunds `refund` of the order's capture (PaymentRefunded with
+    this `return_id`; nothing when it is 0)."""
+
+    order_id: str
+    return_id: str
+    customer_id: str
+    lines: list[ReceivedLine]
+    refund: Money
+
+
+class ReturnCompleted(WireModel):
+    """Stock and refund of a return are both done."""
+
+    order_id: str
+    return_id: str
+    customer_id: str
+    email: str | None = None
+    refund: Money

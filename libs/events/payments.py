@@ -41,6 +41,8 @@ class PaymentRefunded(WireModel):
     # refund of part of an order); only a full one answers a cancellation. `amount` is what this
     # refund gave back.
     fully_refunded: bool = True
+    # Additive (issue 12): the return (orders' return id) this refund gives the share of.
+    return_id: str | None = None
 
 
 class PaymentVoided(WireModel):

@@ -18,6 +18,7 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
                 inventory.StockReservationFailed,
                 inventory.StockCommitted,
                 inventory.StockReleased,
+                inventory.StockReturned,
             ),
         ),
         (
@@ -33,6 +34,9 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
                 orders.CartAbandoned,
                 orders.ShipmentCreated,
                 orders.ShipmentUpdated,
+                orders.ReturnRequested,
+                orders.ReturnReceived,
+                orders.ReturnCompleted,
             ),
         ),
         (topics.PAYMENT_INSTRUCTIONS, (orders.PaymentInstructionIssued,)),

@@ -367,6 +367,7 @@ class Store:
         self.items = StockItems(session)
         self.reservations = Reservations(session)
         self.movements = Movements(session)
+        self.returns = StockReturns(session)
 
 
 def _item(row: Row[Any]) -> StockItem:
@@ -393,3 +394,49 @@ def _reservation(row: Row[Any]) -> Reservation:
         created_at=row.created_at,
         updated_at=row.updated_at,
     )
+
+
+# --- returns (issue 12) ---
+
+# One row per return taken back: its primary key makes ReturnReceived idempotent whatever the
+# inbox saw, and it keeps what was restocked and written off.
+stock_returns = Table(
+    "stock_returns",
+    metadata,
+    Column("return_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("restocked", JSONB, nullable=False),
+    Column("written_off", JSONB, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+CLAIM_STOCK_RETURN = text(
+    "INSERT INTO stock_returns (return_id, order_id, restocked, written_off)"
+    " VALUES (:return_id, :order_id, :restocked, :written_off)"
+    " ON CONFLICT DO NOTHING RETURNING return_id"
+).bindparams(
+    bindparam("restocked", type_=JSONB),
+    bindparam("written_off", type_=JSONB),
+)
+
+
+class StockReturns:
+    """Returns whose units were taken back."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def claim(
+        self, return_id: str, order_id: str, restocked: Lines, written_off: Lines
+    ) -> bool:
+        """Record the return as taken back; False when it was (the primary key decides)."""
+        claimed = await self.session.scalar(
+            CLAIM_STOCK_RETURN,
+            {
+                "return_id": return_id,
+                "order_id": order_id,
+                "restocked": [{"sku": s, "quantity": q} for s, q in restocked],
+                "written_off": [{"sku": s, "quantity": q} for s, q in written_off],
+            },
+        )
+        return claimed is not None

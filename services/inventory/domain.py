@@ -274,3 +274,30 @@ def reservation_expiry(deadline: datetime, now: datetime, grace_s: float) -> dat
     """Inventory's safety net runs out later than the order's own deadline, so orders (which
     owns the deadline) always decides first and our release only catches forgotten orders."""
     return max(deadline, now) + timedelta(seconds=grace_s)
+
+
+# --- returns (issue 12) ---
+# A received return's units come back: resellable ones go on the shelf again (on_hand up), damaged
+# ones are written off. Those left the warehouse when the order was committed (on_hand fell
+# then), so a write-off changes no count: it is a movement that records why they never return.
+RETURN_RESTOCK = "return_restock"
+RETURN_WRITE_OFF = "return_write_off"
+RESELLABLE = "resellable"
+
+
+@dataclass(frozen=True)
+class ReturnSplit:
+    """A return's units per sku (in sku order): those to restock and those to write off."""
+
+    restock: list[tuple[str, int]]
+    write_off: list[tuple[str, int]]
+
+
+def split_return(lines: Iterable[tuple[str, int, str]]) -> ReturnSplit:
+    """(sku, quantity, condition) lines: resellable ones are restocked, any other condition
+    (damaged) written off."""
+    lines = list(lines)
+    return ReturnSplit(
+        restock=merge_lines((sku, q) for sku, q, condition in lines if condition == RESELLABLE),
+        write_off=merge_lines((sku, q) for sku, q, condition in lines if condition != RESELLABLE),
+    )

@@ -10,6 +10,7 @@ from libs.events.orders import (
     OrderConfirmed,
     OrderPlaced,
     OrderRejected,
+    ReturnReceived,
 )
 from libs.kit.db import Database
 from libs.kit.inbox import EventContext, EventProcessor
@@ -49,11 +50,17 @@ async def on_order_cancellation_requested(
     await service.cancel_order(ctx.tx(Store), event.order_id)
 
 
+async def on_return_received(event: ReturnReceived, ctx: EventContext) -> None:
+    """Issue 12: a received return's units come back (restocked or written off)."""
+    await service.take_back_return(ctx.tx(Store), event)
+
+
 def register(processor: EventProcessor, settings: InventorySettings) -> None:
     processor.on(OrderPlaced)(partial(on_order_placed, settings=settings))
     processor.on(OrderConfirmed)(on_order_confirmed)
     processor.on(OrderRejected)(on_order_rejected)
     processor.on(OrderCancellationRequested)(on_order_cancellation_requested)
+    processor.on(ReturnReceived)(on_return_received)  # issue 12
 
 
 @dataclass

@@ -16,8 +16,9 @@ from libs.events.inventory import (
     StockReleased,
     StockReservationFailed,
     StockReserved,
+    StockReturned,
 )
-from libs.events.orders import OrderPlaced
+from libs.events.orders import OrderPlaced, ReturnReceived
 from libs.kit.errors import Conflict, NotFound
 from libs.kit.uow import Clock, EventSink, Tx
 from services.inventory import domain
@@ -108,6 +109,9 @@ class Store(Protocol):
 
     @property
     def movements(self) -> Movements: ...
+
+    @property
+    def returns(self) -> "StockReturns": ...
 
 
 class ExpiryTx(Tx[Store], Protocol):
@@ -417,3 +421,55 @@ async def _lock_item(store: Store, sku: str) -> StockItem:
 
 def _event_lines(lines: Lines) -> list[Line]:
     return [Line(sku=sku, quantity=quantity) for sku, quantity in lines]
+
+
+# --- returns (issue 12) ---
+
+
+class StockReturns(Protocol):
+    async def claim(
+        self, return_id: str, order_id: str, restocked: Lines, written_off: Lines
+    ) -> bool:
+        """Record that a return's units were taken back; False when it was before."""
+        ...
+
+
+async def take_back_return(tx: Tx[Store], event: ReturnReceived) -> bool:
+    """ReturnReceived: restock its resellable units (on_hand up, StockLevelChanged), write off its
+    damaged ones (a movement, no count changes), and say so (StockReturned, keyed by the order).
+    Once per return (its id claims a row first); a sku with no stock row here is logged and left
+    out of both lists. False when the return was taken back already."""
+    split = domain.split_return((ln.sku, ln.quantity, ln.condition) for ln in event.lines)
+    store = tx.store
+    locked = await store.items.lock_for(sorted({sku for sku, _ in split.restock + split.write_off}))
+    for sku, _ in split.restock + split.write_off:
+        if sku not in locked:
+            log.error(
+                "return %s: %s has no stock row; its units are left out", event.return_id, sku
+            )
+    restock = [(sku, q) for sku, q in split.restock if sku in locked]
+    write_off = [(sku, q) for sku, q in split.write_off if sku in locked]
+    if not await store.returns.claim(event.return_id, event.order_id, restock, write_off):
+        log.info("return %s was taken back already; ReturnReceived ignored", event.return_id)
+        return False
+    deltas = [StockDelta(sku, quantity, 0) for sku, quantity in restock]
+    moved = await store.items.move_and_record(deltas, domain.RETURN_RESTOCK, event.order_id)
+    # A write-off records the counts as they stand after the restock of the same return.
+    now = {sku: item.level for sku, item in locked.items()} | {m.sku: m.level for m in moved}
+    await store.movements.record(
+        [Movement.of(now[sku], sku, 0, 0) for sku, _ in write_off],
+        domain.RETURN_WRITE_OFF,
+        event.order_id,
+    )
+    await tx.events.emit(
+        StockReturned(
+            order_id=event.order_id,
+            return_id=event.return_id,
+            restocked=_event_lines(restock),
+            written_off=_event_lines(write_off),
+        ),
+        subject=event.order_id,
+    )
+    for item in moved:
+        await _announce(store, tx.events, locked[item.sku].level, item, domain.RETURN_RESTOCK)
+    return True

@@ -18,6 +18,7 @@ from libs.events.orders import (
     OrderDelivered,
     OrderRejected,
     OrderShipped,
+    ReturnCompleted,
 )
 from libs.events.payments import PaymentDisputed
 
@@ -36,6 +37,7 @@ TEMPLATES = (
     ORDER_DELIVERED,
     LOW_STOCK,
     PAYMENT_DISPUTED,
+    "return_completed",  # issue 12: RETURN_COMPLETED
 )
 
 EMAIL_EVENTS = {
@@ -195,6 +197,8 @@ def plan_email(
 ) -> Email | None:
     """The email an event calls for, or None if it calls for none. A dispute goes to the
     operators (`operator_email`; None: to nobody)."""
+    if event_type == "ReturnCompleted":  # issue 12
+        return return_completed_email(data)
     if event_type == "PaymentDisputed":
         if operator_email is None:
             return None
@@ -480,3 +484,30 @@ class LogEntry:
     at: datetime
     order_id: str | None
     error: str | None
+
+
+# --- returns (issue 12) ---
+# The customer hears when a return is completed (its units taken back, its share refunded). An
+# order may have several returns: one email per return.
+RETURN_COMPLETED = "return_completed"
+EMAIL_EVENTS = {**EMAIL_EVENTS, "ReturnCompleted": RETURN_COMPLETED}
+EMAIL_EVENT_TYPES = EMAIL_EVENT_TYPES | {"ReturnCompleted"}
+
+
+def return_completed_email(data: dict[str, Any]) -> Email:
+    completed = ReturnCompleted.model_validate(data)
+    return Email(
+        template=RETURN_COMPLETED,
+        to=customer_address(completed.customer_id, completed.email),
+        dedupe_key=email_dedupe_key(
+            f"{completed.order_id}:{completed.return_id}", RETURN_COMPLETED
+        ),
+        subject=completed.order_id,
+        order_id=completed.order_id,
+        context={
+            "order_id": completed.order_id,
+            "return_id": completed.return_id,
+            "refund": money(completed.refund),
+            "refunded": completed.refund.amount > 0,
+        },
+    )

@@ -146,6 +146,8 @@ class OrderOut(BaseModel):
     # Additive (v2, issue 12): the shipping line, net (its tax is in `tax`, both in `total`).
     shipping: Money | None = None
     shipping_method: str | None = None
+    # Additive (issue 12): the order's returns, oldest first.
+    returns: list["ReturnOut"] = []
     reservation_deadline: datetime
     cancellation_requested: bool
     quote_id: str | None
@@ -176,6 +178,7 @@ class OrderOut(BaseModel):
             refunded=view.refunded,
             shipping=view.shipping,
             shipping_method=view.shipping_method,
+            returns=[ReturnOut.of(r) for r in view.returns],
             reservation_deadline=view.reservation_deadline,
             cancellation_requested=view.cancellation_requested,
             quote_id=view.quote_id,
@@ -571,7 +574,6 @@ class ShipmentOut(BaseModel):
         )
 
 
-OrderOut.model_rebuild()
 
 # A carrier's tracking event is a few KB; anything much larger is not one.
 CARRIER_WEBHOOK_MAX_BYTES = 256 * 1024
@@ -667,3 +669,140 @@ def _absent_v2_fields(body: OrderIn) -> set[str]:
     """The v2 fields a body left out: not hashed, so an Idempotency-Key's replay of a body
     placed before v2 still matches (and sending `shipping_method` makes it another body)."""
     return {"shipping_method"} if body.shipping_method is None else set()
+
+
+# --- returns (issue 12) ---
+
+
+class ReturnLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=1000)
+    # One of a fixed set (a 422 lists them): no free text reaches an email.
+    reason: domain.ReturnReason
+
+
+class ReturnIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lines: list[ReturnLineIn] = Field(min_length=1, max_length=100)
+
+
+class ReceivedLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: str = Field(min_length=1, max_length=64)
+    quantity: int = Field(ge=1, le=1000)
+    condition: domain.ReturnCondition
+
+
+class ReceiveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    lines: list[ReceivedLineIn] = Field(min_length=1, max_length=200)
+
+
+class ReturnLineOut(BaseModel):
+    sku: str
+    quantity: int
+    reason: str
+
+
+class ReceivedLineOut(BaseModel):
+    sku: str
+    quantity: int
+    condition: str
+
+
+class ReturnOut(BaseModel):
+    id: str
+    order_id: str
+    status: str
+    lines: list[ReturnLineOut]
+    # What arrived back, per sku and condition (empty until received).
+    received: list[ReceivedLineOut] = []
+    # The received units' share of the charge (set once received).
+    refund: Money | None = None
+    requested_at: datetime
+    received_at: datetime | None = None
+    completed_at: datetime | None = None
+
+    @classmethod
+    def of(cls, order_return: domain.OrderReturn) -> "ReturnOut":
+        return cls(
+            id=order_return.id,
+            order_id=order_return.order_id,
+            status=order_return.status.value,
+            lines=[
+                ReturnLineOut(sku=ln.sku, quantity=ln.quantity, reason=ln.reason)
+                for ln in order_return.lines
+            ],
+            received=[
+                ReceivedLineOut(sku=ln.sku, quantity=ln.quantity, condition=ln.condition)
+                for ln in order_return.received
+            ],
+            refund=order_return.refund,
+            requested_at=order_return.requested_at,
+            received_at=order_return.received_at,
+            completed_at=order_return.completed_at,
+        )
+
+
+OrderOut.model_rebuild()
+ReturnId = Annotated[str, Path(max_length=64)]
+
+
+@router.post(
+    "/{order_id}/returns",
+    status_code=201,
+    response_model=ReturnOut,
+    responses={200: {"model": ReturnOut, "description": "replay of an earlier identical request"}},
+)
+async def request_return(
+    order_id: OrderId,
+    body: ReturnIn,
+    caller: Caller,
+    tx: TxDep,
+    response: Response,
+    clock: ClockDep,
+    settings: SettingsDep,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+) -> ReturnOut:
+    """Owner (or admin): return units of a delivered order within the return window."""
+    asked = service.ReturnRequest(
+        order_id=order_id,
+        lines=[domain.ReturnLine(ln.sku, ln.quantity, ln.reason) for ln in body.lines],
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(body.model_dump(mode="json")) if idempotency_key else None,
+    )
+    answer = await service.request_return(
+        tx, caller, asked, clock=clock, window_days=settings.return_window_days
+    )
+    if answer.replayed:
+        response.status_code = 200
+    return ReturnOut.of(answer.order_return)
+
+
+@router.post("/{order_id}/returns/{return_id}/receive", response_model=ReturnOut)
+async def receive_return(
+    order_id: OrderId,
+    return_id: ReturnId,
+    body: ReceiveIn,
+    caller: Admin,
+    tx: TxDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+) -> ReturnOut:
+    """Admin: record what came back of a return, per sku and condition."""
+    received = await service.receive_return(
+        tx,
+        order_id,
+        return_id,
+        [domain.ReceivedLine(ln.sku, ln.quantity, ln.condition) for ln in body.lines],
+        clock=clock,
+        shipping_policy=settings.return_refund_shipping,
+    )
+    return ReturnOut.of(received)

@@ -23,6 +23,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    UniqueConstraint,
     bindparam,
     column,
     func,
@@ -47,9 +48,13 @@ from services.orders.domain import (
     HistoryEntry,
     LockedOrder,
     Order,
+    OrderReturn,
     OrderStatus,
     OrderView,
     PendingOrder,
+    ReceivedLine,
+    ReturnLine,
+    ReturnStatus,
     ShipmentIntent,
     ShipmentStatus,
     ShipmentView,
@@ -337,7 +342,8 @@ class Orders:
         if row is None:
             return None
         history = await self._histories([order_id])
-        return (await with_shipments(self.session, [_view(row, history.get(order_id, ()))]))[0]
+        views = [_view(row, history.get(order_id, ()))]
+        return (await _with_returns(self.session, await with_shipments(self.session, views)))[0]
 
     async def newest(
         self,
@@ -365,7 +371,8 @@ class Orders:
             )
         rows = list((await self.session.execute(query)).all())
         history = await self._histories([r.id for r in rows])
-        return await with_shipments(self.session, [_view(r, history.get(r.id, ())) for r in rows])
+        views = [_view(r, history.get(r.id, ())) for r in rows]
+        return await _with_returns(self.session, await with_shipments(self.session, views))
 
     async def _histories(self, order_ids: list[str]) -> dict[str, tuple[HistoryEntry, ...]]:
         """The orders' histories, oldest first, in one query."""
@@ -409,6 +416,7 @@ class Store:
         self.carts = Carts(session)
         self.shipments = Shipments(session)
         self.carrier_deliveries = CarrierDeliveries(session)
+        self.returns = OrderReturns(session)
 
 
 def _lines(raw: Iterable[dict[str, Any]]) -> tuple[PricedLine, ...]:
@@ -930,3 +938,160 @@ class CarrierDeliveries:
         return await claim_delivery(
             self.session, key, event_type[:100], f"webhook:carrier:{carrier}"
         )
+
+
+# --- returns (issue 12) ---
+
+order_returns = Table(
+    "order_returns",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("order_id", String(64), ForeignKey("orders.id"), nullable=False),
+    Column("status", String(20), nullable=False),
+    # [{sku, quantity, reason}] as requested; [{sku, quantity, condition}] as received.
+    Column("lines", JSONB, nullable=False),
+    Column("received", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("currency", String(3), nullable=False),
+    # The received units' share of the charge (set when received).
+    Column("refund", BigInteger),
+    Column("stock_done", Boolean, nullable=False, server_default=text("false")),
+    Column("refund_done", Boolean, nullable=False, server_default=text("false")),
+    # The customer's Idempotency-Key (optional), unique per order, and its request's hash.
+    Column("idempotency_key", String(200)),
+    Column("request_hash", String(64)),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True)),
+    Column("completed_at", DateTime(timezone=True)),
+    CheckConstraint(
+        "status IN ('requested', 'received', 'completed')", name="ck_order_returns_status"
+    ),
+    CheckConstraint("refund IS NULL OR refund >= 0", name="ck_order_returns_refund"),
+    UniqueConstraint("order_id", "idempotency_key", name="uq_order_returns_key"),
+    Index("ix_order_returns_order", "order_id", "requested_at"),
+)
+
+_ret = order_returns.c
+
+
+def _order_return(row: Row[Any]) -> OrderReturn:
+    return OrderReturn(
+        id=row.id,
+        order_id=row.order_id,
+        status=ReturnStatus(row.status),
+        lines=tuple(
+            ReturnLine(str(ln["sku"]), int(ln["quantity"]), str(ln["reason"])) for ln in row.lines
+        ),
+        requested_at=row.requested_at,
+        received=tuple(
+            ReceivedLine(str(ln["sku"]), int(ln["quantity"]), str(ln["condition"]))
+            for ln in row.received
+        ),
+        refund=None if row.refund is None else Money(amount=row.refund, currency=row.currency),
+        received_at=row.received_at,
+        completed_at=row.completed_at,
+        stock_done=row.stock_done,
+        refund_done=row.refund_done,
+    )
+
+
+class OrderReturns:
+    """Returns of orders. Changes are made with the order's row locked (Orders.lock), which
+    serialises every decision about one order's returns."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def add(
+        self,
+        order_return: OrderReturn,
+        currency: str,
+        idempotency_key: str | None,
+        request_hash: str | None,
+    ) -> None:
+        await self.session.execute(
+            order_returns.insert().values(
+                id=order_return.id,
+                order_id=order_return.order_id,
+                status=order_return.status.value,
+                lines=[
+                    {"sku": ln.sku, "quantity": ln.quantity, "reason": ln.reason}
+                    for ln in order_return.lines
+                ],
+                currency=currency,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                requested_at=order_return.requested_at,
+            )
+        )
+
+    async def by_key(self, order_id: str, idempotency_key: str) -> tuple[OrderReturn, str] | None:
+        """The return requested with this key for the order, and its request's hash."""
+        row = (
+            await self.session.execute(
+                select(order_returns).where(
+                    _ret.order_id == order_id, _ret.idempotency_key == idempotency_key
+                )
+            )
+        ).first()
+        return None if row is None else (_order_return(row), row.request_hash or "")
+
+    async def of_order(self, order_id: str) -> tuple[OrderReturn, ...]:
+        return (await self.of_orders([order_id])).get(order_id, ())
+
+    async def of_orders(self, order_ids: list[str]) -> dict[str, tuple[OrderReturn, ...]]:
+        """The orders' returns, oldest first, in one query."""
+        if not order_ids:
+            return {}
+        rows = await self.session.execute(
+            select(order_returns)
+            .where(_ret.order_id.in_(order_ids))
+            .order_by(_ret.requested_at, _ret.id)
+        )
+        by_order: dict[str, list[OrderReturn]] = {}
+        for row in rows:
+            by_order.setdefault(row.order_id, []).append(_order_return(row))
+        return {order_id: tuple(found) for order_id, found in by_order.items()}
+
+    async def get(self, return_id: str) -> OrderReturn | None:
+        row = (
+            await self.session.execute(select(order_returns).where(_ret.id == return_id))
+        ).first()
+        return None if row is None else _order_return(row)
+
+    async def save(self, order_return: OrderReturn) -> None:
+        """Write a return's state after it was received or one of its halves done."""
+        await self.session.execute(
+            update(order_returns)
+            .where(_ret.id == order_return.id)
+            .values(
+                status=order_return.status.value,
+                received=[
+                    {"sku": ln.sku, "quantity": ln.quantity, "condition": ln.condition}
+                    for ln in order_return.received
+                ],
+                refund=None if order_return.refund is None else order_return.refund.amount,
+                currency=order_return.refund.currency
+                if order_return.refund is not None
+                else _ret.currency,
+                stock_done=order_return.stock_done,
+                refund_done=order_return.refund_done,
+                received_at=order_return.received_at,
+                completed_at=order_return.completed_at,
+            )
+        )
+
+    async def delivered_at(self, order_id: str) -> datetime | None:
+        """When the order's `delivered` history entry was written (None: not delivered)."""
+        found: datetime | None = await self.session.scalar(
+            select(func.max(order_history.c.at)).where(
+                order_history.c.order_id == order_id,
+                order_history.c.status == OrderStatus.DELIVERED.value,
+            )
+        )
+        return found
+
+
+async def _with_returns(session: DbSession, views: list[OrderView]) -> list[OrderView]:
+    """The views with their returns (orders without any keep the default, none)."""
+    found = await OrderReturns(session).of_orders([v.id for v in views])
+    return [replace(v, returns=found[v.id]) if v.id in found else v for v in views]

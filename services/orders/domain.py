@@ -4,7 +4,7 @@ and the shapes an order takes when it is placed, changed and read."""
 import hashlib
 import hmac
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, get_args
 
@@ -264,6 +264,7 @@ class OrderView:
     shipments: "tuple[ShipmentView, ...]" = ()
     shipping: Money | None = None  # net; its tax is in `tax` and both are in `total`
     shipping_method: str | None = None
+    returns: tuple["OrderReturn", ...] = ()  # issue 12
 
 
 @dataclass(frozen=True)
@@ -582,3 +583,241 @@ def verify_sandbox_carrier_signature(
     expected = sandbox_carrier_signature(secret, timestamp, payload).split("v1=", 1)[1]
     if not any(hmac.compare_digest(expected, v) for v in parts.get("v1", [])):
         raise WebhookRejected("signature does not match")
+
+
+# --- returns (issue 12) ---
+# A return is a sub-resource of a delivered order (which stays `delivered`): requested by its
+# customer within the return window, received by an operator with each unit's condition, and
+# completed once inventory has taken the units back and payments has refunded their share.
+
+
+class ReturnStatus(StrEnum):
+    REQUESTED = "requested"
+    RECEIVED = "received"
+    COMPLETED = "completed"
+
+
+# Why a customer returns a line: a fixed set, like CancellationReason, so no text a customer
+# typed ever reaches an email.
+ReturnReason = Literal["damaged", "wrong_item", "not_as_described", "no_longer_needed", "other"]
+RETURN_REASONS: tuple[str, ...] = get_args(ReturnReason)
+ReturnCondition = Literal["resellable", "damaged"]
+RETURN_CONDITIONS: tuple[str, ...] = get_args(ReturnCondition)
+ShippingRefundPolicy = Literal["never", "when_all_returned"]
+
+
+@dataclass(frozen=True)
+class ReturnLine:
+    """Units of one sku the customer sends back, and why."""
+
+    sku: str
+    quantity: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReceivedLine:
+    """Units of one sku that arrived back, in one condition."""
+
+    sku: str
+    quantity: int
+    condition: str
+
+
+@dataclass(frozen=True)
+class OrderReturn:
+    """One return of an order, as stored and shown on the order."""
+
+    id: str
+    order_id: str
+    status: ReturnStatus
+    lines: tuple[ReturnLine, ...]
+    requested_at: datetime
+    received: tuple[ReceivedLine, ...] = ()
+    refund: Money | None = None
+    received_at: datetime | None = None
+    completed_at: datetime | None = None
+    # The two halves a received return waits for: inventory took the units back (StockReturned),
+    # payments refunded their share (PaymentRefunded with this return's id; done at once when the
+    # share is 0).
+    stock_done: bool = False
+    refund_done: bool = False
+
+
+@dataclass(frozen=True)
+class LineProblem:
+    """Why a requested or received line is refused: the field at fault and why (a 422)."""
+
+    field: str
+    message: str
+
+
+class ReturnNotAllowed(Exception):
+    """The order cannot take this return now (not delivered, outside the window: a 409)."""
+
+
+def check_return_window(
+    status: OrderStatus, delivered_at: datetime | None, now: datetime, window_days: int
+) -> None:
+    """A return is requested of a delivered order, at most `window_days` after its delivery."""
+    if status is not OrderStatus.DELIVERED or delivered_at is None:
+        raise ReturnNotAllowed(
+            f"an order that is {status} cannot be returned; it must be delivered"
+        )
+    if now > delivered_at + timedelta(days=window_days):
+        raise ReturnNotAllowed(
+            f"the return window of {window_days} day(s) after delivery "
+            f"({delivered_at.isoformat()}) has closed"
+        )
+
+
+def units_held_by(order_return: OrderReturn) -> dict[str, int]:
+    """Units per sku a return counts against the order: what was asked while it waits to be
+    received, what arrived once received (units that never arrived can be asked for again)."""
+    held: dict[str, int] = {}
+    if order_return.status is ReturnStatus.REQUESTED:
+        for line in order_return.lines:
+            held[line.sku] = held.get(line.sku, 0) + line.quantity
+    else:
+        for got in order_return.received:
+            held[got.sku] = held.get(got.sku, 0) + got.quantity
+    return held
+
+
+def returnable(lines: tuple[PricedLine, ...], returns: tuple[OrderReturn, ...]) -> dict[str, int]:
+    """Per sku of the order: what was ordered minus what its returns hold."""
+    left = {line.sku: line.quantity for line in lines}
+    for order_return in returns:
+        for sku, quantity in units_held_by(order_return).items():
+            left[sku] = left.get(sku, 0) - quantity
+    return left
+
+
+def return_line_problem(lines: list[ReturnLine], left: dict[str, int]) -> LineProblem | None:
+    """The first requested line that cannot be returned: a sku twice, not on the order, a
+    reason outside the fixed set, or more units than are still returnable."""
+    seen: set[str] = set()
+    for index, line in enumerate(lines):
+        if line.sku in seen:
+            return LineProblem(f"lines[{index}].sku", "duplicate sku; put its quantity on one line")
+        seen.add(line.sku)
+        if line.sku not in left:
+            return LineProblem(f"lines[{index}].sku", f"{line.sku} is not on the order")
+        if line.reason not in RETURN_REASONS:
+            return LineProblem(f"lines[{index}].reason", f"must be one of {list(RETURN_REASONS)}")
+        if line.quantity < 1:
+            return LineProblem(f"lines[{index}].quantity", "must be at least 1")
+        if line.quantity > left[line.sku]:
+            return LineProblem(
+                f"lines[{index}].quantity",
+                f"at most {max(left[line.sku], 0)} unit(s) of {line.sku} can still be returned",
+            )
+    return None
+
+
+def received_line_problem(
+    received: list[ReceivedLine], requested: tuple[ReturnLine, ...]
+) -> LineProblem | None:
+    """Received lines name skus of the return, each (sku, condition) once, and per sku at most
+    the units requested (fewer may arrive: the rest is not refunded and may be asked again)."""
+    asked = {line.sku: line.quantity for line in requested}
+    seen: set[tuple[str, str]] = set()
+    got: dict[str, int] = {}
+    for index, line in enumerate(received):
+        if line.sku not in asked:
+            return LineProblem(f"lines[{index}].sku", f"{line.sku} is not on this return")
+        if line.condition not in RETURN_CONDITIONS:
+            return LineProblem(
+                f"lines[{index}].condition", f"must be one of {list(RETURN_CONDITIONS)}"
+            )
+        if (line.sku, line.condition) in seen:
+            return LineProblem(
+                f"lines[{index}].sku", "duplicate sku and condition; put the quantity on one line"
+            )
+        seen.add((line.sku, line.condition))
+        if line.quantity < 1:
+            return LineProblem(f"lines[{index}].quantity", "must be at least 1")
+        got[line.sku] = got.get(line.sku, 0) + line.quantity
+        if got[line.sku] > asked[line.sku]:
+            return LineProblem(
+                f"lines[{index}].quantity",
+                f"at most {asked[line.sku]} unit(s) of {line.sku} were requested on this return",
+            )
+    return None
+
+
+def charged_share(line_total: int, quantity: int, before: int, units: int) -> int:
+    """What `units` more units of a line charged `line_total` for `quantity` units refund, after
+    `before` of its units were refunded: the cumulative share floor(total * n / quantity) of the
+    units refunded after minus before. Remainders fall on the later units, deterministically, so
+    refunding every unit of a line (in any number of returns) gives back exactly its total, and
+    never more."""
+    if quantity <= 0 or units <= 0:
+        return 0
+    after = min(before + units, quantity)
+    before = min(before, quantity)
+    return line_total * after // quantity - line_total * before // quantity
+
+
+def shipping_refund(
+    policy: ShippingRefundPolicy,
+    shipping: int,
+    lines: tuple[PricedLine, ...],
+    returned_before: dict[str, int],
+    returned_now: dict[str, int],
+) -> int:
+    """The order's shipping charge given back with this return: `never`, or
+    `when_all_returned` (once every unit of every line is back, counting this return: that
+    happens once, as nothing is returnable after it)."""
+    if policy != "when_all_returned" or shipping <= 0:
+        return 0
+    for line in lines:
+        back = returned_before.get(line.sku, 0) + returned_now.get(line.sku, 0)
+        if back < line.quantity:
+            return 0
+    return shipping
+
+
+def refund_for_received(
+    lines: tuple[PricedLine, ...],
+    returned_before: dict[str, int],
+    received: list[ReceivedLine],
+    left_to_refund: int,
+) -> int:
+    """The received units' share of their lines as charged (discount and tax included), whatever
+    their condition, capped at what is left unrefunded of the order."""
+    by_sku = {line.sku: line for line in lines}
+    now: dict[str, int] = {}
+    for got in received:
+        now[got.sku] = now.get(got.sku, 0) + got.quantity
+    total = 0
+    for sku, units in now.items():
+        line = by_sku[sku]
+        total += charged_share(line.total.amount, line.quantity, returned_before.get(sku, 0), units)
+    return max(0, min(total, left_to_refund))
+
+
+def units_received(returns: tuple[OrderReturn, ...]) -> dict[str, int]:
+    """Per sku, the units earlier returns received back (what was refunded or is being)."""
+    back: dict[str, int] = {}
+    for order_return in returns:
+        for got in order_return.received:
+            back[got.sku] = back.get(got.sku, 0) + got.quantity
+    return back
+
+
+def return_settled(order_return: OrderReturn, *, stock: bool, refund: bool) -> OrderReturn | None:
+    """A received return with one more half done; completed when both are. None when it changes
+    nothing (not received yet, completed already, or that half was done: a duplicate)."""
+    if order_return.status is not ReturnStatus.RECEIVED:
+        return None
+    if (stock and order_return.stock_done) or (refund and order_return.refund_done):
+        return None
+    after = replace(
+        order_return,
+        stock_done=order_return.stock_done or stock,
+        refund_done=order_return.refund_done or refund,
+    )
+    if after.stock_done and after.refund_done:
+        after = replace(after, status=ReturnStatus.COMPLETED)
+    return after

@@ -6,7 +6,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 
-from libs.events.inventory import StockReleased, StockReservationFailed, StockReserved
+from libs.events.inventory import (
+    StockReleased,
+    StockReservationFailed,
+    StockReserved,
+    StockReturned,
+)
 from libs.events.payments import (
     PaymentAuthorized,
     PaymentCaptured,
@@ -61,10 +66,17 @@ async def on_payment_failed(event: PaymentFailed, ctx: EventContext) -> None:
     await service.payment_failed(ctx.tx(Store), event.order_id)
 
 
-async def on_payment_refunded(event: PaymentRefunded, ctx: EventContext) -> None:
-    await service.payment_refunded(
-        ctx.tx(Store), event.order_id, event.amount.amount, fully=event.fully_refunded
-    )
+def on_payment_refunded(clock: Clock) -> EventHandler[PaymentRefunded]:
+    async def handle(event: PaymentRefunded, ctx: EventContext) -> None:
+        await service.payment_refunded(
+            ctx.tx(Store), event.order_id, event.amount.amount, fully=event.fully_refunded
+        )
+        if event.return_id is not None:  # issue 12: the refund half of a return
+            await service.return_refunded(
+                ctx.tx(Store), event.order_id, event.return_id, clock=clock
+            )
+
+    return handle
 
 
 async def on_payment_voided(event: PaymentVoided, ctx: EventContext) -> None:
@@ -82,8 +94,9 @@ def register(
     # changes nothing here).
     processor.on(PaymentAuthorized)(on_payment_captured(clock, wake_labels))
     processor.on(PaymentFailed)(on_payment_failed)
-    processor.on(PaymentRefunded)(on_payment_refunded)
+    processor.on(PaymentRefunded)(on_payment_refunded(clock))
     processor.on(PaymentVoided)(on_payment_voided)
+    register_returns(processor, clock)
 
 
 # --- the reservation deadline -------------------------------------------------------------------
@@ -157,3 +170,19 @@ def cart_abandonment_sweep(
         return found
 
     return full_batches(step, batch)
+
+
+# --- returns (issue 12) ---
+
+
+def on_stock_returned(clock: Clock) -> EventHandler[StockReturned]:
+    async def handle(event: StockReturned, ctx: EventContext) -> None:
+        await service.return_stock_returned(
+            ctx.tx(Store), event.order_id, event.return_id, clock=clock
+        )
+
+    return handle
+
+
+def register_returns(processor: EventProcessor, clock: Clock) -> None:
+    processor.on(StockReturned)(on_stock_returned(clock))

@@ -25,9 +25,14 @@ from libs.events.orders import (
     OrderRejected,
     OrderShipped,
     PaymentInstructionIssued,
+    ReturnCompleted,
+    ReturnReceived,
+    ReturnRequested,
     ShipmentCreated,
     ShipmentUpdated,
 )
+from libs.events.orders import ReceivedLine as ReceivedLineEvent
+from libs.events.orders import ReturnLine as ReturnLineEvent
 from libs.kit.auth import Principal
 from libs.kit.errors import Conflict, Forbidden, Invalid, NotFound
 from libs.kit.retry import RetryPolicy
@@ -52,12 +57,18 @@ from services.orders.domain import (
     IllegalTransition,
     LockedOrder,
     Order,
+    OrderReturn,
     OrderStatus,
     OrderView,
     PendingOrder,
+    ReceivedLine,
+    ReturnLine,
+    ReturnNotAllowed,
+    ReturnStatus,
     ShipmentIntent,
     ShipmentStatus,
     ShipmentView,
+    ShippingRefundPolicy,
     StoredKey,
     TrackedShipment,
     TrackingEvent,
@@ -130,6 +141,9 @@ class Store(Protocol):
 
     @property
     def carrier_deliveries(self) -> "CarrierDeliveries": ...
+
+    @property
+    def returns(self) -> "ReturnRepository": ...
 
 
 @dataclass(frozen=True)
@@ -1053,3 +1067,216 @@ async def apply_tracking(tx: Tx[Store], carrier: str, event: TrackingEvent) -> s
         await _move(tx, order, after, tracking)
         order = replace(order, state=after)
     return target.value
+
+
+# --- returns (issue 12) ---
+
+
+class ReturnRepository(Protocol):
+    async def add(
+        self,
+        order_return: OrderReturn,
+        currency: str,
+        idempotency_key: str | None,
+        request_hash: str | None,
+    ) -> None: ...
+
+    async def by_key(
+        self, order_id: str, idempotency_key: str
+    ) -> tuple[OrderReturn, str] | None: ...
+
+    async def of_order(self, order_id: str) -> tuple[OrderReturn, ...]: ...
+
+    async def save(self, order_return: OrderReturn) -> None: ...
+
+    async def delivered_at(self, order_id: str) -> datetime | None: ...
+
+
+@dataclass(frozen=True)
+class ReturnRequest:
+    """A validated POST /orders/{id}/returns (the key is optional)."""
+
+    order_id: str
+    lines: list[ReturnLine]
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class ReturnAnswer:
+    order_return: OrderReturn
+    replayed: bool  # the same key and body asked before: the return it made
+
+
+async def request_return(
+    tx: Tx[Store], caller: Principal, request: ReturnRequest, *, clock: Clock, window_days: int
+) -> ReturnAnswer:
+    """The order's customer (or an admin) asks to send units back: only for a delivered order
+    within the window after its delivery (Conflict), only skus of the order and at most what is
+    still returnable (Invalid naming the line). The order's row lock serialises requests, so two
+    at once never return more than was ordered."""
+    order = await tx.store.orders.lock(request.order_id)
+    if order is None or not caller.can_see(order.customer_id):
+        raise NotFound(f"order {request.order_id}")
+    returns = tx.store.returns
+    if request.idempotency_key is not None:
+        known = await returns.by_key(order.id, request.idempotency_key)
+        if known is not None:
+            if known[1] != request.request_hash:
+                raise Conflict(
+                    "this Idempotency-Key was already used with a different request body"
+                )
+            return ReturnAnswer(known[0], replayed=True)
+    now = clock()
+    try:
+        domain.check_return_window(
+            order.state.status, await returns.delivered_at(order.id), now, window_days
+        )
+    except ReturnNotAllowed as exc:
+        raise Conflict(str(exc)) from exc
+    left = domain.returnable(order.lines, await returns.of_order(order.id))
+    problem = domain.return_line_problem(request.lines, left)
+    if problem is not None:
+        raise Invalid.field(problem.field, problem.message)
+    order_return = OrderReturn(
+        id=str(uuid.uuid4()),
+        order_id=order.id,
+        status=ReturnStatus.REQUESTED,
+        lines=tuple(request.lines),
+        requested_at=now,
+    )
+    await returns.add(
+        order_return, order.total.currency, request.idempotency_key, request.request_hash
+    )
+    await tx.events.emit(
+        ReturnRequested(
+            order_id=order.id,
+            return_id=order_return.id,
+            customer_id=order.customer_id,
+            email=order.email,
+            lines=[
+                ReturnLineEvent(sku=ln.sku, quantity=ln.quantity, reason=ln.reason)
+                for ln in order_return.lines
+            ],
+        ),
+        subject=order.id,
+    )
+    return ReturnAnswer(order_return, replayed=False)
+
+
+async def receive_return(
+    tx: Tx[Store],
+    order_id: str,
+    return_id: str,
+    received: list[ReceivedLine],
+    *,
+    clock: Clock,
+    shipping_policy: ShippingRefundPolicy,
+) -> OrderReturn:
+    """An operator records what came back of a requested return (per sku at most what was
+    requested) and in which condition; the refund is the received units' share of their lines as
+    charged (plus shipping per the policy), never more than is left unrefunded of the order.
+    ReturnReceived asks inventory and payments for their halves; a 0 refund is done at once."""
+    order = await _locked(tx, order_id)
+    returns = await tx.store.returns.of_order(order_id)
+    target = next((r for r in returns if r.id == return_id), None)
+    if target is None:
+        raise NotFound(f"return {return_id} of order {order_id}")
+    if target.status is not ReturnStatus.REQUESTED:
+        raise Conflict(f"return {return_id} is {target.status}; it was received already")
+    problem = domain.received_line_problem(received, target.lines)
+    if problem is not None:
+        raise Invalid.field(problem.field, problem.message)
+    others = tuple(r for r in returns if r.id != return_id)
+    before = domain.units_received(others)
+    view = await tx.store.orders.view(order_id)
+    shipping = _shipping_charged(view)
+    # What refunds gave back of the order so far, and what received returns still wait for.
+    refunded = view.refunded.amount if view is not None and view.refunded else 0
+    owed = sum(r.refund.amount for r in others if r.refund is not None and not r.refund_done)
+    left = order.total.amount - refunded - owed
+    now_units: dict[str, int] = {}
+    for got in received:
+        now_units[got.sku] = now_units.get(got.sku, 0) + got.quantity
+    amount = domain.refund_for_received(order.lines, before, received, left)
+    amount += domain.shipping_refund(shipping_policy, shipping, order.lines, before, now_units)
+    amount = max(0, min(amount, left))
+    refund = Money(amount=amount, currency=order.total.currency)
+    after = replace(
+        target,
+        status=ReturnStatus.RECEIVED,
+        received=tuple(received),
+        refund=refund,
+        received_at=clock(),
+        # Nothing to refund: payments is not asked, the return completes on its stock alone.
+        refund_done=amount == 0,
+    )
+    await tx.store.returns.save(after)
+    await tx.events.emit(
+        ReturnReceived(
+            order_id=order_id,
+            return_id=return_id,
+            customer_id=order.customer_id,
+            lines=[
+                ReceivedLineEvent(sku=ln.sku, quantity=ln.quantity, condition=ln.condition)
+                for ln in received
+            ],
+            refund=refund,
+        ),
+        subject=order_id,
+    )
+    return after
+
+
+def _shipping_charged(view: OrderView | None) -> int:
+    """The order's shipping as charged, in minor units: its net price and the tax on it (the
+    order's tax beyond its lines' taxes). The order's `total` already includes both."""
+    if view is None or view.shipping is None or view.shipping.amount <= 0:
+        return 0
+    shipping_tax = view.tax.amount - sum(ln.tax.amount for ln in view.lines)
+    return view.shipping.amount + max(0, shipping_tax)
+
+
+async def return_stock_returned(
+    tx: Tx[Store], order_id: str, return_id: str, *, clock: Clock
+) -> bool:
+    """Inventory took the return's units back (StockReturned)."""
+    return await _settle_return(tx, order_id, return_id, stock=True, refund=False, clock=clock)
+
+
+async def return_refunded(tx: Tx[Store], order_id: str, return_id: str, *, clock: Clock) -> bool:
+    """Payments refunded the return's share (PaymentRefunded with its return id)."""
+    return await _settle_return(tx, order_id, return_id, stock=False, refund=True, clock=clock)
+
+
+async def _settle_return(
+    tx: Tx[Store], order_id: str, return_id: str, *, stock: bool, refund: bool, clock: Clock
+) -> bool:
+    """One half of a received return done; once both are, it is completed (ReturnCompleted,
+    once: a duplicate or late fact changes nothing)."""
+    order = await tx.store.orders.lock(order_id)
+    if order is None:
+        log.info("return fact about unknown order %s ignored", order_id)
+        return False
+    target = next((r for r in await tx.store.returns.of_order(order_id) if r.id == return_id), None)
+    if target is None:
+        log.info("fact about unknown return %s of order %s ignored", return_id, order_id)
+        return False
+    after = domain.return_settled(target, stock=stock, refund=refund)
+    if after is None:
+        return False
+    if after.status is ReturnStatus.COMPLETED:
+        after = replace(after, completed_at=clock())
+    await tx.store.returns.save(after)
+    if after.status is ReturnStatus.COMPLETED:
+        await tx.events.emit(
+            ReturnCompleted(
+                order_id=order_id,
+                return_id=return_id,
+                customer_id=order.customer_id,
+                email=order.email,
+                refund=after.refund or Money(amount=0, currency=order.total.currency),
+            ),
+            subject=order_id,
+        )
+    return True

@@ -88,3 +88,10 @@ class OrdersSettings(ServiceSettings):
             "country": self.ship_from_country,
             "phone": self.ship_from_phone,
         }
+
+    # --- returns (issue 12) ---
+    # Days after delivery (the order's `delivered` history entry) a return may be requested.
+    return_window_days: int = 30
+    # Whether a return gives back the order's shipping charge: never, or with the return that
+    # brings back the last unit of the order.
+    return_refund_shipping: Literal["never", "when_all_returned"] = "never"

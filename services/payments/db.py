@@ -176,6 +176,9 @@ refunds = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     UniqueConstraint("payment_id", "idempotency_key", name="uq_refunds_payment_key"),
+    # Issue 12: the orders return a refund gives the share of (one refund per return).
+    Column("return_id", String(64)),
+    UniqueConstraint("return_id", name="uq_refunds_return"),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="ck_refunds_status"),
     CheckConstraint("amount >= 0", name="ck_refunds_amount"),
     Index("ix_refunds_payment_created", "payment_id", "created_at", "id"),
@@ -791,6 +794,7 @@ class Refunds:
                 reason=row.reason,
                 attempts=row.attempts,
                 trace=Trace(row.correlation_id, row.causation_id),
+                return_id=row.return_id,
             )
             for row in (await self.session.execute(statement)).all()
         ]
@@ -845,6 +849,7 @@ class Store:
         self.payments = Payments(session, provider)
         self.refunds = Refunds(session)
         self.deliveries = ProviderDeliveries(session)
+        self.return_refunds = ReturnRefunds(session)
 
     @staticmethod
     def for_provider(provider: str) -> Callable[[DbSession], "Store"]:
@@ -938,3 +943,53 @@ def _ledger_entry(row: Row[Any]) -> LedgerEntry:
         behaviour=row.behaviour,
         awaiting_action=row.awaiting_action,
     )
+
+
+# --- refunds of returns (issue 12) ---
+
+# A return's refund, owed to the provider like an operator's; nothing when the return has one.
+ADD_RETURN_REFUND = text(
+    "INSERT INTO refunds (id, payment_id, order_id, amount, currency, reason, status,"
+    " capture_ref, return_id, correlation_id, causation_id)"
+    " VALUES (:id, :payment_id, :order_id, :amount, :currency, :reason, 'pending', :capture_ref,"
+    " :return_id, :correlation_id, :causation_id)"
+    " ON CONFLICT (return_id) DO NOTHING"
+    " RETURNING refunds.id"
+)
+
+
+class ReturnRefunds:
+    """Refunds of orders' returns: the order's capture they give back from, and their rows."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def lock_capture_of(self, order_id: str) -> CaptureBalance | None:
+        """The order's capture, locked (refunds of one payment are decided one at a time)."""
+        row = (
+            await self.session.execute(
+                select(payments)
+                .where(_p.order_id == order_id, _p.kind == "capture")
+                .with_for_update()
+            )
+        ).first()
+        return None if row is None else _balance(row)
+
+    async def add(self, refund: Refund, *, capture_ref: str, return_id: str, trace: Trace) -> bool:
+        """Record a return's pending refund; False when the return has one already."""
+        added = await self.session.scalar(
+            ADD_RETURN_REFUND,
+            {
+                "id": refund.id,
+                "payment_id": refund.payment_id,
+                "order_id": refund.order_id,
+                "amount": refund.amount,
+                "currency": refund.currency,
+                "reason": refund.reason,
+                "capture_ref": capture_ref,
+                "return_id": return_id,
+                "correlation_id": trace.correlation_id,
+                "causation_id": trace.causation_id,
+            },
+        )
+        return added is not None

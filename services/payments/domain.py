@@ -510,6 +510,7 @@ class RefundIntent:
     reason: str
     attempts: int
     trace: Trace
+    return_id: str | None = None  # issue 12: the return whose share it refunds
 
 
 # --- the sandbox PSP ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from libs.events.orders import (
     OrderRejected,
     OrderShipped,
     PaymentInstructionIssued,
+    ReturnReceived,
 )
 from libs.kit.db import DbSession
 from libs.kit.inbox import EventContext, EventProcessor
@@ -83,6 +84,20 @@ async def on_order_shipped(
     await service.record_shipped(ctx.tx(make_store), event.order_id, trace=_trace(ctx), wake=wake)
 
 
+async def on_return_received(
+    event: ReturnReceived, ctx: EventContext, wake: Wake, make_store: MakeStore
+) -> None:
+    """Issue 12: refund a received return's share of the order's capture."""
+    await service.refund_return(
+        ctx.tx(make_store),
+        event.order_id,
+        event.return_id,
+        event.refund,
+        trace=_trace(ctx),
+        wake=wake,
+    )
+
+
 def register(
     processor: EventProcessor, wake: Wake, make_store: Callable[[DbSession], Store] = Store
 ) -> None:
@@ -94,5 +109,6 @@ def register(
         (OrderRejected, on_order_rejected),
         (OrderCancellationRequested, on_order_cancellation_requested),
         (OrderShipped, on_order_shipped),
+        (ReturnReceived, on_return_received),  # issue 12
     ):
         processor.on(event_type)(partial(handler, wake=wake, make_store=make_store))

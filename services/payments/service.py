@@ -184,6 +184,9 @@ class Store(Protocol):
     @property
     def deliveries(self) -> DeliveriesRepo: ...
 
+    @property
+    def return_refunds(self) -> "ReturnRefundsRepo": ...
+
 
 def new_id() -> str:
     return str(uuid.uuid4())
@@ -914,6 +917,7 @@ async def make_refund(
                 reason=intent.reason,
                 refund_id=intent.refund_id,
                 fully_refunded=capture.status == "refunded",
+                return_id=intent.return_id,
             ),
             subject=intent.order_id,
         )
@@ -1037,6 +1041,73 @@ class Charger:
         for task in list(self._running.values()):
             task.cancel()
         await self.idle()
+
+
+# --- refunds of returns (issue 12) ----------------------------------------------------------
+
+RETURN_REFUND_REASON = "return"
+
+
+class ReturnRefundsRepo(Protocol):
+    async def lock_capture_of(self, order_id: str) -> CaptureBalance | None: ...
+
+    async def add(
+        self, refund: Refund, *, capture_ref: str, return_id: str, trace: Trace
+    ) -> bool: ...
+
+
+async def refund_return(
+    tx: Tx[Store], order_id: str, return_id: str, refund: Money, *, trace: Trace, wake: Wake
+) -> Refund | None:
+    """ReturnReceived: owe the provider a refund of the return's share of the order's capture
+    (the charger makes the call once this commits, as for an operator's refund: PaymentRefunded
+    then carries `return_id`). Once per return (its id is unique among refunds), capped at what is
+    left of the capture; nothing for a 0 share. A return that cannot be refunded (no capture, a
+    currency that is not the capture's, nothing left) is logged for an operator: orders keeps the
+    return `received`."""
+    if refund.amount <= 0:
+        return None
+    repo = tx.store.return_refunds
+    capture = await repo.lock_capture_of(order_id)
+    if capture is None:
+        log.error("return %s of order %s: no capture to refund from", return_id, order_id)
+        return None
+    amount = min(refund.amount, capture.refundable)
+    problem = refund_problem(capture, amount, refund.currency)
+    if problem is not None:
+        log.error(
+            "return %s of order %s cannot be refunded: %s", return_id, order_id, problem.message
+        )
+        return None
+    if amount < refund.amount:
+        log.warning(
+            "return %s of order %s: %d of %d %s refunded, the rest was refunded before",
+            return_id,
+            order_id,
+            amount,
+            refund.amount,
+            refund.currency,
+        )
+    assert capture.provider_ref is not None  # refund_problem refuses a capture without one
+    made = Refund(
+        id=new_id(),
+        payment_id=capture.payment_id,
+        order_id=order_id,
+        amount=amount,
+        currency=capture.currency,
+        reason=RETURN_REFUND_REASON,
+        status="pending",
+        provider_ref=None,
+        failure_reason=None,
+        created_at=datetime.now(UTC),
+    )
+    if not await repo.add(made, capture_ref=capture.provider_ref, return_id=return_id, trace=trace):
+        log.info("return %s has its refund already; ReturnReceived ignored", return_id)
+        return None
+    await tx.store.payments.reserve_refund(capture.payment_id, amount)
+    tx.on_commit(wake)
+    log.info("refund %s of return %s (order %s) owed", made.id, return_id, order_id)
+    return made
 
 
 # --- reads -----------------------------------------------------------------------------------

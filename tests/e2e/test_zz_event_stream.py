@@ -33,6 +33,11 @@ CONTRACT_TYPES = {
     "PaymentFailed",
     "PaymentRefunded",
     "NotificationSent",
+    # Issue 12 returns (tests/e2e/test_returns.py runs before this file).
+    "ReturnRequested",
+    "ReturnReceived",
+    "ReturnCompleted",
+    "StockReturned",
 }
 OWNER = {
     "backroom/catalog": topics.CATALOG,

@@ -190,6 +190,22 @@ class FakeStore:
         self.movements = FakeMovements()
         self.items = FakeStockItems(self.clock, self.movements)
         self.reservations = FakeReservations(self.clock)
+        self.returns = FakeStockReturns()
+
+
+@dataclass
+class FakeStockReturns:
+    """Returns taken back, by return id (the primary key of the real table; issue 12)."""
+
+    rows: dict[str, tuple[str, Lines, Lines]] = field(default_factory=dict)
+
+    async def claim(
+        self, return_id: str, order_id: str, restocked: Lines, written_off: Lines
+    ) -> bool:
+        if return_id in self.rows:
+            return False
+        self.rows[return_id] = (order_id, restocked, written_off)
+        return True
 
 
 @dataclass

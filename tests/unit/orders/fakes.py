@@ -25,6 +25,7 @@ from services.orders.domain import (
     HistoryEntry,
     LockedOrder,
     Order,
+    OrderReturn,
     OrderStatus,
     OrderView,
     PendingOrder,
@@ -65,6 +66,7 @@ class FakeOrders:
         self.clock = clock
         self.held: set[str] = set()
         self.shipments: FakeShipments | None = None
+        self.returns: FakeReturns | None = None  # issue 12: views show them
 
     async def add(self, order: PendingOrder, key: str, request_hash: str) -> OrderView | None:
         """The key claim decides, as the one statement's first part does: a taken key writes
@@ -174,6 +176,7 @@ class FakeOrders:
             shipments=self.shipments.of_order(order_id) if self.shipments else (),
             shipping=p.shipping or Money(amount=0, currency=p.total.currency),
             shipping_method=p.shipping_method,
+            returns=tuple(self.returns.rows_of(order_id)) if self.returns else (),
         )
 
 
@@ -189,6 +192,47 @@ class FakeHistory:
         entry = HistoryEntry(status, reason, self.clock())
         self.entries.setdefault(order_id, []).append(entry)
         return entry
+
+
+class FakeReturns:
+    """Returns of orders in a dict, with the unique (order id, key) of the real table; the
+    delivery time is the order's `delivered` history entry (issue 12)."""
+
+    def __init__(self, history: FakeHistory) -> None:
+        self.history = history
+        self.rows: dict[str, OrderReturn] = {}
+        self.keys: dict[tuple[str, str], tuple[str, str | None]] = {}
+
+    async def add(
+        self,
+        order_return: OrderReturn,
+        currency: str,
+        idempotency_key: str | None,
+        request_hash: str | None,
+    ) -> None:
+        if idempotency_key is not None:
+            key = (order_return.order_id, idempotency_key)
+            assert key not in self.keys, "unique (order_id, idempotency_key) violated"
+            self.keys[key] = (order_return.id, request_hash)
+        self.rows[order_return.id] = order_return
+
+    async def by_key(self, order_id: str, idempotency_key: str) -> tuple[OrderReturn, str] | None:
+        known = self.keys.get((order_id, idempotency_key))
+        return None if known is None else (self.rows[known[0]], known[1] or "")
+
+    def rows_of(self, order_id: str) -> list[OrderReturn]:
+        return [r for r in self.rows.values() if r.order_id == order_id]
+
+    async def of_order(self, order_id: str) -> tuple[OrderReturn, ...]:
+        return tuple(self.rows_of(order_id))
+
+    async def save(self, order_return: OrderReturn) -> None:
+        assert order_return.id in self.rows
+        self.rows[order_return.id] = order_return
+
+    async def delivered_at(self, order_id: str) -> datetime | None:
+        entries = self.history.entries.get(order_id, [])
+        return max((e.at for e in entries if e.status is OrderStatus.DELIVERED), default=None)
 
 
 class FakeKeys:
@@ -211,6 +255,8 @@ class FakeStore:
         self.shipments = FakeShipments(self.orders, self.clock)
         self.carrier_deliveries = FakeCarrierDeliveries()
         self.orders.shipments = self.shipments
+        self.returns = FakeReturns(self.history)
+        self.orders.returns = self.returns
 
 
 @dataclass

@@ -439,6 +439,7 @@ class FakeRefunds:
         self.traces: dict[str, Trace] = {}
         self.leases: dict[str, datetime] = {}
         self.attempts: dict[str, int] = defaultdict(int)
+        self.return_ids: dict[str, str] = {}  # refund id -> the return it refunds (issue 12)
 
     async def add(
         self,
@@ -498,6 +499,7 @@ class FakeRefunds:
                     reason=refund.reason,
                     attempts=self.attempts[refund.id],
                     trace=self.traces[refund.id],
+                    return_id=self.return_ids.get(refund.id),
                 )
             )
         return claimed
@@ -518,6 +520,25 @@ class FakeRefunds:
         self.rows[refund_id] = refund
         self.leases.pop(refund_id, None)
         return refund
+
+
+class FakeReturnRefunds:
+    """Refunds of returns over the payments and refunds fakes, the return id unique (issue 12)."""
+
+    def __init__(self, payments: FakePayments, refunds: FakeRefunds) -> None:
+        self.payments = payments
+        self.refunds = refunds
+
+    async def lock_capture_of(self, order_id: str) -> CaptureBalance | None:
+        captures = self.payments.of(order_id)
+        return None if not captures else self.payments._balance(captures[0])
+
+    async def add(self, refund: Refund, *, capture_ref: str, return_id: str, trace: Trace) -> bool:
+        if return_id in self.refunds.return_ids.values():
+            return False
+        await self.refunds.add(refund, capture_ref=capture_ref, trace=trace)
+        self.refunds.return_ids[refund.id] = return_id
+        return True
 
 
 class FakeDeliveries:
@@ -541,12 +562,14 @@ class FakeStore:
     payments: FakePayments = field(init=False)
     refunds: FakeRefunds = field(init=False)
     deliveries: FakeDeliveries = field(init=False)
+    return_refunds: "FakeReturnRefunds" = field(init=False)
 
     def __post_init__(self) -> None:
         self.orders = FakeOrderPayments(self.clock)
         self.payments = FakePayments(self.clock)
         self.refunds = FakeRefunds(self.clock)
         self.deliveries = FakeDeliveries()
+        self.return_refunds = FakeReturnRefunds(self.payments, self.refunds)
 
 
 @dataclass

@@ -30,6 +30,7 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
                 orders.OrderCancelled,
                 orders.OrderShipped,
                 orders.OrderDelivered,
+                orders.CreditNoteIssued,
             ),
         ),
         (topics.PAYMENT_INSTRUCTIONS, (orders.PaymentInstructionIssued,)),

@@ -8,6 +8,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from libs.events.common import Money
+from libs.events.orders import CreditNote, Invoice
+from libs.kit import documents
 from libs.kit.errors import FieldError, Invalid, Unavailable
 
 log = logging.getLogger(__name__)
@@ -126,3 +128,25 @@ def _field_errors(errors: Any) -> list[FieldError]:
         for e in errors
         if isinstance(e, dict)
     ]
+
+
+# --- invoices and credit notes (issue 12) ---
+
+
+class DocumentRenderer(Protocol):
+    """Documents as PDF bytes (the one renderer of libs/kit/documents.py, shared with
+    notifications, so the attachment and the download are the same file)."""
+
+    def invoice(self, invoice: Invoice) -> bytes: ...
+
+    def credit_note(self, note: CreditNote) -> bytes: ...
+
+
+class PdfDocuments:
+    """`DocumentRenderer` with fpdf2 (libs.kit.documents)."""
+
+    def invoice(self, invoice: Invoice) -> bytes:
+        return documents.render_invoice(invoice)
+
+    def credit_note(self, note: CreditNote) -> bytes:
+        return documents.render_credit_note(note)

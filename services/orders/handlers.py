@@ -21,6 +21,7 @@ from libs.kit.transactions import SessionTx
 from libs.kit.uow import Clock
 from services.orders import service
 from services.orders.db import Store
+from services.orders.domain import Invoicing
 from services.orders.service import Claimed
 
 log = logging.getLogger(__name__)
@@ -42,10 +43,10 @@ async def on_stock_released(event: StockReleased, ctx: EventContext) -> None:
 
 
 def on_payment_captured(
-    clock: Clock,
+    clock: Clock, invoicing: Invoicing | None = None
 ) -> EventHandler[PaymentCaptured | PaymentAuthorized]:
     async def handle(event: PaymentCaptured | PaymentAuthorized, ctx: EventContext) -> None:
-        await service.payment_captured(ctx.tx(Store), event.order_id, clock)
+        await service.payment_captured(ctx.tx(Store), event.order_id, clock, invoicing)
 
     return handle
 
@@ -57,26 +58,36 @@ async def on_payment_failed(event: PaymentFailed, ctx: EventContext) -> None:
     await service.payment_failed(ctx.tx(Store), event.order_id)
 
 
-async def on_payment_refunded(event: PaymentRefunded, ctx: EventContext) -> None:
-    await service.payment_refunded(
-        ctx.tx(Store), event.order_id, event.amount.amount, fully=event.fully_refunded
-    )
+def on_payment_refunded(invoicing: Invoicing | None = None) -> EventHandler[PaymentRefunded]:
+    async def handle(event: PaymentRefunded, ctx: EventContext) -> None:
+        await service.payment_refunded(
+            ctx.tx(Store),
+            event.order_id,
+            event.amount.amount,
+            fully=event.fully_refunded,
+            # The credit note's key: the refund's own id (older events: the provider's ref).
+            refund_id=event.refund_id or event.provider_ref or ctx.event.id,
+            reason=event.reason,
+            invoicing=invoicing,
+        )
+
+    return handle
 
 
 async def on_payment_voided(event: PaymentVoided, ctx: EventContext) -> None:
     await service.payment_returned(ctx.tx(Store), event.order_id)
 
 
-def register(processor: EventProcessor, clock: Clock) -> None:
+def register(processor: EventProcessor, clock: Clock, invoicing: Invoicing | None = None) -> None:
     processor.on(StockReserved)(on_stock_reserved)
     processor.on(StockReservationFailed)(on_stock_reservation_failed)
     processor.on(StockReleased)(on_stock_released)
-    processor.on(PaymentCaptured)(on_payment_captured(clock))
+    processor.on(PaymentCaptured)(on_payment_captured(clock, invoicing))
     # Capture policy on_shipment: the authorization confirms the order (its capture later
     # changes nothing here).
-    processor.on(PaymentAuthorized)(on_payment_captured(clock))
+    processor.on(PaymentAuthorized)(on_payment_captured(clock, invoicing))
     processor.on(PaymentFailed)(on_payment_failed)
-    processor.on(PaymentRefunded)(on_payment_refunded)
+    processor.on(PaymentRefunded)(on_payment_refunded(invoicing))
     processor.on(PaymentVoided)(on_payment_voided)
 
 

@@ -8,7 +8,7 @@ from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.uow import Clock, utc_now
 from libs.kit.worker import Worker
 from services.orders import api, handlers
-from services.orders.adapters import HttpPricing
+from services.orders.adapters import HttpPricing, PdfDocuments
 from services.orders.db import Store
 from services.orders.settings import OrdersSettings
 
@@ -17,7 +17,7 @@ def create_app(settings: OrdersSettings | None = None, clock: Clock = utc_now) -
     """`clock` decides what "now" is for deadlines, so tests can move it instead of sleeping."""
     settings = settings or OrdersSettings()
     runtime = Runtime(settings)
-    handlers.register(runtime.processor, clock)
+    handlers.register(runtime.processor, clock, settings.invoicing())
     pricing = HttpPricing(settings.pricing_url, settings.pricing_timeout_s)
     claims = handlers.DatabaseOverdueClaims(runtime.db, settings.service_name)
     sweep = Worker(
@@ -42,6 +42,7 @@ def create_app(settings: OrdersSettings | None = None, clock: Clock = utc_now) -
     )
     app.state.settings = settings
     app.state.pricing = pricing
+    app.state.documents = PdfDocuments()
     app.state.clock = clock
     app.state.unit_of_work = DatabaseUnitOfWork(runtime.db, settings.service_name, Store)
     return app

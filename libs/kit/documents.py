@@ -112,11 +112,28 @@ def _date(at: datetime) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+# Letters outside Latin-1 that have no decomposition to one inside it.
+_PLAIN = str.maketrans(
+    {
+        "Ł": "L",
+        "ł": "l",
+        "Đ": "D",
+        "đ": "d",
+        "Ħ": "H",
+        "ħ": "h",
+        "\u0131": "i",
+        "Œ": "OE",
+        "œ": "oe",
+    }
+)
+
+
 def _latin1(text: str) -> str:
     """What the PDF core fonts can show (Latin-1): accents are kept where Latin-1 has them,
-    other letters lose their marks (NFKD), anything else becomes '?'. No font file is needed."""
+    other letters lose their marks (NFKD, or a plain twin), anything else becomes '?'. No font
+    file is needed, so the documents render the same on every host."""
     out = []
-    for char in text:
+    for char in text.translate(_PLAIN):
         try:
             char.encode("latin-1")
             out.append(char)

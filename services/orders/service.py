@@ -441,6 +441,10 @@ async def payment_refunded(
     """Payments gave back `amount` of the charge (the order shows the total), credited by a
     credit note when the order was invoiced (once per `refund_id`). Only a refund that leaves
     nothing captured answers a cancellation: an operator's partial refund does not."""
+    if refund_id is not None and await tx.store.invoices.credit_note_for_refund(refund_id):
+        # Reported again under another event id: credited and counted once already.
+        log.info("refund %s of order %s was credited already", refund_id, order_id)
+        return
     if amount > 0 and not await tx.store.orders.add_refunded(order_id, amount):
         log.info("refund of unknown order %s ignored", order_id)
         return

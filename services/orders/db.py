@@ -19,6 +19,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    UniqueConstraint,
     bindparam,
     column,
     func,
@@ -486,13 +487,14 @@ credit_notes = Table(
     Column("order_id", String(64), ForeignKey("orders.id"), nullable=False),
     Column("invoice_number", String(64), ForeignKey("invoices.number"), nullable=False),
     # The refund it credits: a refund is credited once, however often its event comes.
-    Column("refund_id", String(200), nullable=False, unique=True),
+    Column("refund_id", String(200), nullable=False),
     Column("currency", String(3), nullable=False),
     Column("amount", BigInteger, nullable=False),
     Column("tax", BigInteger, nullable=False),
     Column("issued_at", DateTime(timezone=True), nullable=False),
     Column("document", JSONB, nullable=False),
     CheckConstraint("amount >= 0", name="ck_credit_notes_amount_not_negative"),
+    UniqueConstraint("order_id", "refund_id", name="uq_credit_notes_order_refund"),
     Index("ix_credit_notes_order", "order_id", "issued_at"),
 )
 
@@ -576,9 +578,11 @@ class Invoices:
             )
         )
 
-    async def credit_note_for_refund(self, refund_id: str) -> CreditNote | None:
+    async def credit_note_for_refund(self, order_id: str, refund_id: str) -> CreditNote | None:
         document = await self.session.scalar(
-            select(credit_notes.c.document).where(credit_notes.c.refund_id == refund_id)
+            select(credit_notes.c.document).where(
+                credit_notes.c.order_id == order_id, credit_notes.c.refund_id == refund_id
+            )
         )
         return None if document is None else CreditNote.model_validate(document)
 

@@ -65,8 +65,9 @@ def on_payment_refunded(invoicing: Invoicing | None = None) -> EventHandler[Paym
             event.order_id,
             event.amount.amount,
             fully=event.fully_refunded,
-            # The credit note's key: the refund's own id (older events: the provider's ref).
-            refund_id=event.refund_id or event.provider_ref or ctx.event.id,
+            # The credit note's key: the refund's own id (older events: the event's id, which
+            # the inbox dedupes anyway).
+            refund_id=event.refund_id or ctx.event.id,
             reason=event.reason,
             invoicing=invoicing,
         )

@@ -441,14 +441,16 @@ async def payment_refunded(
     """Payments gave back `amount` of the charge (the order shows the total), credited by a
     credit note when the order was invoiced (once per `refund_id`). Only a refund that leaves
     nothing captured answers a cancellation: an operator's partial refund does not."""
-    if refund_id is not None and await tx.store.invoices.credit_note_for_refund(refund_id):
+    credited = refund_id is not None and (
+        await tx.store.invoices.credit_note_for_refund(order_id, refund_id) is not None
+    )
+    if credited:
         # Reported again under another event id: credited and counted once already.
         log.info("refund %s of order %s was credited already", refund_id, order_id)
-        return
-    if amount > 0 and not await tx.store.orders.add_refunded(order_id, amount):
+    elif amount > 0 and not await tx.store.orders.add_refunded(order_id, amount):
         log.info("refund of unknown order %s ignored", order_id)
         return
-    if refund_id is not None:
+    if refund_id is not None and not credited:
         await issue_credit_note(
             tx,
             order_id,
@@ -557,7 +559,9 @@ class InvoiceRepository(Protocol):
 
     async def add_credit_note(self, note: CreditNote) -> None: ...
 
-    async def credit_note_for_refund(self, refund_id: str) -> CreditNote | None: ...
+    async def credit_note_for_refund(self, order_id: str, refund_id: str) -> CreditNote | None:
+        """The order's credit note of that refund, if it has one."""
+        ...
 
     async def credit_note(self, order_id: str, number: str) -> CreditNote | None: ...
 
@@ -614,7 +618,7 @@ async def issue_credit_note(
     the whole invoice is credited. The order is locked by the caller (its `refunded` update),
     so what was credited before is read consistently."""
     store = tx.store.invoices
-    if amount <= 0 or await store.credit_note_for_refund(refund_id) is not None:
+    if amount <= 0 or await store.credit_note_for_refund(order_id, refund_id) is not None:
         return None
     invoice = await store.invoice(order_id)
     if invoice is None:

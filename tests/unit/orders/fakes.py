@@ -477,12 +477,13 @@ class FakeInvoices:
         return self.invoices.get(order_id)
 
     async def add_credit_note(self, note: CreditNote) -> None:
-        if any(n.refund_id == note.refund_id for n in self.notes.values()):
+        if await self.credit_note_for_refund(note.order_id, note.refund_id):
             raise AssertionError(f"refund {note.refund_id} credited twice")
         self.notes[note.number] = note
 
-    async def credit_note_for_refund(self, refund_id: str) -> CreditNote | None:
-        return next((n for n in self.notes.values() if n.refund_id == refund_id), None)
+    async def credit_note_for_refund(self, order_id: str, refund_id: str) -> CreditNote | None:
+        notes = self.notes.values()
+        return next((n for n in notes if (n.order_id, n.refund_id) == (order_id, refund_id)), None)
 
     async def credit_note(self, order_id: str, number: str) -> CreditNote | None:
         note = self.notes.get(number)

@@ -262,3 +262,20 @@ async def test_the_configured_store_and_prefixes_number_the_documents() -> None:
     assert confirmed.invoice is not None and confirmed.invoice.seller.name == "S"
     assert ("paris", "invoice", world.clock().year) in world.store.invoices.counters
     assert isinstance(confirmed.invoice.total, Money)
+
+
+async def test_a_refund_id_is_per_order_and_a_repeated_full_refund_still_settles_a_cancel() -> None:
+    world = World()
+    first, second = await world.confirmed(), await world.confirmed(BOB)
+    await service.payment_refunded(world.tx(), first, 100, fully=False, refund_id="same")
+    await service.payment_refunded(world.tx(), second, 100, fully=False, refund_id="same")
+    assert [n.order_id for n in world.emitted(CreditNoteIssued)] == [first, second]
+
+    await service.request_cancellation(world.tx(), ALICE, first, "changed_my_mind")
+    await service.stock_released(world.tx(), first, "cancelled")
+    # The refund that settles the cancellation was credited already (reported before, under
+    # another event): it is not counted again, and it still answers the cancellation.
+    await service.payment_refunded(world.tx(), first, 100, fully=True, refund_id="same")
+    view = await world.view(first)
+    assert view.status.value == "cancelled" and view.refunded == eur(100)
+    assert len(world.emitted(CreditNoteIssued)) == 2

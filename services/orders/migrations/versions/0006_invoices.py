@@ -56,7 +56,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["order_id"], ["orders.id"]),
         sa.ForeignKeyConstraint(["invoice_number"], ["invoices.number"]),
         sa.PrimaryKeyConstraint("number"),
-        sa.UniqueConstraint("refund_id"),
+        sa.UniqueConstraint("order_id", "refund_id", name="uq_credit_notes_order_refund"),
     )
     op.create_index("ix_credit_notes_order", "credit_notes", ["order_id", "issued_at"])
 

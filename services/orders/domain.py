@@ -439,7 +439,6 @@ def build_invoice(
     goods_tax = sum(ln.tax.amount for ln in order.lines)
     if order.tax.amount not in (goods_tax, tax):
         raise InvoiceMismatch(f"order {order.order_id}: line taxes do not add up to its tax")
-    shipping = order.shipping if order.shipping is not None else None
     return Invoice(
         number=number,
         issued_at=issued_at,
@@ -454,7 +453,7 @@ def build_invoice(
         tax_breakdown=breakdown,
         subtotal=order.subtotal,
         discount=order.discount,
-        shipping=shipping,
+        shipping=order.shipping,
         tax=_m(tax, currency),
         total=order.total,
         currency=currency,

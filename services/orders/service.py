@@ -573,6 +573,7 @@ class InvoiceRepository(Protocol):
 DEFAULT_INVOICING = domain.Invoicing()
 # Built and checked before a number is taken, so a document that would not add up takes none.
 _UNNUMBERED = "UNNUMBERED"
+_DRAFT_ISSUED_AT = datetime(1970, 1, 1, tzinfo=UTC)  # replaced by the allocation's time
 
 
 async def issue_invoice(
@@ -585,7 +586,7 @@ async def issue_invoice(
     if source is None:
         return None
     try:
-        draft = domain.build_invoice(_UNNUMBERED, utc_placeholder(), invoicing, source)
+        draft = domain.build_invoice(_UNNUMBERED, _DRAFT_ISSUED_AT, invoicing, source)
     except domain.InvoiceMismatch as exc:
         log.error("no invoice for order %s: %s", order_id, exc)
         return None
@@ -596,11 +597,6 @@ async def issue_invoice(
     invoice = draft.model_copy(update={"number": number, "issued_at": allocated.issued_at})
     await tx.store.invoices.add_invoice(invoice)
     return invoice
-
-
-def utc_placeholder() -> datetime:
-    """The issue time of a draft: replaced by the allocation's time before it is stored."""
-    return datetime(1970, 1, 1, tzinfo=UTC)
 
 
 async def issue_credit_note(
@@ -629,22 +625,19 @@ async def issue_credit_note(
         log.warning("refund %s of order %s: its invoice is fully credited", refund_id, order_id)
         return None
 
-    def draft(number: str, issued_at: datetime) -> CreditNote:
-        return domain.build_credit_note(
-            number,
-            issued_at,
-            invoice,
-            refund_id=refund_id,
-            amount=amount,
-            credited_before=before,
-            reason=reason or "refund",
-        )
-
     allocated = await store.allocate(invoicing.store, domain.CREDIT_NOTE)
     number = domain.document_number(
         invoicing.prefix(domain.CREDIT_NOTE), allocated.year, allocated.sequence
     )
-    note = draft(number, allocated.issued_at)
+    note = domain.build_credit_note(
+        number,
+        allocated.issued_at,
+        invoice,
+        refund_id=refund_id,
+        amount=amount,
+        credited_before=before,
+        reason=reason or "refund",
+    )
     await store.add_credit_note(note)
     await tx.events.emit(
         CreditNoteIssued(

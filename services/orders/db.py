@@ -632,4 +632,9 @@ class Invoices:
 
 
 def _amount(value: Any, currency: str) -> Money | None:
-    return None if value is None else Money(amount=int(value), currency=currency)
+    """A shipping column's value as Money: minor units, or a stored Money object."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return Money(amount=int(value["amount"]), currency=str(value.get("currency", currency)))
+    return Money(amount=int(value), currency=currency)

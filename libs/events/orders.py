@@ -33,6 +33,8 @@ class OrderConfirmed(WireModel):
     email: str | None = None
     lines: list[PricedLine]
     total: Money
+    # Additive (issue 12): the order's invoice, issued in the transaction that confirmed it.
+    invoice: "Invoice | None" = None
 
 
 class OrderRejected(WireModel):
@@ -170,3 +172,99 @@ class ReturnCompleted(WireModel):
     customer_id: str
     email: str | None = None
     refund: Money
+
+
+# --- invoices (issue 12) ---
+# The invoice is a document as well as an event payload: OrderConfirmed carries it whole, so
+# subscribers (accounting) and notifications (the receipt's PDF) need no call back to orders.
+# Every amount is integer minor units of the invoice's `currency`.
+
+
+class InvoiceSeller(WireModel):
+    """Who issues the invoice (orders' settings: placeholders unless configured)."""
+
+    name: str
+    address_lines: list[str] = []
+    vat_id: str | None = None
+    email: str | None = None
+
+
+class InvoiceBuyer(WireModel):
+    customer_id: str
+    email: str | None = None
+    shipping_address: dict[str, str] = {}
+
+
+class InvoiceLine(WireModel):
+    """One invoiced line: `net` = quantity x unit_price - discount, `gross` = net + tax. A
+    shipping charge is a line of its own with sku `shipping`."""
+
+    sku: str
+    description: str | None = None
+    quantity: int
+    unit_price: Money
+    discount: Money
+    net: Money
+    tax_rate_bps: int
+    tax: Money
+    gross: Money
+
+
+class TaxRateTotal(WireModel):
+    """The taxable base and the tax of every line taxed at `rate_bps` (2000 = 20.00 %)."""
+
+    rate_bps: int
+    taxable: Money
+    tax: Money
+
+
+class Invoice(WireModel):
+    number: str
+    issued_at: datetime
+    order_id: str
+    seller: InvoiceSeller
+    buyer: InvoiceBuyer
+    lines: list[InvoiceLine]
+    tax_breakdown: list[TaxRateTotal]
+    subtotal: Money
+    discount: Money
+    shipping: Money | None = None
+    tax: Money
+    total: Money
+    currency: str
+
+
+class CreditNote(WireModel):
+    """A refund of (part of) an invoiced order, as a document: `amount` is what was given back
+    (tax included), `tax` its tax share, split per rate in `tax_breakdown`."""
+
+    number: str
+    issued_at: datetime
+    order_id: str
+    invoice_number: str
+    seller: InvoiceSeller
+    buyer: InvoiceBuyer
+    reason: str
+    refund_id: str
+    tax_breakdown: list[TaxRateTotal]
+    net: Money
+    tax: Money
+    amount: Money
+    currency: str
+
+
+class CreditNoteIssued(WireModel):
+    """Orders issued a credit note for a refund (PaymentRefunded) of an invoiced order."""
+
+    order_id: str
+    number: str
+    invoice_number: str
+    amount: Money
+    tax: Money
+    reason: str
+    issued_at: datetime
+    refund_id: str | None = None
+    credit_note: CreditNote | None = None
+
+
+OrderConfirmed.model_rebuild()

@@ -37,6 +37,7 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
                 orders.ReturnRequested,
                 orders.ReturnReceived,
                 orders.ReturnCompleted,
+                orders.CreditNoteIssued,
             ),
         ),
         (topics.PAYMENT_INSTRUCTIONS, (orders.PaymentInstructionIssued,)),

@@ -19,7 +19,9 @@ from typing import Any, Protocol
 import httpx
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from services.notifications.domain import is_success
+from libs.events.orders import Invoice
+from libs.kit import documents
+from services.notifications.domain import Attachment, is_success
 
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
@@ -38,6 +40,7 @@ class OutgoingEmail:
     message_id: str
     template: str
     date: datetime
+    attachments: tuple[Attachment, ...] = ()  # issue 12: the receipt's invoice PDF
 
 
 class EmailRejected(Exception):
@@ -71,6 +74,11 @@ def build_message(sender: str, email: OutgoingEmail) -> EmailMessage:
     message["Message-ID"] = email.message_id
     message["X-Backroom-Template"] = email.template
     message.set_content(email.text)
+    for attachment in email.attachments:  # invoice attachments (issue 12)
+        maintype, _, subtype = attachment.content_type.partition("/")
+        message.add_attachment(
+            attachment.content, maintype=maintype, subtype=subtype, filename=attachment.filename
+        )
     return message
 
 
@@ -323,3 +331,19 @@ class HttpxWebhookSender:
 
     async def aclose(self) -> None:
         """Nothing is kept open between POSTs."""
+
+
+# --- invoice attachments (issue 12) ---
+
+
+class Documents(Protocol):
+    def invoice_pdf(self, invoice: Invoice) -> bytes:
+        """The invoice as orders renders it (the same bytes as GET /orders/{id}/invoice)."""
+        ...
+
+
+class PdfDocuments:
+    """`Documents` with the shared renderer of libs/kit/documents.py."""
+
+    def invoice_pdf(self, invoice: Invoice) -> bytes:
+        return documents.render_invoice(invoice)

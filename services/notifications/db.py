@@ -1,6 +1,7 @@
 """Notifications tables and every query on them: the notifications log (with the emails queued to
 send), webhook subscriptions and their deliveries, as small repositories returning domain values."""
 
+import base64
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -33,6 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from libs.kit.db import DbSession
 from services.notifications.domain import (
     Announcement,
+    Attachment,
     DeliveryRecord,
     DueDelivery,
     LogEntry,
@@ -71,6 +73,8 @@ notifications = Table(
     # Claims by the sending worker: a lease that ran out (a crash) lets another claim take it.
     Column("attempts", Integer, nullable=False, server_default="0"),
     Column("lease_until", DateTime(timezone=True)),
+    # Files sent with a queued email, [{filename, content_type, content (base64)}] (issue 12).
+    Column("attachments", JSONB),
     CheckConstraint("channel IN ('email', 'webhook')", name="ck_notifications_channel"),
     CheckConstraint("status IN ('pending', 'sent', 'failed')", name="ck_notifications_status"),
     Index("ix_notifications_order_id_seq", "order_id", "seq"),
@@ -158,6 +162,7 @@ def _queued(row: Any) -> QueuedEmail:
         causation_id=row.causation_id,
         queued_at=row.queued_at,
         lease_until=row.lease_until,
+        attachments=_attachments_of(row.attachments),
     )
 
 
@@ -254,13 +259,13 @@ def _announced(announcement: Announcement) -> dict[str, Any]:
 QUEUE_EMAIL = text(
     "INSERT INTO notifications (id, dedupe_key, channel, template, recipient, order_id, status,"
     " at, message_id, mail_subject, mail_text, queued_at, subject, sku, correlation_id,"
-    " causation_id)"
+    " causation_id, attachments)"
     " VALUES (:id, :dedupe_key, 'email', :template, :recipient, :order_id, 'pending',"
     " :queued_at, :message_id, :mail_subject, :mail_text, :queued_at, :subject, :sku,"
-    " :correlation_id, :causation_id)"
+    " :correlation_id, :causation_id, :attachments)"
     " ON CONFLICT (dedupe_key) DO NOTHING"
     " RETURNING notifications.id"
-)
+).bindparams(bindparam("attachments", type_=JSONB(none_as_null=True)))
 
 # The claimed email concluded (only while its claim holds: still pending, same lease, where a
 # None lease matches only a row without one) and, if it was, its announcement queued.
@@ -310,6 +315,7 @@ class NotificationLog:
                 "sku": email.sku,
                 "correlation_id": email.correlation_id,
                 "causation_id": email.causation_id,
+                "attachments": _attachments_column(email.attachments),
             },
         )
         return queued is not None
@@ -654,3 +660,27 @@ class Store:
     @classmethod
     def of(cls, session: DbSession) -> "Store":
         return cls(NotificationLog(session), Subscriptions(session), Deliveries(session))
+
+
+# --- invoice attachments (issue 12) ---
+
+
+def _attachments_column(attachments: tuple[Attachment, ...]) -> list[dict[str, str]] | None:
+    if not attachments:
+        return None
+    return [
+        {
+            "filename": a.filename,
+            "content_type": a.content_type,
+            "content": base64.b64encode(a.content).decode("ascii"),
+        }
+        for a in attachments
+    ]
+
+
+def _attachments_of(value: Any) -> tuple[Attachment, ...]:
+    if not value:
+        return ()
+    return tuple(
+        Attachment(a["filename"], a["content_type"], base64.b64decode(a["content"])) for a in value
+    )

@@ -5,7 +5,7 @@ import base64
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,6 +13,7 @@ from libs.events import EVENT_TYPES
 from libs.events.common import Money
 from libs.events.inventory import StockLow
 from libs.events.orders import (
+    Invoice,
     OrderCancelled,
     OrderConfirmed,
     OrderDelivered,
@@ -157,10 +158,15 @@ class Email:
     order_id: str | None = None
     sku: str | None = None
     context: dict[str, Any] = field(default_factory=dict)
+    # The receipt's invoice, attached as its PDF (issue 12).
+    invoice: Invoice | None = None
 
     @property
     def message_id(self) -> str:
         return message_id(self.dedupe_key)
+
+    def with_invoice(self, invoice: Invoice | None) -> "Email":
+        return replace(self, invoice=invoice)
 
 
 def _order_email(template: str, order_id: str, to: str, **context: Any) -> Email:
@@ -234,8 +240,13 @@ def plan_email(
         ]
         to = customer_address(confirmed.customer_id, confirmed.email)
         return _order_email(
-            ORDER_CONFIRMED, confirmed.order_id, to, lines=lines, total=money(confirmed.total)
-        )
+            ORDER_CONFIRMED,
+            confirmed.order_id,
+            to,
+            lines=lines,
+            total=money(confirmed.total),
+            invoice_number=confirmed.invoice.number if confirmed.invoice else None,
+        ).with_invoice(confirmed.invoice)
     if event_type == "OrderRejected":
         rejected = OrderRejected.model_validate(data)
         to = customer_address(rejected.customer_id, rejected.email)
@@ -413,6 +424,8 @@ class QueuedEmail:
     causation_id: str | None
     queued_at: datetime
     lease_until: datetime | None = None
+    # Files sent with it (the receipt's invoice PDF), fixed when it is queued (issue 12).
+    attachments: "tuple[Attachment, ...]" = ()
 
 
 @dataclass(frozen=True)
@@ -511,3 +524,22 @@ def return_completed_email(data: dict[str, Any]) -> Email:
             "refunded": completed.refund.amount > 0,
         },
     )
+
+
+# --- invoice attachments (issue 12) ---
+
+PDF = "application/pdf"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file sent with an email."""
+
+    filename: str
+    content_type: str
+    content: bytes
+
+
+def invoice_filename(invoice: Invoice) -> str:
+    """`INV-2026-000001.pdf`: the invoice's number (letters, digits and dashes only)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", invoice.number) + ".pdf"

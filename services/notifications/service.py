@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -19,11 +19,13 @@ from libs.kit.uow import Clock, Tx, UnitOfWork
 from services.notifications import domain, targets
 from services.notifications.adapters import (
     Answer,
+    Documents,
     EmailDeferred,
     EmailRejected,
     Mailer,
     MailServerUnavailable,
     OutgoingEmail,
+    PdfDocuments,
     PinnedPost,
     ResolutionFailed,
     Resolver,
@@ -153,6 +155,8 @@ class Intake:
     wake_mailer: Callable[[], None] = _nothing
     wake_webhooks: Callable[[], None] = _nothing
     operator_email: str | None = None  # where payment disputes are reported
+    # Renders the invoice a receipt attaches (issue 12).
+    documents: Documents = field(default_factory=PdfDocuments)
 
 
 async def take_event(tx: Tx[Store], intake: Intake, event: ReceivedEvent) -> bool:
@@ -183,6 +187,7 @@ async def take_event(tx: Tx[Store], intake: Intake, event: ReceivedEvent) -> boo
             correlation_id=event.correlation_id,
             causation_id=event.id,
             queued_at=intake.clock(),
+            attachments=_attachments(intake, email),
         )
     )
     if queued:
@@ -259,6 +264,7 @@ async def _send(mailing: Mailing, email: QueuedEmail) -> None:
         message_id=email.message_id,
         template=email.template,
         date=email.queued_at,
+        attachments=email.attachments,
     )
 
     async def call() -> None:
@@ -591,3 +597,15 @@ class WebhookInterest:
             except Exception as exc:
                 log.warning("reading webhook subscriptions failed: %r", exc)
             await asyncio.sleep(self.refresh_s)
+
+
+# --- invoice attachments (issue 12) ---
+
+
+def _attachments(intake: Intake, email: domain.Email) -> tuple[domain.Attachment, ...]:
+    """The receipt's invoice as a PDF, rendered once when the email is queued (a resend sends
+    the same file); none for an event without an invoice (older OrderConfirmed)."""
+    if email.invoice is None:
+        return ()
+    pdf = intake.documents.invoice_pdf(email.invoice)
+    return (domain.Attachment(domain.invoice_filename(email.invoice), domain.PDF, pdf),)

@@ -23,6 +23,8 @@ from fpdf import FPDF
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from libs.events.common import Money
+from libs.events.orders import CreditNote, Invoice
+from libs.kit import documents
 from libs.kit.errors import FieldError, Invalid, Unavailable
 from services.orders.domain import (
     TRACKING_STATUSES,
@@ -582,3 +584,25 @@ def _easypost_error(exc: Any) -> CarrierError:
     if isinstance(status, int) and 400 <= status < 500 and status not in (408, 429):
         return PermanentCarrierError(f"easypost refused the shipment ({status}): {exc}")
     return TransientCarrierError(f"easypost answered {status}: {exc}")
+
+
+# --- invoices and credit notes (issue 12) ---
+
+
+class DocumentRenderer(Protocol):
+    """Documents as PDF bytes (the one renderer of libs/kit/documents.py, shared with
+    notifications, so the attachment and the download are the same file)."""
+
+    def invoice(self, invoice: Invoice) -> bytes: ...
+
+    def credit_note(self, note: CreditNote) -> bytes: ...
+
+
+class PdfDocuments:
+    """`DocumentRenderer` with fpdf2 (libs.kit.documents)."""
+
+    def invoice(self, invoice: Invoice) -> bytes:
+        return documents.render_invoice(invoice)
+
+    def credit_note(self, note: CreditNote) -> bytes:
+        return documents.render_credit_note(note)

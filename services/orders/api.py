@@ -20,7 +20,7 @@ from libs.kit.uow import Clock, UnitOfWork
 from libs.kit.validation import NoCardNumber
 from libs.kit.worker import Worker
 from services.orders import domain, service
-from services.orders.adapters import Carrier, CatalogClient, PricingClient
+from services.orders.adapters import Carrier, CatalogClient, DocumentRenderer, PricingClient
 from services.orders.db import Store
 from services.orders.domain import CartView, OrderStatus, OrderView, ShipmentView, WebhookRejected
 from services.orders.settings import OrdersSettings
@@ -148,6 +148,9 @@ class OrderOut(BaseModel):
     shipping_method: str | None = None
     # Additive (issue 12): the order's returns, oldest first.
     returns: list["ReturnOut"] = []
+    # Additive (issue 12): the invoice (once confirmed) and the credit notes of refunds.
+    invoice: "DocumentOut | None" = None
+    credit_notes: "list[DocumentOut]" = []
     reservation_deadline: datetime
     cancellation_requested: bool
     quote_id: str | None
@@ -179,6 +182,7 @@ class OrderOut(BaseModel):
             shipping=view.shipping,
             shipping_method=view.shipping_method,
             returns=[ReturnOut.of(r) for r in view.returns],
+            **_documents_out(view),
             reservation_deadline=view.reservation_deadline,
             cancellation_requested=view.cancellation_requested,
             quote_id=view.quote_id,
@@ -574,7 +578,6 @@ class ShipmentOut(BaseModel):
         )
 
 
-
 # A carrier's tracking event is a few KB; anything much larger is not one.
 CARRIER_WEBHOOK_MAX_BYTES = 256 * 1024
 
@@ -749,7 +752,6 @@ class ReturnOut(BaseModel):
         )
 
 
-OrderOut.model_rebuild()
 ReturnId = Annotated[str, Path(max_length=64)]
 
 
@@ -806,3 +808,80 @@ async def receive_return(
         shipping_policy=settings.return_refund_shipping,
     )
     return ReturnOut.of(received)
+
+
+# --- invoices and credit notes (issue 12) ---
+
+
+class DocumentOut(BaseModel):
+    """An issued document: its number, when, what it credits (credit notes), where its PDF is."""
+
+    number: str
+    issued_at: datetime
+    amount: Money | None = None
+    url: str
+
+
+OrderOut.model_rebuild()
+
+
+def _documents_out(view: OrderView) -> dict[str, Any]:
+    documents = view.documents
+    if documents is None:
+        return {}
+    invoice = documents.invoice
+    return {
+        "invoice": (
+            DocumentOut(
+                number=invoice.number,
+                issued_at=invoice.issued_at,
+                url=f"/orders/{view.id}/invoice",
+            )
+            if invoice
+            else None
+        ),
+        "credit_notes": [
+            DocumentOut(
+                number=note.number,
+                issued_at=note.issued_at,
+                amount=note.amount,
+                url=f"/orders/{view.id}/credit-notes/{note.number}",
+            )
+            for note in documents.credit_notes
+        ],
+    }
+
+
+async def _documents(request: Request) -> DocumentRenderer:
+    renderer: DocumentRenderer = request.app.state.documents
+    return renderer
+
+
+DocumentsDep = Annotated[DocumentRenderer, Depends(_documents)]
+DocumentNumber = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+_PDF: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/pdf": {}}, "description": "the document as a PDF"}
+}
+
+
+def _pdf(document: service.Document) -> Response:
+    # inline: browsers show it; the filename is the document's number.
+    return Response(
+        document.content,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{document.filename}"'},
+    )
+
+
+@router.get("/{order_id}/invoice", response_class=Response, responses=_PDF)
+async def get_invoice(
+    order_id: OrderId, caller: Caller, tx: TxDep, renderer: DocumentsDep
+) -> Response:
+    return _pdf(await service.invoice_pdf(tx, caller, order_id, renderer))
+
+
+@router.get("/{order_id}/credit-notes/{number}", response_class=Response, responses=_PDF)
+async def get_credit_note(
+    order_id: OrderId, number: DocumentNumber, caller: Caller, tx: TxDep, renderer: DocumentsDep
+) -> Response:
+    return _pdf(await service.credit_note_pdf(tx, caller, order_id, number, renderer))

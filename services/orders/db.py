@@ -27,6 +27,7 @@ from sqlalchemy import (
     bindparam,
     column,
     func,
+    insert,
     literal,
     or_,
     select,
@@ -39,15 +40,20 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 
 from libs.events.common import Money, PricedLine
+from libs.events.orders import CreditNote, Invoice
 from libs.kit.db import DbSession
 from libs.kit.inbox import claim_delivery
 from services.orders.domain import (
     Cart,
     CartLine,
     CartStatus,
+    DocumentNumber,
+    DocumentRef,
     HistoryEntry,
+    InvoiceSource,
     LockedOrder,
     Order,
+    OrderDocuments,
     OrderReturn,
     OrderStatus,
     OrderView,
@@ -417,6 +423,7 @@ class Store:
         self.shipments = Shipments(session)
         self.carrier_deliveries = CarrierDeliveries(session)
         self.returns = OrderReturns(session)
+        self.invoices = Invoices(session)  # invoices and credit notes (issue 12)
 
 
 def _lines(raw: Iterable[dict[str, Any]]) -> tuple[PricedLine, ...]:
@@ -1095,3 +1102,184 @@ async def _with_returns(session: DbSession, views: list[OrderView]) -> list[Orde
     """The views with their returns (orders without any keep the default, none)."""
     found = await OrderReturns(session).of_orders([v.id for v in views])
     return [replace(v, returns=found[v.id]) if v.id in found else v for v in views]
+
+
+# --- invoices and credit notes (issue 12) ---
+
+# One row per (store, kind, year): the last number given out. Allocation is one upsert that
+# takes the row's lock and keeps it until the transaction ends, so numbers are given out one
+# transaction at a time per store, kind and year: a rollback gives its number back (the next
+# allocation gets it again) and no number is skipped. The price is contention: confirmations of
+# one store queue on that row from their allocation to their commit, which is why the
+# allocation is the last write of the confirming transaction (only the outbox insert follows).
+document_counters = Table(
+    "document_counters",
+    metadata,
+    Column("store", String(50), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("year", Integer, nullable=False),
+    Column("last_number", BigInteger, nullable=False),
+    PrimaryKeyConstraint("store", "kind", "year"),
+    CheckConstraint("kind IN ('invoice', 'credit_note')", name="ck_document_counters_kind"),
+    CheckConstraint("last_number > 0", name="ck_document_counters_positive"),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    # One invoice per order.
+    Column("order_id", String(64), ForeignKey("orders.id"), primary_key=True),
+    Column("number", String(64), nullable=False, unique=True),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    # The invoice exactly as issued (libs.events.orders.Invoice): what the PDF is rendered from.
+    Column("document", JSONB, nullable=False),
+)
+
+credit_notes = Table(
+    "credit_notes",
+    metadata,
+    Column("number", String(64), primary_key=True),
+    Column("order_id", String(64), ForeignKey("orders.id"), nullable=False),
+    Column("invoice_number", String(64), ForeignKey("invoices.number"), nullable=False),
+    # The refund it credits: a refund is credited once, however often its event comes.
+    Column("refund_id", String(200), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("tax", BigInteger, nullable=False),
+    Column("issued_at", DateTime(timezone=True), nullable=False),
+    Column("document", JSONB, nullable=False),
+    CheckConstraint("amount >= 0", name="ck_credit_notes_amount_not_negative"),
+    UniqueConstraint("order_id", "refund_id", name="uq_credit_notes_order_refund"),
+    Index("ix_credit_notes_order", "order_id", "issued_at"),
+)
+
+# The year is the one of the transaction's now() in UTC, and now() is also the issue time the
+# statement returns: a document issued at 23:59:59 on 31 December belongs to that year.
+ALLOCATE_NUMBER = text(
+    "INSERT INTO document_counters AS c (store, kind, year, last_number)"
+    " VALUES (:store, :kind, CAST(EXTRACT(YEAR FROM now() AT TIME ZONE 'UTC') AS integer), 1)"
+    " ON CONFLICT (store, kind, year) DO UPDATE SET last_number = c.last_number + 1"
+    " RETURNING c.year, c.last_number, now() AS issued_at"
+)
+
+
+class Invoices:
+    """Invoices, credit notes and the counters that number them."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def allocate(self, store: str, kind: str) -> DocumentNumber:
+        row = (await self.session.execute(ALLOCATE_NUMBER, {"store": store, "kind": kind})).one()
+        return DocumentNumber(kind, row.year, row.last_number, row.issued_at)
+
+    async def source(self, order_id: str) -> InvoiceSource | None:
+        """The order as its invoice needs it. The order keeps its shipping net; the tax on it is
+        the order's tax beyond its lines' taxes (pricing taxes shipping at the region's rate)."""
+        row = (await self.session.execute(select(orders).where(orders.c.id == order_id))).first()
+        if row is None:
+            return None
+
+        def money(amount: int) -> Money:
+            return Money(amount=amount, currency=row.currency)
+
+        lines = _lines(row.lines)
+        shipping_tax = row.tax - sum(ln.tax.amount for ln in lines) if row.shipping else 0
+        return InvoiceSource(
+            order_id=row.id,
+            customer_id=row.customer_id,
+            email=row.email,
+            shipping_address=row.shipping_address,
+            lines=lines,
+            subtotal=money(row.subtotal),
+            discount=money(row.discount),
+            tax=money(row.tax),
+            total=money(row.total),
+            shipping=money(row.shipping) if row.shipping else None,
+            shipping_tax=money(shipping_tax) if row.shipping else None,
+        )
+
+    async def add_invoice(self, invoice: Invoice) -> None:
+        await self.session.execute(
+            insert(invoices).values(
+                order_id=invoice.order_id,
+                number=invoice.number,
+                issued_at=invoice.issued_at,
+                document=invoice.model_dump(mode="json"),
+            )
+        )
+
+    async def invoice(self, order_id: str) -> Invoice | None:
+        document = await self.session.scalar(
+            select(invoices.c.document).where(invoices.c.order_id == order_id)
+        )
+        return None if document is None else Invoice.model_validate(document)
+
+    async def add_credit_note(self, note: CreditNote) -> None:
+        """Insert a credit note; a second note for the same refund violates `refund_id`'s
+        unique key (the transaction then rolls back, giving its number back)."""
+        await self.session.execute(
+            insert(credit_notes).values(
+                number=note.number,
+                order_id=note.order_id,
+                invoice_number=note.invoice_number,
+                refund_id=note.refund_id,
+                currency=note.currency,
+                amount=note.amount.amount,
+                tax=note.tax.amount,
+                issued_at=note.issued_at,
+                document=note.model_dump(mode="json"),
+            )
+        )
+
+    async def credit_note_for_refund(self, order_id: str, refund_id: str) -> CreditNote | None:
+        document = await self.session.scalar(
+            select(credit_notes.c.document).where(
+                credit_notes.c.order_id == order_id, credit_notes.c.refund_id == refund_id
+            )
+        )
+        return None if document is None else CreditNote.model_validate(document)
+
+    async def credit_note(self, order_id: str, number: str) -> CreditNote | None:
+        document = await self.session.scalar(
+            select(credit_notes.c.document).where(
+                credit_notes.c.order_id == order_id, credit_notes.c.number == number
+            )
+        )
+        return None if document is None else CreditNote.model_validate(document)
+
+    async def credited(self, order_id: str) -> int:
+        """What the order's credit notes gave back so far."""
+        total = await self.session.scalar(
+            select(func.coalesce(func.sum(credit_notes.c.amount), 0)).where(
+                credit_notes.c.order_id == order_id
+            )
+        )
+        return int(total or 0)
+
+    async def documents(self, order_ids: list[str]) -> dict[str, OrderDocuments]:
+        """Each order's invoice and credit notes (oldest first), in two queries."""
+        if not order_ids:
+            return {}
+        found: dict[str, OrderDocuments] = {}
+        for row in await self.session.execute(
+            select(invoices.c.order_id, invoices.c.number, invoices.c.issued_at).where(
+                invoices.c.order_id.in_(order_ids)
+            )
+        ):
+            found[row.order_id] = OrderDocuments(DocumentRef(row.number, row.issued_at))
+        notes: dict[str, list[DocumentRef]] = {}
+        for row in await self.session.execute(
+            select(credit_notes)
+            .where(credit_notes.c.order_id.in_(order_ids))
+            .order_by(credit_notes.c.issued_at, credit_notes.c.number)
+        ):
+            notes.setdefault(row.order_id, []).append(
+                DocumentRef(
+                    row.number, row.issued_at, Money(amount=row.amount, currency=row.currency)
+                )
+            )
+        for order_id, refs in notes.items():
+            invoice = found.get(order_id, OrderDocuments()).invoice
+            found[order_id] = OrderDocuments(invoice, tuple(refs))
+        return found

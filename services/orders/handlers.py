@@ -27,6 +27,7 @@ from libs.kit.uow import Clock, UnitOfWork
 from libs.kit.worker import full_batches
 from services.orders import service
 from services.orders.db import Store
+from services.orders.domain import Invoicing
 from services.orders.service import Claimed
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,13 @@ async def on_stock_released(event: StockReleased, ctx: EventContext) -> None:
 
 
 def on_payment_captured(
-    clock: Clock, wake_labels: Callable[[], None] | None = None
+    clock: Clock,
+    wake_labels: Callable[[], None] | None = None,
+    invoicing: Invoicing | None = None,
 ) -> EventHandler[PaymentCaptured | PaymentAuthorized]:
     async def handle(event: PaymentCaptured | PaymentAuthorized, ctx: EventContext) -> None:
         tx = ctx.tx(Store)
-        if await service.payment_captured(tx, event.order_id, clock) and wake_labels:
+        if await service.payment_captured(tx, event.order_id, clock, invoicing) and wake_labels:
             # A confirmation records the order's shipment: the label worker buys it after commit.
             tx.on_commit(wake_labels)
 
@@ -66,10 +69,20 @@ async def on_payment_failed(event: PaymentFailed, ctx: EventContext) -> None:
     await service.payment_failed(ctx.tx(Store), event.order_id)
 
 
-def on_payment_refunded(clock: Clock) -> EventHandler[PaymentRefunded]:
+def on_payment_refunded(
+    clock: Clock, invoicing: Invoicing | None = None
+) -> EventHandler[PaymentRefunded]:
     async def handle(event: PaymentRefunded, ctx: EventContext) -> None:
         await service.payment_refunded(
-            ctx.tx(Store), event.order_id, event.amount.amount, fully=event.fully_refunded
+            ctx.tx(Store),
+            event.order_id,
+            event.amount.amount,
+            fully=event.fully_refunded,
+            # The credit note's key: the refund's own id (older events: the event's id, which
+            # the inbox dedupes anyway).
+            refund_id=event.refund_id or ctx.event.id,
+            reason=event.reason,
+            invoicing=invoicing,
         )
         if event.return_id is not None:  # issue 12: the refund half of a return
             await service.return_refunded(
@@ -84,17 +97,20 @@ async def on_payment_voided(event: PaymentVoided, ctx: EventContext) -> None:
 
 
 def register(
-    processor: EventProcessor, clock: Clock, wake_labels: Callable[[], None] | None = None
+    processor: EventProcessor,
+    clock: Clock,
+    wake_labels: Callable[[], None] | None = None,
+    invoicing: Invoicing | None = None,
 ) -> None:
     processor.on(StockReserved)(on_stock_reserved)
     processor.on(StockReservationFailed)(on_stock_reservation_failed)
     processor.on(StockReleased)(on_stock_released)
-    processor.on(PaymentCaptured)(on_payment_captured(clock, wake_labels))
+    processor.on(PaymentCaptured)(on_payment_captured(clock, wake_labels, invoicing))
     # Capture policy on_shipment: the authorization confirms the order (its capture later
     # changes nothing here).
-    processor.on(PaymentAuthorized)(on_payment_captured(clock, wake_labels))
+    processor.on(PaymentAuthorized)(on_payment_captured(clock, wake_labels, invoicing))
     processor.on(PaymentFailed)(on_payment_failed)
-    processor.on(PaymentRefunded)(on_payment_refunded(clock))
+    processor.on(PaymentRefunded)(on_payment_refunded(clock, invoicing))
     processor.on(PaymentVoided)(on_payment_voided)
     register_returns(processor, clock)
 

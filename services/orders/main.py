@@ -16,6 +16,7 @@ from services.orders.adapters import (
     EasyPostCarrier,
     HttpCatalog,
     HttpPricing,
+    PdfDocuments,
     SandboxCarrier,
 )
 from services.orders.db import Store
@@ -47,7 +48,7 @@ def create_app(
         clock=clock,
     )
     label_worker = Worker("orders-label-worker", labels.step, settings.label_poll_interval_s)
-    handlers.register(runtime.processor, clock, label_worker.wake)
+    handlers.register(runtime.processor, clock, label_worker.wake, settings.invoicing())
     pricing = HttpPricing(settings.pricing_url, settings.pricing_timeout_s)
     claims = handlers.DatabaseOverdueClaims(runtime.db, settings.service_name)
     sweep = Worker(
@@ -88,6 +89,7 @@ def create_app(
     app.state.settings = settings
     app.state.pricing = pricing
     app.state.catalog = catalog
+    app.state.documents = PdfDocuments()
     app.state.clock = clock
     app.state.unit_of_work = uow
     app.state.carrier = carrier

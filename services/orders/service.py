@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -17,6 +17,9 @@ from pydantic import BaseModel
 from libs.events.common import Line, Money, PricedLine
 from libs.events.orders import (
     CartAbandoned,
+    CreditNote,
+    CreditNoteIssued,
+    Invoice,
     OrderCancellationRequested,
     OrderCancelled,
     OrderConfirmed,
@@ -41,6 +44,7 @@ from services.orders import domain
 from services.orders.adapters import (
     Carrier,
     CatalogClient,
+    DocumentRenderer,
     PermanentCarrierError,
     PricingClient,
     PurchasedLabel,
@@ -54,9 +58,12 @@ from services.orders.domain import (
     CartStatus,
     CartView,
     CatalogProduct,
+    DocumentNumber,
     IllegalTransition,
+    InvoiceSource,
     LockedOrder,
     Order,
+    OrderDocuments,
     OrderReturn,
     OrderStatus,
     OrderView,
@@ -144,6 +151,9 @@ class Store(Protocol):
 
     @property
     def returns(self) -> "ReturnRepository": ...
+
+    @property
+    def invoices(self) -> "InvoiceRepository": ...  # invoices and credit notes (issue 12)
 
 
 @dataclass(frozen=True)
@@ -320,8 +330,10 @@ class OrderPage:
 
 
 async def get_order(tx: Tx[Store], caller: Principal, order_id: str) -> OrderView:
-    """The order with its history; another customer's order is NotFound, like a missing one."""
-    return _visible(await tx.store.orders.view(order_id), caller, order_id)
+    """The order with its history and documents; another customer's order is NotFound, like a
+    missing one."""
+    view = _visible(await tx.store.orders.view(order_id), caller, order_id)
+    return (await _with_documents(tx, [view]))[0]
 
 
 async def list_orders(
@@ -340,7 +352,7 @@ async def list_orders(
     found = await tx.store.orders.newest(
         customer_id=owner, status=status, before=before, limit=limit + 1
     )
-    return OrderPage(found[:limit], more=len(found) > limit)
+    return OrderPage(await _with_documents(tx, found[:limit]), more=len(found) > limit)
 
 
 def _visible(view: OrderView | None, caller: Principal, order_id: str) -> OrderView:
@@ -460,10 +472,15 @@ async def stock_released(tx: Tx[Store], order_id: str, reason: str) -> bool:
     return await _apply_fact(tx, order_id, domain.cancellation_stock_returned)
 
 
-async def payment_captured(tx: Tx[Store], order_id: str, clock: Clock) -> bool:
-    """Confirms a pending order in time, rejects it after its deadline (payments then refunds)."""
+async def payment_captured(
+    tx: Tx[Store], order_id: str, clock: Clock, invoicing: domain.Invoicing | None = None
+) -> bool:
+    """Confirms a pending order in time (with its invoice), rejects it after its deadline
+    (payments then refunds)."""
     now = clock()
-    return await _apply_fact(tx, order_id, lambda o: domain.payment_captured(o, now))
+    return await _apply_fact(
+        tx, order_id, lambda o: domain.payment_captured(o, now), invoicing=invoicing
+    )
 
 
 async def payment_failed(tx: Tx[Store], order_id: str) -> bool:
@@ -475,18 +492,47 @@ async def payment_returned(tx: Tx[Store], order_id: str) -> bool:
     return await _apply_fact(tx, order_id, domain.cancellation_payment_returned)
 
 
-async def payment_refunded(tx: Tx[Store], order_id: str, amount: int, *, fully: bool) -> None:
-    """Payments gave back `amount` of the charge (the order shows the total). Only a refund that
-    leaves nothing captured answers a cancellation: an operator's partial refund does not."""
-    if amount > 0 and not await tx.store.orders.add_refunded(order_id, amount):
+async def payment_refunded(
+    tx: Tx[Store],
+    order_id: str,
+    amount: int,
+    *,
+    fully: bool,
+    refund_id: str | None = None,
+    reason: str = "",
+    invoicing: domain.Invoicing | None = None,
+) -> None:
+    """Payments gave back `amount` of the charge (the order shows the total), credited by a
+    credit note when the order was invoiced (once per `refund_id`). Only a refund that leaves
+    nothing captured answers a cancellation: an operator's partial refund does not."""
+    credited = refund_id is not None and (
+        await tx.store.invoices.credit_note_for_refund(order_id, refund_id) is not None
+    )
+    if credited:
+        # Reported again under another event id: credited and counted once already.
+        log.info("refund %s of order %s was credited already", refund_id, order_id)
+    elif amount > 0 and not await tx.store.orders.add_refunded(order_id, amount):
         log.info("refund of unknown order %s ignored", order_id)
         return
+    if refund_id is not None and not credited:
+        await issue_credit_note(
+            tx,
+            order_id,
+            refund_id=refund_id,
+            amount=amount,
+            reason=reason,
+            invoicing=invoicing or DEFAULT_INVOICING,
+        )
     if fully:
         await payment_returned(tx, order_id)
 
 
 async def _apply_fact(
-    tx: Tx[Store], order_id: str, decide: Callable[[Order], Order | None]
+    tx: Tx[Store],
+    order_id: str,
+    decide: Callable[[Order], Order | None],
+    *,
+    invoicing: domain.Invoicing | None = None,
 ) -> bool:
     order = await tx.store.orders.lock(order_id)
     if order is None:
@@ -495,7 +541,7 @@ async def _apply_fact(
     after = decide(order.state)
     if after is None or after == order.state:
         return False
-    await _move(tx, order, after)
+    await _move(tx, order, after, invoicing=invoicing)
     return True
 
 
@@ -522,17 +568,27 @@ async def expire_overdue(claims: OverdueClaims, now: datetime, limit: int) -> in
 
 
 async def _move(
-    tx: Tx[Store], order: LockedOrder, after: Order, tracking: dict[str, Any] | None = None
+    tx: Tx[Store],
+    order: LockedOrder,
+    after: Order,
+    tracking: dict[str, Any] | None = None,
+    *,
+    invoicing: domain.Invoicing | None = None,
 ) -> None:
     """Write the new state; a new status also gets its history entry (in the same statement) and
-    its event."""
+    its event. A confirmation issues the order's invoice, which its OrderConfirmed carries."""
     if after.status is order.state.status:
         await tx.store.orders.save(order.id, after, tracking)
         return
     await tx.store.orders.save_status_change(order.id, after, tracking)
-    await tx.events.emit(_status_event(order, after, tracking), subject=order.id)
-    if after.status is OrderStatus.CONFIRMED:
+    event = _status_event(order, after, tracking)
+    if isinstance(event, OrderConfirmed):
+        # Issue 12: the order's shipment to buy, then its invoice. The invoice number is the
+        # last write: its counter row is locked from there to the commit, as briefly as can be.
         await _intend_shipment(tx, order.id)
+        invoice = await issue_invoice(tx, order.id, invoicing or DEFAULT_INVOICING)
+        event = event.model_copy(update={"invoice": invoice})
+    await tx.events.emit(event, subject=order.id)
 
 
 def _status_event(order: LockedOrder, after: Order, tracking: dict[str, Any] | None) -> BaseModel:
@@ -1280,3 +1336,159 @@ async def _settle_return(
             subject=order_id,
         )
     return True
+
+
+# --- invoices and credit notes (issue 12) ---
+
+
+class InvoiceRepository(Protocol):
+    async def allocate(self, store: str, kind: str) -> DocumentNumber:
+        """The next number of the (store, kind, current year) sequence, and now (the issue
+        time); the counter stays locked until the transaction ends, a rollback gives it back."""
+        ...
+
+    async def source(self, order_id: str) -> InvoiceSource | None: ...
+
+    async def add_invoice(self, invoice: Invoice) -> None: ...
+
+    async def invoice(self, order_id: str) -> Invoice | None: ...
+
+    async def add_credit_note(self, note: CreditNote) -> None: ...
+
+    async def credit_note_for_refund(self, order_id: str, refund_id: str) -> CreditNote | None:
+        """The order's credit note of that refund, if it has one."""
+        ...
+
+    async def credit_note(self, order_id: str, number: str) -> CreditNote | None: ...
+
+    async def credited(self, order_id: str) -> int: ...
+
+    async def documents(self, order_ids: list[str]) -> dict[str, OrderDocuments]: ...
+
+
+DEFAULT_INVOICING = domain.Invoicing()
+# Built and checked before a number is taken, so a document that would not add up takes none.
+_UNNUMBERED = "UNNUMBERED"
+_DRAFT_ISSUED_AT = datetime(1970, 1, 1, tzinfo=UTC)  # replaced by the allocation's time
+
+
+async def issue_invoice(
+    tx: Tx[Store], order_id: str, invoicing: domain.Invoicing
+) -> Invoice | None:
+    """The invoice of an order being confirmed, numbered and stored in the confirming
+    transaction. None (logged as an error, the order is still confirmed) when it would not add
+    up to the order: a wrong invoice is worse than a late one, and no number is spent on it."""
+    source = await tx.store.invoices.source(order_id)
+    if source is None:
+        return None
+    try:
+        draft = domain.build_invoice(_UNNUMBERED, _DRAFT_ISSUED_AT, invoicing, source)
+    except domain.InvoiceMismatch as exc:
+        log.error("no invoice for order %s: %s", order_id, exc)
+        return None
+    allocated = await tx.store.invoices.allocate(invoicing.store, domain.INVOICE)
+    number = domain.document_number(
+        invoicing.prefix(domain.INVOICE), allocated.year, allocated.sequence
+    )
+    invoice = draft.model_copy(update={"number": number, "issued_at": allocated.issued_at})
+    await tx.store.invoices.add_invoice(invoice)
+    return invoice
+
+
+async def issue_credit_note(
+    tx: Tx[Store],
+    order_id: str,
+    *,
+    refund_id: str,
+    amount: int,
+    reason: str,
+    invoicing: domain.Invoicing,
+) -> CreditNote | None:
+    """The credit note of a refund of an invoiced order, numbered, stored and announced
+    (CreditNoteIssued) in the refund's transaction. Nothing for a refund credited already (the
+    same refund id), of an order without an invoice (refunded before it was confirmed), or once
+    the whole invoice is credited. The order is locked by the caller (its `refunded` update),
+    so what was credited before is read consistently."""
+    store = tx.store.invoices
+    if amount <= 0 or await store.credit_note_for_refund(order_id, refund_id) is not None:
+        return None
+    invoice = await store.invoice(order_id)
+    if invoice is None:
+        log.info("refund %s of order %s: no invoice, no credit note", refund_id, order_id)
+        return None
+    before = await store.credited(order_id)
+    if before >= invoice.total.amount:
+        log.warning("refund %s of order %s: its invoice is fully credited", refund_id, order_id)
+        return None
+
+    allocated = await store.allocate(invoicing.store, domain.CREDIT_NOTE)
+    number = domain.document_number(
+        invoicing.prefix(domain.CREDIT_NOTE), allocated.year, allocated.sequence
+    )
+    note = domain.build_credit_note(
+        number,
+        allocated.issued_at,
+        invoice,
+        refund_id=refund_id,
+        amount=amount,
+        credited_before=before,
+        reason=reason or "refund",
+    )
+    await store.add_credit_note(note)
+    await tx.events.emit(
+        CreditNoteIssued(
+            order_id=order_id,
+            number=note.number,
+            invoice_number=note.invoice_number,
+            amount=note.amount,
+            tax=note.tax,
+            reason=note.reason,
+            issued_at=note.issued_at,
+            refund_id=refund_id,
+            credit_note=note,
+        ),
+        subject=order_id,
+    )
+    return note
+
+
+@dataclass(frozen=True)
+class Document:
+    """A rendered document as a route answers it."""
+
+    filename: str
+    content: bytes
+
+
+async def invoice_pdf(
+    tx: Tx[Store], caller: Principal, order_id: str, renderer: DocumentRenderer
+) -> Document:
+    """The order's invoice as a PDF (owner or admin). NotFound for another customer's order, and
+    for an order without an invoice (not confirmed yet, or rejected: nothing was sold)."""
+    await _owned(tx, caller, order_id)
+    invoice = await tx.store.invoices.invoice(order_id)
+    if invoice is None:
+        raise NotFound(f"invoice of order {order_id} (an order is invoiced once confirmed)")
+    return Document(f"{invoice.number}.pdf", renderer.invoice(invoice))
+
+
+async def credit_note_pdf(
+    tx: Tx[Store], caller: Principal, order_id: str, number: str, renderer: DocumentRenderer
+) -> Document:
+    """One of the order's credit notes as a PDF (owner or admin); NotFound otherwise."""
+    await _owned(tx, caller, order_id)
+    note = await tx.store.invoices.credit_note(order_id, number)
+    if note is None:
+        raise NotFound(f"credit note {number} of order {order_id}")
+    return Document(f"{note.number}.pdf", renderer.credit_note(note))
+
+
+async def _owned(tx: Tx[Store], caller: Principal, order_id: str) -> None:
+    _visible(await tx.store.orders.view(order_id), caller, order_id)
+
+
+async def _with_documents(tx: Tx[Store], views: list[OrderView]) -> list[OrderView]:
+    """The views with their invoice and credit notes (two queries for any number of orders)."""
+    found = await tx.store.invoices.documents([v.id for v in views])
+    # An order without any keeps `documents` None, as a view read without them has it.
+    return [replace(v, documents=found[v.id]) if v.id in found else v for v in views]

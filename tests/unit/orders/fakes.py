@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from libs.events.common import Money
 from libs.events.envelope import CloudEvent, new_event
+from libs.events.orders import CreditNote, Invoice
 from libs.kit.auth import Principal
 from libs.kit.errors import DomainError, Invalid, Unavailable
 from libs.kit.uow import Clock, Tx
@@ -22,9 +23,13 @@ from services.orders.domain import (
     CartLine,
     CartStatus,
     CatalogProduct,
+    DocumentNumber,
+    DocumentRef,
     HistoryEntry,
+    InvoiceSource,
     LockedOrder,
     Order,
+    OrderDocuments,
     OrderReturn,
     OrderStatus,
     OrderView,
@@ -257,6 +262,7 @@ class FakeStore:
         self.orders.shipments = self.shipments
         self.returns = FakeReturns(self.history)
         self.orders.returns = self.returns
+        self.invoices = FakeInvoices(self.orders, self.clock)
 
 
 @dataclass
@@ -798,3 +804,84 @@ class FakeCarrier:
         if headers.get("signature") != "good":
             raise WebhookRejected("signature does not match")
         return self.events.get(body)
+
+
+# --- invoices and credit notes (issue 12) ---
+
+
+class FakeInvoices:
+    """Invoices, credit notes and their counters in dicts. `shipping` (net, tax) per order id
+    stands for the shipping columns another change adds to orders."""
+
+    def __init__(self, orders: FakeOrders, clock: Clock) -> None:
+        self.orders = orders
+        self.clock = clock
+        self.counters: dict[tuple[str, str, int], int] = {}
+        self.invoices: dict[str, Invoice] = {}
+        self.notes: dict[str, CreditNote] = {}
+
+    async def allocate(self, store: str, kind: str) -> DocumentNumber:
+        now = self.clock()
+        key = (store, kind, now.year)
+        self.counters[key] = self.counters.get(key, 0) + 1
+        return DocumentNumber(kind, now.year, self.counters[key], now)
+
+    async def source(self, order_id: str) -> InvoiceSource | None:
+        if order_id not in self.orders.rows:
+            return None
+        p = self.orders.rows[order_id].placed
+        # As the database reads it: shipping net on the order, its tax what the lines' lack.
+        shipping = p.shipping if p.shipping is not None and p.shipping.amount else None
+        shipping_tax = p.tax.amount - sum(ln.tax.amount for ln in p.lines)
+        currency = p.total.currency
+        return InvoiceSource(
+            order_id=p.id,
+            customer_id=p.customer_id,
+            email=p.email,
+            shipping_address=p.shipping_address,
+            lines=p.lines,
+            subtotal=p.subtotal,
+            discount=p.discount,
+            tax=p.tax,
+            total=p.total,
+            shipping=shipping,
+            shipping_tax=Money(amount=shipping_tax, currency=currency) if shipping else None,
+        )
+
+    async def add_invoice(self, invoice: Invoice) -> None:
+        if invoice.order_id in self.invoices:
+            raise AssertionError(f"order {invoice.order_id} invoiced twice")
+        self.invoices[invoice.order_id] = invoice
+
+    async def invoice(self, order_id: str) -> Invoice | None:
+        return self.invoices.get(order_id)
+
+    async def add_credit_note(self, note: CreditNote) -> None:
+        if await self.credit_note_for_refund(note.order_id, note.refund_id):
+            raise AssertionError(f"refund {note.refund_id} credited twice")
+        self.notes[note.number] = note
+
+    async def credit_note_for_refund(self, order_id: str, refund_id: str) -> CreditNote | None:
+        notes = self.notes.values()
+        return next((n for n in notes if (n.order_id, n.refund_id) == (order_id, refund_id)), None)
+
+    async def credit_note(self, order_id: str, number: str) -> CreditNote | None:
+        note = self.notes.get(number)
+        return note if note is not None and note.order_id == order_id else None
+
+    async def credited(self, order_id: str) -> int:
+        return sum(n.amount.amount for n in self.notes.values() if n.order_id == order_id)
+
+    async def documents(self, order_ids: list[str]) -> dict[str, OrderDocuments]:
+        found = {}
+        for order_id in order_ids:
+            invoice = self.invoices.get(order_id)
+            notes = tuple(
+                DocumentRef(n.number, n.issued_at, n.amount)
+                for n in self.notes.values()
+                if n.order_id == order_id
+            )
+            if invoice is not None or notes:
+                ref = DocumentRef(invoice.number, invoice.issued_at) if invoice else None
+                found[order_id] = OrderDocuments(ref, notes)
+        return found

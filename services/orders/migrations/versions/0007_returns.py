@@ -5,7 +5,7 @@ condition, the refund, the two halves a completion waits for), with the customer
 Idempotency-Key unique per order.
 
 Revision ID: 0007_returns
-Revises: 0005_shipments
+Revises: 0006_invoices
 Create Date: 2026-12-01 19:30:00
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0007_returns"
-down_revision: str | None = "0005_shipments"
+down_revision: str | None = "0006_invoices"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,216 @@
+"""PDF documents of the shop (invoices, credit notes), rendered the same way wherever they are
+needed: orders answers them on GET, notifications attaches them to the receipt email."""
+
+import unicodedata
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from fpdf import FPDF
+
+from libs.events.common import Money
+from libs.events.orders import CreditNote, Invoice, InvoiceBuyer, InvoiceSeller, TaxRateTotal
+
+# ISO 4217 minor-unit exponents that differ from the usual two decimals.
+_MINOR_DIGITS = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG"), 0),
+    **dict.fromkeys(("RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+}
+
+
+def minor_unit_digits(currency: str) -> int:
+    """Decimals of the currency's minor unit: 2 for EUR, 0 for JPY, 3 for KWD."""
+    return _MINOR_DIGITS.get(currency.upper(), 2)
+
+
+def format_money(amount: int, currency: str) -> str:
+    """Minor units as text for people: `format_money(1234, "EUR") == "EUR 12.34"`."""
+    digits = minor_unit_digits(currency)
+    sign = "-" if amount < 0 else ""
+    whole, fraction = divmod(abs(amount), 10**digits)
+    return f"{currency} {sign}{whole}" + (f".{fraction:0{digits}d}" if digits else "")
+
+
+def format_rate(rate_bps: int) -> str:
+    """A tax rate in basis points as a percentage: 2000 -> "20%", 550 -> "5.5%"."""
+    whole, rest = divmod(rate_bps, 100)
+    return f"{whole}%" if rest == 0 else f"{whole}.{rest:02d}".rstrip("0") + "%"
+
+
+def render_invoice(invoice: Invoice) -> bytes:
+    """The invoice as a PDF. Deterministic: the same invoice gives the same bytes (the PDF's
+    creation date is the invoice's issue time), so every service that renders it agrees."""
+    pdf = _Document(f"Invoice {invoice.number}", invoice.issued_at)
+    pdf.heading(f"Invoice {invoice.number}")
+    pdf.facts(
+        [
+            ("Invoice number", invoice.number),
+            ("Issued", _date(invoice.issued_at)),
+            ("Order", invoice.order_id),
+            ("Currency", invoice.currency),
+        ]
+    )
+    pdf.parties(invoice.seller, invoice.buyer)
+    pdf.table(
+        ["SKU", "Qty", "Unit price", "Discount", "Net", "Rate", "Tax", "Gross"],
+        [
+            [
+                line.sku,
+                str(line.quantity),
+                _money(line.unit_price),
+                _money(line.discount),
+                _money(line.net),
+                format_rate(line.tax_rate_bps),
+                _money(line.tax),
+                _money(line.gross),
+            ]
+            for line in invoice.lines
+        ],
+        widths=[38, 12, 24, 22, 24, 14, 22, 24],
+    )
+    pdf.breakdown(invoice.tax_breakdown)
+    totals = [("Subtotal", _money(invoice.subtotal)), ("Discount", _money(invoice.discount))]
+    if invoice.shipping is not None:
+        totals.append(("Shipping", _money(invoice.shipping)))
+    totals += [("Tax", _money(invoice.tax)), ("Total", _money(invoice.total))]
+    pdf.totals(totals)
+    return pdf.bytes()
+
+
+def render_credit_note(note: CreditNote) -> bytes:
+    """The credit note as a PDF, deterministic like `render_invoice`."""
+    pdf = _Document(f"Credit note {note.number}", note.issued_at)
+    pdf.heading(f"Credit note {note.number}")
+    pdf.facts(
+        [
+            ("Credit note number", note.number),
+            ("Issued", _date(note.issued_at)),
+            ("Credits invoice", note.invoice_number),
+            ("Order", note.order_id),
+            ("Refund", note.refund_id),
+            ("Reason", note.reason),
+            ("Currency", note.currency),
+        ]
+    )
+    pdf.parties(note.seller, note.buyer)
+    pdf.breakdown(note.tax_breakdown)
+    pdf.totals(
+        [
+            ("Net", _money(note.net)),
+            ("Tax", _money(note.tax)),
+            ("Total credited", _money(note.amount)),
+        ]
+    )
+    return pdf.bytes()
+
+
+def _money(value: Money) -> str:
+    return format_money(value.amount, value.currency)
+
+
+def _date(at: datetime) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# Letters outside Latin-1 that have no decomposition to one inside it.
+_PLAIN = str.maketrans(
+    {
+        "Ł": "L",
+        "ł": "l",
+        "Đ": "D",
+        "đ": "d",
+        "Ħ": "H",
+        "ħ": "h",
+        "\u0131": "i",
+        "Œ": "OE",
+        "œ": "oe",
+    }
+)
+
+
+def _latin1(text: str) -> str:
+    """What the PDF core fonts can show (Latin-1): accents are kept where Latin-1 has them,
+    other letters lose their marks (NFKD, or a plain twin), anything else becomes '?'. No font
+    file is needed, so the documents render the same on every host."""
+    out = []
+    for char in text.translate(_PLAIN):
+        try:
+            char.encode("latin-1")
+            out.append(char)
+        except UnicodeEncodeError:
+            plain = (
+                unicodedata.normalize("NFKD", char).encode("latin-1", "ignore").decode("latin-1")
+            )
+            out.append(plain or "?")
+    return "".join(out)
+
+
+class _Document:
+    """An A4 page in Helvetica with the few blocks a shop document has."""
+
+    def __init__(self, title: str, issued_at: datetime) -> None:
+        self.pdf = FPDF(format="A4")
+        self.pdf.set_creation_date(issued_at.astimezone(UTC))
+        self.pdf.set_title(_latin1(title))
+        self.pdf.set_auto_page_break(auto=True, margin=15)
+        self.pdf.add_page()
+        self.pdf.set_font("Helvetica", size=10)
+
+    def text(self, value: str, *, bold: bool = False, size: int = 10) -> None:
+        self.pdf.set_font("Helvetica", style="B" if bold else "", size=size)
+        self.pdf.multi_cell(0, 5, _latin1(value), new_x="LMARGIN", new_y="NEXT")
+
+    def heading(self, value: str) -> None:
+        self.text(value, bold=True, size=16)
+        self.pdf.ln(3)
+
+    def facts(self, pairs: Sequence[tuple[str, str]]) -> None:
+        for label, value in pairs:
+            self.text(f"{label}: {value}")
+        self.pdf.ln(3)
+
+    def parties(self, seller: InvoiceSeller, buyer: InvoiceBuyer) -> None:
+        self.text("Seller", bold=True)
+        self.text(seller.name)
+        for line in seller.address_lines:
+            self.text(line)
+        if seller.vat_id:
+            self.text(f"VAT id: {seller.vat_id}")
+        if seller.email:
+            self.text(seller.email)
+        self.pdf.ln(2)
+        self.text("Buyer", bold=True)
+        self.text(f"Customer: {buyer.customer_id}")
+        if buyer.email:
+            self.text(buyer.email)
+        for key, value in buyer.shipping_address.items():
+            self.text(f"{key.replace('_', ' ').capitalize()}: {value}")
+        self.pdf.ln(3)
+
+    def table(self, header: list[str], rows: list[list[str]], widths: list[int]) -> None:
+        self.pdf.set_font("Helvetica", style="B", size=8)
+        for title, width in zip(header, widths, strict=True):
+            self.pdf.cell(width, 6, title, border=1)
+        self.pdf.ln()
+        self.pdf.set_font("Helvetica", size=8)
+        for row in rows:
+            for value, width in zip(row, widths, strict=True):
+                self.pdf.cell(width, 6, _latin1(value)[:40], border=1)
+            self.pdf.ln()
+        self.pdf.ln(3)
+
+    def breakdown(self, rates: Sequence[TaxRateTotal]) -> None:
+        self.text("Tax per rate", bold=True)
+        for rate in rates:
+            self.text(
+                f"{format_rate(rate.rate_bps)}: taxable {_money(rate.taxable)}, "
+                f"tax {_money(rate.tax)}"
+            )
+        self.pdf.ln(3)
+
+    def totals(self, pairs: Sequence[tuple[str, str]]) -> None:
+        for label, value in pairs:
+            self.text(f"{label}: {value}", bold=label.startswith("Total"))
+
+    def bytes(self) -> bytes:
+        return bytes(self.pdf.output())

@@ -36,7 +36,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
 
 from libs.events.common import Money, PricedLine
@@ -769,6 +768,15 @@ async def with_shipments(session: DbSession, views: list[OrderView]) -> list[Ord
     return [replace(v, shipments=tuple(by_order.get(v.id, ()))) for v in views]
 
 
+# A shipment to buy, skipped when the order has its automatic one already (the partial unique
+# index): a text statement, as SQLAlchemy gives an INSERT .. ON CONFLICT no cache key.
+ADD_SHIPMENT = text(
+    "INSERT INTO shipments (id, order_id, status, automatic)"
+    " VALUES (:id, :order_id, :status, :automatic)"
+    " ON CONFLICT DO NOTHING RETURNING shipments.id"
+)
+
+
 class Shipments:
     """The shipments table: intents written with the order's confirmation, claimed by the label
     worker (SKIP LOCKED, with a lease), their outcomes, and their tracking."""
@@ -779,18 +787,16 @@ class Shipments:
     async def add_intent(self, shipment_id: str, order_id: str, *, automatic: bool) -> bool:
         """Record a shipment to buy; False (nothing written) when the order already has its
         automatic one."""
-        statement = (
-            pg_insert(shipments)
-            .values(
-                id=shipment_id,
-                order_id=order_id,
-                status=ShipmentStatus.PENDING.value,
-                automatic=automatic,
-            )
-            .on_conflict_do_nothing()
-            .returning(_s.id)
+        added = await self.session.scalar(
+            ADD_SHIPMENT,
+            {
+                "id": shipment_id,
+                "order_id": order_id,
+                "status": ShipmentStatus.PENDING.value,
+                "automatic": automatic,
+            },
         )
-        return (await self.session.scalar(statement)) is not None
+        return added is not None
 
     async def claim_due(self, carrier: str, limit: int, lease_s: float) -> list[ShipmentIntent]:
         """Take up to `limit` pending shipments nobody holds (never claimed, or whose lease ran

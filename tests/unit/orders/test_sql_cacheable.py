@@ -9,7 +9,7 @@ import pytest
 from libs.events.common import Money, PricedLine
 from libs.kit.db import DbSession
 from services.orders import db
-from services.orders.db import Carts, Orders
+from services.orders.db import Carts, Orders, Shipments
 from services.orders.domain import CartLine, Order, OrderStatus, PendingOrder
 from tests.support.statements import RecordingSession, assert_cacheable
 
@@ -91,4 +91,14 @@ async def test_the_abandonment_sweep_marks_carts_in_one_cacheable_statement() ->
     assert found == []  # the recording session returns no row: nothing was due
     [sent] = session.sent
     assert sent.statement is db.MARK_ABANDONED
+    assert_cacheable(sent)
+
+
+async def test_a_shipment_intent_is_written_in_one_cacheable_statement() -> None:
+    session = RecordingSession()
+
+    await Shipments(cast(DbSession, session)).add_intent("shp-1", "order-1", automatic=True)
+
+    [sent] = session.sent
+    assert sent.statement is db.ADD_SHIPMENT
     assert_cacheable(sent)

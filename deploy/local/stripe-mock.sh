@@ -78,8 +78,11 @@ cmd_up() {
     t0=$(now)
     # -strict-version-check: a request naming another API version than the mock's spec (a
     # `stripe` SDK pinned to a newer one) fails instead of being validated against the wrong spec.
+    # -https-addr "$HOST:": stripe-mock v0.203.0 also opens HTTPS on its fixed default port
+    # 12112 when only -http-addr is given, so two of them (helpers' stacks, a `make test` beside
+    # a `make run`) collided; an empty port lets the system pick a free one (nothing uses it).
     pid=$(pid_start "$PIDFILE" "$LOGFILE" "$BIN" -http-addr "$HOST:$STRIPE_MOCK_PORT" \
-        -strict-version-check)
+        -https-addr "$HOST:" -strict-version-check)
     for ((i = 0; i < 300; i++)); do
         answers && break
         proc_running "$pid" || break

@@ -1,8 +1,6 @@
 """Order rules: the status machine, the cancellation handshake, the deadline, request identity,
 and the shapes an order takes when it is placed, changed and read."""
 
-import hashlib
-import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -16,6 +14,11 @@ from libs.events.orders import (
     InvoiceLine,
     InvoiceSeller,
     TaxRateTotal,
+)
+from libs.kit.signatures import (
+    SignatureRejected,
+    timestamped_signature,
+    verify_timestamped_signature,
 )
 
 
@@ -569,30 +572,18 @@ class TrackedShipment:
 
 
 def sandbox_carrier_signature(secret: str, timestamp: int, payload: bytes) -> str:
-    """`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<payload>">` (payments' sandbox scheme)."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256)
-    return f"t={timestamp},v1={mac.hexdigest()}"
+    """`t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<payload>">`, Stripe's scheme."""
+    return timestamped_signature(secret, timestamp, payload)
 
 
 def verify_sandbox_carrier_signature(
     secret: str, header: str | None, payload: bytes, now: int, tolerance_s: int
 ) -> None:
     """Raises WebhookRejected unless `header` signs `payload` with `secret` within tolerance."""
-    if not header:
-        raise WebhookRejected("no signature header")
-    parts: dict[str, list[str]] = {}
-    for item in header.split(","):
-        name, _, value = item.strip().partition("=")
-        parts.setdefault(name, []).append(value)
     try:
-        timestamp = int(parts["t"][0])
-    except (KeyError, ValueError) as exc:
-        raise WebhookRejected("no timestamp in the signature header") from exc
-    if abs(now - timestamp) > tolerance_s:
-        raise WebhookRejected("timestamp outside the tolerance")
-    expected = sandbox_carrier_signature(secret, timestamp, payload).split("v1=", 1)[1]
-    if not any(hmac.compare_digest(expected, v) for v in parts.get("v1", [])):
-        raise WebhookRejected("signature does not match")
+        verify_timestamped_signature(secret, header, payload, now, tolerance_s)
+    except SignatureRejected as exc:
+        raise WebhookRejected(str(exc)) from exc
 
 
 # --- returns (issue 12) ---

@@ -192,6 +192,19 @@ class OrderOut(BaseModel):
         )
 
 
+def _order_email(caller: Principal, asked: str | None) -> str | None:
+    """Where the order's emails go: the token's verified address. A body may name it (any
+    case), never another one."""
+    email = receipt_address(caller)
+    if asked is not None and (email is None or asked.casefold() != email.casefold()):
+        raise invalid(
+            "email",
+            "must be the verified email of the token (the `email` claim), or left out: "
+            "order emails go only to the customer's own address",
+        )
+    return email
+
+
 @router.post(
     "",
     status_code=202,
@@ -216,13 +229,7 @@ async def place_order(
     duplicate = domain.first_duplicate([line.sku for line in body.lines])
     if duplicate is not None:
         raise invalid(f"lines[{duplicate}].sku", "duplicate sku; put its quantity on one line")
-    email = receipt_address(caller)
-    if body.email is not None and (email is None or body.email.casefold() != email.casefold()):
-        raise invalid(
-            "email",
-            "must be the verified email of the token (the `email` claim), or left out: "
-            "order emails go only to the customer's own address",
-        )
+    email = _order_email(caller, body.email)
     order = service.OrderRequest(
         customer_id=caller.sub,
         idempotency_key=idempotency_key,
@@ -515,13 +522,7 @@ async def checkout_cart(
 ) -> OrderOut:
     if idempotency_key is None:
         raise invalid("Idempotency-Key", "header is required")
-    email = receipt_address(caller)
-    if body.email is not None and (email is None or body.email.casefold() != email.casefold()):
-        raise invalid(
-            "email",
-            "must be the verified email of the token (the `email` claim), or left out: "
-            "order emails go only to the customer's own address",
-        )
+    email = _order_email(caller, body.email)
     order = service.OrderRequest(
         customer_id=caller.sub,
         idempotency_key=idempotency_key,

@@ -125,3 +125,14 @@ async def gather_orders(
     gw: httpx.AsyncClient, customers: list[str], lines: list[tuple[str, int]]
 ) -> list[httpx.Response]:
     return list(await asyncio.gather(*(place_order(gw, c, lines) for c in customers)))
+
+
+def eur(amount: int) -> dict[str, Any]:
+    return {"amount": amount, "currency": "EUR"}
+
+
+async def admin_put(gw: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """An operator's PUT (prices, tax rates, stock, shipping methods) that must succeed."""
+    response = await gw.put(path, json=body, headers=admin())
+    assert response.status_code in (200, 201), response.text
+    return dict(response.json())

@@ -17,22 +17,12 @@ import httpx
 
 from services.orders.adapters import SandboxCarrier
 from tests.e2e.conftest import E2E_SETTINGS
-from tests.e2e.shop import order, payments, settled, stock
+from tests.e2e.shop import admin_put, eur, order, payments, settled, stock
 from tests.support.auth import admin, bearer
 from tests.support.eventually import eventually
 from tests.support.kafka import TopicTail, of_type
 
 CARRIER = SandboxCarrier(E2E_SETTINGS["BACKROOM_SANDBOX_CARRIER_WEBHOOK_SECRET"])
-
-
-def eur(amount: int) -> dict[str, Any]:
-    return {"amount": amount, "currency": "EUR"}
-
-
-async def put(gw: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await gw.put(path, json=body, headers=admin())
-    assert response.status_code in (200, 201), response.text
-    return dict(response.json())
 
 
 async def weighed_product(gw: httpx.AsyncClient, price: int, grams: int) -> str:
@@ -48,8 +38,8 @@ async def weighed_product(gw: httpx.AsyncClient, price: int, grams: int) -> str:
         headers=admin(),
     )
     assert created.status_code == 201, created.text
-    await put(gw, f"/pricing/prices/{sku}", {"amount": price, "currency": "EUR"})
-    await put(gw, f"/inventory/items/{sku}", {"on_hand": 10})
+    await admin_put(gw, f"/pricing/prices/{sku}", {"amount": price, "currency": "EUR"})
+    await admin_put(gw, f"/inventory/items/{sku}", {"on_hand": 10})
     return sku
 
 
@@ -85,8 +75,8 @@ async def test_cart_to_doorstep_and_back(
     gateway: httpx.AsyncClient, event_stream: TopicTail, tmp_path: Path
 ) -> None:
     region = f"E2E-TRIP-{uuid.uuid4().hex[:8]}"
-    await put(gateway, f"/pricing/tax-rates/{region}", {"rate_bps": 2000})
-    method = await put(
+    await admin_put(gateway, f"/pricing/tax-rates/{region}", {"rate_bps": 2000})
+    method = await admin_put(
         gateway,
         f"/pricing/shipping-methods/trip-{region}",
         {

@@ -11,21 +11,11 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.shop import order, payments, settled
+from tests.e2e.shop import admin_put, eur, order, payments, settled
 from tests.support.auth import admin, bearer
 from tests.support.eventually import eventually
 
 TAX_BPS = 2000
-
-
-def eur(amount: int) -> dict[str, Any]:
-    return {"amount": amount, "currency": "EUR"}
-
-
-async def put(gw: httpx.AsyncClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    response = await gw.put(path, json=body, headers=admin())
-    assert response.status_code in (200, 201), response.text
-    return dict(response.json())
 
 
 async def weighed_product(gw: httpx.AsyncClient, region: str, price: int) -> str:
@@ -42,8 +32,8 @@ async def weighed_product(gw: httpx.AsyncClient, region: str, price: int) -> str
         headers=admin(),
     )
     assert created.status_code == 201, created.text
-    await put(gw, f"/pricing/prices/{sku}", {"amount": price, "currency": "EUR"})
-    await put(gw, f"/inventory/items/{sku}", {"on_hand": 50})
+    await admin_put(gw, f"/pricing/prices/{sku}", {"amount": price, "currency": "EUR"})
+    await admin_put(gw, f"/inventory/items/{sku}", {"on_hand": 50})
 
     async def weighed() -> bool:
         # Two units weigh 3000 g: the 2000-5000 g band (690) once pricing has the weight (a
@@ -78,13 +68,13 @@ async def test_orders_pay_for_shipping_by_the_chosen_or_default_method(
     gateway: httpx.AsyncClient,
 ) -> None:
     region = f"E2E-SHIP-{uuid.uuid4().hex[:8]}"
-    await put(gateway, f"/pricing/tax-rates/{region}", {"rate_bps": TAX_BPS})
+    await admin_put(gateway, f"/pricing/tax-rates/{region}", {"rate_bps": TAX_BPS})
     weight_bands = [
         {"up_to": 2000, "amount": 490},
         {"up_to": 5000, "amount": 690},
         {"up_to": None, "amount": 1290},
     ]
-    standard = await put(
+    standard = await admin_put(
         gateway,
         f"/pricing/shipping-methods/std-{region}",
         {
@@ -96,7 +86,7 @@ async def test_orders_pay_for_shipping_by_the_chosen_or_default_method(
             "default": True,
         },
     )
-    express = await put(
+    express = await admin_put(
         gateway,
         f"/pricing/shipping-methods/exp-{region}",
         {

@@ -33,6 +33,13 @@ start_one() {
         say "$svc already running (pid $(pid_read "$(pidfile "$svc")"), port $port)"
         return 0
     fi
+    # A process SIGKILLed a moment ago (the fault harness restarts at once) can hold its port
+    # until the kernel has torn it down: give the port a few seconds before calling it taken.
+    local i
+    for ((i = 0; i < 100; i++)); do
+        port_open 127.0.0.1 "$port" || break
+        sleep 0.05
+    done
     port_open 127.0.0.1 "$port" && die "port $port (for $svc) is taken by another process"
     pid=$(cd "$REPO_ROOT" && BACKROOM_HTTP_PORT=$port \
         BACKROOM_PRICING_URL=${BACKROOM_PRICING_URL:-http://127.0.0.1:$(port_of pricing)} \

@@ -22,6 +22,7 @@ from libs.events.orders import (
     ReturnCompleted,
 )
 from libs.events.payments import PaymentDisputed
+from libs.kit.money import format_money
 
 ORDER_CONFIRMED = "order_confirmed"
 ORDER_REJECTED = "order_rejected"
@@ -86,21 +87,6 @@ TRACKING_LABELS = {
     # Orders' carrier tracking (issue 12): the carrier's tracking page for the parcel.
     "tracking_url": "Track your parcel",
 }
-
-# ISO 4217 exponents that differ from the usual two decimals.
-_MINOR_DIGITS = {
-    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG"), 0),
-    **dict.fromkeys(("RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
-    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
-}
-
-
-def format_money(amount: int, currency: str) -> str:
-    """Minor units as text for people: `format_money(1234, "EUR") == "EUR 12.34"`."""
-    digits = _MINOR_DIGITS.get(currency.upper(), 2)
-    sign = "-" if amount < 0 else ""
-    whole, fraction = divmod(abs(amount), 10**digits)
-    return f"{currency} {sign}{whole}" + (f".{fraction:0{digits}d}" if digits else "")
 
 
 def money(value: Money) -> str:

@@ -15,7 +15,8 @@ from libs.events.orders import (
     InvoiceSeller,
     TaxRateTotal,
 )
-from libs.kit.documents import format_money, format_rate, render_credit_note, render_invoice
+from libs.kit.documents import format_rate, render_credit_note, render_invoice
+from libs.kit.money import format_money
 
 ISSUED = datetime(2026, 12, 1, 10, 30, tzinfo=UTC)
 

@@ -8,10 +8,10 @@ from functools import partial
 
 import pytest
 
+from libs.kit.money import format_money
 from services.notifications import domain
 from services.notifications.domain import (
     customer_address,
-    format_money,
     plan_email,
     retry_delay,
     signature,

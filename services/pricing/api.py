@@ -136,11 +136,9 @@ class VolumeRuleIn(Strict):
         return sorted(tiers, key=lambda t: t.min_quantity)
 
 
-class PromotionRuleIn(Strict):
-    kind: Literal["promotion"]
-    skus: list[Sku] | None = Field(default=None, min_length=1, max_length=500)
-    category: str | None = Field(default=None, min_length=1, max_length=100)
-    percent_off: Percent
+class ActiveWindow(Strict):
+    """A rule's time window: UTC, `ends_at` after `starts_at` (the rule applies in between)."""
+
     starts_at: AwareDatetime
     ends_at: AwareDatetime
 
@@ -156,6 +154,13 @@ class PromotionRuleIn(Strict):
         if starts_at is not None and value <= starts_at:
             raise ValueError("must be after starts_at")
         return value
+
+
+class PromotionRuleIn(ActiveWindow):
+    kind: Literal["promotion"]
+    skus: list[Sku] | None = Field(default=None, min_length=1, max_length=500)
+    category: str | None = Field(default=None, min_length=1, max_length=100)
+    percent_off: Percent
 
     @model_validator(mode="after")
     def _one_target(self) -> "PromotionRuleIn":
@@ -177,7 +182,7 @@ class GroupPriceRuleIn(Strict):
     amount: Amount
 
 
-class FreeShippingRuleIn(Strict):
+class FreeShippingRuleIn(ActiveWindow):
     """Shipping is free while active, for orders in `region` (any if absent), by one of
     `methods` (any if absent), worth at least `min_order_value` (subtotal - discount)."""
 
@@ -185,21 +190,6 @@ class FreeShippingRuleIn(Strict):
     region: Region | None = None
     methods: list[ShippingCode] | None = Field(default=None, min_length=1, max_length=50)
     min_order_value: Amount | None = None
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
-
-    @field_validator("starts_at", "ends_at")
-    @classmethod
-    def _utc(cls, value: datetime) -> datetime:
-        return value.astimezone(UTC)
-
-    @field_validator("ends_at")
-    @classmethod
-    def _after_start(cls, value: datetime, info: ValidationInfo) -> datetime:
-        starts_at = info.data.get("starts_at")
-        if starts_at is not None and value <= starts_at:
-            raise ValueError("must be after starts_at")
-        return value
 
 
 AnyRuleIn = VolumeRuleIn | PromotionRuleIn | GroupPriceRuleIn | FreeShippingRuleIn

@@ -1,5 +1,7 @@
 """Value types shared by several producers' events: money and order lines."""
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -21,6 +23,13 @@ class Line(WireModel):
 
     sku: str
     quantity: int = Field(gt=0)
+
+
+class BackorderedLine(Line):
+    """Issue 13: units of an order promised from incoming stock (a purchase order) rather than
+    from the shelf; `expected_at` is when the stock is expected (None: not known)."""
+
+    expected_at: datetime | None = None
 
 
 class PricedLine(Line):

@@ -4,7 +4,7 @@ payment instruction it sends to payments alone on the restricted internal topic.
 from datetime import datetime
 from typing import Any
 
-from libs.events.common import Line, Money, PricedLine, WireModel
+from libs.events.common import BackorderedLine, Line, Money, PricedLine, WireModel
 
 
 class OrderPlaced(WireModel):
@@ -25,6 +25,8 @@ class OrderPlaced(WireModel):
     # the method; None from orders placed before shipping rates.
     shipping: Money | None = None
     shipping_method: str | None = None
+    # v2 (issue 13): the sales channel the order came through (catalog's channel code).
+    channel: str = "web"
 
 
 class OrderConfirmed(WireModel):
@@ -35,6 +37,10 @@ class OrderConfirmed(WireModel):
     total: Money
     # Additive (issue 12): the order's invoice, issued in the transaction that confirmed it.
     invoice: "Invoice | None" = None
+    # Additive (issue 13): the order's channel, and the lines (or parts of lines) confirmed as
+    # backorders: they ship once inventory's BackorderFilled says the incoming stock landed.
+    channel: str = "web"
+    backordered: list[BackorderedLine] = []
 
 
 class OrderRejected(WireModel):

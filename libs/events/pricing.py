@@ -9,3 +9,6 @@ class PriceChanged(WireModel):
     sku: str
     price: Money | None
     previous: Money | None = None
+    # Additive (issue 13): the channel's price list this price is in; None is the base list,
+    # which every channel without its own price for the sku sells at.
+    channel: str | None = None

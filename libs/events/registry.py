@@ -7,7 +7,17 @@ from libs.events import catalog, inventory, notifications, orders, payments, pri
 EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
     model.__name__: (topic, model)
     for topic, models in (
-        (topics.CATALOG, (catalog.ProductCreated, catalog.ProductUpdated)),
+        (
+            topics.CATALOG,
+            # ListingChanged is registered here for its schema; it is emitted to its channel's
+            # topic (topics.listings) instead.
+            (
+                catalog.ProductCreated,
+                catalog.ProductUpdated,
+                catalog.ChannelChanged,
+                catalog.ListingChanged,
+            ),
+        ),
         (topics.PRICING, (pricing.PriceChanged,)),
         (
             topics.INVENTORY,
@@ -19,6 +29,10 @@ EVENT_TYPES: dict[str, tuple[str, type[BaseModel]]] = {
                 inventory.StockCommitted,
                 inventory.StockReleased,
                 inventory.StockReturned,
+                inventory.BackorderFilled,
+                inventory.PurchaseOrderDrafted,
+                inventory.PurchaseOrderSent,
+                inventory.PurchaseOrderReceived,
             ),
         ),
         (

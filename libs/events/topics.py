@@ -15,6 +15,16 @@ PUBLIC_TOPICS = (CATALOG, PRICING, INVENTORY, ORDERS, PAYMENTS, NOTIFICATIONS)
 INTERNAL_TOPICS = (PAYMENT_INSTRUCTIONS,)
 ALL_TOPICS = PUBLIC_TOPICS + INTERNAL_TOPICS
 
+# Issue 13: each sales channel's listing updates go to a topic of its own, so a marketplace's
+# principal can be allowed its channel's topic and nothing else.
+LISTINGS_PREFIX = "backroom.listings."
+
+
+def listings(channel: str) -> str:
+    """The topic of one channel's ListingChanged events."""
+    return LISTINGS_PREFIX + channel
+
+
 DLQ_SUFFIX = ".dlq"
 
 

@@ -8,11 +8,12 @@ from services.catalog.db import Store
 
 
 async def on_price_changed(event: PriceChanged, ctx: EventContext) -> None:
-    await service.record_price(ctx.tx(Store), event.sku, event.price)
+    await service.record_price(ctx.tx(Store), event.sku, event.price, event.channel)
 
 
 async def on_stock_level_changed(event: StockLevelChanged, ctx: EventContext) -> None:
-    await service.record_stock(ctx.tx(Store), event.sku, event.available)
+    capped = {c.channel: c.available for c in event.channels}
+    await service.record_stock(ctx.tx(Store), event.sku, event.available, capped)
 
 
 def register(processor: EventProcessor) -> None:

@@ -24,11 +24,14 @@ class RecordingEvents:
     service: str = "test"
     emitted: list[BaseModel] = field(default_factory=list)
     envelopes: list[CloudEvent] = field(default_factory=list)
+    # The topic override of each emit (None: the event type's own topic).
+    topics: list[str | None] = field(default_factory=list)
 
     async def emit(self, data: BaseModel, *, subject: str, topic: str | None = None) -> CloudEvent:
         event = new_event(service=self.service, data=data, subject=subject)
         self.emitted.append(data)
         self.envelopes.append(event)
+        self.topics.append(topic)
         return event
 
     def of_type(self, model: type[BaseModel]) -> list[BaseModel]:

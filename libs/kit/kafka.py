@@ -161,6 +161,7 @@ def ce_headers(
 def all_topic_names() -> list[str]:
     """Every Backroom topic and its dead-letter twin."""
     names = list(topics.ALL_TOPICS)
+    names += [topics.listings(DEFAULT_LISTING_CHANNEL)]  # issue 13, see the end of the module
     return names + [topics.dlq(t) for t in names]
 
 
@@ -204,3 +205,10 @@ async def ensure_topics(
             await asyncio.sleep(0.5)
         finally:
             await admin.close()
+
+
+# --- channels and listings (issue 13) ---
+
+# The sales channel every catalog has (its migration seeds it): `backroom topics` creates its
+# listing topic; catalog creates every other channel's when the channel is created.
+DEFAULT_LISTING_CHANNEL = "web"

@@ -131,6 +131,7 @@ def acls() -> list[Acl]:
     for service in SERVICE_ROLES:  # a DENY wins over the ALLOW on every group
         for op in (Operation.READ, Operation.DESCRIBE):
             out.append(Acl(SUBSCRIBER, Resource.GROUP, service, op, Permission.DENY))
+    out += listing_acls()
     return sorted(set(out))
 
 
@@ -186,3 +187,26 @@ async def apply_acls(kafka: KafkaConnection) -> int:
     finally:
         await admin.close()
     return len(entries)
+
+
+# --- channels and listings (issue 13) ---
+
+# Each sales channel's ListingChanged go to a topic of its own (topics.listings), created when the
+# channel is: the ACLs name them by prefix. Catalog writes (and creates) them; the subscriber
+# principal and notifications (webhooks per channel) read them. A marketplace's own principal
+# would get a LITERAL READ on its one channel's topic.
+LISTING_READERS = (SUBSCRIBER, "notifications")
+
+
+def listing_acls() -> list[Acl]:
+    prefix = topics.LISTINGS_PREFIX
+    out = [
+        Acl("catalog", Resource.TOPIC, prefix, op, pattern=Pattern.PREFIXED)
+        for op in (Operation.WRITE, Operation.DESCRIBE, Operation.CREATE)
+    ]
+    out += [
+        Acl(reader, Resource.TOPIC, prefix, op, pattern=Pattern.PREFIXED)
+        for reader in LISTING_READERS
+        for op in (Operation.READ, Operation.DESCRIBE)
+    ]
+    return out

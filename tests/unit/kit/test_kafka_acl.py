@@ -19,6 +19,7 @@ from libs.kit.kafka_acl import (
     SUBSCRIPTIONS,
     Acl,
     Operation,
+    Pattern,
     Permission,
     Resource,
     acls,
@@ -108,7 +109,9 @@ def test_admin_needs_no_acl_and_a_service_creates_only_what_it_writes() -> None:
         created = {
             acl.name
             for acl in acls()
-            if acl.principal == service and acl.operation is Operation.CREATE
+            if acl.principal == service
+            and acl.operation is Operation.CREATE
+            and acl.pattern is Pattern.LITERAL  # the listing topics by prefix: below
         }
         assert created == set(writes(service))
 
@@ -186,3 +189,33 @@ def test_an_empty_tls_file_setting_means_unset() -> None:
     """A compose `${VAR:-}` or an empty ConfigMap value: the system's CAs, not Path('.')."""
     settings = ServiceSettings(kafka_ssl_cafile="", kafka_ssl_certfile="", kafka_ssl_keyfile="")
     assert (settings.kafka_ssl_cafile, settings.kafka_ssl_certfile) == (None, None)
+
+
+# --- channels and listings (issue 13) ---
+
+
+def test_catalog_alone_writes_the_listing_topics_the_subscriber_and_notifications_read_them() -> (
+    None
+):
+    def grants(operation: Operation) -> set[str]:
+        return {
+            acl.principal
+            for acl in acls()
+            if acl.pattern is Pattern.PREFIXED
+            and acl.name == topics.LISTINGS_PREFIX
+            and acl.operation is operation
+            and acl.permission is Permission.ALLOW
+        }
+
+    assert topics.listings("amazon-de").startswith(topics.LISTINGS_PREFIX)
+    assert grants(Operation.WRITE) == grants(Operation.CREATE) == {"catalog"}
+    assert grants(Operation.READ) == {SUBSCRIBER, "notifications"}
+    assert str(
+        Acl(
+            "catalog",
+            Resource.TOPIC,
+            topics.LISTINGS_PREFIX,
+            Operation.WRITE,
+            pattern=Pattern.PREFIXED,
+        )
+    ) == ("User:catalog ALLOW WRITE on topic backroom.listings.*")

@@ -506,7 +506,9 @@ SYNCED = text(
     " last_state = COALESCE(:state, last_state),"
     " published_at = CASE WHEN :published THEN now() ELSE published_at END"
     " WHERE channel = :channel AND sku = :sku"
-).bindparams(bindparam("state", type_=JSONB), bindparam("published", type_=Boolean))
+).bindparams(
+    bindparam("state", type_=JSONB(none_as_null=True)), bindparam("published", type_=Boolean)
+)
 
 
 class ListingSync:

@@ -289,7 +289,7 @@ async def test_every_kind_of_change_is_synced_and_a_change_to_nothing_is_not(
 ) -> None:
     channel = await new_channel(app, catalog)
     sku = await new_product(catalog)
-    changes: list[tuple[str, Any]] = []
+    changes: list[tuple[int, Any]] = []
     async with TopicTail(topics.listings(channel)) as tail:
 
         async def expect(count: int, changed: list[str]) -> dict[str, Any]:

@@ -8,6 +8,10 @@ from services.catalog.db import Store
 
 
 async def on_price_changed(event: PriceChanged, ctx: EventContext) -> None:
+    if event.channel is not None:
+        # Issue 13: a channel's price list is not the base price this projection shows.
+        # TODO(issue 13 merge): catalog's per-channel projection takes these.
+        return
     await service.record_price(ctx.tx(Store), event.sku, event.price)
 
 

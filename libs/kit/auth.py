@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from libs.kit.problems import Problem
 from libs.kit.settings import ServiceSettings, load_dev_jwt_secret
 
-ROLES = ("customer", "admin")
+ROLES = ("customer", "admin", "channel")
 DEV_ALGORITHM = "HS256"
 PROVIDER_ALGORITHMS = ("RS256", "ES256")
 MIN_SECRET_CHARS = 32
@@ -43,14 +43,17 @@ class Principal:
     groups: frozenset[str] = frozenset()
     email: str | None = None
     claims: dict[str, object] = field(default_factory=dict)
+    # Issue 13: the sales channel a `channel` token is bound to (None for everyone else).
+    channel: str | None = None
 
     @property
     def is_admin(self) -> bool:
-        return "admin" in self.roles
+        return "admin" in self.roles and self.channel is None
 
     def can_see(self, owner_id: str) -> bool:
-        """Owners and admins may read a customer's resources."""
-        return self.is_admin or self.sub == owner_id
+        """Owners and admins may read a customer's resources (a channel principal owns none:
+        it reads its channel's orders through the orders service's own rule)."""
+        return self.channel is None and (self.is_admin or self.sub == owner_id)
 
 
 def mint_token(
@@ -60,6 +63,7 @@ def mint_token(
     groups: list[str] | None = None,
     ttl_s: int = 3600,
     email: str | None = None,
+    channel: str | None = None,
 ) -> str:
     """An HS256 token with the contract's claims (development: see `dev_signing_secret`)."""
     now = int(time.time())
@@ -68,6 +72,8 @@ def mint_token(
         claims["groups"] = groups
     if email:
         claims["email"] = email
+    if channel:
+        claims["channel"] = channel
     return jwt.encode(claims, secret, algorithm=DEV_ALGORITHM)
 
 
@@ -98,10 +104,17 @@ def mint_dev_token(
     groups: list[str] | None = None,
     ttl_s: int = 3600,
     email: str | None = None,
+    channel: str | None = None,
 ) -> str:
     """A development token the services of this checkout accept (they run with BACKROOM_ENV=dev)."""
     return mint_token(
-        dev_signing_secret(settings), sub, roles, groups=groups, ttl_s=ttl_s, email=email
+        dev_signing_secret(settings),
+        sub,
+        roles,
+        groups=groups,
+        ttl_s=ttl_s,
+        email=email,
+        channel=channel,
     )
 
 
@@ -272,12 +285,14 @@ def principal_of(claims: dict[str, Any]) -> Principal:
     if not isinstance(roles, list) or not isinstance(groups, list):
         raise _unauthorized("invalid token: roles and groups must be lists")
     email = claims.get("email")
+    role_set = frozenset(map(str, roles))
     return Principal(
         sub=str(claims["sub"]),
-        roles=frozenset(map(str, roles)),
+        roles=role_set,
         groups=frozenset(map(str, groups)),
         email=email if isinstance(email, str) else None,
         claims=claims,
+        channel=channel_claim(role_set, claims),
     )
 
 
@@ -296,9 +311,11 @@ async def optional_principal(request: Request) -> Principal | None:
 async def require_customer(
     principal: Annotated[Principal | None, Depends(optional_principal)],
 ) -> Principal:
-    """Any valid token."""
+    """Any valid token but a channel's (issue 13: it reaches only `ChannelOrCaller` routes)."""
     if principal is None:
         raise _unauthorized("authentication required")
+    if principal.channel is not None:
+        raise Problem(403, CHANNEL_REFUSED)
     return principal
 
 
@@ -311,3 +328,37 @@ async def require_admin(principal: Annotated[Principal, Depends(require_customer
 MaybeCaller = Annotated[Principal | None, Depends(optional_principal)]
 Caller = Annotated[Principal, Depends(require_customer)]
 Admin = Annotated[Principal, Depends(require_admin)]
+
+
+# --- channel principal (issue 13) ---
+
+CHANNEL_ROLE = "channel"
+MAX_CHANNEL_CHARS = 64
+CHANNEL_REFUSED = "a channel token may only place and read its channel's orders"
+
+
+def channel_claim(roles: frozenset[str], claims: dict[str, Any]) -> str | None:
+    """The channel a token with role `channel` is bound to (its `channel` claim); None for any
+    other token. A channel token without the claim, or with other roles besides, is a 401: a
+    channel's integration is neither a customer nor an admin."""
+    if CHANNEL_ROLE not in roles:
+        return None
+    channel = claims.get("channel")
+    if not isinstance(channel, str) or not channel or len(channel) > MAX_CHANNEL_CHARS:
+        raise _unauthorized("invalid token: role channel needs a `channel` claim (the code)")
+    if roles != {CHANNEL_ROLE}:
+        raise _unauthorized("invalid token: role channel cannot be combined with other roles")
+    return channel
+
+
+async def require_customer_or_channel(
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+) -> Principal:
+    """Any valid token, a channel's included: for the routes a channel principal may use
+    (placing and reading its channel's orders); the use case applies the channel's rule."""
+    if principal is None:
+        raise _unauthorized("authentication required")
+    return principal
+
+
+ChannelOrCaller = Annotated[Principal, Depends(require_customer_or_channel)]

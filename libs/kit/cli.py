@@ -30,14 +30,19 @@ def _cmd_token(args: argparse.Namespace) -> int:
     """A development token, signed with BACKROOM_JWT_SECRET or this checkout's dev secret (the
     one `make run` services verify with); production tokens come from the identity provider."""
     settings = ServiceSettings()
+    roles = args.role or ["customer"]
+    if ("channel" in roles) != (args.channel is not None):
+        print("backroom token: --role channel and --channel C go together", file=sys.stderr)
+        return 2
     try:
         token = mint_dev_token(
             settings,
             args.sub,
-            args.role or ["customer"],
+            roles,
             groups=args.group,
             ttl_s=args.ttl,
             email=args.email,
+            channel=args.channel,
         )
     except AuthConfigError as exc:
         print(f"backroom token: {exc}", file=sys.stderr)
@@ -237,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--role", action="append", choices=ROLES)
     token.add_argument("--group", action="append")
     token.add_argument("--email")
+    token.add_argument(
+        "--channel", help="the sales channel code a --role channel token is bound to (issue 13)"
+    )
     token.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
     token.set_defaults(func=_cmd_token)
 

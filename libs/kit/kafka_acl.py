@@ -44,7 +44,8 @@ SUBSCRIPTIONS: dict[str, tuple[str, ...]] = {
     "catalog": (topics.INVENTORY, topics.PRICING),
     "inventory": (topics.ORDERS,),
     "pricing": (topics.CATALOG,),
-    "orders": (topics.INVENTORY, topics.PAYMENTS),
+    # catalog: ChannelChanged (issue 13).
+    "orders": (topics.CATALOG, topics.INVENTORY, topics.PAYMENTS),
     "payments": (topics.PAYMENT_INSTRUCTIONS, topics.INVENTORY, topics.ORDERS),
     "notifications": (
         topics.CATALOG,

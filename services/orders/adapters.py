@@ -79,9 +79,11 @@ class PricingClient(Protocol):
         authorization: str | None,
         request_id: str,
         shipping_method: str | None = None,
+        channel: str = "web",
     ) -> Quote:
         """Price the lines for the caller (their `authorization` selects customer-group prices),
-        shipped by `shipping_method` (None: the region's default). Raises Invalid with pricing's
+        shipped by `shipping_method` (None: the region's default), from `channel`'s price list
+        (issue 13; the base prices where it has none). Raises Invalid with pricing's
         own field errors when it refuses the lines (unknown sku, discontinued, unknown region,
         unusable shipping method), Unavailable when it cannot give a trustworthy quote."""
         ...
@@ -111,6 +113,7 @@ class HttpPricing:
         authorization: str | None,
         request_id: str,
         shipping_method: str | None = None,
+        channel: str = "web",
     ) -> Quote:
         if self.client is None:
             raise Unavailable("pricing is unavailable: client not started")
@@ -124,6 +127,8 @@ class HttpPricing:
         }
         if shipping_method is not None:  # absent: pricing picks the region's default
             body["shipping_method"] = shipping_method
+        if channel != "web":  # absent: web (a pricing from before issue 13 knows no channel)
+            body["channel"] = channel
         try:
             response = await self.client.post("/pricing/quotes", json=body, headers=headers)
         except httpx.HTTPError as exc:

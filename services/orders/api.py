@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from libs.events.common import Money
 from libs.kit.app import request_id, transaction_of
-from libs.kit.auth import Admin, Caller, Principal
+from libs.kit.auth import Admin, Caller, ChannelOrCaller, Principal
 from libs.kit.errors import NotFound
 from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
@@ -95,6 +95,8 @@ class OrderIn(BaseModel):
     shipping_method: str | None = Field(
         default=None, min_length=1, max_length=64, pattern=SHIPPING_METHOD_PATTERN
     )
+    # Issue 13: the sales channel (absent: web; a channel token's own channel).
+    channel: str | None = Field(default=None, max_length=64, pattern=domain.CHANNEL_PATTERN)
 
 
 class CancelIn(BaseModel):
@@ -158,6 +160,8 @@ class OrderOut(BaseModel):
     updated_at: datetime
     # Additive (v2, issue 12): the order's shipments, oldest first.
     shipments: "list[ShipmentOut]" = []
+    # Additive (issue 13): the sales channel the order came through.
+    channel: str = domain.DEFAULT_CHANNEL
 
     @classmethod
     def from_view(cls, view: OrderView) -> "OrderOut":
@@ -189,6 +193,7 @@ class OrderOut(BaseModel):
             created_at=view.created_at,
             updated_at=view.updated_at,
             shipments=[ShipmentOut.of(sh) for sh in view.shipments],
+            channel=view.channel,
         )
 
 
@@ -213,7 +218,7 @@ def _order_email(caller: Principal, asked: str | None) -> str | None:
 )
 async def place_order(
     body: OrderIn,
-    caller: Caller,
+    caller: ChannelOrCaller,
     request: Request,
     response: Response,
     uow: UnitOfWorkDep,
@@ -230,6 +235,7 @@ async def place_order(
     if duplicate is not None:
         raise invalid(f"lines[{duplicate}].sku", "duplicate sku; put its quantity on one line")
     email = _order_email(caller, body.email)
+    channel = order_channel(body.channel, caller)
     order = service.OrderRequest(
         customer_id=caller.sub,
         idempotency_key=idempotency_key,
@@ -241,6 +247,8 @@ async def place_order(
         email=email,
         payment_token=body.payment.token,
         shipping_method=body.shipping_method,
+        channel=channel,
+        channel_privileged=caller.channel is not None or caller.is_admin,
     )
     placed = await service.place_order(
         uow,
@@ -265,18 +273,19 @@ def receipt_address(caller: Principal) -> str | None:
 
 
 @router.get("/{order_id}", response_model=OrderOut)
-async def get_order(order_id: OrderId, caller: Caller, tx: TxDep) -> OrderOut:
+async def get_order(order_id: OrderId, caller: ChannelOrCaller, tx: TxDep) -> OrderOut:
     return OrderOut.from_view(await service.get_order(tx, caller, order_id))
 
 
 @router.get("", response_model=Page[OrderOut])
 async def list_orders(
-    caller: Caller,
+    caller: ChannelOrCaller,
     tx: TxDep,
     customer_id: Annotated[str | None, Query(max_length=200)] = None,
     status: Status | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = DEFAULT_LIMIT,
     cursor: Cursor = None,
+    channel: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Page[OrderOut]:
     position = decode_cursor(cursor)
     page = await service.list_orders(
@@ -286,6 +295,7 @@ async def list_orders(
         status=OrderStatus(status) if status else None,
         before=_cursor_position(position) if position else None,
         limit=limit,
+        channel=channel,
     )
     last = page.orders[-1] if page.more and page.orders else None
     return Page[OrderOut](
@@ -384,6 +394,8 @@ class CheckoutIn(BaseModel):
     shipping_method: str | None = Field(default=None, min_length=1, max_length=50)
     payment: PaymentIn
     email: str | None = Field(default=None, max_length=254, pattern=EMAIL_PATTERN)
+    # Issue 13: as POST /orders' (absent: web).
+    channel: str | None = Field(default=None, max_length=64, pattern=domain.CHANNEL_PATTERN)
 
 
 class CartLineOut(BaseModel):
@@ -526,14 +538,24 @@ async def checkout_cart(
     order = service.OrderRequest(
         customer_id=caller.sub,
         idempotency_key=idempotency_key,
-        # The cart is part of the request: one key cannot check out two carts.
-        request_hash=request_hash({"cart_id": cart_id, **body.model_dump(mode="json")}),
+        # The cart is part of the request: one key cannot check out two carts. An absent
+        # channel is not hashed (issue 13): bodies from before it replay as they did.
+        request_hash=request_hash(
+            {
+                "cart_id": cart_id,
+                **body.model_dump(
+                    mode="json", exclude={"channel"} if body.channel is None else None
+                ),
+            }
+        ),
         lines=[],  # the cart's, read by the use case
         region=body.region,
         shipping_address=body.shipping_address,
         email=email,
         payment_token=body.payment.token,
         shipping_method=body.shipping_method,
+        channel=body.channel or domain.DEFAULT_CHANNEL,
+        channel_privileged=caller.is_admin,
     )
     placed = await service.checkout_cart(
         uow,
@@ -672,7 +694,10 @@ async def request_shipment(
 def _absent_v2_fields(body: OrderIn) -> set[str]:
     """The v2 fields a body left out: not hashed, so an Idempotency-Key's replay of a body
     placed before v2 still matches (and sending `shipping_method` makes it another body)."""
-    return {"shipping_method"} if body.shipping_method is None else set()
+    absent = {"shipping_method"} if body.shipping_method is None else set()
+    if body.channel is None:  # issue 13, the same way
+        absent.add("channel")
+    return absent
 
 
 # --- returns (issue 12) ---
@@ -886,3 +911,15 @@ async def get_credit_note(
     order_id: OrderId, number: DocumentNumber, caller: Caller, tx: TxDep, renderer: DocumentsDep
 ) -> Response:
     return _pdf(await service.credit_note_pdf(tx, caller, order_id, number, renderer))
+
+
+# --- channels (issue 13) ---
+
+
+def order_channel(asked: str | None, caller: Principal) -> str:
+    """The channel an order goes through: a channel token's own (naming another: 403), else the
+    body's, else web. Whether the caller may use it is the use case's check."""
+    try:
+        return domain.requested_channel(asked, caller.channel)
+    except domain.ChannelRefused as exc:
+        raise service.channel_refusal(exc) from exc

@@ -46,6 +46,7 @@ from services.orders.domain import (
     Cart,
     CartLine,
     CartStatus,
+    Channel,
     DocumentNumber,
     DocumentRef,
     HistoryEntry,
@@ -109,10 +110,13 @@ orders = Table(
     Column("weight_g", BigInteger, nullable=False, server_default=text("0")),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Issue 13: the sales channel (catalog's code) the order came through.
+    Column("channel", String(64), nullable=False, server_default=text("'web'")),
     CheckConstraint(f"status IN ({_STATUSES})", name="ck_orders_status"),
     CheckConstraint("total >= 0", name="ck_orders_total_not_negative"),
     Index("ix_orders_customer_created", "customer_id", "created_at", "id"),
     Index("ix_orders_created", "created_at", "id"),
+    Index("ix_orders_channel_created", "channel", "created_at", "id"),  # issue 13
     # The deadline sweep only ever looks at pending orders.
     Index(
         "ix_orders_pending_deadline",
@@ -175,14 +179,14 @@ PLACE_ORDER = (
         "), placed AS ("
         "INSERT INTO orders (id, customer_id, status, region, shipping_address, email, lines,"
         " currency, subtotal, discount, tax, total, quote_id, reservation_deadline,"
-        " correlation_id, shipping, shipping_method, weight_g)"
+        " correlation_id, shipping, shipping_method, weight_g, channel)"
         " SELECT claimed.order_id, CAST(:customer_id AS text), CAST(:status AS text),"
         " CAST(:region AS text), CAST(:shipping_address AS jsonb), CAST(:email AS text),"
         " CAST(:lines AS jsonb), CAST(:currency AS text), CAST(:subtotal AS bigint),"
         " CAST(:discount AS bigint), CAST(:tax AS bigint), CAST(:total AS bigint),"
         " CAST(:quote_id AS text), CAST(:reservation_deadline AS timestamptz),"
         " CAST(:correlation_id AS text), CAST(:shipping AS bigint),"
-        " CAST(:shipping_method AS text), CAST(:weight_g AS bigint)"
+        " CAST(:shipping_method AS text), CAST(:weight_g AS bigint), CAST(:channel AS text)"
         " FROM claimed"
         f" RETURNING {_ORDER_COLUMNS}"
         "), entry AS ("
@@ -279,6 +283,7 @@ class Orders:
                     "shipping": order.shipping.amount if order.shipping else 0,
                     "shipping_method": order.shipping_method,
                     "weight_g": order.weight_g,
+                    "channel": order.channel,
                 },
             )
         ).first()
@@ -357,12 +362,16 @@ class Orders:
         status: OrderStatus | None,
         before: tuple[datetime, str] | None,
         limit: int,
+        channel: str | None = None,
     ) -> list[OrderView]:
         """Up to `limit` orders, newest first (created_at, then id), strictly after the
-        (created_at, id) position `before` when given; one customer's or everyone's."""
+        (created_at, id) position `before` when given; one customer's or everyone's, of one
+        channel or all."""
         query = select(orders).order_by(orders.c.created_at.desc(), orders.c.id.desc()).limit(limit)
         if customer_id is not None:
             query = query.where(orders.c.customer_id == customer_id)
+        if channel is not None:
+            query = query.where(orders.c.channel == channel)
         if status is not None:
             query = query.where(orders.c.status == status.value)
         if before is not None:
@@ -423,6 +432,7 @@ class Store:
         self.carrier_deliveries = CarrierDeliveries(session)
         self.returns = OrderReturns(session)
         self.invoices = Invoices(session)  # invoices and credit notes (issue 12)
+        self.channels = Channels(session)  # issue 13
 
 
 def _lines(raw: Iterable[dict[str, Any]]) -> tuple[PricedLine, ...]:
@@ -437,6 +447,7 @@ def _locked(row: Row[Any]) -> LockedOrder:
         lines=_lines(row.lines),
         total=Money(amount=row.total, currency=row.currency),
         correlation_id=row.correlation_id,
+        channel=row.channel,
         state=Order(
             status=OrderStatus(row.status),
             reservation_deadline=row.reservation_deadline,
@@ -481,6 +492,7 @@ def _view(row: Row[Any], history: tuple[HistoryEntry, ...]) -> OrderView:
         history=history,
         shipping=money(row.shipping),
         shipping_method=row.shipping_method,
+        channel=row.channel,
     )
 
 
@@ -1289,3 +1301,51 @@ class Invoices:
             invoice = found.get(order_id, OrderDocuments()).invoice
             found[order_id] = OrderDocuments(invoice, tuple(refs))
         return found
+
+
+# --- channels (issue 13) ---
+
+# Catalog's sales channels as its ChannelChanged events describe them (`web` is known without a
+# row). `event_time` is the catalog event's: an older one (a DLQ replay) never overwrites it.
+channels = Table(
+    "channels",
+    metadata,
+    Column("code", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("kind", String(20), nullable=False),
+    Column("active", Boolean, nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+RECORD_CHANNEL = text(
+    "INSERT INTO channels (code, name, kind, active, event_time)"
+    " VALUES (:code, :name, :kind, :active, :event_time)"
+    " ON CONFLICT (code) DO UPDATE"
+    " SET name = EXCLUDED.name, kind = EXCLUDED.kind, active = EXCLUDED.active,"
+    " event_time = EXCLUDED.event_time, updated_at = now()"
+    " WHERE channels.event_time <= EXCLUDED.event_time"
+).bindparams(bindparam("event_time", type_=channels.c.event_time.type))
+
+
+class Channels:
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def get(self, code: str) -> Channel | None:
+        row = (await self.session.execute(select(channels).where(channels.c.code == code))).first()
+        if row is None:
+            return None
+        return Channel(code=row.code, name=row.name, kind=row.kind, active=row.active)
+
+    async def record(self, channel: Channel, event_time: datetime) -> None:
+        await self.session.execute(
+            RECORD_CHANNEL,
+            {
+                "code": channel.code,
+                "name": channel.name,
+                "kind": channel.kind,
+                "active": channel.active,
+                "event_time": event_time,
+            },
+        )

@@ -226,6 +226,7 @@ class PendingOrder:
     shipping_method: str | None = None
     # What the parcel weighs (grams, by the catalog weights pricing knows; 0: unknown).
     weight_g: int = 0
+    channel: str = "web"  # issue 13: the sales channel it came through
 
 
 @dataclass(frozen=True)
@@ -239,6 +240,7 @@ class LockedOrder:
     total: Money
     correlation_id: str
     state: Order
+    channel: str = "web"  # issue 13
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,7 @@ class OrderView:
     returns: tuple["OrderReturn", ...] = ()  # issue 12
     # Its invoice and credit notes (issue 12).
     documents: "OrderDocuments | None" = None
+    channel: str = "web"  # issue 13: the sales channel it came through
 
 
 @dataclass(frozen=True)
@@ -1145,3 +1148,75 @@ class OrderDocuments:
 
     invoice: DocumentRef | None = None
     credit_notes: tuple[DocumentRef, ...] = ()
+
+
+# --- channels (issue 13) ---
+
+DEFAULT_CHANNEL = "web"
+# Catalog's channel codes (a channel's listings topic is named after its code).
+CHANNEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# Kinds a customer may order on; marketplace and pos orders come from the channel's own
+# integration (its `channel` principal) or an admin.
+CUSTOMER_CHANNEL_KINDS = frozenset({"web", "social"})
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A sales channel as catalog announced it (ChannelChanged)."""
+
+    code: str
+    name: str
+    kind: str
+    active: bool = True
+
+
+# `web` is known before catalog says anything about it (v1 orders are web orders).
+BUILT_IN_WEB = Channel(code=DEFAULT_CHANNEL, name="Web", kind="web")
+
+
+class ChannelRefused(Exception):
+    """An order cannot go through this channel: 422 (unknown, inactive) or 403 (not yours)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def requested_channel(asked: str | None, bound: str | None) -> str:
+    """The channel an order is placed on: a channel principal's own (`bound`: naming another is
+    a 403), else the one asked for, else web."""
+    if bound is None:
+        return asked or DEFAULT_CHANNEL
+    if asked is not None and asked != bound:
+        raise ChannelRefused(403, f"this token places orders for channel {bound} only")
+    return bound
+
+
+def known_channel(code: str, stored: Channel | None) -> Channel | None:
+    """What orders knows of a channel: catalog's last word, or the built-in web."""
+    if stored is None and code == DEFAULT_CHANNEL:
+        return BUILT_IN_WEB
+    return stored
+
+
+def check_channel_use(code: str, channel: Channel | None, *, privileged: bool) -> None:
+    """Unknown or inactive → 422; a marketplace or pos channel for anyone but its own principal
+    or an admin (`privileged`) → 403."""
+    if channel is None:
+        raise ChannelRefused(422, f"unknown channel {code}")
+    if not channel.active:
+        raise ChannelRefused(422, f"channel {code} is not active")
+    if not privileged and channel.kind not in CUSTOMER_CHANNEL_KINDS:
+        raise ChannelRefused(
+            403, f"channel {code} ({channel.kind}) takes orders from its integration only"
+        )
+
+
+def may_read_order(
+    *, sub: str, is_admin: bool, bound: str | None, customer_id: str, channel: str
+) -> bool:
+    """Admins read every order, customers their own, a channel principal its channel's."""
+    if bound is not None:
+        return bound == channel
+    return is_admin or sub == customer_id

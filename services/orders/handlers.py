@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 
+from libs.events.catalog import ChannelChanged
 from libs.events.inventory import (
     StockReleased,
     StockReservationFailed,
@@ -27,7 +28,7 @@ from libs.kit.uow import Clock, UnitOfWork
 from libs.kit.worker import full_batches
 from services.orders import service
 from services.orders.db import Store
-from services.orders.domain import Invoicing
+from services.orders.domain import Channel, Invoicing
 from services.orders.service import Claimed
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,7 @@ def register(
     processor.on(PaymentRefunded)(on_payment_refunded(clock, invoicing))
     processor.on(PaymentVoided)(on_payment_voided)
     register_returns(processor, clock)
+    register_channels(processor)
 
 
 # --- the reservation deadline -------------------------------------------------------------------
@@ -202,3 +204,15 @@ def on_stock_returned(clock: Clock) -> EventHandler[StockReturned]:
 
 def register_returns(processor: EventProcessor, clock: Clock) -> None:
     processor.on(StockReturned)(on_stock_returned(clock))
+
+
+# --- channels (issue 13) ---
+
+
+async def on_channel_changed(event: ChannelChanged, ctx: EventContext) -> None:
+    channel = Channel(code=event.code, name=event.name, kind=event.kind, active=event.active)
+    await service.record_channel(ctx.tx(Store), channel, ctx.event.time)
+
+
+def register_channels(processor: EventProcessor) -> None:
+    processor.on(ChannelChanged)(on_channel_changed)

@@ -126,6 +126,7 @@ class OrderRepository(Protocol):
         status: OrderStatus | None,
         before: tuple[datetime, str] | None,
         limit: int,
+        channel: str | None = None,
     ) -> list[OrderView]: ...
 
 
@@ -154,6 +155,9 @@ class Store(Protocol):
 
     @property
     def invoices(self) -> "InvoiceRepository": ...  # invoices and credit notes (issue 12)
+
+    @property
+    def channels(self) -> "ChannelRepository": ...  # issue 13
 
 
 @dataclass(frozen=True)
@@ -189,6 +193,10 @@ class OrderRequest:
     email: str | None
     payment_token: str
     shipping_method: str | None = None
+    # Issue 13: the sales channel, and whether the caller may use any kind of channel (the
+    # channel's own principal, or an admin) or only the customers' kinds.
+    channel: str = domain.DEFAULT_CHANNEL
+    channel_privileged: bool = False
 
 
 @dataclass(frozen=True)
@@ -217,6 +225,8 @@ async def place_order(
     was checked out or changed meanwhile)."""
     async with uow(request_id) as tx:
         replayed = await _replay(tx.store, request)
+        if replayed is None:
+            await check_channel(tx.store, request)
     if replayed is not None:
         return Placed(replayed, replayed=True)
 
@@ -226,6 +236,7 @@ async def place_order(
         authorization=authorization,
         request_id=request_id,
         shipping_method=request.shipping_method,
+        channel=request.channel,
     )
     order = _pending(request, quote, clock() + timedelta(seconds=reservation_ttl_s), request_id)
     async with uow(request_id) as tx:
@@ -255,6 +266,7 @@ async def place_order(
                 reservation_deadline=order.reservation_deadline,
                 shipping=order.shipping,
                 shipping_method=order.shipping_method,
+                channel=order.channel,
             ),
             subject=order.id,
         )
@@ -316,6 +328,7 @@ def _pending(
         shipping=quote.shipping or zero,
         shipping_method=quote.shipping_method,
         weight_g=quote.weight_g or 0,
+        channel=request.channel,
     )
 
 
@@ -344,20 +357,32 @@ async def list_orders(
     status: OrderStatus | None,
     before: tuple[datetime, str] | None,
     limit: int,
+    channel: str | None = None,
 ) -> OrderPage:
     """Newest first, after the (created_at, id) position `before`. Customers always see their
-    own orders only (their `customer_id` is ignored); admins see all, or one customer's."""
-    owner = customer_id if caller.is_admin else caller.sub
+    own orders only (their `customer_id` is ignored); admins see all, or one customer's; a
+    channel principal its channel's (its `channel` is its own, whatever it asks)."""
+    owner = customer_id if caller.is_admin or caller.channel else caller.sub
     # One more than asked tells whether there is another page.
     found = await tx.store.orders.newest(
-        customer_id=owner, status=status, before=before, limit=limit + 1
+        customer_id=owner,
+        status=status,
+        before=before,
+        limit=limit + 1,
+        channel=caller.channel or channel,
     )
     return OrderPage(await _with_documents(tx, found[:limit]), more=len(found) > limit)
 
 
 def _visible(view: OrderView | None, caller: Principal, order_id: str) -> OrderView:
     # Another customer's order is reported as missing, not forbidden: ids are not confirmed.
-    if view is None or not caller.can_see(view.customer_id):
+    if view is None or not domain.may_read_order(
+        sub=caller.sub,
+        is_admin=caller.is_admin,
+        bound=caller.channel,
+        customer_id=view.customer_id,
+        channel=view.channel,
+    ):
         raise NotFound(f"order {order_id}")
     return view
 
@@ -596,7 +621,11 @@ def _status_event(order: LockedOrder, after: Order, tracking: dict[str, Any] | N
     match after.status:
         case OrderStatus.CONFIRMED:
             return OrderConfirmed(
-                **who, email=order.email, lines=list(order.lines), total=order.total
+                **who,
+                email=order.email,
+                lines=list(order.lines),
+                total=order.total,
+                channel=order.channel,
             )
         case OrderStatus.REJECTED:
             return OrderRejected(**who, email=order.email, reason=after.reason or "invalid")
@@ -778,6 +807,8 @@ async def checkout_cart(
         email=request.email,
         payment_token=request.payment_token,
         shipping_method=request.shipping_method,
+        channel=request.channel,
+        channel_privileged=request.channel_privileged,
     )
     return await place_order(
         uow,
@@ -1492,3 +1523,38 @@ async def _with_documents(tx: Tx[Store], views: list[OrderView]) -> list[OrderVi
     found = await tx.store.invoices.documents([v.id for v in views])
     # An order without any keeps `documents` None, as a view read without them has it.
     return [replace(v, documents=found[v.id]) if v.id in found else v for v in views]
+
+
+# --- channels (issue 13) ---
+
+
+class ChannelRepository(Protocol):
+    async def get(self, code: str) -> domain.Channel | None:
+        """The channel as catalog last announced it, or None."""
+        ...
+
+    async def record(self, channel: domain.Channel, event_time: datetime) -> None:
+        """Upsert the channel unless it already reflects a newer catalog event."""
+        ...
+
+
+async def check_channel(store: Store, request: OrderRequest) -> None:
+    """The order's channel must be known and active, and of a kind the caller may order on:
+    Invalid naming `channel` (422) or Forbidden (403)."""
+    code = request.channel
+    channel = domain.known_channel(code, await store.channels.get(code))
+    try:
+        domain.check_channel_use(code, channel, privileged=request.channel_privileged)
+    except domain.ChannelRefused as exc:
+        raise channel_refusal(exc) from exc
+
+
+def channel_refusal(refused: domain.ChannelRefused) -> Invalid | Forbidden:
+    if refused.status == 403:
+        return Forbidden(refused.message)
+    return Invalid.field("channel", refused.message)
+
+
+async def record_channel(tx: Tx[Store], channel: domain.Channel, event_time: datetime) -> None:
+    """Catalog's ChannelChanged into the projection; a replayed older event changes nothing."""
+    await tx.store.channels.record(channel, event_time)

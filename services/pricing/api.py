@@ -31,12 +31,15 @@ from libs.kit.validation import CurrencyCode
 from services.pricing import service
 from services.pricing.db import Store
 from services.pricing.domain import (
+    CHANNEL_PATTERN,
     CURRENCY_PATTERN,
+    DEFAULT_CHANNEL,
     MAX_RATE_BPS,
     REGION_PATTERN,
     SHIPPING_CODE_PATTERN,
     SKU_PATTERN,
     BasePrice,
+    ChannelPrice,
     RateBand,
     ShippingMethod,
     ShippingMethodSpec,
@@ -309,6 +312,8 @@ class QuoteIn(Strict):
     region: Region
     # v2: absent → the region's default method (none in the region: no shipping line).
     shipping_method: ShippingCode | None = None
+    # Issue 13: whose price list prices the lines (absent: web); base prices fill the gaps.
+    channel: Annotated[str, Field(pattern=CHANNEL_PATTERN, max_length=64)] | None = None
 
 
 @router.post("/quotes", status_code=201)
@@ -327,6 +332,7 @@ async def create_quote(
         now=now,
         ttl_s=settings.quote_ttl_s,
         shipping_method=body.shipping_method,
+        channel=body.channel or DEFAULT_CHANNEL,
     )
 
 
@@ -465,3 +471,55 @@ async def list_shipping_methods(
     return Page[ShippingMethodOut](
         items=[ShippingMethodOut.of(m) for m in page.items], next_cursor=next_cursor
     )
+
+
+# --- channel price lists (issue 13) ---
+
+ChannelPath = Annotated[str, Path(pattern=CHANNEL_PATTERN, max_length=64)]
+
+
+class ChannelPriceOut(BaseModel):
+    channel: str
+    sku: str
+    price: Money
+    updated_at: str
+
+    @classmethod
+    def of(cls, listed: ChannelPrice) -> "ChannelPriceOut":
+        return cls(
+            channel=listed.channel,
+            sku=listed.sku,
+            price=listed.price,
+            updated_at=listed.updated_at.isoformat(),
+        )
+
+
+@router.put("/channels/{channel}/prices/{sku}", response_model=ChannelPriceOut)
+async def set_channel_price(
+    channel: ChannelPath, sku: SkuPath, body: PriceIn, _: Admin, tx: TxDep
+) -> ChannelPriceOut:
+    """The sku's price in the channel's list (quotes for the channel use it over the base)."""
+    price = Money(amount=body.amount, currency=body.currency)
+    return ChannelPriceOut.of(await service.set_channel_price(tx, channel, sku, price))
+
+
+@router.get("/channels/{channel}/prices/{sku}", response_model=ChannelPriceOut)
+async def get_channel_price(
+    channel: Annotated[str, Path(max_length=64)],
+    sku: Annotated[str, Path(max_length=64)],
+    tx: TxDep,
+) -> ChannelPriceOut:
+    """404 when the channel has no price of its own for the sku (it sells at the base price)."""
+    return ChannelPriceOut.of(await service.get_channel_price(tx, channel, sku))
+
+
+@router.delete("/channels/{channel}/prices/{sku}", status_code=204)
+async def delete_channel_price(
+    channel: Annotated[str, Path(max_length=64)],
+    sku: Annotated[str, Path(max_length=64)],
+    _: Admin,
+    tx: TxDep,
+) -> Response:
+    """The channel sells the sku at its base price again; 404 if it had no price of its own."""
+    await service.delete_channel_price(tx, channel, sku)
+    return Response(status_code=204)

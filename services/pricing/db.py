@@ -9,10 +9,12 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    ColumnElement,
     DateTime,
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     Row,
     String,
     Table,
@@ -380,6 +382,7 @@ class Store:
         self.products = Products(session)
         self.shipping_methods = ShippingMethods(session)
         self.free_shipping = FreeShippingRules(session)
+        self.channel_prices = ChannelPrices(session)  # issue 13
 
 
 # --- shipping rates (issue 12) ---
@@ -516,3 +519,82 @@ class FreeShippingRules:
         rows = (await self.session.execute(query)).all()
         found = [domain.any_rule_from_definition(row.id, row.definition) for row in rows]
         return [rule for rule in found if isinstance(rule, domain.FreeShippingRule)]
+
+
+# --- channel price lists (issue 13) ---
+
+# A channel's own price of a sku; a sku without a row here sells at its base price (`prices`).
+channel_prices = Table(
+    "channel_prices",
+    metadata,
+    Column("channel", String(64), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("channel", "sku"),
+    CheckConstraint("amount >= 0", name="ck_channel_prices_amount_not_negative"),
+)
+
+ADD_CHANNEL_PRICE = text(
+    "INSERT INTO channel_prices (channel, sku, amount, currency)"
+    " VALUES (:channel, :sku, :amount, :currency)"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING sku"
+)
+
+
+class ChannelPrices:
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    def _one(self, channel: str, sku: str) -> ColumnElement[bool]:
+        return and_(channel_prices.c.channel == channel, channel_prices.c.sku == sku)
+
+    async def lock(self, channel: str, sku: str) -> domain.ChannelPrice | None:
+        query = select(channel_prices).where(self._one(channel, sku)).with_for_update()
+        row = (await self.session.execute(query)).first()
+        return _channel_price(row) if row is not None else None
+
+    async def add(self, channel: str, sku: str, price: Money) -> bool:
+        inserted = await self.session.scalar(
+            ADD_CHANNEL_PRICE,
+            {"channel": channel, "sku": sku, "amount": price.amount, "currency": price.currency},
+        )
+        return inserted is not None
+
+    async def change(self, channel: str, sku: str, price: Money) -> None:
+        await self.session.execute(
+            update(channel_prices)
+            .where(self._one(channel, sku))
+            .values(amount=price.amount, currency=price.currency, updated_at=func.now())
+        )
+
+    async def remove(self, channel: str, sku: str) -> domain.ChannelPrice | None:
+        row = (
+            await self.session.execute(
+                delete(channel_prices).where(self._one(channel, sku)).returning(*channel_prices.c)
+            )
+        ).first()
+        return _channel_price(row) if row is not None else None
+
+    async def get(self, channel: str, sku: str) -> domain.ChannelPrice | None:
+        query = select(channel_prices).where(self._one(channel, sku))
+        row = (await self.session.execute(query)).first()
+        return _channel_price(row) if row is not None else None
+
+    async def of(self, channel: str, skus: Sequence[str]) -> dict[str, domain.ChannelPrice]:
+        query = select(channel_prices).where(
+            channel_prices.c.channel == channel, channel_prices.c.sku.in_(skus)
+        )
+        rows = (await self.session.execute(query)).all()
+        return {row.sku: _channel_price(row) for row in rows}
+
+
+def _channel_price(row: Row[Any]) -> domain.ChannelPrice:
+    return domain.ChannelPrice(
+        channel=row.channel,
+        sku=row.sku,
+        price=Money(amount=row.amount, currency=row.currency),
+        updated_at=row.updated_at,
+    )

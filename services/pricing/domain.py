@@ -574,3 +574,43 @@ def becomes_default(spec: ShippingMethodSpec, region_default: ShippingMethod | N
     if is_default and not spec.active:
         raise MethodRefused("active", "the region's default method must be active")
     return is_default
+
+
+# --- channel price lists (issue 13) ---
+
+DEFAULT_CHANNEL = "web"
+# A channel code as catalog names its channels (and Kafka topics can carry it).
+CHANNEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
+@dataclass(frozen=True)
+class ChannelPrice:
+    """A sku's price in one channel's price list (it overrides the base price there)."""
+
+    channel: str
+    sku: str
+    price: Money
+    updated_at: datetime  # the last real change
+
+
+def channel_price_change(
+    previous: Money | None, new: Money, sku: str, channel: str
+) -> PriceChanged | None:
+    """The fact to publish when a channel's price of a sku is set; None when nothing changed."""
+    change = price_change(previous, new, sku)
+    return None if change is None else change.model_copy(update={"channel": channel})
+
+
+def channel_price_removed(removed: Money, sku: str, channel: str) -> PriceChanged:
+    """The channel's own price is gone: `price` null says the channel sells at the base price."""
+    return PriceChanged(sku=sku, price=None, previous=removed, channel=channel)
+
+
+def unit_prices(
+    base: dict[str, BasePrice], in_channel: dict[str, ChannelPrice]
+) -> dict[str, Money]:
+    """What each sku sells for in a channel: its price in the channel's list when it has one,
+    else its base price; a sku with neither is absent (it cannot be quoted)."""
+    prices = {sku: found.price for sku, found in base.items()}
+    prices.update({sku: found.price for sku, found in in_channel.items()})
+    return prices

@@ -112,6 +112,9 @@ class PricingStore(Protocol):
     @property
     def free_shipping(self) -> "FreeShippingRuleRepository": ...
 
+    @property
+    def channel_prices(self) -> "ChannelPriceRepository": ...  # issue 13
+
 
 # ---- prices ----
 
@@ -205,15 +208,18 @@ async def create_quote(
     now: datetime,
     ttl_s: int,
     shipping_method: str | None = None,
+    channel: str = domain.DEFAULT_CHANNEL,
 ) -> dict[str, Any]:
-    """Price the lines with today's prices and rules, store the quote and return its body.
-    Every line that cannot be quoted, an unknown region and an unusable shipping method are
-    refused together."""
+    """Price the lines with today's prices (the channel's price list first, then the base
+    prices) and rules, store the quote and return its body. Every line that cannot be quoted,
+    an unknown region and an unusable shipping method are refused together."""
     store = tx.store
     skus = [sku for sku, _ in lines]
     _refuse_duplicates(skus)
     known = await store.products.of(skus)
-    base = await store.prices.of(skus)
+    base = domain.unit_prices(
+        await store.prices.of(skus), await store.channel_prices.of(channel, skus)
+    )
     rate_bps = await store.tax_rates.rate_of(region)
     errors: list[FieldError] = []
     for index, sku in enumerate(skus):
@@ -232,7 +238,7 @@ async def create_quote(
         errors.append(method_error)
     if errors or rate_bps is None:
         raise _invalid_fields(errors)
-    currencies = [base[sku].price.currency for sku in skus]
+    currencies = [base[sku].currency for sku in skus]
     foreign = domain.first_foreign_currency(currencies)
     if foreign is not None:
         message = (
@@ -246,8 +252,8 @@ async def create_quote(
             domain.LineToPrice(
                 sku=sku,
                 quantity=quantity,
-                unit_price=base[sku].price.amount,
-                currency=base[sku].price.currency,
+                unit_price=base[sku].amount,
+                currency=base[sku].currency,
                 category=known[sku].category,
             ),
             applicable,
@@ -270,7 +276,7 @@ async def create_quote(
     )
     weight_g = sum(known[sku].weight_g * quantity for sku, quantity in lines)
     charge = await _shipping_charge(store, method, priced, weight_g, rate_bps, now)
-    body = domain.with_shipping(body, charge, weight_g)
+    body = domain.with_shipping(body, charge, weight_g) | {"channel": channel}
     await store.quotes.add(
         quote_id, customer_id=customer_id, body=body, created_at=now, expires_at=expires_at
     )
@@ -426,3 +432,59 @@ async def _shipping_charge(
         )
     except domain.ShippingNotOffered as exc:
         raise _invalid_fields([FieldError("shipping_method", str(exc))]) from exc
+
+
+# --- channel price lists (issue 13) ---
+
+
+class ChannelPriceRepository(Protocol):
+    async def lock(self, channel: str, sku: str) -> domain.ChannelPrice | None:
+        """The channel's price of the sku, locked until the transaction ends."""
+        ...
+
+    async def add(self, channel: str, sku: str, price: Money) -> bool:
+        """A first price in the channel's list; False (nothing written) when it has one."""
+        ...
+
+    async def change(self, channel: str, sku: str, price: Money) -> None: ...
+
+    async def remove(self, channel: str, sku: str) -> domain.ChannelPrice | None:
+        """Delete the channel's price of the sku; what it was, or None when there was none."""
+        ...
+
+    async def get(self, channel: str, sku: str) -> domain.ChannelPrice | None: ...
+
+    async def of(self, channel: str, skus: Sequence[str]) -> dict[str, domain.ChannelPrice]: ...
+
+
+async def set_channel_price(
+    tx: Tx[PricingStore], channel: str, sku: str, price: Money
+) -> domain.ChannelPrice:
+    """Set a sku's price in a channel's list; PriceChanged (with `channel`) only on a real
+    change."""
+    listed = tx.store.channel_prices
+    current = await listed.lock(channel, sku)
+    if current is None and not await listed.add(channel, sku, price):
+        current = await listed.lock(channel, sku)  # a concurrent PUT created it first
+    change = domain.channel_price_change(current.price if current else None, price, sku, channel)
+    if change is not None:
+        if current is not None:
+            await listed.change(channel, sku, price)
+        await tx.events.emit(change, subject=sku)
+    return await get_channel_price(tx, channel, sku)
+
+
+async def get_channel_price(tx: Tx[PricingStore], channel: str, sku: str) -> domain.ChannelPrice:
+    found = await tx.store.channel_prices.get(channel, sku)
+    if found is None:
+        raise NotFound(f"price of {sku} in channel {channel}")
+    return found
+
+
+async def delete_channel_price(tx: Tx[PricingStore], channel: str, sku: str) -> None:
+    """The channel sells the sku at its base price again; PriceChanged with `price` null and
+    `channel` set says so."""
+    removed = await tx.store.channel_prices.remove(channel, sku)
+    if removed is None:
+        raise NotFound(f"price of {sku} in channel {channel}")
+    await tx.events.emit(domain.channel_price_removed(removed.price, sku, channel), subject=sku)

@@ -22,16 +22,37 @@ from libs.kit.settings import ServiceSettings
 os.environ.setdefault("BACKROOM_ENV", "dev")
 
 
-def token(sub: str, *roles: str, groups: list[str] | None = None, email: str | None = None) -> str:
+def token(
+    sub: str,
+    *roles: str,
+    groups: list[str] | None = None,
+    email: str | None = None,
+    channel: str | None = None,
+) -> str:
     return mint_dev_token(
-        ServiceSettings(), sub, list(roles) or ["customer"], groups=groups, email=email
+        ServiceSettings(),
+        sub,
+        list(roles) or ["customer"],
+        groups=groups,
+        email=email,
+        channel=channel,
     )
 
 
 def bearer(
-    sub: str, *roles: str, groups: list[str] | None = None, email: str | None = None
+    sub: str,
+    *roles: str,
+    groups: list[str] | None = None,
+    email: str | None = None,
+    channel: str | None = None,
 ) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(sub, *roles, groups=groups, email=email)}"}
+    minted = token(sub, *roles, groups=groups, email=email, channel=channel)
+    return {"Authorization": f"Bearer {minted}"}
+
+
+def channel_bearer(channel: str, sub: str | None = None) -> dict[str, str]:
+    """A sales channel's integration principal (issue 13): role `channel`, claim `channel`."""
+    return bearer(sub or f"{channel}-integration", "channel", channel=channel)
 
 
 def admin() -> dict[str, str]:

@@ -137,8 +137,10 @@ async def test_price_changes_are_published_keyed_by_sku_only_when_the_price_chan
     assert created["correlationid"] == f"req-{sku}"
     assert created["_headers"]["ce_type"] == "PriceChanged"
     assert created["id"] and created["time"] and created["id"] != changed["id"]
-    assert created["data"] == {"sku": sku, "price": eur(1999), "previous": None}
-    assert changed["data"] == {"sku": sku, "price": eur(2499), "previous": eur(1999)}
+    # `channel` null (issue 13): the base price list.
+    base = {"channel": None}
+    assert created["data"] == {"sku": sku, "price": eur(1999), "previous": None} | base
+    assert changed["data"] == {"sku": sku, "price": eur(2499), "previous": eur(1999)} | base
     assert (await client.get(f"/pricing/prices/{sku}")).json()["price"] == eur(2499)
 
 

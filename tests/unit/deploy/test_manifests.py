@@ -1766,7 +1766,7 @@ def check_cpu(_: pytest.MonkeyPatch) -> None:
     test_keda_scales_http_facing_services_on_cpu_too("orders")
 
 
-ORDERS_TRIGGER = "spec.triggers.{}.metadata.{}"  # orders: inventory, payments, then cpu
+ORDERS_TRIGGER = "spec.triggers.{}.metadata.{}"  # orders: inventory, payments, catalog, cpu
 ORDERS_AUTH = ("TriggerAuthentication", "orders-kafka")
 KEDA_DRIFTS: dict[str, tuple[Change, Callable[[pytest.MonkeyPatch], None]]] = {
     "a subscribed topic unwatched": (unwatch_first_topic, check_lag),
@@ -1825,7 +1825,7 @@ KEDA_DRIFTS: dict[str, tuple[Change, Callable[[pytest.MonkeyPatch], None]]] = {
     ),
     "sasl in both places": (sasl_in_both_places, check_login),
     "a CPU target beyond the limit": (
-        put("ScaledObject", "orders", ORDERS_TRIGGER.format(2, "value"), "1000"),
+        put("ScaledObject", "orders", ORDERS_TRIGGER.format(3, "value"), "1000"),
         check_cpu,
     ),
 }

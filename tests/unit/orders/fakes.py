@@ -23,6 +23,7 @@ from services.orders.domain import (
     CartLine,
     CartStatus,
     CatalogProduct,
+    Channel,
     DocumentNumber,
     DocumentRef,
     HistoryEntry,
@@ -136,11 +137,13 @@ class FakeOrders:
         status: OrderStatus | None,
         before: tuple[datetime, str] | None,
         limit: int,
+        channel: str | None = None,
     ) -> list[OrderView]:
         found = [
             s
             for s in self.rows.values()
             if (customer_id is None or s.placed.customer_id == customer_id)
+            and (channel is None or s.placed.channel == channel)
             and (status is None or s.state.status is status)
             and (before is None or (s.created_at, s.placed.id) < before)
         ]
@@ -151,7 +154,7 @@ class FakeOrders:
         s = self.rows[order_id]
         p = s.placed
         return LockedOrder(
-            p.id, p.customer_id, p.email, p.lines, p.total, p.correlation_id, s.state
+            p.id, p.customer_id, p.email, p.lines, p.total, p.correlation_id, s.state, p.channel
         )
 
     def _view(self, order_id: str) -> OrderView:
@@ -182,6 +185,7 @@ class FakeOrders:
             shipping=p.shipping or Money(amount=0, currency=p.total.currency),
             shipping_method=p.shipping_method,
             returns=tuple(self.returns.rows_of(order_id)) if self.returns else (),
+            channel=p.channel,
         )
 
 
@@ -263,6 +267,7 @@ class FakeStore:
         self.returns = FakeReturns(self.history)
         self.orders.returns = self.returns
         self.invoices = FakeInvoices(self.orders, self.clock)
+        self.channels = FakeChannels()  # issue 13
 
 
 @dataclass
@@ -368,6 +373,10 @@ class FakePricing:
     shipping_asked: list[str | None] = field(default_factory=list)
     # Grams per unit of each sku (what pricing learnt from catalog); unknown skus weigh 0.
     weights: dict[str, int] = field(default_factory=dict)
+    # Issue 13: (channel, sku) -> the channel's own unit price; `channel_asked` keeps each
+    # call's channel.
+    channel_prices: dict[tuple[str, str], int] = field(default_factory=dict)
+    channel_asked: list[str] = field(default_factory=list)
 
     async def quote(
         self,
@@ -377,31 +386,38 @@ class FakePricing:
         authorization: str | None,
         request_id: str,
         shipping_method: str | None = None,
+        channel: str = "web",
     ) -> Quote:
         self.asked.append((list(lines), authorization))
         self.shipping_asked.append(shipping_method)
+        self.channel_asked.append(channel)
+        prices = self.prices | {
+            sku: amount
+            for (listed, sku), amount in self.channel_prices.items()
+            if listed == channel
+        }
         if self.during_call is not None:
             await self.during_call()
         if self.failure is not None:
             raise self.failure
         for index, (sku, _) in enumerate(lines):
-            if sku not in self.prices:
+            if sku not in prices:
                 raise Invalid.field(f"lines[{index}].sku", "unknown sku")
         priced = []
         for sku, quantity in lines:
-            net = self.prices[sku] * quantity
+            net = prices[sku] * quantity
             tax = (net * self.tax_bps + 5000) // 10000
             priced.append(
                 QuoteLine(
                     sku=sku,
                     quantity=quantity,
-                    unit_price=eur(self.prices[sku]),
+                    unit_price=eur(prices[sku]),
                     discount=eur(0),
                     tax=eur(tax),
                     total=eur(net + tax),
                 )
             )
-        subtotal = sum(self.prices[sku] * q for sku, q in lines)
+        subtotal = sum(prices[sku] * q for sku, q in lines)
         tax = sum(ln.tax.amount for ln in priced if ln.tax is not None)
         method = shipping_method or self.default_shipping
         if method is not None and method not in self.shipping_rates:
@@ -885,3 +901,22 @@ class FakeInvoices:
                 ref = DocumentRef(invoice.number, invoice.issued_at) if invoice else None
                 found[order_id] = OrderDocuments(ref, notes)
         return found
+
+
+# --- channels (issue 13) ---
+
+
+class FakeChannels:
+    """Catalog's channels as orders projects them; an older event never overwrites a newer."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[Channel, datetime]] = {}
+
+    async def get(self, code: str) -> Channel | None:
+        found = self.rows.get(code)
+        return found[0] if found else None
+
+    async def record(self, channel: Channel, event_time: datetime) -> None:
+        found = self.rows.get(channel.code)
+        if found is None or found[1] <= event_time:
+            self.rows[channel.code] = (channel, event_time)

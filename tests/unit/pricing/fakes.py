@@ -167,6 +167,7 @@ class FakeStore:
         self.products = FakeProducts()
         self.shipping_methods = FakeShippingMethods(self.clock)
         self.free_shipping = FakeFreeShippingRules(self.rules)
+        self.channel_prices = FakeChannelPrices(self.clock)  # issue 13
 
 
 # --- shipping rates (issue 12) ---
@@ -238,3 +239,33 @@ class FakeFreeShippingRules:
             for _, rule in self.rules.rows.values()
             if isinstance(rule, domain.FreeShippingRule) and rule.is_active(now)
         ]
+
+
+# --- channel price lists (issue 13) ---
+
+
+@dataclass
+class FakeChannelPrices:
+    clock: Clock
+    rows: dict[tuple[str, str], domain.ChannelPrice] = field(default_factory=dict)
+
+    async def lock(self, channel: str, sku: str) -> domain.ChannelPrice | None:
+        return self.rows.get((channel, sku))
+
+    async def add(self, channel: str, sku: str, price: Money) -> bool:
+        if (channel, sku) in self.rows:
+            return False
+        self.rows[channel, sku] = domain.ChannelPrice(channel, sku, price, self.clock())
+        return True
+
+    async def change(self, channel: str, sku: str, price: Money) -> None:
+        self.rows[channel, sku] = domain.ChannelPrice(channel, sku, price, self.clock())
+
+    async def remove(self, channel: str, sku: str) -> domain.ChannelPrice | None:
+        return self.rows.pop((channel, sku), None)
+
+    async def get(self, channel: str, sku: str) -> domain.ChannelPrice | None:
+        return self.rows.get((channel, sku))
+
+    async def of(self, channel: str, skus: Sequence[str]) -> dict[str, domain.ChannelPrice]:
+        return {sku: self.rows[channel, sku] for sku in skus if (channel, sku) in self.rows}

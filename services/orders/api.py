@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from libs.events.common import Money
+from libs.events.common import BackorderedLine, Money
 from libs.kit.app import request_id, transaction_of
 from libs.kit.auth import Admin, Caller, Principal
 from libs.kit.errors import NotFound
@@ -158,6 +158,8 @@ class OrderOut(BaseModel):
     updated_at: datetime
     # Additive (v2, issue 12): the order's shipments, oldest first.
     shipments: "list[ShipmentOut]" = []
+    # Additive (issue 13): the (parts of) lines promised from incoming stock.
+    backordered: list[BackorderedLine] = []
 
     @classmethod
     def from_view(cls, view: OrderView) -> "OrderOut":
@@ -189,6 +191,7 @@ class OrderOut(BaseModel):
             created_at=view.created_at,
             updated_at=view.updated_at,
             shipments=[ShipmentOut.of(sh) for sh in view.shipments],
+            backordered=list(view.backordered),
         )
 
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, get_args
 
-from libs.events.common import Money, PricedLine
+from libs.events.common import BackorderedLine, Money, PricedLine
 from libs.events.orders import (
     CreditNote,
     Invoice,
@@ -278,6 +278,8 @@ class OrderView:
     returns: tuple["OrderReturn", ...] = ()  # issue 12
     # Its invoice and credit notes (issue 12).
     documents: "OrderDocuments | None" = None
+    # Issue 13: the (parts of) lines promised from incoming stock.
+    backordered: tuple[BackorderedLine, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -437,6 +439,8 @@ class ShipmentStatus(StrEnum):
     DELIVERED = "delivered"
     RETURNED = "returned"  # the carrier sends it back to us
     EXCEPTION = "exception"  # the carrier reports a failure (lost, damaged, undeliverable)
+    # Issue 13: the order is backordered; its label is bought once BackorderFilled says so.
+    AWAITING_STOCK = "awaiting_stock"
 
 
 # The tracking statuses a carrier's webhook reports (EasyPost's Tracker statuses; the sandbox
@@ -1145,3 +1149,12 @@ class OrderDocuments:
 
     invoice: DocumentRef | None = None
     credit_notes: tuple[DocumentRef, ...] = ()
+
+
+# --- backorders (issue 13) ---
+
+
+def holds_shipment(backordered: bool, filled: bool) -> bool:
+    """A confirmed order's shipment waits (awaiting_stock) while part of it is backordered and
+    inventory has not said the incoming stock landed (BackorderFilled may come first)."""
+    return backordered and not filled

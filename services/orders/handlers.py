@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 
 from libs.events.inventory import (
+    BackorderFilled,
     StockReleased,
     StockReservationFailed,
     StockReserved,
@@ -37,6 +38,7 @@ AUTHORIZATION_EXPIRED = "authorization_expired"
 
 
 async def on_stock_reserved(event: StockReserved, ctx: EventContext) -> None:
+    await service.record_backorders(ctx.tx(Store), event.order_id, event.backordered)  # issue 13
     await service.stock_reserved(ctx.tx(Store), event.order_id)
 
 
@@ -113,6 +115,7 @@ def register(
     processor.on(PaymentRefunded)(on_payment_refunded(clock, invoicing))
     processor.on(PaymentVoided)(on_payment_voided)
     register_returns(processor, clock)
+    processor.on(BackorderFilled)(on_backorder_filled(wake_labels))  # issue 13
 
 
 # --- the reservation deadline -------------------------------------------------------------------
@@ -202,3 +205,17 @@ def on_stock_returned(clock: Clock) -> EventHandler[StockReturned]:
 
 def register_returns(processor: EventProcessor, clock: Clock) -> None:
     processor.on(StockReturned)(on_stock_returned(clock))
+
+
+# --- backorders (issue 13) ---
+
+
+def on_backorder_filled(
+    wake_labels: Callable[[], None] | None = None,
+) -> EventHandler[BackorderFilled]:
+    async def handle(event: BackorderFilled, ctx: EventContext) -> None:
+        tx = ctx.tx(Store)
+        if await service.backorder_filled(tx, event.order_id) and wake_labels:
+            tx.on_commit(wake_labels)
+
+    return handle

@@ -620,15 +620,18 @@ ADD_RECEIPT = text(
     " ON CONFLICT DO NOTHING RETURNING purchase_receipts.at"
 ).bindparams(bindparam("lines", type_=JSONB))
 
-# Counters of a sku's supply, created on first use: many skus in one statement.
-ADD_SUPPLY = text(
-    "INSERT INTO sku_supply (sku, on_order, waiting)"
-    " SELECT d.sku, d.on_order, d.waiting"
+# Counters of a sku's supply, created on first use (at zero: a CHECK refuses a negative row
+# even when ON CONFLICT would have updated instead), then moved, many skus in one statement.
+ENSURE_SUPPLY = text(
+    "INSERT INTO sku_supply (sku) SELECT unnest(CAST(:skus AS text[])) AS sku ORDER BY sku"
+    " ON CONFLICT (sku) DO NOTHING"
+)
+MOVE_SUPPLY = text(
+    "UPDATE sku_supply SET on_order = sku_supply.on_order + d.on_order,"
+    " waiting = sku_supply.waiting + d.waiting, updated_at = now()"
     " FROM unnest(CAST(:skus AS text[]), CAST(:on_order AS bigint[]),"
     " CAST(:waiting AS bigint[])) AS d (sku, on_order, waiting)"
-    " ORDER BY d.sku"
-    " ON CONFLICT (sku) DO UPDATE SET on_order = sku_supply.on_order + excluded.on_order,"
-    " waiting = sku_supply.waiting + excluded.waiting, updated_at = now()"
+    " WHERE sku_supply.sku = d.sku"
 )
 
 PUT_BACKORDER_POLICY = text(
@@ -957,8 +960,9 @@ class Purchasing:
         if not merged:
             return
         deltas = sorted((sku, *counts) for sku, counts in merged.items())
+        await self.session.execute(ENSURE_SUPPLY, {"skus": [d[0] for d in deltas]})
         await self.session.execute(
-            ADD_SUPPLY,
+            MOVE_SUPPLY,
             {
                 "skus": [d[0] for d in deltas],
                 "on_order": [d[1] for d in deltas],

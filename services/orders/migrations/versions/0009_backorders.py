@@ -3,8 +3,8 @@
 `order_backorders`: the lines inventory promised from incoming stock, and when its
 BackorderFilled came; shipments may be `awaiting_stock` (held until then).
 
-Revision ID: 0009
-Revises: 0007
+Revision ID: 0009_backorders
+Revises: 0007_returns
 Create Date: 2026-12-02 09:00:00
 """
 
@@ -14,9 +14,9 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision: str = "0009"
+revision: str = "0009_backorders"
 # The merger re-chains this after channels' 0008.
-down_revision: str | None = "0007"
+down_revision: str | None = "0007_returns"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

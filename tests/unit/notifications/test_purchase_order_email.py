@@ -39,3 +39,9 @@ def test_one_email_per_purchase_order() -> None:
 
 def test_a_supplier_without_an_email_address_gets_none() -> None:
     assert plan_email("PurchaseOrderSent", {**SENT, "supplier_email": None}, "e", "w@x.ex") is None
+
+
+def test_a_supplier_webhook_is_an_ordinary_subscription() -> None:
+    from services.notifications.domain import WEBHOOK_EVENT_TYPES
+
+    assert "PurchaseOrderSent" in WEBHOOK_EVENT_TYPES

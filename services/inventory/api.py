@@ -3,16 +3,30 @@
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from libs.events.common import Line
+from libs.events.common import Line, Money
 from libs.kit.app import transaction_of
 from libs.kit.auth import Admin
+from libs.kit.idempotency import request_hash
+from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
+from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
+from libs.kit.validation import CurrencyCode
 from services.inventory import service
 from services.inventory.db import Store
-from services.inventory.domain import MAX_QUANTITY, SKU_PATTERN, Reservation, StockItem
+from services.inventory.domain import (
+    MAX_QUANTITY,
+    SKU_PATTERN,
+    PurchaseOrder,
+    PurchaseOrderStatus,
+    Receipt,
+    Reservation,
+    StockItem,
+    Supplier,
+    SupplierItem,
+)
 
 router = APIRouter(prefix="/inventory", tags=["inventory"])
 
@@ -44,6 +58,15 @@ class AdjustmentIn(BaseModel):
         return value
 
 
+class BackordersOut(BaseModel):
+    """Issue 13: whether the sku accepts backorders, when incoming stock is expected, and the
+    units promised to waiting backorders."""
+
+    allowed: bool = False
+    expected_at: datetime | None = None
+    waiting: int = 0
+
+
 class ItemOut(BaseModel):
     sku: str
     on_hand: int
@@ -51,6 +74,9 @@ class ItemOut(BaseModel):
     available: int
     reorder_point: int
     updated_at: datetime
+    # Issue 13: units on sent purchase orders not received yet, and the backorder policy.
+    on_order: int = 0
+    backorders: BackordersOut = Field(default_factory=BackordersOut)
 
     @classmethod
     def of(cls, item: StockItem) -> "ItemOut":
@@ -98,17 +124,17 @@ async def set_stock(
     item, created = await service.set_stock(tx, sku, body.on_hand, body.reorder_point)
     if created:
         response.status_code = 201
-    return ItemOut.of(item)
+    return await _supply_item(tx, item)
 
 
 @router.post("/items/{sku}/adjustments", response_model=ItemOut)
 async def adjust_stock(sku: SkuPath, body: AdjustmentIn, _: Admin, tx: TxDep) -> ItemOut:
-    return ItemOut.of(await service.adjust_stock(tx, sku, body.delta, body.reason))
+    return await _supply_item(tx, await service.adjust_stock(tx, sku, body.delta, body.reason))
 
 
 @router.get("/items/{sku}", response_model=ItemOut)
 async def get_item(sku: Annotated[str, Path(max_length=64)], tx: TxDep) -> ItemOut:
-    return ItemOut.of(await service.get_item(tx, sku))
+    return await _supply_item(tx, await service.get_item(tx, sku))
 
 
 @router.get("/reservations/{order_id}", response_model=ReservationOut)
@@ -116,3 +142,356 @@ async def get_reservation(
     order_id: Annotated[str, Path(max_length=64)], _: Admin, tx: TxDep
 ) -> ReservationOut:
     return ReservationOut.of(await service.get_reservation(tx, order_id))
+
+
+# --- purchasing (issue 13) ---
+
+EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+CODE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+IdPath = Annotated[str, Path(pattern=CODE_PATTERN, max_length=64)]
+PoPath = Annotated[str, Path(max_length=64)]
+LeadTime = Annotated[int, Field(ge=0, le=3650)]
+Location = Annotated[str, Field(pattern=CODE_PATTERN, max_length=64)]
+Sku = Annotated[str, Field(pattern=SKU_PATTERN, max_length=64)]
+PositiveQuantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
+
+
+class MoneyIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: int = Field(ge=0, le=2**62)
+    currency: CurrencyCode
+
+
+class SupplierItemIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: Sku
+    reorder_quantity: PositiveQuantity
+    lead_time_days: LeadTime | None = None
+    unit_cost: MoneyIn | None = None
+
+
+class SupplierIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200)
+    email: str | None = Field(default=None, max_length=254, pattern=EMAIL_PATTERN)
+    lead_time_days: LeadTime
+    location: Location = "main"
+    items: list[SupplierItemIn] = Field(default_factory=list, max_length=1000)
+
+
+class SupplierItemOut(BaseModel):
+    sku: str
+    reorder_quantity: int
+    lead_time_days: int | None
+    unit_cost: Money | None
+
+
+class SupplierOut(BaseModel):
+    id: str
+    name: str
+    email: str | None
+    lead_time_days: int
+    location: str
+    items: list[SupplierItemOut]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, supplier: Supplier) -> "SupplierOut":
+        return cls(
+            id=supplier.id,
+            name=supplier.name,
+            email=supplier.email,
+            lead_time_days=supplier.lead_time_days,
+            location=supplier.location,
+            items=[
+                SupplierItemOut(
+                    sku=item.sku,
+                    reorder_quantity=item.reorder_quantity,
+                    lead_time_days=item.lead_time_days,
+                    unit_cost=(
+                        Money(amount=item.unit_cost_amount, currency=item.unit_cost_currency)
+                        if item.unit_cost_amount is not None and item.unit_cost_currency
+                        else None
+                    ),
+                )
+                for item in supplier.items
+            ],
+            created_at=supplier.created_at,
+            updated_at=supplier.updated_at,
+        )
+
+
+class POLineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sku: Sku
+    quantity: PositiveQuantity
+
+
+class PurchaseOrderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    supplier_id: str = Field(pattern=CODE_PATTERN, max_length=64)
+    location: Location | None = None
+    lines: list[POLineIn] = Field(min_length=1, max_length=500)
+
+
+class POLineOut(BaseModel):
+    sku: str
+    quantity: int
+    received: int
+    remaining: int
+
+
+class PurchaseOrderOut(BaseModel):
+    id: str
+    supplier_id: str
+    location: str
+    status: str
+    lines: list[POLineOut]
+    expected_at: datetime | None
+    reason: str
+    created_at: datetime
+    sent_at: datetime | None
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, po: PurchaseOrder) -> "PurchaseOrderOut":
+        return cls(
+            id=po.id,
+            supplier_id=po.supplier_id,
+            location=po.location,
+            status=po.status.value,
+            lines=[
+                POLineOut(
+                    sku=ln.sku, quantity=ln.quantity, received=ln.received, remaining=ln.remaining
+                )
+                for ln in po.lines
+            ],
+            expected_at=po.expected_at,
+            reason=po.reason,
+            created_at=po.created_at,
+            sent_at=po.sent_at,
+            updated_at=po.updated_at,
+        )
+
+
+class ReceiptIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    location: Location | None = None
+    lines: list[POLineIn] = Field(min_length=1, max_length=500)
+
+
+class ReceiptOut(BaseModel):
+    id: str
+    purchase_order_id: str
+    location: str
+    lines: list[Line]
+    at: datetime
+
+    @classmethod
+    def of(cls, receipt: Receipt) -> "ReceiptOut":
+        return cls(
+            id=receipt.id,
+            purchase_order_id=receipt.purchase_order_id,
+            location=receipt.location,
+            lines=[Line(sku=s, quantity=q) for s, q in receipt.lines],
+            at=receipt.at,
+        )
+
+
+class BackordersIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    allowed: bool
+    expected_at: datetime | None = None
+
+
+async def _supply_item(tx: SessionTx[Store], item: StockItem) -> ItemOut:
+    """The item read with what is on order for it and its backorder policy."""
+    supply = await service.item_supply(tx, item.sku)
+    return ItemOut.of(item).model_copy(
+        update={
+            "on_order": supply.on_order,
+            "backorders": BackordersOut(
+                allowed=supply.backorders_allowed,
+                expected_at=supply.expected_at,
+                waiting=supply.waiting,
+            ),
+        }
+    )
+
+
+def _unique_skus(field: str, skus: list[str]) -> None:
+    seen: set[str] = set()
+    for index, sku in enumerate(skus):
+        if sku in seen:
+            raise invalid(f"{field}[{index}].sku", f"{sku} is listed twice")
+        seen.add(sku)
+
+
+@router.put("/items/{sku}/backorders", response_model=ItemOut)
+async def set_backorders(sku: SkuPath, body: BackordersIn, _: Admin, tx: TxDep) -> ItemOut:
+    """Whether the sku accepts backorders against incoming stock, and when that stock is
+    expected (absent: the earliest sent purchase order's date)."""
+    item = await service.set_backorders(tx, sku, body.allowed, body.expected_at)
+    return await _supply_item(tx, item)
+
+
+@router.put(
+    "/suppliers/{supplier_id}",
+    response_model=SupplierOut,
+    responses={201: {"model": SupplierOut, "description": "the supplier was created"}},
+)
+async def put_supplier(
+    supplier_id: IdPath, body: SupplierIn, _: Admin, tx: TxDep, response: Response
+) -> SupplierOut:
+    """Create or replace a supplier and its items. A sku has at most one supplier item: the
+    latest PUT that lists it takes it over from another supplier."""
+    _unique_skus("items", [item.sku for item in body.items])
+    supplier, created = await service.put_supplier(
+        tx,
+        supplier_id,
+        name=body.name,
+        email=body.email,
+        lead_time_days=body.lead_time_days,
+        location=body.location,
+        items=[
+            SupplierItem(
+                sku=item.sku,
+                reorder_quantity=item.reorder_quantity,
+                lead_time_days=item.lead_time_days,
+                unit_cost_amount=item.unit_cost.amount if item.unit_cost else None,
+                unit_cost_currency=item.unit_cost.currency if item.unit_cost else None,
+            )
+            for item in body.items
+        ],
+    )
+    if created:
+        response.status_code = 201
+    return SupplierOut.of(supplier)
+
+
+@router.get("/suppliers/{supplier_id}", response_model=SupplierOut)
+async def get_supplier(supplier_id: PoPath, _: Admin, tx: TxDep) -> SupplierOut:
+    return SupplierOut.of(await service.get_supplier(tx, supplier_id))
+
+
+@router.get("/suppliers", response_model=Page[SupplierOut])
+async def list_suppliers(
+    _: Admin,
+    tx: TxDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[SupplierOut]:
+    position = decode_cursor(cursor)
+    after = str(position.get("id")) if position else None
+    found = await service.list_suppliers(tx, after, limit + 1)
+    page = found[:limit]
+    more = len(found) > limit
+    return Page[SupplierOut](
+        items=[SupplierOut.of(s) for s in page],
+        next_cursor=encode_cursor({"id": page[-1].id}) if more and page else None,
+    )
+
+
+@router.get("/purchase-orders", response_model=Page[PurchaseOrderOut])
+async def list_purchase_orders(
+    _: Admin,
+    tx: TxDep,
+    status: PurchaseOrderStatus | None = None,
+    sku: Annotated[str | None, Query(max_length=64)] = None,
+    supplier_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[PurchaseOrderOut]:
+    """Newest first."""
+    position = decode_cursor(cursor)
+    before: tuple[datetime, str] | None = None
+    if position:
+        try:
+            before = (datetime.fromisoformat(str(position["at"])), str(position["id"]))
+        except (KeyError, ValueError) as exc:
+            raise invalid("cursor", "malformed cursor", status=400) from exc
+    found = await service.list_purchase_orders(
+        tx,
+        status=status.value if status else None,
+        sku=sku,
+        supplier_id=supplier_id,
+        before=before,
+        limit=limit + 1,
+    )
+    page = found[:limit]
+    last = page[-1] if page and len(found) > limit else None
+    return Page[PurchaseOrderOut](
+        items=[PurchaseOrderOut.of(po) for po in page],
+        next_cursor=(
+            encode_cursor({"at": last.created_at.isoformat(), "id": last.id}) if last else None
+        ),
+    )
+
+
+@router.post("/purchase-orders", response_model=PurchaseOrderOut, status_code=201)
+async def create_purchase_order(body: PurchaseOrderIn, _: Admin, tx: TxDep) -> PurchaseOrderOut:
+    """A draft by hand (PurchaseOrderDrafted with reason `manual`)."""
+    _unique_skus("lines", [line.sku for line in body.lines])
+    po = await service.create_purchase_order(
+        tx, body.supplier_id, body.location, [(ln.sku, ln.quantity) for ln in body.lines]
+    )
+    return PurchaseOrderOut.of(po)
+
+
+@router.get("/purchase-orders/{po_id}", response_model=PurchaseOrderOut)
+async def get_purchase_order(po_id: PoPath, _: Admin, tx: TxDep) -> PurchaseOrderOut:
+    return PurchaseOrderOut.of(await service.get_purchase_order(tx, po_id))
+
+
+@router.post("/purchase-orders/{po_id}/send", response_model=PurchaseOrderOut)
+async def send_purchase_order(po_id: PoPath, _: Admin, tx: TxDep) -> PurchaseOrderOut:
+    """draft → sent (PurchaseOrderSent: notifications emails the supplier); 409 otherwise."""
+    return PurchaseOrderOut.of(await service.send_purchase_order(tx, po_id))
+
+
+@router.post("/purchase-orders/{po_id}/cancel", response_model=PurchaseOrderOut)
+async def cancel_purchase_order(po_id: PoPath, _: Admin, tx: TxDep) -> PurchaseOrderOut:
+    """draft or sent → cancelled, only before any receipt; 409 otherwise."""
+    return PurchaseOrderOut.of(await service.cancel_purchase_order(tx, po_id))
+
+
+@router.post(
+    "/purchase-orders/{po_id}/receipts",
+    response_model=ReceiptOut,
+    status_code=201,
+    responses={200: {"model": ReceiptOut, "description": "replay of an earlier identical request"}},
+)
+async def receive_purchase_order(
+    po_id: PoPath,
+    body: ReceiptIn,
+    _: Admin,
+    tx: TxDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
+    ] = None,
+) -> ReceiptOut:
+    """Goods arrived: 201 with the receipt, the purchase order partially_received or received;
+    more than a line's remaining units is a 422 naming `lines[i].quantity`, a draft a 409. The
+    same Idempotency-Key and body replays the receipt (200)."""
+    if idempotency_key is None:
+        raise invalid("Idempotency-Key", "header is required")
+    receipt, replayed = await service.receive_purchase_order(
+        tx,
+        po_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash(body.model_dump(mode="json")),
+        location=body.location,
+        lines=[(ln.sku, ln.quantity) for ln in body.lines],
+    )
+    if replayed:
+        response.status_code = 200
+    return ReceiptOut.of(receipt)

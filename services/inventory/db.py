@@ -11,6 +11,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    ForeignKey,
     Identity,
     Index,
     Integer,
@@ -18,23 +19,37 @@ from sqlalchemy import (
     Row,
     String,
     Table,
+    and_,
     bindparam,
+    delete,
     func,
+    or_,
     select,
     text,
+    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
 from libs.kit.db import DbSession
 from services.inventory.domain import (
+    OPEN_PO_STATUSES,
+    Backorder,
+    BackorderPolicy,
+    BackorderStatus,
     Lines,
     Movement,
+    POLine,
+    PurchaseOrder,
+    PurchaseOrderStatus,
+    Receipt,
     Reservation,
     ReservationStatus,
     StockDelta,
     StockItem,
     StockLevel,
+    Supplier,
+    SupplierItem,
 )
 
 metadata = MetaData()
@@ -368,6 +383,7 @@ class Store:
         self.reservations = Reservations(session)
         self.movements = Movements(session)
         self.returns = StockReturns(session)
+        self.purchasing = Purchasing(session)  # issue 13
 
 
 def _item(row: Row[Any]) -> StockItem:
@@ -440,3 +456,618 @@ class StockReturns:
             },
         )
         return claimed is not None
+
+
+# --- purchasing (issue 13) ---
+# Suppliers (a sku has at most one supplier item: the latest PUT that lists it takes it over),
+# purchase orders and their receipts, each sku's supply (backorder policy, units on order and
+# units promised to waiting backorders), and the backorders themselves.
+
+_PO_STATUSES = ", ".join(f"'{s.value}'" for s in PurchaseOrderStatus)
+_OPEN_PO = ", ".join(f"'{s.value}'" for s in OPEN_PO_STATUSES)
+_BACKORDER_STATUSES = ", ".join(f"'{s.value}'" for s in BackorderStatus)
+
+suppliers = Table(
+    "suppliers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(254)),
+    Column("lead_time_days", Integer, nullable=False),
+    Column("location", String(64), nullable=False, server_default="main"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("lead_time_days >= 0", name="ck_suppliers_lead_time_non_negative"),
+)
+
+supplier_items = Table(
+    "supplier_items",
+    metadata,
+    # One supplier per sku: the primary key is the sku.
+    Column("sku", String(64), primary_key=True),
+    Column("supplier_id", String(64), ForeignKey("suppliers.id"), nullable=False),
+    Column("position", Integer, nullable=False, server_default="0"),
+    Column("reorder_quantity", BigInteger, nullable=False),
+    Column("lead_time_days", Integer),
+    Column("unit_cost_amount", BigInteger),
+    Column("unit_cost_currency", String(3)),
+    CheckConstraint("reorder_quantity > 0", name="ck_supplier_items_reorder_quantity_positive"),
+    Index("ix_supplier_items_supplier", "supplier_id", "position"),
+)
+
+purchase_orders = Table(
+    "purchase_orders",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("supplier_id", String(64), ForeignKey("suppliers.id"), nullable=False),
+    Column("location", String(64), nullable=False),
+    Column("status", String(20), nullable=False),
+    # [{sku, quantity, received}]
+    Column("lines", JSONB, nullable=False),
+    Column("expected_at", DateTime(timezone=True)),
+    Column("reason", String(30), nullable=False),
+    # The sku whose reorder-point crossing drafted it (NULL: drafted by hand).
+    Column("reorder_sku", String(64)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("sent_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"status IN ({_PO_STATUSES})", name="ck_purchase_orders_status"),
+    Index("ix_purchase_orders_created", "created_at", "id"),
+    Index("ix_purchase_orders_lines", "lines", postgresql_using="gin"),
+    # The belt under "once per crossing": one open automatic draft per sku, whatever races.
+    Index(
+        "ux_purchase_orders_open_reorder_sku",
+        "reorder_sku",
+        unique=True,
+        postgresql_where=text(f"status IN ({_OPEN_PO}) AND reorder_sku IS NOT NULL"),
+    ),
+)
+
+purchase_receipts = Table(
+    "purchase_receipts",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("purchase_order_id", String(64), ForeignKey("purchase_orders.id"), nullable=False),
+    Column("idempotency_key", String(200), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("location", String(64), nullable=False),
+    Column("lines", JSONB, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ux_purchase_receipts_key", "purchase_order_id", "idempotency_key", unique=True),
+)
+
+sku_supply = Table(
+    "sku_supply",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("backorders_allowed", Boolean, nullable=False, server_default="false"),
+    Column("backorder_expected_at", DateTime(timezone=True)),
+    # Units on sent (or partially received) purchase orders not received yet.
+    Column("on_order", BigInteger, nullable=False, server_default="0"),
+    # Units promised to waiting backorders.
+    Column("waiting", BigInteger, nullable=False, server_default="0"),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("on_order >= 0", name="ck_sku_supply_on_order_non_negative"),
+    CheckConstraint("waiting >= 0", name="ck_sku_supply_waiting_non_negative"),
+)
+
+backorders = Table(
+    "backorders",
+    metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("order_id", String(64), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("expected_at", DateTime(timezone=True)),
+    Column("status", String(20), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint(f"status IN ({_BACKORDER_STATUSES})", name="ck_backorders_status"),
+    CheckConstraint("quantity > 0", name="ck_backorders_quantity_positive"),
+    Index("ix_backorders_order", "order_id"),
+    Index("ix_backorders_waiting_sku", "sku", "id", postgresql_where=text("status = 'waiting'")),
+)
+
+PUT_SUPPLIER = text(
+    "INSERT INTO suppliers (id, name, email, lead_time_days, location)"
+    " VALUES (:id, :name, :email, :lead_time_days, :location)"
+    " ON CONFLICT (id) DO UPDATE SET name = excluded.name, email = excluded.email,"
+    " lead_time_days = excluded.lead_time_days, location = excluded.location, updated_at = now()"
+    " RETURNING (xmax = 0) AS created"
+)
+
+# The supplier's items: a sku listed by another supplier moves to this one (latest PUT wins).
+PUT_SUPPLIER_ITEMS = text(
+    "INSERT INTO supplier_items"
+    " (sku, supplier_id, position, reorder_quantity, lead_time_days, unit_cost_amount,"
+    " unit_cost_currency)"
+    " SELECT i.sku, CAST(:supplier_id AS text), i.position, i.reorder_quantity, i.lead_time_days,"
+    " i.unit_cost_amount, i.unit_cost_currency"
+    " FROM unnest(CAST(:skus AS text[]), CAST(:positions AS int[]),"
+    " CAST(:reorder_quantities AS bigint[]), CAST(:lead_times AS int[]),"
+    " CAST(:amounts AS bigint[]), CAST(:currencies AS text[]))"
+    " AS i (sku, position, reorder_quantity, lead_time_days, unit_cost_amount, unit_cost_currency)"
+    " ON CONFLICT (sku) DO UPDATE SET supplier_id = excluded.supplier_id,"
+    " position = excluded.position, reorder_quantity = excluded.reorder_quantity,"
+    " lead_time_days = excluded.lead_time_days, unit_cost_amount = excluded.unit_cost_amount,"
+    " unit_cost_currency = excluded.unit_cost_currency"
+)
+
+_RETURNING_PO = "RETURNING " + ", ".join(
+    f"purchase_orders.{column.name}" for column in purchase_orders.c
+)
+
+# An automatic draft loses to an open one of the same sku (the partial unique index).
+ADD_PURCHASE_ORDER = (
+    text(
+        "INSERT INTO purchase_orders"
+        " (id, supplier_id, location, status, lines, expected_at, reason, reorder_sku)"
+        " VALUES (:id, :supplier_id, :location, :status, :lines, :expected_at, :reason,"
+        " :reorder_sku)"
+        f" ON CONFLICT DO NOTHING {_RETURNING_PO}"
+    )
+    .bindparams(
+        bindparam("lines", type_=JSONB),
+        bindparam("expected_at", type_=DateTime(timezone=True)),
+    )
+    .columns(*purchase_orders.c)
+)
+
+ADD_RECEIPT = text(
+    "INSERT INTO purchase_receipts"
+    " (id, purchase_order_id, idempotency_key, request_hash, location, lines)"
+    " VALUES (:id, :purchase_order_id, :idempotency_key, :request_hash, :location, :lines)"
+    " ON CONFLICT DO NOTHING RETURNING purchase_receipts.at"
+).bindparams(bindparam("lines", type_=JSONB))
+
+# Counters of a sku's supply, created on first use (at zero: a CHECK refuses a negative row
+# even when ON CONFLICT would have updated instead), then moved, many skus in one statement.
+ENSURE_SUPPLY = text(
+    "INSERT INTO sku_supply (sku) SELECT unnest(CAST(:skus AS text[])) AS sku ORDER BY sku"
+    " ON CONFLICT (sku) DO NOTHING"
+)
+MOVE_SUPPLY = text(
+    "UPDATE sku_supply SET on_order = sku_supply.on_order + d.on_order,"
+    " waiting = sku_supply.waiting + d.waiting, updated_at = now()"
+    " FROM unnest(CAST(:skus AS text[]), CAST(:on_order AS bigint[]),"
+    " CAST(:waiting AS bigint[])) AS d (sku, on_order, waiting)"
+    " WHERE sku_supply.sku = d.sku"
+)
+
+PUT_BACKORDER_POLICY = text(
+    "INSERT INTO sku_supply (sku, backorders_allowed, backorder_expected_at)"
+    " VALUES (:sku, :allowed, :expected_at)"
+    " ON CONFLICT (sku) DO UPDATE SET backorders_allowed = excluded.backorders_allowed,"
+    " backorder_expected_at = excluded.backorder_expected_at, updated_at = now()"
+).bindparams(bindparam("expected_at", type_=DateTime(timezone=True)))
+
+ADD_BACKORDERS = text(
+    "INSERT INTO backorders (order_id, sku, quantity, expected_at, status)"
+    " SELECT CAST(:order_id AS text), b.sku, b.quantity, b.expected_at, 'waiting'"
+    " FROM unnest(CAST(:skus AS text[]), CAST(:quantities AS bigint[]),"
+    " CAST(:expected AS timestamptz[])) WITH ORDINALITY AS b (sku, quantity, expected_at, ordinal)"
+    " ORDER BY b.ordinal"
+)
+
+SET_RESERVATION_LINES = text(
+    "UPDATE reservations SET lines = :lines, updated_at = now() WHERE order_id = :order_id"
+).bindparams(bindparam("lines", type_=JSONB))
+
+_po = purchase_orders.c
+_bo = backorders.c
+
+
+def _supplier_item(row: Row[Any]) -> SupplierItem:
+    return SupplierItem(
+        sku=row.sku,
+        reorder_quantity=row.reorder_quantity,
+        lead_time_days=row.lead_time_days,
+        unit_cost_amount=row.unit_cost_amount,
+        unit_cost_currency=row.unit_cost_currency,
+    )
+
+
+def _supplier(row: Row[Any], items: Sequence[SupplierItem]) -> Supplier:
+    return Supplier(
+        id=row.id,
+        name=row.name,
+        email=row.email,
+        lead_time_days=row.lead_time_days,
+        location=row.location,
+        items=tuple(items),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _purchase_order(row: Row[Any]) -> PurchaseOrder:
+    return PurchaseOrder(
+        id=row.id,
+        supplier_id=row.supplier_id,
+        location=row.location,
+        status=PurchaseOrderStatus(row.status),
+        lines=tuple(
+            POLine(line["sku"], int(line["quantity"]), int(line.get("received", 0)))
+            for line in row.lines
+        ),
+        expected_at=row.expected_at,
+        reason=row.reason,
+        created_at=row.created_at,
+        sent_at=row.sent_at,
+        updated_at=row.updated_at,
+    )
+
+
+def _po_lines(lines: Sequence[POLine]) -> list[dict[str, Any]]:
+    return [{"sku": ln.sku, "quantity": ln.quantity, "received": ln.received} for ln in lines]
+
+
+def _backorder(row: Row[Any]) -> Backorder:
+    return Backorder(
+        id=row.id,
+        order_id=row.order_id,
+        sku=row.sku,
+        quantity=row.quantity,
+        expected_at=row.expected_at,
+        status=BackorderStatus(row.status),
+        created_at=row.created_at,
+    )
+
+
+class Purchasing:
+    """Suppliers, purchase orders, receipts, sku supply and backorders."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    # suppliers
+
+    async def put_supplier(
+        self,
+        supplier_id: str,
+        name: str,
+        email: str | None,
+        lead_time_days: int,
+        location: str,
+        items: Sequence[SupplierItem],
+    ) -> bool:
+        """Create or replace the supplier and its items; True when it was new."""
+        created = await self.session.scalar(
+            PUT_SUPPLIER,
+            {
+                "id": supplier_id,
+                "name": name,
+                "email": email,
+                "lead_time_days": lead_time_days,
+                "location": location,
+            },
+        )
+        skus = [item.sku for item in items]
+        await self.session.execute(
+            delete(supplier_items).where(
+                supplier_items.c.supplier_id == supplier_id,
+                supplier_items.c.sku.not_in(skus) if skus else true(),
+            )
+        )
+        if items:
+            await self.session.execute(
+                PUT_SUPPLIER_ITEMS,
+                {
+                    "supplier_id": supplier_id,
+                    "skus": skus,
+                    "positions": list(range(len(items))),
+                    "reorder_quantities": [i.reorder_quantity for i in items],
+                    "lead_times": [i.lead_time_days for i in items],
+                    "amounts": [i.unit_cost_amount for i in items],
+                    "currencies": [i.unit_cost_currency for i in items],
+                },
+            )
+        return bool(created)
+
+    async def get_supplier(self, supplier_id: str) -> Supplier | None:
+        found = await self.suppliers(ids=[supplier_id])
+        return found[0] if found else None
+
+    async def suppliers(
+        self, *, ids: Sequence[str] | None = None, after: str | None = None, limit: int = 50
+    ) -> list[Supplier]:
+        query = select(suppliers).order_by(suppliers.c.id).limit(limit)
+        if ids is not None:
+            query = query.where(suppliers.c.id.in_(list(ids)))
+        if after is not None:
+            query = query.where(suppliers.c.id > after)
+        rows = list((await self.session.execute(query)).all())
+        if not rows:
+            return []
+        items: dict[str, list[SupplierItem]] = {}
+        for item in await self.session.execute(
+            select(supplier_items)
+            .where(supplier_items.c.supplier_id.in_([row.id for row in rows]))
+            .order_by(supplier_items.c.supplier_id, supplier_items.c.position)
+        ):
+            items.setdefault(item.supplier_id, []).append(_supplier_item(item))
+        return [_supplier(row, items.get(row.id, [])) for row in rows]
+
+    async def supplier_of(self, sku: str) -> Supplier | None:
+        """The supplier whose item the sku is (with that item among its items)."""
+        supplier_id = await self.session.scalar(
+            select(supplier_items.c.supplier_id).where(supplier_items.c.sku == sku)
+        )
+        return None if supplier_id is None else await self.get_supplier(supplier_id)
+
+    # purchase orders
+
+    async def has_open_po(self, sku: str) -> bool:
+        found = await self.session.scalar(
+            select(_po.id)
+            .where(_po.status.in_([s.value for s in OPEN_PO_STATUSES]))
+            .where(_po.lines.contains([{"sku": sku}]))
+            .limit(1)
+        )
+        return found is not None
+
+    async def add_po(
+        self,
+        po_id: str,
+        supplier_id: str,
+        location: str,
+        lines: Sequence[POLine],
+        expected_at: datetime | None,
+        reason: str,
+        reorder_sku: str | None,
+    ) -> PurchaseOrder | None:
+        """A new draft; None when it is an automatic one and the sku has an open one already."""
+        row = (
+            await self.session.execute(
+                ADD_PURCHASE_ORDER,
+                {
+                    "id": po_id,
+                    "supplier_id": supplier_id,
+                    "location": location,
+                    "status": PurchaseOrderStatus.DRAFT.value,
+                    "lines": _po_lines(lines),
+                    "expected_at": expected_at,
+                    "reason": reason,
+                    "reorder_sku": reorder_sku,
+                },
+            )
+        ).first()
+        return None if row is None else _purchase_order(row)
+
+    async def get_po(self, po_id: str) -> PurchaseOrder | None:
+        row = (await self.session.execute(select(purchase_orders).where(_po.id == po_id))).first()
+        return None if row is None else _purchase_order(row)
+
+    async def lock_po(self, po_id: str) -> PurchaseOrder | None:
+        row = (
+            await self.session.execute(
+                select(purchase_orders).where(_po.id == po_id).with_for_update()
+            )
+        ).first()
+        return None if row is None else _purchase_order(row)
+
+    async def save_po(
+        self, po_id: str, status: PurchaseOrderStatus, lines: Sequence[POLine], *, sent: bool
+    ) -> PurchaseOrder:
+        values: dict[str, Any] = {
+            "status": status.value,
+            "lines": _po_lines(lines),
+            "updated_at": func.now(),
+        }
+        if sent:
+            values["sent_at"] = func.now()
+        row = (
+            await self.session.execute(
+                update(purchase_orders)
+                .where(_po.id == po_id)
+                .values(**values)
+                .returning(*purchase_orders.c)
+            )
+        ).one()
+        return _purchase_order(row)
+
+    async def purchase_orders(
+        self,
+        *,
+        status: str | None,
+        sku: str | None,
+        supplier_id: str | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[PurchaseOrder]:
+        """Newest first, after the cursor's (created_at, id)."""
+        query = select(purchase_orders).order_by(_po.created_at.desc(), _po.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(_po.status == status)
+        if sku is not None:
+            query = query.where(_po.lines.contains([{"sku": sku}]))
+        if supplier_id is not None:
+            query = query.where(_po.supplier_id == supplier_id)
+        if before is not None:
+            at, po_id = before
+            query = query.where(
+                or_(_po.created_at < at, and_(_po.created_at == at, _po.id < po_id))
+            )
+        return [_purchase_order(row) for row in await self.session.execute(query)]
+
+    async def earliest_expected(self, sku: str) -> datetime | None:
+        """When the first sent purchase order still bringing the sku is expected."""
+        result: datetime | None = await self.session.scalar(
+            select(func.min(_po.expected_at))
+            .where(
+                _po.status.in_(
+                    [PurchaseOrderStatus.SENT.value, PurchaseOrderStatus.PARTIALLY_RECEIVED.value]
+                )
+            )
+            .where(_po.lines.contains([{"sku": sku}]))
+        )
+        return result
+
+    # receipts
+
+    async def receipt_by_key(self, po_id: str, key: str) -> tuple[Receipt, str] | None:
+        row = (
+            await self.session.execute(
+                select(purchase_receipts).where(
+                    purchase_receipts.c.purchase_order_id == po_id,
+                    purchase_receipts.c.idempotency_key == key,
+                )
+            )
+        ).first()
+        if row is None:
+            return None
+        receipt = Receipt(
+            id=row.id,
+            purchase_order_id=row.purchase_order_id,
+            location=row.location,
+            lines=tuple((ln["sku"], int(ln["quantity"])) for ln in row.lines),
+            at=row.at,
+        )
+        return receipt, row.request_hash
+
+    async def add_receipt(
+        self,
+        receipt_id: str,
+        po_id: str,
+        key: str,
+        request_hash: str,
+        location: str,
+        lines: Lines,
+    ) -> datetime | None:
+        """Record the receipt; None when the key was used on the order already."""
+        at: datetime | None = await self.session.scalar(
+            ADD_RECEIPT,
+            {
+                "id": receipt_id,
+                "purchase_order_id": po_id,
+                "idempotency_key": key,
+                "request_hash": request_hash,
+                "location": location,
+                "lines": [{"sku": s, "quantity": q} for s, q in lines],
+            },
+        )
+        return at
+
+    # supply
+
+    async def add_supply(self, deltas: Sequence[tuple[str, int, int]]) -> None:
+        """(sku, delta on_order, delta waiting) per sku, in sku order; the CHECKs refuse less
+        than zero."""
+        merged: dict[str, tuple[int, int]] = {}
+        for sku, on_order, waiting in deltas:
+            before = merged.get(sku, (0, 0))
+            merged[sku] = (before[0] + on_order, before[1] + waiting)
+        if not merged:
+            return
+        deltas = sorted((sku, *counts) for sku, counts in merged.items())
+        await self.session.execute(ENSURE_SUPPLY, {"skus": [d[0] for d in deltas]})
+        await self.session.execute(
+            MOVE_SUPPLY,
+            {
+                "skus": [d[0] for d in deltas],
+                "on_order": [d[1] for d in deltas],
+                "waiting": [d[2] for d in deltas],
+            },
+        )
+
+    async def supply(self, skus: Sequence[str]) -> dict[str, BackorderPolicy]:
+        if not skus:
+            return {}
+        rows = await self.session.execute(
+            select(sku_supply).where(sku_supply.c.sku.in_(sorted(set(skus))))
+        )
+        return {
+            row.sku: BackorderPolicy(
+                allowed=row.backorders_allowed,
+                expected_at=row.backorder_expected_at,
+                on_order=row.on_order,
+                waiting=row.waiting,
+            )
+            for row in rows
+        }
+
+    async def set_backorder_policy(
+        self, sku: str, allowed: bool, expected_at: datetime | None
+    ) -> None:
+        await self.session.execute(
+            PUT_BACKORDER_POLICY, {"sku": sku, "allowed": allowed, "expected_at": expected_at}
+        )
+
+    # backorders
+
+    async def add_backorders(
+        self, order_id: str, lines: Sequence[tuple[str, int, datetime | None]]
+    ) -> None:
+        if not lines:
+            return
+        await self.session.execute(
+            ADD_BACKORDERS,
+            {
+                "order_id": order_id,
+                "skus": [s for s, _, _ in lines],
+                "quantities": [q for _, q, _ in lines],
+                "expected": [e for _, _, e in lines],
+            },
+        )
+
+    async def waiting_order_ids(self, skus: Sequence[str]) -> list[str]:
+        rows = await self.session.execute(
+            select(_bo.order_id)
+            .where(_bo.sku.in_(list(skus)), _bo.status == BackorderStatus.WAITING.value)
+            .distinct()
+        )
+        return sorted(row.order_id for row in rows)
+
+    async def lock_waiting(self, sku: str) -> list[Backorder]:
+        """The sku's waiting backorders, oldest first, locked."""
+        rows = await self.session.execute(
+            select(backorders)
+            .where(_bo.sku == sku, _bo.status == BackorderStatus.WAITING.value)
+            .order_by(_bo.id)
+            .with_for_update()
+        )
+        return [_backorder(row) for row in rows]
+
+    async def set_backorder_status(self, ids: Sequence[int], status: BackorderStatus) -> None:
+        if ids:
+            await self.session.execute(
+                update(backorders)
+                .where(_bo.id.in_(list(ids)))
+                .values(status=status.value, updated_at=func.now())
+            )
+
+    async def backorders_of(self, order_id: str) -> list[Backorder]:
+        rows = await self.session.execute(
+            select(backorders).where(_bo.order_id == order_id).order_by(_bo.id)
+        )
+        return [_backorder(row) for row in rows]
+
+    async def cancel_waiting(self, order_id: str) -> list[Backorder]:
+        """Cancel the order's waiting backorders; those it cancelled."""
+        rows = await self.session.execute(
+            update(backorders)
+            .where(_bo.order_id == order_id, _bo.status == BackorderStatus.WAITING.value)
+            .values(status=BackorderStatus.CANCELLED.value, updated_at=func.now())
+            .returning(*backorders.c)
+        )
+        return [_backorder(row) for row in rows]
+
+    # reservations (the units a backorder fill adds)
+
+    async def lock_reservations(self, order_ids: Sequence[str]) -> dict[str, Reservation]:
+        """Lock these orders' reservations in order id order (the order every path takes)."""
+        if not order_ids:
+            return {}
+        rows = await self.session.execute(
+            select(reservations)
+            .where(reservations.c.order_id.in_(sorted(order_ids)))
+            .order_by(reservations.c.order_id)
+            .with_for_update()
+        )
+        return {row.order_id: _reservation(row) for row in rows}
+
+    async def set_reservation_lines(self, order_id: str, lines: Lines) -> None:
+        await self.session.execute(
+            SET_RESERVATION_LINES,
+            {"order_id": order_id, "lines": [{"sku": s, "quantity": q} for s, q in lines]},
+        )

@@ -301,3 +301,253 @@ def split_return(lines: Iterable[tuple[str, int, str]]) -> ReturnSplit:
         restock=merge_lines((sku, q) for sku, q, condition in lines if condition == RESELLABLE),
         write_off=merge_lines((sku, q) for sku, q, condition in lines if condition != RESELLABLE),
     )
+
+
+# --- purchasing (issue 13) ---
+# Suppliers, purchase orders and backorders. A purchase order is drafted when a sku crosses its
+# reorder point (once per crossing: the StockLow signal), sent by an admin, and received in one
+# or more receipts; units on sent purchase orders are "on order", and a sku may accept
+# backorders against them: the part of a line beyond what is on the shelf is promised from
+# incoming stock, and filled (whole lines, first come first served) when a receipt lands.
+
+
+class PurchaseOrderStatus(StrEnum):
+    DRAFT = "draft"
+    SENT = "sent"
+    PARTIALLY_RECEIVED = "partially_received"
+    RECEIVED = "received"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_open(self) -> bool:
+        """Still expecting goods (or about to): it holds its skus against another draft."""
+        return self in OPEN_PO_STATUSES
+
+    @property
+    def counts_on_order(self) -> bool:
+        """Its remaining units are on their way (the supplier has it)."""
+        return self in (PurchaseOrderStatus.SENT, PurchaseOrderStatus.PARTIALLY_RECEIVED)
+
+
+OPEN_PO_STATUSES = (
+    PurchaseOrderStatus.DRAFT,
+    PurchaseOrderStatus.SENT,
+    PurchaseOrderStatus.PARTIALLY_RECEIVED,
+)
+REORDER_POINT = "reorder_point"
+MANUAL = "manual"
+PO_RECEIPT = "po_receipt"
+
+
+class PurchaseRuleViolation(Exception):
+    """A purchase order transition the status does not allow (a 409)."""
+
+
+class ReceiptRejected(Exception):
+    """A receipt line that does not fit the purchase order: `index` is the receipt line's
+    position, `field` its field (`sku` or `quantity`)."""
+
+    def __init__(self, index: int, field: str, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class SupplierItem:
+    sku: str
+    reorder_quantity: int
+    lead_time_days: int | None = None
+    unit_cost_amount: int | None = None
+    unit_cost_currency: str | None = None
+
+
+@dataclass(frozen=True)
+class Supplier:
+    id: str
+    name: str
+    email: str | None
+    lead_time_days: int
+    location: str
+    items: tuple[SupplierItem, ...]
+    created_at: datetime
+    updated_at: datetime
+
+    def lead_time_of(self, sku: str) -> int:
+        """The sku's own lead time, else the supplier's."""
+        for item in self.items:
+            if item.sku == sku and item.lead_time_days is not None:
+                return item.lead_time_days
+        return self.lead_time_days
+
+
+@dataclass(frozen=True)
+class POLine:
+    sku: str
+    quantity: int
+    received: int = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.quantity - self.received
+
+
+@dataclass(frozen=True)
+class PurchaseOrder:
+    id: str
+    supplier_id: str
+    location: str
+    status: PurchaseOrderStatus
+    lines: tuple[POLine, ...]
+    expected_at: datetime | None
+    reason: str
+    created_at: datetime
+    sent_at: datetime | None
+    updated_at: datetime
+
+    @property
+    def received_any(self) -> bool:
+        return any(line.received for line in self.lines)
+
+
+def expected_at(now: datetime, lead_time_days: int) -> datetime:
+    return now + timedelta(days=lead_time_days)
+
+
+def should_draft(crossed: bool, reorder_quantity: int | None, has_open_po: bool) -> bool:
+    """Draft on a reorder-point crossing (StockLow's once-per-crossing signal) of a sku with a
+    supplier item, unless an open purchase order holds the sku already."""
+    return crossed and reorder_quantity is not None and reorder_quantity > 0 and not has_open_po
+
+
+def send_po(status: PurchaseOrderStatus) -> PurchaseOrderStatus:
+    if status is not PurchaseOrderStatus.DRAFT:
+        raise PurchaseRuleViolation(f"purchase order is {status}: only a draft can be sent")
+    return PurchaseOrderStatus.SENT
+
+
+def cancel_po(po: PurchaseOrder) -> PurchaseOrderStatus:
+    if po.status not in (PurchaseOrderStatus.DRAFT, PurchaseOrderStatus.SENT) or po.received_any:
+        raise PurchaseRuleViolation(
+            f"purchase order is {po.status}: only one with nothing received can be cancelled"
+        )
+    return PurchaseOrderStatus.CANCELLED
+
+
+def receive_po(
+    po: PurchaseOrder, receipt: Sequence[tuple[str, int]]
+) -> tuple[tuple[POLine, ...], PurchaseOrderStatus]:
+    """The purchase order's lines and status after a receipt of (sku, quantity) lines: a draft
+    was never sent (PurchaseRuleViolation), nor can a closed one receive; a sku not on the order
+    or more than its remaining units is refused (ReceiptRejected naming the receipt line)."""
+    if po.status is PurchaseOrderStatus.DRAFT:
+        raise PurchaseRuleViolation("purchase order is draft: send it before receiving goods")
+    if not po.status.counts_on_order:
+        raise PurchaseRuleViolation(f"purchase order is {po.status}: it receives nothing more")
+    lines = {line.sku: line for line in po.lines}
+    for index, (sku, quantity) in enumerate(receipt):
+        line = lines.get(sku)
+        if line is None:
+            raise ReceiptRejected(index, "sku", f"{sku} is not on purchase order {po.id}")
+        if quantity > line.remaining:
+            raise ReceiptRejected(
+                index,
+                "quantity",
+                f"{quantity} exceeds the {line.remaining} unit(s) of {sku} still expected",
+            )
+        lines[sku] = replace(line, received=line.received + quantity)
+    after = tuple(lines[line.sku] for line in po.lines)
+    done = all(line.remaining == 0 for line in after)
+    return after, PurchaseOrderStatus.RECEIVED if done else PurchaseOrderStatus.PARTIALLY_RECEIVED
+
+
+@dataclass(frozen=True)
+class BackorderPolicy:
+    """A sku's backorder setting and what is promised against its incoming stock."""
+
+    allowed: bool = False
+    expected_at: datetime | None = None
+    on_order: int = 0
+    waiting: int = 0
+
+    @property
+    def promisable(self) -> int:
+        return max(self.on_order - self.waiting, 0) if self.allowed else 0
+
+
+@dataclass(frozen=True)
+class BackorderSplit:
+    """An order's lines split into what is reserved from the shelf now and what is backordered."""
+
+    reserve: list[tuple[str, int]]
+    backorder: list[tuple[str, int]]
+
+
+def split_backorders(
+    lines: Lines, levels: Mapping[str, StockLevel], policies: Mapping[str, BackorderPolicy]
+) -> BackorderSplit | None:
+    """When a plain reservation is refused: reserve what the shelf has of each line and
+    backorder the rest, if every short line's sku allows backorders and its incoming stock not
+    yet promised covers the rest; None when any line cannot be served either way (the order
+    fails as before). An unknown sku is never backordered."""
+    reserve: list[tuple[str, int]] = []
+    backorder: list[tuple[str, int]] = []
+    for sku, quantity in lines:
+        level = levels.get(sku)
+        if level is None or quantity > MAX_QUANTITY:
+            return None
+        take = min(max(level.available, 0), quantity)
+        rest = quantity - take
+        if rest > policies.get(sku, BackorderPolicy()).promisable:
+            return None
+        if take:
+            reserve.append((sku, take))
+        if rest:
+            backorder.append((sku, rest))
+    return BackorderSplit(reserve, backorder)
+
+
+class BackorderStatus(StrEnum):
+    WAITING = "waiting"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class Backorder:
+    id: int
+    order_id: str
+    sku: str
+    quantity: int
+    expected_at: datetime | None
+    status: BackorderStatus
+    created_at: datetime
+
+
+def fill_fifo(waiting: Sequence[Backorder], available: int) -> list[Backorder]:
+    """The waiting backorders (oldest first) that `available` units fill, whole lines only, in
+    order: the first line that does not fit stops the filling (no later order jumps ahead)."""
+    filled: list[Backorder] = []
+    for backorder in waiting:
+        if backorder.quantity > available:
+            break
+        filled.append(backorder)
+        available -= backorder.quantity
+    return filled
+
+
+def add_lines(lines: Lines, more: Lines) -> tuple[tuple[str, int], ...]:
+    """A reservation's lines with `more` units added (one line per sku, in sku order)."""
+    return tuple(merge_lines([*lines, *more]))
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Goods received against a purchase order, into a location."""
+
+    id: str
+    purchase_order_id: str
+    location: str
+    lines: tuple[tuple[str, int], ...]
+    at: datetime

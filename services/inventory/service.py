@@ -1,14 +1,23 @@
 """Inventory use cases: set and adjust stock; reserve, commit, release and restock for orders;
 release forgotten reservations. Over the repositories (`Store`), the event sink and the clock."""
 
+import itertools
 import logging
+import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from libs.events.common import Line
+from libs.events.common import BackorderedLine, Line
 from libs.events.inventory import (
+    Allocation,
+    BackorderFilled,
+    PurchaseOrderDrafted,
+    PurchaseOrderLine,
+    PurchaseOrderReceived,
+    PurchaseOrderSent,
     ShortLine,
     StockCommitted,
     StockLevelChanged,
@@ -19,8 +28,8 @@ from libs.events.inventory import (
     StockReturned,
 )
 from libs.events.orders import OrderPlaced, ReturnReceived
-from libs.kit.errors import Conflict, NotFound
-from libs.kit.uow import Clock, EventSink, Tx
+from libs.kit.errors import Conflict, Invalid, NotFound
+from libs.kit.uow import Clock, EventSink, Tx, utc_now
 from services.inventory import domain
 from services.inventory.domain import (
     Lines,
@@ -113,6 +122,9 @@ class Store(Protocol):
     @property
     def returns(self) -> "StockReturns": ...
 
+    @property
+    def purchasing(self) -> "PurchasingRepo": ...  # issue 13
+
 
 class ExpiryTx(Tx[Store], Protocol):
     """A transaction of the expiry sweep: it acts for an order it finds only once it has
@@ -197,7 +209,7 @@ async def reserve_for_order(
     if not await store.reservations.create(order.order_id, lines, expires_at, correlation_id):
         log.info("order %s already has a reservation; OrderPlaced ignored", order.order_id)
         return None
-    moved = await _move(store, lines, StockMove.RESERVE, order.order_id)
+    moved, backordered = await _reserve_or_backorder(store, lines, order.order_id)  # issue 13
     if isinstance(moved, Refused):
         await store.reservations.set_status(
             order.order_id, ReservationStatus.FAILED, domain.OUT_OF_STOCK
@@ -215,7 +227,12 @@ async def reserve_for_order(
         )
         return ReservationStatus.FAILED
     await events.emit(
-        StockReserved(order_id=order.order_id, lines=_event_lines(lines), expires_at=expires_at),
+        StockReserved(
+            order_id=order.order_id,
+            lines=_event_lines(lines),
+            expires_at=expires_at,
+            backordered=backordered,
+        ),
         subject=order.order_id,
     )
     await _announce_moves(store, events, moved, StockMove.RESERVE)
@@ -344,6 +361,8 @@ async def _step(
         log.error("order %s: %s refused, %s has no stock row", order_id, step.move, moved.sku)
         return None
     await store.reservations.set_status(order_id, step.status, domain.settled_reason(step, reason))
+    if step.status is ReservationStatus.RELEASED:
+        await _cancel_backorders(store, order_id)  # issue 13
     await _announce_moves(store, events, moved, step.move)
     return lines
 
@@ -402,6 +421,7 @@ async def _announce(
                 reserved=level.reserved,
                 available=level.available,
                 reason=reason,
+                on_order=await _on_order(store, item.sku),  # issue 13
             ),
             subject=item.sku,
         )
@@ -410,6 +430,7 @@ async def _announce(
             StockLow(sku=item.sku, available=level.available, reorder_point=level.reorder_point),
             subject=item.sku,
         )
+        await _draft_on_crossing(store, events, item)  # issue 13
 
 
 async def _lock_item(store: Store, sku: str) -> StockItem:
@@ -473,3 +494,509 @@ async def take_back_return(tx: Tx[Store], event: ReturnReceived) -> bool:
     for item in moved:
         await _announce(store, tx.events, locked[item.sku].level, item, domain.RETURN_RESTOCK)
     return True
+
+
+# --- purchasing (issue 13) ---
+# Suppliers and purchase orders (drafted on a reorder-point crossing, sent, received), units on
+# order, and backorders against them. Lock order, everywhere: purchase order, reservations (in
+# order id order), stock rows (in sku order), then sku supply rows (in sku order); a receipt
+# takes the waiting backorders it fills with SKIP LOCKED, so a release cancelling one at the
+# same time is never waited for.
+
+
+class PurchasingRepo(Protocol):
+    async def put_supplier(
+        self,
+        supplier_id: str,
+        name: str,
+        email: str | None,
+        lead_time_days: int,
+        location: str,
+        items: Sequence[domain.SupplierItem],
+    ) -> bool: ...
+
+    async def get_supplier(self, supplier_id: str) -> domain.Supplier | None: ...
+
+    async def suppliers(
+        self, *, ids: Sequence[str] | None = None, after: str | None = None, limit: int = 50
+    ) -> list[domain.Supplier]: ...
+
+    async def supplier_of(self, sku: str) -> domain.Supplier | None: ...
+
+    async def has_open_po(self, sku: str) -> bool: ...
+
+    async def add_po(
+        self,
+        po_id: str,
+        supplier_id: str,
+        location: str,
+        lines: Sequence[domain.POLine],
+        expected_at: datetime | None,
+        reason: str,
+        reorder_sku: str | None,
+    ) -> domain.PurchaseOrder | None: ...
+
+    async def get_po(self, po_id: str) -> domain.PurchaseOrder | None: ...
+
+    async def lock_po(self, po_id: str) -> domain.PurchaseOrder | None: ...
+
+    async def save_po(
+        self,
+        po_id: str,
+        status: domain.PurchaseOrderStatus,
+        lines: Sequence[domain.POLine],
+        *,
+        sent: bool,
+    ) -> domain.PurchaseOrder: ...
+
+    async def purchase_orders(
+        self,
+        *,
+        status: str | None,
+        sku: str | None,
+        supplier_id: str | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[domain.PurchaseOrder]: ...
+
+    async def earliest_expected(self, sku: str) -> datetime | None: ...
+
+    async def receipt_by_key(self, po_id: str, key: str) -> tuple[domain.Receipt, str] | None: ...
+
+    async def add_receipt(
+        self,
+        receipt_id: str,
+        po_id: str,
+        key: str,
+        request_hash: str,
+        location: str,
+        lines: Lines,
+    ) -> datetime | None: ...
+
+    async def add_supply(self, deltas: Sequence[tuple[str, int, int]]) -> None: ...
+
+    async def supply(self, skus: Sequence[str]) -> dict[str, domain.BackorderPolicy]: ...
+
+    async def set_backorder_policy(
+        self, sku: str, allowed: bool, expected_at: datetime | None
+    ) -> None: ...
+
+    async def add_backorders(
+        self, order_id: str, lines: Sequence[tuple[str, int, datetime | None]]
+    ) -> None: ...
+
+    async def waiting_order_ids(self, skus: Sequence[str]) -> list[str]: ...
+
+    async def lock_waiting(self, sku: str) -> list[domain.Backorder]: ...
+
+    async def set_backorder_status(
+        self, ids: Sequence[int], status: domain.BackorderStatus
+    ) -> None: ...
+
+    async def backorders_of(self, order_id: str) -> list[domain.Backorder]: ...
+
+    async def cancel_waiting(self, order_id: str) -> list[domain.Backorder]: ...
+
+    async def lock_reservations(self, order_ids: Sequence[str]) -> dict[str, Reservation]: ...
+
+    async def set_reservation_lines(self, order_id: str, lines: Lines) -> None: ...
+
+
+def _purchasing(store: Store) -> PurchasingRepo:
+    return store.purchasing
+
+
+def new_purchase_order_id() -> str:
+    return f"po_{uuid.uuid4().hex}"
+
+
+def new_receipt_id() -> str:
+    return f"rcpt_{uuid.uuid4().hex}"
+
+
+# suppliers
+
+
+async def put_supplier(
+    tx: Tx[Store],
+    supplier_id: str,
+    *,
+    name: str,
+    email: str | None,
+    lead_time_days: int,
+    location: str,
+    items: Sequence[domain.SupplierItem],
+) -> tuple[domain.Supplier, bool]:
+    """Create or replace a supplier with its items; a sku another supplier listed moves to this
+    one (a sku has at most one supplier item: the latest PUT that lists it wins)."""
+    repo = _purchasing(tx.store)
+    created = await repo.put_supplier(supplier_id, name, email, lead_time_days, location, items)
+    supplier = await repo.get_supplier(supplier_id)
+    assert supplier is not None  # written just now
+    return supplier, created
+
+
+async def get_supplier(tx: Tx[Store], supplier_id: str) -> domain.Supplier:
+    supplier = await _purchasing(tx.store).get_supplier(supplier_id)
+    if supplier is None:
+        raise NotFound(f"supplier {supplier_id}")
+    return supplier
+
+
+async def list_suppliers(tx: Tx[Store], after: str | None, limit: int) -> list[domain.Supplier]:
+    return await _purchasing(tx.store).suppliers(after=after, limit=limit)
+
+
+# purchase orders
+
+
+async def _draft_on_crossing(store: Store, events: EventSink, item: StockItem) -> None:
+    """The sku just crossed its reorder point (StockLow's once-per-crossing signal, its stock row
+    locked by the change that led here): draft its supplier's reorder quantity, unless an open
+    purchase order holds the sku already. The partial unique index on open automatic drafts per
+    sku is the belt under the row lock."""
+    repo = _purchasing(store)
+    supplier = await repo.supplier_of(item.sku)
+    supplier_item = (
+        next((i for i in supplier.items if i.sku == item.sku), None) if supplier else None
+    )
+    quantity = supplier_item.reorder_quantity if supplier_item else None
+    if supplier is None or not domain.should_draft(
+        True, quantity, await repo.has_open_po(item.sku)
+    ):
+        return
+    assert quantity is not None
+    po = await repo.add_po(
+        new_purchase_order_id(),
+        supplier.id,
+        supplier.location,
+        [domain.POLine(item.sku, quantity)],
+        domain.expected_at(utc_now(), supplier.lead_time_of(item.sku)),
+        domain.REORDER_POINT,
+        item.sku,
+    )
+    if po is None:
+        log.info("%s crossed its reorder point; an open purchase order holds it", item.sku)
+        return
+    await _emit_drafted(events, po)
+
+
+async def _emit_drafted(events: EventSink, po: domain.PurchaseOrder) -> None:
+    await events.emit(
+        PurchaseOrderDrafted(
+            purchase_order_id=po.id,
+            supplier_id=po.supplier_id,
+            location=po.location,
+            lines=_po_event_lines(po),
+            expected_at=po.expected_at,
+            reason=po.reason,
+        ),
+        subject=po.id,
+    )
+
+
+def _po_event_lines(po: domain.PurchaseOrder) -> list[PurchaseOrderLine]:
+    return [
+        PurchaseOrderLine(sku=ln.sku, quantity=ln.quantity, received=ln.received) for ln in po.lines
+    ]
+
+
+async def create_purchase_order(
+    tx: Tx[Store], supplier_id: str, location: str | None, lines: Lines
+) -> domain.PurchaseOrder:
+    """An operator's draft: the supplier's lead time (the longest of its lines' skus) sets when
+    it is expected."""
+    supplier = await get_supplier(tx, supplier_id)
+    merged = domain.merge_lines(lines)
+    lead = max(supplier.lead_time_of(sku) for sku, _ in merged)
+    po = await _purchasing(tx.store).add_po(
+        new_purchase_order_id(),
+        supplier.id,
+        location or supplier.location,
+        [domain.POLine(sku, quantity) for sku, quantity in merged],
+        domain.expected_at(utc_now(), lead),
+        domain.MANUAL,
+        None,
+    )
+    assert po is not None  # a manual draft claims no sku
+    await _emit_drafted(tx.events, po)
+    return po
+
+
+async def get_purchase_order(tx: Tx[Store], po_id: str) -> domain.PurchaseOrder:
+    po = await _purchasing(tx.store).get_po(po_id)
+    if po is None:
+        raise NotFound(f"purchase order {po_id}")
+    return po
+
+
+async def list_purchase_orders(
+    tx: Tx[Store],
+    *,
+    status: str | None,
+    sku: str | None,
+    supplier_id: str | None,
+    before: tuple[datetime, str] | None,
+    limit: int,
+) -> list[domain.PurchaseOrder]:
+    return await _purchasing(tx.store).purchase_orders(
+        status=status, sku=sku, supplier_id=supplier_id, before=before, limit=limit
+    )
+
+
+async def _lock_po(repo: PurchasingRepo, po_id: str) -> domain.PurchaseOrder:
+    po = await repo.lock_po(po_id)
+    if po is None:
+        raise NotFound(f"purchase order {po_id}")
+    return po
+
+
+async def send_purchase_order(tx: Tx[Store], po_id: str) -> domain.PurchaseOrder:
+    """A draft goes to its supplier: its units are on order from now (PurchaseOrderSent carries
+    the supplier's name and email for notifications)."""
+    repo = _purchasing(tx.store)
+    po = await _lock_po(repo, po_id)
+    try:
+        status = domain.send_po(po.status)
+    except domain.PurchaseRuleViolation as exc:
+        raise Conflict(str(exc)) from exc
+    supplier = await get_supplier(tx, po.supplier_id)
+    sent = await repo.save_po(po.id, status, po.lines, sent=True)
+    await repo.add_supply([(ln.sku, ln.remaining, 0) for ln in sent.lines])
+    await tx.events.emit(
+        PurchaseOrderSent(
+            purchase_order_id=sent.id,
+            supplier_id=supplier.id,
+            supplier_name=supplier.name,
+            supplier_email=supplier.email,
+            location=sent.location,
+            lines=_po_event_lines(sent),
+            expected_at=sent.expected_at,
+        ),
+        subject=sent.id,
+    )
+    return sent
+
+
+async def cancel_purchase_order(tx: Tx[Store], po_id: str) -> domain.PurchaseOrder:
+    """Only before any receipt; a sent one's units are no longer on order."""
+    repo = _purchasing(tx.store)
+    po = await _lock_po(repo, po_id)
+    try:
+        status = domain.cancel_po(po)
+    except domain.PurchaseRuleViolation as exc:
+        raise Conflict(str(exc)) from exc
+    if po.status.counts_on_order:
+        await repo.add_supply([(ln.sku, -ln.remaining, 0) for ln in po.lines])
+    return await repo.save_po(po.id, status, po.lines, sent=False)
+
+
+async def receive_purchase_order(
+    tx: Tx[Store],
+    po_id: str,
+    *,
+    idempotency_key: str,
+    request_hash: str,
+    location: str | None,
+    lines: Lines,
+) -> tuple[domain.Receipt, bool]:
+    """Goods arrived: the purchase order's lines and status move on, each line's units are added
+    to stock at the location, and waiting backorders of those skus are filled. Returns the
+    receipt and whether it was a replay (the same Idempotency-Key and body)."""
+    store = tx.store
+    repo = _purchasing(store)
+    po = await _lock_po(repo, po_id)
+    seen = await repo.receipt_by_key(po_id, idempotency_key)
+    if seen is not None:
+        receipt, seen_hash = seen
+        if seen_hash != request_hash:
+            raise Conflict("Idempotency-Key was used with another body on this purchase order")
+        return receipt, True
+    try:
+        after, status = domain.receive_po(po, lines)
+    except domain.PurchaseRuleViolation as exc:
+        raise Conflict(str(exc)) from exc
+    except domain.ReceiptRejected as exc:
+        raise Invalid.field(f"lines[{exc.index}].{exc.field}", exc.message) from exc
+    merged = domain.merge_lines(lines)
+    into = location or po.location
+    receipt_id = new_receipt_id()
+    at = await repo.add_receipt(receipt_id, po_id, idempotency_key, request_hash, into, merged)
+    assert at is not None  # the purchase order's lock serializes its receipts
+    await repo.save_po(po.id, status, after, sent=False)
+    # Locks in the house order: reservations of waiting backorders, stock rows, supply rows.
+    skus = [sku for sku, _ in merged]
+    reservations = await repo.lock_reservations(await repo.waiting_order_ids(skus))
+    await store.items.lock_for(skus)
+    await repo.add_supply([(sku, -quantity, 0) for sku, quantity in merged])
+    for sku, quantity in merged:
+        await receive_stock(tx, sku, into, quantity, domain.PO_RECEIPT, receipt_id)
+    await _fill_backorders(store, tx.events, skus, into, reservations)
+    await tx.events.emit(
+        PurchaseOrderReceived(
+            purchase_order_id=po.id,
+            receipt_id=receipt_id,
+            supplier_id=po.supplier_id,
+            location=into,
+            lines=_event_lines(merged),
+            status=status.value,
+        ),
+        subject=po.id,
+    )
+    return domain.Receipt(receipt_id, po.id, into, tuple(merged), at), False
+
+
+# TEMP(issue 13 merge): replaced by H1's receive_stock
+async def receive_stock(
+    tx: Tx[Store], sku: str, location: str, quantity: int, reason: str, ref: str | None
+) -> StockItem:
+    """Add `quantity` units of the sku at `location` (the location is only logged here: one
+    stock row per sku until locations land); creates the item when it is new."""
+    log.info("%s: %d unit(s) received into %s (%s %s)", sku, quantity, location, reason, ref)
+    created = await tx.store.items.create(sku, quantity, 0)
+    if created is not None:
+        await _record_change(tx, None, created, quantity, reason)
+        return created
+    current = await _lock_item(tx.store, sku)
+    wanted = current.level.adjust(quantity)
+    item = await tx.store.items.write(sku, wanted.on_hand)
+    await _record_change(tx, current.level, item, quantity, reason)
+    return item
+
+
+async def _fill_backorders(
+    store: Store,
+    events: EventSink,
+    skus: Sequence[str],
+    location: str,
+    reservations: dict[str, Reservation],
+) -> None:
+    """Fill waiting backorders of the skus, oldest first and whole lines, from what is available
+    now: a live reservation reserves the units, a committed one takes them at once (they leave
+    with the order). An order whose every backordered line is filled gets BackorderFilled."""
+    repo = _purchasing(store)
+    touched: dict[str, list[domain.Backorder]] = {}
+    for sku in sorted(skus):
+        waiting = await repo.lock_waiting(sku)
+        # Only orders whose reservation this receipt holds (taken before the stock rows).
+        held = list(itertools.takewhile(lambda b: b.order_id in reservations, waiting))
+        item = (await store.items.lock_for([sku])).get(sku)
+        if item is None:
+            continue
+        for backorder in domain.fill_fifo(held, item.level.available):
+            reservation = reservations[backorder.order_id]
+            if reservation.status is ReservationStatus.RESERVED:
+                move = StockMove.RESERVE
+            elif reservation.status is ReservationStatus.COMMITTED:
+                move = StockMove.RETAKE
+            else:
+                log.warning("backorder %d: reservation is %s", backorder.id, reservation.status)
+                continue
+            line = [(sku, backorder.quantity)]
+            moved = await _move(store, line, move, backorder.order_id)
+            if isinstance(moved, Refused):  # fill_fifo kept it within what is available
+                break
+            lines = domain.add_lines(reservation.lines, line)
+            await repo.set_reservation_lines(backorder.order_id, lines)
+            reservations[backorder.order_id] = replace(reservation, lines=lines)
+            await repo.set_backorder_status([backorder.id], domain.BackorderStatus.FILLED)
+            await repo.add_supply([(sku, 0, -backorder.quantity)])
+            await _announce_moves(store, events, moved, move)
+            if move is StockMove.RETAKE:
+                await events.emit(
+                    StockCommitted(order_id=backorder.order_id, lines=_event_lines(line)),
+                    subject=backorder.order_id,
+                )
+            touched.setdefault(backorder.order_id, []).append(backorder)
+    for order_id in sorted(touched):
+        every = await repo.backorders_of(order_id)
+        if any(b.status is domain.BackorderStatus.WAITING for b in every):
+            continue
+        filled = [b for b in every if b.status is domain.BackorderStatus.FILLED]
+        merged = domain.merge_lines((b.sku, b.quantity) for b in filled)
+        await events.emit(
+            BackorderFilled(
+                order_id=order_id,
+                lines=_event_lines(merged),
+                allocations=[
+                    Allocation(sku=sku, location=location, quantity=q) for sku, q in merged
+                ],
+            ),
+            subject=order_id,
+        )
+
+
+# on order, backorders
+
+
+@dataclass(frozen=True)
+class ItemSupply:
+    on_order: int
+    backorders_allowed: bool
+    expected_at: datetime | None
+    waiting: int
+
+
+async def item_supply(tx: Tx[Store], sku: str) -> ItemSupply:
+    """What is on order for the sku and its backorder policy; `expected_at` is the policy's,
+    else the earliest sent purchase order's."""
+    repo = _purchasing(tx.store)
+    policy = (await repo.supply([sku])).get(sku, domain.BackorderPolicy())
+    expected = policy.expected_at or (
+        await repo.earliest_expected(sku) if policy.on_order else None
+    )
+    return ItemSupply(policy.on_order, policy.allowed, expected, policy.waiting)
+
+
+async def set_backorders(
+    tx: Tx[Store], sku: str, allowed: bool, expected_at: datetime | None
+) -> StockItem:
+    item = await get_item(tx, sku)
+    await _purchasing(tx.store).set_backorder_policy(sku, allowed, expected_at)
+    return item
+
+
+async def _on_order(store: Store, sku: str) -> int:
+    """Units of the sku on sent purchase orders not received yet (StockLevelChanged.on_order)."""
+    policy = (await _purchasing(store).supply([sku])).get(sku)
+    return policy.on_order if policy else 0
+
+
+async def _reserve_or_backorder(
+    store: Store, lines: Lines, order_id: str
+) -> tuple[_Moved | Refused, list[BackorderedLine]]:
+    """Reserve every line, or (when that is refused) what the shelf has and backorder the rest
+    against incoming stock where the sku allows it (domain.split_backorders); the reservation's
+    lines become what was reserved, the backorders are recorded and promised on the supply."""
+    moved = await _move(store, lines, StockMove.RESERVE, order_id)
+    if not isinstance(moved, Refused):
+        return moved, []
+    repo = _purchasing(store)
+    skus = [sku for sku, _ in lines]
+    locked = await store.items.lock_for(skus)  # held already by _move: same transaction
+    policies = await repo.supply(skus)
+    split = domain.split_backorders(
+        lines, {sku: item.level for sku, item in locked.items()}, policies
+    )
+    if split is None or not split.backorder:
+        return moved, []
+    reserved = await _move(store, split.reserve, StockMove.RESERVE, order_id)
+    if isinstance(reserved, Refused):  # split_backorders kept every line within available
+        return reserved, []
+    backordered: list[BackorderedLine] = []
+    for sku, quantity in split.backorder:
+        expected = policies[sku].expected_at or await repo.earliest_expected(sku)
+        backordered.append(BackorderedLine(sku=sku, quantity=quantity, expected_at=expected))
+    await repo.set_reservation_lines(order_id, split.reserve)
+    await repo.add_backorders(order_id, [(b.sku, b.quantity, b.expected_at) for b in backordered])
+    await repo.add_supply([(b.sku, 0, b.quantity) for b in backordered])
+    return reserved, backordered
+
+
+async def _cancel_backorders(store: Store, order_id: str) -> None:
+    """The order's reservation was released: its waiting backorders are cancelled (filled ones
+    are in the reservation's lines, and went back with the rest)."""
+    repo = _purchasing(store)
+    cancelled = await repo.cancel_waiting(order_id)
+    if cancelled:
+        await repo.add_supply([(b.sku, 0, -b.quantity) for b in cancelled])

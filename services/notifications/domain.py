@@ -4,6 +4,7 @@ and retries."""
 import base64
 import hashlib
 import hmac
+import logging
 import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -11,7 +12,7 @@ from typing import Any
 
 from libs.events import EVENT_TYPES
 from libs.events.common import Money
-from libs.events.inventory import StockLow
+from libs.events.inventory import PurchaseOrderSent, StockLow
 from libs.events.orders import (
     Invoice,
     OrderCancelled,
@@ -23,6 +24,8 @@ from libs.events.orders import (
 )
 from libs.events.payments import PaymentDisputed
 from libs.kit.money import format_money
+
+log = logging.getLogger(__name__)
 
 ORDER_CONFIRMED = "order_confirmed"
 ORDER_REJECTED = "order_rejected"
@@ -40,6 +43,7 @@ TEMPLATES = (
     LOW_STOCK,
     PAYMENT_DISPUTED,
     "return_completed",  # issue 12: RETURN_COMPLETED
+    "purchase_order_sent",  # issue 13: PURCHASE_ORDER_SENT
 )
 
 EMAIL_EVENTS = {
@@ -191,6 +195,8 @@ def plan_email(
     operators (`operator_email`; None: to nobody)."""
     if event_type == "ReturnCompleted":  # issue 12
         return return_completed_email(data)
+    if event_type == "PurchaseOrderSent":  # issue 13
+        return purchase_order_email(data)
     if event_type == "PaymentDisputed":
         if operator_email is None:
             return None
@@ -529,3 +535,32 @@ class Attachment:
 def invoice_filename(invoice: Invoice) -> str:
     """`INV-2026-000001.pdf`: the invoice's number (letters, digits and dashes only)."""
     return re.sub(r"[^A-Za-z0-9_-]", "-", invoice.number) + ".pdf"
+
+
+# --- purchasing (issue 13) ---
+# A sent purchase order is emailed to its supplier (when the supplier has an address): one
+# email per purchase order. A supplier webhook is an ordinary subscription on PurchaseOrderSent.
+PURCHASE_ORDER_SENT = "purchase_order_sent"
+EMAIL_EVENTS = {**EMAIL_EVENTS, "PurchaseOrderSent": PURCHASE_ORDER_SENT}
+EMAIL_EVENT_TYPES = EMAIL_EVENT_TYPES | {"PurchaseOrderSent"}
+
+
+def purchase_order_email(data: dict[str, Any]) -> Email | None:
+    """The purchase order for its supplier; None when the supplier has no email address."""
+    sent = PurchaseOrderSent.model_validate(data)
+    if not sent.supplier_email:
+        log.info("purchase order %s: supplier has no email address", sent.purchase_order_id)
+        return None
+    return Email(
+        template=PURCHASE_ORDER_SENT,
+        to=sent.supplier_email,
+        dedupe_key=email_dedupe_key(sent.purchase_order_id, PURCHASE_ORDER_SENT),
+        subject=sent.purchase_order_id,
+        context={
+            "purchase_order_id": sent.purchase_order_id,
+            "supplier_name": sent.supplier_name,
+            "location": sent.location,
+            "lines": [{"sku": line.sku, "quantity": line.quantity} for line in sent.lines],
+            "expected_at": sent.expected_at.date().isoformat() if sent.expected_at else None,
+        },
+    )

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from libs.events.common import Money
+from libs.events.common import BackorderedLine, Money
 from libs.kit.app import request_id, transaction_of
 from libs.kit.auth import Admin, Caller, ChannelOrCaller, Principal
 from libs.kit.errors import NotFound
@@ -163,6 +163,9 @@ class OrderOut(BaseModel):
     # Additive (issue 13): the sales channel the order came through.
     channel: str = domain.DEFAULT_CHANNEL
 
+    # Additive (issue 13): the (parts of) lines promised from incoming stock.
+    backordered: list[BackorderedLine] = []
+
     @classmethod
     def from_view(cls, view: OrderView) -> "OrderOut":
         return cls(
@@ -194,6 +197,7 @@ class OrderOut(BaseModel):
             updated_at=view.updated_at,
             shipments=[ShipmentOut.of(sh) for sh in view.shipments],
             channel=view.channel,
+            backordered=list(view.backordered),
         )
 
 

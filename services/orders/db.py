@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Row
 
-from libs.events.common import Money, PricedLine
+from libs.events.common import BackorderedLine, Money, PricedLine
 from libs.events.orders import CreditNote, Invoice
 from libs.kit.db import DbSession
 from libs.kit.inbox import claim_delivery
@@ -353,6 +353,7 @@ class Orders:
             return None
         history = await self._histories([order_id])
         views = [_view(row, history.get(order_id, ()))]
+        views = await _with_backorders(self.session, views)  # issue 13
         return (await _with_returns(self.session, await with_shipments(self.session, views)))[0]
 
     async def newest(
@@ -386,6 +387,7 @@ class Orders:
         rows = list((await self.session.execute(query)).all())
         history = await self._histories([r.id for r in rows])
         views = [_view(r, history.get(r.id, ())) for r in rows]
+        views = await _with_backorders(self.session, views)  # issue 13
         return await _with_returns(self.session, await with_shipments(self.session, views))
 
     async def _histories(self, order_ids: list[str]) -> dict[str, tuple[HistoryEntry, ...]]:
@@ -433,6 +435,8 @@ class Store:
         self.returns = OrderReturns(session)
         self.invoices = Invoices(session)  # invoices and credit notes (issue 12)
         self.channels = Channels(session)  # issue 13
+
+        self.backorders = OrderBackorders(session)  # issue 13
 
 
 def _lines(raw: Iterable[dict[str, Any]]) -> tuple[PricedLine, ...]:
@@ -1349,3 +1353,104 @@ class Channels:
                 "event_time": event_time,
             },
         )
+
+
+# --- backorders (issue 13) ---
+# What inventory promised from incoming stock (StockReserved.backordered), and whether its
+# BackorderFilled came (it may come before the order is confirmed). A backordered order's
+# automatic shipment is written `awaiting_stock`, and turned `pending` by the fill.
+
+order_backorders = Table(
+    "order_backorders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    # [{sku, quantity, expected_at}]
+    Column("lines", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("filled_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+RECORD_BACKORDERS = text(
+    "INSERT INTO order_backorders (order_id, lines) VALUES (:order_id, :lines)"
+    " ON CONFLICT (order_id) DO UPDATE SET lines = excluded.lines, updated_at = now()"
+    " WHERE order_backorders.lines = '[]'::jsonb"
+).bindparams(bindparam("lines", type_=JSONB))
+
+FILL_BACKORDERS = text(
+    "INSERT INTO order_backorders (order_id, filled_at) VALUES (:order_id, now())"
+    " ON CONFLICT (order_id) DO UPDATE SET filled_at = now(), updated_at = now()"
+    " WHERE order_backorders.filled_at IS NULL"
+    " RETURNING order_id"
+)
+
+ADD_HELD_SHIPMENT = text(
+    "INSERT INTO shipments (id, order_id, status, automatic)"
+    " VALUES (:id, :order_id, :status, true)"
+    " ON CONFLICT DO NOTHING RETURNING shipments.id"
+)
+
+
+def _backordered_lines(raw: Iterable[dict[str, Any]]) -> tuple[BackorderedLine, ...]:
+    return tuple(BackorderedLine.model_validate(line) for line in raw)
+
+
+class OrderBackorders:
+    """The order_backorders table, and the shipments a backorder holds."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def record(self, order_id: str, lines: Iterable[BackorderedLine]) -> None:
+        await self.session.execute(
+            RECORD_BACKORDERS,
+            {"order_id": order_id, "lines": [line.model_dump(mode="json") for line in lines]},
+        )
+
+    async def fill(self, order_id: str) -> bool:
+        """Note the fill; False when it was noted before."""
+        return (await self.session.scalar(FILL_BACKORDERS, {"order_id": order_id})) is not None
+
+    async def get(self, order_id: str) -> tuple[tuple[BackorderedLine, ...], bool] | None:
+        """The order's backordered lines and whether they were filled."""
+        row = (
+            await self.session.execute(
+                select(order_backorders).where(order_backorders.c.order_id == order_id)
+            )
+        ).first()
+        if row is None:
+            return None
+        return _backordered_lines(row.lines), row.filled_at is not None
+
+    async def add_held_shipment(self, shipment_id: str, order_id: str) -> bool:
+        added = await self.session.scalar(
+            ADD_HELD_SHIPMENT,
+            {
+                "id": shipment_id,
+                "order_id": order_id,
+                "status": ShipmentStatus.AWAITING_STOCK.value,
+            },
+        )
+        return added is not None
+
+    async def release_held(self, order_id: str) -> bool:
+        """Held shipments of the order become pending (the label worker buys them)."""
+        released = await self.session.execute(
+            update(shipments)
+            .where(_s.order_id == order_id, _s.status == ShipmentStatus.AWAITING_STOCK.value)
+            .values(status=ShipmentStatus.PENDING.value, updated_at=func.now())
+            .returning(_s.id)
+        )
+        return bool(released.all())
+
+
+async def _with_backorders(session: DbSession, views: list[OrderView]) -> list[OrderView]:
+    if not views:
+        return views
+    rows = await session.execute(
+        select(order_backorders.c.order_id, order_backorders.c.lines).where(
+            order_backorders.c.order_id.in_([v.id for v in views])
+        )
+    )
+    lines = {row.order_id: _backordered_lines(row.lines) for row in rows}
+    return [replace(v, backordered=lines[v.id]) if v.id in lines else v for v in views]

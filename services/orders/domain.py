@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, get_args
 
-from libs.events.common import Money, PricedLine
+from libs.events.common import BackorderedLine, Money, PricedLine
 from libs.events.orders import (
     CreditNote,
     Invoice,
@@ -282,6 +282,9 @@ class OrderView:
     documents: "OrderDocuments | None" = None
     channel: str = "web"  # issue 13: the sales channel it came through
 
+    # Issue 13: the (parts of) lines promised from incoming stock.
+    backordered: tuple[BackorderedLine, ...] = ()
+
 
 @dataclass(frozen=True)
 class StoredKey:
@@ -440,6 +443,8 @@ class ShipmentStatus(StrEnum):
     DELIVERED = "delivered"
     RETURNED = "returned"  # the carrier sends it back to us
     EXCEPTION = "exception"  # the carrier reports a failure (lost, damaged, undeliverable)
+    # Issue 13: the order is backordered; its label is bought once BackorderFilled says so.
+    AWAITING_STOCK = "awaiting_stock"
 
 
 # The tracking statuses a carrier's webhook reports (EasyPost's Tracker statuses; the sandbox
@@ -1220,3 +1225,12 @@ def may_read_order(
     if bound is not None:
         return bound == channel
     return is_admin or sub == customer_id
+
+
+# --- backorders (issue 13) ---
+
+
+def holds_shipment(backordered: bool, filled: bool) -> bool:
+    """A confirmed order's shipment waits (awaiting_stock) while part of it is backordered and
+    inventory has not said the incoming stock landed (BackorderFilled may come first)."""
+    return backordered and not filled

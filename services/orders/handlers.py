@@ -8,6 +8,7 @@ from datetime import datetime
 
 from libs.events.catalog import ChannelChanged
 from libs.events.inventory import (
+    BackorderFilled,
     StockReleased,
     StockReservationFailed,
     StockReserved,
@@ -38,6 +39,7 @@ AUTHORIZATION_EXPIRED = "authorization_expired"
 
 
 async def on_stock_reserved(event: StockReserved, ctx: EventContext) -> None:
+    await service.record_backorders(ctx.tx(Store), event.order_id, event.backordered)  # issue 13
     await service.stock_reserved(ctx.tx(Store), event.order_id)
 
 
@@ -115,6 +117,8 @@ def register(
     processor.on(PaymentVoided)(on_payment_voided)
     register_returns(processor, clock)
     register_channels(processor)
+
+    processor.on(BackorderFilled)(on_backorder_filled(wake_labels))  # issue 13
 
 
 # --- the reservation deadline -------------------------------------------------------------------
@@ -216,3 +220,17 @@ async def on_channel_changed(event: ChannelChanged, ctx: EventContext) -> None:
 
 def register_channels(processor: EventProcessor) -> None:
     processor.on(ChannelChanged)(on_channel_changed)
+
+
+# --- backorders (issue 13) ---
+
+
+def on_backorder_filled(
+    wake_labels: Callable[[], None] | None = None,
+) -> EventHandler[BackorderFilled]:
+    async def handle(event: BackorderFilled, ctx: EventContext) -> None:
+        tx = ctx.tx(Store)
+        if await service.backorder_filled(tx, event.order_id) and wake_labels:
+            tx.on_commit(wake_labels)
+
+    return handle

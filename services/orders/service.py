@@ -6,7 +6,7 @@ lines (checked against catalog), read live, check out through place_order, repor
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from libs.events.common import Line, Money, PricedLine
+from libs.events.common import BackorderedLine, Line, Money, PricedLine
 from libs.events.orders import (
     CartAbandoned,
     CreditNote,
@@ -158,6 +158,9 @@ class Store(Protocol):
 
     @property
     def channels(self) -> "ChannelRepository": ...  # issue 13
+
+    @property
+    def backorders(self) -> "BackorderRepository": ...  # issue 13
 
 
 @dataclass(frozen=True)
@@ -610,7 +613,7 @@ async def _move(
     if isinstance(event, OrderConfirmed):
         # Issue 12: the order's shipment to buy, then its invoice. The invoice number is the
         # last write: its counter row is locked from there to the commit, as briefly as can be.
-        await _intend_shipment(tx, order.id)
+        event = await _intend_confirmed_shipment(tx, order.id, event)  # issue 13: may be held
         invoice = await issue_invoice(tx, order.id, invoicing or DEFAULT_INVOICING)
         event = event.model_copy(update={"invoice": invoice})
     await tx.events.emit(event, subject=order.id)
@@ -1558,3 +1561,56 @@ def channel_refusal(refused: domain.ChannelRefused) -> Invalid | Forbidden:
 async def record_channel(tx: Tx[Store], channel: domain.Channel, event_time: datetime) -> None:
     """Catalog's ChannelChanged into the projection; a replayed older event changes nothing."""
     await tx.store.channels.record(channel, event_time)
+
+
+# --- backorders (issue 13) ---
+# StockReserved.backordered is kept with the order; a backordered order is confirmed (and
+# charged) as any, its OrderConfirmed carries the backordered lines, and its automatic shipment
+# is written `awaiting_stock` instead of `pending` until BackorderFilled (from inventory, on the
+# order's partition after its StockReserved; it may come before the confirmation).
+
+
+class BackorderRepository(Protocol):
+    async def record(self, order_id: str, lines: Sequence[BackorderedLine]) -> None: ...
+
+    async def fill(self, order_id: str) -> bool:
+        """Note the fill; False when it was noted before."""
+        ...
+
+    async def get(self, order_id: str) -> tuple[tuple[BackorderedLine, ...], bool] | None: ...
+
+    async def add_held_shipment(self, shipment_id: str, order_id: str) -> bool: ...
+
+    async def release_held(self, order_id: str) -> bool:
+        """Held shipments of the order become pending; whether there was one."""
+        ...
+
+
+async def record_backorders(tx: Tx[Store], order_id: str, lines: Sequence[BackorderedLine]) -> None:
+    """StockReserved with backordered lines: keep them with the order."""
+    if lines:
+        await tx.store.backorders.record(order_id, lines)
+
+
+async def backorder_filled(tx: Tx[Store], order_id: str) -> bool:
+    """BackorderFilled: a confirmed order's held shipment goes to the label worker; before the
+    confirmation it is noted, and the confirmation then asks for the shipment at once. True when
+    a shipment was released (wake the label worker after commit)."""
+    if not await tx.store.backorders.fill(order_id):
+        log.info("order %s: BackorderFilled seen before", order_id)
+        return False
+    return await tx.store.backorders.release_held(order_id)
+
+
+async def _intend_confirmed_shipment(
+    tx: Tx[Store], order_id: str, event: OrderConfirmed
+) -> OrderConfirmed:
+    """The confirmed order's shipment: held (`awaiting_stock`) while it waits for incoming
+    stock; the OrderConfirmed with its backordered lines."""
+    backorders = await tx.store.backorders.get(order_id)
+    lines, filled = backorders if backorders is not None else ((), False)
+    if domain.holds_shipment(bool(lines), filled):
+        await tx.store.backorders.add_held_shipment(str(uuid.uuid4()), order_id)
+    else:
+        await _intend_shipment(tx, order_id)
+    return event.model_copy(update={"backordered": list(lines)}) if lines else event

@@ -26,6 +26,9 @@ async def test_put_creates_then_updates_an_item(inventory: Inventory) -> None:
         "reserved": 0,
         "available": 8,
         "reorder_point": 2,
+        # Issue 13: nothing on order, no backorders.
+        "on_order": 0,
+        "backorders": {"allowed": False, "expected_at": None, "waiting": 0},
     }
 
 

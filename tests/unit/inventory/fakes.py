@@ -15,13 +15,22 @@ from libs.events.envelope import CloudEvent
 from libs.events.orders import OrderPlaced
 from libs.kit.uow import Clock, EventSink
 from services.inventory.domain import (
+    Backorder,
+    BackorderPolicy,
+    BackorderStatus,
     Lines,
     Movement,
+    POLine,
+    PurchaseOrder,
+    PurchaseOrderStatus,
+    Receipt,
     Reservation,
     ReservationStatus,
     StockDelta,
     StockItem,
     StockLevel,
+    Supplier,
+    SupplierItem,
 )
 from services.inventory.service import ExpiryTx
 from tests.support.fakes import FakeTx, MutableClock, RecordingEvents
@@ -191,6 +200,7 @@ class FakeStore:
         self.items = FakeStockItems(self.clock, self.movements)
         self.reservations = FakeReservations(self.clock)
         self.returns = FakeStockReturns()
+        self.purchasing = FakePurchasing(self.clock, self.reservations)  # issue 13
 
 
 @dataclass
@@ -285,3 +295,246 @@ def order_placed(order_id: str, lines: list[tuple[str, int]], deadline: datetime
 
 START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 TTL = timedelta(minutes=15)
+
+
+# --- purchasing (issue 13) ---
+
+
+@dataclass
+class FakePurchasing:
+    """Suppliers, purchase orders, receipts, supply and backorders in memory, with the database's
+    guarantees the use cases rely on: one supplier item per sku, one open automatic draft per
+    sku, one receipt per (purchase order, key), supply counters never below zero."""
+
+    clock: Clock
+    reservations: FakeReservations
+    suppliers_by_id: dict[str, Supplier] = field(default_factory=dict)
+    pos: dict[str, PurchaseOrder] = field(default_factory=dict)
+    auto_skus: dict[str, str] = field(default_factory=dict)  # reorder sku -> po id
+    receipts: dict[tuple[str, str], tuple[Receipt, str]] = field(default_factory=dict)
+    policies: dict[str, BackorderPolicy] = field(default_factory=dict)
+    backorders: list[Backorder] = field(default_factory=list)
+
+    async def put_supplier(
+        self,
+        supplier_id: str,
+        name: str,
+        email: str | None,
+        lead_time_days: int,
+        location: str,
+        items: Sequence[SupplierItem],
+    ) -> bool:
+        created = supplier_id not in self.suppliers_by_id
+        skus = {i.sku for i in items}
+        for other in list(self.suppliers_by_id.values()):  # the latest PUT takes the skus
+            if other.id != supplier_id:
+                kept = tuple(i for i in other.items if i.sku not in skus)
+                self.suppliers_by_id[other.id] = replace(other, items=kept)
+        now = self.clock()
+        before = self.suppliers_by_id.get(supplier_id)
+        self.suppliers_by_id[supplier_id] = Supplier(
+            supplier_id,
+            name,
+            email,
+            lead_time_days,
+            location,
+            tuple(items),
+            before.created_at if before else now,
+            now,
+        )
+        return created
+
+    async def get_supplier(self, supplier_id: str) -> Supplier | None:
+        return self.suppliers_by_id.get(supplier_id)
+
+    async def suppliers(
+        self, *, ids: Sequence[str] | None = None, after: str | None = None, limit: int = 50
+    ) -> list[Supplier]:
+        found = sorted(self.suppliers_by_id.values(), key=lambda s: s.id)
+        return [
+            s for s in found if (ids is None or s.id in ids) and (after is None or s.id > after)
+        ][:limit]
+
+    async def supplier_of(self, sku: str) -> Supplier | None:
+        for supplier in self.suppliers_by_id.values():
+            if any(i.sku == sku for i in supplier.items):
+                return supplier
+        return None
+
+    async def has_open_po(self, sku: str) -> bool:
+        return any(
+            po.status.is_open and any(ln.sku == sku for ln in po.lines) for po in self.pos.values()
+        )
+
+    async def add_po(
+        self,
+        po_id: str,
+        supplier_id: str,
+        location: str,
+        lines: Sequence[POLine],
+        expected_at: datetime | None,
+        reason: str,
+        reorder_sku: str | None,
+    ) -> PurchaseOrder | None:
+        if reorder_sku is not None:
+            holder = self.auto_skus.get(reorder_sku)
+            if holder is not None and self.pos[holder].status.is_open:
+                return None
+            self.auto_skus[reorder_sku] = po_id
+        now = self.clock()
+        po = PurchaseOrder(
+            po_id,
+            supplier_id,
+            location,
+            PurchaseOrderStatus.DRAFT,
+            tuple(lines),
+            expected_at,
+            reason,
+            now,
+            None,
+            now,
+        )
+        self.pos[po_id] = po
+        return po
+
+    async def get_po(self, po_id: str) -> PurchaseOrder | None:
+        return self.pos.get(po_id)
+
+    async def lock_po(self, po_id: str) -> PurchaseOrder | None:
+        return self.pos.get(po_id)
+
+    async def save_po(
+        self, po_id: str, status: PurchaseOrderStatus, lines: Sequence[POLine], *, sent: bool
+    ) -> PurchaseOrder:
+        now = self.clock()
+        po = self.pos[po_id]
+        self.pos[po_id] = replace(
+            po,
+            status=status,
+            lines=tuple(lines),
+            updated_at=now,
+            sent_at=now if sent else po.sent_at,
+        )
+        return self.pos[po_id]
+
+    async def purchase_orders(
+        self,
+        *,
+        status: str | None,
+        sku: str | None,
+        supplier_id: str | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[PurchaseOrder]:
+        found = [
+            po
+            for po in self.pos.values()
+            if (status is None or po.status == status)
+            and (sku is None or any(ln.sku == sku for ln in po.lines))
+            and (supplier_id is None or po.supplier_id == supplier_id)
+            and (before is None or (po.created_at, po.id) < before)
+        ]
+        return sorted(found, key=lambda po: (po.created_at, po.id), reverse=True)[:limit]
+
+    async def earliest_expected(self, sku: str) -> datetime | None:
+        dates = [
+            po.expected_at
+            for po in self.pos.values()
+            if po.status.counts_on_order
+            and po.expected_at is not None
+            and any(ln.sku == sku for ln in po.lines)
+        ]
+        return min(dates, default=None)
+
+    async def receipt_by_key(self, po_id: str, key: str) -> tuple[Receipt, str] | None:
+        return self.receipts.get((po_id, key))
+
+    async def add_receipt(
+        self,
+        receipt_id: str,
+        po_id: str,
+        key: str,
+        request_hash: str,
+        location: str,
+        lines: Lines,
+    ) -> datetime | None:
+        if (po_id, key) in self.receipts:
+            return None
+        at = self.clock()
+        self.receipts[(po_id, key)] = (
+            Receipt(receipt_id, po_id, location, tuple(lines), at),
+            request_hash,
+        )
+        return at
+
+    async def add_supply(self, deltas: Sequence[tuple[str, int, int]]) -> None:
+        for sku, on_order, waiting in deltas:
+            policy = self.policies.get(sku, BackorderPolicy())
+            after = replace(
+                policy, on_order=policy.on_order + on_order, waiting=policy.waiting + waiting
+            )
+            if after.on_order < 0 or after.waiting < 0:
+                raise CheckViolation(f"{sku}: on_order {after.on_order}, waiting {after.waiting}")
+            self.policies[sku] = after
+
+    async def supply(self, skus: Sequence[str]) -> dict[str, BackorderPolicy]:
+        return {sku: self.policies[sku] for sku in skus if sku in self.policies}
+
+    async def set_backorder_policy(
+        self, sku: str, allowed: bool, expected_at: datetime | None
+    ) -> None:
+        policy = self.policies.get(sku, BackorderPolicy())
+        self.policies[sku] = replace(policy, allowed=allowed, expected_at=expected_at)
+
+    async def add_backorders(
+        self, order_id: str, lines: Sequence[tuple[str, int, datetime | None]]
+    ) -> None:
+        for sku, quantity, expected in lines:
+            self.backorders.append(
+                Backorder(
+                    len(self.backorders) + 1,
+                    order_id,
+                    sku,
+                    quantity,
+                    expected,
+                    BackorderStatus.WAITING,
+                    self.clock(),
+                )
+            )
+
+    async def waiting_order_ids(self, skus: Sequence[str]) -> list[str]:
+        return sorted(
+            {
+                b.order_id
+                for b in self.backorders
+                if b.sku in skus and b.status is BackorderStatus.WAITING
+            }
+        )
+
+    async def lock_waiting(self, sku: str) -> list[Backorder]:
+        return [b for b in self.backorders if b.sku == sku and b.status is BackorderStatus.WAITING]
+
+    async def set_backorder_status(self, ids: Sequence[int], status: BackorderStatus) -> None:
+        self.backorders = [replace(b, status=status) if b.id in ids else b for b in self.backorders]
+
+    async def backorders_of(self, order_id: str) -> list[Backorder]:
+        return [b for b in self.backorders if b.order_id == order_id]
+
+    async def cancel_waiting(self, order_id: str) -> list[Backorder]:
+        cancelled = [
+            b
+            for b in self.backorders
+            if b.order_id == order_id and b.status is BackorderStatus.WAITING
+        ]
+        await self.set_backorder_status([b.id for b in cancelled], BackorderStatus.CANCELLED)
+        return cancelled
+
+    async def lock_reservations(self, order_ids: Sequence[str]) -> dict[str, Reservation]:
+        return {
+            o: self.reservations.rows[o] for o in sorted(order_ids) if o in self.reservations.rows
+        }
+
+    async def set_reservation_lines(self, order_id: str, lines: Lines) -> None:
+        self.reservations.rows[order_id] = replace(
+            self.reservations.rows[order_id], lines=tuple(lines)
+        )

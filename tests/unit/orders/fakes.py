@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from libs.events.common import Money
+from libs.events.common import BackorderedLine, Money
 from libs.events.envelope import CloudEvent, new_event
 from libs.events.orders import CreditNote, Invoice
 from libs.kit.auth import Principal
@@ -268,6 +268,8 @@ class FakeStore:
         self.orders.returns = self.returns
         self.invoices = FakeInvoices(self.orders, self.clock)
         self.channels = FakeChannels()  # issue 13
+
+        self.backorders = FakeBackorders(self.shipments)  # issue 13
 
 
 @dataclass
@@ -920,3 +922,43 @@ class FakeChannels:
         found = self.rows.get(channel.code)
         if found is None or found[1] <= event_time:
             self.rows[channel.code] = (channel, event_time)
+
+
+# --- backorders (issue 13) ---
+
+
+@dataclass
+class FakeBackorders:
+    """order_backorders in a dict, and the shipments a backorder holds (in FakeShipments)."""
+
+    shipments: "FakeShipments"
+    rows: dict[str, tuple[tuple[BackorderedLine, ...], bool]] = field(default_factory=dict)
+
+    async def record(self, order_id: str, lines: Sequence[BackorderedLine]) -> None:
+        before = self.rows.get(order_id)
+        if before is None or not before[0]:
+            self.rows[order_id] = (tuple(lines), before[1] if before else False)
+
+    async def fill(self, order_id: str) -> bool:
+        lines, filled = self.rows.get(order_id, ((), False))
+        self.rows[order_id] = (lines, True)
+        return not filled
+
+    async def get(self, order_id: str) -> tuple[tuple[BackorderedLine, ...], bool] | None:
+        return self.rows.get(order_id)
+
+    async def add_held_shipment(self, shipment_id: str, order_id: str) -> bool:
+        if not await self.shipments.add_intent(shipment_id, order_id, automatic=True):
+            return False
+        self.shipments.rows[shipment_id].status = ShipmentStatus.AWAITING_STOCK
+        return True
+
+    async def release_held(self, order_id: str) -> bool:
+        held = [
+            r
+            for r in self.shipments.rows.values()
+            if r.order_id == order_id and r.status is ShipmentStatus.AWAITING_STOCK
+        ]
+        for r in held:
+            r.status = ShipmentStatus.PENDING
+        return bool(held)

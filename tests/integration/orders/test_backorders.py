@@ -1,0 +1,83 @@
+"""Backordered orders on the real PostgreSQL and Kafka (issue 13): confirmed with `backordered`,
+their shipment held (`awaiting_stock`) until BackorderFilled, which may also come before the
+confirmation; then the label is bought as for any order."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from libs.events import topics
+from libs.events.common import BackorderedLine, Line
+from libs.events.inventory import BackorderFilled, StockReserved
+from tests.integration.orders.conftest import Priced
+from tests.integration.orders.test_orders import (
+    customer,
+    fact,
+    payment_captured,
+    placed,
+    reaches,
+    read,
+)
+from tests.support.eventually import eventually
+
+EXPECTED = datetime(2031, 1, 8, tzinfo=UTC)
+
+
+async def backordered(order: dict[str, Any]) -> None:
+    """Inventory reserved the order with one mug promised from incoming stock."""
+    lines = [Line(sku=ln["sku"], quantity=ln["quantity"]) for ln in order["lines"]]
+    mug = lines[0].sku
+    data = StockReserved(
+        order_id=order["id"],
+        lines=lines,
+        expires_at=datetime.now(UTC) + timedelta(minutes=30),
+        backordered=[BackorderedLine(sku=mug, quantity=1, expected_at=EXPECTED)],
+    )
+    await fact("inventory", topics.INVENTORY, data, order["id"])
+
+
+async def filled(order: dict[str, Any]) -> None:
+    mug = order["lines"][0]["sku"]
+    data = BackorderFilled(order_id=order["id"], lines=[Line(sku=mug, quantity=1)])
+    await fact("inventory", topics.INVENTORY, data, order["id"])
+
+
+async def shipment_is(client: httpx.AsyncClient, order_id: str, status: str) -> dict[str, Any]:
+    async def probe() -> dict[str, Any]:
+        [shipment] = (await read(client, order_id))["shipments"]
+        assert shipment["status"] == status, shipment
+        return dict(shipment)
+
+    return await eventually(probe, timeout=30, what=f"shipment of {order_id} {status}")
+
+
+async def test_the_shipment_waits_for_the_fill_after_the_confirmation(
+    client: httpx.AsyncClient, pricing: Priced
+) -> None:
+    order = await placed(client, pricing, customer())
+    await backordered(order)
+    await payment_captured(order)
+
+    confirmed = await reaches(client, order["id"], "confirmed")
+    assert confirmed["backordered"] == [
+        {"sku": order["lines"][0]["sku"], "quantity": 1, "expected_at": "2031-01-08T00:00:00Z"}
+    ]
+    await shipment_is(client, order["id"], "awaiting_stock")
+
+    await filled(order)
+
+    shipment = await shipment_is(client, order["id"], "label_created")
+    assert shipment["tracking_number"]
+
+
+async def test_a_fill_before_the_confirmation_ships_at_once(
+    client: httpx.AsyncClient, pricing: Priced
+) -> None:
+    order = await placed(client, pricing, customer())
+    await backordered(order)
+    await filled(order)
+    await payment_captured(order)
+
+    await reaches(client, order["id"], "confirmed")
+    await shipment_is(client, order["id"], "label_created")

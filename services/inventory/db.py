@@ -147,7 +147,8 @@ CREATE_STOCK_ITEM = text(
 # upserted by (sku, location) deltas (a move may land where the sku had no row yet), the per-sku
 # sums go to stock_items (the lock row), the order's channel caps count the capped units, the
 # reservation records its allocations when `book_for` names it, and each location row's audit
-# holds its deltas and that location's counts after the move. Every part of a data-modifying WITH
+# holds its deltas and that location's counts after the move (a missing row is inserted, not
+# upserted: CHECKs apply to the proposed row of ON CONFLICT too). Every part of a data-modifying WITH
 # sees the same snapshot, so the counts after come from the RETURNING rows, never from the table;
 # WITH ORDINALITY ... ORDER BY gives the audit rows their ids in the order of the deltas, and the
 # items come back in the order of the sku deltas. (sku, location) pairs are unique per call.
@@ -157,14 +158,22 @@ MOVE_AND_RECORD_STOCK = (
         "SELECT * FROM unnest(CAST(:l_skus AS text[]), CAST(:l_locations AS text[]),"
         " CAST(:l_on_hand AS bigint[]), CAST(:l_reserved AS bigint[]))"
         " WITH ORDINALITY AS d (sku, location, d_on_hand, d_reserved, ordinal)"
-        "), shelf AS ("
-        "INSERT INTO location_stock (sku, location, on_hand, reserved)"
-        " SELECT d.sku, d.location, d.d_on_hand, d.d_reserved FROM d ORDER BY d.ordinal"
-        " ON CONFLICT (sku, location) DO UPDATE"
-        " SET on_hand = location_stock.on_hand + EXCLUDED.on_hand,"
-        " reserved = location_stock.reserved + EXCLUDED.reserved, updated_at = now()"
+        "), updated AS ("
+        "UPDATE location_stock"
+        " SET on_hand = location_stock.on_hand + d.d_on_hand,"
+        " reserved = location_stock.reserved + d.d_reserved, updated_at = now()"
+        " FROM d WHERE location_stock.sku = d.sku AND location_stock.location = d.location"
         " RETURNING location_stock.sku, location_stock.location, location_stock.on_hand,"
         " location_stock.reserved"
+        "), inserted AS ("
+        "INSERT INTO location_stock (sku, location, on_hand, reserved)"
+        " SELECT d.sku, d.location, d.d_on_hand, d.d_reserved FROM d"
+        " WHERE NOT EXISTS (SELECT 1 FROM location_stock ls"
+        " WHERE ls.sku = d.sku AND ls.location = d.location)"
+        " ORDER BY d.ordinal"
+        " RETURNING location_stock.sku, location_stock.location, location_stock.on_hand,"
+        " location_stock.reserved"
+        "), shelf AS (SELECT * FROM updated UNION ALL SELECT * FROM inserted"
         "), moved AS ("
         "UPDATE stock_items"
         " SET on_hand = stock_items.on_hand + deltas.d_on_hand,"

@@ -459,7 +459,7 @@ class LocationDelta:
 
 def ranked(shelves: Sequence[Shelf], policy: AllocationPolicy, region: str | None) -> list[Shelf]:
     """The order a sku's locations are allocated from."""
-    if policy.strategy is Strategy.REGION:
+    if policy.strategy == Strategy.REGION:
         return sorted(
             shelves,
             key=lambda s: (region is None or region not in s.regions, s.priority, s.location),

@@ -31,7 +31,7 @@ async def test_an_order_is_served_from_the_second_location_when_the_first_is_emp
 
     async def catalog_sees_stock() -> bool:
         product = await gateway.get(f"/catalog/products/{sku}")
-        return product.status_code == 200 and product.json().get("available") == 3
+        return product.status_code == 200 and product.json()["availability"]["available"] == 3
 
     await eventually(catalog_sees_stock, what=f"catalog sees {sku} in stock")
 

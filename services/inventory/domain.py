@@ -61,6 +61,9 @@ class StockItem:
     sku: str
     level: StockLevel
     updated_at: datetime
+    # Issue 13: the sku at each location, and its capped sales channels (empty: not loaded).
+    locations: tuple["Shelf", ...] = ()
+    channels: tuple["ChannelCap", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,10 @@ class Reservation:
     correlation_id: str | None
     created_at: datetime
     updated_at: datetime
+    # Issue 13: where the units were taken from (empty before locations: the default one), and
+    # the order's sales channel.
+    allocations: tuple["Allocation", ...] = ()
+    channel: str | None = None
 
 
 def next_step(status: ReservationStatus, reason: str | None, outcome: OrderOutcome) -> Step | None:
@@ -264,6 +271,8 @@ class Movement:
     delta_reserved: int
     on_hand: int
     reserved: int
+    # Issue 13: where it happened (the counts are then that location's).
+    location: str = "main"
 
     @classmethod
     def of(cls, after: StockLevel, sku: str, delta_on_hand: int, delta_reserved: int) -> "Movement":
@@ -485,19 +494,20 @@ class BackorderSplit:
 
 
 def split_backorders(
-    lines: Lines, levels: Mapping[str, StockLevel], policies: Mapping[str, BackorderPolicy]
+    lines: Lines, available: Mapping[str, int], policies: Mapping[str, BackorderPolicy]
 ) -> BackorderSplit | None:
     """When a plain reservation is refused: reserve what the shelf has of each line and
     backorder the rest, if every short line's sku allows backorders and its incoming stock not
     yet promised covers the rest; None when any line cannot be served either way (the order
-    fails as before). An unknown sku is never backordered."""
+    fails as before). `available`: what the strategy (and the order's channel cap) can take
+    now per sku; an unknown sku (absent) is never backordered."""
     reserve: list[tuple[str, int]] = []
     backorder: list[tuple[str, int]] = []
     for sku, quantity in lines:
-        level = levels.get(sku)
-        if level is None or quantity > MAX_QUANTITY:
+        sellable = available.get(sku)
+        if sellable is None or quantity > MAX_QUANTITY:
             return None
-        take = min(max(level.available, 0), quantity)
+        take = min(max(sellable, 0), quantity)
         rest = quantity - take
         if rest > policies.get(sku, BackorderPolicy()).promisable:
             return None
@@ -551,3 +561,358 @@ class Receipt:
     location: str
     lines: tuple[tuple[str, int], ...]
     at: datetime
+
+
+# --- locations, allocation, transfers, channel caps (issue 13) ---
+# Stock lives at locations (warehouses, stores); `stock_items` stays the per-sku sum and lock row.
+# A reservation takes each line from one or more locations by the configured strategy, and a
+# capped sales channel may hold at most `cap` units of a sku in live and committed reservations.
+DEFAULT_LOCATION = "main"
+LOCATION_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+CHANNEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+LOCATION_KINDS = ("warehouse", "store")
+DEFAULT_LOCATION_PRIORITY = 100
+TRANSFER_OUT = "transfer_out"
+TRANSFER_IN = "transfer_in"
+CAP_CHANGED = "channel_cap"
+LOCATION_CHANGED = "location"
+
+
+class Strategy(StrEnum):
+    PRIORITY = "priority"  # by priority, then code
+    REGION = "region"  # locations serving the order's region first (by priority), then the rest
+
+
+@dataclass(frozen=True)
+class AllocationPolicy:
+    strategy: Strategy = Strategy.PRIORITY
+    split: bool = True  # a line may come from several locations
+    # Where v1 writes (PUT item, adjustments), returns and pre-location reservations act.
+    default_location: str = DEFAULT_LOCATION
+
+
+@dataclass(frozen=True)
+class Location:
+    code: str
+    name: str
+    kind: str
+    priority: int
+    regions: tuple[str, ...]
+    active: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class Shelf:
+    """One sku at one location, with what allocation needs to know of the location."""
+
+    location: str
+    on_hand: int
+    reserved: int
+    safety_stock: int = 0
+    priority: int = 0
+    regions: tuple[str, ...] = ()
+    active: bool = True
+
+    @property
+    def allocatable(self) -> int:
+        """What orders may still take here: never the safety stock, nothing if inactive."""
+        if not self.active:
+            return 0
+        return max(0, self.on_hand - self.reserved - self.safety_stock)
+
+
+@dataclass(frozen=True)
+class ChannelCap:
+    """A capped channel's hold on one sku: at most `cap` units live or committed (`used`)."""
+
+    channel: str
+    cap: int
+    used: int
+
+    @property
+    def room(self) -> int:
+        return max(0, self.cap - self.used)
+
+
+@dataclass(frozen=True)
+class ChannelView:
+    channel: str
+    cap: int
+    used: int
+    available: int
+
+
+@dataclass(frozen=True)
+class Availability:
+    """What a sku can sell now: the pool (`available`) and each capped channel's share."""
+
+    available: int
+    channels: tuple[ChannelView, ...] = ()
+
+
+def pool_available(shelves: Sequence[Shelf], split: bool) -> int:
+    """What the strategy can actually allocate of a sku: the sum over locations when a line may
+    be split, the largest single location when not."""
+    allocatable = [s.allocatable for s in shelves]
+    if not allocatable:
+        return 0
+    return sum(allocatable) if split else max(allocatable)
+
+
+def availability(shelves: Sequence[Shelf], caps: Sequence[ChannelCap], split: bool) -> Availability:
+    pool = pool_available(shelves, split)
+    return Availability(
+        pool,
+        tuple(
+            ChannelView(c.channel, c.cap, c.used, min(c.room, pool))
+            for c in sorted(caps, key=lambda c: c.channel)
+        ),
+    )
+
+
+def item_availability(item: StockItem, split: bool) -> Availability:
+    """An item's availability; an item loaded without its locations (v1 shape) is all at one."""
+    if not item.locations:
+        return Availability(max(0, item.level.available), ())
+    return availability(item.locations, item.channels, split)
+
+
+def announces(before: Availability | None, after: Availability) -> bool:
+    """StockLevelChanged when the pool or any capped channel's available moved (or a new sku)."""
+    if before is None:
+        return True
+    return (before.available, [(c.channel, c.available) for c in before.channels]) != (
+        after.available,
+        [(c.channel, c.available) for c in after.channels],
+    )
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """Units of one sku taken from one location; `capped`: counted against the order's channel
+    cap (so a release gives them back to it)."""
+
+    sku: str
+    location: str
+    quantity: int
+    capped: bool = False
+
+
+@dataclass(frozen=True)
+class LocationDelta:
+    sku: str
+    location: str
+    on_hand: int
+    reserved: int
+
+
+def ranked(shelves: Sequence[Shelf], policy: AllocationPolicy, region: str | None) -> list[Shelf]:
+    """The order a sku's locations are allocated from."""
+    if policy.strategy == Strategy.REGION:
+        return sorted(
+            shelves,
+            key=lambda s: (region is None or region not in s.regions, s.priority, s.location),
+        )
+    return sorted(shelves, key=lambda s: (s.priority, s.location))
+
+
+def allocate(
+    lines: Lines,
+    shelves: Mapping[str, Sequence[Shelf]],
+    policy: AllocationPolicy,
+    region: str | None,
+    room: Mapping[str, int] | None = None,
+) -> list[Allocation] | Refused:
+    """All or nothing: every line's allocations (in line order, then location order), or the
+    refusal naming every line that cannot be served. `room` is what a capped channel may still
+    take of each capped sku (a sku not in it is uncapped). Without split a line comes from one
+    location, and one location serves the whole order when one can."""
+    room = room or {}
+    short: list[ShortLine] = []
+    for sku, quantity in lines:
+        pool = pool_available(shelves.get(sku, ()), policy.split)
+        sellable = min(pool, room[sku]) if sku in room else pool
+        if sku not in shelves or quantity > MAX_QUANTITY or quantity > sellable:
+            short.append(ShortLine(sku, quantity, max(sellable, 0)))
+    if short:
+        return Refused(short[0].sku, short)
+    if not policy.split:
+        whole = _one_location_for_all(lines, shelves, policy, region)
+        if whole is not None:
+            return [Allocation(sku, whole, q, sku in room) for sku, q in lines]
+    allocations: list[Allocation] = []
+    for sku, quantity in lines:
+        order = ranked(shelves[sku], policy, region)
+        if not policy.split:
+            shelf = next(s for s in order if s.allocatable >= quantity)
+            allocations.append(Allocation(sku, shelf.location, quantity, sku in room))
+            continue
+        left = quantity
+        for shelf in order:
+            take = min(left, shelf.allocatable)
+            if take > 0:
+                allocations.append(Allocation(sku, shelf.location, take, sku in room))
+                left -= take
+            if left == 0:
+                break
+    return allocations
+
+
+def _one_location_for_all(
+    lines: Lines,
+    shelves: Mapping[str, Sequence[Shelf]],
+    policy: AllocationPolicy,
+    region: str | None,
+) -> str | None:
+    """The best-ranked location (by the first line's ranking) that can serve every line."""
+    if not lines:
+        return None
+    for first in ranked(shelves[lines[0][0]], policy, region):
+        at = first.location
+        if all(
+            any(s.location == at and s.allocatable >= q for s in shelves[sku]) for sku, q in lines
+        ):
+            return at
+    return None
+
+
+def default_allocations(lines: Lines, location: str = DEFAULT_LOCATION) -> list[Allocation]:
+    """A reservation from before locations: every line at the default location, uncapped."""
+    return [Allocation(sku, location, q) for sku, q in lines]
+
+
+def location_deltas(allocations: Sequence[Allocation], move: StockMove) -> list[LocationDelta]:
+    return [LocationDelta(a.sku, a.location, *move.deltas(a.quantity)) for a in allocations]
+
+
+_USED_SIGN = {
+    StockMove.RESERVE: 1,
+    StockMove.RETAKE: 1,
+    StockMove.COMMIT: 0,
+    StockMove.UNRESERVE: -1,
+    StockMove.RESTOCK: -1,
+}
+
+
+def used_deltas(allocations: Sequence[Allocation], move: StockMove) -> list[tuple[str, int]]:
+    """What a move does to the channel's `used` per capped sku: a reservation (or a retake) takes
+    units, a commit keeps them counted, a release or restock gives them back."""
+    sign = _USED_SIGN[move]
+    used: dict[str, int] = {}
+    for a in allocations:
+        if a.capped and sign:
+            used[a.sku] = used.get(a.sku, 0) + sign * a.quantity
+    return sorted(used.items())
+
+
+def sku_deltas(deltas: Sequence[LocationDelta]) -> list[StockDelta]:
+    """The per-sku sums of location deltas, in first-appearance order."""
+    sums: dict[str, tuple[int, int]] = {}
+    for d in deltas:
+        on_hand, reserved = sums.get(d.sku, (0, 0))
+        sums[d.sku] = (on_hand + d.on_hand, reserved + d.reserved)
+    return [StockDelta(sku, on_hand, reserved) for sku, (on_hand, reserved) in sums.items()]
+
+
+def fits(shelves: Mapping[str, Sequence[Shelf]], deltas: Sequence[LocationDelta]) -> bool:
+    """Whether every delta lands on an existing location row and keeps 0 <= reserved <= on_hand
+    there (a commit, release or restock of recorded allocations only needs that)."""
+    after = apply_deltas(shelves, deltas)
+    for d in deltas:
+        shelf = next((s for s in after.get(d.sku, ()) if s.location == d.location), None)
+        if (
+            shelf is None
+            or shelf.on_hand < 0
+            or shelf.reserved < 0
+            or shelf.reserved > shelf.on_hand
+        ):
+            return False
+    return True
+
+
+def apply_deltas(
+    shelves: Mapping[str, Sequence[Shelf]], deltas: Sequence[LocationDelta]
+) -> dict[str, tuple[Shelf, ...]]:
+    """The shelves after the deltas (a delta at a location without a row adds one)."""
+    after = {sku: list(rows) for sku, rows in shelves.items()}
+    for d in deltas:
+        rows = after.setdefault(d.sku, [])
+        at = next((i for i, s in enumerate(rows) if s.location == d.location), None)
+        if at is None:
+            rows.append(Shelf(d.location, d.on_hand, d.reserved))
+        else:
+            s = rows[at]
+            rows[at] = replace(s, on_hand=s.on_hand + d.on_hand, reserved=s.reserved + d.reserved)
+    return {sku: tuple(rows) for sku, rows in after.items()}
+
+
+def apply_used(
+    caps: Sequence[ChannelCap], channel: str, used: Mapping[str, int], sku: str
+) -> tuple[ChannelCap, ...]:
+    return tuple(
+        replace(c, used=max(0, c.used + used.get(sku, 0))) if c.channel == channel else c
+        for c in caps
+    )
+
+
+def shelf_at(shelves: Sequence[Shelf], location: str) -> Shelf | None:
+    return next((s for s in shelves if s.location == location), None)
+
+
+def set_shelf(shelf: Shelf | None, on_hand: int, safety_stock: int | None) -> Shelf:
+    """An absolute count at one location; it may not drop below what is reserved there."""
+    reserved = 0 if shelf is None else shelf.reserved
+    if on_hand < 0:
+        raise StockRuleViolation("on_hand cannot be negative")
+    if on_hand < reserved:
+        raise StockRuleViolation(
+            f"on_hand {on_hand} is below the {reserved} unit(s) reserved for orders here"
+        )
+    keep = 0 if shelf is None else shelf.safety_stock
+    return Shelf(
+        location="" if shelf is None else shelf.location,
+        on_hand=on_hand,
+        reserved=reserved,
+        safety_stock=keep if safety_stock is None else safety_stock,
+    )
+
+
+def adjust_shelf(shelf: Shelf | None, delta: int) -> int:
+    """A v1 adjustment at one location: the new on_hand; never takes reserved units."""
+    on_hand = 0 if shelf is None else shelf.on_hand
+    reserved = 0 if shelf is None else shelf.reserved
+    if on_hand - reserved + delta < 0:
+        raise StockRuleViolation(
+            f"delta {delta} would leave available at {on_hand - reserved + delta} "
+            f"(on_hand {on_hand}, reserved {reserved})"
+        )
+    return on_hand + delta
+
+
+def plan_transfer(
+    source: Shelf | None, target: str, quantity: int, sku: str
+) -> list[LocationDelta]:
+    """Only allocatable units move (never reserved units or the safety stock)."""
+    if source is None or source.location == target:
+        raise StockRuleViolation("a transfer needs two different locations")
+    if quantity > source.allocatable:
+        raise StockRuleViolation(
+            f"only {source.allocatable} unit(s) of {sku} can move from {source.location}"
+        )
+    return [
+        LocationDelta(sku, source.location, -quantity, 0),
+        LocationDelta(sku, target, quantity, 0),
+    ]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    id: str
+    sku: str
+    from_location: str
+    to_location: str
+    quantity: int
+    reason: str | None
+    at: datetime | None = None

@@ -1,6 +1,6 @@
 """Inbound triggers: order events from Kafka, and the clock that expires forgotten reservations."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -12,7 +12,7 @@ from libs.events.orders import (
     OrderRejected,
     ReturnReceived,
 )
-from libs.kit.db import Database
+from libs.kit.db import Database, DbSession
 from libs.kit.inbox import EventContext, EventProcessor
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.transactions import SessionTx
@@ -20,6 +20,7 @@ from libs.kit.uow import EventSink
 from libs.kit.worker import Worker
 from services.inventory import service
 from services.inventory.db import Store
+from services.inventory.domain import AllocationPolicy
 from services.inventory.service import ExpiryTx, OpenExpiryTx
 from services.inventory.settings import InventorySettings
 
@@ -28,7 +29,7 @@ async def on_order_placed(
     order: OrderPlaced, ctx: EventContext, settings: InventorySettings
 ) -> None:
     await service.reserve_for_order(
-        ctx.tx(Store),
+        ctx.tx(store_of(settings)),
         order,
         correlation_id=ctx.event.correlationid,
         clock=settings.now,
@@ -36,31 +37,39 @@ async def on_order_placed(
     )
 
 
-async def on_order_confirmed(event: OrderConfirmed, ctx: EventContext) -> None:
-    await service.commit_order(ctx.tx(Store), event.order_id)
+async def on_order_confirmed(
+    event: OrderConfirmed, ctx: EventContext, settings: InventorySettings
+) -> None:
+    await service.commit_order(ctx.tx(store_of(settings)), event.order_id)
 
 
-async def on_order_rejected(event: OrderRejected, ctx: EventContext) -> None:
-    await service.release_order(ctx.tx(Store), event.order_id, event.reason)
+async def on_order_rejected(
+    event: OrderRejected, ctx: EventContext, settings: InventorySettings
+) -> None:
+    await service.release_order(ctx.tx(store_of(settings)), event.order_id, event.reason)
 
 
 async def on_order_cancellation_requested(
-    event: OrderCancellationRequested, ctx: EventContext
+    event: OrderCancellationRequested, ctx: EventContext, settings: InventorySettings
 ) -> None:
-    await service.cancel_order(ctx.tx(Store), event.order_id)
+    await service.cancel_order(ctx.tx(store_of(settings)), event.order_id)
 
 
-async def on_return_received(event: ReturnReceived, ctx: EventContext) -> None:
+async def on_return_received(
+    event: ReturnReceived, ctx: EventContext, settings: InventorySettings
+) -> None:
     """Issue 12: a received return's units come back (restocked or written off)."""
-    await service.take_back_return(ctx.tx(Store), event)
+    await service.take_back_return(ctx.tx(store_of(settings)), event)
 
 
 def register(processor: EventProcessor, settings: InventorySettings) -> None:
     processor.on(OrderPlaced)(partial(on_order_placed, settings=settings))
-    processor.on(OrderConfirmed)(on_order_confirmed)
-    processor.on(OrderRejected)(on_order_rejected)
-    processor.on(OrderCancellationRequested)(on_order_cancellation_requested)
-    processor.on(ReturnReceived)(on_return_received)  # issue 12
+    processor.on(OrderConfirmed)(partial(on_order_confirmed, settings=settings))
+    processor.on(OrderRejected)(partial(on_order_rejected, settings=settings))
+    processor.on(OrderCancellationRequested)(
+        partial(on_order_cancellation_requested, settings=settings)
+    )
+    processor.on(ReturnReceived)(partial(on_return_received, settings=settings))  # issue 12
 
 
 @dataclass
@@ -74,7 +83,9 @@ class _ExpirySessionTx(SessionTx[Store]):
         return Emitter(self.session, self.service, correlation_id, buffer=self.buffer)
 
 
-def expiry_transactions(db: Database, service_name: str) -> OpenExpiryTx:
+def expiry_transactions(
+    db: Database, service_name: str, policy: AllocationPolicy | None = None
+) -> OpenExpiryTx:
     """Opens the sweep's transactions: committed when the block ends, events via the outbox."""
 
     @asynccontextmanager
@@ -82,7 +93,8 @@ def expiry_transactions(db: Database, service_name: str) -> OpenExpiryTx:
         async with db.transaction() as session:
             buffer = OutboxBuffer()
             events = Emitter(session, service_name, None, buffer=buffer)
-            yield _ExpirySessionTx(session, Store(session), events, service_name, buffer)
+            store = Store(session, policy)
+            yield _ExpirySessionTx(session, store, events, service_name, buffer)
             await buffer.flush(session)
 
     return open_tx
@@ -93,7 +105,7 @@ async def sweep_expired_reservations(
 ) -> list[str]:
     """Release what is overdue on `settings.now()` (up to a batch); the released order ids."""
     return await service.sweep_expired(
-        expiry_transactions(db, settings.service_name),
+        expiry_transactions(db, settings.service_name, settings.allocation_policy()),
         settings.now,
         limit or settings.expiry_sweep_batch,
     )
@@ -107,3 +119,12 @@ def expiry_sweeper(db: Database, settings: InventorySettings) -> Worker:
         return len(await sweep_expired_reservations(db, settings))
 
     return Worker("reservation-expiry", sweep, settings.expiry_sweep_interval_s)
+
+
+# --- locations (issue 13) ---
+
+
+def store_of(settings: InventorySettings) -> Callable[[DbSession], Store]:
+    """Inventory's repositories on a session, with the configured allocation policy."""
+    policy = settings.allocation_policy()
+    return lambda session: Store(session, policy)

@@ -11,9 +11,10 @@ from datetime import datetime
 from typing import Protocol
 
 from libs.events.common import BackorderedLine, Line
+from libs.events.inventory import Allocation as AllocationOut
 from libs.events.inventory import (
-    Allocation,
     BackorderFilled,
+    ChannelAvailability,
     PurchaseOrderDrafted,
     PurchaseOrderLine,
     PurchaseOrderReceived,
@@ -32,7 +33,11 @@ from libs.kit.errors import Conflict, Invalid, NotFound
 from libs.kit.uow import Clock, EventSink, Tx, utc_now
 from services.inventory import domain
 from services.inventory.domain import (
+    Allocation,
+    AllocationPolicy,
+    Availability,
     Lines,
+    LocationDelta,
     Movement,
     OrderOutcome,
     Refused,
@@ -40,7 +45,6 @@ from services.inventory.domain import (
     ReservationStatus,
     StockDelta,
     StockItem,
-    StockLevel,
     StockMove,
     StockRuleViolation,
 )
@@ -56,8 +60,15 @@ class StockItems(Protocol):
 
     async def lock(self, sku: str) -> StockItem | None: ...
 
-    async def create(self, sku: str, on_hand: int, reorder_point: int) -> StockItem | None:
-        """A new item; None when the sku exists already."""
+    async def create(
+        self,
+        sku: str,
+        on_hand: int,
+        reorder_point: int,
+        location: str = domain.DEFAULT_LOCATION,
+        safety_stock: int = 0,
+    ) -> StockItem | None:
+        """A new item, its stock at `location`; None when the sku exists already."""
         ...
 
     async def write(
@@ -73,7 +84,24 @@ class StockItems(Protocol):
     ) -> list[StockItem]:
         """Apply every delta at once and audit each moved line as `Movement.of` its level after
         the move, with `reason` and `order_id` (in `deltas`' order); the items after it, in
-        `deltas`' order."""
+        `deltas`' order. At the default location."""
+        ...
+
+    async def move_at(
+        self,
+        deltas: Sequence[LocationDelta],
+        reason: str,
+        order_id: str | None,
+        *,
+        ref: str | None = None,
+        channel: str | None = None,
+        used: Sequence[tuple[str, int]] = (),
+        book_for: str | None = None,
+        allocations: Sequence[Allocation] = (),
+    ) -> list[StockItem]:
+        """Issue 13: the (sku, location) deltas and their per-sku sums, `channel`'s capped units
+        per sku, the allocations recorded on `book_for`'s reservation, each location row
+        audited (its counts after): one statement. Items after it, one per sku."""
         ...
 
     async def mark_low(self, sku: str, low: bool) -> None: ...
@@ -83,7 +111,12 @@ class Reservations(Protocol):
     async def get(self, order_id: str) -> Reservation | None: ...
 
     async def create(
-        self, order_id: str, lines: Lines, expires_at: datetime, correlation_id: str | None
+        self,
+        order_id: str,
+        lines: Lines,
+        expires_at: datetime,
+        correlation_id: str | None,
+        channel: str | None = None,
     ) -> bool:
         """A live reservation for the order; False when the order has a row already."""
         ...
@@ -105,7 +138,11 @@ class Reservations(Protocol):
 
 class Movements(Protocol):
     async def record(
-        self, movements: Sequence[Movement], reason: str, order_id: str | None
+        self,
+        movements: Sequence[Movement],
+        reason: str,
+        order_id: str | None,
+        ref: str | None = None,
     ) -> None: ...
 
 
@@ -125,6 +162,22 @@ class Store(Protocol):
     @property
     def purchasing(self) -> "PurchasingRepo": ...  # issue 13
 
+    # Issue 13.
+    @property
+    def policy(self) -> AllocationPolicy: ...
+
+    @property
+    def locations(self) -> "Locations": ...
+
+    @property
+    def shelves(self) -> "Shelves": ...
+
+    @property
+    def caps(self) -> "ChannelCaps": ...
+
+    @property
+    def transfers(self) -> "Transfers": ...
+
 
 class ExpiryTx(Tx[Store], Protocol):
     """A transaction of the expiry sweep: it acts for an order it finds only once it has
@@ -143,41 +196,33 @@ async def get_item(tx: Tx[Store], sku: str) -> StockItem:
     item = await tx.store.items.get(sku)
     if item is None:
         raise NotFound(f"stock item {sku}")
-    return item
+    return await _loaded(tx.store, item)
 
 
 async def set_stock(
     tx: Tx[Store], sku: str, on_hand: int, reorder_point: int | None
 ) -> tuple[StockItem, bool]:
-    """Set the counted stock (creating the item if new); returns the item and whether it was new."""
-    created = await tx.store.items.create(sku, on_hand, reorder_point or 0)
-    if created is not None:
-        await _record_change(tx, None, created, on_hand, "set")
-        return created, True
-    current = await _lock_item(tx.store, sku)
-    try:
-        wanted = current.level.set_on_hand(on_hand, reorder_point)
-    except StockRuleViolation as exc:
-        raise Conflict(str(exc)) from exc
-    if (wanted.on_hand, wanted.reorder_point) == (
-        current.level.on_hand,
-        current.level.reorder_point,
-    ):
-        return current, False
-    item = await tx.store.items.write(sku, wanted.on_hand, wanted.reorder_point)
-    await _record_change(tx, current.level, item, item.level.on_hand - current.level.on_hand, "set")
-    return item, False
+    """Set the counted stock (creating the item if new) at the default location; returns the
+    item and whether it was new."""
+    return await set_location_stock(
+        tx, sku, tx.store.policy.default_location, on_hand, None, reorder_point
+    )
 
 
 async def adjust_stock(tx: Tx[Store], sku: str, delta: int, reason: str) -> StockItem:
-    """A relative change (restock, damage, count correction) that never takes reserved units."""
-    current = await _lock_item(tx.store, sku)
+    """A relative change (restock, damage, count correction) at the default location that never
+    takes reserved units."""
+    store = tx.store
+    location = store.policy.default_location
+    before = await _loaded(store, await _lock_item(store, sku))
+    shelf = domain.shelf_at(before.locations, location)
     try:
-        wanted = current.level.adjust(delta)
+        on_hand = domain.adjust_shelf(shelf, delta)
     except StockRuleViolation as exc:
         raise Conflict(str(exc)) from exc
-    item = await tx.store.items.write(sku, wanted.on_hand)
-    await _record_change(tx, current.level, item, delta, reason)
+    written = await store.shelves.set(sku, location, on_hand, None, delta, None)
+    item = await _loaded(store, written)
+    await _record_change(tx, _availability(store, before), item, location, delta, reason)
     return item
 
 
@@ -206,10 +251,14 @@ async def reserve_for_order(
     expires_at = domain.reservation_expiry(order.reservation_deadline, clock(), grace_s)
     # Claim the order first: the primary key turns a duplicate (or concurrent) OrderPlaced into
     # a no-op, and a terminal order event seen earlier has left a row there too.
-    if not await store.reservations.create(order.order_id, lines, expires_at, correlation_id):
+    if not await store.reservations.create(
+        order.order_id, lines, expires_at, correlation_id, order.channel
+    ):
         log.info("order %s already has a reservation; OrderPlaced ignored", order.order_id)
         return None
-    moved, backordered = await _reserve_or_backorder(store, lines, order.order_id)  # issue 13
+    moved, backordered = await _reserve_or_backorder(  # issue 13: backorders
+        store, lines, order.order_id, channel=order.channel, region=order.region
+    )
     if isinstance(moved, Refused):
         await store.reservations.set_status(
             order.order_id, ReservationStatus.FAILED, domain.OUT_OF_STOCK
@@ -231,6 +280,7 @@ async def reserve_for_order(
             order_id=order.order_id,
             lines=_event_lines(lines),
             expires_at=expires_at,
+            allocations=_event_allocations(moved.allocations),
             backordered=backordered,
         ),
         subject=order.order_id,
@@ -343,7 +393,15 @@ async def _step(
         log.info("order %s: %s ignored, reservation is %s", order_id, outcome, reservation.status)
         return None
     lines = reservation.lines
-    moved = await _move(store, lines, step.move, order_id)
+    moved = await _move(
+        store,
+        lines,
+        step.move,
+        order_id,
+        allocations=reservation.allocations
+        or tuple(domain.default_allocations(lines, store.policy.default_location)),
+        channel=reservation.channel,
+    )
     if isinstance(moved, Refused) and step.move is StockMove.RETAKE:
         # Orders confirmed (and charged) the order after our safety net had already given its
         # stock to others, and not enough is left. Orders is the authority and the saga has no
@@ -369,65 +427,136 @@ async def _step(
 
 # --- stock rows ------------------------------------------------------------------------------
 
-# Per line: its level before the move, its item after it, and the delta between them.
-_Moved = list[tuple[StockLevel, StockItem, StockDelta]]
+
+@dataclass(frozen=True)
+class _Moved:
+    """A move that happened: where its units went, and each sku's availability before it with
+    its item after it (locations and caps as the move left them)."""
+
+    allocations: list[Allocation]
+    items: list[tuple[Availability, StockItem]]
 
 
-async def _move(store: Store, lines: Lines, move: StockMove, order_id: str) -> _Moved | Refused:
-    """Apply `move` to every line of the order or to none: the rows are locked first (one
-    statement, in sku order), the domain decides on the locked levels, and one statement moves
-    every line and audits it (reason `move.reason`, the order's id)."""
+async def _move(
+    store: Store,
+    lines: Lines,
+    move: StockMove,
+    order_id: str,
+    *,
+    allocations: Sequence[Allocation] = (),
+    channel: str | None = None,
+    region: str | None = None,
+    keep: Sequence[Allocation] = (),
+) -> _Moved | Refused:
+    """Apply `move` to every line of the order or to none: the stock rows are locked first (one
+    statement, in sku order), their locations and caps read, the domain decides (a reservation
+    or retake allocates by the strategy and the channel's caps; any other move acts on the
+    recorded `allocations`), and one statement moves every location row, sums and caps and
+    audits it (reason `move.reason`, the order's id)."""
     locked = await store.items.lock_for([sku for sku, _ in lines])
-    before = {sku: item.level for sku, item in locked.items()}
-    plan = domain.plan_move(lines, before, move)
-    if isinstance(plan, Refused):
-        return plan
-    moved = await store.items.move_and_record(plan, move.reason, order_id)
-    return [(before[d.sku], item, d) for item, d in zip(moved, plan, strict=True)]
+    loaded = await store.shelves.of(sorted(locked))
+    shelves = {sku: loaded[sku][0] for sku in locked if sku in loaded}
+    caps = {sku: loaded[sku][1] for sku in locked if sku in loaded}
+    if move.needs_available:
+        capped = {
+            sku: cap.room if move is StockMove.RESERVE else domain.MAX_QUANTITY
+            for sku, held in caps.items()
+            for cap in held
+            if cap.channel == channel
+        }
+        plan = domain.allocate(lines, shelves, store.policy, region, capped)
+        if isinstance(plan, Refused):
+            return plan
+    else:
+        plan = list(allocations)
+        missing = [a.sku for a in plan if a.sku not in locked]
+        if missing or not domain.fits(shelves, domain.location_deltas(plan, move)):
+            return Refused(missing[0] if missing else plan[0].sku, [])
+    deltas = domain.location_deltas(plan, move)
+    used = domain.used_deltas(plan, move)
+    moved = await store.items.move_at(
+        deltas,
+        move.reason,
+        order_id,
+        channel=channel,
+        used=used,
+        book_for=order_id if move.needs_available else None,
+        # A backorder's fill adds to what the reservation holds (`keep`): booking replaces it.
+        allocations=[*keep, *plan],
+    )
+    after = domain.apply_deltas(shelves, deltas)
+    used_by_sku = dict(used)
+    items = []
+    for item in moved:
+        before = replace(item, locations=shelves.get(item.sku, ()), channels=caps.get(item.sku, ()))
+        now = replace(
+            item,
+            locations=after.get(item.sku, ()),
+            channels=domain.apply_used(
+                caps.get(item.sku, ()), channel or "", used_by_sku, item.sku
+            ),
+        )
+        items.append((_availability(store, before), now))
+    return _Moved(plan, items)
 
 
 async def _announce_moves(store: Store, events: EventSink, moved: _Moved, move: StockMove) -> None:
-    """Announce each moved (and already audited) line's level."""
-    for before, item, _ in moved:
+    """Announce each moved (and already audited) sku's level."""
+    for before, item in moved.items:
         await _announce(store, events, before, item, move.reason)
 
 
 async def _record_change(
-    tx: Tx[Store], before: StockLevel | None, item: StockItem, delta_on_hand: int, reason: str
+    tx: Tx[Store],
+    before: Availability | None,
+    item: StockItem,
+    location: str,
+    delta_on_hand: int,
+    reason: str,
+    ref: str | None = None,
 ) -> None:
-    """After an operator's change of one item (`before` None: it is new): audit it and announce
-    the new level."""
+    """After an operator's change of one item at one location (`before` None: it is new): audit
+    it (that location's counts after) and announce the new level. `item` has its locations."""
+    shelf = domain.shelf_at(item.locations, location)
+    on_hand, reserved = (0, 0) if shelf is None else (shelf.on_hand, shelf.reserved)
     await tx.store.movements.record(
-        [Movement.of(item.level, item.sku, delta_on_hand, 0)], reason, None
+        [Movement(item.sku, delta_on_hand, 0, on_hand, reserved, location)], reason, None, ref
     )
     await _announce(tx.store, tx.events, before, item, reason)
 
 
 async def _announce(
-    store: Store, events: EventSink, before: StockLevel | None, item: StockItem, reason: str
+    store: Store, events: EventSink, before: Availability | None, item: StockItem, reason: str
 ) -> None:
-    """StockLevelChanged when the domain says the change is one to announce, and StockLow on a
-    crossing, decided on every change whatever it announces (the row is locked by the change
-    that led here, so the crossing is decided once)."""
+    """StockLevelChanged when the sku's availability (the pool or any capped channel's share)
+    moved, and StockLow on a crossing, decided on every change whatever it announces (the row is
+    locked by the change that led here, so the crossing is decided once)."""
     level = item.level
-    signal = domain.low_stock_signal(level.available, level.reorder_point, level.low_reported)
+    after = _availability(store, item)
+    signal = domain.low_stock_signal(after.available, level.reorder_point, level.low_reported)
     if signal.low != level.low_reported:
         await store.items.mark_low(item.sku, signal.low)
-    if domain.announces_level(before, level):
+    if domain.announces(before, after):
         await events.emit(
             StockLevelChanged(
                 sku=item.sku,
                 on_hand=level.on_hand,
                 reserved=level.reserved,
-                available=level.available,
+                available=after.available,
                 reason=reason,
                 on_order=await _on_order(store, item.sku),  # issue 13
+                channels=[
+                    ChannelAvailability(
+                        channel=c.channel, cap=c.cap, used=c.used, available=c.available
+                    )
+                    for c in after.channels
+                ],
             ),
             subject=item.sku,
         )
     if signal.emit:
         await events.emit(
-            StockLow(sku=item.sku, available=level.available, reorder_point=level.reorder_point),
+            StockLow(sku=item.sku, available=after.available, reorder_point=level.reorder_point),
             subject=item.sku,
         )
         await _draft_on_crossing(store, events, item)  # issue 13
@@ -473,12 +602,16 @@ async def take_back_return(tx: Tx[Store], event: ReturnReceived) -> bool:
     if not await store.returns.claim(event.return_id, event.order_id, restock, write_off):
         log.info("return %s was taken back already; ReturnReceived ignored", event.return_id)
         return False
-    deltas = [StockDelta(sku, quantity, 0) for sku, quantity in restock]
-    moved = await store.items.move_and_record(deltas, domain.RETURN_RESTOCK, event.order_id)
+    # Issue 13: restocked units go back to the default location.
+    location = store.policy.default_location
+    loaded = await store.shelves.of(sorted(locked))
+    shelves = {sku: loaded[sku][0] for sku in locked if sku in loaded}
+    deltas = [LocationDelta(sku, location, quantity, 0) for sku, quantity in restock]
+    moved = await store.items.move_at(deltas, domain.RETURN_RESTOCK, event.order_id)
+    after = domain.apply_deltas(shelves, deltas)
     # A write-off records the counts as they stand after the restock of the same return.
-    now = {sku: item.level for sku, item in locked.items()} | {m.sku: m.level for m in moved}
     await store.movements.record(
-        [Movement.of(now[sku], sku, 0, 0) for sku, _ in write_off],
+        [_write_off_movement(after.get(sku, ()), sku, location) for sku, _ in write_off],
         domain.RETURN_WRITE_OFF,
         event.order_id,
     )
@@ -492,7 +625,13 @@ async def take_back_return(tx: Tx[Store], event: ReturnReceived) -> bool:
         subject=event.order_id,
     )
     for item in moved:
-        await _announce(store, tx.events, locked[item.sku].level, item, domain.RETURN_RESTOCK)
+        before = replace(
+            locked[item.sku],
+            locations=shelves.get(item.sku, ()),
+            channels=loaded.get(item.sku, ((), ()))[1],
+        )
+        now = replace(before, level=item.level, locations=after.get(item.sku, ()))
+        await _announce(store, tx.events, _availability(store, before), now, domain.RETURN_RESTOCK)
     return True
 
 
@@ -846,24 +985,6 @@ async def receive_purchase_order(
     return domain.Receipt(receipt_id, po.id, into, tuple(merged), at), False
 
 
-# TEMP(issue 13 merge): replaced by H1's receive_stock
-async def receive_stock(
-    tx: Tx[Store], sku: str, location: str, quantity: int, reason: str, ref: str | None
-) -> StockItem:
-    """Add `quantity` units of the sku at `location` (the location is only logged here: one
-    stock row per sku until locations land); creates the item when it is new."""
-    log.info("%s: %d unit(s) received into %s (%s %s)", sku, quantity, location, reason, ref)
-    created = await tx.store.items.create(sku, quantity, 0)
-    if created is not None:
-        await _record_change(tx, None, created, quantity, reason)
-        return created
-    current = await _lock_item(tx.store, sku)
-    wanted = current.level.adjust(quantity)
-    item = await tx.store.items.write(sku, wanted.on_hand)
-    await _record_change(tx, current.level, item, quantity, reason)
-    return item
-
-
 async def _fill_backorders(
     store: Store,
     events: EventSink,
@@ -876,6 +997,7 @@ async def _fill_backorders(
     with the order). An order whose every backordered line is filled gets BackorderFilled."""
     repo = _purchasing(store)
     touched: dict[str, list[domain.Backorder]] = {}
+    placed: dict[str, list[Allocation]] = {}
     for sku in sorted(skus):
         waiting = await repo.lock_waiting(sku)
         # Only orders whose reservation this receipt holds (taken before the stock rows).
@@ -883,7 +1005,9 @@ async def _fill_backorders(
         item = (await store.items.lock_for([sku])).get(sku)
         if item is None:
             continue
-        for backorder in domain.fill_fifo(held, item.level.available):
+        # What the allocation strategy can take now, over every location (issue 13).
+        available = _availability(store, await _loaded(store, item)).available
+        for backorder in domain.fill_fifo(held, available):
             reservation = reservations[backorder.order_id]
             if reservation.status is ReservationStatus.RESERVED:
                 move = StockMove.RESERVE
@@ -893,12 +1017,26 @@ async def _fill_backorders(
                 log.warning("backorder %d: reservation is %s", backorder.id, reservation.status)
                 continue
             line = [(sku, backorder.quantity)]
-            moved = await _move(store, line, move, backorder.order_id)
-            if isinstance(moved, Refused):  # fill_fifo kept it within what is available
+            # Allocated by the strategy (and the order's channel cap); the reservation keeps the
+            # allocations it had and gains these, so its commit or release acts on all of them.
+            moved = await _move(
+                store,
+                line,
+                move,
+                backorder.order_id,
+                channel=reservation.channel,
+                keep=reservation.allocations,
+            )
+            if isinstance(moved, Refused):  # within what is available, unless a cap is full
                 break
             lines = domain.add_lines(reservation.lines, line)
             await repo.set_reservation_lines(backorder.order_id, lines)
-            reservations[backorder.order_id] = replace(reservation, lines=lines)
+            reservations[backorder.order_id] = replace(
+                reservation,
+                lines=lines,
+                allocations=(*reservation.allocations, *moved.allocations),
+            )
+            placed.setdefault(backorder.order_id, []).extend(moved.allocations)
             await repo.set_backorder_status([backorder.id], domain.BackorderStatus.FILLED)
             await repo.add_supply([(sku, 0, -backorder.quantity)])
             await _announce_moves(store, events, moved, move)
@@ -918,9 +1056,7 @@ async def _fill_backorders(
             BackorderFilled(
                 order_id=order_id,
                 lines=_event_lines(merged),
-                allocations=[
-                    Allocation(sku=sku, location=location, quantity=q) for sku, q in merged
-                ],
+                allocations=_event_allocations(placed.get(order_id, [])),
             ),
             subject=order_id,
         )
@@ -963,24 +1099,28 @@ async def _on_order(store: Store, sku: str) -> int:
 
 
 async def _reserve_or_backorder(
-    store: Store, lines: Lines, order_id: str
+    store: Store, lines: Lines, order_id: str, *, channel: str | None, region: str | None
 ) -> tuple[_Moved | Refused, list[BackorderedLine]]:
     """Reserve every line, or (when that is refused) what the shelf has and backorder the rest
     against incoming stock where the sku allows it (domain.split_backorders); the reservation's
     lines become what was reserved, the backorders are recorded and promised on the supply."""
-    moved = await _move(store, lines, StockMove.RESERVE, order_id)
+    moved = await _move(store, lines, StockMove.RESERVE, order_id, channel=channel, region=region)
     if not isinstance(moved, Refused):
         return moved, []
     repo = _purchasing(store)
     skus = [sku for sku, _ in lines]
     locked = await store.items.lock_for(skus)  # held already by _move: same transaction
     policies = await repo.supply(skus)
-    split = domain.split_backorders(
-        lines, {sku: item.level for sku, item in locked.items()}, policies
-    )
+    available = {
+        sku: _sellable(_availability(store, await _loaded(store, item)), channel)
+        for sku, item in locked.items()
+    }
+    split = domain.split_backorders(lines, available, policies)
     if split is None or not split.backorder:
         return moved, []
-    reserved = await _move(store, split.reserve, StockMove.RESERVE, order_id)
+    reserved = await _move(
+        store, split.reserve, StockMove.RESERVE, order_id, channel=channel, region=region
+    )
     if isinstance(reserved, Refused):  # split_backorders kept every line within available
         return reserved, []
     backordered: list[BackorderedLine] = []
@@ -993,6 +1133,14 @@ async def _reserve_or_backorder(
     return reserved, backordered
 
 
+def _sellable(availability: Availability, channel: str | None) -> int:
+    """What an order of `channel` may take now: its cap's share when the channel is capped."""
+    for capped in availability.channels:
+        if capped.channel == channel:
+            return capped.available
+    return availability.available
+
+
 async def _cancel_backorders(store: Store, order_id: str) -> None:
     """The order's reservation was released: its waiting backorders are cancelled (filled ones
     are in the reservation's lines, and went back with the rest)."""
@@ -1000,3 +1148,271 @@ async def _cancel_backorders(store: Store, order_id: str) -> None:
     cancelled = await repo.cancel_waiting(order_id)
     if cancelled:
         await repo.add_supply([(b.sku, 0, -b.quantity) for b in cancelled])
+
+
+def _write_off_movement(shelves: Sequence[domain.Shelf], sku: str, location: str) -> Movement:
+    shelf = domain.shelf_at(shelves, location)
+    on_hand, reserved = (0, 0) if shelf is None else (shelf.on_hand, shelf.reserved)
+    return Movement(sku, 0, 0, on_hand, reserved, location)
+
+
+# --- locations, allocation, transfers, channel caps (issue 13) ---
+
+
+class Shelves(Protocol):
+    async def of(
+        self, skus: Sequence[str]
+    ) -> dict[str, tuple[tuple[domain.Shelf, ...], tuple[domain.ChannelCap, ...]]]:
+        """Each existing sku's location rows and channel caps (read after locking its item)."""
+        ...
+
+    async def set(
+        self,
+        sku: str,
+        location: str,
+        on_hand: int,
+        safety_stock: int | None,
+        delta: int,
+        reorder_point: int | None,
+    ) -> StockItem:
+        """An absolute count at one location (safety stock kept unless given), `delta` added to
+        the item's sum, the reorder point set when given; the item after it."""
+        ...
+
+    async def skus_at(self, location: str) -> list[str]:
+        """The skus with stock at a location, in sku order."""
+        ...
+
+
+class Locations(Protocol):
+    async def get(self, code: str) -> domain.Location | None: ...
+
+    async def lock(self, code: str) -> domain.Location | None: ...
+
+    async def upsert(
+        self,
+        code: str,
+        name: str,
+        kind: str | None,
+        priority: int | None,
+        regions: Sequence[str] | None,
+        active: bool | None,
+    ) -> tuple[domain.Location, bool]: ...
+
+    async def page(self, after: str | None, limit: int) -> list[domain.Location]: ...
+
+
+class ChannelCaps(Protocol):
+    async def set(self, sku: str, channel: str, cap: int) -> None: ...
+
+
+class Transfers(Protocol):
+    async def claim(
+        self, transfer: domain.Transfer, idempotency_key: str, request_hash: str
+    ) -> domain.Transfer | None:
+        """Record it; None when the key was used already."""
+        ...
+
+    async def by_key(self, idempotency_key: str) -> tuple[domain.Transfer, str] | None: ...
+
+
+def _availability(store: Store, item: StockItem) -> Availability:
+    return domain.item_availability(item, store.policy.split)
+
+
+def availability_of(tx: Tx[Store], item: StockItem) -> Availability:
+    """What an item read shows as available (the pool, and each capped channel's share)."""
+    return _availability(tx.store, item)
+
+
+async def _loaded(store: Store, item: StockItem) -> StockItem:
+    """The item with its locations and channel caps."""
+    shelves, caps = (await store.shelves.of([item.sku])).get(item.sku, ((), ()))
+    return replace(item, locations=shelves, channels=caps)
+
+
+def _event_allocations(allocations: Sequence[Allocation]) -> list[AllocationOut]:
+    return [AllocationOut(sku=a.sku, location=a.location, quantity=a.quantity) for a in allocations]
+
+
+async def _known_location(store: Store, code: str) -> domain.Location:
+    location = await store.locations.get(code)
+    if location is None:
+        raise NotFound(f"location {code}")
+    return location
+
+
+async def set_location_stock(
+    tx: Tx[Store],
+    sku: str,
+    location: str,
+    on_hand: int,
+    safety_stock: int | None,
+    reorder_point: int | None = None,
+) -> tuple[StockItem, bool]:
+    """Set the counted stock of a sku at one location (creating the sku if new; 404 for an
+    unknown location); the item and whether it was created. On_hand may not drop below what is
+    reserved there (409)."""
+    store = tx.store
+    await _known_location(store, location)
+    created = await store.items.create(
+        sku, on_hand, reorder_point or 0, location, safety_stock or 0
+    )
+    if created is not None:
+        item = await _loaded(store, created)
+        await _record_change(tx, None, item, location, on_hand, "set")
+        return item, True
+    before = await _loaded(store, await _lock_item(store, sku))
+    shelf = domain.shelf_at(before.locations, location)
+    try:
+        wanted = domain.set_shelf(shelf, on_hand, safety_stock)
+    except StockRuleViolation as exc:
+        raise Conflict(str(exc)) from exc
+    same_reorder = reorder_point is None or reorder_point == before.level.reorder_point
+    if (
+        shelf is not None
+        and (shelf.on_hand, shelf.safety_stock) == (wanted.on_hand, wanted.safety_stock)
+        and same_reorder
+    ):
+        return before, False
+    delta = on_hand - (0 if shelf is None else shelf.on_hand)
+    written = await store.shelves.set(sku, location, on_hand, safety_stock, delta, reorder_point)
+    item = await _loaded(store, written)
+    await _record_change(tx, _availability(store, before), item, location, delta, "set")
+    return item, False
+
+
+async def receive_stock(
+    tx: Tx[Store], sku: str, location: str, quantity: int, reason: str, ref: str | None
+) -> StockItem:
+    """Goods arrived (a purchase order's receipt, say): `quantity` more on hand at (sku,
+    location), creating the sku or its location row if missing (404 for an unknown location),
+    audited with `reason` and `ref`, announced like any change."""
+    store = tx.store
+    await _known_location(store, location)
+    created = await store.items.create(sku, quantity, 0, location, 0)
+    if created is not None:
+        item = await _loaded(store, created)
+        await _record_change(tx, None, item, location, quantity, reason, ref)
+        return item
+    before = await _loaded(store, await _lock_item(store, sku))
+    shelf = domain.shelf_at(before.locations, location)
+    on_hand = (0 if shelf is None else shelf.on_hand) + quantity
+    written = await store.shelves.set(sku, location, on_hand, None, quantity, None)
+    item = await _loaded(store, written)
+    await _record_change(tx, _availability(store, before), item, location, quantity, reason, ref)
+    return item
+
+
+TRANSFER = "transfer"
+
+
+async def transfer_stock(
+    tx: Tx[Store],
+    sku: str,
+    from_location: str,
+    to_location: str,
+    quantity: int,
+    reason: str | None,
+    idempotency_key: str,
+    request_hash: str,
+) -> tuple[domain.Transfer, bool]:
+    """Move allocatable units between two locations (409 for anything else: reserved units, the
+    safety stock, the same location); two audited movements (reason `transfer`, ref = the
+    transfer's id). Once per Idempotency-Key: the same key and body replay the transfer
+    (True), another body is a 409."""
+    store = tx.store
+    known = await store.transfers.by_key(idempotency_key)
+    if known is not None:
+        return _replayed(known, request_hash), True
+    await _known_location(store, from_location)
+    await _known_location(store, to_location)
+    if from_location == to_location:
+        raise Conflict("a transfer needs two different locations")
+    asked = domain.Transfer(
+        id=str(uuid.uuid4()),
+        sku=sku,
+        from_location=from_location,
+        to_location=to_location,
+        quantity=quantity,
+        reason=reason,
+    )
+    claimed = await store.transfers.claim(asked, idempotency_key, request_hash)
+    if claimed is None:
+        again = await store.transfers.by_key(idempotency_key)
+        if again is None:  # pragma: no cover - the unique key said it exists
+            raise Conflict("this Idempotency-Key is in use")
+        return _replayed(again, request_hash), True
+    before = await _loaded(store, await _lock_item(store, sku))
+    try:
+        deltas = domain.plan_transfer(
+            domain.shelf_at(before.locations, from_location), to_location, quantity, sku
+        )
+    except StockRuleViolation as exc:
+        raise Conflict(str(exc)) from exc
+    moved = await store.items.move_at(deltas, TRANSFER, None, ref=claimed.id)
+    after = domain.apply_deltas({sku: before.locations}, deltas)
+    item = replace(before, level=moved[0].level, locations=after[sku])
+    await _announce(store, tx.events, _availability(store, before), item, TRANSFER)
+    return claimed, False
+
+
+def _replayed(known: tuple[domain.Transfer, str], request_hash: str) -> domain.Transfer:
+    transfer, known_hash = known
+    if known_hash != request_hash:
+        raise Conflict("this Idempotency-Key was already used with a different request body")
+    return transfer
+
+
+async def set_channel_cap(tx: Tx[Store], sku: str, channel: str, cap: int) -> StockItem:
+    """A capped channel may hold at most `cap` units of the sku in live reservations and
+    committed orders; a new or changed cap is announced (the channel's available moves)."""
+    store = tx.store
+    before = await _loaded(store, await _lock_item(store, sku))
+    await store.caps.set(sku, channel, cap)
+    item = await _loaded(store, before)
+    await _announce(store, tx.events, _availability(store, before), item, domain.CAP_CHANGED)
+    return item
+
+
+async def put_location(
+    tx: Tx[Store],
+    code: str,
+    name: str,
+    kind: str | None,
+    priority: int | None,
+    regions: Sequence[str] | None,
+    active: bool | None,
+) -> tuple[domain.Location, bool]:
+    """Create or update a location (fields left out keep their values); whether it was created.
+    Switching a location on or off changes what its skus can sell: each is announced."""
+    store = tx.store
+    before = await store.locations.lock(code)
+    location, created = await store.locations.upsert(code, name, kind, priority, regions, active)
+    if before is None or before.active == location.active:
+        return location, created
+    locked = await store.items.lock_for(await store.shelves.skus_at(code))
+    loaded = await store.shelves.of(sorted(locked))
+    for sku in sorted(locked):
+        shelves, caps = loaded.get(sku, ((), ()))
+        item = replace(locked[sku], locations=shelves, channels=caps)
+        old = replace(
+            item,
+            locations=tuple(
+                replace(s, active=before.active) if s.location == code else s for s in shelves
+            ),
+        )
+        await _announce(store, tx.events, _availability(store, old), item, domain.LOCATION_CHANGED)
+    return location, created
+
+
+async def get_location(tx: Tx[Store], code: str) -> domain.Location:
+    return await _known_location(tx.store, code)
+
+
+async def list_locations(
+    tx: Tx[Store], after: str | None, limit: int
+) -> tuple[list[domain.Location], bool]:
+    """A page of locations by code, and whether more follow."""
+    rows = await tx.store.locations.page(after, limit + 1)
+    return rows[:limit], len(rows) > limit

@@ -20,6 +20,7 @@ async def test_put_creates_then_updates_an_item(inventory: Inventory) -> None:
     item = await inventory.http.get(f"/inventory/items/{sku}")  # public, no token
 
     assert item.status_code == 200
+    # Every v1 field as before; issue 13 adds the sku's locations and capped channels.
     assert {k: v for k, v in item.json().items() if k != "updated_at"} == {
         "sku": sku,
         "on_hand": 8,
@@ -29,6 +30,10 @@ async def test_put_creates_then_updates_an_item(inventory: Inventory) -> None:
         # Issue 13: nothing on order, no backorders.
         "on_order": 0,
         "backorders": {"allowed": False, "expected_at": None, "waiting": 0},
+        "locations": [
+            {"location": "main", "on_hand": 8, "reserved": 0, "safety_stock": 0, "available": 8}
+        ],
+        "channels": [],
     }
 
 

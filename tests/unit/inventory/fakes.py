@@ -15,10 +15,16 @@ from libs.events.envelope import CloudEvent
 from libs.events.orders import OrderPlaced
 from libs.kit.uow import Clock, EventSink
 from services.inventory.domain import (
+    DEFAULT_LOCATION,
+    Allocation,
+    AllocationPolicy,
     Backorder,
     BackorderPolicy,
     BackorderStatus,
+    ChannelCap,
     Lines,
+    Location,
+    LocationDelta,
     Movement,
     POLine,
     PurchaseOrder,
@@ -26,11 +32,14 @@ from services.inventory.domain import (
     Receipt,
     Reservation,
     ReservationStatus,
+    Shelf,
     StockDelta,
     StockItem,
     StockLevel,
     Supplier,
     SupplierItem,
+    Transfer,
+    sku_deltas,
 )
 from services.inventory.service import ExpiryTx
 from tests.support.fakes import FakeTx, MutableClock, RecordingEvents
@@ -52,12 +61,40 @@ class FakeStockItems:
     # Where a move audits its lines (the one statement writes both tables).
     movements: "FakeMovements"
     rows: dict[str, StockItem] = field(default_factory=dict)
+    # Issue 13: (sku, location) -> [on_hand, reserved, safety_stock]; caps (sku, channel) ->
+    # [cap, used]; reservations' allocations recorded by a move.
+    stock: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    caps: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    booked: dict[str, list[Allocation]] = field(default_factory=dict)
 
     def put(self, sku: str, on_hand: int, reserved: int = 0, reorder_point: int = 0) -> StockItem:
-        """Seed an item as it would stand in the table."""
+        """Seed an item as it would stand in the table (all of it at the default location)."""
         level = _checked(sku, StockLevel(on_hand, reserved, reorder_point))
         self.rows[sku] = StockItem(sku, level, self.clock())
+        self.stock[(sku, DEFAULT_LOCATION)] = [on_hand, reserved, 0]
         return self.rows[sku]
+
+    def put_at(
+        self, sku: str, location: str, on_hand: int, reserved: int = 0, safety_stock: int = 0
+    ) -> None:
+        """Seed a sku's stock at one location (the item's sums follow)."""
+        if sku not in self.rows:
+            self.rows[sku] = StockItem(sku, StockLevel(0, 0, 0), self.clock())
+        old = self.stock.get((sku, location), [0, 0, 0])
+        self.stock[(sku, location)] = [on_hand, reserved, safety_stock]
+        level = self.rows[sku].level
+        self._store(
+            sku,
+            replace(
+                level,
+                on_hand=level.on_hand + on_hand - old[0],
+                reserved=level.reserved + reserved - old[1],
+            ),
+        )
+
+    def at(self, sku: str, location: str) -> tuple[int, int]:
+        on_hand, reserved, _ = self.stock.get((sku, location), [0, 0, 0])
+        return on_hand, reserved
 
     def level(self, sku: str) -> StockLevel:
         return self.rows[sku].level
@@ -68,10 +105,19 @@ class FakeStockItems:
     async def lock(self, sku: str) -> StockItem | None:
         return self.rows.get(sku)
 
-    async def create(self, sku: str, on_hand: int, reorder_point: int) -> StockItem | None:
+    async def create(
+        self,
+        sku: str,
+        on_hand: int,
+        reorder_point: int,
+        location: str = DEFAULT_LOCATION,
+        safety_stock: int = 0,
+    ) -> StockItem | None:
         if sku in self.rows:
             return None
-        return self.put(sku, on_hand, reorder_point=reorder_point)
+        self.rows[sku] = StockItem(sku, StockLevel(on_hand, 0, reorder_point), self.clock())
+        self.stock[(sku, location)] = [on_hand, 0, safety_stock]
+        return self.rows[sku]
 
     async def write(self, sku: str, on_hand: int, reorder_point: int | None = None) -> StockItem:
         level = replace(self.rows[sku].level, on_hand=on_hand)
@@ -85,6 +131,55 @@ class FakeStockItems:
     async def move_and_record(
         self, deltas: Sequence[StockDelta], reason: str, order_id: str | None
     ) -> list[StockItem]:
+        return await self.move_at(
+            [LocationDelta(d.sku, DEFAULT_LOCATION, d.on_hand, d.reserved) for d in deltas],
+            reason,
+            order_id,
+        )
+
+    async def move_at(
+        self,
+        deltas: Sequence[LocationDelta],
+        reason: str,
+        order_id: str | None,
+        *,
+        ref: str | None = None,
+        channel: str | None = None,
+        used: Sequence[tuple[str, int]] = (),
+        book_for: str | None = None,
+        allocations: Sequence[Allocation] = (),
+    ) -> list[StockItem]:
+        """As the one statement: every location row, the sums, the caps, the booking and the
+        audit, or (a CHECK broken) nothing."""
+        if not deltas:
+            return []
+        stock = {k: list(v) for k, v in self.stock.items()}
+        for d in deltas:
+            row = stock.setdefault((d.sku, d.location), [0, 0, 0])
+            row[0] += d.on_hand
+            row[1] += d.reserved
+            if row[0] < 0 or row[1] < 0 or row[1] > row[0]:
+                raise CheckViolation(f"{d.sku}@{d.location}: {row}")
+        moved = await self._move_items(sku_deltas(deltas))
+        self.stock = stock
+        for sku, q in used:
+            if (sku, channel or "") in self.caps:
+                cap = self.caps[(sku, channel or "")]
+                cap[1] = max(0, cap[1] + q)
+        if book_for is not None:
+            self.booked[book_for] = list(allocations)
+        self.movements.entries.extend(
+            AuditEntry(
+                Movement(d.sku, d.on_hand, d.reserved, *self.at(d.sku, d.location), d.location),
+                reason,
+                order_id,
+                ref,
+            )
+            for d in deltas
+        )
+        return moved
+
+    async def _move_items(self, deltas: Sequence[StockDelta]) -> list[StockItem]:
         after = {
             d.sku: _checked(
                 d.sku,
@@ -96,16 +191,7 @@ class FakeStockItems:
             )
             for d in deltas
         }
-        moved = [self._store(sku, level) for sku, level in after.items()]
-        await self.movements.record(
-            [
-                Movement.of(item.level, item.sku, d.on_hand, d.reserved)
-                for item, d in zip(moved, deltas, strict=True)
-            ],
-            reason,
-            order_id,
-        )
-        return moved
+        return [self._store(sku, level) for sku, level in after.items()]
 
     async def mark_low(self, sku: str, low: bool) -> None:
         item = self.rows[sku]
@@ -120,20 +206,39 @@ class FakeStockItems:
 class FakeReservations:
     clock: Clock
     rows: dict[str, Reservation] = field(default_factory=dict)
-
-    async def get(self, order_id: str) -> Reservation | None:
-        return self.rows.get(order_id)
+    # The allocations moves recorded (the stock statement writes them; issue 13).
+    booked: dict[str, list[Allocation]] | None = None
 
     async def create(
-        self, order_id: str, lines: Lines, expires_at: datetime, correlation_id: str | None
+        self,
+        order_id: str,
+        lines: Lines,
+        expires_at: datetime,
+        correlation_id: str | None,
+        channel: str | None = None,
     ) -> bool:
         if order_id in self.rows:
             return False
         self._insert(order_id, ReservationStatus.RESERVED, None, lines, expires_at, correlation_id)
+        self.rows[order_id] = replace(self.rows[order_id], channel=channel)
         return True
 
+    async def get(self, order_id: str) -> Reservation | None:
+        return self._booked(self.rows.get(order_id))
+
     async def lock(self, order_id: str) -> Reservation | None:
-        return self.rows.get(order_id)
+        return self._booked(self.rows.get(order_id))
+
+    def _booked(self, reservation: Reservation | None) -> Reservation | None:
+        """The reservation with the allocations a move recorded on it (issue 13)."""
+        if reservation is None or self.booked is None:
+            return reservation
+        allocations = self.booked.get(reservation.order_id)
+        return (
+            reservation
+            if allocations is None
+            else replace(reservation, allocations=tuple(allocations))
+        )
 
     async def close_unseen(self, order_id: str, reason: str | None) -> None:
         if order_id not in self.rows:
@@ -154,7 +259,7 @@ class FakeReservations:
             and r.expires_at is not None
             and r.expires_at <= now
         ]
-        return min(overdue, key=lambda r: r.expires_at or now, default=None)
+        return self._booked(min(overdue, key=lambda r: r.expires_at or now, default=None))
 
     def _insert(
         self,
@@ -176,6 +281,7 @@ class AuditEntry:
     movement: Movement
     reason: str
     order_id: str | None
+    ref: str | None = None
 
 
 @dataclass
@@ -183,9 +289,13 @@ class FakeMovements:
     entries: list[AuditEntry] = field(default_factory=list)
 
     async def record(
-        self, movements: Sequence[Movement], reason: str, order_id: str | None
+        self,
+        movements: Sequence[Movement],
+        reason: str,
+        order_id: str | None,
+        ref: str | None = None,
     ) -> None:
-        self.entries.extend(AuditEntry(m, reason, order_id) for m in movements)
+        self.entries.extend(AuditEntry(m, reason, order_id, ref) for m in movements)
 
     def of(self, sku: str) -> list[AuditEntry]:
         return [e for e in self.entries if e.movement.sku == sku]
@@ -194,13 +304,20 @@ class FakeMovements:
 class FakeStore:
     """The three repositories over one shared in-memory state."""
 
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self, clock: Clock | None = None, policy: AllocationPolicy | None = None) -> None:
         self.clock = clock or MutableClock()
         self.movements = FakeMovements()
         self.items = FakeStockItems(self.clock, self.movements)
-        self.reservations = FakeReservations(self.clock)
+        self.reservations = FakeReservations(self.clock, booked=self.items.booked)
         self.returns = FakeStockReturns()
         self.purchasing = FakePurchasing(self.clock, self.reservations)  # issue 13
+
+        # Issue 13.
+        self.policy = policy or AllocationPolicy()
+        self.locations = FakeLocations(self.clock)
+        self.shelves = FakeShelves(self.items, self.locations)
+        self.caps = FakeCaps(self.items)
+        self.transfers = FakeTransfers(self.clock)
 
 
 @dataclass
@@ -538,3 +655,163 @@ class FakePurchasing:
         self.reservations.rows[order_id] = replace(
             self.reservations.rows[order_id], lines=tuple(lines)
         )
+
+
+# --- locations (issue 13) ---
+
+
+@dataclass
+class FakeLocations:
+    clock: Clock
+    rows: dict[str, Location] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.add(DEFAULT_LOCATION, priority=0)
+
+    def add(
+        self,
+        code: str,
+        priority: int = 100,
+        regions: tuple[str, ...] = (),
+        active: bool = True,
+        kind: str = "warehouse",
+    ) -> Location:
+        now = self.clock()
+        self.rows[code] = Location(code, code.title(), kind, priority, regions, active, now, now)
+        return self.rows[code]
+
+    async def get(self, code: str) -> Location | None:
+        return self.rows.get(code)
+
+    async def lock(self, code: str) -> Location | None:
+        return self.rows.get(code)
+
+    async def upsert(
+        self,
+        code: str,
+        name: str,
+        kind: str | None,
+        priority: int | None,
+        regions: Sequence[str] | None,
+        active: bool | None,
+    ) -> tuple[Location, bool]:
+        old = self.rows.get(code)
+        now = self.clock()
+        if old is None:
+            self.rows[code] = Location(
+                code,
+                name,
+                kind or "warehouse",
+                100 if priority is None else priority,
+                tuple(regions or ()),
+                True if active is None else active,
+                now,
+                now,
+            )
+            return self.rows[code], True
+        self.rows[code] = replace(
+            old,
+            name=name,
+            kind=kind or old.kind,
+            priority=old.priority if priority is None else priority,
+            regions=old.regions if regions is None else tuple(regions),
+            active=old.active if active is None else active,
+            updated_at=now,
+        )
+        return self.rows[code], False
+
+    async def page(self, after: str | None, limit: int) -> list[Location]:
+        codes = sorted(c for c in self.rows if after is None or c > after)
+        return [self.rows[c] for c in codes[:limit]]
+
+
+@dataclass
+class FakeShelves:
+    items: FakeStockItems
+    locations: FakeLocations
+
+    async def of(
+        self, skus: Sequence[str]
+    ) -> dict[str, tuple[tuple[Shelf, ...], tuple[ChannelCap, ...]]]:
+        found = {}
+        for sku in skus:
+            if sku not in self.items.rows:
+                continue
+            shelves = tuple(
+                Shelf(loc, row[0], row[1], row[2], place.priority, place.regions, place.active)
+                for (s, loc), row in sorted(self.items.stock.items())
+                if s == sku and (place := self.locations.rows[loc])
+            )
+            caps = tuple(
+                ChannelCap(channel, cap, used)
+                for (s, channel), (cap, used) in sorted(self.items.caps.items())
+                if s == sku
+            )
+            found[sku] = (shelves, caps)
+        return found
+
+    async def set(
+        self,
+        sku: str,
+        location: str,
+        on_hand: int,
+        safety_stock: int | None,
+        delta: int,
+        reorder_point: int | None,
+    ) -> StockItem:
+        old = self.items.stock.get((sku, location), [0, 0, 0])
+        if on_hand < old[1]:
+            raise CheckViolation(f"{sku}@{location}: on_hand {on_hand} below reserved {old[1]}")
+        self.items.stock[(sku, location)] = [
+            on_hand,
+            old[1],
+            old[2] if safety_stock is None else safety_stock,
+        ]
+        level = self.items.rows[sku].level
+        level = replace(level, on_hand=level.on_hand + delta)
+        if reorder_point is not None:
+            level = replace(level, reorder_point=reorder_point)
+        return self.items._store(sku, level)
+
+    async def skus_at(self, location: str) -> list[str]:
+        return sorted(s for (s, loc), row in self.items.stock.items() if loc == location and row[0])
+
+
+@dataclass
+class FakeCaps:
+    items: FakeStockItems
+
+    async def set(self, sku: str, channel: str, cap: int) -> None:
+        used = self.items.caps.get((sku, channel), [0, 0])[1]
+        self.items.caps[(sku, channel)] = [cap, used]
+
+
+@dataclass
+class FakeTransfers:
+    clock: Clock
+    rows: dict[str, tuple[Transfer, str]] = field(default_factory=dict)
+
+    async def claim(
+        self, transfer: Transfer, idempotency_key: str, request_hash: str
+    ) -> Transfer | None:
+        if idempotency_key in self.rows:
+            return None
+        self.rows[idempotency_key] = (replace(transfer, at=self.clock()), request_hash)
+        return self.rows[idempotency_key][0]
+
+    async def by_key(self, idempotency_key: str) -> tuple[Transfer, str] | None:
+        return self.rows.get(idempotency_key)
+
+
+def order_on(
+    order_id: str,
+    lines: list[tuple[str, int]],
+    deadline: datetime,
+    *,
+    channel: str = "web",
+    region: str = "EU",
+) -> OrderPlaced:
+    """An OrderPlaced through a sales channel, shipping to a region."""
+    return order_placed(order_id, lines, deadline).model_copy(
+        update={"channel": channel, "region": region}
+    )

@@ -19,7 +19,6 @@ from services.inventory.domain import (
     POLine,
     PurchaseOrderStatus,
     ReservationStatus,
-    StockLevel,
     SupplierItem,
 )
 from tests.support.fakes import FakeTx, MutableClock
@@ -65,19 +64,19 @@ class TestDomain:
     def test_backorder_split_reserves_the_shelf_and_backorders_the_rest(self) -> None:
         split = domain.split_backorders(
             [("a", 5), ("b", 2)],
-            {"a": StockLevel(3, 0, 0), "b": StockLevel(9, 0, 0)},
+            {"a": 3, "b": 9},
             {"a": BackorderPolicy(allowed=True, on_order=10, waiting=6)},
         )
         assert split == domain.BackorderSplit(reserve=[("a", 3), ("b", 2)], backorder=[("a", 2)])
 
     def test_backorder_split_refuses_beyond_what_is_on_order_and_not_promised(self) -> None:
-        levels = {"a": StockLevel(0, 0, 0)}
+        levels = {"a": 0}
         policy = BackorderPolicy(allowed=True, on_order=10, waiting=8)
         assert domain.split_backorders([("a", 3)], levels, {"a": policy}) is None
         assert domain.split_backorders([("a", 2)], levels, {"a": policy}) is not None
 
     def test_backorder_split_needs_the_policy_and_a_known_sku(self) -> None:
-        levels = {"a": StockLevel(0, 0, 0)}
+        levels = {"a": 0}
         off = BackorderPolicy(allowed=False, on_order=10)
         assert domain.split_backorders([("a", 1)], levels, {"a": off}) is None
         assert domain.split_backorders([("x", 1)], levels, {}) is None

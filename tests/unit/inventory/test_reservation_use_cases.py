@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from libs.events.common import Line
 from libs.events.inventory import (
+    Allocation,
     ShortLine,
     StockCommitted,
     StockLevelChanged,
@@ -99,6 +100,11 @@ class TestReserve:
             order_id="ord-1",
             lines=lines(("a", 2), ("b", 3)),
             expires_at=START + TTL + timedelta(seconds=GRACE_S),
+            # Issue 13: every unit from the default location.
+            allocations=[
+                Allocation(sku="a", location="main", quantity=2),
+                Allocation(sku="b", location="main", quantity=3),
+            ],
         )
         assert [(e.sku, e.reserved, e.available, e.reason) for e in of(tx, StockLevelChanged)] == [
             ("a", 2, 8, "reserved"),

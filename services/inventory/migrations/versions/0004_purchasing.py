@@ -17,8 +17,8 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision: str = "0004"
-# The merger re-chains this after locations' 0003.
-down_revision: str | None = "0002"
+# After locations (0003): a receipt adds stock at a location.
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

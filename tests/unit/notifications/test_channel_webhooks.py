@@ -96,7 +96,7 @@ async def test_a_listing_change_goes_to_its_channels_subscriptions_only_signed()
     [post] = world.sender.posts
     assert post.url == HOOK
     assert post.body == event.raw.encode()
-    verified = Webhook(SECRET.encode()).verify(post.body, post.headers)
+    verified = Webhook(SECRET.encode()).verify(post.body, dict(post.headers))
     assert verified["data"]["channel"] == "amazon-de"
 
 

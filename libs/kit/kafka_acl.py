@@ -210,4 +210,30 @@ def listing_acls() -> list[Acl]:
         for reader in LISTING_READERS
         for op in (Operation.READ, Operation.DESCRIBE)
     ]
+    return out + channel_webhook_acls()
+
+
+# --- channel webhooks (issue 13) ---
+
+# Notifications reads the listing topics by pattern in a consumer group of its own (a new
+# channel's topic rebalances that group only), and dead-letters a listing event it cannot handle
+# to the topic's twin, `backroom.listings.<channel>.dlq` (catalog creates it with the channel).
+# Kafka ACLs match names literally or by prefix, never by suffix: WRITE on those twins is WRITE on
+# the prefix, which covers the listing topics too. Accepted: notifications already signs what
+# each channel's webhook subscribers receive of those topics. It may not create them.
+NOTIFICATIONS_LISTINGS_GROUP = "notifications.listings"
+
+
+def channel_webhook_acls() -> list[Acl]:
+    prefix = topics.LISTINGS_PREFIX
+    group = NOTIFICATIONS_LISTINGS_GROUP
+    out = [
+        Acl("notifications", Resource.TOPIC, prefix, Operation.WRITE, pattern=Pattern.PREFIXED),
+        Acl("notifications", Resource.GROUP, group, Operation.READ),
+    ]
+    # Like the services' own groups: the subscriber principal may not join it.
+    out += [
+        Acl(SUBSCRIBER, Resource.GROUP, group, op, Permission.DENY)
+        for op in (Operation.READ, Operation.DESCRIBE)
+    ]
     return out

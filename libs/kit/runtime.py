@@ -48,6 +48,8 @@ class Runtime:
             client_id=self.service,
             security=self.kafka.faststream_security(),
             graceful_timeout=10.0,
+            # How soon a consumer subscribed by pattern sees a new topic (issue 13).
+            metadata_max_age_ms=int(settings.kafka_metadata_max_age_s * 1000),
             # Outside the `faststream` logger tree (which FastStream gives its own INFO handler),
             # so broker logs are ours (JSON, our level); its per-message "Received"/"Processed"
             # lines at DEBUG.
@@ -256,3 +258,55 @@ async def _retry_forever(what: str, start: Any) -> None:
             log.warning("%s not reachable yet (%s); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+# --- channel webhooks (issue 13) ---
+
+
+class PatternConsumer:
+    """A second consumer of a runtime, subscribed by a regular expression (topics created while
+    the service runs, such as each sales channel's listing topic), in a consumer group of its
+    own, handled by the runtime's processor (same inbox, retries and dead letters). Its offsets
+    have their own committer (a committer serves one consumer). Topics are seen on a metadata
+    refresh: `metadata_max_age_ms`, the broker's (ServiceSettings.kafka_metadata_max_age_s)."""
+
+    def __init__(self, runtime: Runtime, pattern: str, group_id: str) -> None:
+        self.pattern = pattern
+        self.group_id = group_id
+        self.offsets = OffsetCommitter(runtime.settings.consumer_commit_interval_s)
+        processor = runtime.processor
+        offsets = self.offsets
+        batch_max = runtime.settings.consumer_batch_max
+
+        async def consume(msg: KafkaMessage) -> None:
+            record = msg.raw_message
+            assert not isinstance(record, tuple)
+            batch = [record, *await waiting_records(msg.consumer, batch_max - 1)]
+            try:
+                outcomes = await processor.process_batch(batch)
+            except BaseException:
+                rewind(msg.consumer, batch)
+                raise
+            await offsets.done(msg.consumer, batch, outcomes)
+
+        consume.__name__ = f"consume_{group_id.replace('.', '_').replace('-', '_')}"
+        runtime.broker.subscriber(
+            pattern=pattern,
+            decoder=_the_message,
+            group_id=group_id,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+        )(consume)
+
+    async def run(self) -> None:
+        """Background task (one of the runtime's extra tasks): commit its offsets every
+        interval, and what is left when it is cancelled (the runtime stops it before the
+        broker, so the consumer is still there)."""
+        try:
+            await self.offsets.run()
+        finally:
+            with contextlib.suppress(Exception):  # best effort: unflushed records are read again
+                await self.offsets.flush()

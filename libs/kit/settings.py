@@ -174,6 +174,10 @@ class ServiceSettings(BaseSettings):
     # every task's stack; /health/live answers 503). Long database outages count too: the inbox
     # retries them inside the batch, and a restart is harmless then.
     consumer_stuck_after_s: float = 180.0
+    # Consumers refresh the brokers' metadata (and so see topics created since) this often;
+    # aiokafka's default. Notifications, which subscribes to each channel's listing topic by
+    # pattern, sets it lower (issue 13).
+    kafka_metadata_max_age_s: float = 300.0
     relay_poll_interval_s: float = 1.0
     relay_batch_size: int = 500
 

@@ -44,6 +44,8 @@ class WebhookIn(BaseModel):
     url: WebhookUrl
     events: list[EventType] = Field(min_length=1, max_length=30)
     secret: str = Field(min_length=16, max_length=200)
+    # Issue 13: a sales channel's listing subscription (ListingChanged of that channel only).
+    channel: Annotated[str, Field(pattern=domain.CHANNEL_CODE_PATTERN)] | None = None
 
 
 class WebhookOut(BaseModel):
@@ -54,6 +56,7 @@ class WebhookOut(BaseModel):
     events: list[str]
     created_at: str
     active_secrets: int
+    channel: str | None = None  # issue 13
 
     @classmethod
     def of(cls, subscription: domain.Subscription) -> "WebhookOut":
@@ -63,6 +66,7 @@ class WebhookOut(BaseModel):
             events=list(subscription.events),
             created_at=subscription.created_at.isoformat(),
             active_secrets=subscription.active_secrets,
+            channel=subscription.channel,
         )
 
 
@@ -167,7 +171,7 @@ async def create_webhook(body: WebhookIn, _: Admin, tx: TxDep, request: Request)
     # Before the commit: if it fails, the consumer merely looks at a few events too many.
     request.app.state.webhook_interest.widen(body.events)
     subscription = await service.create_subscription(
-        tx, request.app.state.webhook_guard, str(body.url), body.events, body.secret
+        tx, request.app.state.webhook_guard, str(body.url), body.events, body.secret, body.channel
     )
     return WebhookOut.of(subscription)
 

@@ -95,6 +95,13 @@ webhook_subscriptions = Table(
     Column("previous_secret", String(200)),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("ix_webhook_subscriptions_events", "events", postgresql_using="gin"),
+    # Issue 13: a sales channel's listing subscription (None: every other subscription).
+    Column("channel", String(32)),
+    Index(
+        "ix_webhook_subscriptions_channel",
+        "channel",
+        postgresql_where=text("channel IS NOT NULL"),
+    ),
 )
 
 webhook_deliveries = Table(
@@ -188,6 +195,7 @@ def _subscription(row: Any) -> Subscription:
         events=tuple(row.events),
         created_at=row.created_at,
         active_secrets=len(_secrets(row)),
+        channel=row.channel,
     )
 
 
@@ -232,6 +240,8 @@ def _queue_deliveries(subscriptions: str) -> str:
         " :event_id, :event_type, :payload"
         f" FROM {subscriptions}"
         " WHERE webhook_subscriptions.events @> :listing"
+        # Issue 13: a ListingChanged to its channel's subscriptions, the rest to those of none.
+        " AND webhook_subscriptions.channel IS NOT DISTINCT FROM :channel"
         " ON CONFLICT (subscription_id, event_id) DO NOTHING"
     )
 
@@ -243,6 +253,7 @@ _ANNOUNCEMENT_BINDS = (
     bindparam("event_type", type_=String),
     bindparam("payload", type_=String),
     bindparam("listing", type_=webhook_subscriptions.c.events.type),
+    bindparam("channel", type_=String),
 )
 
 
@@ -252,6 +263,7 @@ def _announced(announcement: Announcement) -> dict[str, Any]:
         "event_type": announcement.event_type,
         "payload": announcement.payload,
         "listing": [announcement.event_type],
+        "channel": announcement.channel,
     }
 
 
@@ -427,12 +439,17 @@ class Subscriptions:
     session: DbSession
 
     async def add(
-        self, subscription_id: str, url: str, events: list[str], secret: str
+        self,
+        subscription_id: str,
+        url: str,
+        events: list[str],
+        secret: str,
+        channel: str | None = None,
     ) -> Subscription:
         row = (
             await self.session.execute(
                 insert(webhook_subscriptions)
-                .values(id=subscription_id, url=url, events=events, secret=secret)
+                .values(id=subscription_id, url=url, events=events, secret=secret, channel=channel)
                 .returning(webhook_subscriptions)
             )
         ).one()

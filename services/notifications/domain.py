@@ -427,6 +427,8 @@ class Announcement:
     event_type: str
     event_id: str
     payload: str
+    # A ListingChanged's sales channel: only that channel's subscriptions get it (issue 13).
+    channel: str | None = None
 
 
 @dataclass(frozen=True)
@@ -456,6 +458,7 @@ class Subscription:
     events: tuple[str, ...]
     created_at: datetime
     active_secrets: int = 1
+    channel: str | None = None  # issue 13: a sales channel's listing subscription
 
 
 @dataclass(frozen=True)
@@ -564,3 +567,37 @@ def purchase_order_email(data: dict[str, Any]) -> Email | None:
             "expected_at": sent.expected_at.date().isoformat() if sent.expected_at else None,
         },
     )
+
+
+# --- channel webhooks (issue 13) ---
+# A sales channel's ListingChanged events (topic `backroom.listings.<channel>`) go to the
+# subscriptions of that channel only; every other event to the subscriptions without a channel.
+
+LISTING_CHANGED = "ListingChanged"
+# Catalog's channel codes (services/catalog/domain.py CHANNEL_CODE_PATTERN).
+CHANNEL_CODE_PATTERN = r"^[a-z0-9][a-z0-9-]{0,31}$"
+
+
+def subscription_problem(events: list[str], channel: str | None) -> tuple[str, str] | None:
+    """(field, message) if these events cannot be subscribed with this channel, else None:
+    ListingChanged only with a channel (each channel has its own feed), and a channel's
+    subscription lists ListingChanged only (the other events belong to no channel)."""
+    if channel is None:
+        if LISTING_CHANGED in events:
+            return "channel", f"{LISTING_CHANGED} is per sales channel: name the channel"
+        return None
+    others = sorted(set(events) - {LISTING_CHANGED})
+    if others:
+        return "events", (
+            f"a channel's subscription lists {LISTING_CHANGED} only, not {', '.join(others)}"
+        )
+    return None
+
+
+def announcement_channel(event_type: str, data: dict[str, Any]) -> str | None:
+    """The sales channel whose subscriptions an event is for: a ListingChanged's own, else
+    None (the subscriptions without a channel)."""
+    if event_type != LISTING_CHANGED:
+        return None
+    channel = data.get("channel")
+    return channel if isinstance(channel, str) else None

@@ -8,7 +8,7 @@ from fastapi import FastAPI
 
 from libs.kit.app import create_service_app
 from libs.kit.retry import RetryPolicy
-from libs.kit.runtime import Runtime
+from libs.kit.runtime import PatternConsumer, Runtime
 from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.uow import Clock, utc_now
 from libs.kit.worker import Worker, full_batches
@@ -99,6 +99,8 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
     handlers.register(runtime.processor, intake)
     interest = service.WebhookInterest(settings.webhook_interest_refresh_s)
     runtime.processor.interested = interest
+    # Issue 13: every sales channel's listing topic, by pattern (see handlers).
+    listings = PatternConsumer(runtime, handlers.LISTING_TOPICS_PATTERN, handlers.LISTINGS_GROUP)
 
     async def deliver_then_close() -> None:
         try:
@@ -109,6 +111,7 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
     async def start_background(runtime: Runtime) -> None:
         runtime.extra_tasks.append(asyncio.create_task(interest.run(uow), name="webhook-interest"))
         runtime.start_worker(mailer)
+        runtime.extra_tasks.append(asyncio.create_task(listings.run(), name="listing-offsets"))
         runtime.extra_tasks.append(asyncio.create_task(deliver_then_close(), name="webhook-worker"))
 
     app = create_service_app(

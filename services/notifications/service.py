@@ -84,7 +84,12 @@ class NotificationLog(Protocol):
 
 class Subscriptions(Protocol):
     async def add(
-        self, subscription_id: str, url: str, events: list[str], secret: str
+        self,
+        subscription_id: str,
+        url: str,
+        events: list[str],
+        secret: str,
+        channel: str | None = None,
     ) -> Subscription: ...
     async def page(self, after_seq: int | None, limit: int) -> list[Subscription]: ...
     async def remove(self, subscription_id: str) -> bool: ...
@@ -164,7 +169,8 @@ async def take_event(tx: Tx[Store], intake: Intake, event: ReceivedEvent) -> boo
     the email it calls for (if any) queued, rendered, unless its (order, template) key is taken.
     Nothing is sent here; the workers are woken once this commits. True if an email was queued."""
     if event.type in await tx.store.subscriptions.listed_types_in_this_transaction():
-        await tx.store.deliveries.enqueue(Announcement(event.type, event.id, event.raw))
+        channel = domain.announcement_channel(event.type, event.data)  # issue 13
+        await tx.store.deliveries.enqueue(Announcement(event.type, event.id, event.raw, channel))
         tx.on_commit(intake.wake_webhooks)
     email = domain.plan_email(
         event.type, event.data, event.id, intake.warehouse_email, intake.operator_email
@@ -469,12 +475,24 @@ async def _vetted(guard: Guard, url: str) -> None:
 
 
 async def create_subscription(
-    tx: Tx[Store], guard: Guard, url: str, events: list[str], secret: str
+    tx: Tx[Store],
+    guard: Guard,
+    url: str,
+    events: list[str],
+    secret: str,
+    channel: str | None = None,
 ) -> Subscription:
     """A new subscription, if `guard` accepts its URL (else Invalid naming `url`); a type
-    listed twice is still delivered once."""
+    listed twice is still delivered once. With a `channel` (issue 13) it lists ListingChanged
+    only and gets that sales channel's; ListingChanged needs one (else Invalid naming the
+    field)."""
+    problem = domain.subscription_problem(events, channel)
+    if problem is not None:
+        raise Invalid.field(*problem)
     await _vetted(guard, url)
-    return await tx.store.subscriptions.add(new_id(), url, list(dict.fromkeys(events)), secret)
+    return await tx.store.subscriptions.add(
+        new_id(), url, list(dict.fromkeys(events)), secret, channel
+    )
 
 
 async def list_subscriptions(

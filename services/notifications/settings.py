@@ -46,3 +46,9 @@ class NotificationsSettings(ServiceSettings):
     # How often the consumer re-reads which event types webhook subscriptions list (events of
     # other types are skipped); subscriptions made through this process count at once.
     webhook_interest_refresh_s: float = 1.0
+
+    # --- channel webhooks (issue 13) ---
+    # A new sales channel's listing topic is consumed at most this long after catalog created it
+    # (the pattern consumer sees it on a metadata refresh; its records are then read from the
+    # start, so none is missed). One metadata request per consumer this often.
+    kafka_metadata_max_age_s: float = 10.0

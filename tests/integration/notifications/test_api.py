@@ -68,7 +68,9 @@ async def test_subscriptions_are_listed_without_secret_and_deleted(
             ["OrderConfirmed", "OrderConfirmed", "StockLow"],
             SECRET,
         )
-        assert set(created) == {"id", "url", "events", "created_at", "active_secrets"}
+        # `channel` (issue 13): None for a subscription of no sales channel.
+        assert set(created) == {"id", "url", "events", "created_at", "active_secrets", "channel"}
+        assert created["channel"] is None
         assert created["events"] == ["OrderConfirmed", "StockLow"]
         ids.append(created["id"])
 

@@ -13,6 +13,7 @@ from libs.events import topics
 from libs.kit import cli
 from libs.kit.kafka import KafkaConnection
 from libs.kit.kafka_acl import (
+    NOTIFICATIONS_LISTINGS_GROUP,
     OWNERS,
     PRINCIPALS,
     SUBSCRIBER,
@@ -208,7 +209,10 @@ def test_catalog_alone_writes_the_listing_topics_the_subscriber_and_notification
         }
 
     assert topics.listings("amazon-de").startswith(topics.LISTINGS_PREFIX)
-    assert grants(Operation.WRITE) == grants(Operation.CREATE) == {"catalog"}
+    # Notifications writes there only the dead letters of what it consumes (channel webhooks,
+    # below): a prefix ACL cannot name `.dlq` twins alone. It creates none of them.
+    assert grants(Operation.CREATE) == {"catalog"}
+    assert grants(Operation.WRITE) == {"catalog", "notifications"}
     assert grants(Operation.READ) == {SUBSCRIBER, "notifications"}
     assert str(
         Acl(
@@ -219,3 +223,28 @@ def test_catalog_alone_writes_the_listing_topics_the_subscriber_and_notification
             pattern=Pattern.PREFIXED,
         )
     ) == ("User:catalog ALLOW WRITE on topic backroom.listings.*")
+
+
+# --- channel webhooks (issue 13) ---
+
+
+def test_notifications_reads_the_listing_topics_in_a_group_of_its_own_the_subscriber_may_not_join() -> (
+    None
+):
+    group = NOTIFICATIONS_LISTINGS_GROUP
+    model = set(acls())
+    assert Acl("notifications", Resource.GROUP, group, Operation.READ) in model
+    for op in (Operation.READ, Operation.DESCRIBE):
+        assert Acl(SUBSCRIBER, Resource.GROUP, group, op, Permission.DENY) in model
+    # Its dead letters: WRITE by prefix on the listing topics, never CREATE.
+    assert (
+        Acl(
+            "notifications",
+            Resource.TOPIC,
+            topics.LISTINGS_PREFIX,
+            Operation.WRITE,
+            pattern=Pattern.PREFIXED,
+        )
+        in model
+    )
+    assert topics.dlq(topics.listings("amazon-de")).startswith(topics.LISTINGS_PREFIX)

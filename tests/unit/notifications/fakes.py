@@ -203,10 +203,17 @@ class FakeSubscriptions:
     on_remove: Callable[[str], None] | None = None
 
     async def add(
-        self, subscription_id: str, url: str, events: list[str], secret: str
+        self,
+        subscription_id: str,
+        url: str,
+        events: list[str],
+        secret: str,
+        channel: str | None = None,
     ) -> Subscription:
         now = self.clock() if self.clock else datetime(2026, 1, 1)
-        subscription = Subscription(subscription_id, next(_seq), url, tuple(events), now)
+        subscription = Subscription(
+            subscription_id, next(_seq), url, tuple(events), now, channel=channel
+        )
         self.rows[subscription_id] = SubscriptionRow(subscription, (secret,))
         return subscription
 
@@ -255,6 +262,8 @@ class FakeDeliveries:
         )
         for sub in self.subscriptions.rows.values():
             if event_type not in sub.subscription.events:
+                continue
+            if sub.subscription.channel != announcement.channel:  # issue 13: per channel
                 continue
             if any(
                 d.subscription_id == sub.subscription.id and d.event_id == event_id

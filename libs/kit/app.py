@@ -277,7 +277,7 @@ PROBLEM_SCHEMA = "Problem"
 GATEWAY_STATUSES = (429, 502, 503, 504)
 BODY_STATUSES = (413,)
 _STATUS_TEXT = {
-    400: "Malformed request (problem+json)",
+    400: "Malformed request: a body that does not parse, a cursor that does not decode (problem+json)",
     401: "Missing, malformed or invalid bearer token (problem+json)",
     403: "The token's principal may not do this (problem+json)",
     404: "Not found (problem+json)",
@@ -350,8 +350,30 @@ def route_statuses(route: Any) -> tuple[list[int], str | None]:
     if methods & _UNSAFE_METHODS:
         statuses.add(409)
     if route.body_field is not None:
-        statuses |= set(BODY_STATUSES)
+        statuses |= {400, *BODY_STATUSES}  # 400: FastAPI's answer to a body it cannot parse
+    if any(param.alias == "cursor" for param in route.dependant.query_params):
+        statuses.add(400)  # libs/kit/pagination.py: a cursor that does not decode
     return sorted(statuses), auth
+
+
+# refuse_unsafe_input's rule as a JSON Schema pattern (ECMA-262): no C0/C1 control character.
+CLEAN_TEXT = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+
+
+def _clean_strings(schema: Any) -> None:
+    """Give every plain string of a schema (no format, pattern or enum of its own) the rule the
+    kit applies to every string a client sends."""
+    if isinstance(schema, list):
+        for item in schema:
+            _clean_strings(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and not {"format", "pattern", "enum", "const"} & set(schema):
+        schema["pattern"] = CLEAN_TEXT
+    for value in schema.values():
+        if isinstance(value, dict | list):
+            _clean_strings(value)
 
 
 def documented_openapi(app: FastAPI) -> dict[str, Any]:
@@ -367,6 +389,7 @@ def documented_openapi(app: FastAPI) -> dict[str, Any]:
     schemas = components.setdefault("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
+    _clean_strings(schemas)
     schemas[PROBLEM_SCHEMA] = problem_component()
     components["securitySchemes"] = {
         BEARER_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
@@ -389,6 +412,8 @@ def documented_openapi(app: FastAPI) -> dict[str, Any]:
             for code, entry in responses.items():
                 if code.isdigit() and int(code) >= 400:
                     entry["content"] = {PROBLEM_JSON_TYPE: {"schema": problem_ref}}
+            for parameter in operation.get("parameters", []):
+                _clean_strings(parameter.get("schema"))
             if auth == "required":
                 operation["security"] = [{BEARER_SCHEME: []}]
             elif auth == "optional":
@@ -409,3 +434,27 @@ def install_openapi(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    install_allow_header(app)
+
+
+def install_allow_header(app: FastAPI) -> None:
+    """A 405 names every method the path has (RFC 9110 Allow): Starlette names only those of the
+    first route whose path matched, and one path is often several routes (GET and PUT)."""
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.routing import Match
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            methods: set[str] = set()
+            for route in app.router.routes:
+                match, _ = route.matches({**request.scope, "method": "GET"})
+                route_methods = getattr(route, "methods", None)
+                if match is not Match.NONE and route_methods:
+                    methods |= set(route_methods)
+            if methods:
+                headers["Allow"] = ", ".join(sorted(methods))
+        return problem_response(exc.status_code, str(exc.detail), headers=headers or None)
+
+    app.add_exception_handler(StarletteHTTPException, method_not_allowed)

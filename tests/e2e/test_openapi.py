@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from libs.events import topics
 from libs.events.registry import EVENT_TYPES
@@ -92,6 +93,12 @@ async def test_an_emitted_events_dataschema_resolves_through_the_gateway(
     assert set(body["required"]) <= set(event["data"])
 
 
+# Known findings that need per-route fixes in services' api.py (issue 14 report, README "API and
+# event documentation"): schema-valid requests a route refuses (required Idempotency-Key
+# documented as optional, ISO 4217 / known-sku / enum rules not in the schema, opaque cursors)
+# and coercions a route accepts (`false` as an int). strict: this fails once they are fixed,
+# as the reminder to drop the mark.
+@pytest.mark.xfail(strict=True, reason="per-route findings listed in the issue 14 report")
 def test_schemathesis_finds_nothing_with_all_checks(gateway_url: str) -> None:
     token = admin()["Authorization"]
     command = [
@@ -114,4 +121,7 @@ def test_schemathesis_finds_nothing_with_all_checks(gateway_url: str) -> None:
     result = subprocess.run(
         command, capture_output=True, text=True, timeout=300, cwd=ROOT, check=False
     )
+    report = os.environ.get("BACKROOM_SCHEMATHESIS_REPORT")
+    if report:
+        Path(report).write_text(result.stdout + result.stderr)
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-3000:]

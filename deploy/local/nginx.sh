@@ -28,6 +28,9 @@
 #   GATEWAY_CORS_ORIGINS (""): origins (scheme://host[:port], comma or space separated) that get
 #       CORS headers and preflight answers; none by default. Never `*`.
 # The bench and the fault harness raise the rates (bench/bench.py, bench/stack.py).
+#
+# Issue 14: /openapi.json, /docs, /asyncapi.json, /asyncapi and /schemas/events/<Type>.json are
+# files `backroom apidocs` writes into $RUN_DIR/nginx/apidocs before each render (ADR 0012).
 set -euo pipefail
 SAY_PREFIX=nginx
 # shellcheck source=lib.sh
@@ -39,6 +42,8 @@ NGINX_PID=$NGINX_DIR/nginx.pid
 NGINX_ERR=$NGINX_DIR/logs/error.log
 TEMPLATE=$LOCAL_DIR/nginx/nginx.conf.tmpl
 HOST=127.0.0.1
+APIDOCS_DIR=$NGINX_DIR/apidocs
+PY=${PYTHON:-$REPO_ROOT/.venv/bin/python}
 
 GATEWAY_PORT=${GATEWAY_PORT:-8000}
 GATEWAY_CHECKOUT_CLIENT_RATE=${GATEWAY_CHECKOUT_CLIENT_RATE:-2}
@@ -122,7 +127,7 @@ render() {
     done
     [[ "$NGINX_DIR" != *'"'* ]] || die "RUN_DIR must not contain a double quote"
     text=$(<"$TEMPLATE")
-    for name in NGINX_DIR "${NUMERIC_VARS[@]}"; do
+    for name in NGINX_DIR APIDOCS_DIR "${NUMERIC_VARS[@]}"; do
         text=${text//"{{$name}}"/"${!name}"}
     done
     block=$(real_ip_block) || exit 1
@@ -135,10 +140,24 @@ render() {
     printf '%s\n' "$text" >"$out"
 }
 
+# apidocs: (re)generate the documents the gateway serves from the code of this checkout; written
+# aside and moved into place, so a running nginx never serves half a directory.
+apidocs() {
+    local fresh=$APIDOCS_DIR.new
+    rm -rf "$fresh"
+    (cd "$REPO_ROOT" && "$PY" -m libs.kit.cli apidocs --out "$fresh" >/dev/null) \
+        || die "backroom apidocs failed (the gateway's /openapi.json and /asyncapi.json)"
+    rm -rf "$APIDOCS_DIR.old"
+    if [[ -d "$APIDOCS_DIR" ]]; then mv "$APIDOCS_DIR" "$APIDOCS_DIR.old"; fi
+    mv "$fresh" "$APIDOCS_DIR"
+    rm -rf "$APIDOCS_DIR.old"
+}
+
 # prepare: render into a candidate file and test it; sets CHANGED=1 when it differs from the
 # config in place, and installs it.
 prepare() {
     mkdir -p "$NGINX_DIR/logs" "$NGINX_DIR/tmp"
+    apidocs
     local candidate=$NGINX_CONF.new out
     render "$candidate"
     if ! out=$(unlocked nginx -p "$NGINX_DIR/" -c "$candidate" -e "$NGINX_ERR" -t 2>&1); then

@@ -26,6 +26,8 @@ class CloudEvent(BaseModel):
     correlationid: str
     causationid: str | None = None
     data: dict[str, Any]
+    # Issue 14: where the data's JSON Schema is, a path on the gateway (schema_path).
+    dataschema: str | None = None
 
     def to_json(self) -> bytes:
         """Serialise for the wire (RFC 3339 UTC times)."""
@@ -52,13 +54,25 @@ def new_event(
 ) -> CloudEvent:
     """Wrap a data model in an envelope; the type defaults to the model's class name."""
     event_id = new_event_id()
+    event_type = event_type or type(data).__name__
     return CloudEvent(
         id=event_id,
         source=f"backroom/{service}",
-        type=event_type or type(data).__name__,
+        type=event_type,
         subject=subject,
         time=at or datetime.now(UTC),
         correlationid=correlation_id or event_id,
         causationid=causation_id,
         data=data.model_dump(mode="json"),
+        dataschema=schema_path(event_type),
     )
+
+
+# --- event catalog (issue 14) ---
+
+SCHEMA_PATH_PREFIX = "/schemas/events/"
+
+
+def schema_path(event_type: str) -> str:
+    """The gateway path of an event type's data JSON Schema (served from `backroom apidocs`)."""
+    return f"{SCHEMA_PATH_PREFIX}{event_type}.json"

@@ -264,4 +264,197 @@ def create_service_app(
 
     for router in routers:
         app.include_router(router)
+    install_openapi(app)
     return app
+
+
+# --- API documentation (issue 14) ---
+
+BEARER_SCHEME = "bearer"
+PROBLEM_SCHEMA = "Problem"
+# What the gateway itself may answer on every proxied route (deploy/local/nginx: rate limits and
+# an upstream that is down, slow or restarting), and on a route with a body (its size limit).
+GATEWAY_STATUSES = (429, 502, 503, 504)
+BODY_STATUSES = (413,)
+_STATUS_TEXT = {
+    400: "Malformed request: a body that does not parse, a cursor that does not decode (problem+json)",
+    401: "Missing, malformed or invalid bearer token (problem+json)",
+    403: "The token's principal may not do this (problem+json)",
+    404: "Not found (problem+json)",
+    409: "Conflicts with the current state (problem+json)",
+    413: "Request body too large (problem+json, from the gateway)",
+    422: "Invalid input: `errors` names each field (problem+json)",
+    429: "Rate limit exceeded; see Retry-After (problem+json, from the gateway)",
+    502: "Upstream service unavailable (problem+json, from the gateway)",
+    503: "A dependency is unavailable; try again, see Retry-After (problem+json)",
+    504: "Upstream service timed out (problem+json, from the gateway)",
+}
+_UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+def problem_component() -> dict[str, Any]:
+    """The JSON Schema of every problem+json body (libs/kit/problems.py: problem_response)."""
+    return {
+        "title": PROBLEM_SCHEMA,
+        "description": "RFC 9457 problem details",
+        "type": "object",
+        "required": ["type", "title", "status", "detail"],
+        "properties": {
+            "type": {"type": "string"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "detail": {"type": "string"},
+            "errors": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["field", "message"],
+                    "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+                },
+            },
+        },
+    }
+
+
+def _dependency_calls(dependant: Any) -> set[Any]:
+    calls: set[Any] = set()
+    for dep in dependant.dependencies:
+        if dep.call is not None:
+            calls.add(dep.call)
+        calls |= _dependency_calls(dep)
+    return calls
+
+
+def route_statuses(route: Any) -> tuple[list[int], str | None]:
+    """The problem statuses a route can answer, from what the kit and its dependencies can raise,
+    and how it authenticates: "required", "optional" or None."""
+    from libs.kit.auth import (
+        optional_principal,
+        require_admin,
+        require_customer,
+        require_customer_or_channel,
+    )
+
+    calls = _dependency_calls(route.dependant)
+    methods = set(route.methods or ())
+    statuses = {422, *GATEWAY_STATUSES}  # refuse_unsafe_input and validation: every route
+    auth: str | None = None
+    if calls & {require_customer, require_admin, require_customer_or_channel}:
+        auth = "required"
+        statuses |= {401, 403}  # 403: a channel token on a customer route, a non-admin
+    elif optional_principal in calls:
+        auth = "optional"
+        statuses |= {401, 403}
+    if route.param_convertors:
+        statuses.add(404)
+    if methods & _UNSAFE_METHODS:
+        statuses.add(409)
+    if route.body_field is not None:
+        statuses |= {400, *BODY_STATUSES}  # 400: FastAPI's answer to a body it cannot parse
+    if any(param.alias == "cursor" for param in route.dependant.query_params):
+        statuses.add(400)  # libs/kit/pagination.py: a cursor that does not decode
+    return sorted(statuses), auth
+
+
+# refuse_unsafe_input's rule as a JSON Schema pattern (ECMA-262): no C0/C1 control character.
+CLEAN_TEXT = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+
+
+def _clean_strings(schema: Any) -> None:
+    """Give every plain string of a schema (no format, pattern or enum of its own) the rule the
+    kit applies to every string a client sends."""
+    if isinstance(schema, list):
+        for item in schema:
+            _clean_strings(item)
+        return
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and not {"format", "pattern", "enum", "const"} & set(schema):
+        schema["pattern"] = CLEAN_TEXT
+    for value in schema.values():
+        if isinstance(value, dict | list):
+            _clean_strings(value)
+
+
+def documented_openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's document, completed: the bearer scheme on every route that reads a token, the
+    problem+json answers each route can give (replacing FastAPI's application/json 422)."""
+    from fastapi.openapi.utils import get_openapi
+    from fastapi.routing import APIRoute
+
+    doc = get_openapi(
+        title=app.title, version=app.version, openapi_version=app.openapi_version, routes=app.routes
+    )
+    components = doc.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    _clean_strings(schemas)
+    schemas[PROBLEM_SCHEMA] = problem_component()
+    components["securitySchemes"] = {
+        BEARER_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+    }
+    problem_ref = {"$ref": f"#/components/schemas/{PROBLEM_SCHEMA}"}
+    routes = [r for r in app.routes if isinstance(r, APIRoute) and r.include_in_schema]
+    names = [r.name for r in routes for _ in r.methods]
+    for route in routes:
+        statuses, auth = route_statuses(route)
+        for method in route.methods:
+            operation = doc["paths"].get(route.path_format, {}).get(method.lower())
+            if operation is None:
+                continue
+            if names.count(route.name) == 1:
+                operation["operationId"] = route.name  # FastAPI's default spells the path too
+            responses = operation.setdefault("responses", {})
+            for status in statuses:
+                entry = responses.setdefault(str(status), {})
+                entry.setdefault("description", _STATUS_TEXT.get(status, "problem+json"))
+            for code, entry in responses.items():
+                if code.isdigit() and int(code) >= 400:
+                    entry["content"] = {PROBLEM_JSON_TYPE: {"schema": problem_ref}}
+            for parameter in operation.get("parameters", []):
+                _clean_strings(parameter.get("schema"))
+            if auth == "required":
+                operation["security"] = [{BEARER_SCHEME: []}]
+            elif auth == "optional":
+                operation["security"] = [{}, {BEARER_SCHEME: []}]
+    return doc
+
+
+PROBLEM_JSON_TYPE = "application/problem+json"
+
+
+def install_openapi(app: FastAPI) -> None:
+    """Serve the completed document at the service's own /openapi.json (the gateway merges the six:
+    libs/kit/apidocs.py)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = documented_openapi(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    install_allow_header(app)
+
+
+def install_allow_header(app: FastAPI) -> None:
+    """A 405 names every method the path has (RFC 9110 Allow): Starlette names only those of the
+    first route whose path matched, and one path is often several routes (GET and PUT)."""
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.routing import Match
+
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            methods: set[str] = set()
+            for route in app.router.routes:
+                match, _ = route.matches({**request.scope, "method": "GET"})
+                route_methods = getattr(route, "methods", None)
+                if match is not Match.NONE and route_methods:
+                    methods |= set(route_methods)
+            if methods:
+                headers["Allow"] = ", ".join(sorted(methods))
+        return problem_response(exc.status_code, str(exc.detail), headers=headers or None)
+
+    app.add_exception_handler(StarletteHTTPException, method_not_allowed)

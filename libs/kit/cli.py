@@ -280,7 +280,54 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("--topic", help="source topic or its .dlq (default: all)")
     dlq_replay.add_argument("--event-id", help="replay only this CloudEvent id")
     dlq.set_defaults(func=_cmd_dlq)
+    _add_apidocs(sub)
     return parser
+
+
+# --- apidocs (issue 14) ---
+
+
+def service_openapi_documents() -> dict[str, dict[str, Any]]:
+    """Each service's own OpenAPI document, from its app as `serve` builds it (nothing connects).
+    Only the document is wanted: the apps are built with a throwaway development key, so this
+    works wherever the code is (an image build, an init container) whatever the environment."""
+    import importlib
+    import secrets
+
+    overrides = {"BACKROOM_ENV": "dev", "BACKROOM_JWT_SECRET": secrets.token_hex(32)}
+    saved = {name: os.environ.get(name) for name in (*overrides, "BACKROOM_JWKS_URL")}
+    os.environ.update(overrides)
+    os.environ.pop("BACKROOM_JWKS_URL", None)
+    try:
+        return {
+            service: importlib.import_module(f"services.{service}.main").create_app().openapi()
+            for service in SERVICES
+        }
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _cmd_apidocs(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from libs.kit.apidocs import write_site
+
+    written = write_site(Path(args.out), service_openapi_documents())
+    print(f"wrote {len(written)} files under {args.out}")
+    return 0
+
+
+def _add_apidocs(sub: Any) -> None:
+    docs = sub.add_parser(
+        "apidocs",
+        help="write the gateway's documentation: /openapi.json, /docs, /asyncapi.json, event schemas",
+    )
+    docs.add_argument("--out", required=True, help="the directory nginx serves them from")
+    docs.set_defaults(func=_cmd_apidocs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,7 +52,7 @@ KAFKA_START = ROOT / "deploy" / "compose" / "kafka-start.sh"
 LOCAL_KAFKA_TEMPLATE = ROOT / "deploy" / "local" / "kafka" / "server.properties.tmpl"
 LOCAL_NGINX_TEMPLATE = ROOT / "deploy" / "local" / "nginx" / "nginx.conf.tmpl"
 
-COMPOSE_INFRA = {"kafka", "postgres", "smtp", "migrate", "gateway"}
+COMPOSE_INFRA = {"kafka", "postgres", "smtp", "migrate", "gateway", "apidocs"}
 K8S_GATEWAY = "gateway"
 SCALED_OUT = {"inventory": 2, "payments": 2}  # replicas; every other service runs one
 ENV_PREFIX = "BACKROOM_"

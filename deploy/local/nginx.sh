@@ -30,7 +30,8 @@
 # The bench and the fault harness raise the rates (bench/bench.py, bench/stack.py).
 #
 # Issue 14: /openapi.json, /docs, /asyncapi.json, /asyncapi and /schemas/events/<Type>.json are
-# files `backroom apidocs` writes into $RUN_DIR/nginx/apidocs before each render (ADR 0012).
+# files `backroom apidocs` writes (outside the private run dir, see APIDOCS_DIR) before each
+# render (ADR 0012).
 set -euo pipefail
 SAY_PREFIX=nginx
 # shellcheck source=lib.sh
@@ -42,7 +43,9 @@ NGINX_PID=$NGINX_DIR/nginx.pid
 NGINX_ERR=$NGINX_DIR/logs/error.log
 TEMPLATE=$LOCAL_DIR/nginx/nginx.conf.tmpl
 HOST=127.0.0.1
-APIDOCS_DIR=$NGINX_DIR/apidocs
+# nginx's workers (nobody, when started as root) must read these files, and the run dir may be
+# private (mode 700: it holds the dev secrets), so they live outside it, one dir per run dir.
+APIDOCS_DIR=${TMPDIR:-/var/tmp}/backroom-apidocs-$(short_hash "$RUN_DIR")/apidocs
 PY=${PYTHON:-$REPO_ROOT/.venv/bin/python}
 
 GATEWAY_PORT=${GATEWAY_PORT:-8000}
@@ -144,6 +147,8 @@ render() {
 # aside and moved into place, so a running nginx never serves half a directory.
 apidocs() {
     local fresh=$APIDOCS_DIR.new
+    mkdir -p "$(dirname "$APIDOCS_DIR")"
+    chmod 755 "$(dirname "$APIDOCS_DIR")"
     rm -rf "$fresh"
     (cd "$REPO_ROOT" && "$PY" -m libs.kit.cli apidocs --out "$fresh" >/dev/null) \
         || die "backroom apidocs failed (the gateway's /openapi.json and /asyncapi.json)"

@@ -1,6 +1,6 @@
 """Seed a small demo catalog through the gateway (idempotent): products (with weights), prices, tax
-rates, shipping methods, stock, a promotion; then print a customer token and the first step of a
-checkout."""
+rates, shipping methods, stock, a promotion, a second warehouse, a marketplace channel and a
+supplier; then print a customer token, a channel token and the first step of a checkout."""
 
 import sys
 from datetime import UTC, datetime, timedelta
@@ -66,6 +66,54 @@ def shipping_methods(region: str) -> dict[str, dict[str, object]]:
     }
 
 
+# Issue 13: a second warehouse, a marketplace channel with a few listings (one at its own price,
+# one capped), and a supplier that restocks the cap when it runs low.
+SECOND_WAREHOUSE = "fr-lyon"
+MARKETPLACE = "marketplace"
+MARKETPLACE_LISTINGS = {"TSHIRT-BLK-M": None, "MUG-STEEL": 1350, "NOTEBOOK-A5": None}
+MARKETPLACE_CAPS = {"TSHIRT-BLK-M": 20}
+SUPPLIER = ("acme-headwear", "Acme Headwear", "orders@acme-headwear.example", 7)
+SUPPLIER_ITEMS = [("CAP-NAVY", 24)]
+
+
+def sell_everywhere(http: httpx.Client) -> None:
+    """Locations, channel, listings, caps and a supplier; every call a PUT, so seeding twice
+    changes nothing."""
+    http.put(
+        f"/inventory/locations/{SECOND_WAREHOUSE}",
+        json={"name": "Lyon warehouse", "kind": "warehouse", "priority": 10, "regions": ["FR"]},
+    ).raise_for_status()
+    http.put(
+        f"/inventory/items/HOODIE-GRY-L/locations/{SECOND_WAREHOUSE}", json={"on_hand": 15}
+    ).raise_for_status()
+    http.put(
+        f"/catalog/channels/{MARKETPLACE}", json={"name": "Demo marketplace", "kind": "marketplace"}
+    ).raise_for_status()
+    for sku, own_price in MARKETPLACE_LISTINGS.items():
+        http.put(
+            f"/catalog/products/{sku}/listings/{MARKETPLACE}", json={"published": True}
+        ).raise_for_status()
+        if own_price is not None:
+            http.put(
+                f"/pricing/channels/{MARKETPLACE}/prices/{sku}",
+                json={"amount": own_price, "currency": "EUR"},
+            ).raise_for_status()
+    for sku, cap in MARKETPLACE_CAPS.items():
+        http.put(
+            f"/inventory/items/{sku}/channels/{MARKETPLACE}", json={"cap": cap}
+        ).raise_for_status()
+    supplier_id, name, email, lead_time = SUPPLIER
+    http.put(
+        f"/inventory/suppliers/{supplier_id}",
+        json={
+            "name": name,
+            "email": email,
+            "lead_time_days": lead_time,
+            "items": [{"sku": sku, "reorder_quantity": q} for sku, q in SUPPLIER_ITEMS],
+        },
+    ).raise_for_status()
+
+
 def main(gateway: str) -> None:
     settings = ServiceSettings()
     admin = mint_dev_token(settings, "seed-admin", ["admin"])
@@ -99,6 +147,7 @@ def main(gateway: str) -> None:
             http.put(f"/pricing/tax-rates/{region}", json={"rate_bps": bps}).raise_for_status()
             for code, method in shipping_methods(region).items():
                 http.put(f"/pricing/shipping-methods/{code}", json=method).raise_for_status()
+        sell_everywhere(http)
         existing = http.get("/pricing/rules", params={"limit": 200})
         existing.raise_for_status()
         kinds = {rule["kind"] for rule in existing.json()["items"]}
@@ -126,13 +175,18 @@ def main(gateway: str) -> None:
                     ],
                 },
             ).raise_for_status()
+    channel_token = mint_dev_token(
+        settings, "marketplace-demo", ["channel"], ttl_s=86400, channel=MARKETPLACE
+    )
     customer = mint_dev_token(
         settings, "alice", ["customer"], ttl_s=86400, email="alice@example.com"
     )
     print(
         f"seeded {len(PRODUCTS)} products, {len(TAX_RATES)} tax rates,"
-        f" {2 * len(TAX_RATES)} shipping methods, 2 pricing rules"
+        f" {2 * len(TAX_RATES)} shipping methods, 2 pricing rules, a second warehouse,"
+        f" the {MARKETPLACE} channel ({len(MARKETPLACE_LISTINGS)} listings), a supplier"
     )
+    print(f"\nchannel token ({MARKETPLACE}, 24 h):\n  export CHANNEL_TOKEN={channel_token}")
     print(f"\ncustomer token (alice, 24 h):\n  export TOKEN={customer}")
     print(
         "  curl -s -X POST " + gateway + '/orders -H "Authorization: Bearer $TOKEN" '

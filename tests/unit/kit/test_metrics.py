@@ -188,3 +188,29 @@ async def test_a_rolled_back_capture_is_not_counted() -> None:
 def test_the_reconciliation_findings_gauge_exists_for_the_jobs_to_come() -> None:
     metrics.RECONCILIATION_FINDINGS.labels("test_kind").set(0)
     assert sample("backroom_reconciliation_findings", kind="test_kind") == 0
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    async def send_and_wait(self, topic: str, **_: Any) -> None:
+        self.sent.append(topic)
+
+
+async def test_a_dead_letter_is_counted_for_its_group_and_source_topic() -> None:
+    from types import SimpleNamespace
+
+    from libs.kit.inbox import EventProcessor
+
+    producer = FakeProducer()
+    processor = EventProcessor("g-dlq", None, producer)  # type: ignore[arg-type]
+    record = SimpleNamespace(
+        topic="backroom.test", partition=0, offset=7, key=b"k", value=b"{}", headers=[]
+    )
+    before = sample("backroom_dlq_published_total", group="g-dlq", topic="backroom.test")
+    await processor.dead_letter(record, ValueError("bad"), attempts=5)
+    assert producer.sent == ["backroom.test.dlq"]
+    assert (
+        sample("backroom_dlq_published_total", group="g-dlq", topic="backroom.test") == before + 1
+    )

@@ -34,8 +34,8 @@ async def scrape(service: str) -> dict[str, float]:
 
 
 def value(samples: dict[str, float], name: str, **labels: str) -> float:
-    """The sample with exactly these labels (in the order prometheus_client writes them)."""
-    rendered = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    """The sample with exactly these labels (prometheus_client writes them sorted by name)."""
+    rendered = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     return samples.get(f"{name}{{{rendered}}}" if labels else name, 0.0)
 
 

@@ -70,12 +70,13 @@ infra-up: install
 	bash deploy/local/infra.sh up
 
 infra-down:
+	bash deploy/local/prometheus.sh down || true
 	bash deploy/local/services.sh down || true
 	bash deploy/local/nginx.sh down || true
 	bash deploy/local/infra.sh down
 
 status:
-	@bash deploy/local/infra.sh status; bash deploy/local/services.sh status; bash deploy/local/nginx.sh status || true
+	@bash deploy/local/infra.sh status; bash deploy/local/services.sh status; bash deploy/local/nginx.sh status; bash deploy/local/prometheus.sh status || true
 
 migrate: install
 	$(VENV)/bin/backroom topics

@@ -18,7 +18,7 @@ export BACKROOM_ENV ?= dev
 help:
 	@echo "make run    - everything up (Kafka, PostgreSQL, SMTP sink, six services, nginx), demo data, URLs; Ctrl-C stops all"
 	@echo "make test   - install, start what is missing, run unit + integration + e2e tests, stop what it started"
-	@echo "make lint   - ruff (lint + format check), shellcheck, import contracts, mypy --strict; make test runs it first"
+	@echo "make lint   - ruff (lint + format check), shellcheck, import contracts, promtool (alert rules and their tests), mypy --strict; make test runs it first"
 	@echo "make bench  - checkout throughput/latency vs offered rate -> bench/results/<date>.json + .png"
 	@echo "make faults - crash scenarios under load, invariants checked -> bench/results/faults-<date>.json"
 	@echo "make status / infra-up / infra-down / migrate"
@@ -57,6 +57,9 @@ lint: install
 	@SAY_PREFIX=lint bash -c '. deploy/local/lib.sh && ensure_apt_pkg shellcheck shellcheck'
 	shellcheck -x -P SCRIPTDIR deploy/local/*.sh deploy/compose/*.sh $(wildcard .ci/run)
 	$(VENV)/bin/lint-imports
+	@SAY_PREFIX=lint bash -c '. deploy/local/lib.sh && ensure_apt_pkg promtool prometheus'
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
 	$(VENV)/bin/mypy libs services bench tests
 
 format: install
@@ -67,12 +70,13 @@ infra-up: install
 	bash deploy/local/infra.sh up
 
 infra-down:
+	bash deploy/local/prometheus.sh down || true
 	bash deploy/local/services.sh down || true
 	bash deploy/local/nginx.sh down || true
 	bash deploy/local/infra.sh down
 
 status:
-	@bash deploy/local/infra.sh status; bash deploy/local/services.sh status; bash deploy/local/nginx.sh status || true
+	@bash deploy/local/infra.sh status; bash deploy/local/services.sh status; bash deploy/local/nginx.sh status; bash deploy/local/prometheus.sh status || true
 
 migrate: install
 	$(VENV)/bin/backroom topics

@@ -14,6 +14,7 @@ GATEWAY=http://127.0.0.1:${GATEWAY_PORT:-8000}
 stop_all() {
     trap - EXIT INT TERM
     say "stopping..."
+    bash "$LOCAL_DIR/prometheus.sh" down || true
     bash "$LOCAL_DIR/nginx.sh" down || true
     bash "$LOCAL_DIR/services.sh" down || true
     bash "$LOCAL_DIR/infra.sh" stop-started "$STARTED" || true
@@ -31,6 +32,7 @@ cd "$REPO_ROOT"
 .venv/bin/backroom migrate
 bash "$LOCAL_DIR/services.sh" up
 bash "$LOCAL_DIR/nginx.sh" up
+bash "$LOCAL_DIR/prometheus.sh" up  # issue 14: every service's /metrics, deploy/prometheus/rules
 .venv/bin/python "$LOCAL_DIR/seed.py" "$GATEWAY"
 SUBSCRIBER_PASSWORD=$(tr -d '[:space:]' <"${BACKROOM_DEV_KAFKA_PASSWORD_DIR:-$REPO_ROOT/.run/dev-kafka-passwords}/subscriber")
 cat <<EOM
@@ -45,6 +47,7 @@ Backroom is up ($(elapsed "$t0")s).
   postgresql     postgresql://<service>@127.0.0.1:${PGPORT:-55432}/<service> (each service its own role;
                  password in .run/dev-pg-passwords/<service>; operator: postgres on loopback)
   smtp sink      127.0.0.1:${SMTP_PORT:-2525}, mail in $RUN_DIR/smtp/maildir
+  prometheus     http://127.0.0.1:${PROMETHEUS_PORT:-9090}   (alerts: /alerts, rules: deploy/prometheus/rules)
   logs           $RUN_DIR/services/*.log, $RUN_DIR/nginx/
   tokens         .venv/bin/backroom token --sub alice --role customer   (add --role admin for admin)
                  HS256, signed with this checkout's dev secret .run/dev-jwt-secret (BACKROOM_ENV=dev)

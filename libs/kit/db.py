@@ -262,3 +262,20 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+# --- metrics (issue 14) ---
+
+# Outbox depth and the age of its oldest row, for the metrics poller (libs/kit/metrics.py): read
+# on a timer, never per event. The relay deletes published rows, so what is here is unpublished.
+OUTBOX_STATS = text(
+    "SELECT count(*) AS depth,"
+    " coalesce(extract(epoch FROM now() - min(created_at)), 0) AS oldest_s FROM outbox"
+)
+
+
+async def outbox_stats(db: Database) -> tuple[int, float]:
+    """(unpublished outbox rows, seconds since the oldest of them was written; 0 if none)."""
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(OUTBOX_STATS)).one()
+    return int(row.depth), max(0.0, float(row.oldest_s))

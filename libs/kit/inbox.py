@@ -26,6 +26,7 @@ from libs.events.envelope import CloudEvent
 from libs.events.registry import EVENT_TYPES
 from libs.kit.db import INBOX_CLAIM, Database, DbSession, after_commit
 from libs.kit.faults import crash_point
+from libs.kit.metrics import DLQ_PUBLISHED
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.retry import RetryPolicy
 from libs.kit.transactions import SessionTx
@@ -350,6 +351,7 @@ class EventProcessor:
         await self.producer.send_and_wait(
             topics.dlq(record.topic), value=record.value, key=record.key, headers=headers
         )
+        DLQ_PUBLISHED.labels(self.service, record.topic).inc()
 
 
 async def claim_delivery(session: DbSession, event_id: str, event_type: str, source: str) -> bool:
@@ -405,13 +407,15 @@ def _next_offsets(records: Sequence[ConsumerRecord[Any, Any]]) -> dict[TopicPart
     return offsets
 
 
-async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+async def _commit(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> bool:
     try:
         await consumer.commit(offsets)
     except CommitFailedError as exc:
         # A rebalance took the partition: the next owner re-reads the record and the inbox
         # makes that harmless.
         log.warning("offset commit lost to a rebalance: %s", exc)
+        return False
+    return True
 
 
 class OffsetCommitter:
@@ -424,6 +428,8 @@ class OffsetCommitter:
     def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s = interval_s
         self._pending: dict[TopicPartition, int] = {}
+        # What this committer committed last per partition (issue 14: the lag probe reads it).
+        self.committed: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._lock = asyncio.Lock()
 
@@ -446,8 +452,8 @@ class OffsetCommitter:
                 return
             assigned = consumer.assignment()  # a revoked partition is its new owner's now
             offsets = {tp: offset for tp, offset in offsets.items() if tp in assigned}
-            if offsets:
-                await _commit(consumer, offsets)
+            if offsets and await _commit(consumer, offsets):
+                self.committed.update(offsets)
 
     async def run(self) -> None:
         """Background task: flush every `interval_s`."""

@@ -25,6 +25,7 @@ from libs.kit.db import (
 )
 from libs.kit.faults import crash_point
 from libs.kit.kafka import ce_headers
+from libs.kit.metrics import emitted_callback
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,9 @@ class Emitter:
         else:
             await add_to_outbox(self.session, event, topic, subject)
         self.emitted.append(event)
+        observed = emitted_callback(data)  # issue 14: business metrics, after the commit
+        if observed is not None:
+            after_commit(self.session, observed)
         return event
 
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -14,10 +15,11 @@ from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.message import KafkaMessage
 from sqlalchemy import text
 
-from libs.kit.db import Database
+from libs.kit.db import Database, outbox_stats
 from libs.kit.inbox import EventProcessor, OffsetCommitter, rewind, waiting_records
 from libs.kit.kafka import KafkaConnection, bootstrap_servers, ensure_topics, new_producer
 from libs.kit.kafka_acl import writes
+from libs.kit.metrics import LagConsumer, LagSource, MetricsPoller, lag_probe, outbox_probe
 from libs.kit.outbox import OutboxRelay
 from libs.kit.settings import ServiceSettings
 from libs.kit.worker import Worker
@@ -76,6 +78,11 @@ class Runtime:
         # that never returns stops the service's whole consumer while the process looks fine.
         self.handling_since: float | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        # Issue 14: state gauges read on a timer (services add their own probes before start).
+        self.metrics = MetricsPoller(settings.metrics_interval_s)
+        self.metrics.add("outbox", outbox_probe(lambda: outbox_stats(self.db)))
+        self.metrics.add("consumer_lag", lag_probe(lambda: lag_sources(self)))
+        self.committers: dict[str, OffsetCommitter] = {self.service: self.offsets}
 
     def _subscribe(self, topics: list[str]) -> None:
         """One consumer for all the service's topics: one fetch loop, one group member, and
@@ -142,6 +149,8 @@ class Runtime:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, dump_tasks)
         self._watchdog = asyncio.create_task(self._watch_consumer(), name="consumer-watchdog")
+        if self.settings.metrics_interval_s > 0:
+            self.extra_tasks.append(asyncio.create_task(self.metrics.run(), name="metrics"))
         log.info("%s runtime started", self.service)
 
     def consumer_stuck_s(self) -> float | None:
@@ -274,6 +283,7 @@ class PatternConsumer:
         self.pattern = pattern
         self.group_id = group_id
         self.offsets = OffsetCommitter(runtime.settings.consumer_commit_interval_s)
+        runtime.committers[group_id] = self.offsets  # issue 14: its lag is reported too
         processor = runtime.processor
         offsets = self.offsets
         batch_max = runtime.settings.consumer_batch_max
@@ -310,3 +320,23 @@ class PatternConsumer:
         finally:
             with contextlib.suppress(Exception):  # best effort: unflushed records are read again
                 await self.offsets.flush()
+
+
+# --- metrics (issue 14) ---
+
+
+def lag_sources(runtime: Runtime) -> list[LagSource]:
+    """Each consumer group of this process with its consumer (None before it started) and the
+    offsets its committer committed."""
+    sources: list[LagSource] = []
+    for subscriber in getattr(runtime.broker, "subscribers", ()):
+        group = getattr(subscriber, "group_id", None)
+        committer = runtime.committers.get(group or "")
+        if group and committer is not None:
+            sources.append(LagSource(group, _consumer_of(subscriber), committer.committed))
+    return sources
+
+
+def _consumer_of(subscriber: Any) -> Callable[[], LagConsumer | None]:
+    """The subscriber's aiokafka consumer as it is when asked (FastStream makes it at start)."""
+    return lambda: getattr(subscriber, "consumer", None)

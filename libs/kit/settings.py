@@ -180,6 +180,9 @@ class ServiceSettings(BaseSettings):
     kafka_metadata_max_age_s: float = 300.0
     relay_poll_interval_s: float = 1.0
     relay_batch_size: int = 500
+    # Issue 14: how often the metrics poller reads consumer lag, outbox depth and the service's
+    # own state gauges (one query or broker request each, never per event); 0 turns it off.
+    metrics_interval_s: float = 15.0
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
-from libs.kit.db import DbSession
+from libs.kit.db import Database, DbSession
 from services.inventory.domain import (
     DEFAULT_LOCATION,
     OPEN_PO_STATUSES,
@@ -1517,3 +1517,17 @@ def _transfer(row: Row[Any]) -> Transfer:
         reason=row.reason,
         at=row.at,
     )
+
+
+# --- metrics (issue 14) ---
+
+# Read by the metrics poller on a timer: reservations still held after their expiry (the expiry
+# sweep should have released them; a count that stays up means it is not running).
+RESERVATIONS_EXPIRED_COUNT = text(
+    "SELECT count(*) FROM reservations WHERE status = 'reserved' AND expires_at < now()"
+)
+
+
+async def count_reservations_expired(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(RESERVATIONS_EXPIRED_COUNT)).scalar_one())

@@ -40,7 +40,7 @@ from sqlalchemy.engine import Row
 
 from libs.events.common import BackorderedLine, Money, PricedLine
 from libs.events.orders import CreditNote, Invoice
-from libs.kit.db import DbSession
+from libs.kit.db import Database, DbSession
 from libs.kit.inbox import claim_delivery
 from services.orders.domain import (
     Cart,
@@ -452,6 +452,7 @@ def _locked(row: Row[Any]) -> LockedOrder:
         total=Money(amount=row.total, currency=row.currency),
         correlation_id=row.correlation_id,
         channel=row.channel,
+        placed_at=row.created_at,
         state=Order(
             status=OrderStatus(row.status),
             reservation_deadline=row.reservation_deadline,
@@ -1454,3 +1455,17 @@ async def _with_backorders(session: DbSession, views: list[OrderView]) -> list[O
     )
     lines = {row.order_id: _backordered_lines(row.lines) for row in rows}
     return [replace(v, backordered=lines[v.id]) if v.id in lines else v for v in views]
+
+
+# --- metrics (issue 14) ---
+
+# Read by the metrics poller on a timer: pending orders whose deadline has passed (the deadline
+# sweep should have rejected them; a count that stays up means it is not running).
+PENDING_OVERDUE_COUNT = text(
+    "SELECT count(*) FROM orders WHERE status = 'pending' AND reservation_deadline < now()"
+)
+
+
+async def count_pending_overdue(db: Database) -> int:
+    async with db.engine.connect() as conn:
+        return int((await conn.execute(PENDING_OVERDUE_COUNT)).scalar_one())

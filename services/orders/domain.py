@@ -241,6 +241,7 @@ class LockedOrder:
     correlation_id: str
     state: Order
     channel: str = "web"  # issue 13
+    placed_at: datetime | None = None  # issue 14: for the placed-to-outcome latency metric
 
 
 @dataclass(frozen=True)

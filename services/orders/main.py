@@ -5,12 +5,13 @@ import secrets
 from fastapi import FastAPI
 
 from libs.kit.app import create_service_app
+from libs.kit.metrics import gauge_probe
 from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import Runtime
 from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.uow import Clock, utc_now
 from libs.kit.worker import Worker
-from services.orders import api, handlers, service
+from services.orders import api, db, handlers, metrics, service
 from services.orders.adapters import (
     Carrier,
     EasyPostCarrier,
@@ -79,6 +80,10 @@ def create_app(
         await pricing.close()
         await catalog.close()
 
+    runtime.metrics.add(  # issue 14
+        "orders_pending_overdue",
+        gauge_probe(metrics.PENDING_OVERDUE, lambda: db.count_pending_overdue(runtime.db)),
+    )
     app = create_service_app(
         runtime,
         routers=[api.router, api.carts_router],

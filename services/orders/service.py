@@ -40,7 +40,7 @@ from libs.kit.auth import Principal
 from libs.kit.errors import Conflict, Forbidden, Invalid, NotFound
 from libs.kit.retry import RetryPolicy
 from libs.kit.uow import Clock, Tx, UnitOfWork, utc_now
-from services.orders import domain
+from services.orders import domain, metrics
 from services.orders.adapters import (
     Carrier,
     CatalogClient,
@@ -609,6 +609,12 @@ async def _move(
         await tx.store.orders.save(order.id, after, tracking)
         return
     await tx.store.orders.save_status_change(order.id, after, tracking)
+    if after.status.value in metrics.OUTCOMES:  # issue 14
+        tx.on_commit(
+            metrics.outcome_recorder(
+                after.status.value, after.reason, order.channel, order.placed_at
+            )
+        )
     event = _status_event(order, after, tracking)
     if isinstance(event, OrderConfirmed):
         # Issue 12: the order's shipment to buy, then its invoice. The invoice number is the

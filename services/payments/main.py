@@ -9,7 +9,7 @@ from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import Runtime
 from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.worker import Worker
-from services.payments import api, handlers, service
+from services.payments import api, handlers, metrics, service
 from services.payments.adapters import PaymentProvider, SandboxProvider, StripeProvider
 from services.payments.db import PgSandboxLedger, Store
 from services.payments.service import Charger
@@ -47,6 +47,7 @@ def create_app(
     """`provider` replaces the configured one (a real PSP adapter, or a fake in tests)."""
     settings = settings or PaymentsSettings()
     runtime = Runtime(settings)
+    metrics.install()  # issue 14
     if provider is None:
         provider = configured_provider(settings, runtime)
     make_store = Store.for_provider(provider.name)

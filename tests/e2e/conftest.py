@@ -61,6 +61,8 @@ E2E_SETTINGS = {
     # No trusted proxy (the default): X-Forwarded-For never names the client here.
     "GATEWAY_TRUSTED_PROXIES": "",
     "GATEWAY_CORS_ORIGINS": "https://shop.e2e.test",
+    # Issue 14: the state gauges (consumer lag, outbox) refresh every second (default 15 s).
+    "BACKROOM_METRICS_INTERVAL_S": "1",
 }
 
 

@@ -52,7 +52,7 @@ KAFKA_START = ROOT / "deploy" / "compose" / "kafka-start.sh"
 LOCAL_KAFKA_TEMPLATE = ROOT / "deploy" / "local" / "kafka" / "server.properties.tmpl"
 LOCAL_NGINX_TEMPLATE = ROOT / "deploy" / "local" / "nginx" / "nginx.conf.tmpl"
 
-COMPOSE_INFRA = {"kafka", "postgres", "smtp", "migrate", "gateway", "apidocs"}
+COMPOSE_INFRA = {"kafka", "postgres", "smtp", "migrate", "gateway", "apidocs", "prometheus"}
 K8S_GATEWAY = "gateway"
 SCALED_OUT = {"inventory": 2, "payments": 2}  # replicas; every other service runs one
 ENV_PREFIX = "BACKROOM_"
@@ -806,7 +806,7 @@ def test_k8s_objects_live_in_the_backroom_namespace() -> None:
 
 
 def test_k8s_deploys_the_six_services_and_the_gateway() -> None:
-    assert set(k8s_all("Deployment")) == set(SERVICES) | {K8S_GATEWAY}
+    assert set(k8s_all("Deployment")) == set(SERVICES) | {K8S_GATEWAY, "prometheus"}
 
 
 def test_k8s_shared_config_and_secret_are_kit_settings() -> None:

@@ -10,10 +10,18 @@ import types
 from collections.abc import Iterator
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    WithJsonSchema,
+)
 from pydantic_core import PydanticCustomError
 
-from libs.events.common import is_iso_currency
+from libs.events.common import ISO_4217_CURRENCIES, is_iso_currency
 from libs.kit.errors import FieldError
 
 # C0 controls, DEL and C1 controls, and lone UTF-16 surrogates (JSON can spell one, "\ud800",
@@ -186,7 +194,13 @@ def _iso_currency(code: str) -> str:
     return code
 
 
-CurrencyCode = Annotated[str, AfterValidator(_iso_currency)]
+CurrencyCode = Annotated[
+    str,
+    AfterValidator(_iso_currency),
+    # The rule in the schema too (issue 14): a generated client or schemathesis sends only codes
+    # the route accepts.
+    WithJsonSchema({"type": "string", "enum": sorted(ISO_4217_CURRENCIES)}),
+]
 """A currency a client names: three upper-case letters that ISO 4217 lists as active."""
 
 
@@ -231,3 +245,27 @@ def _no_card_number(text: str) -> str:
 
 NoCardNumber = AfterValidator(_no_card_number)
 """Refuses a string that contains a card number (`Annotated[str, NoCardNumber]`)."""
+
+
+# --- strict request bodies (issue 14) ---
+
+REQUEST_BODY = ConfigDict(extra="forbid", strict=True)
+"""The config of every request-body model: no field the schema does not name, and no lax
+coercion the schema does not promise (`false` or "1" as an integer, 0 as a boolean): a body is
+accepted exactly when it matches the documented JSON Schema. FastAPI validates the parsed JSON in
+python mode, where strict refuses strings for datetimes, so those fields use `Timestamp`."""
+
+# RFC 3339 as the schema's `date-time` format writes it (pydantic alone also reads "0" as 1970).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    raise PydanticCustomError(
+        "datetime_type", "must be an RFC 3339 date-time string (2026-01-31T12:00:00Z)"
+    )
+
+
+Timestamp = Annotated[AwareDatetime, Strict(False), BeforeValidator(_rfc3339_text)]
+"""A date-time a client sends in a strict body: an RFC 3339 string, never a number."""

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl
 
 from libs.events.catalog import ChannelKind
 from libs.events.common import Money
@@ -15,7 +15,7 @@ from libs.kit.app import transaction_of
 from libs.kit.auth import Admin
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
 from libs.kit.transactions import SessionTx
-from libs.kit.validation import MULTILINE
+from libs.kit.validation import MULTILINE, REQUEST_BODY
 from services.catalog import service
 from services.catalog.db import Store
 from services.catalog.domain import (
@@ -45,7 +45,7 @@ Description = Annotated[str | None, MULTILINE]
 
 
 class ProductIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     sku: Sku
     name: str = Field(min_length=1, max_length=200)
@@ -56,7 +56,7 @@ class ProductIn(BaseModel):
 
 
 class ProductPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: Description = Field(default=None, max_length=5000)
@@ -163,7 +163,7 @@ ChannelCode = Annotated[str, Path(pattern=CHANNEL_CODE_PATTERN, max_length=32)]
 
 
 class ChannelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     name: str = Field(min_length=1, max_length=200)
     kind: ChannelKind
@@ -195,7 +195,7 @@ class ChannelList(BaseModel):
 
 
 class ListingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     published: bool
 

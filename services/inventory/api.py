@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from libs.events.common import Line, Money
 from libs.events.inventory import Allocation, ChannelAvailability
@@ -14,7 +14,7 @@ from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
-from libs.kit.validation import CurrencyCode
+from libs.kit.validation import REQUEST_BODY, CurrencyCode, Timestamp
 from services.inventory import service
 from services.inventory.db import Store
 from services.inventory.domain import (
@@ -52,14 +52,14 @@ TxDep = Annotated[SessionTx[Store], Depends(_transaction, scope="function")]
 
 
 class StockIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     on_hand: Quantity
     reorder_point: Quantity | None = None
 
 
 class AdjustmentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     delta: int = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)
     reason: str = Field(
@@ -202,14 +202,14 @@ PositiveQuantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
 
 
 class MoneyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     amount: int = Field(ge=0, le=2**62)
     currency: CurrencyCode
 
 
 class SupplierItemIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     sku: Sku
     reorder_quantity: PositiveQuantity
@@ -218,7 +218,7 @@ class SupplierItemIn(BaseModel):
 
 
 class SupplierIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     name: str = Field(min_length=1, max_length=200)
     email: str | None = Field(default=None, max_length=254, pattern=EMAIL_PATTERN)
@@ -271,14 +271,14 @@ class SupplierOut(BaseModel):
 
 
 class POLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     sku: Sku
     quantity: PositiveQuantity
 
 
 class PurchaseOrderIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     supplier_id: str = Field(pattern=CODE_PATTERN, max_length=64)
     location: LocationField | None = None
@@ -326,7 +326,7 @@ class PurchaseOrderOut(BaseModel):
 
 
 class ReceiptIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     location: LocationField | None = None
     lines: list[POLineIn] = Field(min_length=1, max_length=500)
@@ -351,10 +351,10 @@ class ReceiptOut(BaseModel):
 
 
 class BackordersIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     allowed: bool
-    expected_at: datetime | None = None
+    expected_at: Timestamp | None = None
 
 
 async def _supply_item(tx: SessionTx[Store], item: StockItem) -> ItemOut:
@@ -561,7 +561,7 @@ ItemOut.model_rebuild()
 
 
 class LocationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     name: str = Field(min_length=1, max_length=200)
     kind: Literal["warehouse", "store"] | None = None
@@ -595,20 +595,20 @@ class LocationOut(BaseModel):
 
 
 class LocationStockIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     on_hand: Quantity
     safety_stock: Quantity | None = None
 
 
 class CapIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     cap: Quantity
 
 
 class TransferIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     sku: str = Field(pattern=SKU_PATTERN, max_length=64)
     from_location: str = Field(pattern=LOCATION_PATTERN, max_length=32)

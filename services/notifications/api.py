@@ -4,13 +4,14 @@ from collections.abc import Sequence
 from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, Field, HttpUrl
 
 from libs.kit.app import transaction_of
 from libs.kit.auth import Admin
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
+from libs.kit.validation import REQUEST_BODY
 from services.notifications import domain, service
 from services.notifications.db import Store
 
@@ -39,7 +40,7 @@ WebhookUrl = Annotated[HttpUrl, AfterValidator(_not_too_long)]
 
 
 class WebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     url: WebhookUrl
     events: list[EventType] = Field(min_length=1, max_length=30)
@@ -71,7 +72,7 @@ class WebhookOut(BaseModel):
 
 
 class SecretIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     secret: str = Field(min_length=16, max_length=200)
 

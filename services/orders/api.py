@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from libs.events.common import BackorderedLine, Money
 from libs.kit.app import request_id, transaction_of
@@ -17,7 +17,7 @@ from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, enco
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
 from libs.kit.uow import Clock, UnitOfWork
-from libs.kit.validation import NoCardNumber
+from libs.kit.validation import REQUEST_BODY, NoCardNumber
 from libs.kit.worker import Worker
 from services.orders import domain, service
 from services.orders.adapters import Carrier, CatalogClient, DocumentRenderer, PricingClient
@@ -67,14 +67,14 @@ SHIPPING_METHOD_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # pricing's metho
 
 
 class LineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=1000)
 
 
 class PaymentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     # A token holding a card number is refused here, so it is never stored, logged or published
     # (the 422 names `payment.token` and never repeats it).
@@ -82,7 +82,7 @@ class PaymentIn(BaseModel):
 
 
 class OrderIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     lines: list[LineIn] = Field(min_length=1, max_length=100)
     region: str = Field(min_length=1, max_length=50)
@@ -100,14 +100,14 @@ class OrderIn(BaseModel):
 
 
 class CancelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     # One of a fixed set (a 422 lists them): no free text reaches the cancellation email.
     reason: domain.CancellationReason = domain.DEFAULT_CANCEL_REASON
 
 
 class ShipIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     carrier: str = Field(min_length=1, max_length=100)
     tracking_number: str = Field(min_length=1, max_length=100)
@@ -369,20 +369,20 @@ CatalogDep = Annotated[CatalogClient, Depends(_catalog)]
 
 
 class CartLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     sku: str = Field(pattern=CART_SKU_PATTERN, max_length=64)
     quantity: int = Field(ge=1, le=domain.MAX_CART_LINE_QUANTITY)
 
 
 class CartIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     lines: list[CartLineIn] = Field(default=[], max_length=domain.MAX_CART_LINES)
 
 
 class CartQuantityIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     # 0 removes the line.
     quantity: int = Field(ge=0, le=domain.MAX_CART_LINE_QUANTITY)
@@ -391,7 +391,7 @@ class CartQuantityIn(BaseModel):
 class CheckoutIn(BaseModel):
     """POST /orders' body without the lines (they are the cart's)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     region: str = Field(min_length=1, max_length=50)
     shipping_address: dict[AddressKey, AddressValue] = Field(min_length=1, max_length=20)
@@ -708,7 +708,7 @@ def _absent_v2_fields(body: OrderIn) -> set[str]:
 
 
 class ReturnLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=1000)
@@ -717,13 +717,13 @@ class ReturnLineIn(BaseModel):
 
 
 class ReturnIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     lines: list[ReturnLineIn] = Field(min_length=1, max_length=100)
 
 
 class ReceivedLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=1000)
@@ -731,7 +731,7 @@ class ReceivedLineIn(BaseModel):
 
 
 class ReceiveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     lines: list[ReceivedLineIn] = Field(min_length=1, max_length=200)
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from libs.events.common import Money
 from libs.kit.app import request_id, transaction_of
@@ -16,7 +16,7 @@ from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import DatabaseUnitOfWork, SessionTx
-from libs.kit.validation import CurrencyCode
+from libs.kit.validation import REQUEST_BODY, CurrencyCode
 from services.payments import service
 from services.payments.adapters import PaymentProvider, SimulatesActions
 from services.payments.db import Store
@@ -97,14 +97,14 @@ class PaymentOut(BaseModel):
 
 
 class MoneyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     amount: int = Field(ge=-(2**62), le=2**62)
     currency: CurrencyCode
 
 
 class RefundIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     amount: MoneyIn
     reason: str = Field(min_length=1, max_length=REFUND_REASON_MAX)
@@ -314,7 +314,7 @@ async def receive_webhook(
 
 
 class ActionVerdictIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
     outcome: Literal["succeeded", "failed"]
 

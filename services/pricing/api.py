@@ -8,9 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
-    AwareDatetime,
     BaseModel,
-    ConfigDict,
+    BeforeValidator,
     Field,
     PlainSerializer,
     TypeAdapter,
@@ -19,6 +18,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic import Strict as StrictFlag
 from pydantic_core import PydanticCustomError
 
 from libs.events.common import Money
@@ -27,7 +27,7 @@ from libs.kit.auth import Admin, MaybeCaller
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
-from libs.kit.validation import CurrencyCode
+from libs.kit.validation import REQUEST_BODY, CurrencyCode, Timestamp
 from services.pricing import service
 from services.pricing.db import Store
 from services.pricing.domain import (
@@ -68,8 +68,16 @@ def _as_number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
+def _not_bool(value: Any) -> Any:
+    if isinstance(value, bool):  # JSON true is no number (strict bodies: libs/kit/validation.py)
+        raise PydanticCustomError("decimal_type", "must be a number")
+    return value
+
+
 Percent = Annotated[
     Decimal,
+    StrictFlag(False),  # a JSON number or a decimal string, as the schema says
+    BeforeValidator(_not_bool),
     Field(gt=0, le=100, max_digits=5, decimal_places=2),
     PlainSerializer(_as_number, return_type=int | float, when_used="json"),
 ]
@@ -85,7 +93,7 @@ Now = Annotated[datetime, Depends(utc_now)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = REQUEST_BODY
 
 
 # ---- prices ----
@@ -142,8 +150,8 @@ class VolumeRuleIn(Strict):
 class ActiveWindow(Strict):
     """A rule's time window: UTC, `ends_at` after `starts_at` (the rule applies in between)."""
 
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: Timestamp
+    ends_at: Timestamp
 
     @field_validator("starts_at", "ends_at")
     @classmethod

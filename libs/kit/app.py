@@ -414,6 +414,7 @@ def documented_openapi(app: FastAPI) -> dict[str, Any]:
                     entry["content"] = {PROBLEM_JSON_TYPE: {"schema": problem_ref}}
             for parameter in operation.get("parameters", []):
                 _clean_strings(parameter.get("schema"))
+            _clean_strings(operation.get("requestBody"))  # a route's own inline body schema
             if auth == "required":
                 operation["security"] = [{BEARER_SCHEME: []}]
             elif auth == "optional":

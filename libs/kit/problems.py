@@ -127,10 +127,11 @@ def _field_error(error: dict[str, Any]) -> dict[str, str]:
         reason = error.get("ctx", {}).get("error", "")
         position = error.get("loc", ("body", "?"))[-1]
         return {"field": "body", "message": f"invalid JSON at position {position}: {reason}"}
-    return {
-        "field": field_name(tuple(error.get("loc", ()))),
-        "message": error.get("msg", "invalid"),
-    }
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "missing" and loc[:1] == ("header",):
+        # A required header (Idempotency-Key): the same answer the routes gave when they checked.
+        return {"field": field_name(loc), "message": "header is required"}
+    return {"field": field_name(loc), "message": error.get("msg", "invalid")}
 
 
 def install_problem_handlers(app: FastAPI) -> None:

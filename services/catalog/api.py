@@ -36,7 +36,7 @@ TxDep = Annotated[SessionTx[Store], Depends(transaction_of(Store), scope="functi
 
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, max_length=64)]
 # Issue 13: `?channel=` on the product reads (an unknown channel is a 422 naming `channel`).
-ChannelQuery = Annotated[str | None, Query(max_length=32)]
+ChannelQuery = Annotated[str | None, Query(min_length=1, max_length=32)]
 Attributes = Annotated[dict[str, Any], Field(max_length=50)]
 Images = Annotated[list[Annotated[HttpUrl, Field()]], Field(max_length=20)]
 # The one multi-line text field: TAB, LF and CR are allowed in it, other control characters

@@ -61,7 +61,7 @@ class StockIn(BaseModel):
 class AdjustmentIn(BaseModel):
     model_config = REQUEST_BODY
 
-    delta: int = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)
+    delta: int = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY, json_schema_extra={"not": {"const": 0}})
     reason: str = Field(
         min_length=1, max_length=100, description="restock, damage, count_correction, ..."
     )
@@ -481,7 +481,12 @@ async def list_purchase_orders(
     )
 
 
-@router.post("/purchase-orders", response_model=PurchaseOrderOut, status_code=201)
+@router.post(
+    "/purchase-orders",
+    response_model=PurchaseOrderOut,
+    status_code=201,
+    responses={404: {"description": "unknown supplier (problem+json)"}},
+)
 async def create_purchase_order(body: PurchaseOrderIn, _: Admin, tx: TxDep) -> PurchaseOrderOut:
     """A draft by hand (PurchaseOrderDrafted with reason `manual`)."""
     _unique_skus("lines", [line.sku for line in body.lines])
@@ -520,15 +525,11 @@ async def receive_purchase_order(
     _: Admin,
     tx: TxDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> ReceiptOut:
     """Goods arrived: 201 with the receipt, the purchase order partially_received or received;
     more than a line's remaining units is a 422 naming `lines[i].quantity`, a draft a 409. The
     same Idempotency-Key and body replays the receipt (200)."""
-    if idempotency_key is None:
-        raise invalid("Idempotency-Key", "header is required")
     receipt, replayed = await service.receive_purchase_order(
         tx,
         po_id,
@@ -721,14 +722,10 @@ async def transfer_stock(
     _: Admin,
     tx: TxDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> TransferOut:
     """Admin. Move allocatable units between locations (409 otherwise); Idempotency-Key
     required: the same key and body replay the transfer (200), another body is a 409."""
-    if idempotency_key is None:
-        raise invalid("Idempotency-Key", "header is required")
     transfer, replayed = await service.transfer_stock(
         tx,
         body.sku,

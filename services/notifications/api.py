@@ -35,7 +35,13 @@ def _not_too_long(url: HttpUrl) -> HttpUrl:
     return url
 
 
-EventType = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_known_event_type)]
+EventType = Annotated[
+    str,
+    Field(
+        min_length=1, max_length=100, json_schema_extra={"enum": list(domain.WEBHOOK_EVENT_TYPES)}
+    ),
+    AfterValidator(_known_event_type),
+]
 WebhookUrl = Annotated[HttpUrl, AfterValidator(_not_too_long)]
 
 

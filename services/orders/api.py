@@ -229,12 +229,8 @@ async def place_order(
     pricing: PricingDep,
     clock: ClockDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> OrderOut:
-    if idempotency_key is None:
-        raise invalid("Idempotency-Key", "header is required")
     duplicate = domain.first_duplicate([line.sku for line in body.lines])
     if duplicate is not None:
         raise invalid(f"lines[{duplicate}].sku", "duplicate sku; put its quantity on one line")
@@ -532,12 +528,8 @@ async def checkout_cart(
     pricing: PricingDep,
     clock: ClockDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> OrderOut:
-    if idempotency_key is None:
-        raise invalid("Idempotency-Key", "header is required")
     email = _order_email(caller, body.email)
     order = service.OrderRequest(
         customer_id=caller.sub,

@@ -199,15 +199,11 @@ async def refund_payment(
     response: Response,
     uow: UnitOfWorkDep,
     charger: ChargerDep,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> RefundOut:
     """Admin. Give back part or all of a capture; refunds of a payment never add up to more
     than it captured (422 naming `amount.amount`, with what is left). The provider is called
     after this commits: the answer waits for its verdict a few seconds, else says `pending`."""
-    if idempotency_key is None:
-        raise invalid("Idempotency-Key", "header is required")
     asked = service.RefundAsked(
         payment_id=payment_id,
         amount=Money(amount=body.amount.amount, currency=body.amount.currency),

@@ -76,9 +76,9 @@ def _not_bool(value: Any) -> Any:
 
 Percent = Annotated[
     Decimal,
+    Field(gt=0, le=100, max_digits=5, decimal_places=2),
     StrictFlag(False),  # a JSON number or a decimal string, as the schema says
     BeforeValidator(_not_bool),
-    Field(gt=0, le=100, max_digits=5, decimal_places=2),
     PlainSerializer(_as_number, return_type=int | float, when_used="json"),
 ]
 
@@ -228,11 +228,37 @@ def parse_rule(body: dict[str, Any]) -> AnyRuleIn:
         raise RequestValidationError(errors) from exc
 
 
+def rule_body_schema() -> dict[str, Any]:
+    """The four rule shapes as one JSON Schema for the document (the body is read as a dict, so
+    parse_rule can name fields as the client wrote them): `oneOf`, each branch inlined."""
+    schema = _RULE.json_schema()
+    defs = schema.pop("$defs", {})
+    prefix = "#/$defs/"
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(prefix):
+                return inline(defs[ref[len(prefix) :]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {"oneOf": inline(schema["oneOf"])}
+
+
 def _rule_out(rule: StoredRule) -> dict[str, Any]:
     return {"id": rule.id, **rule.definition, "created_at": rule.created_at.isoformat()}
 
 
-@router.post("/rules", status_code=201)
+@router.post(
+    "/rules",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"schema": rule_body_schema()}}}
+    },
+)
 async def create_rule(
     body: Annotated[
         dict[str, Any],

@@ -129,8 +129,10 @@ def _field_error(error: dict[str, Any]) -> dict[str, str]:
         return {"field": "body", "message": f"invalid JSON at position {position}: {reason}"}
     loc = tuple(error.get("loc", ()))
     if error.get("type") == "missing" and loc[:1] == ("header",):
-        # A required header (Idempotency-Key): the same answer the routes gave when they checked.
-        return {"field": field_name(loc), "message": "header is required"}
+        # A required header (Idempotency-Key): 422 naming it, as the routes answered when they
+        # checked it themselves.
+        # Not "... is required": tools that learn from 422 answers read that as a body field.
+        return {"field": field_name(loc), "message": "missing: send this header"}
     return {"field": field_name(loc), "message": error.get("msg", "invalid")}
 
 

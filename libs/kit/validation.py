@@ -18,6 +18,7 @@ from pydantic import (
     ConfigDict,
     Strict,
     WithJsonSchema,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -250,7 +251,7 @@ NoCardNumber = AfterValidator(_no_card_number)
 # --- strict request bodies (issue 14) ---
 
 REQUEST_BODY = ConfigDict(extra="forbid", strict=True)
-"""The config of every request-body model: no field the schema does not name, and no lax
+"""The config of every request-body model (`RequestBody` carries it): no field the schema does not name, and no lax
 coercion the schema does not promise (`false` or "1" as an integer, 0 as a boolean): a body is
 accepted exactly when it matches the documented JSON Schema. FastAPI validates the parsed JSON in
 python mode, where strict refuses strings for datetimes, so those fields use `Timestamp`."""
@@ -269,3 +270,42 @@ def _rfc3339_text(value: Any) -> Any:
 
 Timestamp = Annotated[AwareDatetime, Strict(False), BeforeValidator(_rfc3339_text)]
 """A date-time a client sends in a strict body: an RFC 3339 string, never a number."""
+
+
+def _is_integer(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_integer(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_is_integer(arg) for arg in get_args(annotation))
+    return annotation is int
+
+
+@functools.cache
+def _integer_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(
+        field.alias or name
+        for name, field in model.model_fields.items()
+        if _is_integer(field.annotation)
+    )
+
+
+class RequestBody(BaseModel):
+    """The base of every request-body model: REQUEST_BODY's strictness, with one allowance JSON
+    Schema makes: an `integer` may be written with a zero fraction (`5.0`)."""
+
+    model_config = REQUEST_BODY
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers(cls, data: Any) -> Any:
+        names = _integer_fields(cls)
+        if not names or not isinstance(data, dict):
+            return data
+        fixed: dict[str, Any] | None = None
+        for name in names:
+            value = data.get(name)
+            if isinstance(value, float) and value.is_integer():
+                fixed = fixed if fixed is not None else dict(data)
+                fixed[name] = int(value)
+        return data if fixed is None else fixed

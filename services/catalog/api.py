@@ -15,7 +15,7 @@ from libs.kit.app import transaction_of
 from libs.kit.auth import Admin
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
 from libs.kit.transactions import SessionTx
-from libs.kit.validation import MULTILINE, REQUEST_BODY
+from libs.kit.validation import MULTILINE, RequestBody
 from services.catalog import service
 from services.catalog.db import Store
 from services.catalog.domain import (
@@ -44,9 +44,7 @@ Images = Annotated[list[Annotated[HttpUrl, Field()]], Field(max_length=20)]
 Description = Annotated[str | None, MULTILINE]
 
 
-class ProductIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class ProductIn(RequestBody):
     sku: Sku
     name: str = Field(min_length=1, max_length=200)
     description: Description = Field(default=None, max_length=5000)
@@ -55,9 +53,7 @@ class ProductIn(BaseModel):
     images: Images = []
 
 
-class ProductPatch(BaseModel):
-    model_config = REQUEST_BODY
-
+class ProductPatch(RequestBody):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: Description = Field(default=None, max_length=5000)
     category: str | None = Field(default=None, min_length=1, max_length=100)
@@ -162,9 +158,7 @@ async def list_products(
 ChannelCode = Annotated[str, Path(pattern=CHANNEL_CODE_PATTERN, max_length=32)]
 
 
-class ChannelIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class ChannelIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     kind: ChannelKind
     active: bool = True
@@ -194,9 +188,7 @@ class ChannelList(BaseModel):
     items: list[ChannelOut]
 
 
-class ListingIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class ListingIn(RequestBody):
     published: bool
 
 

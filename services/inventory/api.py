@@ -14,7 +14,7 @@ from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
-from libs.kit.validation import REQUEST_BODY, CurrencyCode, Timestamp
+from libs.kit.validation import CurrencyCode, RequestBody, Timestamp
 from services.inventory import service
 from services.inventory.db import Store
 from services.inventory.domain import (
@@ -51,16 +51,12 @@ async def _transaction(request: Request, session: Session, events: Events) -> Se
 TxDep = Annotated[SessionTx[Store], Depends(_transaction, scope="function")]
 
 
-class StockIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class StockIn(RequestBody):
     on_hand: Quantity
     reorder_point: Quantity | None = None
 
 
-class AdjustmentIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class AdjustmentIn(RequestBody):
     delta: int = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY, json_schema_extra={"not": {"const": 0}})
     reason: str = Field(
         min_length=1, max_length=100, description="restock, damage, count_correction, ..."
@@ -201,25 +197,19 @@ Sku = Annotated[str, Field(pattern=SKU_PATTERN, max_length=64)]
 PositiveQuantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
 
 
-class MoneyIn(BaseModel):
-    model_config = REQUEST_BODY
-
-    amount: int = Field(ge=0, le=2**62)
+class MoneyIn(RequestBody):
+    amount: int = Field(ge=0, le=2**53 - 1)  # what every JSON reader holds exactly
     currency: CurrencyCode
 
 
-class SupplierItemIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class SupplierItemIn(RequestBody):
     sku: Sku
     reorder_quantity: PositiveQuantity
     lead_time_days: LeadTime | None = None
     unit_cost: MoneyIn | None = None
 
 
-class SupplierIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class SupplierIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     email: str | None = Field(default=None, max_length=254, pattern=EMAIL_PATTERN)
     lead_time_days: LeadTime
@@ -270,16 +260,12 @@ class SupplierOut(BaseModel):
         )
 
 
-class POLineIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class POLineIn(RequestBody):
     sku: Sku
     quantity: PositiveQuantity
 
 
-class PurchaseOrderIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class PurchaseOrderIn(RequestBody):
     supplier_id: str = Field(pattern=CODE_PATTERN, max_length=64)
     location: LocationField | None = None
     lines: list[POLineIn] = Field(min_length=1, max_length=500)
@@ -325,9 +311,7 @@ class PurchaseOrderOut(BaseModel):
         )
 
 
-class ReceiptIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class ReceiptIn(RequestBody):
     location: LocationField | None = None
     lines: list[POLineIn] = Field(min_length=1, max_length=500)
 
@@ -350,9 +334,7 @@ class ReceiptOut(BaseModel):
         )
 
 
-class BackordersIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class BackordersIn(RequestBody):
     allowed: bool
     expected_at: Timestamp | None = None
 
@@ -561,9 +543,7 @@ class LocationStockOut(BaseModel):
 ItemOut.model_rebuild()
 
 
-class LocationIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class LocationIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     kind: Literal["warehouse", "store"] | None = None
     priority: int | None = Field(default=None, ge=0, le=1_000_000, description="lower first")
@@ -595,22 +575,16 @@ class LocationOut(BaseModel):
         )
 
 
-class LocationStockIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class LocationStockIn(RequestBody):
     on_hand: Quantity
     safety_stock: Quantity | None = None
 
 
-class CapIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class CapIn(RequestBody):
     cap: Quantity
 
 
-class TransferIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class TransferIn(RequestBody):
     sku: str = Field(pattern=SKU_PATTERN, max_length=64)
     from_location: str = Field(pattern=LOCATION_PATTERN, max_length=32)
     to_location: str = Field(pattern=LOCATION_PATTERN, max_length=32)

@@ -11,7 +11,7 @@ from libs.kit.auth import Admin
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
-from libs.kit.validation import REQUEST_BODY
+from libs.kit.validation import RequestBody
 from services.notifications import domain, service
 from services.notifications.db import Store
 
@@ -45,9 +45,7 @@ EventType = Annotated[
 WebhookUrl = Annotated[HttpUrl, AfterValidator(_not_too_long)]
 
 
-class WebhookIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class WebhookIn(RequestBody):
     url: WebhookUrl
     events: list[EventType] = Field(min_length=1, max_length=30)
     secret: str = Field(min_length=16, max_length=200)
@@ -77,9 +75,7 @@ class WebhookOut(BaseModel):
         )
 
 
-class SecretIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class SecretIn(RequestBody):
     secret: str = Field(min_length=16, max_length=200)
 
 

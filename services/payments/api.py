@@ -16,7 +16,7 @@ from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import DatabaseUnitOfWork, SessionTx
-from libs.kit.validation import REQUEST_BODY, CurrencyCode
+from libs.kit.validation import CurrencyCode, RequestBody
 from services.payments import service
 from services.payments.adapters import PaymentProvider, SimulatesActions
 from services.payments.db import Store
@@ -96,16 +96,12 @@ class PaymentOut(BaseModel):
         )
 
 
-class MoneyIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class MoneyIn(RequestBody):
     amount: int = Field(ge=-(2**62), le=2**62)
     currency: CurrencyCode
 
 
-class RefundIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class RefundIn(RequestBody):
     amount: MoneyIn
     reason: str = Field(min_length=1, max_length=REFUND_REASON_MAX)
 
@@ -309,9 +305,7 @@ async def receive_webhook(
     return WebhookAck(received=True, outcome=outcome)
 
 
-class ActionVerdictIn(BaseModel):
-    model_config = REQUEST_BODY
-
+class ActionVerdictIn(RequestBody):
     outcome: Literal["succeeded", "failed"]
 
 

@@ -15,6 +15,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -27,7 +28,7 @@ from libs.kit.auth import Admin, MaybeCaller
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
-from libs.kit.validation import REQUEST_BODY, CurrencyCode, Timestamp
+from libs.kit.validation import CurrencyCode, RequestBody, Timestamp
 from services.pricing import service
 from services.pricing.db import Store
 from services.pricing.domain import (
@@ -68,8 +69,9 @@ def _as_number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
-def _not_bool(value: Any) -> Any:
-    if isinstance(value, bool):  # JSON true is no number (strict bodies: libs/kit/validation.py)
+def _json_number(value: Any) -> Any:
+    # A JSON number (strict bodies, libs/kit/validation.py): `true` and "5" are no percentages.
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
         raise PydanticCustomError("decimal_type", "must be a number")
     return value
 
@@ -77,8 +79,16 @@ def _not_bool(value: Any) -> Any:
 Percent = Annotated[
     Decimal,
     Field(gt=0, le=100, max_digits=5, decimal_places=2),
-    StrictFlag(False),  # a JSON number or a decimal string, as the schema says
-    BeforeValidator(_not_bool),
+    StrictFlag(False),
+    BeforeValidator(_json_number),
+    WithJsonSchema(
+        {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 100,
+            "description": "at most 2 decimals",
+        }
+    ),
     PlainSerializer(_as_number, return_type=int | float, when_used="json"),
 ]
 
@@ -92,8 +102,8 @@ async def utc_now() -> datetime:
 Now = Annotated[datetime, Depends(utc_now)]
 
 
-class Strict(BaseModel):
-    model_config = REQUEST_BODY
+class Strict(RequestBody):
+    pass
 
 
 # ---- prices ----

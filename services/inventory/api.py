@@ -688,7 +688,8 @@ async def set_channel_cap(
     status_code=201,
     response_model=TransferOut,
     responses={
-        200: {"model": TransferOut, "description": "replay of an earlier identical request"}
+        200: {"model": TransferOut, "description": "replay of an earlier identical request"},
+        404: {"description": "unknown location (problem+json)"},
     },
 )
 async def transfer_stock(

@@ -97,7 +97,7 @@ class PaymentOut(BaseModel):
 
 
 class MoneyIn(RequestBody):
-    amount: int = Field(ge=-(2**62), le=2**62)
+    amount: int = Field(ge=-(2**53 - 1), le=2**53 - 1)  # what every JSON reader holds exactly
     currency: CurrencyCode
 
 

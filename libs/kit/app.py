@@ -358,6 +358,27 @@ def route_statuses(route: Any) -> tuple[list[int], str | None]:
 
 # refuse_unsafe_input's rule as a JSON Schema pattern (ECMA-262): no C0/C1 control character.
 CLEAN_TEXT = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+CLEAN_JSON_SCHEMA = "CleanJson"
+
+
+def clean_json_component() -> dict[str, Any]:
+    """Any JSON value whose strings (keys included) keep refuse_unsafe_input's rule: the schema
+    of a free-form field (`dict[str, Any]`, such as a product's attributes)."""
+    ref = {"$ref": f"#/components/schemas/{CLEAN_JSON_SCHEMA}"}
+    return {
+        "title": CLEAN_JSON_SCHEMA,
+        "description": "any JSON value; no string (key or value) holds a control character",
+        "anyOf": [
+            {"type": ["null", "boolean", "number"]},
+            {"type": "string", "pattern": CLEAN_TEXT},
+            {"type": "array", "items": ref},
+            {
+                "type": "object",
+                "propertyNames": {"pattern": CLEAN_TEXT},
+                "additionalProperties": ref,
+            },
+        ],
+    }
 
 
 def _clean_strings(schema: Any) -> None:
@@ -371,6 +392,13 @@ def _clean_strings(schema: Any) -> None:
         return
     if schema.get("type") == "string" and not {"format", "pattern", "enum", "const"} & set(schema):
         schema["pattern"] = CLEAN_TEXT
+    if schema.get("type") == "object" and schema.get("additionalProperties") is not False:
+        # Keys are strings a client sends too; free-form values (`dict[str, Any]`) are clean JSON.
+        names = schema.setdefault("propertyNames", {})
+        if isinstance(names, dict) and not {"pattern", "enum", "const"} & set(names):
+            names["pattern"] = CLEAN_TEXT
+        if schema.get("additionalProperties") is True:
+            schema["additionalProperties"] = {"$ref": f"#/components/schemas/{CLEAN_JSON_SCHEMA}"}
     for value in schema.values():
         if isinstance(value, dict | list):
             _clean_strings(value)
@@ -391,6 +419,7 @@ def documented_openapi(app: FastAPI) -> dict[str, Any]:
         schemas.pop(unused, None)
     _clean_strings(schemas)
     schemas[PROBLEM_SCHEMA] = problem_component()
+    schemas[CLEAN_JSON_SCHEMA] = clean_json_component()
     components["securitySchemes"] = {
         BEARER_SCHEME: {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
     }
@@ -414,6 +443,7 @@ def documented_openapi(app: FastAPI) -> dict[str, Any]:
                     entry["content"] = {PROBLEM_JSON_TYPE: {"schema": problem_ref}}
             for parameter in operation.get("parameters", []):
                 _clean_strings(parameter.get("schema"))
+            _clean_strings(operation.get("requestBody"))  # a route's own inline body schema
             if auth == "required":
                 operation["security"] = [{BEARER_SCHEME: []}]
             elif auth == "optional":

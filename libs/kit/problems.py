@@ -127,10 +127,13 @@ def _field_error(error: dict[str, Any]) -> dict[str, str]:
         reason = error.get("ctx", {}).get("error", "")
         position = error.get("loc", ("body", "?"))[-1]
         return {"field": "body", "message": f"invalid JSON at position {position}: {reason}"}
-    return {
-        "field": field_name(tuple(error.get("loc", ()))),
-        "message": error.get("msg", "invalid"),
-    }
+    loc = tuple(error.get("loc", ()))
+    if error.get("type") == "missing" and loc[:1] == ("header",):
+        # A required header (Idempotency-Key): 422 naming it, as the routes answered when they
+        # checked it themselves.
+        # Not "... is required": tools that learn from 422 answers read that as a body field.
+        return {"field": field_name(loc), "message": "missing: send this header"}
+    return {"field": field_name(loc), "message": error.get("msg", "invalid")}
 
 
 def install_problem_handlers(app: FastAPI) -> None:

@@ -10,10 +10,19 @@ import types
 from collections.abc import Iterator
 from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Strict,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
-from libs.events.common import is_iso_currency
+from libs.events.common import ISO_4217_CURRENCIES, is_iso_currency
 from libs.kit.errors import FieldError
 
 # C0 controls, DEL and C1 controls, and lone UTF-16 surrogates (JSON can spell one, "\ud800",
@@ -186,7 +195,13 @@ def _iso_currency(code: str) -> str:
     return code
 
 
-CurrencyCode = Annotated[str, AfterValidator(_iso_currency)]
+CurrencyCode = Annotated[
+    str,
+    AfterValidator(_iso_currency),
+    # The rule in the schema too (issue 14): a generated client or schemathesis sends only codes
+    # the route accepts.
+    WithJsonSchema({"type": "string", "enum": sorted(ISO_4217_CURRENCIES)}),
+]
 """A currency a client names: three upper-case letters that ISO 4217 lists as active."""
 
 
@@ -231,3 +246,66 @@ def _no_card_number(text: str) -> str:
 
 NoCardNumber = AfterValidator(_no_card_number)
 """Refuses a string that contains a card number (`Annotated[str, NoCardNumber]`)."""
+
+
+# --- strict request bodies (issue 14) ---
+
+REQUEST_BODY = ConfigDict(extra="forbid", strict=True)
+"""The config of every request-body model (`RequestBody` carries it): no field the schema does not name, and no lax
+coercion the schema does not promise (`false` or "1" as an integer, 0 as a boolean): a body is
+accepted exactly when it matches the documented JSON Schema. FastAPI validates the parsed JSON in
+python mode, where strict refuses strings for datetimes, so those fields use `Timestamp`."""
+
+# RFC 3339 as the schema's `date-time` format writes it (pydantic alone also reads "0" as 1970).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339_text(value: Any) -> Any:
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    raise PydanticCustomError(
+        "datetime_type", "must be an RFC 3339 date-time string (2026-01-31T12:00:00Z)"
+    )
+
+
+Timestamp = Annotated[AwareDatetime, Strict(False), BeforeValidator(_rfc3339_text)]
+"""A date-time a client sends in a strict body: an RFC 3339 string, never a number."""
+
+
+def _is_integer(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _is_integer(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        return any(_is_integer(arg) for arg in get_args(annotation))
+    return annotation is int
+
+
+@functools.cache
+def _integer_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    return tuple(
+        field.alias or name
+        for name, field in model.model_fields.items()
+        if _is_integer(field.annotation)
+    )
+
+
+class RequestBody(BaseModel):
+    """The base of every request-body model: REQUEST_BODY's strictness, with one allowance JSON
+    Schema makes: an `integer` may be written with a zero fraction (`5.0`)."""
+
+    model_config = REQUEST_BODY
+
+    @model_validator(mode="before")
+    @classmethod
+    def _integral_numbers(cls, data: Any) -> Any:
+        names = _integer_fields(cls)
+        if not names or not isinstance(data, dict):
+            return data
+        fixed: dict[str, Any] | None = None
+        for name in names:
+            value = data.get(name)
+            if isinstance(value, float) and value.is_integer():
+                fixed = fixed if fixed is not None else dict(data)
+                fixed[name] = int(value)
+        return data if fixed is None else fixed

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl
 
 from libs.events.catalog import ChannelKind
 from libs.events.common import Money
@@ -15,7 +15,7 @@ from libs.kit.app import transaction_of
 from libs.kit.auth import Admin
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
 from libs.kit.transactions import SessionTx
-from libs.kit.validation import MULTILINE
+from libs.kit.validation import MULTILINE, RequestBody
 from services.catalog import service
 from services.catalog.db import Store
 from services.catalog.domain import (
@@ -36,7 +36,7 @@ TxDep = Annotated[SessionTx[Store], Depends(transaction_of(Store), scope="functi
 
 Sku = Annotated[str, Field(pattern=SKU_PATTERN, max_length=64)]
 # Issue 13: `?channel=` on the product reads (an unknown channel is a 422 naming `channel`).
-ChannelQuery = Annotated[str | None, Query(max_length=32)]
+ChannelQuery = Annotated[str | None, Query(min_length=1, max_length=32)]
 Attributes = Annotated[dict[str, Any], Field(max_length=50)]
 Images = Annotated[list[Annotated[HttpUrl, Field()]], Field(max_length=20)]
 # The one multi-line text field: TAB, LF and CR are allowed in it, other control characters
@@ -44,9 +44,7 @@ Images = Annotated[list[Annotated[HttpUrl, Field()]], Field(max_length=20)]
 Description = Annotated[str | None, MULTILINE]
 
 
-class ProductIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProductIn(RequestBody):
     sku: Sku
     name: str = Field(min_length=1, max_length=200)
     description: Description = Field(default=None, max_length=5000)
@@ -55,9 +53,7 @@ class ProductIn(BaseModel):
     images: Images = []
 
 
-class ProductPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ProductPatch(RequestBody):
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: Description = Field(default=None, max_length=5000)
     category: str | None = Field(default=None, min_length=1, max_length=100)
@@ -162,9 +158,7 @@ async def list_products(
 ChannelCode = Annotated[str, Path(pattern=CHANNEL_CODE_PATTERN, max_length=32)]
 
 
-class ChannelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ChannelIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     kind: ChannelKind
     active: bool = True
@@ -194,9 +188,7 @@ class ChannelList(BaseModel):
     items: list[ChannelOut]
 
 
-class ListingIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ListingIn(RequestBody):
     published: bool
 
 

@@ -4,7 +4,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from libs.events.common import Line, Money
 from libs.events.inventory import Allocation, ChannelAvailability
@@ -14,7 +14,7 @@ from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
-from libs.kit.validation import CurrencyCode
+from libs.kit.validation import CurrencyCode, RequestBody, Timestamp
 from services.inventory import service
 from services.inventory.db import Store
 from services.inventory.domain import (
@@ -51,17 +51,13 @@ async def _transaction(request: Request, session: Session, events: Events) -> Se
 TxDep = Annotated[SessionTx[Store], Depends(_transaction, scope="function")]
 
 
-class StockIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class StockIn(RequestBody):
     on_hand: Quantity
     reorder_point: Quantity | None = None
 
 
-class AdjustmentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    delta: int = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY)
+class AdjustmentIn(RequestBody):
+    delta: int = Field(ge=-MAX_QUANTITY, le=MAX_QUANTITY, json_schema_extra={"not": {"const": 0}})
     reason: str = Field(
         min_length=1, max_length=100, description="restock, damage, count_correction, ..."
     )
@@ -201,25 +197,19 @@ Sku = Annotated[str, Field(pattern=SKU_PATTERN, max_length=64)]
 PositiveQuantity = Annotated[int, Field(gt=0, le=MAX_QUANTITY)]
 
 
-class MoneyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    amount: int = Field(ge=0, le=2**62)
+class MoneyIn(RequestBody):
+    amount: int = Field(ge=0, le=2**53 - 1)  # what every JSON reader holds exactly
     currency: CurrencyCode
 
 
-class SupplierItemIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SupplierItemIn(RequestBody):
     sku: Sku
     reorder_quantity: PositiveQuantity
     lead_time_days: LeadTime | None = None
     unit_cost: MoneyIn | None = None
 
 
-class SupplierIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SupplierIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     email: str | None = Field(default=None, max_length=254, pattern=EMAIL_PATTERN)
     lead_time_days: LeadTime
@@ -270,16 +260,12 @@ class SupplierOut(BaseModel):
         )
 
 
-class POLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class POLineIn(RequestBody):
     sku: Sku
     quantity: PositiveQuantity
 
 
-class PurchaseOrderIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PurchaseOrderIn(RequestBody):
     supplier_id: str = Field(pattern=CODE_PATTERN, max_length=64)
     location: LocationField | None = None
     lines: list[POLineIn] = Field(min_length=1, max_length=500)
@@ -325,9 +311,7 @@ class PurchaseOrderOut(BaseModel):
         )
 
 
-class ReceiptIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReceiptIn(RequestBody):
     location: LocationField | None = None
     lines: list[POLineIn] = Field(min_length=1, max_length=500)
 
@@ -350,11 +334,9 @@ class ReceiptOut(BaseModel):
         )
 
 
-class BackordersIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BackordersIn(RequestBody):
     allowed: bool
-    expected_at: datetime | None = None
+    expected_at: Timestamp | None = None
 
 
 async def _supply_item(tx: SessionTx[Store], item: StockItem) -> ItemOut:
@@ -481,7 +463,12 @@ async def list_purchase_orders(
     )
 
 
-@router.post("/purchase-orders", response_model=PurchaseOrderOut, status_code=201)
+@router.post(
+    "/purchase-orders",
+    response_model=PurchaseOrderOut,
+    status_code=201,
+    responses={404: {"description": "unknown supplier (problem+json)"}},
+)
 async def create_purchase_order(body: PurchaseOrderIn, _: Admin, tx: TxDep) -> PurchaseOrderOut:
     """A draft by hand (PurchaseOrderDrafted with reason `manual`)."""
     _unique_skus("lines", [line.sku for line in body.lines])
@@ -520,15 +507,11 @@ async def receive_purchase_order(
     _: Admin,
     tx: TxDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> ReceiptOut:
     """Goods arrived: 201 with the receipt, the purchase order partially_received or received;
     more than a line's remaining units is a 422 naming `lines[i].quantity`, a draft a 409. The
     same Idempotency-Key and body replays the receipt (200)."""
-    if idempotency_key is None:
-        raise invalid("Idempotency-Key", "header is required")
     receipt, replayed = await service.receive_purchase_order(
         tx,
         po_id,
@@ -560,9 +543,7 @@ class LocationStockOut(BaseModel):
 ItemOut.model_rebuild()
 
 
-class LocationIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LocationIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     kind: Literal["warehouse", "store"] | None = None
     priority: int | None = Field(default=None, ge=0, le=1_000_000, description="lower first")
@@ -594,22 +575,16 @@ class LocationOut(BaseModel):
         )
 
 
-class LocationStockIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LocationStockIn(RequestBody):
     on_hand: Quantity
     safety_stock: Quantity | None = None
 
 
-class CapIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CapIn(RequestBody):
     cap: Quantity
 
 
-class TransferIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TransferIn(RequestBody):
     sku: str = Field(pattern=SKU_PATTERN, max_length=64)
     from_location: str = Field(pattern=LOCATION_PATTERN, max_length=32)
     to_location: str = Field(pattern=LOCATION_PATTERN, max_length=32)
@@ -713,7 +688,8 @@ async def set_channel_cap(
     status_code=201,
     response_model=TransferOut,
     responses={
-        200: {"model": TransferOut, "description": "replay of an earlier identical request"}
+        200: {"model": TransferOut, "description": "replay of an earlier identical request"},
+        404: {"description": "unknown location (problem+json)"},
     },
 )
 async def transfer_stock(
@@ -721,14 +697,10 @@ async def transfer_stock(
     _: Admin,
     tx: TxDep,
     response: Response,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> TransferOut:
     """Admin. Move allocatable units between locations (409 otherwise); Idempotency-Key
     required: the same key and body replay the transfer (200), another body is a 409."""
-    if idempotency_key is None:
-        raise invalid("Idempotency-Key", "header is required")
     transfer, replayed = await service.transfer_stock(
         tx,
         body.sku,

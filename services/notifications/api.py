@@ -4,13 +4,14 @@ from collections.abc import Sequence
 from typing import Annotated, Protocol
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import AfterValidator, BaseModel, Field, HttpUrl
 
 from libs.kit.app import transaction_of
 from libs.kit.auth import Admin
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
+from libs.kit.validation import RequestBody
 from services.notifications import domain, service
 from services.notifications.db import Store
 
@@ -34,13 +35,17 @@ def _not_too_long(url: HttpUrl) -> HttpUrl:
     return url
 
 
-EventType = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_known_event_type)]
+EventType = Annotated[
+    str,
+    Field(
+        min_length=1, max_length=100, json_schema_extra={"enum": list(domain.WEBHOOK_EVENT_TYPES)}
+    ),
+    AfterValidator(_known_event_type),
+]
 WebhookUrl = Annotated[HttpUrl, AfterValidator(_not_too_long)]
 
 
-class WebhookIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class WebhookIn(RequestBody):
     url: WebhookUrl
     events: list[EventType] = Field(min_length=1, max_length=30)
     secret: str = Field(min_length=16, max_length=200)
@@ -70,9 +75,7 @@ class WebhookOut(BaseModel):
         )
 
 
-class SecretIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SecretIn(RequestBody):
     secret: str = Field(min_length=16, max_length=200)
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from libs.events.common import BackorderedLine, Money
 from libs.kit.app import request_id, transaction_of
@@ -17,7 +17,7 @@ from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, enco
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
 from libs.kit.uow import Clock, UnitOfWork
-from libs.kit.validation import NoCardNumber
+from libs.kit.validation import NoCardNumber, RequestBody
 from libs.kit.worker import Worker
 from services.orders import domain, service
 from services.orders.adapters import Carrier, CatalogClient, DocumentRenderer, PricingClient
@@ -66,24 +66,18 @@ AddressValue = Annotated[str, Field(max_length=500)]
 SHIPPING_METHOD_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"  # pricing's method codes
 
 
-class LineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class LineIn(RequestBody):
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=1000)
 
 
-class PaymentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PaymentIn(RequestBody):
     # A token holding a card number is refused here, so it is never stored, logged or published
     # (the 422 names `payment.token` and never repeats it).
     token: Annotated[str, NoCardNumber] = Field(pattern=domain.TOKEN_PATTERN, max_length=64)
 
 
-class OrderIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OrderIn(RequestBody):
     lines: list[LineIn] = Field(min_length=1, max_length=100)
     region: str = Field(min_length=1, max_length=50)
     shipping_address: dict[AddressKey, AddressValue] = Field(min_length=1, max_length=20)
@@ -99,16 +93,12 @@ class OrderIn(BaseModel):
     channel: str | None = Field(default=None, max_length=64, pattern=domain.CHANNEL_PATTERN)
 
 
-class CancelIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CancelIn(RequestBody):
     # One of a fixed set (a 422 lists them): no free text reaches the cancellation email.
     reason: domain.CancellationReason = domain.DEFAULT_CANCEL_REASON
 
 
-class ShipIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ShipIn(RequestBody):
     carrier: str = Field(min_length=1, max_length=100)
     tracking_number: str = Field(min_length=1, max_length=100)
 
@@ -229,12 +219,8 @@ async def place_order(
     pricing: PricingDep,
     clock: ClockDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> OrderOut:
-    if idempotency_key is None:
-        raise invalid("Idempotency-Key", "header is required")
     duplicate = domain.first_duplicate([line.sku for line in body.lines])
     if duplicate is not None:
         raise invalid(f"lines[{duplicate}].sku", "duplicate sku; put its quantity on one line")
@@ -368,30 +354,22 @@ async def _catalog(request: Request) -> CatalogClient:
 CatalogDep = Annotated[CatalogClient, Depends(_catalog)]
 
 
-class CartLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CartLineIn(RequestBody):
     sku: str = Field(pattern=CART_SKU_PATTERN, max_length=64)
     quantity: int = Field(ge=1, le=domain.MAX_CART_LINE_QUANTITY)
 
 
-class CartIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CartIn(RequestBody):
     lines: list[CartLineIn] = Field(default=[], max_length=domain.MAX_CART_LINES)
 
 
-class CartQuantityIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class CartQuantityIn(RequestBody):
     # 0 removes the line.
     quantity: int = Field(ge=0, le=domain.MAX_CART_LINE_QUANTITY)
 
 
-class CheckoutIn(BaseModel):
+class CheckoutIn(RequestBody):
     """POST /orders' body without the lines (they are the cart's)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     region: str = Field(min_length=1, max_length=50)
     shipping_address: dict[AddressKey, AddressValue] = Field(min_length=1, max_length=20)
@@ -532,12 +510,8 @@ async def checkout_cart(
     pricing: PricingDep,
     clock: ClockDep,
     settings: SettingsDep,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> OrderOut:
-    if idempotency_key is None:
-        raise invalid("Idempotency-Key", "header is required")
     email = _order_email(caller, body.email)
     order = service.OrderRequest(
         customer_id=caller.sub,
@@ -707,32 +681,24 @@ def _absent_v2_fields(body: OrderIn) -> set[str]:
 # --- returns (issue 12) ---
 
 
-class ReturnLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReturnLineIn(RequestBody):
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=1000)
     # One of a fixed set (a 422 lists them): no free text reaches an email.
     reason: domain.ReturnReason
 
 
-class ReturnIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReturnIn(RequestBody):
     lines: list[ReturnLineIn] = Field(min_length=1, max_length=100)
 
 
-class ReceivedLineIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReceivedLineIn(RequestBody):
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(ge=1, le=1000)
     condition: domain.ReturnCondition
 
 
-class ReceiveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ReceiveIn(RequestBody):
     lines: list[ReceivedLineIn] = Field(min_length=1, max_length=200)
 
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from libs.events.common import Money
 from libs.kit.app import request_id, transaction_of
@@ -16,7 +16,7 @@ from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import DatabaseUnitOfWork, SessionTx
-from libs.kit.validation import CurrencyCode
+from libs.kit.validation import CurrencyCode, RequestBody
 from services.payments import service
 from services.payments.adapters import PaymentProvider, SimulatesActions
 from services.payments.db import Store
@@ -96,16 +96,12 @@ class PaymentOut(BaseModel):
         )
 
 
-class MoneyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    amount: int = Field(ge=-(2**62), le=2**62)
+class MoneyIn(RequestBody):
+    amount: int = Field(ge=-(2**53 - 1), le=2**53 - 1)  # what every JSON reader holds exactly
     currency: CurrencyCode
 
 
-class RefundIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class RefundIn(RequestBody):
     amount: MoneyIn
     reason: str = Field(min_length=1, max_length=REFUND_REASON_MAX)
 
@@ -199,15 +195,11 @@ async def refund_payment(
     response: Response,
     uow: UnitOfWorkDep,
     charger: ChargerDep,
-    idempotency_key: Annotated[
-        str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)
-    ] = None,
+    idempotency_key: Annotated[str, Header(alias="Idempotency-Key", min_length=1, max_length=200)],
 ) -> RefundOut:
     """Admin. Give back part or all of a capture; refunds of a payment never add up to more
     than it captured (422 naming `amount.amount`, with what is left). The provider is called
     after this commits: the answer waits for its verdict a few seconds, else says `pending`."""
-    if idempotency_key is None:
-        raise invalid("Idempotency-Key", "header is required")
     asked = service.RefundAsked(
         payment_id=payment_id,
         amount=Money(amount=body.amount.amount, currency=body.amount.currency),
@@ -313,9 +305,7 @@ async def receive_webhook(
     return WebhookAck(received=True, outcome=outcome)
 
 
-class ActionVerdictIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ActionVerdictIn(RequestBody):
     outcome: Literal["succeeded", "failed"]
 
 

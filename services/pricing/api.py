@@ -8,17 +8,18 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import (
-    AwareDatetime,
     BaseModel,
-    ConfigDict,
+    BeforeValidator,
     Field,
     PlainSerializer,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic import Strict as StrictFlag
 from pydantic_core import PydanticCustomError
 
 from libs.events.common import Money
@@ -27,7 +28,7 @@ from libs.kit.auth import Admin, MaybeCaller
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
-from libs.kit.validation import CurrencyCode
+from libs.kit.validation import CurrencyCode, RequestBody, Timestamp
 from services.pricing import service
 from services.pricing.db import Store
 from services.pricing.domain import (
@@ -68,9 +69,26 @@ def _as_number(value: Decimal) -> int | float:
     return int(value) if value == value.to_integral_value() else float(value)
 
 
+def _json_number(value: Any) -> Any:
+    # A JSON number (strict bodies, libs/kit/validation.py): `true` and "5" are no percentages.
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        raise PydanticCustomError("decimal_type", "must be a number")
+    return value
+
+
 Percent = Annotated[
     Decimal,
     Field(gt=0, le=100, max_digits=5, decimal_places=2),
+    StrictFlag(False),
+    BeforeValidator(_json_number),
+    WithJsonSchema(
+        {
+            "type": "number",
+            "exclusiveMinimum": 0,
+            "maximum": 100,
+            "description": "at most 2 decimals",
+        }
+    ),
     PlainSerializer(_as_number, return_type=int | float, when_used="json"),
 ]
 
@@ -84,8 +102,8 @@ async def utc_now() -> datetime:
 Now = Annotated[datetime, Depends(utc_now)]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Strict(RequestBody):
+    pass
 
 
 # ---- prices ----
@@ -142,8 +160,8 @@ class VolumeRuleIn(Strict):
 class ActiveWindow(Strict):
     """A rule's time window: UTC, `ends_at` after `starts_at` (the rule applies in between)."""
 
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime
+    starts_at: Timestamp
+    ends_at: Timestamp
 
     @field_validator("starts_at", "ends_at")
     @classmethod
@@ -220,11 +238,37 @@ def parse_rule(body: dict[str, Any]) -> AnyRuleIn:
         raise RequestValidationError(errors) from exc
 
 
+def rule_body_schema() -> dict[str, Any]:
+    """The four rule shapes as one JSON Schema for the document (the body is read as a dict, so
+    parse_rule can name fields as the client wrote them): `oneOf`, each branch inlined."""
+    schema = _RULE.json_schema()
+    defs = schema.pop("$defs", {})
+    prefix = "#/$defs/"
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith(prefix):
+                return inline(defs[ref[len(prefix) :]])
+            return {k: inline(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [inline(v) for v in node]
+        return node
+
+    return {"oneOf": inline(schema["oneOf"])}
+
+
 def _rule_out(rule: StoredRule) -> dict[str, Any]:
     return {"id": rule.id, **rule.definition, "created_at": rule.created_at.isoformat()}
 
 
-@router.post("/rules", status_code=201)
+@router.post(
+    "/rules",
+    status_code=201,
+    openapi_extra={
+        "requestBody": {"content": {"application/json": {"schema": rule_body_schema()}}}
+    },
+)
 async def create_rule(
     body: Annotated[
         dict[str, Any],

@@ -8,7 +8,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import pytest
 
 from libs.events import topics
 from libs.events.registry import EVENT_TYPES
@@ -93,12 +92,8 @@ async def test_an_emitted_events_dataschema_resolves_through_the_gateway(
     assert set(body["required"]) <= set(event["data"])
 
 
-# Known findings that need per-route fixes in services' api.py (issue 14 report, README "API and
-# event documentation"): schema-valid requests a route refuses (required Idempotency-Key
-# documented as optional, ISO 4217 / known-sku / enum rules not in the schema, opaque cursors)
-# and coercions a route accepts (`false` as an int). strict: this fails once they are fixed,
-# as the reminder to drop the mark.
-@pytest.mark.xfail(strict=True, reason="per-route findings listed in the issue 14 report")
+# schemathesis.toml (read from the repository root) says what the document cannot: cursors
+# are the server's, and which operations' 422 depends on stored data, the token or the network.
 def test_schemathesis_finds_nothing_with_all_checks(gateway_url: str) -> None:
     token = admin()["Authorization"]
     command = [

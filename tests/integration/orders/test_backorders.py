@@ -45,9 +45,10 @@ async def filled(order: dict[str, Any]) -> None:
 
 async def shipment_is(client: httpx.AsyncClient, order_id: str, status: str) -> dict[str, Any]:
     async def probe() -> dict[str, Any]:
-        [shipment] = (await read(client, order_id))["shipments"]
-        assert shipment["status"] == status, shipment
-        return dict(shipment)
+        shipments = (await read(client, order_id))["shipments"]
+        assert len(shipments) == 1, shipments  # an assertion: `eventually` asks again
+        assert shipments[0]["status"] == status, shipments[0]
+        return dict(shipments[0])
 
     return await eventually(probe, timeout=30, what=f"shipment of {order_id} {status}")
 

@@ -209,6 +209,9 @@ async def outbox_sizes(dbs: Databases) -> dict[str, int]:
 # external call, or a claimed one whose outcome is not recorded yet): the system has not drained
 # while any is left, e.g. during the lease after a crash between the call and its outcome.
 PENDING_WORK = {
+    # Listing updates marked but not yet published (issue 13: the sync worker coalesces them for
+    # `listing_sync_delay_s`, then adds a ListingChanged to catalog's outbox).
+    "catalog": "SELECT count(*) AS n FROM listing_sync WHERE dirty_since IS NOT NULL",
     "notifications": "SELECT count(*) AS n FROM notifications WHERE status = 'pending'",
     "payments": "SELECT count(*) AS n FROM payment_orders"
     " WHERE capture_status = 'pending' OR refund_status = 'pending'",

@@ -21,6 +21,7 @@ from libs.kit.problems import Problem, field_name, install_problem_handlers, pro
 from libs.kit.runtime import Runtime
 from libs.kit.transactions import SessionTx
 from libs.kit.validation import (
+    CLEAN_TEXT_PATTERN,
     body_models,
     multiline_fields,
     suspect_json,
@@ -357,7 +358,7 @@ def route_statuses(route: Any) -> tuple[list[int], str | None]:
 
 
 # refuse_unsafe_input's rule as a JSON Schema pattern (ECMA-262): no C0/C1 control character.
-CLEAN_TEXT = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+CLEAN_TEXT = CLEAN_TEXT_PATTERN
 CLEAN_JSON_SCHEMA = "CleanJson"
 
 

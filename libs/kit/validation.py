@@ -49,11 +49,26 @@ _SUSPECT_QUERY = re.compile(
 MAX_ERRORS = 20
 
 
+# The rules above as JSON Schema patterns (ECMA-262), for the API document: no C0/C1 control
+# character; in multi-line text TAB, LF and CR are allowed.
+CLEAN_TEXT_PATTERN = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+CLEAN_MULTILINE_PATTERN = "^[^\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f]*$"
+
+
 class Multiline:
-    """Marks a request field documented as multi-line text: `Annotated[str, MULTILINE]`."""
+    """Marks a field documented as multi-line text: `Annotated[str, MULTILINE]`. Requests'
+    strings are checked with TAB, LF and CR allowed there; the schema says so (in requests and in
+    the responses that show the text back)."""
 
     def __repr__(self) -> str:
         return "MULTILINE"
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: Any) -> dict[str, Any]:
+        schema: dict[str, Any] = handler(core_schema)
+        for part in [schema, *schema.get("anyOf", [])]:
+            if part.get("type") == "string" and "pattern" not in part:
+                part["pattern"] = CLEAN_MULTILINE_PATTERN
+        return schema
 
 
 MULTILINE = Multiline()

@@ -70,7 +70,7 @@ class AvailabilityOut(BaseModel):
 class ProductOut(BaseModel):
     sku: str
     name: str
-    description: str | None
+    description: Description
     category: str
     attributes: dict[str, Any]
     images: list[str]

@@ -5,12 +5,14 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from libs.kit.auth import TokenVerifier
@@ -18,6 +20,7 @@ from libs.kit.db import DbSession
 from libs.kit.logging import configure_logging
 from libs.kit.outbox import Emitter, OutboxBuffer
 from libs.kit.problems import Problem, field_name, install_problem_handlers, problem_response
+from libs.kit.reconcile import Report
 from libs.kit.runtime import Runtime
 from libs.kit.transactions import SessionTx
 from libs.kit.validation import (
@@ -489,3 +492,63 @@ def install_allow_header(app: FastAPI) -> None:
         return problem_response(exc.status_code, str(exc.detail), headers=headers or None)
 
     app.add_exception_handler(StarletteHTTPException, method_not_allowed)
+
+
+# --- reconciliation (issue 14) ---
+
+
+class FindingOut(BaseModel):
+    kind: str = Field(description="stable snake_case kind (see the service README)")
+    ids: dict[str, str] = Field(description="ids of what it is about: sku, order_id, ...")
+    detail: str
+    since: datetime | None = Field(description="when the subject last changed or became due")
+
+
+class ReconciliationOut(BaseModel):
+    ran_at: datetime | None = Field(description="when the last run ended; null before the first")
+    findings: list[FindingOut]
+    failed_checks: list[str] = Field(
+        description="checks whose query failed in that run (their previous findings are kept)"
+    )
+
+
+def _reconciliation_out(report: Report) -> ReconciliationOut:
+    return ReconciliationOut(
+        ran_at=report.ran_at,
+        findings=[
+            FindingOut(kind=f.kind, ids=dict(f.ids), detail=f.detail, since=f.since)
+            for f in report.findings
+        ],
+        failed_checks=list(report.failed_checks),
+    )
+
+
+def add_reconciliation_routes(router: APIRouter) -> None:
+    """`GET <prefix>/reconciliation` (the last run's findings) and `POST
+    <prefix>/reconciliation/runs` (run now, answer the same), admin only, on a service's router;
+    put first, so a `<prefix>/{id}` route declared before never takes them."""
+    from libs.kit.auth import Admin
+
+    sub = APIRouter()
+
+    @sub.get(
+        "/reconciliation",
+        summary="The last reconciliation run's findings (admin)",
+        response_model=ReconciliationOut,
+    )
+    async def last_reconciliation(_: Admin, runtime: RuntimeDep) -> ReconciliationOut:
+        return _reconciliation_out(runtime.reconciler.last)
+
+    @sub.post(
+        "/reconciliation/runs",
+        summary="Run the reconciliation checks now and answer their findings (admin)",
+        response_model=ReconciliationOut,
+    )
+    async def run_reconciliation(_: Admin, runtime: RuntimeDep) -> ReconciliationOut:
+        return _reconciliation_out(await runtime.reconciler.run_once())
+
+    before = len(router.routes)
+    router.include_router(sub)
+    added = router.routes[before:]
+    del router.routes[before:]
+    router.routes[0:0] = added

@@ -3,6 +3,7 @@
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, TypeVar, overload
 
 from prometheus_client import Counter
@@ -279,3 +280,27 @@ async def outbox_stats(db: Database) -> tuple[int, float]:
     async with db.engine.connect() as conn:
         row = (await conn.execute(OUTBOX_STATS)).one()
     return int(row.depth), max(0.0, float(row.oldest_s))
+
+
+# --- reconciliation (issue 14) ---
+
+# Unpublished outbox rows older than :age_s, oldest first (the relay reads by id, so they are the
+# lowest ids; the table holds only what is not yet published), at most :limit; with the database's
+# clock, which wrote created_at.
+STUCK_OUTBOX_ROWS = text(
+    "SELECT id, event_id, event_type, message_key, created_at, now() AS now FROM outbox"
+    " WHERE created_at < now() - make_interval(secs => CAST(:age_s AS double precision))"
+    " ORDER BY id LIMIT :limit"
+)
+
+
+async def stuck_outbox_rows(
+    db: Database, age_s: float, limit: int
+) -> tuple[list[tuple[int, str, str, str, datetime]], datetime]:
+    """(the stuck rows as (id, event_id, event_type, message_key, created_at), the database's
+    now)."""
+    async with db.engine.connect() as conn:
+        rows = (await conn.execute(STUCK_OUTBOX_ROWS, {"age_s": age_s, "limit": limit})).all()
+        now = rows[0].now if rows else (await conn.execute(text("SELECT now()"))).scalar_one()
+    found = [(r.id, r.event_id, r.event_type, r.message_key, r.created_at) for r in rows]
+    return found, now

@@ -15,12 +15,13 @@ from faststream.kafka import KafkaBroker, Topic
 from faststream.kafka.message import KafkaMessage
 from sqlalchemy import text
 
-from libs.kit.db import Database, outbox_stats
+from libs.kit.db import Database, outbox_stats, stuck_outbox_rows
 from libs.kit.inbox import EventProcessor, OffsetCommitter, rewind, waiting_records
 from libs.kit.kafka import KafkaConnection, bootstrap_servers, ensure_topics, new_producer
 from libs.kit.kafka_acl import writes
 from libs.kit.metrics import LagConsumer, LagSource, MetricsPoller, lag_probe, outbox_probe
 from libs.kit.outbox import OutboxRelay
+from libs.kit.reconcile import OUTBOX_STUCK, Finding, Reconciler, outbox_findings
 from libs.kit.settings import ServiceSettings
 from libs.kit.worker import Worker
 
@@ -83,6 +84,7 @@ class Runtime:
         self.metrics.add("outbox", outbox_probe(lambda: outbox_stats(self.db)))
         self.metrics.add("consumer_lag", lag_probe(lambda: lag_sources(self)))
         self.committers: dict[str, OffsetCommitter] = {self.service: self.offsets}
+        self.reconciler = new_reconciler(self)  # issue 14 part 6
 
     def _subscribe(self, topics: list[str]) -> None:
         """One consumer for all the service's topics: one fetch loop, one group member, and
@@ -151,6 +153,8 @@ class Runtime:
         self._watchdog = asyncio.create_task(self._watch_consumer(), name="consumer-watchdog")
         if self.settings.metrics_interval_s > 0:
             self.extra_tasks.append(asyncio.create_task(self.metrics.run(), name="metrics"))
+        if self.settings.reconcile_interval_s > 0:
+            self.extra_tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
         log.info("%s runtime started", self.service)
 
     def consumer_stuck_s(self) -> float | None:
@@ -340,3 +344,24 @@ def lag_sources(runtime: Runtime) -> list[LagSource]:
 def _consumer_of(subscriber: Any) -> Callable[[], LagConsumer | None]:
     """The subscriber's aiokafka consumer as it is when asked (FastStream makes it at start)."""
     return lambda: getattr(subscriber, "consumer", None)
+
+
+# --- reconciliation (issue 14) ---
+
+
+def new_reconciler(runtime: Runtime) -> Reconciler:
+    """The runtime's reconciler with the check every service has (outbox rows the relay has not
+    published for too long); services add theirs in their composition root."""
+    settings = runtime.settings
+    reconciler = Reconciler(
+        runtime.service, settings.reconcile_interval_s, settings.reconcile_first_run_s
+    )
+
+    async def outbox_check() -> list[Finding]:
+        rows, now = await stuck_outbox_rows(
+            runtime.db, settings.reconcile_outbox_age_s, settings.reconcile_limit
+        )
+        return outbox_findings(rows, now, settings.reconcile_outbox_age_s)
+
+    reconciler.add("outbox", outbox_check, [OUTBOX_STUCK])
+    return reconciler

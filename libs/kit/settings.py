@@ -183,6 +183,14 @@ class ServiceSettings(BaseSettings):
     # Issue 14: how often the metrics poller reads consumer lag, outbox depth and the service's
     # own state gauges (one query or broker request each, never per event); 0 turns it off.
     metrics_interval_s: float = 15.0
+    # Issue 14 part 6: how often the reconciliation checks run (0: only when asked, through
+    # POST /<service>/reconciliation/runs), the first run this long after start, how old an
+    # unpublished outbox row may get before it is a finding, and at most how many findings each
+    # check reports (the queries stay bounded on a big database).
+    reconcile_interval_s: float = 300.0
+    reconcile_first_run_s: float = 10.0
+    reconcile_outbox_age_s: float = 300.0
+    reconcile_limit: int = 100
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from libs.events.common import Line, Money
 from libs.events.inventory import Allocation, ChannelAvailability
-from libs.kit.app import Events, Session, get_runtime
+from libs.kit.app import Events, Session, add_reconciliation_routes, get_runtime
 from libs.kit.auth import Admin
 from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
@@ -714,3 +714,8 @@ async def transfer_stock(
     if replayed:
         response.status_code = 200
     return TransferOut.of(transfer)
+
+
+# --- reconciliation (issue 14) ---
+
+add_reconciliation_routes(router)

@@ -59,6 +59,7 @@ from services.inventory.domain import (
     StockDelta,
     StockItem,
     StockLevel,
+    StockTally,
     Supplier,
     SupplierItem,
     Transfer,
@@ -1531,3 +1532,82 @@ RESERVATIONS_EXPIRED_COUNT = text(
 async def count_reservations_expired(db: Database) -> int:
     async with db.engine.connect() as conn:
         return int((await conn.execute(RESERVATIONS_EXPIRED_COUNT)).scalar_one())
+
+
+# --- reconciliation (issue 14) ---
+
+# The per-sku tallies of the skus changed within :window_s (the most recent :scan of them), in
+# one read-only statement: each sum walks one sku's rows by an index (location_stock's primary
+# key, ix_stock_movements_sku_id); live reservations come by their partial index.
+STOCK_TALLIES = text(
+    "WITH s AS ("
+    "SELECT sku, on_hand, reserved, updated_at FROM stock_items"
+    " WHERE updated_at >= now() - make_interval(secs => CAST(:window_s AS double precision))"
+    " ORDER BY updated_at DESC LIMIT :scan"
+    "), loc AS ("
+    "SELECT ls.sku, sum(ls.on_hand) AS on_hand, sum(ls.reserved) AS reserved"
+    " FROM location_stock ls JOIN s ON s.sku = ls.sku GROUP BY ls.sku"
+    "), mov AS ("
+    "SELECT m.sku, sum(m.delta_on_hand) AS on_hand, sum(m.delta_reserved) AS reserved"
+    " FROM stock_movements m JOIN s ON s.sku = m.sku GROUP BY m.sku"
+    "), alloc AS ("
+    "SELECT a.sku, sum(a.quantity) AS reserved FROM reservations r"
+    " CROSS JOIN LATERAL jsonb_to_recordset(r.allocations) AS a (sku text, quantity bigint)"
+    " WHERE r.status = 'reserved' AND a.sku IN (SELECT sku FROM s) GROUP BY a.sku"
+    ")"
+    " SELECT s.sku, s.on_hand, s.reserved, s.updated_at,"
+    " coalesce(loc.on_hand, 0) AS location_on_hand, coalesce(loc.reserved, 0) AS location_reserved,"
+    " coalesce(mov.on_hand, 0) AS moved_on_hand, coalesce(mov.reserved, 0) AS moved_reserved,"
+    " coalesce(alloc.reserved, 0) AS allocated"
+    " FROM s LEFT JOIN loc ON loc.sku = s.sku LEFT JOIN mov ON mov.sku = s.sku"
+    " LEFT JOIN alloc ON alloc.sku = s.sku"
+    " WHERE s.on_hand <> coalesce(loc.on_hand, 0) OR s.reserved <> coalesce(loc.reserved, 0)"
+    " OR s.on_hand <> coalesce(mov.on_hand, 0) OR s.reserved <> coalesce(mov.reserved, 0)"
+    " OR s.reserved <> coalesce(alloc.reserved, 0)"
+    " ORDER BY s.sku LIMIT :limit"
+)
+
+# Reservations still held past their expiry (by the partial index the expiry sweep uses).
+EXPIRED_HELD = text(
+    "SELECT order_id, expires_at, now() AS now FROM reservations"
+    " WHERE status = 'reserved' AND expires_at < now() - make_interval(secs => CAST(:grace_s AS"
+    " double precision))"
+    " ORDER BY expires_at LIMIT :limit"
+)
+
+
+class ReconcileReads:
+    """Inventory's reconciliation queries: read-only, bounded, on their own connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def stock_tallies(self, window_s: float, scan: int, limit: int) -> list[StockTally]:
+        """The tallies that disagree somewhere (the domain says how)."""
+        async with self.db.engine.connect() as conn:
+            rows = await conn.execute(
+                STOCK_TALLIES, {"window_s": window_s, "scan": scan, "limit": limit}
+            )
+            return [
+                StockTally(
+                    sku=r.sku,
+                    on_hand=int(r.on_hand),
+                    reserved=int(r.reserved),
+                    updated_at=r.updated_at,
+                    location_on_hand=int(r.location_on_hand),
+                    location_reserved=int(r.location_reserved),
+                    moved_on_hand=int(r.moved_on_hand),
+                    moved_reserved=int(r.moved_reserved),
+                    allocated=int(r.allocated),
+                )
+                for r in rows
+            ]
+
+    async def expired_held(
+        self, grace_s: float, limit: int
+    ) -> tuple[list[tuple[str, datetime]], datetime | None]:
+        """(order id, expires_at) of reservations held more than `grace_s` past expiry, and the
+        database's now (None when there are none)."""
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(EXPIRED_HELD, {"grace_s": grace_s, "limit": limit})).all()
+        return [(r.order_id, r.expires_at) for r in rows], (rows[0].now if rows else None)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from libs.kit.reconcile import Finding
+
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # (sku, quantity) pairs: an order's lines, one per sku, in sku order once merged.
 Lines = Sequence[tuple[str, int]]
@@ -916,3 +918,85 @@ class Transfer:
     quantity: int
     reason: str | None
     at: datetime | None = None
+
+
+# --- reconciliation (issue 14) ---
+
+# Inventory's reconciliation kinds (besides the kit's outbox_stuck), in one place.
+STOCK_LOCATION_MISMATCH = "stock_location_mismatch"
+MOVEMENTS_MISMATCH = "movements_mismatch"
+RESERVED_MISMATCH = "reserved_mismatch"
+RESERVATION_EXPIRED_HELD = "reservation_expired_held"
+STOCK_KINDS = (STOCK_LOCATION_MISMATCH, MOVEMENTS_MISMATCH, RESERVED_MISMATCH)
+RECONCILIATION_KINDS = (*STOCK_KINDS, RESERVATION_EXPIRED_HELD)
+
+
+@dataclass(frozen=True)
+class StockTally:
+    """One sku's counts as stock_items holds them and as the other records add up: the sums of
+    its location rows, of its movements' deltas (every change of location_stock is audited with
+    its deltas, the item's creation included, so they add up to the counts), and of the
+    allocations of its live (reserved) reservations."""
+
+    sku: str
+    on_hand: int
+    reserved: int
+    updated_at: datetime
+    location_on_hand: int
+    location_reserved: int
+    moved_on_hand: int
+    moved_reserved: int
+    allocated: int
+
+
+def stock_findings(tallies: Iterable[StockTally]) -> list[Finding]:
+    findings: list[Finding] = []
+    for t in tallies:
+        ids = {"sku": t.sku}
+        if (t.on_hand, t.reserved) != (t.location_on_hand, t.location_reserved):
+            findings.append(
+                Finding(
+                    STOCK_LOCATION_MISMATCH,
+                    ids,
+                    f"on_hand/reserved {t.on_hand}/{t.reserved} but its locations add up to"
+                    f" {t.location_on_hand}/{t.location_reserved}",
+                    t.updated_at,
+                )
+            )
+        if (t.on_hand, t.reserved) != (t.moved_on_hand, t.moved_reserved):
+            findings.append(
+                Finding(
+                    MOVEMENTS_MISMATCH,
+                    ids,
+                    f"on_hand/reserved {t.on_hand}/{t.reserved} but its movements add up to"
+                    f" {t.moved_on_hand}/{t.moved_reserved}",
+                    t.updated_at,
+                )
+            )
+        if t.reserved != t.allocated:
+            findings.append(
+                Finding(
+                    RESERVED_MISMATCH,
+                    ids,
+                    f"reserved {t.reserved} but its open reservations hold {t.allocated}",
+                    t.updated_at,
+                )
+            )
+    return findings
+
+
+def expired_held_findings(
+    held: Iterable[tuple[str, datetime]], now: datetime, grace: timedelta
+) -> list[Finding]:
+    """Reservations (order id, expires_at) still reserved more than `grace` past their expiry:
+    the expiry sweep (which runs every few seconds) should have released them."""
+    return [
+        Finding(
+            RESERVATION_EXPIRED_HELD,
+            {"order_id": order_id},
+            f"still reserved {int((now - expires_at).total_seconds())}s after it expired",
+            expires_at,
+        )
+        for order_id, expires_at in held
+        if expires_at + grace < now
+    ]

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from libs.events.common import BackorderedLine, Line
@@ -30,6 +30,7 @@ from libs.events.inventory import (
 )
 from libs.events.orders import OrderPlaced, ReturnReceived
 from libs.kit.errors import Conflict, Invalid, NotFound
+from libs.kit.reconcile import Finding
 from libs.kit.uow import Clock, EventSink, Tx, utc_now
 from services.inventory import domain
 from services.inventory.domain import (
@@ -1416,3 +1417,40 @@ async def list_locations(
     """A page of locations by code, and whether more follow."""
     rows = await tx.store.locations.page(after, limit + 1)
     return rows[:limit], len(rows) > limit
+
+
+# --- reconciliation (issue 14) ---
+
+
+class ReconcileReads(Protocol):
+    """The read-only queries inventory's reconciliation runs (db.ReconcileReads)."""
+
+    async def stock_tallies(
+        self, window_s: float, scan: int, limit: int
+    ) -> list[domain.StockTally]: ...
+
+    async def expired_held(
+        self, grace_s: float, limit: int
+    ) -> tuple[list[tuple[str, datetime]], datetime | None]: ...
+
+
+@dataclass(frozen=True)
+class ReconcileLimits:
+    stock_window_s: float
+    scan_skus: int
+    expiry_grace_s: float
+    limit: int
+
+
+async def reconcile_stock(reads: ReconcileReads, limits: ReconcileLimits) -> list[Finding]:
+    """Per sku: stock_items against its locations, its movements and its open reservations."""
+    tallies = await reads.stock_tallies(limits.stock_window_s, limits.scan_skus, limits.limit)
+    return domain.stock_findings(tallies)[: limits.limit]
+
+
+async def reconcile_reservations(reads: ReconcileReads, limits: ReconcileLimits) -> list[Finding]:
+    """Reservations the expiry sweep should have released."""
+    held, now = await reads.expired_held(limits.expiry_grace_s, limits.limit)
+    if now is None:
+        return []
+    return domain.expired_held_findings(held, now, timedelta(seconds=limits.expiry_grace_s))

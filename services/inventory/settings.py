@@ -28,3 +28,11 @@ class InventorySettings(ServiceSettings):
         return AllocationPolicy(
             Strategy(self.allocation_strategy), self.allocation_split, self.default_location
         )
+
+    # --- reconciliation (issue 14) ---
+    # Skus whose stock changed within this window are reconciled (at most `reconcile_scan_skus`
+    # of them, the most recent first), and a reservation held this long past its expiry is a
+    # finding (the expiry sweep runs every `expiry_sweep_interval_s`).
+    reconcile_stock_window_s: float = 7 * 86400.0
+    reconcile_scan_skus: int = 5000
+    reconcile_expiry_grace_s: float = 60.0

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from libs.events.common import Money
-from libs.kit.app import request_id, transaction_of
+from libs.kit.app import add_reconciliation_routes, request_id, transaction_of
 from libs.kit.auth import Admin, Caller
 from libs.kit.errors import Conflict, NotFound
 from libs.kit.idempotency import request_hash
@@ -347,3 +347,8 @@ def _position(cursor: str | None) -> tuple[datetime, str] | None:
     if created_at.tzinfo is None:
         raise invalid("cursor", "malformed cursor", status=400)
     return created_at, payment_id
+
+
+# --- reconciliation (issue 14) ---
+
+add_reconciliation_routes(router)

@@ -38,6 +38,7 @@ from libs.kit.db import Database, DbSession
 from libs.kit.inbox import claim_delivery
 from services.payments.domain import (
     CaptureBalance,
+    CaptureTally,
     Intent,
     LedgerEntry,
     NewPayment,
@@ -993,3 +994,52 @@ class ReturnRefunds:
             },
         )
         return added is not None
+
+
+# --- reconciliation (issue 14) ---
+
+# Captures made within :window_s (ix_payments_created) that may be inconsistent: their order
+# closed :grace_s ago or more and they are not refunded, or their succeeded refunds add up to
+# more than they took; at most :limit.
+CAPTURE_TALLIES = text(
+    "SELECT p.id, p.order_id, p.status, p.amount, p.currency, o.closed_reason,"
+    " o.updated_at AS closed_at, coalesce(r.refunded, 0) AS refunded, now() AS now"
+    " FROM payments p JOIN payment_orders o ON o.order_id = p.order_id"
+    " LEFT JOIN LATERAL (SELECT sum(amount) AS refunded FROM refunds"
+    " WHERE refunds.payment_id = p.id AND refunds.status = 'succeeded') r ON true"
+    " WHERE p.kind = 'capture'"
+    " AND p.created_at >= now() - make_interval(secs => CAST(:window_s AS double precision))"
+    " AND ((o.closed_reason IS NOT NULL AND p.status IN ('captured', 'partially_refunded')"
+    " AND o.updated_at < now() - make_interval(secs => CAST(:grace_s AS double precision)))"
+    " OR coalesce(r.refunded, 0) > p.amount)"
+    " ORDER BY p.created_at, p.id LIMIT :limit"
+)
+
+
+class ReconcileReads:
+    """Payments' reconciliation queries: read-only, bounded, on their own connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def capture_tallies(
+        self, window_s: float, grace_s: float, limit: int
+    ) -> tuple[list[CaptureTally], datetime | None]:
+        """The suspect captures and the database's now (None when there are none)."""
+        params = {"window_s": window_s, "grace_s": grace_s, "limit": limit}
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(CAPTURE_TALLIES, params)).all()
+        tallies = [
+            CaptureTally(
+                payment_id=r.id,
+                order_id=r.order_id,
+                status=r.status,
+                amount=int(r.amount),
+                currency=r.currency,
+                closed_reason=r.closed_reason,
+                closed_at=r.closed_at if r.closed_reason is not None else None,
+                refunded=int(r.refunded),
+            )
+            for r in rows
+        ]
+        return tallies, (rows[0].now if rows else None)

@@ -2,11 +2,13 @@
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import Enum
 from typing import Literal
 
+from libs.kit.reconcile import Finding
 from libs.kit.signatures import (
     SignatureRejected,
     timestamped_signature,
@@ -786,3 +788,62 @@ def parse_sandbox_event(payload: bytes) -> ProviderEvent:
 
 def _text_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
+
+
+# --- reconciliation (issue 14) ---
+
+# Payments' reconciliation kinds (besides the kit's outbox_stuck), in one place.
+CAPTURE_NOT_REFUNDED = "capture_not_refunded"
+REFUNDS_EXCEED_CAPTURE = "refunds_exceed_capture"
+RECONCILIATION_KINDS = (CAPTURE_NOT_REFUNDED, REFUNDS_EXCEED_CAPTURE)
+
+
+@dataclass(frozen=True)
+class CaptureTally:
+    """A capture as payments holds it, with its order's close (None while open) and the refunds
+    that succeeded against it."""
+
+    payment_id: str
+    order_id: str
+    status: str
+    amount: int
+    currency: str
+    closed_reason: str | None
+    closed_at: datetime | None
+    refunded: int
+
+
+def capture_findings(
+    tallies: Iterable[CaptureTally], now: datetime, refund_grace_s: float
+) -> list[Finding]:
+    """A capture of an order that closed more than `refund_grace_s` ago and is not fully
+    refunded (the close owes the shopper the money back), and refunds summing above the
+    capture (the database's checks should make that impossible)."""
+    findings: list[Finding] = []
+    for t in tallies:
+        ids = {"payment_id": t.payment_id, "order_id": t.order_id}
+        if (
+            t.closed_reason is not None
+            and t.closed_at is not None
+            and (now - t.closed_at).total_seconds() > refund_grace_s
+            and t.status in ("captured", "partially_refunded")
+        ):
+            findings.append(
+                Finding(
+                    CAPTURE_NOT_REFUNDED,
+                    ids,
+                    f"order {t.closed_reason}, capture of {t.amount} {t.currency} still"
+                    f" {t.status} ({t.refunded} refunded)",
+                    t.closed_at,
+                )
+            )
+        if t.refunded > t.amount:
+            findings.append(
+                Finding(
+                    REFUNDS_EXCEED_CAPTURE,
+                    ids,
+                    f"refunds add up to {t.refunded} {t.currency}, above the capture of {t.amount}",
+                    None,
+                )
+            )
+    return findings

@@ -1,6 +1,7 @@
 """Composition root of the payments service."""
 
 import secrets
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -9,9 +10,9 @@ from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import Runtime
 from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.worker import Worker
-from services.payments import api, handlers, metrics, service
+from services.payments import api, domain, handlers, metrics, service
 from services.payments.adapters import PaymentProvider, SandboxProvider, StripeProvider
-from services.payments.db import PgSandboxLedger, Store
+from services.payments.db import PgSandboxLedger, ReconcileReads, Store
 from services.payments.service import Charger
 from services.payments.settings import PaymentsSettings
 
@@ -72,6 +73,7 @@ def create_app(
     )
     charger.wake = worker.wake
     handlers.register(runtime.processor, worker.wake, make_store)
+    add_reconciliation(runtime, settings)  # issue 14 part 6
 
     async def start_charger(runtime: Runtime) -> None:
         runtime.start_worker(worker)
@@ -94,3 +96,17 @@ def create_app(
     app.state.provider = provider
     app.state.payments_uow = uow
     return app
+
+
+# --- reconciliation (issue 14) ---
+
+
+def add_reconciliation(runtime: Runtime, settings: PaymentsSettings) -> None:
+    check = partial(
+        service.reconcile_captures,
+        ReconcileReads(runtime.db),
+        settings.reconcile_capture_window_s,
+        settings.reconcile_refund_grace_s,
+        settings.reconcile_limit,
+    )
+    runtime.reconciler.add("captures", check, domain.RECONCILIATION_KINDS)

@@ -23,6 +23,7 @@ from libs.events.payments import (
 )
 from libs.kit.errors import Conflict, Invalid, NotFound, Unavailable
 from libs.kit.faults import crash_point
+from libs.kit.reconcile import Finding
 from libs.kit.retry import RetryPolicy
 from libs.kit.uow import Tx, UnitOfWork
 from services.payments.adapters import PaymentProvider
@@ -30,6 +31,7 @@ from services.payments.domain import (
     CaptureBalance,
     CaptureDecision,
     CapturePolicy,
+    CaptureTally,
     CloseDecision,
     Intent,
     NewPayment,
@@ -46,6 +48,7 @@ from services.payments.domain import (
     admin_refund_key,
     after_capture,
     after_verdict,
+    capture_findings,
     close,
     decide_capture,
     decided,
@@ -1162,3 +1165,27 @@ async def get_payment(store: Store, payment_id: str, *, caller: str, is_admin: b
     if payment is None or (not is_admin and payment.customer_id != caller):
         raise NotFound(f"payment {payment_id}")
     return payment
+
+
+# --- reconciliation (issue 14) ---
+
+
+class ReconcileReads(Protocol):
+    """The read-only queries payments' reconciliation runs (db.ReconcileReads)."""
+
+    async def capture_tallies(
+        self, window_s: float, grace_s: float, limit: int
+    ) -> tuple[list[CaptureTally], datetime | None]: ...
+
+
+async def reconcile_captures(
+    reads: ReconcileReads, window_s: float, refund_grace_s: float, limit: int
+) -> list[Finding]:
+    """Captures against their orders' outcomes and refunds. Payments consumes no confirmation
+    (only OrderRejected, OrderCancellationRequested and OrderShipped), so "a capture whose order
+    never reached an outcome" is orders' check (order_overdue: a pending order past its deadline,
+    whatever it holds), not this one."""
+    tallies, now = await reads.capture_tallies(window_s, refund_grace_s, limit)
+    if now is None:
+        return []
+    return capture_findings(tallies, now, refund_grace_s)

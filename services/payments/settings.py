@@ -73,3 +73,9 @@ class PaymentsSettings(ServiceSettings):
                         f"BACKROOM_{name.upper()} is required with BACKROOM_PAYMENT_PROVIDER=stripe"
                     )
         return self
+
+    # --- reconciliation (issue 14) ---
+    # Captures made within this window are reconciled; a capture of an order closed (rejected,
+    # cancelled) this long ago and still not refunded is a finding.
+    reconcile_capture_window_s: float = 7 * 86400.0
+    reconcile_refund_grace_s: float = 600.0

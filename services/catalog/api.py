@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field, HttpUrl
 
 from libs.events.catalog import ChannelKind
 from libs.events.common import Money
-from libs.kit.app import transaction_of
+from libs.kit.app import add_reconciliation_routes, transaction_of
 from libs.kit.auth import Admin
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
 from libs.kit.transactions import SessionTx
@@ -332,3 +332,8 @@ async def export_channel(
     if format == "csv":
         return StreamingResponse(_csv(pages), media_type="text/csv; charset=utf-8", headers=headers)
     return StreamingResponse(_json(code, pages), media_type="application/json", headers=headers)
+
+
+# --- reconciliation (issue 14) ---
+
+add_reconciliation_routes(router)

@@ -6,7 +6,7 @@ from typing import Annotated, Protocol
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import AfterValidator, BaseModel, Field, HttpUrl
 
-from libs.kit.app import transaction_of
+from libs.kit.app import add_reconciliation_routes, transaction_of
 from libs.kit.auth import Admin
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
@@ -251,3 +251,8 @@ async def redeliver_webhook(
         tx, subscription_id, delivery_id, worker.clock(), wake=worker.worker.wake
     )
     return DeliveryOut.of(delivery)
+
+
+# --- reconciliation (issue 14) ---
+
+add_reconciliation_routes(router)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Resp
 from pydantic import BaseModel, Field
 
 from libs.events.common import BackorderedLine, Money
-from libs.kit.app import request_id, transaction_of
+from libs.kit.app import add_reconciliation_routes, request_id, transaction_of
 from libs.kit.auth import Admin, Caller, ChannelOrCaller, Principal
 from libs.kit.errors import NotFound
 from libs.kit.idempotency import request_hash
@@ -893,3 +893,8 @@ def order_channel(asked: str | None, caller: Principal) -> str:
         return domain.requested_channel(asked, caller.channel)
     except domain.ChannelRefused as exc:
         raise service.channel_refusal(exc) from exc
+
+
+# --- reconciliation (issue 14) ---
+
+add_reconciliation_routes(router)

@@ -57,6 +57,7 @@ from services.orders.domain import (
     OrderReturn,
     OrderStatus,
     OrderView,
+    OverdueOrder,
     PendingOrder,
     ReceivedLine,
     ReturnLine,
@@ -1469,3 +1470,31 @@ PENDING_OVERDUE_COUNT = text(
 async def count_pending_overdue(db: Database) -> int:
     async with db.engine.connect() as conn:
         return int((await conn.execute(PENDING_OVERDUE_COUNT)).scalar_one())
+
+
+# --- reconciliation (issue 14) ---
+
+# Pending orders :grace_s or more past their deadline (by ix_orders_pending_deadline), oldest
+# deadline first, at most :limit.
+OVERDUE_PENDING = text(
+    "SELECT id, reservation_deadline, stock_reserved, now() AS now FROM orders"
+    " WHERE status = 'pending' AND reservation_deadline < now()"
+    " - make_interval(secs => CAST(:grace_s AS double precision))"
+    " ORDER BY reservation_deadline LIMIT :limit"
+)
+
+
+class ReconcileReads:
+    """Orders' reconciliation queries: read-only, bounded, on their own connection."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def overdue_pending(
+        self, grace_s: float, limit: int
+    ) -> tuple[list[OverdueOrder], datetime | None]:
+        """The overdue pending orders and the database's now (None when there are none)."""
+        async with self.db.engine.connect() as conn:
+            rows = (await conn.execute(OVERDUE_PENDING, {"grace_s": grace_s, "limit": limit})).all()
+        pending = [OverdueOrder(r.id, r.reservation_deadline, r.stock_reserved) for r in rows]
+        return pending, (rows[0].now if rows else None)

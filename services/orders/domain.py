@@ -1,6 +1,7 @@
 """Order rules: the status machine, the cancellation handshake, the deadline, request identity,
 and the shapes an order takes when it is placed, changed and read."""
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -15,6 +16,7 @@ from libs.events.orders import (
     InvoiceSeller,
     TaxRateTotal,
 )
+from libs.kit.reconcile import Finding
 from libs.kit.signatures import (
     SignatureRejected,
     timestamped_signature,
@@ -1235,3 +1237,36 @@ def holds_shipment(backordered: bool, filled: bool) -> bool:
     """A confirmed order's shipment waits (awaiting_stock) while part of it is backordered and
     inventory has not said the incoming stock landed (BackorderFilled may come first)."""
     return backordered and not filled
+
+
+# --- reconciliation (issue 14) ---
+
+# Orders' reconciliation kinds (besides the kit's outbox_stuck), in one place.
+ORDER_OVERDUE = "order_overdue"
+RECONCILIATION_KINDS = (ORDER_OVERDUE,)
+
+
+@dataclass(frozen=True)
+class OverdueOrder:
+    order_id: str
+    reservation_deadline: datetime
+    stock_reserved: bool
+
+
+def overdue_findings(
+    pending: Iterable[OverdueOrder], now: datetime, grace: timedelta
+) -> list[Finding]:
+    """Pending orders more than `grace` past their reservation deadline: the deadline sweep
+    should have rejected them (whatever they hold: a capture that came too late is refunded on
+    the rejection)."""
+    return [
+        Finding(
+            ORDER_OVERDUE,
+            {"order_id": p.order_id},
+            f"pending {int((now - p.reservation_deadline).total_seconds())}s past its deadline"
+            f" ({'stock reserved' if p.stock_reserved else 'stock not reserved'})",
+            p.reservation_deadline,
+        )
+        for p in pending
+        if p.reservation_deadline + grace < now
+    ]

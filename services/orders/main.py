@@ -1,6 +1,7 @@
 """Composition root of the orders service."""
 
 import secrets
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -11,7 +12,7 @@ from libs.kit.runtime import Runtime
 from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.uow import Clock, utc_now
 from libs.kit.worker import Worker
-from services.orders import api, db, handlers, metrics, service
+from services.orders import api, db, domain, handlers, metrics, service
 from services.orders.adapters import (
     Carrier,
     EasyPostCarrier,
@@ -50,6 +51,7 @@ def create_app(
     )
     label_worker = Worker("orders-label-worker", labels.step, settings.label_poll_interval_s)
     handlers.register(runtime.processor, clock, label_worker.wake, settings.invoicing())
+    add_reconciliation(runtime, settings)  # issue 14 part 6
     pricing = HttpPricing(settings.pricing_url, settings.pricing_timeout_s)
     claims = handlers.DatabaseOverdueClaims(runtime.db, settings.service_name)
     sweep = Worker(
@@ -126,3 +128,16 @@ def configured_carrier(settings: OrdersSettings) -> Carrier:
         webhook_tolerance_s=settings.carrier_webhook_tolerance_s,
         tracking_url=settings.sandbox_tracking_url or None,
     )
+
+
+# --- reconciliation (issue 14) ---
+
+
+def add_reconciliation(runtime: Runtime, settings: OrdersSettings) -> None:
+    check = partial(
+        service.reconcile_orders,
+        db.ReconcileReads(runtime.db),
+        settings.reconcile_order_grace_s,
+        settings.reconcile_limit,
+    )
+    runtime.reconciler.add("orders", check, domain.RECONCILIATION_KINDS)

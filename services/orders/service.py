@@ -38,6 +38,7 @@ from libs.events.orders import ReceivedLine as ReceivedLineEvent
 from libs.events.orders import ReturnLine as ReturnLineEvent
 from libs.kit.auth import Principal
 from libs.kit.errors import Conflict, Forbidden, Invalid, NotFound
+from libs.kit.reconcile import Finding
 from libs.kit.retry import RetryPolicy
 from libs.kit.uow import Clock, Tx, UnitOfWork, utc_now
 from services.orders import domain, metrics
@@ -1620,3 +1621,22 @@ async def _intend_confirmed_shipment(
     else:
         await _intend_shipment(tx, order_id)
     return event.model_copy(update={"backordered": list(lines)}) if lines else event
+
+
+# --- reconciliation (issue 14) ---
+
+
+class ReconcileReads(Protocol):
+    """The read-only queries orders' reconciliation runs (db.ReconcileReads)."""
+
+    async def overdue_pending(
+        self, grace_s: float, limit: int
+    ) -> tuple[list[domain.OverdueOrder], datetime | None]: ...
+
+
+async def reconcile_orders(reads: ReconcileReads, grace_s: float, limit: int) -> list[Finding]:
+    """Pending orders past their saga deadline."""
+    pending, now = await reads.overdue_pending(grace_s, limit)
+    if now is None:
+        return []
+    return domain.overdue_findings(pending, now, timedelta(seconds=grace_s))

@@ -121,3 +121,8 @@ class OrdersSettings(ServiceSettings):
             seller_vat_id=self.seller_vat_id,
             seller_email=self.seller_email,
         )
+
+    # --- reconciliation (issue 14) ---
+    # A pending order this long past its reservation deadline is a finding (the deadline sweep,
+    # every `deadline_sweep_interval_s`, should have rejected it).
+    reconcile_order_grace_s: float = 60.0

@@ -23,7 +23,7 @@ from pydantic import Strict as StrictFlag
 from pydantic_core import PydanticCustomError
 
 from libs.events.common import Money
-from libs.kit.app import RuntimeDep, transaction_of
+from libs.kit.app import RuntimeDep, add_reconciliation_routes, transaction_of
 from libs.kit.auth import Admin, MaybeCaller
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
@@ -567,3 +567,8 @@ async def delete_channel_price(
     """The channel sells the sku at its base price again; 404 if it had no price of its own."""
     await service.delete_channel_price(tx, channel, sku)
     return Response(status_code=204)
+
+
+# --- reconciliation (issue 14) ---
+
+add_reconciliation_routes(router)

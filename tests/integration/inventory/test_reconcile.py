@@ -94,7 +94,9 @@ async def test_each_seeded_inconsistency_is_found_with_its_ids(database: Databas
 
 async def test_the_admin_routes_answer_the_run_they_made(inventory: Inventory) -> None:
     assert (await inventory.http.get("/inventory/reconciliation")).status_code == 401
-    denied = await inventory.http.post("/inventory/reconciliation/runs", headers=bearer("shopper", "customer"))
+    denied = await inventory.http.post(
+        "/inventory/reconciliation/runs", headers=bearer("shopper", "customer")
+    )
     assert denied.status_code == 403
 
     ran = await inventory.http.post("/inventory/reconciliation/runs", headers=admin())

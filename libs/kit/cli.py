@@ -281,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("--event-id", help="replay only this CloudEvent id")
     dlq.set_defaults(func=_cmd_dlq)
     _add_apidocs(sub)
+    _add_reconcile(sub)
     return parser
 
 
@@ -337,3 +338,87 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# --- reconcile (issue 14) ---
+
+# Where `make run`'s gateway listens (deploy/local/run.sh) when BACKROOM_GATEWAY_URL is unset.
+RUN_GATEWAY_URL = "http://127.0.0.1:8000"
+
+
+def reconcile_rows(answers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per finding of every service's answer (GET /<service>/reconciliation)."""
+    return [
+        {"service": service, **finding}
+        for service, answer in answers.items()
+        for finding in answer.get("findings", [])
+    ]
+
+
+def _cmd_reconcile(args: argparse.Namespace) -> int:
+    """Every service's last reconciliation run (or a run now, with --run) through the gateway.
+    Exit status: 0 clean, 1 any finding, 2 an error (a service that did not answer 200, a check
+    that failed, no token)."""
+    import httpx
+
+    try:
+        token = mint_dev_token(ServiceSettings(), "backroom-reconcile", ["admin"], ttl_s=300)
+    except AuthConfigError as exc:
+        print(f"backroom reconcile: {exc}", file=sys.stderr)
+        return 2
+    headers = {"Authorization": f"Bearer {token}"}
+    answers: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+    with httpx.Client(base_url=args.gateway.rstrip("/"), timeout=args.timeout) as http:
+        for service in args.service or SERVICES:
+            try:
+                if args.run:
+                    response = http.post(f"/{service}/reconciliation/runs", headers=headers)
+                else:
+                    response = http.get(f"/{service}/reconciliation", headers=headers)
+            except httpx.HTTPError as exc:
+                errors.append(f"{service}: {exc!r}")
+                continue
+            if response.status_code != 200:
+                errors.append(f"{service}: HTTP {response.status_code} {response.text[:200]}")
+                continue
+            answers[service] = response.json()
+            for check in answers[service].get("failed_checks", []):
+                errors.append(f"{service}: check {check} failed (see the service log)")
+    rows = reconcile_rows(answers)
+    if args.json:
+        print(json.dumps({"services": answers, "findings": rows, "errors": errors}, indent=2))
+    else:
+        for row in rows:
+            ids = " ".join(f"{k}={v}" for k, v in sorted(row["ids"].items()))
+            print(f"{row['service']}\t{row['kind']}\t{ids}\t{row['detail']}\t{row['since'] or '-'}")
+        for service, answer in answers.items():
+            if answer.get("ran_at") is None:
+                print(f"{service}: not run yet (use --run)", file=sys.stderr)
+        if not rows and not errors:
+            print("no findings", file=sys.stderr)
+    for error in errors:
+        print(f"backroom reconcile: {error}", file=sys.stderr)
+    if errors:
+        return 2
+    return 1 if rows else 0
+
+
+def _add_reconcile(sub: Any) -> None:
+    rec = sub.add_parser(
+        "reconcile",
+        help="every service's reconciliation findings through the gateway"
+        " (exit 0 clean, 1 findings, 2 error)",
+    )
+    rec.add_argument(
+        "--gateway",
+        default=os.environ.get("BACKROOM_GATEWAY_URL", RUN_GATEWAY_URL),
+        help=f"gateway URL (default: BACKROOM_GATEWAY_URL or {RUN_GATEWAY_URL})",
+    )
+    rec.add_argument(
+        "--run", action="store_true", help="run the checks now instead of the last run"
+    )
+    rec.add_argument("--json", action="store_true", help="one JSON document instead of rows")
+    rec.add_argument("--service", action="append", choices=SERVICES, help="default: all six")
+    rec.add_argument("--timeout", type=float, default=30.0, help="seconds per service")
+    rec.set_defaults(func=_cmd_reconcile)

@@ -82,7 +82,16 @@ async def test_each_seeded_inconsistency_is_found_with_its_ids(db: Database) -> 
     just_closed = await seed_capture(db, closed_reason="rejected", closed_ago_s=5)
     open_capture = await seed_capture(db, refunds=(400,))
 
-    found = await findings(db)
+    try:
+        found = await findings(db)
+    finally:  # the inconsistencies go, so later runs (e2e's among them) do not report them
+        seeded = [forgotten, over_refunded, refunded, just_closed, open_capture]
+        async with db.transaction() as session:
+            for table in ("refunds", "payments", "payment_orders"):
+                await session.execute(
+                    text(f"DELETE FROM {table} WHERE order_id = ANY(:ids)"),
+                    {"ids": [order_id for order_id, _ in seeded]},
+                )
 
     assert about(found, forgotten[1]) == [(domain.CAPTURE_NOT_REFUNDED, forgotten[0])]
     assert about(found, over_refunded[1]) == [(domain.REFUNDS_EXCEED_CAPTURE, over_refunded[0])]

@@ -331,15 +331,6 @@ def _add_apidocs(sub: Any) -> None:
     docs.set_defaults(func=_cmd_apidocs)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 # --- reconcile (issue 14) ---
 
 # Where `make run`'s gateway listens (deploy/local/run.sh) when BACKROOM_GATEWAY_URL is unset.
@@ -422,3 +413,12 @@ def _add_reconcile(sub: Any) -> None:
     rec.add_argument("--service", action="append", choices=SERVICES, help="default: all six")
     rec.add_argument("--timeout", type=float, default=30.0, help="seconds per service")
     rec.set_defaults(func=_cmd_reconcile)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,38 +9,17 @@ the findings' history lives where history belongs (the logs and Prometheus)."""
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from libs.kit.findings import OUTBOX_STUCK, Finding, outbox_findings
 from libs.kit.metrics import PROBE_FAILURES, RECONCILIATION_FINDINGS
 
+__all__ = ["OUTBOX_STUCK", "Finding", "Reconciler", "Report", "outbox_findings", "report_json"]
+
 log = logging.getLogger(__name__)
-
-# The kind every service's outbox check reports (the others are listed by each service's domain).
-OUTBOX_STUCK = "outbox_stuck"
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One inconsistency: a stable snake_case `kind`, the ids of what it is about (`sku`,
-    `order_id`, `payment_id`, `outbox_id`, ...), what is wrong in words, and since when (the time
-    the subject last changed or became due; None when unknown)."""
-
-    kind: str
-    ids: Mapping[str, str]
-    detail: str
-    since: datetime | None = None
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "ids": dict(self.ids),
-            "detail": self.detail,
-            "since": None if self.since is None else self.since.isoformat(),
-        }
-
 
 Check = Callable[[], Awaitable[list[Finding]]]
 
@@ -143,23 +122,3 @@ def report_json(report: Report) -> dict[str, Any]:
         "findings": [finding.as_json() for finding in report.findings],
         "failed_checks": list(report.failed_checks),
     }
-
-
-def outbox_findings(
-    rows: Iterable[tuple[int, str, str, str, datetime]], now: datetime, max_age_s: float
-) -> list[Finding]:
-    """Outbox rows (id, event_id, event_type, message_key, created_at) written more than
-    `max_age_s` ago and still unpublished: the relay is not getting them out."""
-    findings: list[Finding] = []
-    for outbox_id, event_id, event_type, key, created_at in rows:
-        age = (now - created_at).total_seconds()
-        if age > max_age_s:
-            findings.append(
-                Finding(
-                    OUTBOX_STUCK,
-                    {"outbox_id": str(outbox_id), "event_id": event_id, "key": key},
-                    f"{event_type} unpublished for {age:.0f}s (threshold {max_age_s:.0f}s)",
-                    created_at,
-                )
-            )
-    return findings

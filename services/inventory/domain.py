@@ -6,7 +6,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from libs.kit.reconcile import Finding
+from libs.kit.findings import Finding
 
 SKU_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # (sku, quantity) pairs: an order's lines, one per sku, in sku order once merged.

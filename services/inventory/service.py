@@ -30,7 +30,7 @@ from libs.events.inventory import (
 )
 from libs.events.orders import OrderPlaced, ReturnReceived
 from libs.kit.errors import Conflict, Invalid, NotFound
-from libs.kit.reconcile import Finding
+from libs.kit.findings import Finding
 from libs.kit.uow import Clock, EventSink, Tx, utc_now
 from services.inventory import domain
 from services.inventory.domain import (

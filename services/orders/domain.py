@@ -16,7 +16,7 @@ from libs.events.orders import (
     InvoiceSeller,
     TaxRateTotal,
 )
-from libs.kit.reconcile import Finding
+from libs.kit.findings import Finding
 from libs.kit.signatures import (
     SignatureRejected,
     timestamped_signature,

@@ -38,7 +38,7 @@ from libs.events.orders import ReceivedLine as ReceivedLineEvent
 from libs.events.orders import ReturnLine as ReturnLineEvent
 from libs.kit.auth import Principal
 from libs.kit.errors import Conflict, Forbidden, Invalid, NotFound
-from libs.kit.reconcile import Finding
+from libs.kit.findings import Finding
 from libs.kit.retry import RetryPolicy
 from libs.kit.uow import Clock, Tx, UnitOfWork, utc_now
 from services.orders import domain, metrics

@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Literal
 
-from libs.kit.reconcile import Finding
+from libs.kit.findings import Finding
 from libs.kit.signatures import (
     SignatureRejected,
     timestamped_signature,

@@ -23,7 +23,7 @@ from libs.events.payments import (
 )
 from libs.kit.errors import Conflict, Invalid, NotFound, Unavailable
 from libs.kit.faults import crash_point
-from libs.kit.reconcile import Finding
+from libs.kit.findings import Finding
 from libs.kit.retry import RetryPolicy
 from libs.kit.uow import Tx, UnitOfWork
 from services.payments.adapters import PaymentProvider

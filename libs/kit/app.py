@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from libs.kit import tracing
 from libs.kit.auth import TokenVerifier
 from libs.kit.db import DbSession
 from libs.kit.logging import configure_logging
@@ -214,6 +215,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.service_name, settings.log_level, settings.log_json)
+        tracing.start(settings)  # issue 14: nothing when off
         await runtime.start()
         if on_startup is not None:
             await on_startup(runtime)
@@ -223,6 +225,7 @@ def create_service_app(
             if on_shutdown is not None:
                 await on_shutdown(runtime)
             await runtime.stop()
+            tracing.stop()
 
     app = FastAPI(
         title=title,
@@ -266,6 +269,7 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     install_openapi(app)
+    tracing.instrument_app(app, settings)  # issue 14: nothing when off
     return app
 
 

@@ -6,6 +6,7 @@ service's event handlers, with every parent link resolving. The e2e system trace
 import asyncio
 import os
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -123,3 +124,25 @@ async def test_one_checkout_is_one_trace_across_every_service_it_touched(
         "db.system" in s["attributes"] or "db.system.name" in s["attributes"]
         for s in checkout.spans
     ), checkout.summary()
+
+
+async def test_a_traceparent_sent_through_the_gateway_is_the_parent_of_the_server_span(
+    gateway: httpx.AsyncClient,
+) -> None:
+    trace_id, parent_id = uuid.uuid4().hex, uuid.uuid4().hex[:16]
+    response = await gateway.get(
+        "/catalog/products", headers={"traceparent": f"00-{trace_id}-{parent_id}-01"}
+    )
+    assert response.status_code == 200, response.text
+
+    async def server_spans() -> list[dict[str, Any]]:
+        return [
+            s
+            for s in _spans(TRACE_DIR)
+            if s["context"]["trace_id"] == f"0x{trace_id}" and s["kind"] == "SpanKind.SERVER"
+        ]
+
+    # Spans reach the files in batches: wait for it to be written.
+    [span] = await eventually(server_spans, timeout=30, interval=0.5, what="the server span")
+    assert _service(span) == "catalog"
+    assert span["parent_id"] == f"0x{parent_id}"

@@ -143,11 +143,13 @@ def test_database_and_kafka_spans_of_untraced_work_are_not_recorded(
         pass
     with tracer.start_as_current_span("orders send", kind=SpanKind.PRODUCER):
         pass
-    with tracer.start_as_current_span("GET /quote", kind=SpanKind.SERVER):
-        with tracer.start_as_current_span(
+    with (
+        tracer.start_as_current_span("GET /quote", kind=SpanKind.SERVER),
+        tracer.start_as_current_span(
             "SELECT", kind=SpanKind.CLIENT, attributes={"db.system": "postgresql"}
-        ):
-            pass
+        ),
+    ):
+        pass
     assert sorted(s.name for s in spans.get_finished_spans()) == ["GET /quote", "SELECT"]
 
 

@@ -184,6 +184,9 @@ def asyncapi_document() -> dict[str, Any]:
             "ce_id": {"type": "string", "description": "the CloudEvent id"},
             "ce_type": {"type": "string", "description": "the CloudEvent type"},
             "content-type": {"type": "string", "const": KAFKA_CONTENT_TYPE},
+            # Issue 14: set while tracing is on (libs/kit/tracing.py), as the envelope's own.
+            "traceparent": {"type": "string", "description": "W3C trace context (tracing on)"},
+            "tracestate": {"type": "string", "description": "W3C tracestate (tracing on)"},
         },
         "required": ["ce_id", "ce_type", "content-type"],
     }

@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from libs.kit import tracing
 from libs.kit.auth import TokenVerifier
 from libs.kit.db import DbSession
 from libs.kit.logging import configure_logging
@@ -217,6 +218,7 @@ def create_service_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.service_name, settings.log_level, settings.log_json)
+        tracing.start(settings)  # issue 14: nothing when off
         await runtime.start()
         if on_startup is not None:
             await on_startup(runtime)
@@ -226,6 +228,7 @@ def create_service_app(
             if on_shutdown is not None:
                 await on_shutdown(runtime)
             await runtime.stop()
+            tracing.stop()
 
     app = FastAPI(
         title=title,
@@ -269,6 +272,7 @@ def create_service_app(
     for router in routers:
         app.include_router(router)
     install_openapi(app)
+    tracing.instrument_app(app, settings)  # issue 14: nothing when off
     return app
 
 

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from libs.events import topics
 from libs.events.envelope import CloudEvent
 from libs.events.registry import EVENT_TYPES
+from libs.kit import tracing
 from libs.kit.db import INBOX_CLAIM, Database, DbSession, after_commit
 from libs.kit.faults import crash_point
 from libs.kit.metrics import DLQ_PUBLISHED
@@ -207,7 +208,8 @@ class EventProcessor:
                 attempt += 1
                 started = time.perf_counter()
                 try:
-                    outcome = await self._apply(route.handler, data, event, record.topic, value)
+                    with tracing.handling(event, record.topic):  # issue 14: nothing when off
+                        outcome = await self._apply(route.handler, data, event, record.topic, value)
                     HANDLER_SECONDS.labels(event.type).observe(time.perf_counter() - started)
                     EVENTS_HANDLED.labels(record.topic, event.type, outcome).inc()
                     return outcome
@@ -302,7 +304,8 @@ class EventProcessor:
                         session, self.service, event.correlationid, event.id, buffer=buffer
                     )
                     context = EventContext(event, session, emitter, record.topic, record.value)
-                    await handler(data, context)
+                    with tracing.handling(event, record.topic):  # issue 14: nothing when off
+                        await handler(data, context)
                     HANDLER_SECONDS.labels(event.type).observe(time.perf_counter() - started)
                 outcomes.append("applied")
             await buffer.flush(session)

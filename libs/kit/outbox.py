@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from libs.events.envelope import CloudEvent, new_event
 from libs.events.registry import topic_for
+from libs.kit import tracing
 from libs.kit.db import (
     OUTBOX_APPEND,
     OUTBOX_COMMITTED,
@@ -239,15 +240,7 @@ class OutboxRelay:
                 )
                 if not rows:
                     return 0
-                futures = [
-                    await self.producer.send(
-                        row["topic"],
-                        value=row["payload"].encode(),
-                        key=row["message_key"].encode(),
-                        headers=ce_headers(row["event_id"], row["event_type"]),
-                    )
-                    for row in rows
-                ]
+                futures = [await publish_row(self.producer, row) for row in rows]
                 await asyncio.gather(*futures)
                 crash_point("relay.after_publish")
         except (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError):
@@ -258,3 +251,18 @@ class OutboxRelay:
             OUTBOX_PUBLISHED.labels(row["topic"]).inc()
             OUTBOX_LAG.observe((now - row["created_at"]).total_seconds())
         return len(rows)
+
+
+# --- tracing (issue 14) ---
+
+
+async def publish_row(producer: Any, row: Any) -> Any:
+    """Send one outbox row (its delivery future); while tracing is on, in a span child of its
+    event's traceparent."""
+    with tracing.publishing(row["payload"], row["topic"]):
+        return await producer.send(
+            row["topic"],
+            value=row["payload"].encode(),
+            key=row["message_key"].encode(),
+            headers=ce_headers(row["event_id"], row["event_type"]),
+        )

@@ -195,6 +195,14 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    # Issue 14, tracing (libs/kit/tracing.py): off (the default: no SDK, no instrumentation, no
+    # trace context in events), otlp (OTLP/HTTP to OTEL_EXPORTER_OTLP_ENDPOINT, etc.) or file
+    # (JSON lines appended to trace_file; `{service}` in it is replaced by the service's name).
+    # Root spans are sampled at trace_sample_ratio; a span with a parent follows its parent.
+    tracing: str = "off"
+    trace_file: Path | None = None
+    trace_sample_ratio: float = 1.0
+
     @field_validator(
         "jwt_secret",
         "jwks_url",
@@ -203,6 +211,7 @@ class ServiceSettings(BaseSettings):
         "kafka_ssl_cafile",
         "kafka_ssl_certfile",
         "kafka_ssl_keyfile",
+        "trace_file",
         mode="before",
     )
     @classmethod
@@ -214,6 +223,11 @@ class ServiceSettings(BaseSettings):
     def _dev_secret(self) -> Self:
         if self.is_dev and self.jwt_secret is None:
             self.jwt_secret = load_dev_jwt_secret(self.dev_jwt_secret_path())
+        return self
+
+    @model_validator(mode="after")
+    def _tracing(self) -> Self:
+        _check_tracing(self)  # issue 14
         return self
 
     @model_validator(mode="after")
@@ -311,3 +325,16 @@ class ServiceSettings(BaseSettings):
     def asyncpg_dsn(self) -> str:
         """The same database as a plain libpq DSN (for LISTEN connections)."""
         return self.sqlalchemy_url().replace("postgresql+asyncpg://", "postgresql://", 1)
+
+
+# --- tracing (issue 14) ---
+
+
+def _check_tracing(settings: ServiceSettings) -> None:
+    settings.tracing = settings.tracing.strip().lower() or "off"
+    if settings.tracing not in ("off", "otlp", "file"):
+        raise ValueError("BACKROOM_TRACING must be one of off, otlp, file")
+    if settings.tracing == "file" and settings.trace_file is None:
+        raise ValueError("BACKROOM_TRACING=file needs BACKROOM_TRACE_FILE")
+    if not 0.0 <= settings.trace_sample_ratio <= 1.0:
+        raise ValueError("BACKROOM_TRACE_SAMPLE_RATIO must be between 0 and 1")

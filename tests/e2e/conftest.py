@@ -5,6 +5,7 @@ Set BACKROOM_E2E_GATEWAY=http://host:port to test an already running system inst
 
 import asyncio
 import os
+import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -77,6 +78,7 @@ def e2e_env() -> dict[str, str]:
     env["GATEWAY_PORT"] = str(GATEWAY_PORT)
     for i, svc in enumerate(SERVICES, start=1):
         env[f"{svc.upper()}_PORT"] = str(PORT_BASE + i)
+    env.update(tracing_env())  # issue 14
     return env
 
 
@@ -101,6 +103,7 @@ def gateway_url(migrated_databases: None) -> Iterator[str]:
         yield external
         return
     try:
+        shutil.rmtree(TRACE_DIR, ignore_errors=True)  # issue 14: this run's spans only
         _run(str(LOCAL / "services.sh"), "up")
         _run(str(LOCAL / "nginx.sh"), "up")
         asyncio.run(_all_caught_up())
@@ -127,3 +130,21 @@ async def event_stream(gateway_url: str) -> AsyncIterator[TopicTail]:
 async def gateway(gateway_url: str, event_stream: TopicTail) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=gateway_url, timeout=30) as client:
         yield client
+
+
+# --- tracing (issue 14) ---
+
+# Every e2e service traces to a file of its own here (tests/e2e/test_tracing.py reads them).
+TRACE_DIR = ROOT / ".run" / "e2e" / "traces"
+
+
+def tracing_env() -> dict[str, str]:
+    """BACKROOM_E2E_TRACING=off runs the e2e system untraced (tests/e2e/test_tracing.py skips)."""
+    if os.environ.get("BACKROOM_E2E_TRACING", "file") == "off":
+        return {}
+    return {
+        "BACKROOM_TRACING": "file",
+        "BACKROOM_TRACE_FILE": str(TRACE_DIR / "{service}.jsonl"),
+        # Finished spans reach the files within half a second (the SDK's default is 5 s).
+        "OTEL_BSP_SCHEDULE_DELAY": "500",
+    }

@@ -16,11 +16,13 @@ from faststream.kafka.message import KafkaMessage
 from sqlalchemy import text
 
 from libs.kit.db import Database, outbox_stats
+from libs.kit.deadletters import dead_letter_hook, dlq_depth_probe
 from libs.kit.inbox import EventProcessor, OffsetCommitter, rewind, waiting_records
 from libs.kit.kafka import KafkaConnection, bootstrap_servers, ensure_topics, new_producer
 from libs.kit.kafka_acl import writes
 from libs.kit.metrics import LagConsumer, LagSource, MetricsPoller, lag_probe, outbox_probe
 from libs.kit.outbox import OutboxRelay
+from libs.kit.retention import Pruner
 from libs.kit.settings import ServiceSettings
 from libs.kit.worker import Worker
 
@@ -83,6 +85,7 @@ class Runtime:
         self.metrics.add("outbox", outbox_probe(lambda: outbox_stats(self.db)))
         self.metrics.add("consumer_lag", lag_probe(lambda: lag_sources(self)))
         self.committers: dict[str, OffsetCommitter] = {self.service: self.offsets}
+        self.retention = install_dead_letters_and_retention(self)
 
     def _subscribe(self, topics: list[str]) -> None:
         """One consumer for all the service's topics: one fetch loop, one group member, and
@@ -151,6 +154,8 @@ class Runtime:
         self._watchdog = asyncio.create_task(self._watch_consumer(), name="consumer-watchdog")
         if self.settings.metrics_interval_s > 0:
             self.extra_tasks.append(asyncio.create_task(self.metrics.run(), name="metrics"))
+        if self.settings.retention_interval_s > 0:
+            self.extra_tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
         log.info("%s runtime started", self.service)
 
     def consumer_stuck_s(self) -> float | None:
@@ -340,3 +345,14 @@ def lag_sources(runtime: Runtime) -> list[LagSource]:
 def _consumer_of(subscriber: Any) -> Callable[[], LagConsumer | None]:
     """The subscriber's aiokafka consumer as it is when asked (FastStream makes it at start)."""
     return lambda: getattr(subscriber, "consumer", None)
+
+
+# --- dead letters (issue 14) ---
+
+
+def install_dead_letters_and_retention(runtime: Runtime) -> Pruner:
+    """The dead-letter store's hook on the processor, the DLQ depth probe, and the pruning job
+    (its kit tasks; the service adds its own with `runtime.retention.add(*db.PRUNE)`)."""
+    runtime.processor.on_dead_letter = dead_letter_hook(runtime.db, runtime.service)
+    runtime.metrics.add("dlq_depth", dlq_depth_probe(runtime.db, runtime.service))
+    return Pruner(runtime.db, runtime.settings)

@@ -183,6 +183,17 @@ class ServiceSettings(BaseSettings):
     # Issue 14: how often the metrics poller reads consumer lag, outbox depth and the service's
     # own state gauges (one query or broker request each, never per event); 0 turns it off.
     metrics_interval_s: float = 15.0
+    # --- retention (issue 14) --- (libs/kit/retention.py says why each default)
+    # How often the pruning job runs (0: never); each pass deletes at most
+    # retention_batch_size x retention_max_batches rows per table, a batch per transaction.
+    retention_interval_s: float = 3600.0
+    retention_batch_size: int = 1000
+    retention_max_batches: int = 100
+    retention_inbox_s: float = 14 * 86400.0
+    retention_dead_letters_s: float = 30 * 86400.0
+    retention_idempotency_keys_s: float = 7 * 86400.0
+    retention_quotes_s: float = 86400.0  # counted from the quote's expires_at
+    retention_deliveries_s: float = 30 * 86400.0
 
     log_level: str = "INFO"
     log_json: bool = True

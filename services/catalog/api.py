@@ -13,6 +13,7 @@ from libs.events.catalog import ChannelKind
 from libs.events.common import Money
 from libs.kit.app import transaction_of
 from libs.kit.auth import Admin
+from libs.kit.deadletters import include_dead_letter_routes
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
 from libs.kit.transactions import SessionTx
 from libs.kit.validation import MULTILINE, RequestBody
@@ -332,3 +333,8 @@ async def export_channel(
     if format == "csv":
         return StreamingResponse(_csv(pages), media_type="text/csv; charset=utf-8", headers=headers)
     return StreamingResponse(_json(code, pages), media_type="application/json", headers=headers)
+
+
+# --- dead letters (issue 14) ---
+
+include_dead_letter_routes(router)  # /catalog/dead-letters (libs/kit/deadletters.py)

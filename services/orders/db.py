@@ -42,6 +42,7 @@ from libs.events.common import BackorderedLine, Money, PricedLine
 from libs.events.orders import CreditNote, Invoice
 from libs.kit.db import Database, DbSession
 from libs.kit.inbox import claim_delivery
+from libs.kit.retention import PruneTask
 from services.orders.domain import (
     Cart,
     CartLine,
@@ -1469,3 +1470,21 @@ PENDING_OVERDUE_COUNT = text(
 async def count_pending_overdue(db: Database) -> int:
     async with db.engine.connect() as conn:
         return int((await conn.execute(PENDING_OVERDUE_COUNT)).scalar_one())
+
+
+# --- retention (issue 14) ---
+
+# An Idempotency-Key is remembered for `retention_idempotency_keys_s` (libs/kit/retention.py);
+# the pruning job's range scan reads this index.
+Index("ix_idempotency_keys_created", idempotency_keys.c.created_at)
+
+PRUNE = (
+    PruneTask(
+        "idempotency_keys",
+        text(
+            "DELETE FROM idempotency_keys WHERE (customer_id, key) IN (SELECT customer_id, key"
+            " FROM idempotency_keys WHERE created_at < :cutoff ORDER BY created_at LIMIT :limit)"
+        ),
+        "retention_idempotency_keys_s",
+    ),
+)

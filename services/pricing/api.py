@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 from libs.events.common import Money
 from libs.kit.app import RuntimeDep, transaction_of
 from libs.kit.auth import Admin, MaybeCaller
+from libs.kit.deadletters import include_dead_letter_routes
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
@@ -567,3 +568,8 @@ async def delete_channel_price(
     """The channel sells the sku at its base price again; 404 if it had no price of its own."""
     await service.delete_channel_price(tx, channel, sku)
     return Response(status_code=204)
+
+
+# --- dead letters (issue 14) ---
+
+include_dead_letter_routes(router)  # /pricing/dead-letters (libs/kit/deadletters.py)

@@ -187,7 +187,9 @@ async def read_dlq(kafka: KafkaConnection, dlq_topics: list[str]) -> list[dict[s
 
 
 async def replay_dlq(kafka: KafkaConnection, dlq_topics: list[str], event_id: str | None) -> int:
-    """Re-publish dead-lettered records to their original topic (same key and value)."""
+    """Re-publish dead-lettered records to their original topic (same key and value): EVERY
+    consumer group of that topic reads them again (their inboxes make it harmless). Not what
+    `backroom dlq replay` does (issue 14: the owning service replays to the failed group only)."""
     entries = [e for e in await read_dlq(kafka, dlq_topics) if event_id in (None, e["event_id"])]
     producer = new_producer(kafka, "backroom-dlq-replay")
     await producer.start()
@@ -203,32 +205,6 @@ async def replay_dlq(kafka: KafkaConnection, dlq_topics: list[str], event_id: st
     finally:
         await producer.stop()
     return len(entries)
-
-
-def _dlq_topics(args: argparse.Namespace) -> list[str]:
-    if args.topic:
-        return [args.topic if args.topic.endswith(topics.DLQ_SUFFIX) else topics.dlq(args.topic)]
-    return [topics.dlq(t) for t in topics.ALL_TOPICS]
-
-
-def _cmd_dlq(args: argparse.Namespace) -> int:
-    kafka = KafkaConnection.from_settings(ServiceSettings())
-    if args.dlq_command == "list":
-        entries = asyncio.run(read_dlq(kafka, _dlq_topics(args)))
-        if args.json:
-            print(json.dumps([{k: v for k, v in e.items() if k != "_record"} for e in entries]))
-        else:
-            print(f"{len(entries)} dead-lettered message(s)")
-            for e in entries:
-                print(
-                    f"{e['dlq_topic']}[{e['partition']}]@{e['offset']} {e['type']} id={e['event_id']}"
-                    f" key={e['key']} group={e['consumer_group']} attempts={e['attempts']}"
-                    f" at={e['failed_at']}\n    error: {e['error']}"
-                )
-        return 0
-    count = asyncio.run(replay_dlq(kafka, _dlq_topics(args), args.event_id))
-    print(f"replayed {count} message(s)")
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,15 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     kcfg.add_argument("--principal", required=True, choices=PRINCIPALS)
     kcfg.set_defaults(func=_cmd_kafka_config)
 
-    dlq = sub.add_parser("dlq", help="inspect and replay dead-lettered events")
-    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
-    dlq_list = dlq_sub.add_parser("list")
-    dlq_list.add_argument("--topic", help="source topic or its .dlq (default: all)")
-    dlq_list.add_argument("--json", action="store_true")
-    dlq_replay = dlq_sub.add_parser("replay")
-    dlq_replay.add_argument("--topic", help="source topic or its .dlq (default: all)")
-    dlq_replay.add_argument("--event-id", help="replay only this CloudEvent id")
-    dlq.set_defaults(func=_cmd_dlq)
+    _add_dlq(sub)
     _add_apidocs(sub)
     _add_reconcile(sub)
     return parser
@@ -418,6 +386,134 @@ def _add_reconcile(sub: Any) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     return int(args.func(args))
+
+
+# --- dead letters (issue 14) ---
+
+DEFAULT_GATEWAY = "http://127.0.0.1:8000"  # `make run`'s gateway
+
+
+def _gateway(args: argparse.Namespace) -> str:
+    url: str = args.gateway or os.environ.get("BACKROOM_GATEWAY_URL") or DEFAULT_GATEWAY
+    return url.rstrip("/")
+
+
+def _admin_token() -> str:
+    """BACKROOM_TOKEN when set (an identity provider's admin token), else a development one
+    minted as `backroom token --sub backroom-cli --role admin` would."""
+    given = os.environ.get("BACKROOM_TOKEN")
+    if given:
+        return given
+    return mint_dev_token(ServiceSettings(), "backroom-cli", ["admin"], ttl_s=300)
+
+
+class _ApiError(Exception):
+    pass
+
+
+def _call(client: Any, method: str, path: str, **kwargs: Any) -> Any:
+    response = client.request(method, path, **kwargs)
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail") or response.text
+        except ValueError:
+            detail = response.text
+        raise _ApiError(f"{method} {path}: {response.status_code} {detail}")
+    return response.json()
+
+
+def list_dead_letters(
+    client: Any, services: list[str], status: str | None, event_type: str | None
+) -> list[dict[str, Any]]:
+    """Every dead letter of the services (all pages), each with its `service`."""
+    found: list[dict[str, Any]] = []
+    for service in services:
+        params: dict[str, Any] = {"limit": 200}
+        if status:
+            params["status"] = status
+        if event_type:
+            params["type"] = event_type
+        while True:
+            page = _call(client, "GET", f"/{service}/dead-letters", params=params)
+            found += [{"service": service, **item} for item in page["items"]]
+            if not page.get("next_cursor"):
+                break
+            params["cursor"] = page["next_cursor"]
+    return found
+
+
+def _cmd_dead_letters(args: argparse.Namespace) -> int:
+    import httpx
+
+    try:
+        token = _admin_token()
+    except AuthConfigError as exc:
+        print(f"backroom dlq: {exc}", file=sys.stderr)
+        return 2
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=_gateway(args), headers=headers, timeout=60.0) as client:
+        try:
+            if args.dlq_command == "list":
+                services = [args.service] if args.service else list(SERVICES)
+                entries = list_dead_letters(client, services, args.status, args.type)
+                if args.json:
+                    print(json.dumps(entries))
+                    return 0
+                print(f"{len(entries)} dead letter(s)")
+                for e in entries:
+                    print(
+                        f"{e['service']} #{e['id']} [{e['status']}] {e['type']} id={e['event_id']}"
+                        f" {e['topic']}[{e['partition']}]@{e['offset']} group={e['consumer_group']}"
+                        f" attempts={e['attempts']} at={e['failed_at']}\n    error: {e['error']}"
+                    )
+                return 0
+            path = f"/{args.service}/dead-letters/{args.id}"
+            if args.dlq_command == "show":
+                print(json.dumps(_call(client, "GET", path), indent=2))
+                return 0
+            if args.dlq_command == "replay":
+                done = _call(client, "POST", f"{path}/replay")
+                letter = done["dead_letter"]
+                print(f"{args.service} #{args.id}: {done['outcome']} (now {letter['status']})")
+                if done["outcome"] == "failed":
+                    print(f"    error: {letter['error']}")
+                    return 1
+                return 0
+            letter = _call(client, "POST", f"{path}/drop", json={"reason": args.reason})
+            print(f"{args.service} #{args.id}: {letter['status']} ({letter['note']})")
+            return 0
+        except (_ApiError, httpx.HTTPError) as exc:
+            print(f"backroom dlq: {exc}", file=sys.stderr)
+            return 1
+
+
+def _add_dlq(sub: Any) -> None:
+    dlq = sub.add_parser(
+        "dlq",
+        help="list, show, replay (to the consumer group that failed only) and drop dead letters,"
+        " through the gateway's admin API",
+    )
+    dlq.add_argument(
+        "--gateway",
+        help=f"the gateway's URL (default: $BACKROOM_GATEWAY_URL, else {DEFAULT_GATEWAY})",
+    )
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="dead letters of one service or all, newest first")
+    dlq_list.add_argument("--service", choices=SERVICES, help="default: all six")
+    dlq_list.add_argument("--status", choices=("open", "replayed", "dropped"))
+    dlq_list.add_argument("--type", help="CloudEvent type")
+    dlq_list.add_argument("--json", action="store_true")
+    for name, what in (
+        ("show", "one dead letter with its event, headers and audit trail"),
+        ("replay", "run it again through the owning service's consumer (its group only)"),
+        ("drop", "mark it dropped, with a reason (audited)"),
+    ):
+        command = dlq_sub.add_parser(name, help=what)
+        command.add_argument("service", choices=SERVICES)
+        command.add_argument("id", type=int)
+        if name == "drop":
+            command.add_argument("--reason", required=True)
+    dlq.set_defaults(func=_cmd_dead_letters)
 
 
 if __name__ == "__main__":

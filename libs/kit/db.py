@@ -8,14 +8,21 @@ from typing import Any, TypeVar, overload
 
 from prometheus_client import Counter
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    CheckConstraint,
     Column,
     DateTime,
+    ForeignKey,
     Identity,
+    Index,
+    Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
     event,
     func,
     text,
@@ -304,3 +311,69 @@ async def stuck_outbox_rows(
         now = rows[0].now if rows else (await conn.execute(text("SELECT now()"))).scalar_one()
     found = [(r.id, r.event_id, r.event_type, r.message_key, r.created_at) for r in rows]
     return found, now
+
+
+# --- dead letters (issue 14) ---
+
+# Each service's own record of what its consumers gave up on (libs/kit/deadletters.py): written
+# beside the `<topic>.dlq` record, outside the failed handler's rolled-back transaction, once per
+# source record (the unique key), and resolved by an admin (replayed to this group only, or
+# dropped). Every service's `00NN_dead_letters` migration creates these tables.
+dead_letters = Table(
+    "dead_letters",
+    kit_metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    Column("consumer_group", String(200), nullable=False),
+    Column("source_topic", String(249), nullable=False),
+    Column("source_partition", Integer, nullable=False),
+    Column("source_offset", BigInteger, nullable=False),
+    Column("message_key", Text),
+    # From the CloudEvent when the value parses as one (an unparseable record has none).
+    Column("event_id", String(64)),
+    Column("event_type", String(100)),
+    Column("subject", Text),
+    Column("value", LargeBinary, nullable=False),  # the record's value byte for byte
+    Column("headers", JSON, nullable=False),  # [[name, value], ...] as received
+    Column("error", Text, nullable=False),
+    Column("error_type", String(200), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("failed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("status", String(10), nullable=False, server_default="open"),
+    Column("resolved_at", DateTime(timezone=True)),
+    Column("resolved_by", String(200)),
+    Column("note", Text),
+    UniqueConstraint(
+        "consumer_group",
+        "source_topic",
+        "source_partition",
+        "source_offset",
+        name="uq_dead_letters_source",
+    ),
+    CheckConstraint("status IN ('open', 'replayed', 'dropped')", name="ck_dead_letters_status"),
+    # The depth gauge and the admin's list of open ones.
+    Index("ix_dead_letters_open", "consumer_group", "id", postgresql_where=text("status = 'open'")),
+    # Retention: resolved rows, oldest first.
+    Index("ix_dead_letters_resolved", "resolved_at", postgresql_where=text("status <> 'open'")),
+)
+
+# The audit trail: who listed, replayed or dropped dead letters, when, and how it went.
+dead_letter_actions = Table(
+    "dead_letter_actions",
+    kit_metadata,
+    Column("id", BigInteger, Identity(always=True), primary_key=True),
+    # NULL for a list (it names no one dead letter; its filter is the note).
+    Column("dead_letter_id", BigInteger, ForeignKey("dead_letters.id", ondelete="CASCADE")),
+    Column("action", String(10), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("outcome", String(20), nullable=False),
+    Column("note", Text),
+    CheckConstraint("action IN ('list', 'replay', 'drop')", name="ck_dead_letter_actions_action"),
+    Index("ix_dead_letter_actions_dead_letter", "dead_letter_id", "id"),
+    Index("ix_dead_letter_actions_at", "at"),
+)
+
+# --- retention (issue 14) ---
+
+# The pruning job's range scan over old inbox rows (libs/kit/retention.py).
+Index("ix_processed_events_processed_at", processed_events.c.processed_at)

@@ -75,6 +75,9 @@ class EventContext:
         return SessionTx(self.session, make_store(self.session), self.emitter)
 
 
+# What is done with a record the handler gave up on: (record, error, attempts).
+GiveUp = Callable[[ConsumerRecord[Any, Any], BaseException, int], Awaitable[None]]
+
 E = TypeVar("E", bound=BaseModel)
 EventHandler = Callable[[E, EventContext], Awaitable[None]]
 
@@ -144,6 +147,9 @@ class EventProcessor:
         # effect right now (see notifications' webhook interest). False means the event is
         # ignored like a type without a handler: no transaction, no inbox row.
         self.interested: Callable[[str], bool] | None = None
+        # Issue 14: also records each dead letter in the service's own store (the runtime sets
+        # libs/kit/deadletters.py's hook); called before the DLQ topic is written.
+        self.on_dead_letter: GiveUp | None = None
 
     def on(
         self, model: type[E], *, topic: str | None = None
@@ -179,13 +185,17 @@ class EventProcessor:
             self.interested is None or self.interested(event_type)
         )
 
-    async def process_record(self, record: ConsumerRecord[Any, Any]) -> str:
-        """Apply one Kafka record; returns the outcome. Raises only if dead-lettering failed."""
+    async def process_record(
+        self, record: ConsumerRecord[Any, Any], give_up: GiveUp | None = None
+    ) -> str:
+        """Apply one Kafka record; returns the outcome. Raises only if dead-lettering failed.
+        `give_up` replaces dead-lettering (issue 14: a replay records its new failure itself)."""
+        dead_letter = give_up or self.dead_letter
         value: bytes = record.value
         try:
             event = CloudEvent.from_json(value)
         except ValidationError as exc:
-            await self.dead_letter(record, exc, attempts=1)
+            await dead_letter(record, exc, 1)
             EVENTS_HANDLED.labels(record.topic, "unparseable", "dead_lettered").inc()
             return "dead_lettered"
         route = self.routes.get(event.type)
@@ -197,7 +207,7 @@ class EventProcessor:
         except InvalidEventData as exc:
             # Retrying cannot make it valid: straight to the dead letters.
             log.error("event %s dead-lettered: %s", event.id, exc)
-            await self.dead_letter(record, exc, attempts=1)
+            await dead_letter(record, exc, 1)
             EVENTS_HANDLED.labels(record.topic, event.type, "dead_lettered").inc()
             return "dead_lettered"
         attempt = 0
@@ -222,7 +232,7 @@ class EventProcessor:
                         log.error(
                             "event %s failed %d times, dead-lettering: %r", event.id, attempt, exc
                         )
-                        await self.dead_letter(record, exc, attempts=attempt)
+                        await dead_letter(record, exc, attempt)
                         EVENTS_HANDLED.labels(record.topic, event.type, "dead_lettered").inc()
                         return "dead_lettered"
                     delay = self.backoff.delay(min(attempt, 10))
@@ -337,6 +347,8 @@ class EventProcessor:
         self, record: ConsumerRecord[Any, Any], exc: BaseException, attempts: int
     ) -> None:
         """Park the record on `<topic>.dlq` with its error; same key and value, so it can be replayed."""
+        if self.on_dead_letter is not None:
+            await self.on_dead_letter(record, exc, attempts)
         headers = [(k, v) for k, v in (record.headers or ()) if not k.startswith("x-dlq-")]
         headers += [
             (k, v.encode())

@@ -16,12 +16,14 @@ from faststream.kafka.message import KafkaMessage
 from sqlalchemy import text
 
 from libs.kit.db import Database, outbox_stats, stuck_outbox_rows
+from libs.kit.deadletters import dead_letter_hook, dlq_depth_probe
 from libs.kit.inbox import EventProcessor, OffsetCommitter, rewind, waiting_records
 from libs.kit.kafka import KafkaConnection, bootstrap_servers, ensure_topics, new_producer
 from libs.kit.kafka_acl import writes
 from libs.kit.metrics import LagConsumer, LagSource, MetricsPoller, lag_probe, outbox_probe
 from libs.kit.outbox import OutboxRelay
 from libs.kit.reconcile import OUTBOX_STUCK, Finding, Reconciler, outbox_findings
+from libs.kit.retention import Pruner
 from libs.kit.settings import ServiceSettings
 from libs.kit.worker import Worker
 
@@ -85,6 +87,8 @@ class Runtime:
         self.metrics.add("consumer_lag", lag_probe(lambda: lag_sources(self)))
         self.committers: dict[str, OffsetCommitter] = {self.service: self.offsets}
         self.reconciler = new_reconciler(self)  # issue 14 part 6
+
+        self.retention = install_dead_letters_and_retention(self)
 
     def _subscribe(self, topics: list[str]) -> None:
         """One consumer for all the service's topics: one fetch loop, one group member, and
@@ -155,6 +159,9 @@ class Runtime:
             self.extra_tasks.append(asyncio.create_task(self.metrics.run(), name="metrics"))
         if self.settings.reconcile_interval_s > 0:
             self.extra_tasks.append(asyncio.create_task(self.reconciler.run(), name="reconcile"))
+
+        if self.settings.retention_interval_s > 0:
+            self.extra_tasks.append(asyncio.create_task(self.retention.run(), name="retention"))
         log.info("%s runtime started", self.service)
 
     def consumer_stuck_s(self) -> float | None:
@@ -365,3 +372,14 @@ def new_reconciler(runtime: Runtime) -> Reconciler:
 
     reconciler.add("outbox", outbox_check, [OUTBOX_STUCK])
     return reconciler
+
+
+# --- dead letters (issue 14) ---
+
+
+def install_dead_letters_and_retention(runtime: Runtime) -> Pruner:
+    """The dead-letter store's hook on the processor, the DLQ depth probe, and the pruning job
+    (its kit tasks; the service adds its own with `runtime.retention.add(*db.PRUNE)`)."""
+    runtime.processor.on_dead_letter = dead_letter_hook(runtime.db, runtime.service)
+    runtime.metrics.add("dlq_depth", dlq_depth_probe(runtime.db, runtime.service))
+    return Pruner(runtime.db, runtime.settings)

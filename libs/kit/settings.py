@@ -192,6 +192,18 @@ class ServiceSettings(BaseSettings):
     reconcile_outbox_age_s: float = 300.0
     reconcile_limit: int = 100
 
+    # --- retention (issue 14) --- (libs/kit/retention.py says why each default)
+    # How often the pruning job runs (0: never); each pass deletes at most
+    # retention_batch_size x retention_max_batches rows per table, a batch per transaction.
+    retention_interval_s: float = 3600.0
+    retention_batch_size: int = 1000
+    retention_max_batches: int = 100
+    retention_inbox_s: float = 14 * 86400.0
+    retention_dead_letters_s: float = 30 * 86400.0
+    retention_idempotency_keys_s: float = 7 * 86400.0
+    retention_quotes_s: float = 86400.0  # counted from the quote's expires_at
+    retention_deliveries_s: float = 30 * 86400.0
+
     log_level: str = "INFO"
     log_json: bool = True
 

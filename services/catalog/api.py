@@ -13,6 +13,7 @@ from libs.events.catalog import ChannelKind
 from libs.events.common import Money
 from libs.kit.app import add_reconciliation_routes, transaction_of
 from libs.kit.auth import Admin
+from libs.kit.deadletters import include_dead_letter_routes
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
 from libs.kit.transactions import SessionTx
 from libs.kit.validation import MULTILINE, RequestBody
@@ -337,3 +338,8 @@ async def export_channel(
 # --- reconciliation (issue 14) ---
 
 add_reconciliation_routes(router)
+
+
+# --- dead letters (issue 14) ---
+
+include_dead_letter_routes(router)  # /catalog/dead-letters (libs/kit/deadletters.py)

@@ -10,6 +10,7 @@ from libs.events.common import Line, Money
 from libs.events.inventory import Allocation, ChannelAvailability
 from libs.kit.app import Events, Session, add_reconciliation_routes, get_runtime
 from libs.kit.auth import Admin
+from libs.kit.deadletters import include_dead_letter_routes
 from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
@@ -719,3 +720,8 @@ async def transfer_stock(
 # --- reconciliation (issue 14) ---
 
 add_reconciliation_routes(router)
+
+
+# --- dead letters (issue 14) ---
+
+include_dead_letter_routes(router)  # /inventory/dead-letters (libs/kit/deadletters.py)

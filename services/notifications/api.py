@@ -8,6 +8,7 @@ from pydantic import AfterValidator, BaseModel, Field, HttpUrl
 
 from libs.kit.app import add_reconciliation_routes, transaction_of
 from libs.kit.auth import Admin
+from libs.kit.deadletters import include_dead_letter_routes
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
@@ -256,3 +257,8 @@ async def redeliver_webhook(
 # --- reconciliation (issue 14) ---
 
 add_reconciliation_routes(router)
+
+
+# --- dead letters (issue 14) ---
+
+include_dead_letter_routes(router)  # /notifications/dead-letters (libs/kit/deadletters.py)

@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from libs.kit.db import DbSession
+from libs.kit.retention import PruneTask
 from services.notifications.domain import (
     Announcement,
     Attachment,
@@ -701,3 +702,26 @@ def _attachments_of(value: Any) -> tuple[Attachment, ...]:
     return tuple(
         Attachment(a["filename"], a["content_type"], base64.b64decode(a["content"])) for a in value
     )
+
+
+# --- retention (issue 14) ---
+
+# Finished webhook deliveries (delivered, or failed for good) go `retention_deliveries_s` after
+# their last update (libs/kit/retention.py); pending ones never. The job reads this index.
+Index(
+    "ix_webhook_deliveries_finished",
+    webhook_deliveries.c.updated_at,
+    postgresql_where=text("status <> 'pending'"),
+)
+
+PRUNE = (
+    PruneTask(
+        "webhook_deliveries",
+        text(
+            "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries"
+            " WHERE status <> 'pending' AND updated_at < :cutoff ORDER BY updated_at"
+            " LIMIT :limit)"
+        ),
+        "retention_deliveries_s",
+    ),
+)

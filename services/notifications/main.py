@@ -12,7 +12,7 @@ from libs.kit.runtime import PatternConsumer, Runtime
 from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.uow import Clock, utc_now
 from libs.kit.worker import Worker, full_batches
-from services.notifications import api, handlers, service
+from services.notifications import api, db, handlers, service
 from services.notifications.adapters import (
     HttpxWebhookSender,
     JinjaTemplates,
@@ -97,6 +97,7 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
         operator_email=settings.operator_email,
     )
     handlers.register(runtime.processor, intake)
+    runtime.retention.add(*db.PRUNE)  # issue 14: what notifications prunes
     interest = service.WebhookInterest(settings.webhook_interest_refresh_s)
     runtime.processor.interested = interest
     # Issue 13: every sales channel's listing topic, by pattern (see handlers).

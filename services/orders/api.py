@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from libs.events.common import BackorderedLine, Money
 from libs.kit.app import add_reconciliation_routes, request_id, transaction_of
 from libs.kit.auth import Admin, Caller, ChannelOrCaller, Principal
+from libs.kit.deadletters import include_dead_letter_routes
 from libs.kit.errors import NotFound
 from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Page, decode_cursor, encode_cursor
@@ -898,3 +899,8 @@ def order_channel(asked: str | None, caller: Principal) -> str:
 # --- reconciliation (issue 14) ---
 
 add_reconciliation_routes(router)
+
+
+# --- dead letters (issue 14) ---
+
+include_dead_letter_routes(router)  # /orders/dead-letters (libs/kit/deadletters.py)

@@ -42,6 +42,7 @@ from libs.events.common import BackorderedLine, Money, PricedLine
 from libs.events.orders import CreditNote, Invoice
 from libs.kit.db import Database, DbSession
 from libs.kit.inbox import claim_delivery
+from libs.kit.retention import PruneTask
 from services.orders.domain import (
     Cart,
     CartLine,
@@ -1498,3 +1499,21 @@ class ReconcileReads:
             rows = (await conn.execute(OVERDUE_PENDING, {"grace_s": grace_s, "limit": limit})).all()
         pending = [OverdueOrder(r.id, r.reservation_deadline, r.stock_reserved) for r in rows]
         return pending, (rows[0].now if rows else None)
+
+
+# --- retention (issue 14) ---
+
+# An Idempotency-Key is remembered for `retention_idempotency_keys_s` (libs/kit/retention.py);
+# the pruning job's range scan reads this index.
+Index("ix_idempotency_keys_created", idempotency_keys.c.created_at)
+
+PRUNE = (
+    PruneTask(
+        "idempotency_keys",
+        text(
+            "DELETE FROM idempotency_keys WHERE (customer_id, key) IN (SELECT customer_id, key"
+            " FROM idempotency_keys WHERE created_at < :cutoff ORDER BY created_at LIMIT :limit)"
+        ),
+        "retention_idempotency_keys_s",
+    ),
+)

@@ -52,6 +52,8 @@ def create_app(
     label_worker = Worker("orders-label-worker", labels.step, settings.label_poll_interval_s)
     handlers.register(runtime.processor, clock, label_worker.wake, settings.invoicing())
     add_reconciliation(runtime, settings)  # issue 14 part 6
+
+    runtime.retention.add(*db.PRUNE)  # issue 14: what orders prunes
     pricing = HttpPricing(settings.pricing_url, settings.pricing_timeout_s)
     claims = handlers.DatabaseOverdueClaims(runtime.db, settings.service_name)
     sweep = Worker(

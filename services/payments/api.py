@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from libs.events.common import Money
 from libs.kit.app import add_reconciliation_routes, request_id, transaction_of
 from libs.kit.auth import Admin, Caller
+from libs.kit.deadletters import include_dead_letter_routes
 from libs.kit.errors import Conflict, NotFound
 from libs.kit.idempotency import request_hash
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
@@ -352,3 +353,8 @@ def _position(cursor: str | None) -> tuple[datetime, str] | None:
 # --- reconciliation (issue 14) ---
 
 add_reconciliation_routes(router)
+
+
+# --- dead letters (issue 14) ---
+
+include_dead_letter_routes(router)  # /payments/dead-letters (libs/kit/deadletters.py)

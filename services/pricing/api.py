@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 from libs.events.common import Money
 from libs.kit.app import RuntimeDep, add_reconciliation_routes, transaction_of
 from libs.kit.auth import Admin, MaybeCaller
+from libs.kit.deadletters import include_dead_letter_routes
 from libs.kit.pagination import DEFAULT_LIMIT, Cursor, Limit, Page, decode_cursor, encode_cursor
 from libs.kit.problems import invalid
 from libs.kit.transactions import SessionTx
@@ -572,3 +573,8 @@ async def delete_channel_price(
 # --- reconciliation (issue 14) ---
 
 add_reconciliation_routes(router)
+
+
+# --- dead letters (issue 14) ---
+
+include_dead_letter_routes(router)  # /pricing/dead-letters (libs/kit/deadletters.py)

@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import JSON
 
 from libs.events.common import Money
 from libs.kit.db import DbSession
+from libs.kit.retention import PruneTask
 from services.pricing import domain
 from services.pricing.domain import BasePrice, ProductFacts, StoredRule, TaxRate
 
@@ -598,3 +599,20 @@ def _channel_price(row: Row[Any]) -> domain.ChannelPrice:
         price=Money(amount=row.amount, currency=row.currency),
         updated_at=row.updated_at,
     )
+
+
+# --- retention (issue 14) ---
+
+# Quotes go `retention_quotes_s` after they expire (libs/kit/retention.py), by this index.
+Index("ix_quotes_expires", quotes.c.expires_at)
+
+PRUNE = (
+    PruneTask(
+        "quotes",
+        text(
+            "DELETE FROM quotes WHERE id IN (SELECT id FROM quotes"
+            " WHERE expires_at < :cutoff ORDER BY expires_at LIMIT :limit)"
+        ),
+        "retention_quotes_s",
+    ),
+)

@@ -281,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     dlq_replay.add_argument("--event-id", help="replay only this CloudEvent id")
     dlq.set_defaults(func=_cmd_dlq)
     _add_apidocs(sub)
+    _add_trace(sub)
     return parser
 
 
@@ -328,6 +329,130 @@ def _add_apidocs(sub: Any) -> None:
     )
     docs.add_argument("--out", required=True, help="the directory nginx serves them from")
     docs.set_defaults(func=_cmd_apidocs)
+
+
+# --- trace (issue 14) ---
+
+DEFAULT_GATEWAY = "http://127.0.0.1:8000"  # `make run`'s gateway (deploy/local/run.sh)
+
+
+def _trace_line(event: dict[str, Any]) -> str:
+    arrow = "->" if event.get("direction") == "emitted" else "<-"
+    return (
+        f"{event.get('time')}  {arrow} {event.get('type')}  [{event.get('topic')}"
+        f" from {event.get('source')}]  {event.get('summary')}"
+    )
+
+
+def _record_lines(name: str, records: Any) -> list[str]:
+    if isinstance(records, dict) and "error" in records:
+        return [f"  {name}: ERROR {records['error']}"]
+    lines = [f"  {name}:"]
+    for key, value in (records or {}).items() if isinstance(records, dict) else ():
+        items = value if isinstance(value, list) else [value]
+        if value is None or items == []:
+            lines.append(f"    {key}: none")
+            continue
+        for item in items:
+            if isinstance(item, dict):
+                shown = {
+                    k: item[k]
+                    for k in ("id", "status", "amount", "kind", "template", "to", "lines", "reason")
+                    if k in item and item[k] is not None
+                }
+                lines.append(f"    {key}: {json.dumps(shown, default=str)}")
+            else:
+                lines.append(f"    {key}: {item}")
+    return lines
+
+
+def render_timeline(timeline: dict[str, Any]) -> str:
+    """A timeline document as readable lines: the order, one line per event, each service's
+    records, the dead letters and what the order waits for."""
+    order = timeline["order"]
+    out = [
+        f"order {order['id']}  status={order['status']}"
+        + (f" ({order['reason']})" if order.get("reason") else "")
+        + f"  channel={order.get('channel')}  placed {order.get('placed_at')}"
+        f"  updated {order.get('updated_at')}",
+        "",
+        f"events ({len(timeline['events'])}):",
+    ]
+    out += ["  " + _trace_line(e) for e in timeline["events"]]
+    out += ["", "services:"]
+    for name, records in sorted(timeline.get("services", {}).items()):
+        out += _record_lines(name, records)
+    letters = timeline.get("dead_letters")
+    out.append("")
+    if isinstance(letters, dict):
+        out.append(f"dead letters: ERROR {letters.get('error')}")
+    else:
+        out.append(f"dead letters ({len(letters or [])}):")
+        for e in letters or []:
+            out.append(
+                f"  {e.get('dlq_topic')} {e.get('type')} id={e.get('event_id')}"
+                f" group={e.get('consumer_group')} error={e.get('error')}"
+            )
+    waiting = timeline.get("waiting")
+    if waiting is None:
+        out.append("waiting: nothing (terminal)")
+    else:
+        out.append(
+            f"waiting: for {waiting['for']} from {waiting['from']} since {waiting['since']}"
+            + (f", deadline {waiting['deadline']}" if waiting.get("deadline") else "")
+            + (" OVERDUE" if waiting.get("overdue") else "")
+        )
+    return "\n".join(out)
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    """GET /orders/{id}/timeline through the gateway with a dev admin token; print it."""
+    from urllib.parse import quote
+
+    import httpx
+
+    gateway = (args.gateway or os.environ.get("BACKROOM_GATEWAY_URL") or DEFAULT_GATEWAY).rstrip(
+        "/"
+    )
+    try:
+        token = mint_dev_token(ServiceSettings(), "backroom-trace", ["admin"], ttl_s=300)
+    except AuthConfigError as exc:
+        print(f"backroom trace: {exc}", file=sys.stderr)
+        return 2
+    url = f"{gateway}/orders/{quote(args.order_id, safe='')}/timeline"
+    try:
+        response = httpx.get(
+            url, headers={"Authorization": f"Bearer {token}"}, timeout=args.timeout
+        )
+    except httpx.HTTPError as exc:
+        print(f"backroom trace: gateway {gateway} unreachable: {exc!r}", file=sys.stderr)
+        return 1
+    if response.status_code == 404:
+        print(f"backroom trace: no order {args.order_id}", file=sys.stderr)
+        return 1
+    if not response.is_success:
+        print(
+            f"backroom trace: {url} answered {response.status_code}: {response.text[:500]}",
+            file=sys.stderr,
+        )
+        return 1
+    timeline = response.json()
+    print(json.dumps(timeline, indent=2) if args.json else render_timeline(timeline))
+    return 0
+
+
+def _add_trace(sub: Any) -> None:
+    trace = sub.add_parser(
+        "trace", help="print an order's timeline (events, services' records, dead letters)"
+    )
+    trace.add_argument("order_id")
+    trace.add_argument(
+        "--gateway",
+        help=f"gateway URL (default: $BACKROOM_GATEWAY_URL or {DEFAULT_GATEWAY})",
+    )
+    trace.add_argument("--json", action="store_true", help="the timeline document as JSON")
+    trace.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    trace.set_defaults(func=_cmd_trace)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ lines (checked against catalog), read live, check out through place_order, repor
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -1646,10 +1646,8 @@ class ServiceRecords(Protocol):
         ...
 
 
-class DeadLetters(Protocol):
-    async def __call__(self, order_id: str) -> list[dict[str, Any]]:
-        """The dead-lettered events about the order (adapters.dead_letters_for)."""
-        ...
+# The dead-lettered events about an order (adapters.KafkaDeadLetters.dead_letters_for).
+DeadLetters = Callable[[str], Awaitable[list[dict[str, Any]]]]
 
 
 @dataclass(frozen=True)

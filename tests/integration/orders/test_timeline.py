@@ -6,6 +6,7 @@ not for the timeline."""
 import socket
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -60,15 +61,17 @@ async def test_a_confirmed_orders_timeline_shows_its_saga_in_order(
     who = customer()
     order = await confirmed(client, pricing, who)
 
-    async def complete() -> dict[str, object]:
+    async def complete() -> dict[str, Any]:
         response = await client.get(f"/orders/{order['id']}/timeline", headers=admin())
         assert response.status_code == 200, response.text
-        timeline: dict[str, object] = response.json()
-        types = [e["type"] for e in timeline["events"]]  # type: ignore[attr-defined]
+        timeline: dict[str, Any] = response.json()
+        types = [e["type"] for e in timeline["events"]]
         assert "OrderConfirmed" in types, types
         return timeline
 
-    timeline = await eventually(complete, timeout=30, what="the confirmation journaled")
+    timeline: dict[str, Any] = await eventually(
+        complete, timeout=30, what="the confirmation journaled"
+    )
     events = timeline["events"]
     assert isinstance(events, list)
     # The label worker's ShipmentCreated may follow the confirmation.
@@ -84,8 +87,8 @@ async def test_a_confirmed_orders_timeline_shows_its_saga_in_order(
     placed = events[0]
     assert placed["topic"] == "backroom.orders" and placed["source"] == "backroom/orders"
     assert events[2]["causationid"] is None and events[4]["causationid"] == events[3]["id"]
-    assert timeline["order"] == {  # type: ignore[comparison-overlap]
-        **timeline["order"],  # type: ignore[dict-item]
+    assert timeline["order"] == {
+        **timeline["order"],
         "id": order["id"],
         "status": "confirmed",
         "channel": "web",
@@ -93,7 +96,7 @@ async def test_a_confirmed_orders_timeline_shows_its_saga_in_order(
     assert timeline["waiting"] == {
         "for": "OrderShipped",
         "from": "orders",
-        "since": timeline["order"]["history"][1]["at"],  # type: ignore[index]
+        "since": timeline["order"]["history"][1]["at"],
         "deadline": None,
         "overdue": False,
     }
@@ -143,17 +146,17 @@ async def test_a_pending_order_waits_for_its_reservation(
     response = await place(client, customer(), order_body(pricing))
     order = response.json()
 
-    async def waiting() -> dict[str, object]:
+    async def waiting() -> dict[str, Any]:
         timeline = await client.get(f"/orders/{order['id']}/timeline", headers=admin())
         assert timeline.status_code == 200, timeline.text
-        body: dict[str, object] = timeline.json()
+        body: dict[str, Any] = timeline.json()
         return body
 
     body = await eventually(waiting, what="the timeline")
     assert body["waiting"] == {
         "for": "StockReserved",
         "from": "inventory",
-        "since": body["order"]["placed_at"],  # type: ignore[index]
+        "since": body["order"]["placed_at"],
         "deadline": order["reservation_deadline"],
         "overdue": False,
     }

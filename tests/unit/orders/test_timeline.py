@@ -4,15 +4,17 @@ the other services' records and the dead letters, with a silent service reported
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 
 from libs.kit.cli import render_timeline
+from libs.kit.db import DbSession
 from libs.kit.errors import NotFound
 from services.orders import service
 from services.orders.adapters import HttpServiceRecords, is_about
+from services.orders.db import OrderEvents
 from services.orders.domain import (
     HistoryEntry,
     JournalEntry,
@@ -21,6 +23,7 @@ from services.orders.domain import (
     timeline_order,
     waiting_for,
 )
+from tests.support.statements import RecordingSession, assert_cacheable
 from tests.unit.orders.fakes import World
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -325,3 +328,13 @@ def test_trace_renders_one_line_per_event_and_the_waiting_line() -> None:
     assert "-> OrderPlaced" in text and "<- PaymentFailed" in text
     assert "payments: ERROR payments unreachable" in text
     assert "dead letters (0):" in text and "waiting: nothing (terminal)" in text
+
+
+async def test_a_consumed_event_is_journaled_with_one_cacheable_statement() -> None:
+    session = RecordingSession()
+    await OrderEvents(cast(DbSession, session)).record_consumed(
+        "o-1", "ev-1", "StockReserved", "backroom.inventory", '{"id": "ev-1"}'
+    )
+    [sent] = session.sent
+    assert_cacheable(sent)
+    assert sent.params["order_id"] == "o-1" and sent.params["event_type"] == "StockReserved"

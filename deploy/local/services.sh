@@ -44,6 +44,9 @@ start_one() {
     pid=$(cd "$REPO_ROOT" && BACKROOM_HTTP_PORT=$port \
         BACKROOM_PRICING_URL=${BACKROOM_PRICING_URL:-http://127.0.0.1:$(port_of pricing)} \
         BACKROOM_CATALOG_URL=${BACKROOM_CATALOG_URL:-http://127.0.0.1:$(port_of catalog)} \
+        BACKROOM_INVENTORY_URL=${BACKROOM_INVENTORY_URL:-http://127.0.0.1:$(port_of inventory)} \
+        BACKROOM_PAYMENTS_URL=${BACKROOM_PAYMENTS_URL:-http://127.0.0.1:$(port_of payments)} \
+        BACKROOM_NOTIFICATIONS_URL=${BACKROOM_NOTIFICATIONS_URL:-http://127.0.0.1:$(port_of notifications)} \
         pid_start "$(pidfile "$svc")" "$DIR/$svc.log" "$PY" -m libs.kit.cli serve "$svc")
     echo "$pid"
 }

@@ -250,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dlq(sub)
     _add_apidocs(sub)
     _add_reconcile(sub)
+
+    _add_trace(sub)
     return parser
 
 
@@ -299,10 +301,33 @@ def _add_apidocs(sub: Any) -> None:
     docs.set_defaults(func=_cmd_apidocs)
 
 
-# --- reconcile (issue 14) ---
+# --- the gateway's admin API, for reconcile, trace and dlq (issue 14) ---
 
-# Where `make run`'s gateway listens (deploy/local/run.sh) when BACKROOM_GATEWAY_URL is unset.
-RUN_GATEWAY_URL = "http://127.0.0.1:8000"
+DEFAULT_GATEWAY = "http://127.0.0.1:8000"  # `make run`'s gateway (deploy/local/run.sh)
+
+
+def _gateway(args: argparse.Namespace) -> str:
+    url: str = args.gateway or os.environ.get("BACKROOM_GATEWAY_URL") or DEFAULT_GATEWAY
+    return url.rstrip("/")
+
+
+def _add_gateway_argument(parser: Any) -> None:
+    parser.add_argument(
+        "--gateway",
+        help=f"the gateway's URL (default: $BACKROOM_GATEWAY_URL, else {DEFAULT_GATEWAY})",
+    )
+
+
+def _admin_token() -> str:
+    """BACKROOM_TOKEN when set (an identity provider's admin token), else a development one
+    minted as `backroom token --sub backroom-cli --role admin` would."""
+    given = os.environ.get("BACKROOM_TOKEN")
+    if given:
+        return given
+    return mint_dev_token(ServiceSettings(), "backroom-cli", ["admin"], ttl_s=300)
+
+
+# --- reconcile (issue 14) ---
 
 
 def reconcile_rows(answers: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -321,14 +346,14 @@ def _cmd_reconcile(args: argparse.Namespace) -> int:
     import httpx
 
     try:
-        token = mint_dev_token(ServiceSettings(), "backroom-reconcile", ["admin"], ttl_s=300)
+        token = _admin_token()
     except AuthConfigError as exc:
         print(f"backroom reconcile: {exc}", file=sys.stderr)
         return 2
     headers = {"Authorization": f"Bearer {token}"}
     answers: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
-    with httpx.Client(base_url=args.gateway.rstrip("/"), timeout=args.timeout) as http:
+    with httpx.Client(base_url=_gateway(args), timeout=args.timeout) as http:
         for service in args.service or SERVICES:
             try:
                 if args.run:
@@ -369,11 +394,7 @@ def _add_reconcile(sub: Any) -> None:
         help="every service's reconciliation findings through the gateway"
         " (exit 0 clean, 1 findings, 2 error)",
     )
-    rec.add_argument(
-        "--gateway",
-        default=os.environ.get("BACKROOM_GATEWAY_URL", RUN_GATEWAY_URL),
-        help=f"gateway URL (default: BACKROOM_GATEWAY_URL or {RUN_GATEWAY_URL})",
-    )
+    _add_gateway_argument(rec)
     rec.add_argument(
         "--run", action="store_true", help="run the checks now instead of the last run"
     )
@@ -383,28 +404,124 @@ def _add_reconcile(sub: Any) -> None:
     rec.set_defaults(func=_cmd_reconcile)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args))
+# --- trace (issue 14) ---
+
+
+def _trace_line(event: dict[str, Any]) -> str:
+    arrow = "->" if event.get("direction") == "emitted" else "<-"
+    return (
+        f"{event.get('time')}  {arrow} {event.get('type')}  [{event.get('topic')}"
+        f" from {event.get('source')}]  {event.get('summary')}"
+    )
+
+
+def _record_lines(name: str, records: Any) -> list[str]:
+    if isinstance(records, dict) and "error" in records:
+        return [f"  {name}: ERROR {records['error']}"]
+    lines = [f"  {name}:"]
+    for key, value in (records or {}).items() if isinstance(records, dict) else ():
+        items = value if isinstance(value, list) else [value]
+        if value is None or items == []:
+            lines.append(f"    {key}: none")
+            continue
+        for item in items:
+            if isinstance(item, dict):
+                shown = {
+                    k: item[k]
+                    for k in ("id", "status", "amount", "kind", "template", "to", "lines", "reason")
+                    if k in item and item[k] is not None
+                }
+                lines.append(f"    {key}: {json.dumps(shown, default=str)}")
+            else:
+                lines.append(f"    {key}: {item}")
+    return lines
+
+
+def render_timeline(timeline: dict[str, Any]) -> str:
+    """A timeline document as readable lines: the order, one line per event, each service's
+    records, the dead letters and what the order waits for."""
+    order = timeline["order"]
+    out = [
+        f"order {order['id']}  status={order['status']}"
+        + (f" ({order['reason']})" if order.get("reason") else "")
+        + f"  channel={order.get('channel')}  placed {order.get('placed_at')}"
+        f"  updated {order.get('updated_at')}",
+        "",
+        f"events ({len(timeline['events'])}):",
+    ]
+    out += ["  " + _trace_line(e) for e in timeline["events"]]
+    out += ["", "services:"]
+    for name, records in sorted(timeline.get("services", {}).items()):
+        out += _record_lines(name, records)
+    letters = timeline.get("dead_letters")
+    out.append("")
+    if isinstance(letters, dict):
+        out.append(f"dead letters: ERROR {letters.get('error')}")
+    else:
+        out.append(f"dead letters ({len(letters or [])}):")
+        for e in letters or []:
+            out.append(
+                f"  {e.get('dlq_topic')} {e.get('type')} id={e.get('event_id')}"
+                f" group={e.get('consumer_group')} error={e.get('error')}"
+            )
+    waiting = timeline.get("waiting")
+    if waiting is None:
+        out.append("waiting: nothing (terminal)")
+    else:
+        out.append(
+            f"waiting: for {waiting['for']} from {waiting['from']} since {waiting['since']}"
+            + (f", deadline {waiting['deadline']}" if waiting.get("deadline") else "")
+            + (" OVERDUE" if waiting.get("overdue") else "")
+        )
+    return "\n".join(out)
+
+
+def _cmd_trace(args: argparse.Namespace) -> int:
+    """GET /orders/{id}/timeline through the gateway with a dev admin token; print it."""
+    from urllib.parse import quote
+
+    import httpx
+
+    gateway = _gateway(args)
+    try:
+        token = _admin_token()
+    except AuthConfigError as exc:
+        print(f"backroom trace: {exc}", file=sys.stderr)
+        return 2
+    url = f"{gateway}/orders/{quote(args.order_id, safe='')}/timeline"
+    try:
+        response = httpx.get(
+            url, headers={"Authorization": f"Bearer {token}"}, timeout=args.timeout
+        )
+    except httpx.HTTPError as exc:
+        print(f"backroom trace: gateway {gateway} unreachable: {exc!r}", file=sys.stderr)
+        return 1
+    if response.status_code == 404:
+        print(f"backroom trace: no order {args.order_id}", file=sys.stderr)
+        return 1
+    if not response.is_success:
+        print(
+            f"backroom trace: {url} answered {response.status_code}: {response.text[:500]}",
+            file=sys.stderr,
+        )
+        return 1
+    timeline = response.json()
+    print(json.dumps(timeline, indent=2) if args.json else render_timeline(timeline))
+    return 0
+
+
+def _add_trace(sub: Any) -> None:
+    trace = sub.add_parser(
+        "trace", help="print an order's timeline (events, services' records, dead letters)"
+    )
+    trace.add_argument("order_id")
+    _add_gateway_argument(trace)
+    trace.add_argument("--json", action="store_true", help="the timeline document as JSON")
+    trace.add_argument("--timeout", type=float, default=30.0, help="seconds (default 30)")
+    trace.set_defaults(func=_cmd_trace)
 
 
 # --- dead letters (issue 14) ---
-
-DEFAULT_GATEWAY = "http://127.0.0.1:8000"  # `make run`'s gateway
-
-
-def _gateway(args: argparse.Namespace) -> str:
-    url: str = args.gateway or os.environ.get("BACKROOM_GATEWAY_URL") or DEFAULT_GATEWAY
-    return url.rstrip("/")
-
-
-def _admin_token() -> str:
-    """BACKROOM_TOKEN when set (an identity provider's admin token), else a development one
-    minted as `backroom token --sub backroom-cli --role admin` would."""
-    given = os.environ.get("BACKROOM_TOKEN")
-    if given:
-        return given
-    return mint_dev_token(ServiceSettings(), "backroom-cli", ["admin"], ttl_s=300)
 
 
 class _ApiError(Exception):
@@ -493,10 +610,7 @@ def _add_dlq(sub: Any) -> None:
         help="list, show, replay (to the consumer group that failed only) and drop dead letters,"
         " through the gateway's admin API",
     )
-    dlq.add_argument(
-        "--gateway",
-        help=f"the gateway's URL (default: $BACKROOM_GATEWAY_URL, else {DEFAULT_GATEWAY})",
-    )
+    _add_gateway_argument(dlq)
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_sub.add_parser("list", help="dead letters of one service or all, newest first")
     dlq_list.add_argument("--service", choices=SERVICES, help="default: all six")
@@ -514,6 +628,11 @@ def _add_dlq(sub: Any) -> None:
         if name == "drop":
             command.add_argument("--reason", required=True)
     dlq.set_defaults(func=_cmd_dead_letters)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
 
 
 if __name__ == "__main__":

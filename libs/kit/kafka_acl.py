@@ -133,6 +133,7 @@ def acls() -> list[Acl]:
         for op in (Operation.READ, Operation.DESCRIBE):
             out.append(Acl(SUBSCRIBER, Resource.GROUP, service, op, Permission.DENY))
     out += listing_acls()
+    out += timeline_acls()  # issue 14
     return sorted(set(out))
 
 
@@ -237,3 +238,18 @@ def channel_webhook_acls() -> list[Acl]:
         for op in (Operation.READ, Operation.DESCRIBE)
     ]
     return out
+
+
+# --- timeline (issue 14) ---
+
+# Orders' saga inspector (GET /orders/{id}/timeline) shows the dead letters about an order from
+# every `<topic>.dlq`: it reads them (by partition assignment: no consumer group), nothing more.
+TIMELINE_READER = "orders"
+
+
+def timeline_acls() -> list[Acl]:
+    return [
+        Acl(TIMELINE_READER, Resource.TOPIC, topics.dlq(topic), op)
+        for topic in topics.ALL_TOPICS
+        for op in (Operation.READ, Operation.DESCRIBE)
+    ]

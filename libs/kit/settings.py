@@ -203,6 +203,9 @@ class ServiceSettings(BaseSettings):
     retention_idempotency_keys_s: float = 7 * 86400.0
     retention_quotes_s: float = 86400.0  # counted from the quote's expires_at
     retention_deliveries_s: float = 30 * 86400.0
+    # orders' timeline journal (order_events): an order's saga is long over by then; its own
+    # record (status, lines, payments, shipments) stays.
+    retention_order_events_s: float = 180 * 86400.0
 
     log_level: str = "INFO"
     log_json: bool = True

@@ -4,9 +4,10 @@ and the carriers that sell shipping labels and send tracking webhooks (`Carrier`
 
 import asyncio
 import hashlib
+import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
@@ -22,9 +23,11 @@ from easypost.util import validate_webhook
 from fpdf import FPDF
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
+from libs.events import topics
 from libs.events.common import Money
 from libs.events.orders import CreditNote, Invoice
 from libs.kit import documents
+from libs.kit.cli import read_dlq
 from libs.kit.errors import FieldError, Invalid, Unavailable
 from services.orders.domain import (
     TRACKING_STATUSES,
@@ -611,3 +614,149 @@ class PdfDocuments:
 
     def credit_note(self, note: CreditNote) -> bytes:
         return documents.render_credit_note(note)
+
+
+# --- timeline (issue 14) ---
+
+
+class HttpServiceRecords:
+    """The other services' records of an order, read from their own admin routes with a service
+    bearer: inventory's reservation, payments' payments and their refunds, notifications' emails.
+    Each service gets `timeout_s`; one that does not answer in time, or answers an error, is
+    `{"error": ...}` for that service alone."""
+
+    def __init__(
+        self,
+        inventory_url: str,
+        payments_url: str,
+        notifications_url: str,
+        bearer: Callable[[], str | None],
+        timeout_s: float = 3.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.urls = {
+            "inventory": inventory_url.rstrip("/"),
+            "payments": payments_url.rstrip("/"),
+            "notifications": notifications_url.rstrip("/"),
+        }
+        self.bearer = bearer
+        self.timeout_s = timeout_s
+        self.transport = transport
+
+    async def for_order(self, order_id: str) -> dict[str, Any]:
+        try:
+            token = self.bearer()
+        except Exception as exc:  # e.g. no service token configured: say so per service
+            log.warning("no service bearer for the timeline: %r", exc)
+            return {name: {"error": f"no service token: {exc}"} for name in self.urls}
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with httpx.AsyncClient(
+            timeout=self.timeout_s, headers=headers, transport=self.transport
+        ) as client:
+            reads = {
+                "inventory": self._inventory(client, order_id),
+                "payments": self._payments(client, order_id),
+                "notifications": self._notifications(client, order_id),
+            }
+            answers = await asyncio.gather(
+                *(self._bounded(name, read) for name, read in reads.items())
+            )
+        return dict(zip(reads, answers, strict=True))
+
+    async def _bounded(self, name: str, read: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return await asyncio.wait_for(read, self.timeout_s)
+        except TimeoutError:
+            return {"error": f"{name} did not answer within {self.timeout_s:g} s"}
+        except httpx.HTTPError as exc:
+            return {"error": f"{name} unreachable: {type(exc).__name__}"}
+        except _Refused as exc:
+            return {"error": str(exc)}
+
+    async def _get(self, client: httpx.AsyncClient, name: str, path: str) -> Any:
+        response = await client.get(self.urls[name] + path)
+        if response.status_code == 404:
+            return None
+        if not response.is_success:
+            raise _Refused(f"{name} answered {response.status_code}")
+        return response.json()
+
+    async def _inventory(self, client: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
+        reservation = await self._get(
+            client, "inventory", f"/inventory/reservations/{quote(order_id, safe='')}"
+        )
+        return {"reservation": reservation}
+
+    async def _payments(self, client: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
+        page = await self._get(
+            client, "payments", f"/payments?order_id={quote(order_id, safe='')}&limit=100"
+        )
+        payments: list[dict[str, Any]] = list((page or {}).get("items", []))
+        refunds = await asyncio.gather(
+            *(
+                self._get(client, "payments", f"/payments/{quote(str(p['id']), safe='')}/refunds")
+                for p in payments
+            )
+        )
+        return {
+            "payments": payments,
+            "refunds": [r for page in refunds for r in (page or {}).get("items", [])],
+        }
+
+    async def _notifications(self, client: httpx.AsyncClient, order_id: str) -> dict[str, Any]:
+        page = await self._get(
+            client,
+            "notifications",
+            f"/notifications?order_id={quote(order_id, safe='')}&limit=100",
+        )
+        return {"notifications": list((page or {}).get("items", []))}
+
+
+class _Refused(Exception):
+    """A service answered the timeline's read with an error status."""
+
+
+def is_about(entry: dict[str, Any], order_id: str) -> bool:
+    """A dead letter is about the order when its key, its CloudEvent subject or its data's
+    `order_id` is the order id."""
+    if entry.get("key") == order_id:
+        return True
+    event = entry.get("event") or {}
+    data = event.get("data") if isinstance(event, dict) else None
+    return isinstance(event, dict) and (
+        event.get("subject") == order_id
+        or (isinstance(data, dict) and data.get("order_id") == order_id)
+    )
+
+
+class KafkaDeadLetters:
+    """`dead_letters_for(order_id)`: the order's entries on every `<topic>.dlq`, read with the
+    kit's `read_dlq` (the source to swap for a database-backed dead-letter store)."""
+
+    def __init__(self, kafka: Any, timeout_s: float = 10.0) -> None:
+        self.kafka = kafka
+        self.timeout_s = timeout_s
+
+    async def __call__(self, order_id: str) -> list[dict[str, Any]]:
+        return await self.dead_letters_for(order_id)
+
+    async def dead_letters_for(self, order_id: str) -> list[dict[str, Any]]:
+        entries = await asyncio.wait_for(
+            read_dlq(self.kafka, [topics.dlq(t) for t in topics.ALL_TOPICS]), self.timeout_s
+        )
+        found: list[dict[str, Any]] = []
+        for entry in entries:
+            record = entry.pop("_record", None)
+            try:
+                event = json.loads(record.value) if record is not None else {}
+            except ValueError:
+                event = {}
+            if is_about({**entry, "event": event}, order_id):
+                # The payment instruction's data carries the token: never shown.
+                if entry.get("original_topic") != topics.PAYMENT_INSTRUCTIONS and isinstance(
+                    event, dict
+                ):
+                    entry["data"] = event.get("data")
+                entry["subject"] = event.get("subject") if isinstance(event, dict) else None
+                found.append(entry)
+        return found

@@ -904,3 +904,142 @@ add_reconciliation_routes(router)
 # --- dead letters (issue 14) ---
 
 include_dead_letter_routes(router)  # /orders/dead-letters (libs/kit/deadletters.py)
+
+
+# --- timeline (issue 14) ---
+
+
+class TimelineOrderOut(BaseModel):
+    id: str
+    status: str
+    reason: str | None
+    channel: str
+    placed_at: datetime
+    updated_at: datetime
+    reservation_deadline: datetime
+    cancellation_requested: bool
+    history: list[HistoryOut]
+
+
+class TimelineEventOut(BaseModel):
+    id: str
+    type: str
+    topic: str
+    source: str
+    time: datetime
+    subject: str
+    correlationid: str | None
+    causationid: str | None
+    direction: Literal["emitted", "consumed"]
+    summary: str
+
+
+class WaitingOut(BaseModel):
+    for_: str = Field(alias="for", serialization_alias="for")
+    from_: str = Field(alias="from", serialization_alias="from")
+    since: datetime
+    deadline: datetime | None
+    overdue: bool
+
+
+class TimelineOut(BaseModel):
+    order: TimelineOrderOut
+    events: list[TimelineEventOut]
+    services: dict[str, Any] = Field(
+        description="per service (inventory, payments, notifications, orders) its records of "
+        'the order, or {"error": ...} for a service that did not answer in time'
+    )
+    dead_letters: list[dict[str, Any]] | dict[str, str] = Field(
+        description='the dead-lettered events about the order, or {"error": ...} when the '
+        "dead-letter topics could not be read"
+    )
+    waiting: WaitingOut | None
+
+    @classmethod
+    def of(cls, timeline: service.Timeline) -> "TimelineOut":
+        view = timeline.order
+        waiting = timeline.waiting
+        return cls(
+            order=TimelineOrderOut(
+                id=view.id,
+                status=view.status.value,
+                reason=view.reason,
+                channel=view.channel,
+                placed_at=view.created_at,
+                updated_at=view.updated_at,
+                reservation_deadline=view.reservation_deadline,
+                cancellation_requested=view.cancellation_requested,
+                history=[
+                    HistoryOut(status=h.status.value, at=h.at, reason=h.reason)
+                    for h in view.history
+                ],
+            ),
+            events=[
+                TimelineEventOut(
+                    id=e.id,
+                    type=e.type,
+                    topic=e.topic,
+                    source=e.source,
+                    time=e.time,
+                    subject=e.subject,
+                    correlationid=e.correlationid,
+                    causationid=e.causationid,
+                    direction=e.direction,
+                    summary=domain.event_summary(e.type, e.data),
+                )
+                for e in timeline.events
+            ],
+            services={
+                **timeline.services,
+                "orders": {
+                    "shipments": [
+                        ShipmentOut.of(sh).model_dump(mode="json") for sh in view.shipments
+                    ],
+                    "returns": [ReturnOut.of(r).model_dump(mode="json") for r in view.returns],
+                },
+            },
+            dead_letters=timeline.dead_letters,
+            waiting=None
+            if waiting is None
+            else WaitingOut.model_validate(
+                {
+                    "for": waiting.waiting_for,
+                    "from": waiting.source,
+                    "since": waiting.since,
+                    "deadline": waiting.deadline,
+                    "overdue": waiting.overdue,
+                }
+            ),
+        )
+
+
+async def _timeline_records(request: Request) -> service.ServiceRecords:
+    records: service.ServiceRecords = request.app.state.timeline_records
+    return records
+
+
+async def _dead_letters(request: Request) -> service.DeadLetters:
+    letters: service.DeadLetters = request.app.state.dead_letters
+    return letters
+
+
+@router.get(
+    "/{order_id}/timeline",
+    response_model=TimelineOut,
+    response_model_by_alias=True,
+    responses={404: {"description": "no such order"}},
+)
+async def order_timeline(
+    order_id: OrderId,
+    _: Admin,
+    uow: UnitOfWorkDep,
+    clock: ClockDep,
+    records: Annotated[service.ServiceRecords, Depends(_timeline_records)],
+    dead_letters: Annotated[service.DeadLetters, Depends(_dead_letters)],
+) -> TimelineOut:
+    """Admin: the saga inspector. Every event orders emitted or consumed about the order, in
+    order (time, then the journal's order); what inventory, payments, notifications and orders
+    hold for it; its dead letters; and, while it is not terminal, what it waits for and since
+    when. A service that does not answer in time is `{"error": ...}` in `services`."""
+    timeline = await service.order_timeline(uow, order_id, records, dead_letters, clock)
+    return TimelineOut.of(timeline)

@@ -2,6 +2,7 @@
 and every query on them, as repositories returning the domain's objects and read models."""
 
 import hashlib
+import json
 from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -23,6 +24,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
     UniqueConstraint,
     bindparam,
     column,
@@ -52,6 +54,7 @@ from services.orders.domain import (
     DocumentRef,
     HistoryEntry,
     InvoiceSource,
+    JournalEntry,
     LockedOrder,
     Order,
     OrderDocuments,
@@ -439,6 +442,7 @@ class Store:
         self.channels = Channels(session)  # issue 13
 
         self.backorders = OrderBackorders(session)  # issue 13
+        self.journal = OrderEvents(session)  # issue 14: the timeline's events
 
 
 def _lines(raw: Iterable[dict[str, Any]]) -> tuple[PricedLine, ...]:
@@ -1516,4 +1520,85 @@ PRUNE = (
         ),
         "retention_idempotency_keys_s",
     ),
+    PruneTask(
+        "order_events",
+        text(
+            "DELETE FROM order_events WHERE seq IN (SELECT seq FROM order_events"
+            " WHERE recorded_at < :cutoff ORDER BY recorded_at LIMIT :limit)"
+        ),
+        "retention_order_events_s",
+    ),
 )
+
+
+# --- timeline (issue 14) ---
+
+order_events = Table(
+    "order_events",
+    metadata,
+    Column("seq", BigInteger, Identity(always=True), primary_key=True),
+    Column("order_id", String(200), nullable=False),
+    Column("direction", String(10), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("event_type", String(100), nullable=False),
+    Column("topic", String(200), nullable=False),
+    Column("payload", Text, nullable=False),  # the CloudEvent as published or received
+    Column("recorded_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("direction IN ('emitted', 'consumed')", name="ck_order_events_direction"),
+    Index("ix_order_events_order", "order_id", "seq"),
+    Index("ix_order_events_recorded", "recorded_at"),
+)
+
+# A consumed event about an order, in the handler's transaction: one fixed-shape statement
+# (emitted events are journaled by the outbox trigger of migration 0011_timeline).
+RECORD_CONSUMED = text(
+    "INSERT INTO order_events (order_id, direction, event_id, event_type, topic, payload)"
+    " VALUES (:order_id, 'consumed', :event_id, :event_type, :topic, :payload)"
+)
+ORDER_EVENTS = text(
+    "SELECT seq, direction, topic, payload FROM order_events WHERE order_id = :order_id"
+    " ORDER BY seq"
+)
+
+
+def _journal_entry(row: Row[Any]) -> JournalEntry:
+    event = json.loads(row.payload)
+    return JournalEntry(
+        seq=int(row.seq),
+        direction=row.direction,
+        id=str(event.get("id", "")),
+        type=str(event.get("type", "")),
+        topic=row.topic,
+        source=str(event.get("source", "")),
+        time=datetime.fromisoformat(str(event["time"])),
+        subject=str(event.get("subject", "")),
+        correlationid=event.get("correlationid"),
+        causationid=event.get("causationid"),
+        data=event.get("data") or {},
+    )
+
+
+class OrderEvents:
+    """The journal of the events orders emitted and consumed about each order."""
+
+    def __init__(self, session: DbSession) -> None:
+        self.session = session
+
+    async def record_consumed(
+        self, order_id: str, event_id: str, event_type: str, topic: str, payload: str
+    ) -> None:
+        await self.session.execute(
+            RECORD_CONSUMED,
+            {
+                "order_id": order_id,
+                "event_id": event_id,
+                "event_type": event_type,
+                "topic": topic,
+                "payload": payload,
+            },
+        )
+
+    async def of_order(self, order_id: str) -> list[JournalEntry]:
+        """The order's journal, in insertion order."""
+        rows = await self.session.execute(ORDER_EVENTS, {"order_id": order_id})
+        return [_journal_entry(row) for row in rows]

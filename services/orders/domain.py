@@ -1270,3 +1270,122 @@ def overdue_findings(
         for p in pending
         if p.reservation_deadline + grace < now
     ]
+
+
+# --- timeline (issue 14) ---
+
+Direction = Literal["emitted", "consumed"]
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One event orders emitted or consumed about an order, as its journal keeps it."""
+
+    seq: int  # the journal's insertion order: the stable tiebreak of equal times
+    direction: Direction
+    id: str
+    type: str
+    topic: str
+    source: str
+    time: datetime
+    subject: str
+    correlationid: str | None
+    causationid: str | None
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """What a live order waits for, from whom, since when, and by when it should have come."""
+
+    waiting_for: str
+    source: str
+    since: datetime
+    deadline: datetime | None
+    overdue: bool
+
+
+# Fields shown in an event's one-line summary, in this order, when its data has them.
+_SUMMARY_FIELDS = (
+    "reason",
+    "status",
+    "decline_code",
+    "amount",
+    "total",
+    "refund",
+    "fully_refunded",
+    "expires_at",
+    "carrier",
+    "tracking_number",
+    "number",
+    "return_id",
+)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, dict) and "amount" in value and "currency" in value:
+        return f"{value['currency']} {value['amount']}"
+    return str(value)
+
+
+def event_summary(event_type: str, data: dict[str, Any]) -> str:
+    """A short readable line about an event's data (never the whole payload)."""
+    parts = [f"{k}={_shown(data[k])}" for k in _SUMMARY_FIELDS if data.get(k) is not None]
+    lines = data.get("lines")
+    if isinstance(lines, list) and lines:
+        parts.append(f"lines={len(lines)}")
+    return ", ".join(parts) if parts else event_type
+
+
+def timeline_order(entries: list[JournalEntry]) -> list[JournalEntry]:
+    """Events in the order they happened: their time, then the journal's own order."""
+    return sorted(entries, key=lambda e: (e.time, e.seq))
+
+
+def _first(entries: list[JournalEntry], *types: str) -> JournalEntry | None:
+    return next((e for e in timeline_order(entries) if e.type in types), None)
+
+
+def _entered(
+    history: tuple[HistoryEntry, ...], status: OrderStatus, fallback: datetime
+) -> datetime:
+    return next((h.at for h in reversed(history) if h.status is status), fallback)
+
+
+def waiting_for(
+    *,
+    status: OrderStatus,
+    cancellation_requested: bool,
+    created_at: datetime,
+    reservation_deadline: datetime,
+    history: tuple[HistoryEntry, ...],
+    events: list[JournalEntry],
+    now: datetime,
+) -> Waiting | None:
+    """What a live order waits for (None once it is terminal). Pending: inventory's
+    StockReserved, then payments' PaymentCaptured, both by the reservation deadline. A
+    cancellation under way: the half (stock released, payment returned) not yet answered.
+    Confirmed: an operator's shipment (OrderShipped); shipped: the carrier's delivery."""
+    if status in TERMINAL:
+        return None
+    if cancellation_requested:
+        asked = _first(events, "OrderCancellationRequested")
+        since = asked.time if asked is not None else created_at
+        stock = _first(events, "StockReleased")
+        payment = _first(events, "PaymentRefunded", "PaymentVoided")
+        if stock is None:
+            return Waiting("StockReleased", "inventory", since, None, False)
+        if payment is None:
+            return Waiting("PaymentRefunded", "payments", since, None, False)
+        return Waiting("OrderCancelled", "orders", max(stock.time, payment.time), None, False)
+    if status is OrderStatus.PENDING:
+        overdue = now > reservation_deadline
+        reserved = _first(events, "StockReserved")
+        if reserved is None:
+            return Waiting("StockReserved", "inventory", created_at, reservation_deadline, overdue)
+        return Waiting("PaymentCaptured", "payments", reserved.time, reservation_deadline, overdue)
+    if status is OrderStatus.CONFIRMED:
+        since = _entered(history, OrderStatus.CONFIRMED, created_at)
+        return Waiting("OrderShipped", "orders", since, None, False)
+    since = _entered(history, OrderStatus.SHIPPED, created_at)
+    return Waiting("OrderDelivered", "carrier", since, None, False)

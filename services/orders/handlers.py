@@ -1,10 +1,12 @@
 """Events and the clock in: stock and payment facts decide pending orders and finish cancellations;
 the deadline sweep rejects orders whose reservation ran out; the cart sweep reports abandoned carts."""
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
+from typing import Any
 
 from libs.events.catalog import ChannelChanged
 from libs.events.inventory import (
@@ -119,6 +121,7 @@ def register(
     register_channels(processor)
 
     processor.on(BackorderFilled)(on_backorder_filled(wake_labels))  # issue 13
+    journal_consumed(processor)  # issue 14: the timeline's consumed events
 
 
 # --- the reservation deadline -------------------------------------------------------------------
@@ -234,3 +237,26 @@ def on_backorder_filled(
             tx.on_commit(wake_labels)
 
     return handle
+
+
+# --- timeline (issue 14) ---
+
+
+def journaled(handler: EventHandler[Any]) -> EventHandler[Any]:
+    """`handler`, which first journals the consumed event about its order in the event's own
+    transaction (one fixed-shape INSERT; a duplicate never gets here: the inbox stops it)."""
+
+    async def handle(event: Any, ctx: EventContext) -> None:
+        await service.journal_consumed(
+            ctx.tx(Store), event.order_id, ctx.event, ctx.topic, ctx.raw.decode()
+        )
+        await handler(event, ctx)
+
+    return handle
+
+
+def journal_consumed(processor: EventProcessor) -> None:
+    """Wrap every registered handler of an event about an order (its data has `order_id`)."""
+    for name, route in list(processor.routes.items()):
+        if "order_id" in route.model.model_fields:
+            processor.routes[name] = dataclasses.replace(route, handler=journaled(route.handler))

@@ -6,6 +6,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from libs.kit.app import create_service_app
+from libs.kit.auth import mint_dev_token
 from libs.kit.metrics import gauge_probe
 from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import Runtime
@@ -18,6 +19,8 @@ from services.orders.adapters import (
     EasyPostCarrier,
     HttpCatalog,
     HttpPricing,
+    HttpServiceRecords,
+    KafkaDeadLetters,
     PdfDocuments,
     SandboxCarrier,
 )
@@ -104,6 +107,8 @@ def create_app(
     app.state.carrier = carrier
     app.state.label_worker = label_worker
     app.state.labels = labels
+    app.state.timeline_records = timeline_records(settings)  # issue 14
+    app.state.dead_letters = KafkaDeadLetters(runtime.kafka)
     return app
 
 
@@ -143,3 +148,26 @@ def add_reconciliation(runtime: Runtime, settings: OrdersSettings) -> None:
         settings.reconcile_limit,
     )
     runtime.reconciler.add("orders", check, domain.RECONCILIATION_KINDS)
+
+
+# --- timeline (issue 14) ---
+
+
+def timeline_records(settings: OrdersSettings) -> HttpServiceRecords:
+    """The other services' admin reads, with the configured service token (or, in development,
+    a dev admin token minted per read)."""
+
+    def bearer() -> str | None:
+        if settings.service_token is not None:
+            return settings.service_token.get_secret_value()
+        if settings.is_dev:
+            return mint_dev_token(settings, "service:orders", ["admin"], ttl_s=300)
+        raise RuntimeError("BACKROOM_SERVICE_TOKEN is not set")
+
+    return HttpServiceRecords(
+        settings.inventory_url,
+        settings.payments_url,
+        settings.notifications_url,
+        bearer,
+        timeout_s=settings.timeline_timeout_s,
+    )

@@ -6,7 +6,7 @@ lines (checked against catalog), read live, check out through place_order, repor
 import asyncio
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from libs.events.common import BackorderedLine, Line, Money, PricedLine
+from libs.events.envelope import CloudEvent
 from libs.events.orders import (
     CartAbandoned,
     CreditNote,
@@ -162,6 +163,9 @@ class Store(Protocol):
 
     @property
     def backorders(self) -> "BackorderRepository": ...  # issue 13
+
+    @property
+    def journal(self) -> "JournalRepository": ...  # issue 14: the timeline's events
 
 
 @dataclass(frozen=True)
@@ -1640,3 +1644,85 @@ async def reconcile_orders(reads: ReconcileReads, grace_s: float, limit: int) ->
     if now is None:
         return []
     return domain.overdue_findings(pending, now, timedelta(seconds=grace_s))
+
+
+# --- timeline (issue 14) ---
+
+
+class JournalRepository(Protocol):
+    async def record_consumed(
+        self, order_id: str, event_id: str, event_type: str, topic: str, payload: str
+    ) -> None: ...
+
+    async def of_order(self, order_id: str) -> list[domain.JournalEntry]: ...
+
+
+class ServiceRecords(Protocol):
+    """What the other services hold for an order (adapters.HttpServiceRecords)."""
+
+    async def for_order(self, order_id: str) -> dict[str, Any]:
+        """Per service name, its records of the order, or `{"error": ...}` for a service that
+        did not answer (in time or at all): never raises."""
+        ...
+
+
+# The dead-lettered events about an order (adapters.KafkaDeadLetters.dead_letters_for).
+DeadLetters = Callable[[str], Awaitable[list[dict[str, Any]]]]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """An order's story across services, as `GET /orders/{id}/timeline` shows it."""
+
+    order: OrderView
+    events: list[domain.JournalEntry]
+    services: dict[str, Any]
+    dead_letters: list[dict[str, Any]] | dict[str, str]
+    waiting: domain.Waiting | None
+
+
+async def journal_consumed(
+    tx: Tx[Store], order_id: str, event: CloudEvent, topic: str, raw: str
+) -> None:
+    """Keep a consumed event about an order in its journal (in the event's transaction)."""
+    await tx.store.journal.record_consumed(order_id, event.id, event.type, topic, raw)
+
+
+async def _letters(
+    dead_letters: DeadLetters, order_id: str
+) -> list[dict[str, Any]] | dict[str, str]:
+    try:
+        return await dead_letters(order_id)
+    except Exception as exc:  # an unreachable Kafka must not hide the rest of the timeline
+        log.warning("dead letters of order %s unreadable: %r", order_id, exc)
+        return {"error": f"dead letters unreadable: {type(exc).__name__}"}
+
+
+async def order_timeline(
+    uow: UnitOfWork[Store],
+    order_id: str,
+    records: ServiceRecords,
+    dead_letters: DeadLetters,
+    clock: Clock = utc_now,
+) -> Timeline:
+    """The order, every event orders emitted or consumed about it in order, what each service
+    holds for it, its dead letters and what it waits for. One short read, then the other
+    services and Kafka outside any transaction, concurrently. NotFound for an unknown order."""
+    async with uow() as tx:
+        view = await tx.store.orders.view(order_id)
+        if view is None:
+            raise NotFound(f"order {order_id}")
+        events = domain.timeline_order(await tx.store.journal.of_order(order_id))
+    services, letters = await asyncio.gather(
+        records.for_order(order_id), _letters(dead_letters, order_id)
+    )
+    waiting = domain.waiting_for(
+        status=view.status,
+        cancellation_requested=view.cancellation_requested,
+        created_at=view.created_at,
+        reservation_deadline=view.reservation_deadline,
+        history=view.history,
+        events=events,
+        now=clock(),
+    )
+    return Timeline(view, events, services, letters, waiting)

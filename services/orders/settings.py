@@ -110,6 +110,16 @@ class OrdersSettings(ServiceSettings):
     invoice_store: str = "main"
     invoice_prefix: str = "INV"
     credit_note_prefix: str = "CN"
+    # --- timeline (issue 14) ---
+    # Where GET /orders/{id}/timeline reads the other services' records of an order (their own
+    # admin routes), how long each may take, and the bearer it sends them: a service token with
+    # the admin role from the identity provider; unset in development, orders mints a short-lived
+    # dev admin token (subject `service:orders`).
+    inventory_url: str = "http://127.0.0.1:8102"
+    payments_url: str = "http://127.0.0.1:8105"
+    notifications_url: str = "http://127.0.0.1:8106"
+    timeline_timeout_s: float = Field(default=3.0, gt=0)
+    service_token: SecretStr | None = None
 
     def invoicing(self) -> Invoicing:
         return Invoicing(

@@ -28,6 +28,7 @@ from services.orders.domain import (
     DocumentRef,
     HistoryEntry,
     InvoiceSource,
+    JournalEntry,
     LockedOrder,
     Order,
     OrderDocuments,
@@ -270,6 +271,7 @@ class FakeStore:
         self.channels = FakeChannels()  # issue 13
 
         self.backorders = FakeBackorders(self.shipments)  # issue 13
+        self.journal = FakeJournal()  # issue 14
 
 
 @dataclass
@@ -962,3 +964,26 @@ class FakeBackorders:
         for r in held:
             r.status = ShipmentStatus.PENDING
         return bool(held)
+
+
+# --- timeline (issue 14) ---
+
+
+class FakeJournal:
+    """The order events journal: consumed events as handlers record them, and entries a test
+    adds directly (what the outbox trigger journals in the database)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, list[JournalEntry]] = {}
+        self.consumed: list[tuple[str, str, str, str, str]] = []
+
+    def add(self, order_id: str, entry: JournalEntry) -> None:
+        self.entries.setdefault(order_id, []).append(entry)
+
+    async def record_consumed(
+        self, order_id: str, event_id: str, event_type: str, topic: str, payload: str
+    ) -> None:
+        self.consumed.append((order_id, event_id, event_type, topic, payload))
+
+    async def of_order(self, order_id: str) -> list[JournalEntry]:
+        return list(self.entries.get(order_id, []))

@@ -39,6 +39,8 @@ cat <<EOM
 
 Backroom is up ($(elapsed "$t0")s).
   gateway        $GATEWAY   (/catalog /pricing /inventory /orders /payments /notifications)
+  API docs       $GATEWAY/docs   (OpenAPI 3.1: $GATEWAY/openapi.json)
+  event catalog  $GATEWAY/asyncapi   (AsyncAPI 3: $GATEWAY/asyncapi.json, schemas: $GATEWAY/schemas/events/)
   services       catalog :8101  inventory :8102  pricing :8103  orders :8104  payments :8105  notifications :8106
                  each with /health/live /health/ready /metrics /docs
   kafka          127.0.0.1:${KAFKA_PORT:-9092}, SASL_PLAINTEXT + SCRAM-SHA-256, ACLs per principal
@@ -49,6 +51,8 @@ Backroom is up ($(elapsed "$t0")s).
   smtp sink      127.0.0.1:${SMTP_PORT:-2525}, mail in $RUN_DIR/smtp/maildir
   prometheus     http://127.0.0.1:${PROMETHEUS_PORT:-9090}   (alerts: /alerts, rules: deploy/prometheus/rules)
   logs           $RUN_DIR/services/*.log, $RUN_DIR/nginx/
+  operations     .venv/bin/backroom trace <order-id> | reconcile [--run] | dlq list|show|replay|drop
+                 tracing: BACKROOM_TRACING=otlp (OTEL_EXPORTER_OTLP_ENDPOINT) or file (README, Tracing)
   tokens         .venv/bin/backroom token --sub alice --role customer   (add --role admin for admin)
                  HS256, signed with this checkout's dev secret .run/dev-jwt-secret (BACKROOM_ENV=dev)
 Ctrl-C stops everything.

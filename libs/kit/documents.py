@@ -126,6 +126,16 @@ def _latin1(text: str) -> str:
     return "".join(out)
 
 
+def write_line(pdf: FPDF, height: float, text: str) -> None:
+    """One line of text across the page, wrapped only when it does not fit: a line that fits is
+    one cell, as multi_cell's line breaking costs about four times as much and nearly every line
+    of a shop document fits (issue 10's profile: most of a receipt's rendering)."""
+    if "\n" not in text and pdf.get_string_width(text) <= pdf.epw - 2 * pdf.c_margin:
+        pdf.cell(0, height, text, new_x="LMARGIN", new_y="NEXT")
+    else:
+        pdf.multi_cell(0, height, text, new_x="LMARGIN", new_y="NEXT")
+
+
 class _Document:
     """An A4 page in Helvetica with the few blocks a shop document has."""
 
@@ -139,7 +149,7 @@ class _Document:
 
     def text(self, value: str, *, bold: bool = False, size: int = 10) -> None:
         self.pdf.set_font("Helvetica", style="B" if bold else "", size=size)
-        self.pdf.multi_cell(0, 5, _latin1(value), new_x="LMARGIN", new_y="NEXT")
+        write_line(self.pdf, 5, _latin1(value))
 
     def heading(self, value: str) -> None:
         self.text(value, bold=True, size=16)

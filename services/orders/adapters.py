@@ -422,7 +422,7 @@ def render_label(request: ShipmentRequest, tracking_number: str) -> bytes:
     pdf.cell(0, 6, "SHIP TO", new_x="LMARGIN", new_y="NEXT")
     pdf.set_font("Helvetica", "", 10)
     for key, value in request.address.items():
-        pdf.multi_cell(0, 5, _latin1(f"{key}: {value}"), new_x="LMARGIN", new_y="NEXT")
+        documents.write_line(pdf, 5, _latin1(f"{key}: {value}"))
     pdf.ln(4)
     pdf.set_font("Helvetica", "B", 12)
     pdf.cell(0, 7, f"Tracking {tracking_number}", new_x="LMARGIN", new_y="NEXT")

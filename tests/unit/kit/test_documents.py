@@ -151,3 +151,16 @@ def test_a_credit_note_names_the_invoice_it_credits_and_its_tax() -> None:
     ):
         assert expected in text, expected
     assert pdf == render_credit_note(note)
+
+
+def test_a_line_too_long_for_the_page_wraps_and_loses_nothing() -> None:
+    # Lines that fit are single cells (cheap); a longer one still wraps onto several lines.
+    long_street = " ".join(f"Building{n}" for n in range(40))
+    buyer = invoice().buyer.model_copy(
+        update={"shipping_address": {"line1": long_street, "city": "Lyon"}}
+    )
+    text = text_of(render_invoice(invoice().model_copy(update={"buyer": buyer})))
+    assert "Building0" in text and "Building39" in text and "City: Lyon" in text
+    # The line is wider than the page: it took more than one line of text.
+    lines_with_buildings = [line for line in text.splitlines() if "Building" in line]
+    assert len(lines_with_buildings) > 1

@@ -48,8 +48,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 
 from libs.events import topics
-from libs.kit.cli import read_dlq
-from libs.kit.kafka import KafkaConnection, topic_partitions
+from libs.kit.kafka import KafkaConnection, read_dlq, topic_partitions
 
 DATABASES = ("catalog", "inventory", "pricing", "orders", "payments", "notifications")
 TERMINAL = frozenset({"confirmed", "shipped", "delivered", "rejected", "cancelled"})

@@ -3,6 +3,7 @@ provisioning, and CloudEvent headers."""
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 from collections.abc import Iterable
@@ -212,3 +213,74 @@ async def ensure_topics(
 # The sales channel every catalog has (its migration seeds it): `backroom topics` creates its
 # listing topic; catalog creates every other channel's when the channel is created.
 DEFAULT_LISTING_CHANNEL = "web"
+
+
+# --- the dead-letter topics (read by `backroom`, the saga inspector and the fault harness) ---
+
+
+async def read_dlq(kafka: KafkaConnection, dlq_topics: list[str]) -> list[dict[str, Any]]:
+    """Every record currently on the given dead-letter topics, oldest first per partition."""
+    consumer = AIOKafkaConsumer(**kafka.client_options(), enable_auto_commit=False)
+    await consumer.start()
+    entries: list[dict[str, Any]] = []
+    try:
+        partitions = await topic_partitions(consumer, dlq_topics)
+        if not partitions:
+            return entries
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        end = await consumer.end_offsets(partitions)
+        remaining = {tp for tp in partitions if end[tp] > 0}
+        while remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=2000)
+            if not batch:
+                break
+            for tp, records in batch.items():
+                for rec in records:
+                    headers = {k: v.decode(errors="replace") for k, v in (rec.headers or ())}
+                    try:
+                        event = json.loads(rec.value)
+                    except ValueError:
+                        event = {}
+                    entries.append(
+                        {
+                            "dlq_topic": rec.topic,
+                            "partition": rec.partition,
+                            "offset": rec.offset,
+                            "key": rec.key.decode() if rec.key else None,
+                            "event_id": event.get("id") if isinstance(event, dict) else None,
+                            "type": event.get("type") if isinstance(event, dict) else None,
+                            "original_topic": headers.get("x-dlq-original-topic"),
+                            "consumer_group": headers.get("x-dlq-consumer-group"),
+                            "attempts": headers.get("x-dlq-attempts"),
+                            "error": headers.get("x-dlq-error"),
+                            "failed_at": headers.get("x-dlq-failed-at"),
+                            "_record": rec,
+                        }
+                    )
+                    if rec.offset + 1 >= end[tp]:
+                        remaining.discard(tp)
+    finally:
+        await consumer.stop()
+    return entries
+
+
+async def replay_dlq(kafka: KafkaConnection, dlq_topics: list[str], event_id: str | None) -> int:
+    """Re-publish dead-lettered records to their original topic (same key and value): EVERY
+    consumer group of that topic reads them again (their inboxes make it harmless). Not what
+    `backroom dlq replay` does (issue 14: the owning service replays to the failed group only)."""
+    entries = [e for e in await read_dlq(kafka, dlq_topics) if event_id in (None, e["event_id"])]
+    producer = new_producer(kafka, "backroom-dlq-replay")
+    await producer.start()
+    try:
+        for entry in entries:
+            rec = entry["_record"]
+            headers = [(k, v) for k, v in (rec.headers or ()) if not k.startswith("x-dlq-")]
+            headers.append(
+                ("x-dlq-replayed-from", f"{rec.topic}/{rec.partition}/{rec.offset}".encode())
+            )
+            original = entry["original_topic"] or rec.topic.removesuffix(topics.DLQ_SUFFIX)
+            await producer.send_and_wait(original, value=rec.value, key=rec.key, headers=headers)
+    finally:
+        await producer.stop()
+    return len(entries)

@@ -27,8 +27,8 @@ from libs.events import topics
 from libs.events.common import Money
 from libs.events.orders import CreditNote, Invoice
 from libs.kit import documents
-from libs.kit.cli import read_dlq
 from libs.kit.errors import FieldError, Invalid, Unavailable
+from libs.kit.kafka import read_dlq
 from services.orders.domain import (
     TRACKING_STATUSES,
     CatalogProduct,

@@ -12,7 +12,6 @@ from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from libs.events import topics
-from libs.kit.cli import read_dlq
 from libs.kit.deadletters import (
     drop,
     get_dead_letter,
@@ -21,7 +20,7 @@ from libs.kit.deadletters import (
 )
 from libs.kit.errors import Conflict, NotFound
 from libs.kit.inbox import EventContext
-from libs.kit.kafka import KafkaConnection, topic_partitions
+from libs.kit.kafka import KafkaConnection, read_dlq, topic_partitions
 from libs.kit.retention import Pruner
 from libs.kit.runtime import Runtime
 from tests.integration.kit.harness import (

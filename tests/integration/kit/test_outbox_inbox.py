@@ -7,9 +7,8 @@ import uuid
 from typing import Any
 
 from libs.events import topics
-from libs.kit.cli import read_dlq, replay_dlq
 from libs.kit.db import Database, DbSession
-from libs.kit.kafka import KafkaConnection
+from libs.kit.kafka import KafkaConnection, read_dlq, replay_dlq
 from libs.kit.outbox import Emitter, OutboxRelay
 from libs.kit.runtime import Runtime
 from tests.integration.kit.harness import (

@@ -420,11 +420,13 @@ class Bench:
         roots = self.system.roots()
         cpu0 = probes.cpu_snapshot(roots, self.bench_pids)
         pg0 = await probes.pg_stats(self.stats_dsn)
+        st0 = await probes.pg_statements(self.stats_dsn) if self.args.statements else None
         off0 = await self.watch.end_offsets()
         load = await self.gen.run(rate, duration_s)
         # The window ends when the last request was due, so the counters cover the phase only.
         cpu1 = probes.cpu_snapshot(roots, self.bench_pids)
         pg1 = await probes.pg_stats(self.stats_dsn)
+        st1 = await probes.pg_statements(self.stats_dsn) if st0 is not None else None
         off1 = await self.watch.end_offsets()
         max_lag = await self.watch.lag()
         settled = await wait_settled(self.orders_dsn, load, self.args.grace_s)
@@ -446,6 +448,9 @@ class Bench:
             probes.pg_delta(pg0, pg1),
             {t: off1.get(t, 0) - off0.get(t, 0) for t in off1},
         )
+        if st0 is not None and st1 is not None:
+            # Which statements (and so which transactions) a checkout costs, per database.
+            result["cost"]["statements_per_checkout"] = probes.statements_delta(st0, st1, confirmed)
         ok, why = verdict(result, self.args)
         result["sustained"] = ok
         result["why_not"] = why
@@ -583,6 +588,8 @@ async def run(args: argparse.Namespace) -> int:
             for scope in ("CHECKOUT_CLIENT", "CHECKOUT_ADDRESS", "CLIENT", "ADDRESS")
         },
     }
+    if args.statements:
+        extra["BACKROOM_PG_STATEMENTS"] = "1"
     system = System(Ports(), extra)
     settings = system.settings()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -734,6 +741,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rtt-messages", type=int, default=300)
     p.add_argument("--skip-limits", action="store_true", help="no pgbench / Kafka round trip")
     p.add_argument("--no-up", action="store_true", help="use the running bench stack as it is")
+    p.add_argument(
+        "--statements",
+        action="store_true",
+        help="count every SQL statement per checkout (pg_stat_statements; a fresh stack)",
+    )
     p.add_argument("--keep-up", action="store_true", help="leave the bench stack running")
     p.add_argument("--keep-data", action="store_true", help="do not start from empty data")
     return p.parse_args(argv)

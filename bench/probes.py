@@ -173,6 +173,61 @@ def pg_delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def pg_statements(dsn: str) -> dict[tuple[str, int], dict[str, Any]] | None:
+    """Every statement's calls, rows and execution time per service database so far, from
+    pg_stat_statements (preloaded when the cluster started with BACKROOM_PG_STATEMENTS=1);
+    None when it is not loaded."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        preloaded = await conn.fetchval("SHOW shared_preload_libraries")
+        if "pg_stat_statements" not in preloaded:
+            return None
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        rows = await conn.fetch(
+            "SELECT d.datname, s.queryid, s.query, s.calls, s.rows, s.total_exec_time"
+            " FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid"
+            " WHERE d.datname = ANY($1::text[]) AND s.toplevel",
+            list(SERVICES),
+        )
+    finally:
+        await conn.close()
+    return {
+        (r["datname"], int(r["queryid"])): {
+            "query": " ".join(r["query"].split())[:240],
+            "calls": int(r["calls"]),
+            "rows": int(r["rows"]),
+            "ms": float(r["total_exec_time"]),
+        }
+        for r in rows
+    }
+
+
+def statements_delta(
+    a: dict[tuple[str, int], dict[str, Any]],
+    b: dict[tuple[str, int], dict[str, Any]],
+    per: int,
+    top: int = 40,
+) -> dict[str, list[dict[str, Any]]]:
+    """Per database, the statements run between two snapshots, most called first, with calls,
+    rows and execution ms divided by `per` (the checkouts confirmed in the window)."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    n = per or 1
+    for (db, qid), now in b.items():
+        was = a.get((db, qid), {"calls": 0, "rows": 0, "ms": 0.0})
+        calls = now["calls"] - was["calls"]
+        if calls <= 0:
+            continue
+        out.setdefault(db, []).append(
+            {
+                "calls": round(calls / n, 3),
+                "rows": round((now["rows"] - was["rows"]) / n, 3),
+                "exec_ms": round((now["ms"] - was["ms"]) / n, 4),
+                "query": now["query"],
+            }
+        )
+    return {db: sorted(rows, key=lambda r: -r["calls"])[:top] for db, rows in sorted(out.items())}
+
+
 async def pg_version(dsn: str) -> str:
     conn = await asyncpg.connect(dsn)
     try:

@@ -16,7 +16,9 @@
 #   postgres.sh psql [db] [psql args...]
 #
 # Env: PGPORT (55432), BACKROOM_RUN_DIR (<repo>/.run), BACKROOM_PG_FAST=1 (fsync, synchronous_commit
-# and full_page_writes off: for throw-away test data only, never for durability/fault tests).
+# and full_page_writes off: for throw-away test data only, never for durability/fault tests),
+# BACKROOM_PG_STATEMENTS=1 (preload pg_stat_statements: `python -m bench.bench --statements` counts every
+# statement per checkout; applies when the cluster starts).
 set -euo pipefail
 SAY_PREFIX=postgres
 # shellcheck source=lib.sh
@@ -77,6 +79,10 @@ write_conf() {
         echo "unix_socket_directories = '$PG_SOCK'"
         echo "max_connections = 300"
         echo "shared_buffers = 256MB"
+        if [[ "${BACKROOM_PG_STATEMENTS:-0}" == 1 ]]; then
+            echo "shared_preload_libraries = 'pg_stat_statements'"
+            echo "pg_stat_statements.max = 5000"
+        fi
         if [[ "$FAST" == 1 ]]; then
             echo "# BACKROOM_PG_FAST=1: throw-away test data only"
             echo "fsync = off"

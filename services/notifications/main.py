@@ -6,6 +6,7 @@ from datetime import datetime
 
 from fastapi import FastAPI
 
+from libs.events.notifications import NotificationSent
 from libs.kit.app import create_service_app
 from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import PatternConsumer, Runtime
@@ -69,6 +70,7 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
         clock,
         settings.webhook_worker_interval_s,
     )
+    interest = service.WebhookInterest(settings.webhook_interest_refresh_s)
     mailing = service.Mailing(
         uow,
         SmtpMailer(
@@ -81,7 +83,9 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
             settings.smtp_attempts, settings.smtp_retry_initial_s, settings.smtp_retry_max_s
         ),
         unavailable_pause_s=settings.smtp_unavailable_pause_s,
-        wake_webhooks=webhooks.worker.wake,
+        # Each sent email's NotificationSent is queued (in SQL) for the subscriptions listing
+        # it; the worker is woken only if one does, not for every email (issue 10).
+        wake_webhooks=interest.wake_if_listed(NotificationSent.__name__, webhooks.worker.wake),
     )
     mailer = Worker(
         "email-sender",
@@ -98,7 +102,6 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
     )
     handlers.register(runtime.processor, intake)
     runtime.retention.add(*db.PRUNE)  # issue 14: what notifications prunes
-    interest = service.WebhookInterest(settings.webhook_interest_refresh_s)
     runtime.processor.interested = interest
     # Issue 13: every sales channel's listing topic, by pattern (see handlers).
     listings = PatternConsumer(runtime, handlers.LISTING_TOPICS_PATTERN, handlers.LISTINGS_GROUP)

@@ -593,6 +593,20 @@ class WebhookInterest:
             self.types is None or event_type in domain.EMAIL_EVENT_TYPES or event_type in self.types
         )
 
+    def lists(self, event_type: str) -> bool:
+        """Whether some subscription lists `event_type`, as last read (True until the first read)."""
+        return self.types is None or event_type in self.types
+
+    def wake_if_listed(self, event_type: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """`wake`, called only while a subscription lists `event_type`: a delivery queued when
+        this process had not yet seen its subscription waits for the worker's next poll."""
+
+        def maybe() -> None:
+            if self.lists(event_type):
+                wake()
+
+        return maybe
+
     def widen(self, event_types: list[str]) -> None:
         self._widened.update(event_types)
         if self.types is not None:

@@ -53,3 +53,19 @@ async def test_a_subscription_made_during_a_read_is_not_forgotten() -> None:
     db.release.set()
     await reading
     assert interest("StockLevelChanged")
+
+
+async def test_a_sent_email_wakes_the_webhook_worker_only_while_a_subscription_lists_it() -> None:
+    interest = WebhookInterest(refresh_s=1.0)
+    woken: list[str] = []
+    wake = interest.wake_if_listed("NotificationSent", lambda: woken.append("webhooks"))
+    wake()  # nothing read yet: every type may be listed
+    assert woken == ["webhooks"]
+    uow, db = slow_database(["OrderConfirmed"])
+    db.release.set()
+    await interest.refresh(uow)
+    wake()
+    assert woken == ["webhooks"]  # no subscription lists NotificationSent: no wasted pass
+    interest.widen(["NotificationSent"])  # one is made through this process
+    wake()
+    assert woken == ["webhooks", "webhooks"]

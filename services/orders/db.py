@@ -98,6 +98,7 @@ orders = Table(
     Column("quote_id", String(200)),
     Column("reservation_deadline", DateTime(timezone=True), nullable=False),
     Column("stock_reserved", Boolean, nullable=False, server_default=text("false")),
+    Column("paid", Boolean, nullable=False, server_default=text("false")),
     Column("cancellation_requested", Boolean, nullable=False, server_default=text("false")),
     Column("cancellation_reason", String(100)),
     Column("cancel_stock_returned", Boolean, nullable=False, server_default=text("false")),
@@ -225,6 +226,7 @@ PLACE_ORDER = (
 SAVE_STATUS_CHANGE = text(
     "WITH changed AS ("
     "UPDATE orders SET status = :status, reason = :reason, stock_reserved = :stock_reserved,"
+    " paid = :paid,"
     " cancellation_requested = :cancellation_requested,"
     " cancellation_reason = :cancellation_reason,"
     " cancel_stock_returned = :cancel_stock_returned,"
@@ -245,6 +247,7 @@ def _state_columns(state: Order) -> dict[str, Any]:
         "status": state.status.value,
         "reason": state.reason,
         "stock_reserved": state.stock_reserved,
+        "paid": state.paid,
         "cancellation_requested": state.cancellation_requested,
         "cancellation_reason": state.cancellation_reason,
         "cancel_stock_returned": state.cancel_stock_returned,
@@ -464,6 +467,7 @@ def _locked(row: Row[Any]) -> LockedOrder:
             reservation_deadline=row.reservation_deadline,
             reason=row.reason,
             stock_reserved=row.stock_reserved,
+            paid=row.paid,
             cancellation_requested=row.cancellation_requested,
             cancellation_reason=row.cancellation_reason,
             cancel_stock_returned=row.cancel_stock_returned,

@@ -82,6 +82,11 @@ class Order:
     reservation_deadline: datetime
     reason: str | None = None
     stock_reserved: bool = False
+    # The capture (or, capture policy on_shipment, the authorization) came in time but before
+    # StockReserved: orders reads inventory's and payments' topics side by side, so the one
+    # can overtake the other. The order is confirmed when StockReserved (with its backordered
+    # lines, which decide whether the shipment is held) is applied.
+    paid: bool = False
     cancellation_requested: bool = False
     cancellation_reason: str | None = None
     # The two answers a cancellation waits for: inventory gave the stock back, payments
@@ -104,9 +109,13 @@ class Order:
 
 
 def note_stock_reserved(order: Order) -> Order | None:
+    """StockReserved: noted on a pending order; it confirms one whose payment came first."""
     if order.status is not OrderStatus.PENDING or order.stock_reserved:
         return None
-    return replace(order, stock_reserved=True)
+    reserved = replace(order, stock_reserved=True)
+    if order.paid and not order.cancellation_requested:
+        return reserved.moved_to(OrderStatus.CONFIRMED)
+    return reserved
 
 
 def reject(order: Order, reason: str) -> Order | None:
@@ -120,13 +129,18 @@ def reject(order: Order, reason: str) -> Order | None:
 
 
 def payment_captured(order: Order, now: datetime) -> Order | None:
-    """A capture confirms a pending order in time. After the deadline it rejects the order
-    (payments refunds on OrderRejected); during a cancellation it changes nothing (payments
-    refunds it as its answer to the cancellation)."""
+    """A capture confirms a pending order in time, once its StockReserved is applied (before,
+    it is noted: `paid`). After the deadline it rejects the order (payments refunds on
+    OrderRejected); during a cancellation it changes nothing (payments refunds it as its answer
+    to the cancellation)."""
     if order.status is not OrderStatus.PENDING or order.cancellation_requested:
         return None
     if now > order.reservation_deadline:
         return order.moved_to(OrderStatus.REJECTED, "reservation_expired")
+    if not order.stock_reserved:
+        # Payments charges only once the stock is reserved, so StockReserved is on its way:
+        # the order waits for it (and for its backordered lines) to be confirmed.
+        return None if order.paid else replace(order, paid=True)
     return order.moved_to(OrderStatus.CONFIRMED)
 
 

@@ -40,9 +40,16 @@ log = logging.getLogger(__name__)
 AUTHORIZATION_EXPIRED = "authorization_expired"
 
 
-async def on_stock_reserved(event: StockReserved, ctx: EventContext) -> None:
-    await service.record_backorders(ctx.tx(Store), event.order_id, event.backordered)  # issue 13
-    await service.stock_reserved(ctx.tx(Store), event.order_id)
+def on_stock_reserved(
+    wake_labels: Callable[[], None] | None = None, invoicing: Invoicing | None = None
+) -> EventHandler[StockReserved]:
+    async def handle(event: StockReserved, ctx: EventContext) -> None:
+        tx = ctx.tx(Store)
+        await service.record_backorders(tx, event.order_id, event.backordered)  # issue 13
+        # A payment applied first confirms the order now, its backordered lines known.
+        await service.stock_reserved(tx, event.order_id, invoicing, on_confirmed=wake_labels)
+
+    return handle
 
 
 async def on_stock_reservation_failed(event: StockReservationFailed, ctx: EventContext) -> None:
@@ -59,10 +66,10 @@ def on_payment_captured(
     invoicing: Invoicing | None = None,
 ) -> EventHandler[PaymentCaptured | PaymentAuthorized]:
     async def handle(event: PaymentCaptured | PaymentAuthorized, ctx: EventContext) -> None:
-        tx = ctx.tx(Store)
-        if await service.payment_captured(tx, event.order_id, clock, invoicing) and wake_labels:
-            # A confirmation records the order's shipment: the label worker buys it after commit.
-            tx.on_commit(wake_labels)
+        # A confirmation records the order's shipment: the label worker buys it after commit.
+        await service.payment_captured(
+            ctx.tx(Store), event.order_id, clock, invoicing, on_confirmed=wake_labels
+        )
 
     return handle
 
@@ -107,7 +114,7 @@ def register(
     wake_labels: Callable[[], None] | None = None,
     invoicing: Invoicing | None = None,
 ) -> None:
-    processor.on(StockReserved)(on_stock_reserved)
+    processor.on(StockReserved)(on_stock_reserved(wake_labels, invoicing))
     processor.on(StockReservationFailed)(on_stock_reservation_failed)
     processor.on(StockReleased)(on_stock_released)
     processor.on(PaymentCaptured)(on_payment_captured(clock, wake_labels, invoicing))

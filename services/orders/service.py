@@ -490,8 +490,16 @@ def _legal(decide: Callable[[], Order]) -> Order:
 # out-of-order fact, changes nothing.
 
 
-async def stock_reserved(tx: Tx[Store], order_id: str) -> bool:
-    return await _apply_fact(tx, order_id, domain.note_stock_reserved)
+async def stock_reserved(
+    tx: Tx[Store],
+    order_id: str,
+    invoicing: domain.Invoicing | None = None,
+    on_confirmed: Callable[[], None] | None = None,
+) -> bool:
+    """Noted on a pending order; confirms (with its invoice) one whose payment came first."""
+    return await _apply_fact(
+        tx, order_id, domain.note_stock_reserved, invoicing=invoicing, on_confirmed=on_confirmed
+    )
 
 
 async def stock_reservation_failed(tx: Tx[Store], order_id: str) -> bool:
@@ -506,13 +514,21 @@ async def stock_released(tx: Tx[Store], order_id: str, reason: str) -> bool:
 
 
 async def payment_captured(
-    tx: Tx[Store], order_id: str, clock: Clock, invoicing: domain.Invoicing | None = None
+    tx: Tx[Store],
+    order_id: str,
+    clock: Clock,
+    invoicing: domain.Invoicing | None = None,
+    on_confirmed: Callable[[], None] | None = None,
 ) -> bool:
-    """Confirms a pending order in time (with its invoice), rejects it after its deadline
-    (payments then refunds)."""
+    """Confirms a pending order in time (with its invoice) once its stock is reserved (until
+    then notes it paid), rejects it after its deadline (payments then refunds)."""
     now = clock()
     return await _apply_fact(
-        tx, order_id, lambda o: domain.payment_captured(o, now), invoicing=invoicing
+        tx,
+        order_id,
+        lambda o: domain.payment_captured(o, now),
+        invoicing=invoicing,
+        on_confirmed=on_confirmed,
     )
 
 
@@ -566,7 +582,10 @@ async def _apply_fact(
     decide: Callable[[Order], Order | None],
     *,
     invoicing: domain.Invoicing | None = None,
+    on_confirmed: Callable[[], None] | None = None,
 ) -> bool:
+    """Lock the order, decide, write; `on_confirmed` runs after the commit of a confirmation
+    (which records the order's shipment: the label worker is woken to buy it)."""
     order = await tx.store.orders.lock(order_id)
     if order is None:
         log.info("fact about unknown order %s ignored", order_id)
@@ -575,6 +594,8 @@ async def _apply_fact(
     if after is None or after == order.state:
         return False
     await _move(tx, order, after, invoicing=invoicing)
+    if on_confirmed is not None and after.status is OrderStatus.CONFIRMED:
+        tx.on_commit(on_confirmed)
     return True
 
 

@@ -19,6 +19,7 @@ from tests.integration.orders.test_orders import (
     reaches,
     read,
 )
+from tests.support.auth import admin
 from tests.support.eventually import eventually
 
 EXPECTED = datetime(2031, 1, 8, tzinfo=UTC)
@@ -47,7 +48,7 @@ async def backorder_noted(client: httpx.AsyncClient, order: dict[str, Any]) -> N
     """Orders has applied the StockReserved (its backordered lines show on the order). Payments
     captures only after that StockReserved, so its PaymentCaptured comes later in the saga; but
     orders reads the two topics side by side and could apply a capture published at the same
-    instant first (it then confirms without the backorder: see the closing note of issue 14)."""
+    instant first (it then waits for the StockReserved: the last test below)."""
 
     async def probe() -> bool:
         assert (await read(client, order["id"]))["backordered"], "backorder not noted yet"
@@ -97,3 +98,29 @@ async def test_a_fill_before_the_confirmation_ships_at_once(
 
     await reaches(client, order["id"], "confirmed")
     await shipment_is(client, order["id"], "label_created")
+
+
+async def test_a_capture_applied_before_its_stock_reserved_waits_and_the_shipment_is_held(
+    client: httpx.AsyncClient, pricing: Priced
+) -> None:
+    # The race the saga allows: payments captures right after inventory's StockReserved, and
+    # orders, reading the two topics side by side, applies the capture first.
+    order = await placed(client, pricing, customer())
+    await payment_captured(order)
+
+    async def capture_applied() -> dict[str, Any]:
+        response = await client.get(f"/orders/{order['id']}/timeline", headers=admin())
+        assert response.status_code == 200, response.text
+        timeline: dict[str, Any] = response.json()
+        assert "PaymentCaptured" in [e["type"] for e in timeline["events"]], timeline["events"]
+        return timeline
+
+    timeline = await eventually(capture_applied, timeout=30, what="the capture applied")
+    assert timeline["order"]["status"] == "pending"  # not confirmed without its reservation
+    assert timeline["waiting"]["for"] == "StockReserved"
+
+    await backordered(order)
+
+    confirmed = await reaches(client, order["id"], "confirmed")
+    assert [ln["sku"] for ln in confirmed["backordered"]] == [order["lines"][0]["sku"]]
+    await shipment_is(client, order["id"], "awaiting_stock")

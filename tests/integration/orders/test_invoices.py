@@ -46,6 +46,12 @@ def pdftotext(pdf: bytes) -> str:
     return done.stdout.decode()
 
 
+async def reserve(uow: DatabaseUnitOfWork[Store], order_id: str) -> None:
+    """Inventory's StockReserved applied: the capture then confirms."""
+    async with uow() as tx:
+        assert await service.stock_reserved(tx, order_id)
+
+
 async def confirm(uow: DatabaseUnitOfWork[Store], order_id: str, shop: Invoicing) -> None:
     async with uow() as tx:
         assert await service.payment_captured(tx, order_id, utc_now, shop)
@@ -70,6 +76,8 @@ async def test_twenty_concurrent_confirmations_take_numbers_one_to_twenty_and_a_
     who = customer()
     orders = [(await placed(client, pricing, who))["id"] for _ in range(22)]
     batch, rolled_back, after = orders[:20], orders[20], orders[21]
+    for order_id in orders:
+        await reserve(uow, order_id)
 
     await asyncio.gather(*(confirm(uow, order_id, shop) for order_id in batch))
 

@@ -272,6 +272,7 @@ async def test_stock_reservation_failure_rejects_for_good(
         # A capture that still comes in does not revive it (payments refunds on OrderRejected).
         await payment_captured(order)
         marker = await placed(client, pricing, customer())
+        await stock_reserved(marker)
         await payment_captured(marker)
         await reaches(client, marker["id"], "confirmed")
         assert (await read(client, order["id"]))["status"] == "rejected"

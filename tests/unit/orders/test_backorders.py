@@ -74,3 +74,35 @@ async def test_an_order_without_backorders_ships_as_before() -> None:
     [shipment] = (await world.view(order_id)).shipments
     assert shipment.status is ShipmentStatus.PENDING
     assert world.emitted(OrderConfirmed)[0].backordered == []
+
+
+async def test_a_capture_that_overtakes_its_stock_reserved_still_holds_the_shipment() -> None:
+    # Orders reads payments' and inventory's topics side by side: the capture (made only after
+    # the reservation) may be applied first. The order waits for the StockReserved, whose
+    # backordered lines then hold the shipment, instead of confirming without them.
+    world = World()
+    order_id = await world.placed()
+    woken: list[str] = []
+    wake = lambda: woken.append("labels")  # noqa: E731
+
+    paying = world.tx()
+    assert await service.payment_captured(paying, order_id, world.clock, on_confirmed=wake)
+    paying.commit()
+    assert (await world.view(order_id)).status is OrderStatus.PENDING
+    assert world.emitted(OrderConfirmed) == [] and woken == []
+
+    await service.record_backorders(world.tx(), order_id, LATE)
+    reserving = world.tx()
+    assert await service.stock_reserved(reserving, order_id, on_confirmed=wake)
+    reserving.commit()
+
+    view = await world.view(order_id)
+    assert view.status is OrderStatus.CONFIRMED
+    [confirmed] = world.emitted(OrderConfirmed)
+    assert confirmed.backordered == LATE and confirmed.invoice is not None
+    [shipment] = view.shipments
+    assert shipment.status is ShipmentStatus.AWAITING_STOCK
+    assert woken == ["labels"]
+    carrier = FakeCarrier()
+    await worker(world, carrier).step()
+    assert carrier.calls == []

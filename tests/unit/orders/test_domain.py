@@ -55,15 +55,37 @@ def test_terminal_orders_never_change(terminal: OrderStatus) -> None:
 
 
 def test_capture_in_time_confirms() -> None:
-    confirmed = domain.payment_captured(order(), NOW)
+    confirmed = domain.payment_captured(order(stock_reserved=True), NOW)
     assert confirmed is not None
     assert confirmed.status is S.CONFIRMED
     assert confirmed.reason is None
 
 
 def test_capture_exactly_at_the_deadline_still_confirms() -> None:
-    confirmed = domain.payment_captured(order(), DEADLINE)
+    confirmed = domain.payment_captured(order(stock_reserved=True), DEADLINE)
     assert confirmed is not None and confirmed.status is S.CONFIRMED
+
+
+def test_a_capture_that_overtakes_its_stock_reserved_waits_for_it_to_confirm() -> None:
+    paid = domain.payment_captured(order(), NOW)
+    assert paid is not None and (paid.status, paid.paid) == (S.PENDING, True)
+    assert domain.payment_captured(paid, NOW) is None  # a redelivery changes nothing more
+    confirmed = domain.note_stock_reserved(paid)
+    assert confirmed is not None
+    assert (confirmed.status, confirmed.stock_reserved) == (S.CONFIRMED, True)
+
+
+def test_stock_reserved_alone_only_notes_the_reservation() -> None:
+    reserved = domain.note_stock_reserved(order())
+    assert reserved is not None and (reserved.status, reserved.stock_reserved) == (S.PENDING, True)
+
+
+def test_a_paid_order_being_cancelled_is_not_confirmed_by_its_late_stock_reserved() -> None:
+    paid = domain.payment_captured(order(), NOW)
+    assert paid is not None
+    cancelling = domain.request_cancellation(paid)
+    reserved = domain.note_stock_reserved(cancelling)
+    assert reserved is not None and reserved.status is S.PENDING
 
 
 def test_capture_after_the_deadline_rejects_instead_of_confirming() -> None:

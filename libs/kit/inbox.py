@@ -191,6 +191,12 @@ class EventProcessor:
         """Apply one Kafka record; returns the outcome. Raises only if dead-lettering failed.
         `give_up` replaces dead-lettering (issue 14: a replay records its new failure itself)."""
         dead_letter = give_up or self.dead_letter
+        event_type = _header(record, "ce_type")
+        if event_type is not None and not self._handles(event_type):
+            # Most deliveries are of types this service does not handle: skipped on the header
+            # alone, the envelope never parsed (issue 10: 22 of a checkout's 33 deliveries).
+            EVENTS_HANDLED.labels(record.topic, event_type, "ignored").inc()
+            return "ignored"
         value: bytes = record.value
         try:
             event = CloudEvent.from_json(value)

@@ -2,6 +2,7 @@
 event data is validated once by the kit (without ever quoting what it refused)."""
 
 import pytest
+from aiokafka import ConsumerRecord
 from pydantic import BaseModel, ValidationError
 
 from libs.events import topics
@@ -85,3 +86,24 @@ def test_invalid_data_is_refused_naming_fields_but_never_quoting_values() -> Non
     assert "order_id" in str(caught.value) and "amount" in str(caught.value)
     assert secret not in repr(caught.value)
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
+
+
+async def test_a_type_without_a_handler_is_ignored_on_its_header_without_parsing() -> None:
+    p = processor()
+    p.on(StockReserved)(ignore)
+    # Not even JSON: the header alone says no handler wants it (no database, no dead letter).
+    record: ConsumerRecord[bytes, bytes] = ConsumerRecord(
+        topic=topics.INVENTORY,
+        partition=0,
+        offset=7,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"SKU-1",
+        value=b"not json",
+        checksum=None,
+        serialized_key_size=5,
+        serialized_value_size=8,
+        headers=[("ce_type", b"StockLevelChanged")],
+    )
+    assert await p.process_record(record) == "ignored"
+    assert await p.process_batch([record, record]) == ["ignored", "ignored"]

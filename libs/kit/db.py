@@ -1,8 +1,10 @@
 """Async SQLAlchemy engine, the per-request/per-message transaction, and the kit's own tables."""
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar, overload
 
@@ -27,11 +29,13 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.engine import CursorResult, ScalarResult
+from sqlalchemy.engine import CursorResult, Dialect, IteratorResult, ScalarResult
 from sqlalchemy.engine import default as engine_default
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.engine.result import SimpleResultMetaData
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.sql import Executable
+from sqlalchemy.sql.elements import TextClause
 from sqlalchemy.sql.selectable import TypedReturnsRows
 
 from libs.kit.settings import ServiceSettings
@@ -191,7 +195,11 @@ class DbSession:
     @overload
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]: ...
     async def execute(self, statement: Executable, parameters: Any = None) -> CursorResult[Any]:
-        return await (await self._begun()).execute(statement, parameters)
+        connection = await self._begun()
+        result = await _run_text(connection, statement, parameters)
+        if result is not None:
+            return result  # type: ignore[return-value]  # the same Result API, on raw rows
+        return await connection.execute(statement, parameters)
 
     @overload
     async def scalar(
@@ -200,7 +208,11 @@ class DbSession:
     @overload
     async def scalar(self, statement: Executable, parameters: Any = None) -> Any: ...
     async def scalar(self, statement: Executable, parameters: Any = None) -> Any:
-        return await (await self._begun()).scalar(statement, parameters)
+        connection = await self._begun()
+        result = await _run_text(connection, statement, parameters)
+        if result is not None:
+            return result.scalar()
+        return await connection.scalar(statement, parameters)
 
     @overload
     async def scalars(
@@ -209,7 +221,139 @@ class DbSession:
     @overload
     async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]: ...
     async def scalars(self, statement: Executable, parameters: Any = None) -> ScalarResult[Any]:
-        return await (await self._begun()).scalars(statement, parameters)
+        connection = await self._begun()
+        result = await _run_text(connection, statement, parameters)
+        if result is not None:
+            return result.scalars()
+        return await connection.scalars(statement, parameters)
+
+
+# --- the hot statements, on asyncpg (issue 10) ---
+#
+# A module-level `text()` statement (ADR 0009: the hot paths are fixed-shape text) runs on the
+# transaction's asyncpg connection directly: compiled once by SQLAlchemy's own asyncpg dialect
+# (the same SQL, `$n` placeholders, bind casts and bind processors it would send), prepared through
+# the dialect's statement cache, its rows handed back as a SQLAlchemy Result. What it skips is
+# SQLAlchemy's per-statement execution (the greenlet hop, the execution context, the cursor
+# adapter), 8-13 % of a service's CPU in the profile. Anything else (a select() or update()
+# construct, `text().columns()`, expanding or missing binds, executemany) takes SQLAlchemy's path.
+
+
+@dataclass(frozen=True, slots=True)
+class _TextPlan:
+    sql: str
+    names: tuple[str, ...]
+    processors: tuple[Callable[[Any], Any] | None, ...]
+
+
+class TextResult(IteratorResult[Any]):
+    """A fast-path statement's rows, with the command's row count as CursorResult has it."""
+
+    rowcount: int
+
+
+# id(statement) -> (statement, its plan or None when it must take SQLAlchemy's path). The
+# statement is held so that its id is never reused; a process has a few hundred of them.
+_TEXT_PLANS: dict[int, tuple[TextClause, _TextPlan | None]] = {}
+_TEXT_PLANS_MAX = 4096
+_ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+|MERGE) (\d+)")
+
+
+def _text_plan(statement: TextClause, dialect: Dialect) -> _TextPlan | None:
+    found = _TEXT_PLANS.get(id(statement))
+    if found is not None and found[0] is statement:
+        return found[1]
+    compiled = statement.compile(dialect=dialect)
+    plan: _TextPlan | None = None
+    names = compiled.positiontup
+    if (
+        dialect.paramstyle == "numeric_dollar"
+        and names is not None
+        and not compiled.literal_execute_params
+        and not compiled.post_compile_params
+        and not any(bind.expanding for bind in compiled.binds.values())
+    ):
+        processors = compiled._bind_processors
+        found_processors = [processors.get(n) for n in names]
+        # A tuple type's binds have a sequence of processors: SQLAlchemy's path only.
+        if all(p is None or callable(p) for p in found_processors):
+            plan = _TextPlan(
+                compiled.string,
+                tuple(names),
+                tuple(p if callable(p) else None for p in found_processors),
+            )
+    if len(_TEXT_PLANS) < _TEXT_PLANS_MAX:
+        _TEXT_PLANS[id(statement)] = (statement, plan)
+    return plan
+
+
+async def _run_text(
+    connection: AsyncConnection, statement: Any, parameters: Any
+) -> TextResult | None:
+    """Run `statement` on asyncpg if it can take the fast path; None if it cannot."""
+    if type(statement) is not TextClause or not (
+        parameters is None or isinstance(parameters, dict)
+    ):
+        return None
+    dialect = connection.dialect
+    plan = _text_plan(statement, dialect)
+    if plan is None:
+        return None
+    params = parameters or {}
+    try:
+        args = [
+            params[name] if process is None else process(params[name])
+            for name, process in zip(plan.names, plan.processors, strict=True)
+        ]
+    except KeyError:
+        return None  # a bind without a value: SQLAlchemy's path says which
+    # The begun connection's DBAPI adapter, without get_raw_connection()'s greenlet hop (it is
+    # checked out already: reading it does no I/O).
+    sync = connection.sync_connection
+    adapted = sync.connection.dbapi_connection if sync is not None else None
+    if adapted is None:
+        return None
+    async with adapted._execute_mutex:
+        if not adapted._started:
+            await adapted._start_transaction()
+        try:
+            prepared, attributes = await adapted._prepare(
+                plan.sql,
+                dialect._invalidate_schema_cache_asof,  # type: ignore[attr-defined]
+            )
+            rows = await prepared.fetch(*args)
+        except Exception as error:
+            await _raise_translated(connection, adapted, plan.sql, args, error)
+            raise  # not reached: _raise_translated always raises
+    status = prepared.get_statusmsg()
+    matched = _ROWCOUNT.match(status or "")
+    keys = [attribute.name for attribute in attributes or ()]
+    result = TextResult(SimpleResultMetaData(keys), (tuple(row) for row in rows))
+    result.rowcount = int(matched.group(1)) if matched else -1
+    return result
+
+
+async def _raise_translated(
+    connection: AsyncConnection, adapted: Any, sql: str, args: list[Any], error: Exception
+) -> None:
+    """The error SQLAlchemy's path raises for it: the dialect's DBAPI translation wrapped in
+    sqlalchemy.exc (IntegrityError, OperationalError...), and the connection invalidated when the
+    dialect calls it a disconnect, so the pool never hands it out again."""
+    dbapi = connection.dialect.loaded_dbapi
+    try:
+        adapted._handle_exception(error)
+    except dbapi.Error as translated:
+        disconnected = connection.dialect.is_disconnect(translated, adapted, None)
+        if disconnected:
+            await connection.invalidate(translated)
+        raise DBAPIError.instance(
+            sql,
+            args,
+            translated,
+            dbapi.Error,
+            connection_invalidated=disconnected,
+            dialect=connection.dialect,
+        ) from error
 
 
 def after_commit(session: DbSession, callback: Callable[[], None]) -> None:

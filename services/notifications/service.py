@@ -4,6 +4,7 @@ happens between two transactions, never inside one: intent, call, outcome."""
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -583,10 +584,16 @@ class WebhookInterest:
     when this process creates a subscription. A subscription created through another replica
     is seen here within `refresh_s`: events consumed before that are not delivered to it."""
 
-    def __init__(self, refresh_s: float) -> None:
+    # How long a type widened by this process stays counted whatever a read says: the widening
+    # comes before the subscription's commit, and a read whose snapshot predates that commit
+    # must not drop it (an event consumed meanwhile would be skipped for good).
+    WIDENED_GRACE_S = 60.0
+
+    def __init__(self, refresh_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.refresh_s = refresh_s
         self.types: frozenset[str] | None = None
-        self._widened: set[str] = set()  # since the read in progress began
+        self.clock = clock
+        self._widened: dict[str, float] = {}  # type -> when this process widened it
 
     def __call__(self, event_type: str) -> bool:
         return (
@@ -608,16 +615,23 @@ class WebhookInterest:
         return maybe
 
     def widen(self, event_types: list[str]) -> None:
-        self._widened.update(event_types)
+        """Count `event_types` at once (called before the subscription listing them commits)."""
+        now = self.clock()
+        for event_type in event_types:
+            self._widened[event_type] = now
         if self.types is not None:
             self.types = self.types | frozenset(event_types)
 
     async def refresh(self, uow: UnitOfWork[Store]) -> None:
-        self._widened = set()
+        started = self.clock()
         async with uow() as tx:
             read = await tx.store.subscriptions.listed_types()
-        # A subscription made while we read may be missing from what we read: keep its types.
-        self.types = read | self._widened
+        # A subscription made while we read, or whose commit came after this read's snapshot,
+        # may be missing from what we read: its types stay for WIDENED_GRACE_S.
+        self._widened = {
+            t: at for t, at in self._widened.items() if at > started - self.WIDENED_GRACE_S
+        }
+        self.types = read | frozenset(self._widened)
 
     async def run(self, uow: UnitOfWork[Store]) -> None:
         """Background task: re-read every `refresh_s`; a failed read keeps the last answer."""

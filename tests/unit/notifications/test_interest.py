@@ -69,3 +69,25 @@ async def test_a_sent_email_wakes_the_webhook_worker_only_while_a_subscription_l
     interest.widen(["NotificationSent"])  # one is made through this process
     wake()
     assert woken == ["webhooks", "webhooks"]
+
+
+async def test_a_widening_survives_a_read_that_began_before_its_subscription_committed() -> None:
+    # The route widens before its commit. A refresh that starts after the widening but reads a
+    # snapshot without the subscription must not drop the type: an event consumed then would
+    # be skipped for good (seen in CI: a PaymentCaptured never delivered).
+    now = [100.0]
+    interest = WebhookInterest(refresh_s=1.0, clock=lambda: now[0])
+    uow, db = slow_database([])
+    db.release.set()
+    await interest.refresh(uow)
+    interest.widen(["PaymentCaptured"])  # the subscription's transaction is still open
+    now[0] += 0.5
+    uow, db = slow_database([])  # this read's snapshot does not have it yet
+    db.release.set()
+    await interest.refresh(uow)
+    assert interest("PaymentCaptured")
+    now[0] += WebhookInterest.WIDENED_GRACE_S + 1  # long after: the reads decide again
+    uow, db = slow_database([])
+    db.release.set()
+    await interest.refresh(uow)
+    assert not interest("PaymentCaptured")

@@ -126,13 +126,32 @@ def _latin1(text: str) -> str:
     return "".join(out)
 
 
+def text_width(pdf: FPDF, text: str) -> float:
+    """`FPDF.get_string_width` for the core fonts' Latin-1, read off the font's character
+    widths (get_string_width first splits the text into styled fragments, most of its cost)."""
+    font = pdf.current_font
+    widths = getattr(font, "cw", None)
+    if getattr(font, "type", None) != "core" or not isinstance(widths, dict):
+        return pdf.get_string_width(text)
+    try:
+        return float(sum(widths[char] for char in text) * pdf.font_size * 0.001)
+    except KeyError:
+        return pdf.get_string_width(text)
+
+
 def write_line(pdf: FPDF, height: float, text: str) -> None:
-    """One line of text across the page, wrapped only when it does not fit: a line that fits is
-    one cell, as multi_cell's line breaking costs about four times as much and nearly every line
-    of a shop document fits (issue 10's profile: most of a receipt's rendering)."""
-    if "\n" not in text and pdf.get_string_width(text) <= pdf.epw - 2 * pdf.c_margin:
-        pdf.cell(0, height, text, new_x="LMARGIN", new_y="NEXT")
+    """One line of text across the page at the cursor, wrapped only when it does not fit. A
+    line that fits is placed with `FPDF.text` (a positioned string: about a tenth of what a
+    `cell` costs, which lays out styled fragments); the rare longer one goes to `multi_cell`.
+    Issue 10's profile: cells were most of the CPU of a receipt and of a label."""
+    if "\n" not in text and text_width(pdf, text) <= pdf.epw - 2 * pdf.c_margin:
+        if pdf.will_page_break(height):
+            pdf.add_page()
+        # cell's own placement: the baseline a third of the font below the middle of the line
+        pdf.text(pdf.l_margin + pdf.c_margin, pdf.y + 0.5 * height + 0.3 * pdf.font_size, text)
+        pdf.set_xy(pdf.l_margin, pdf.y + height)
     else:
+        pdf.set_x(pdf.l_margin)
         pdf.multi_cell(0, height, text, new_x="LMARGIN", new_y="NEXT")
 
 
@@ -146,9 +165,15 @@ class _Document:
         self.pdf.set_auto_page_break(auto=True, margin=15)
         self.pdf.add_page()
         self.pdf.set_font("Helvetica", size=10)
+        self._font: tuple[str, int] = ("", 10)
+
+    def _set_font(self, style: str, size: int) -> None:
+        if self._font != (style, size):  # set_font re-resolves the font on every call
+            self.pdf.set_font("Helvetica", style=style, size=size)
+            self._font = (style, size)
 
     def text(self, value: str, *, bold: bool = False, size: int = 10) -> None:
-        self.pdf.set_font("Helvetica", style="B" if bold else "", size=size)
+        self._set_font("B" if bold else "", size)
         write_line(self.pdf, 5, _latin1(value))
 
     def heading(self, value: str) -> None:
@@ -179,16 +204,29 @@ class _Document:
         self.pdf.ln(3)
 
     def table(self, header: list[str], rows: list[list[str]], widths: list[int]) -> None:
-        self.pdf.set_font("Helvetica", style="B", size=8)
-        for title, width in zip(header, widths, strict=True):
-            self.pdf.cell(width, 6, title, border=1)
-        self.pdf.ln()
-        self.pdf.set_font("Helvetica", size=8)
+        self._set_font("B", 8)
+        self._row(header, widths)
+        self._set_font("", 8)
         for row in rows:
-            for value, width in zip(row, widths, strict=True):
-                self.pdf.cell(width, 6, _latin1(value)[:40], border=1)
-            self.pdf.ln()
+            self._row([_latin1(value)[:40] for value in row], widths)
         self.pdf.ln(3)
+
+    def _row(self, values: list[str], widths: list[int], height: float = 6) -> None:
+        """One bordered row of cells, drawn as rectangles and positioned strings (what
+        `cell(border=1)` draws, for a tenth of its cost); a value wider than its cell is cut."""
+        pdf = self.pdf
+        if pdf.will_page_break(height):
+            pdf.add_page()
+        x, y = pdf.l_margin, pdf.y
+        baseline = y + 0.5 * height + 0.3 * pdf.font_size
+        for value, width in zip(values, widths, strict=True):
+            pdf.rect(x, y, width, height)
+            room = width - 2 * pdf.c_margin
+            while value and text_width(self.pdf, value) > room:
+                value = value[:-1]
+            pdf.text(x + pdf.c_margin, baseline, value)
+            x += width
+        pdf.set_xy(pdf.l_margin, y + height)
 
     def breakdown(self, rates: Sequence[TaxRateTotal]) -> None:
         self.text("Tax per rate", bold=True)

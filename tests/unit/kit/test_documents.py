@@ -164,3 +164,22 @@ def test_a_line_too_long_for_the_page_wraps_and_loses_nothing() -> None:
     # The line is wider than the page: it took more than one line of text.
     lines_with_buildings = [line for line in text.splitlines() if "Building" in line]
     assert len(lines_with_buildings) > 1
+
+
+def test_an_invoice_longer_than_a_page_goes_on_and_keeps_every_line() -> None:
+    # Rows and lines are placed by hand (not cells): the page break must still happen.
+    line = invoice().lines[0]
+    lines = [line.model_copy(update={"sku": f"SKU-{n:03d}"}) for n in range(100)]
+    pdf = render_invoice(invoice().model_copy(update={"lines": lines}))
+    pages = PdfReader(io.BytesIO(pdf)).pages
+    assert len(pages) >= 3
+    text = text_of(pdf)
+    assert all(f"SKU-{n:03d}" in text for n in range(100))
+    assert "Total: EUR 39.35" in pages[-1].extract_text()
+    assert "Invoice INV-2026-000042" in pages[0].extract_text()
+
+
+def test_a_value_wider_than_its_column_is_cut_to_fit() -> None:
+    wide = invoice().lines[0].model_copy(update={"sku": "W" * 40})
+    text = text_of(render_invoice(invoice().model_copy(update={"lines": [wide]})))
+    assert "W" * 10 in text and "W" * 20 not in text

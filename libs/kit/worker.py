@@ -5,9 +5,56 @@ work, with a slow poll as the safety net for other replicas and crash recovery."
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class _CommitHook(Protocol):
+    def on_commit(self, callback: Callable[[], None]) -> None: ...
+
+
+class Handoff(Generic[T]):
+    """Work a transaction claimed for this process as it recorded it (the row written already
+    leased to us), passed to the worker in memory once that transaction commits: the worker's
+    own claim transaction is saved (issue 10). Crash safety is the lease's, as after any claim:
+    if this process dies before the work is done, the lease runs out and any replica's poll
+    claims the row again.
+
+    At most about `capacity` items wait (a transaction asks `has_room` before it leases, so a
+    busy worker gets no more; a few concurrent transactions may pass the bound together); work
+    recorded without room is written unclaimed and claimed from the database as before."""
+
+    def __init__(self, capacity: int, wake: Callable[[], None] = lambda: None) -> None:
+        self.capacity = capacity
+        self.wake = wake
+        self._items: deque[T] = deque()
+
+    def has_room(self) -> bool:
+        return len(self._items) < self.capacity
+
+    def give(self, tx: _CommitHook, item: T) -> None:
+        """Hand `item` (leased by `tx`) to the worker once `tx` commits; never after a rollback."""
+
+        def handed() -> None:
+            self._items.append(item)
+            self.wake()
+
+        tx.on_commit(handed)
+
+    def take(self, limit: int) -> list[T]:
+        """Up to `limit` handed items, oldest first."""
+        taken: list[T] = []
+        while self._items and len(taken) < limit:
+            taken.append(self._items.popleft())
+        return taken
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 def full_batches(

@@ -272,13 +272,17 @@ def _announced(announcement: Announcement) -> dict[str, Any]:
 QUEUE_EMAIL = text(
     "INSERT INTO notifications (id, dedupe_key, channel, template, recipient, order_id, status,"
     " at, message_id, mail_subject, mail_text, queued_at, subject, sku, correlation_id,"
-    " causation_id, attachments)"
+    " causation_id, attachments, lease_until, attempts)"
     " VALUES (:id, :dedupe_key, 'email', :template, :recipient, :order_id, 'pending',"
     " :queued_at, :message_id, :mail_subject, :mail_text, :queued_at, :subject, :sku,"
-    " :correlation_id, :causation_id, :attachments)"
+    " :correlation_id, :causation_id, :attachments, :lease_until,"
+    " CASE WHEN :lease_until IS NULL THEN 0 ELSE 1 END)"
     " ON CONFLICT (dedupe_key) DO NOTHING"
     " RETURNING notifications.id"
-).bindparams(bindparam("attachments", type_=JSONB(none_as_null=True)))
+).bindparams(
+    bindparam("attachments", type_=JSONB(none_as_null=True)),
+    bindparam("lease_until", type_=notifications.c.lease_until.type),
+)
 
 # The claimed email concluded (only while its claim holds: still pending, same lease, where a
 # None lease matches only a row without one) and, if it was, its announcement queued.
@@ -311,7 +315,8 @@ class NotificationLog:
     session: DbSession
 
     async def queue_email(self, email: QueuedEmail) -> bool:
-        """Insert `email` as pending unless its dedupe key is taken; False if it was."""
+        """Insert `email` as pending unless its dedupe key is taken; False if it was. With a
+        `lease_until` it is written claimed (one attempt), by the process that will send it."""
         queued = await self.session.scalar(
             QUEUE_EMAIL,
             {
@@ -329,6 +334,7 @@ class NotificationLog:
                 "correlation_id": email.correlation_id,
                 "causation_id": email.causation_id,
                 "attachments": _attachments_column(email.attachments),
+                "lease_until": email.lease_until,
             },
         )
         return queued is not None

@@ -12,7 +12,7 @@ from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import PatternConsumer, Runtime
 from libs.kit.transactions import DatabaseUnitOfWork
 from libs.kit.uow import Clock, utc_now
-from libs.kit.worker import Worker, full_batches
+from libs.kit.worker import Handoff, Worker, full_batches
 from services.notifications import api, db, handlers, service
 from services.notifications.adapters import (
     HttpxWebhookSender,
@@ -21,6 +21,7 @@ from services.notifications.adapters import (
     SystemResolver,
 )
 from services.notifications.db import Store
+from services.notifications.domain import QueuedEmail
 from services.notifications.settings import NotificationsSettings
 from services.notifications.targets import parse_networks
 
@@ -71,6 +72,8 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
         settings.webhook_worker_interval_s,
     )
     interest = service.WebhookInterest(settings.webhook_interest_refresh_s)
+    # Emails the consumer queues go to this process's mailer already claimed (issue 10).
+    handed_emails: Handoff[QueuedEmail] = Handoff(settings.email_batch_size)
     mailing = service.Mailing(
         uow,
         SmtpMailer(
@@ -86,12 +89,14 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
         # Each sent email's NotificationSent is queued (in SQL) for the subscriptions listing
         # it; the worker is woken only if one does, not for every email (issue 10).
         wake_webhooks=interest.wake_if_listed(NotificationSent.__name__, webhooks.worker.wake),
+        handoff=handed_emails,
     )
     mailer = Worker(
         "email-sender",
         full_batches(lambda: service.send_queued_emails(mailing), mailing.batch_size),
         settings.email_poll_interval_s,
     )
+    handed_emails.wake = mailer.wake
     intake = service.Intake(
         JinjaTemplates(),
         settings.warehouse_email,
@@ -99,6 +104,8 @@ def create_app(settings: NotificationsSettings | None = None, clock: Clock = utc
         wake_mailer=mailer.wake,
         wake_webhooks=webhooks.worker.wake,
         operator_email=settings.operator_email,
+        emails=handed_emails,
+        email_lease_s=settings.email_lease_s,
     )
     handlers.register(runtime.processor, intake)
     runtime.retention.add(*db.PRUNE)  # issue 14: what notifications prunes

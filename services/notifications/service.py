@@ -17,6 +17,7 @@ from libs.kit.errors import Conflict, Invalid, NotFound
 from libs.kit.faults import crash_point
 from libs.kit.retry import RetryPolicy
 from libs.kit.uow import Clock, Tx, UnitOfWork
+from libs.kit.worker import Handoff
 from services.notifications import domain, targets
 from services.notifications.adapters import (
     Answer,
@@ -163,6 +164,11 @@ class Intake:
     operator_email: str | None = None  # where payment disputes are reported
     # Renders the invoice a receipt attaches (issue 12).
     documents: Documents = field(default_factory=PdfDocuments)
+    # Emails queued here go to this process's mailer already claimed (leased for
+    # `email_lease_s` in the event's transaction) while it has room, saving the mailer's claim
+    # transaction (issue 10); without it, or when full, they are queued for any mailer to claim.
+    emails: Handoff[QueuedEmail] | None = None
+    email_lease_s: float = 60.0
 
 
 async def take_event(tx: Tx[Store], intake: Intake, event: ReceivedEvent) -> bool:
@@ -179,25 +185,31 @@ async def take_event(tx: Tx[Store], intake: Intake, event: ReceivedEvent) -> boo
     if email is None:
         return False
     rendered = intake.templates.render(email.template, email.context)
-    queued = await tx.store.notifications.queue_email(
-        QueuedEmail(
-            id=new_id(),
-            dedupe_key=email.dedupe_key,
-            template=email.template,
-            to=email.to,
-            message_id=email.message_id,
-            mail_subject=rendered.subject,
-            text=rendered.text,
-            subject=email.subject,
-            order_id=email.order_id,
-            sku=email.sku,
-            correlation_id=event.correlation_id,
-            causation_id=event.id,
-            queued_at=intake.clock(),
-            attachments=_attachments(intake, email),
-        )
+    queued_at = intake.clock()
+    handoff = intake.emails if intake.emails is not None and intake.emails.has_room() else None
+    queued_email = QueuedEmail(
+        id=new_id(),
+        dedupe_key=email.dedupe_key,
+        template=email.template,
+        to=email.to,
+        message_id=email.message_id,
+        mail_subject=rendered.subject,
+        text=rendered.text,
+        subject=email.subject,
+        order_id=email.order_id,
+        sku=email.sku,
+        correlation_id=event.correlation_id,
+        causation_id=event.id,
+        queued_at=queued_at,
+        lease_until=(
+            None if handoff is None else queued_at + timedelta(seconds=intake.email_lease_s)
+        ),
+        attachments=_attachments(intake, email),
     )
-    if queued:
+    queued = await tx.store.notifications.queue_email(queued_email)
+    if queued and handoff is not None:
+        handoff.give(tx, queued_email)
+    elif queued:
         tx.on_commit(intake.wake_mailer)
     return queued
 
@@ -222,6 +234,8 @@ class Mailing:
     retry: RetryPolicy = _SMTP_RETRY
     unavailable_pause_s: float = 5.0
     wake_webhooks: Callable[[], None] = _nothing
+    # Emails the intake queued already claimed for this process (see Intake.emails).
+    handoff: Handoff[QueuedEmail] | None = None
 
 
 class _ClaimLost(Exception):
@@ -229,22 +243,27 @@ class _ClaimLost(Exception):
 
 
 async def send_queued_emails(mailing: Mailing) -> int:
-    """One pass: claim a batch of pending emails (short committed transaction), send each
-    outside any transaction, record each outcome with its NotificationSent in its own
-    transaction. Returns how many were claimed (0: nothing to do)."""
-    started = mailing.clock()
-    lease_until = started + timedelta(seconds=mailing.lease_s)
-    async with mailing.uow() as tx:
-        claimed = await tx.store.notifications.claim_emails(
-            started, lease_until, mailing.batch_size
-        )
+    """One pass: take the emails handed over already claimed, or else claim a batch of pending
+    ones (short committed transaction); send each outside any transaction, record each outcome
+    with its NotificationSent in its own transaction. Returns how many it took (0: nothing to
+    do)."""
+    claimed = mailing.handoff.take(mailing.batch_size) if mailing.handoff is not None else []
+    if not claimed:
+        started = mailing.clock()
+        lease_until = started + timedelta(seconds=mailing.lease_s)
+        async with mailing.uow() as tx:
+            claimed = await tx.store.notifications.claim_emails(
+                started, lease_until, mailing.batch_size
+            )
     if not claimed:
         return 0
     crash_point("notifications.after_intent_commit")
+    half_lease = timedelta(seconds=mailing.lease_s / 2)
     for index, email in enumerate(claimed):
         # Half the lease is left for the sends; whatever is not sent by then goes back, so a
         # slow server never keeps a claim past its lease (another worker would send it too).
-        if mailing.clock() >= started + timedelta(seconds=mailing.lease_s / 2):
+        assert email.lease_until is not None  # claimed, one way or the other
+        if mailing.clock() >= email.lease_until - half_lease:
             await _put_back(mailing, claimed[index:], mailing.clock())
             break
         try:

@@ -118,6 +118,8 @@ class FakeNotificationLog:
             at=email.queued_at,
             order_id=email.order_id,
             email=email,
+            lease_until=email.lease_until,  # queued already claimed (handed to its mailer)
+            attempts=0 if email.lease_until is None else 1,
         )
         return True
 

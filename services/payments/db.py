@@ -49,7 +49,7 @@ from services.payments.domain import (
     RefundedCapture,
     RefundIntent,
     Trace,
-    intent_operation,
+    intent_of,
 )
 
 metadata = MetaData()
@@ -230,19 +230,7 @@ def _order(row: Row[Any]) -> OrderPayment:
 
 
 def _intent(row: Row[Any]) -> Intent:
-    return Intent(
-        order_id=row.order_id,
-        operation=intent_operation(row.capture_status, row.refund_status),
-        attempts=row.attempts,
-        amount=row.amount,
-        currency=row.currency,
-        token=row.token,
-        closed=row.closed_reason is not None,
-        capture_ref=row.capture_ref,
-        trace=Trace(row.correlation_id, row.causation_id),
-        refund_amount=row.refund_amount,
-        hold_ref=row.hold_ref,
-    )
+    return intent_of(_order(row), Trace(row.correlation_id, row.causation_id))
 
 
 # The upserts are text: SQLAlchemy 2.0 never caches PostgreSQL's insert construct (the one with
@@ -316,9 +304,12 @@ class PaymentOrders:
         ).one()
         return _order(row)
 
-    async def save(self, order: OrderPayment, *, intent: Trace | None = None) -> None:
+    async def save(
+        self, order: OrderPayment, *, intent: Trace | None = None, lease_s: float | None = None
+    ) -> None:
         """Write the state `lock` returned and a use case changed; with `intent`, the provider
-        call it now owes starts unclaimed, in that event's story."""
+        call it now owes starts in that event's story, unclaimed, or with `lease_s` claimed by
+        this transaction for that long (`order.attempts` counts that claim)."""
         values: dict[str, Any] = {
             "amount": order.amount,
             "currency": order.currency,
@@ -335,7 +326,11 @@ class PaymentOrders:
         }
         if intent is not None:
             values |= {
-                "lease_until": None,
+                "lease_until": (
+                    None
+                    if lease_s is None
+                    else func.now() + literal(timedelta(seconds=lease_s), Interval())
+                ),
                 "correlation_id": intent.correlation_id,
                 "causation_id": intent.causation_id,
             }

@@ -339,6 +339,31 @@ class Intent:
         return self.attempts > 1
 
 
+def intent_of(state: OrderPayment, trace: Trace) -> Intent:
+    """The provider call `state` owes, as its latest claim (counted in `attempts`) holds it."""
+    assert state.amount is not None and state.currency is not None
+    return Intent(
+        order_id=state.order_id,
+        operation=intent_operation(state.capture_status, state.refund_status),
+        attempts=state.attempts,
+        amount=state.amount,
+        currency=state.currency,
+        token=state.token,
+        closed=state.closed,
+        capture_ref=state.capture_ref,
+        trace=trace,
+        refund_amount=state.refund_amount,
+        hold_ref=state.hold_ref,
+    )
+
+
+def claim_in_place(state: OrderPayment, trace: Trace) -> tuple[OrderPayment, Intent]:
+    """The call `state` owes, claimed by the very transaction that makes it owed (one attempt
+    more, as a claim counts it): the row to write and the intent to carry out after the commit."""
+    claimed = replace(state, attempts=state.attempts + 1)
+    return claimed, intent_of(claimed, trace)
+
+
 def must_look_up_first(intent: Intent) -> bool:
     """Ask the provider what it already did under the key before (or instead of) a capture: on a
     re-claim, and for an order that closed (which is never charged now, only recorded)."""

@@ -16,7 +16,7 @@ from libs.kit.inbox import EventContext, EventProcessor
 from services.payments import service
 from services.payments.db import Store
 from services.payments.domain import Trace
-from services.payments.service import Wake
+from services.payments.service import HandOver, Wake
 
 MakeStore = Callable[[DbSession], Store]
 
@@ -27,7 +27,11 @@ def _trace(ctx: EventContext) -> Trace:
 
 
 async def on_payment_instruction_issued(
-    instruction: PaymentInstructionIssued, ctx: EventContext, wake: Wake, make_store: MakeStore
+    instruction: PaymentInstructionIssued,
+    ctx: EventContext,
+    wake: Wake,
+    make_store: MakeStore,
+    charger: HandOver | None = None,
 ) -> None:
     # An instruction that does not parse is dead-lettered by the kit, its error text naming the
     # bad fields only (never the token).
@@ -39,14 +43,19 @@ async def on_payment_instruction_issued(
         token=instruction.token,
         trace=_trace(ctx),
         wake=wake,
+        charger=charger,
     )
 
 
 async def on_stock_reserved(
-    event: StockReserved, ctx: EventContext, wake: Wake, make_store: MakeStore
+    event: StockReserved,
+    ctx: EventContext,
+    wake: Wake,
+    make_store: MakeStore,
+    charger: HandOver | None = None,
 ) -> None:
     await service.record_stock_reserved(
-        ctx.tx(make_store), event.order_id, trace=_trace(ctx), wake=wake
+        ctx.tx(make_store), event.order_id, trace=_trace(ctx), wake=wake, charger=charger
     )
 
 
@@ -99,13 +108,21 @@ async def on_return_received(
 
 
 def register(
-    processor: EventProcessor, wake: Wake, make_store: Callable[[DbSession], Store] = Store
+    processor: EventProcessor,
+    wake: Wake,
+    make_store: Callable[[DbSession], Store] = Store,
+    charger: HandOver | None = None,
 ) -> None:
     """`wake`: the charger's worker, woken after a commit that made a provider call owed;
-    `make_store`: the repositories (naming the configured provider on what they record)."""
+    `make_store`: the repositories (naming the configured provider on what they record);
+    `charger`: this process's, handed the captures the events make owed, claimed already."""
+    processor.on(PaymentInstructionIssued)(
+        partial(on_payment_instruction_issued, wake=wake, make_store=make_store, charger=charger)
+    )
+    processor.on(StockReserved)(
+        partial(on_stock_reserved, wake=wake, make_store=make_store, charger=charger)
+    )
     for event_type, handler in (
-        (PaymentInstructionIssued, on_payment_instruction_issued),
-        (StockReserved, on_stock_reserved),
         (OrderRejected, on_order_rejected),
         (OrderCancellationRequested, on_order_cancellation_requested),
         (OrderShipped, on_order_shipped),

@@ -72,7 +72,7 @@ def create_app(
         settings.hold_sweep_interval_s,
     )
     charger.wake = worker.wake
-    handlers.register(runtime.processor, worker.wake, make_store)
+    handlers.register(runtime.processor, worker.wake, make_store, charger)
     add_reconciliation(runtime, settings)  # issue 14 part 6
 
     async def start_charger(runtime: Runtime) -> None:

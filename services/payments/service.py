@@ -26,6 +26,7 @@ from libs.kit.faults import crash_point
 from libs.kit.findings import Finding
 from libs.kit.retry import RetryPolicy
 from libs.kit.uow import Tx, UnitOfWork
+from libs.kit.worker import Handoff
 from services.payments.adapters import PaymentProvider
 from services.payments.domain import (
     CaptureBalance,
@@ -49,6 +50,7 @@ from services.payments.domain import (
     after_capture,
     after_verdict,
     capture_findings,
+    claim_in_place,
     close,
     decide_capture,
     decided,
@@ -75,6 +77,19 @@ AUTHORIZATION_EXPIRED = "authorization_expired"
 Wake = Callable[[], None]
 
 
+class HandOver(Protocol):
+    """A charger in this process that takes owed calls claimed by the transaction that makes
+    them owed (issue 10: no claim transaction of its own), while it has room."""
+
+    lease_s: float
+
+    def has_room(self) -> bool: ...
+
+    def give(self, tx: Tx["Store"], intent: Intent) -> None:
+        """Carry out `intent` once `tx` commits (nothing if it rolls back)."""
+        ...
+
+
 # --- the repositories use cases need (db.py has the real ones, tests in-memory fakes) ---------
 
 
@@ -83,7 +98,9 @@ class OrderPaymentsRepo(Protocol):
         self, order_id: str, customer_id: str | None = None, *, stock_reserved: bool = False
     ) -> OrderPayment: ...
 
-    async def save(self, order: OrderPayment, *, intent: Trace | None = None) -> None: ...
+    async def save(
+        self, order: OrderPayment, *, intent: Trace | None = None, lease_s: float | None = None
+    ) -> None: ...
 
     async def claim_due(self, limit: int, lease_s: float) -> list[Intent]: ...
 
@@ -207,19 +224,22 @@ async def record_instruction(
     token: str,
     trace: Trace,
     wake: Wake,
+    charger: HandOver | None = None,
 ) -> None:
     """Orders told us how to charge the order (the token arrives only here)."""
     order = await tx.store.orders.lock(order_id, customer_id)
     changed = accepts_instruction(order)
     if changed:
         order = instruct(order, amount.amount, amount.currency, storable_token(token))
-    await _charge_if_due(tx, order, trace, wake, changed=changed)
+    await _charge_if_due(tx, order, trace, wake, changed=changed, charger=charger)
 
 
-async def record_stock_reserved(tx: Tx[Store], order_id: str, *, trace: Trace, wake: Wake) -> None:
+async def record_stock_reserved(
+    tx: Tx[Store], order_id: str, *, trace: Trace, wake: Wake, charger: HandOver | None = None
+) -> None:
     """Inventory holds the order's stock: the other half of what a charge waits for."""
     order = await tx.store.orders.lock(order_id, stock_reserved=True)
-    await _charge_if_due(tx, order, trace, wake, changed=False)
+    await _charge_if_due(tx, order, trace, wake, changed=False, charger=charger)
 
 
 async def close_order(
@@ -282,11 +302,24 @@ async def _owe_the_rest(tx: Tx[Store], order: OrderPayment, trace: Trace, wake: 
 
 
 async def _charge_if_due(
-    tx: Tx[Store], order: OrderPayment, trace: Trace, wake: Wake, *, changed: bool
+    tx: Tx[Store],
+    order: OrderPayment,
+    trace: Trace,
+    wake: Wake,
+    *,
+    changed: bool,
+    charger: HandOver | None = None,
 ) -> None:
-    """`order`: as this transaction holds it locked; written if `changed` or decided now."""
+    """`order`: as this transaction holds it locked; written if `changed` or decided now. The
+    capture is claimed here for this process's `charger` while it has room, else left for a
+    claim."""
     decision = decide_capture(order)
     if decision is CaptureDecision.CAPTURE:
+        if charger is not None and charger.has_room():
+            owed, intent = claim_in_place(owe_capture(order), trace)
+            await tx.store.orders.save(owed, intent=trace, lease_s=charger.lease_s)
+            charger.give(tx, intent)
+            return
         await tx.store.orders.save(owe_capture(order), intent=trace)
         tx.on_commit(wake)
         return
@@ -949,9 +982,20 @@ class Charger:
         self.lease_s = lease_s
         self.concurrency = concurrency
         self.wake: Wake = lambda: None
+        # Captures claimed by the transaction that made them owed, for this process (HandOver).
+        self._handed: Handoff[Intent] = Handoff(concurrency, lambda: self.wake())
         self._running: dict[str, asyncio.Task[None]] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._stopped = False
+
+    def has_room(self) -> bool:
+        """HandOver: whether a call claimed now would start without waiting for a free slot
+        (a waiting claim's lease would run down meanwhile)."""
+        return len(self._handed) + len(self._running) < self.concurrency and not self._stopped
+
+    def give(self, tx: Tx[Store], intent: Intent) -> None:
+        """HandOver: carry out `intent` (claimed by `tx`) once `tx` commits."""
+        self._handed.give(tx, intent)
 
     async def settled(self, key: str, timeout_s: float) -> None:
         """Wait until this process has carried out the call `key` (e.g. `refund:<id>`), at most
@@ -979,12 +1023,12 @@ class Charger:
         if self._stopped:
             return 0
         free = self.concurrency - len(self._running)
-        async with self.uow() as tx:
-            intents: list[Intent | RefundIntent] = [
-                *await tx.store.orders.claim_due(free, self.lease_s)
-            ]
-            if len(intents) < free:
-                intents += await tx.store.refunds.claim_due(free - len(intents), self.lease_s)
+        intents: list[Intent | RefundIntent] = [*self._handed.take(free)]
+        if not intents:
+            async with self.uow() as tx:
+                intents += await tx.store.orders.claim_due(free, self.lease_s)
+                if len(intents) < free:
+                    intents += await tx.store.refunds.claim_due(free - len(intents), self.lease_s)
         for intent in intents:
             key = (
                 f"{intent.operation}:{intent.order_id}"

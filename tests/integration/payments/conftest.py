@@ -20,16 +20,37 @@ from libs.events.envelope import CloudEvent
 from libs.events.inventory import StockReserved
 from libs.events.orders import OrderCancellationRequested, OrderRejected, PaymentInstructionIssued
 from libs.kit.db import Database, processed_events
+from libs.kit.retry import RetryPolicy
 from libs.kit.runtime import Runtime
+from libs.kit.transactions import DatabaseUnitOfWork
 from services.payments.adapters import SandboxProvider
-from services.payments.db import PgSandboxLedger, payment_orders, payments, sandbox_ledger
-from services.payments.domain import ProviderCapture, ProviderResult
+from services.payments.db import (
+    PgSandboxLedger,
+    Store,
+    payment_orders,
+    payments,
+    sandbox_ledger,
+)
+from services.payments.domain import CapturePolicy, ProviderCapture, ProviderResult
 from services.payments.main import create_app
+from services.payments.service import Charger
 from services.payments.settings import PaymentsSettings
 from tests.support.auth import bearer
 from tests.support.kafka import make_event, publish
 from tests.support.service import running
 from tests.unit.payments.fakes import WEBHOOK_SECRET, SandboxDelegate
+
+
+def own_charger(db: Database, policy: CapturePolicy = "immediate") -> Charger:
+    """A charger of the test's own on the sandbox (tests that run before the service starts:
+    its charger would claim their rows too)."""
+    uow = DatabaseUnitOfWork(db, "payments", Store.for_provider("sandbox"))
+    return Charger(
+        uow,
+        SandboxProvider(PgSandboxLedger(db), slow_s=0.0),
+        RetryPolicy(attempts=2, initial_s=0.0, max_s=0.0),
+        policy=policy,
+    )
 
 
 class ObservedSandbox(SandboxDelegate):

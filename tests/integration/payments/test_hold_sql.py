@@ -12,24 +12,16 @@ from sqlalchemy import select
 
 from libs.events.common import Money
 from libs.kit.db import Database
-from libs.kit.retry import RetryPolicy
-from libs.kit.transactions import DatabaseUnitOfWork
 from services.payments import service
-from services.payments.adapters import SandboxProvider
-from services.payments.db import PgSandboxLedger, Store, payment_orders, payments
+from services.payments.db import Store, payment_orders, payments
 from services.payments.domain import Trace
 from services.payments.service import Charger
+from tests.integration.payments.conftest import own_charger
 
 
 @pytest.fixture
 def charger(db: Database) -> Charger:
-    uow = DatabaseUnitOfWork(db, "payments", Store.for_provider("sandbox"))
-    return Charger(
-        uow,
-        SandboxProvider(PgSandboxLedger(db), slow_s=0.0),
-        RetryPolicy(attempts=2, initial_s=0.0, max_s=0.0),
-        policy="on_shipment",
-    )
+    return own_charger(db, "on_shipment")
 
 
 async def _run(charger: Charger) -> None:

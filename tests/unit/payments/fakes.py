@@ -31,7 +31,7 @@ from services.payments.domain import (
     RefundedCapture,
     RefundIntent,
     Trace,
-    intent_operation,
+    intent_of,
     status_after_refunds,
 )
 from services.payments.service import Charger
@@ -182,10 +182,14 @@ class FakeOrderPayments:
         self.rows[order_id] = row
         return row
 
-    async def save(self, order: OrderPayment, *, intent: Trace | None = None) -> None:
+    async def save(
+        self, order: OrderPayment, *, intent: Trace | None = None, lease_s: float | None = None
+    ) -> None:
         self.rows[order.order_id] = order
         if intent is not None:
             self.leases.pop(order.order_id, None)
+            if lease_s is not None:  # claimed by the saving transaction
+                self.leases[order.order_id] = self.clock() + timedelta(seconds=lease_s)
             self.traces[order.order_id] = intent
 
     async def claim_due(self, limit: int, lease_s: float) -> list[Intent]:
@@ -201,22 +205,7 @@ class FakeOrderPayments:
             row = replace(row, attempts=row.attempts + 1)
             self.rows[order_id] = row
             self.leases[order_id] = now + timedelta(seconds=lease_s)
-            assert row.amount is not None and row.currency is not None
-            claimed.append(
-                Intent(
-                    order_id=order_id,
-                    operation=intent_operation(row.capture_status, row.refund_status),
-                    attempts=row.attempts,
-                    amount=row.amount,
-                    currency=row.currency,
-                    token=row.token,
-                    closed=row.closed,
-                    capture_ref=row.capture_ref,
-                    trace=self.traces.get(order_id, Trace()),
-                    refund_amount=row.refund_amount,
-                    hold_ref=row.hold_ref,
-                )
-            )
+            claimed.append(intent_of(row, self.traces.get(order_id, Trace())))
         return claimed
 
     async def settle_capture(
@@ -603,7 +592,10 @@ class Harness:
         retry: RetryPolicy | None = None,
         concurrency: int = 16,
         policy: CapturePolicy = "immediate",
+        *,
+        handed: bool = False,
     ) -> None:
+        """`handed`: the events hand their captures to the charger claimed (as main wires)."""
         self.clock = MutableClock()
         self.store = FakeStore(self.clock)
         self.events = RecordingEvents()
@@ -619,6 +611,7 @@ class Harness:
             policy=policy,
         )
         self.charger.wake = self.wake
+        self.handed = self.charger if handed else None
 
     def wake(self) -> None:
         self.wakes += 1
@@ -638,13 +631,14 @@ class Harness:
             token=token,
             trace=self.trace(f"instr-{order_id}"),
             wake=self.wake,
+            charger=self.handed,
         )
         tx.commit()
 
     async def reserve(self, order_id: str) -> None:
         tx = FakeTx(self.store, self.events)
         await service.record_stock_reserved(
-            tx, order_id, trace=self.trace(f"res-{order_id}"), wake=self.wake
+            tx, order_id, trace=self.trace(f"res-{order_id}"), wake=self.wake, charger=self.handed
         )
         tx.commit()
 

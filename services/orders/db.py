@@ -14,6 +14,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Identity,
     Index,
@@ -462,6 +463,8 @@ def _locked(row: Row[Any]) -> LockedOrder:
         correlation_id=row.correlation_id,
         channel=row.channel,
         placed_at=row.created_at,
+        shipping_address=row.shipping_address,
+        weight_g=row.weight_g,
         state=Order(
             status=OrderStatus(row.status),
             reservation_deadline=row.reservation_deadline,
@@ -797,11 +800,15 @@ async def with_shipments(session: DbSession, views: list[OrderView]) -> list[Ord
 
 # A shipment to buy, skipped when the order has its automatic one already (the partial unique
 # index): a text statement, as SQLAlchemy gives an INSERT .. ON CONFLICT no cache key.
+# With a lease the shipment is written claimed (its first claim) for the carrier: the label
+# worker of the transaction's process buys it without a claim of its own (issue 10).
 ADD_SHIPMENT = text(
-    "INSERT INTO shipments (id, order_id, status, automatic)"
-    " VALUES (:id, :order_id, :status, :automatic)"
+    "INSERT INTO shipments (id, order_id, status, automatic, carrier, attempts, lease_until)"
+    " VALUES (:id, :order_id, :status, :automatic, :carrier,"
+    " CASE WHEN :lease_s IS NULL THEN 0 ELSE 1 END,"
+    " now() + make_interval(secs => :lease_s))"
     " ON CONFLICT DO NOTHING RETURNING shipments.id"
-)
+).bindparams(bindparam("lease_s", type_=Float()), bindparam("carrier", type_=String()))
 
 
 class Shipments:
@@ -811,9 +818,17 @@ class Shipments:
     def __init__(self, session: DbSession) -> None:
         self.session = session
 
-    async def add_intent(self, shipment_id: str, order_id: str, *, automatic: bool) -> bool:
-        """Record a shipment to buy; False (nothing written) when the order already has its
-        automatic one."""
+    async def add_intent(
+        self,
+        shipment_id: str,
+        order_id: str,
+        *,
+        automatic: bool,
+        carrier: str | None = None,
+        lease_s: float | None = None,
+    ) -> bool:
+        """Record a shipment to buy, unclaimed, or with `lease_s` claimed for `carrier` by this
+        transaction; False (nothing written) when the order already has its automatic one."""
         added = await self.session.scalar(
             ADD_SHIPMENT,
             {
@@ -821,6 +836,8 @@ class Shipments:
                 "order_id": order_id,
                 "status": ShipmentStatus.PENDING.value,
                 "automatic": automatic,
+                "carrier": carrier,
+                "lease_s": lease_s,
             },
         )
         return added is not None

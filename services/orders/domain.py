@@ -2,7 +2,7 @@
 and the shapes an order takes when it is placed, changed and read."""
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal, get_args
@@ -258,6 +258,9 @@ class LockedOrder:
     state: Order
     channel: str = "web"  # issue 13
     placed_at: datetime | None = None  # issue 14: for the placed-to-outcome latency metric
+    # What its shipment is bought with (a confirmation hands it to the label worker, issue 10).
+    shipping_address: dict[str, Any] = field(default_factory=dict)
+    weight_g: int = 0
 
 
 @dataclass(frozen=True)
@@ -582,6 +585,25 @@ class ShipmentIntent:
     correlation_id: str
     # The parcel's weight as pricing weighed the order (0: unknown, the worker estimates).
     weight_g: int = 0
+
+
+def shipment_claimed_in_place(
+    shipment_id: str, order: LockedOrder, after: Order, carrier: str
+) -> ShipmentIntent:
+    """The shipment a confirmation records, claimed by that same transaction (its first claim)
+    for the label worker of this process, with what the order says as it commits."""
+    return ShipmentIntent(
+        id=shipment_id,
+        order_id=order.id,
+        carrier=carrier,
+        attempts=1,
+        order_status=after.status,
+        cancellation_requested=after.cancellation_requested,
+        shipping_address=order.shipping_address,
+        lines=order.lines,
+        correlation_id=order.correlation_id,
+        weight_g=order.weight_g,
+    )
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from libs.kit.worker import full_batches
 from services.orders import service
 from services.orders.db import Store
 from services.orders.domain import Channel, Invoicing
-from services.orders.service import Claimed
+from services.orders.service import Claimed, LabelHandOver
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +41,17 @@ AUTHORIZATION_EXPIRED = "authorization_expired"
 
 
 def on_stock_reserved(
-    wake_labels: Callable[[], None] | None = None, invoicing: Invoicing | None = None
+    wake_labels: Callable[[], None] | None = None,
+    invoicing: Invoicing | None = None,
+    labels: LabelHandOver | None = None,
 ) -> EventHandler[StockReserved]:
     async def handle(event: StockReserved, ctx: EventContext) -> None:
         tx = ctx.tx(Store)
         await service.record_backorders(tx, event.order_id, event.backordered)  # issue 13
         # A payment applied first confirms the order now, its backordered lines known.
-        await service.stock_reserved(tx, event.order_id, invoicing, on_confirmed=wake_labels)
+        await service.stock_reserved(
+            tx, event.order_id, invoicing, on_confirmed=wake_labels, labels=labels
+        )
 
     return handle
 
@@ -64,11 +68,12 @@ def on_payment_captured(
     clock: Clock,
     wake_labels: Callable[[], None] | None = None,
     invoicing: Invoicing | None = None,
+    labels: LabelHandOver | None = None,
 ) -> EventHandler[PaymentCaptured | PaymentAuthorized]:
     async def handle(event: PaymentCaptured | PaymentAuthorized, ctx: EventContext) -> None:
         # A confirmation records the order's shipment: the label worker buys it after commit.
         await service.payment_captured(
-            ctx.tx(Store), event.order_id, clock, invoicing, on_confirmed=wake_labels
+            ctx.tx(Store), event.order_id, clock, invoicing, on_confirmed=wake_labels, labels=labels
         )
 
     return handle
@@ -113,14 +118,17 @@ def register(
     clock: Clock,
     wake_labels: Callable[[], None] | None = None,
     invoicing: Invoicing | None = None,
+    labels: LabelHandOver | None = None,
 ) -> None:
-    processor.on(StockReserved)(on_stock_reserved(wake_labels, invoicing))
+    """`wake_labels`: the label worker's wake; `labels`: this process's label worker, handed
+    the shipments confirmations record, claimed already (issue 10)."""
+    processor.on(StockReserved)(on_stock_reserved(wake_labels, invoicing, labels))
     processor.on(StockReservationFailed)(on_stock_reservation_failed)
     processor.on(StockReleased)(on_stock_released)
-    processor.on(PaymentCaptured)(on_payment_captured(clock, wake_labels, invoicing))
+    processor.on(PaymentCaptured)(on_payment_captured(clock, wake_labels, invoicing, labels))
     # Capture policy on_shipment: the authorization confirms the order (its capture later
     # changes nothing here).
-    processor.on(PaymentAuthorized)(on_payment_captured(clock, wake_labels, invoicing))
+    processor.on(PaymentAuthorized)(on_payment_captured(clock, wake_labels, invoicing, labels))
     processor.on(PaymentFailed)(on_payment_failed)
     processor.on(PaymentRefunded)(on_payment_refunded(clock, invoicing))
     processor.on(PaymentVoided)(on_payment_voided)

@@ -53,7 +53,8 @@ def create_app(
         clock=clock,
     )
     label_worker = Worker("orders-label-worker", labels.step, settings.label_poll_interval_s)
-    handlers.register(runtime.processor, clock, label_worker.wake, settings.invoicing())
+    labels.wake = label_worker.wake
+    handlers.register(runtime.processor, clock, label_worker.wake, settings.invoicing(), labels)
     add_reconciliation(runtime, settings)  # issue 14 part 6
 
     runtime.retention.add(*db.PRUNE)  # issue 14: what orders prunes

@@ -42,6 +42,7 @@ from libs.kit.errors import Conflict, Forbidden, Invalid, NotFound
 from libs.kit.findings import Finding
 from libs.kit.retry import RetryPolicy
 from libs.kit.uow import Clock, Tx, UnitOfWork, utc_now
+from libs.kit.worker import Handoff
 from services.orders import domain, metrics
 from services.orders.adapters import (
     Carrier,
@@ -495,10 +496,16 @@ async def stock_reserved(
     order_id: str,
     invoicing: domain.Invoicing | None = None,
     on_confirmed: Callable[[], None] | None = None,
+    labels: "LabelHandOver | None" = None,
 ) -> bool:
     """Noted on a pending order; confirms (with its invoice) one whose payment came first."""
     return await _apply_fact(
-        tx, order_id, domain.note_stock_reserved, invoicing=invoicing, on_confirmed=on_confirmed
+        tx,
+        order_id,
+        domain.note_stock_reserved,
+        invoicing=invoicing,
+        on_confirmed=on_confirmed,
+        labels=labels,
     )
 
 
@@ -519,6 +526,7 @@ async def payment_captured(
     clock: Clock,
     invoicing: domain.Invoicing | None = None,
     on_confirmed: Callable[[], None] | None = None,
+    labels: "LabelHandOver | None" = None,
 ) -> bool:
     """Confirms a pending order in time (with its invoice) once its stock is reserved (until
     then notes it paid), rejects it after its deadline (payments then refunds)."""
@@ -529,6 +537,7 @@ async def payment_captured(
         lambda o: domain.payment_captured(o, now),
         invoicing=invoicing,
         on_confirmed=on_confirmed,
+        labels=labels,
     )
 
 
@@ -583,9 +592,11 @@ async def _apply_fact(
     *,
     invoicing: domain.Invoicing | None = None,
     on_confirmed: Callable[[], None] | None = None,
+    labels: "LabelHandOver | None" = None,
 ) -> bool:
     """Lock the order, decide, write; `on_confirmed` runs after the commit of a confirmation
-    (which records the order's shipment: the label worker is woken to buy it)."""
+    (which records the order's shipment: the label worker is woken to buy it), unless the
+    shipment was handed to `labels` claimed already."""
     order = await tx.store.orders.lock(order_id)
     if order is None:
         log.info("fact about unknown order %s ignored", order_id)
@@ -593,8 +604,8 @@ async def _apply_fact(
     after = decide(order.state)
     if after is None or after == order.state:
         return False
-    await _move(tx, order, after, invoicing=invoicing)
-    if on_confirmed is not None and after.status is OrderStatus.CONFIRMED:
+    handed = await _move(tx, order, after, invoicing=invoicing, labels=labels)
+    if on_confirmed is not None and after.status is OrderStatus.CONFIRMED and not handed:
         tx.on_commit(on_confirmed)
     return True
 
@@ -628,12 +639,15 @@ async def _move(
     tracking: dict[str, Any] | None = None,
     *,
     invoicing: domain.Invoicing | None = None,
-) -> None:
+    labels: "LabelHandOver | None" = None,
+) -> bool:
     """Write the new state; a new status also gets its history entry (in the same statement) and
-    its event. A confirmation issues the order's invoice, which its OrderConfirmed carries."""
+    its event. A confirmation issues the order's invoice, which its OrderConfirmed carries, and
+    records its shipment (True if it was handed to `labels` claimed)."""
+    handed = False
     if after.status is order.state.status:
         await tx.store.orders.save(order.id, after, tracking)
-        return
+        return handed
     await tx.store.orders.save_status_change(order.id, after, tracking)
     if after.status.value in metrics.OUTCOMES:  # issue 14
         tx.on_commit(
@@ -645,10 +659,12 @@ async def _move(
     if isinstance(event, OrderConfirmed):
         # Issue 12: the order's shipment to buy, then its invoice. The invoice number is the
         # last write: its counter row is locked from there to the commit, as briefly as can be.
-        event = await _intend_confirmed_shipment(tx, order.id, event)  # issue 13: may be held
+        # issue 13: may be held
+        event, handed = await _intend_confirmed_shipment(tx, order, after, event, labels)
         invoice = await issue_invoice(tx, order.id, invoicing or DEFAULT_INVOICING)
         event = event.model_copy(update={"invoice": invoice})
     await tx.events.emit(event, subject=order.id)
+    return handed
 
 
 def _status_event(order: LockedOrder, after: Order, tracking: dict[str, Any] | None) -> BaseModel:
@@ -951,8 +967,30 @@ def _open(cart: Cart) -> Cart:
 Wake = Callable[[], None]
 
 
+class LabelHandOver(Protocol):
+    """This process's label worker, taking shipments claimed by the confirmation that records
+    them (issue 10: no claim transaction of its own), while it has room."""
+
+    carrier: Carrier
+    lease_s: float
+
+    def has_room(self) -> bool: ...
+
+    def give(self, tx: Tx["Store"], intent: ShipmentIntent) -> None:
+        """Buy the label of `intent` once `tx` commits (nothing if it rolls back)."""
+        ...
+
+
 class ShipmentRepository(Protocol):
-    async def add_intent(self, shipment_id: str, order_id: str, *, automatic: bool) -> bool: ...
+    async def add_intent(
+        self,
+        shipment_id: str,
+        order_id: str,
+        *,
+        automatic: bool,
+        carrier: str | None = None,
+        lease_s: float | None = None,
+    ) -> bool: ...
 
     async def claim_due(self, carrier: str, limit: int, lease_s: float) -> list[ShipmentIntent]: ...
 
@@ -1041,8 +1079,26 @@ class LabelWorker:
         self.lease_s = lease_s
         self.batch = batch
         self.item_weight_g = item_weight_g
+        # Shipments claimed by the confirmations of this process (LabelHandOver); `wake`: the
+        # worker's, set by whoever runs it.
+        self.wake: Wake = lambda: None
+        self._handed: Handoff[ShipmentIntent] = Handoff(batch, lambda: self.wake())
+
+    def has_room(self) -> bool:
+        """LabelHandOver: whether fewer than a batch wait to be bought here."""
+        return self._handed.has_room()
+
+    def give(self, tx: Tx[Store], intent: ShipmentIntent) -> None:
+        """LabelHandOver: buy `intent` (claimed by `tx`) once `tx` commits."""
+        self._handed.give(tx, intent)
 
     async def step(self) -> int:
+        """Buy what was handed over, else claim a batch; returns how many if that was a full
+        batch of claims (more may be due), else 0."""
+        handed = self._handed.take(self.batch)
+        if handed:
+            await asyncio.gather(*(self.buy(intent) for intent in handed))
+            return 0
         async with self.uow() as tx:
             intents = await tx.store.shipments.claim_due(
                 self.carrier.name, self.batch, self.lease_s
@@ -1635,17 +1691,32 @@ async def backorder_filled(tx: Tx[Store], order_id: str) -> bool:
 
 
 async def _intend_confirmed_shipment(
-    tx: Tx[Store], order_id: str, event: OrderConfirmed
-) -> OrderConfirmed:
+    tx: Tx[Store],
+    order: LockedOrder,
+    after: Order,
+    event: OrderConfirmed,
+    labels: "LabelHandOver | None",
+) -> tuple[OrderConfirmed, bool]:
     """The confirmed order's shipment: held (`awaiting_stock`) while it waits for incoming
-    stock; the OrderConfirmed with its backordered lines."""
-    backorders = await tx.store.backorders.get(order_id)
+    stock, else to buy (handed to `labels` claimed while it has room: True); the OrderConfirmed
+    with its backordered lines."""
+    backorders = await tx.store.backorders.get(order.id)
     lines, filled = backorders if backorders is not None else ((), False)
+    handed = False
     if domain.holds_shipment(bool(lines), filled):
-        await tx.store.backorders.add_held_shipment(str(uuid.uuid4()), order_id)
+        await tx.store.backorders.add_held_shipment(str(uuid.uuid4()), order.id)
+    elif labels is not None and labels.has_room():
+        shipment_id = str(uuid.uuid4())
+        carrier = labels.carrier.name
+        if await tx.store.shipments.add_intent(
+            shipment_id, order.id, automatic=True, carrier=carrier, lease_s=labels.lease_s
+        ):
+            labels.give(tx, domain.shipment_claimed_in_place(shipment_id, order, after, carrier))
+            handed = True
     else:
-        await _intend_shipment(tx, order_id)
-    return event.model_copy(update={"backordered": list(lines)}) if lines else event
+        await _intend_shipment(tx, order.id)
+    event = event.model_copy(update={"backordered": list(lines)}) if lines else event
+    return event, handed
 
 
 # --- reconciliation (issue 14) ---

@@ -264,3 +264,25 @@ async def test_a_claim_overtaken_after_its_lease_cannot_record_its_outcome(
         )
     assert late is None
     assert current is not None and current.status is ShipmentStatus.LABEL_CREATED
+
+
+async def test_a_shipment_recorded_claimed_is_no_one_elses_until_its_lease_runs_out(
+    app: FastAPI, client: httpx.AsyncClient, pricing: Priced
+) -> None:
+    # Issue 10: a confirmation writes its shipment claimed for its own label worker.
+    order = await placed(client, pricing, customer())
+    db = app.state.runtime.db
+    leased, lapsed = f"shp-{uuid.uuid4().hex}", f"shp-{uuid.uuid4().hex}"
+    async with db.transaction() as session:
+        shipments = Store(session).shipments
+        assert await shipments.add_intent(
+            leased, order["id"], automatic=False, carrier="sandbox", lease_s=60
+        )
+        assert await shipments.add_intent(
+            lapsed, order["id"], automatic=False, carrier="sandbox", lease_s=0
+        )
+    async with db.transaction() as session:
+        taken = {i.id: i for i in await Store(session).shipments.claim_due("sandbox", 10, 60)}
+    assert leased not in taken  # held by the claim it was written with
+    assert taken[lapsed].attempts == 2  # its first claim lapsed: this is the second
+    assert taken[lapsed].carrier == "sandbox"

@@ -155,7 +155,16 @@ class FakeOrders:
         s = self.rows[order_id]
         p = s.placed
         return LockedOrder(
-            p.id, p.customer_id, p.email, p.lines, p.total, p.correlation_id, s.state, p.channel
+            p.id,
+            p.customer_id,
+            p.email,
+            p.lines,
+            p.total,
+            p.correlation_id,
+            s.state,
+            p.channel,
+            shipping_address=dict(p.shipping_address),
+            weight_g=p.weight_g,
         )
 
     def _view(self, order_id: str) -> OrderView:
@@ -679,10 +688,21 @@ class FakeShipments:
         self.clock = clock
         self.held: set[str] = set()
 
-    async def add_intent(self, shipment_id: str, order_id: str, *, automatic: bool) -> bool:
+    async def add_intent(
+        self,
+        shipment_id: str,
+        order_id: str,
+        *,
+        automatic: bool,
+        carrier: str | None = None,
+        lease_s: float | None = None,
+    ) -> bool:
         if automatic and any(r.automatic and r.order_id == order_id for r in self.rows.values()):
             return False
-        self.rows[shipment_id] = _StoredShipment(shipment_id, order_id, automatic, self.clock())
+        row = _StoredShipment(shipment_id, order_id, automatic, self.clock())
+        if lease_s is not None:  # claimed by the adding transaction (its label worker's)
+            row.attempts, row.leased, row.carrier = 1, True, carrier
+        self.rows[shipment_id] = row
         return True
 
     async def claim_due(self, carrier: str, limit: int, lease_s: float) -> list[ShipmentIntent]:

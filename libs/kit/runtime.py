@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from libs.kit.db import Database, outbox_stats, stuck_outbox_rows
 from libs.kit.deadletters import dead_letter_hook, dlq_depth_probe
-from libs.kit.inbox import EventProcessor, OffsetCommitter, rewind, waiting_records
+from libs.kit.inbox import EventProcessor, OffsetCommitter, gather_batch, rewind
 from libs.kit.kafka import KafkaConnection, bootstrap_servers, ensure_topics, new_producer
 from libs.kit.kafka_acl import writes
 from libs.kit.metrics import LagConsumer, LagSource, MetricsPoller, lag_probe, outbox_probe
@@ -98,15 +98,18 @@ class Runtime:
         processor = self.processor
         offsets = self.offsets
         batch_max = self.settings.consumer_batch_max
+        linger_s = self.settings.consumer_linger_ms / 1000
 
         async def consume(msg: KafkaMessage) -> None:
             record = msg.raw_message
             assert not isinstance(record, tuple)
-            # What the consumer already holds goes along in the same transaction: no waiting for
-            # a batch to fill, only fewer commits once records queue up.
+            # What the consumer holds, and what comes within the linger, goes along in the same
+            # transaction.
             runtime.handling_since = time.monotonic()
             try:
-                batch = [record, *await waiting_records(msg.consumer, batch_max - 1)]
+                batch = await gather_batch(
+                    msg.consumer, record, batch_max, linger_s, processor.wants
+                )
                 try:
                     outcomes = await processor.process_batch(batch)
                 except BaseException:
@@ -298,11 +301,12 @@ class PatternConsumer:
         processor = runtime.processor
         offsets = self.offsets
         batch_max = runtime.settings.consumer_batch_max
+        linger_s = runtime.settings.consumer_linger_ms / 1000
 
         async def consume(msg: KafkaMessage) -> None:
             record = msg.raw_message
             assert not isinstance(record, tuple)
-            batch = [record, *await waiting_records(msg.consumer, batch_max - 1)]
+            batch = await gather_batch(msg.consumer, record, batch_max, linger_s, processor.wants)
             try:
                 outcomes = await processor.process_batch(batch)
             except BaseException:

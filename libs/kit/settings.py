@@ -166,6 +166,10 @@ class ServiceSettings(BaseSettings):
     # Records already fetched are applied together, in one transaction, up to this many (1: one
     # transaction per record).
     consumer_batch_max: int = 100
+    # A consumer holding a record it will apply waits this long once for more before its
+    # transaction (records only skipped never wait): records a few milliseconds apart then share
+    # one transaction, at the cost of this much latency per hop (issue 10; 0: no wait).
+    consumer_linger_ms: float = 10.0
     # Consumed offsets are committed together, at most this much after their database commit
     # (0: after every batch; dead-lettered records always at once). A crash or rebalance re-reads
     # at most this much, which the inbox turns into duplicates without effect.

@@ -5,6 +5,10 @@ from libs.kit.settings import ServiceSettings
 
 class CatalogSettings(ServiceSettings):
     service_name: str = "catalog"
+    # The kit's default is 10 ms; the storefront's projections are eventually consistent:
+    # waiting up to 150 ms for more records lets a batch of stock and price changes share one
+    # transaction (issue 10).
+    consumer_linger_ms: float = 150.0
     http_port: int = 8101
 
     # --- listing sync (issue 13) ---

@@ -57,6 +57,7 @@ from services.inventory.domain import (
     ReservationStatus,
     Shelf,
     StockDelta,
+    Stocking,
     StockItem,
     StockLevel,
     StockTally,
@@ -1279,9 +1280,10 @@ stock_transfers = Table(
     UniqueConstraint("idempotency_key", name="uq_stock_transfers_idempotency_key"),
 )
 
-# Every location row and capped channel of these skus, one row per sku (read after `lock_for`
-# locked the skus' stock_items rows: every writer of these rows holds that lock, so this sees
-# what the lock protects).
+# Every location row and capped channel of these skus and the units on order for each, one row
+# per sku (read after `lock_for` locked the skus' stock_items rows: every writer of these rows
+# holds that lock, so this sees what the lock protects; on_order rides along so that announcing
+# a level reads nothing more).
 SHELVES_FOR = text(
     "SELECT s.sku,"
     " COALESCE((SELECT json_agg(json_build_array(ls.location, ls.on_hand, ls.reserved,"
@@ -1289,9 +1291,15 @@ SHELVES_FOR = text(
     " FROM location_stock ls JOIN locations l ON l.code = ls.location WHERE ls.sku = s.sku),"
     " '[]') AS shelves,"
     " COALESCE((SELECT json_agg(json_build_array(c.channel, c.cap, c.used) ORDER BY c.channel)"
-    " FROM channel_caps c WHERE c.sku = s.sku), '[]') AS caps"
+    " FROM channel_caps c WHERE c.sku = s.sku), '[]') AS caps,"
+    " COALESCE((SELECT p.on_order FROM sku_supply p WHERE p.sku = s.sku), 0) AS on_order"
     " FROM unnest(CAST(:skus AS text[])) AS s (sku)"
-).columns(column("sku", String), column("shelves", JSON), column("caps", JSON))
+).columns(
+    column("sku", String),
+    column("shelves", JSON),
+    column("caps", JSON),
+    column("on_order", BigInteger),
+)
 
 # An absolute count (and maybe safety stock) at one location, with the per-sku sum and the
 # reorder point (when given) in one statement; `delta` is the new count less the old.
@@ -1320,19 +1328,18 @@ class Shelves:
     def __init__(self, session: DbSession) -> None:
         self.session = session
 
-    async def of(
-        self, skus: Sequence[str]
-    ) -> dict[str, tuple[tuple[Shelf, ...], tuple[ChannelCap, ...]]]:
+    async def of(self, skus: Sequence[str]) -> dict[str, Stocking]:
         if not skus:
             return {}
         rows = await self.session.execute(SHELVES_FOR, {"skus": list(skus)})
         return {
-            row.sku: (
+            row.sku: Stocking(
                 tuple(
                     Shelf(loc, int(on_hand), int(res), int(safety), int(prio), tuple(regions), act)
                     for loc, on_hand, res, safety, prio, regions, act in row.shelves
                 ),
                 tuple(ChannelCap(ch, int(cap), int(used)) for ch, cap, used in row.caps),
+                int(row.on_order),
             )
             for row in rows
         }

@@ -66,6 +66,9 @@ class StockItem:
     # Issue 13: the sku at each location, and its capped sales channels (empty: not loaded).
     locations: tuple["Shelf", ...] = ()
     channels: tuple["ChannelCap", ...] = ()
+    # Units on sent purchase orders (StockLevelChanged.on_order), read with the locations so an
+    # announcement needs no statement of its own; None: not loaded.
+    on_order: int | None = None
 
 
 @dataclass(frozen=True)
@@ -623,6 +626,20 @@ class Shelf:
         if not self.active:
             return 0
         return max(0, self.on_hand - self.reserved - self.safety_stock)
+
+
+@dataclass(frozen=True)
+class Stocking:
+    """What is read of a locked sku besides its counts: its shelves, its channel caps and the
+    units on order for it."""
+
+    shelves: tuple[Shelf, ...] = ()
+    caps: tuple["ChannelCap", ...] = ()
+    on_order: int = 0
+
+    def of(self, item: StockItem) -> StockItem:
+        """`item` with what was read of it."""
+        return replace(item, locations=self.shelves, channels=self.caps, on_order=self.on_order)
 
 
 @dataclass(frozen=True)

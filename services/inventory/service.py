@@ -456,8 +456,8 @@ async def _move(
     audits it (reason `move.reason`, the order's id)."""
     locked = await store.items.lock_for([sku for sku, _ in lines])
     loaded = await store.shelves.of(sorted(locked))
-    shelves = {sku: loaded[sku][0] for sku in locked if sku in loaded}
-    caps = {sku: loaded[sku][1] for sku in locked if sku in loaded}
+    shelves = {sku: loaded[sku].shelves for sku in locked if sku in loaded}
+    caps = {sku: loaded[sku].caps for sku in locked if sku in loaded}
     if move.needs_available:
         capped = {
             sku: cap.room if move is StockMove.RESERVE else domain.MAX_QUANTITY
@@ -496,6 +496,7 @@ async def _move(
             channels=domain.apply_used(
                 caps.get(item.sku, ()), channel or "", used_by_sku, item.sku
             ),
+            on_order=loaded[item.sku].on_order if item.sku in loaded else None,
         )
         items.append((_availability(store, before), now))
     return _Moved(plan, items)
@@ -545,7 +546,7 @@ async def _announce(
                 reserved=level.reserved,
                 available=after.available,
                 reason=reason,
-                on_order=await _on_order(store, item.sku),  # issue 13
+                on_order=await _on_order(store, item),  # issue 13
                 channels=[
                     ChannelAvailability(
                         channel=c.channel, cap=c.cap, used=c.used, available=c.available
@@ -606,7 +607,7 @@ async def take_back_return(tx: Tx[Store], event: ReturnReceived) -> bool:
     # Issue 13: restocked units go back to the default location.
     location = store.policy.default_location
     loaded = await store.shelves.of(sorted(locked))
-    shelves = {sku: loaded[sku][0] for sku in locked if sku in loaded}
+    shelves = {sku: loaded[sku].shelves for sku in locked if sku in loaded}
     deltas = [LocationDelta(sku, location, quantity, 0) for sku, quantity in restock]
     moved = await store.items.move_at(deltas, domain.RETURN_RESTOCK, event.order_id)
     after = domain.apply_deltas(shelves, deltas)
@@ -626,11 +627,7 @@ async def take_back_return(tx: Tx[Store], event: ReturnReceived) -> bool:
         subject=event.order_id,
     )
     for item in moved:
-        before = replace(
-            locked[item.sku],
-            locations=shelves.get(item.sku, ()),
-            channels=loaded.get(item.sku, ((), ()))[1],
-        )
+        before = loaded.get(item.sku, domain.Stocking()).of(locked[item.sku])
         now = replace(before, level=item.level, locations=after.get(item.sku, ()))
         await _announce(store, tx.events, _availability(store, before), now, domain.RETURN_RESTOCK)
     return True
@@ -1093,9 +1090,12 @@ async def set_backorders(
     return item
 
 
-async def _on_order(store: Store, sku: str) -> int:
-    """Units of the sku on sent purchase orders not received yet (StockLevelChanged.on_order)."""
-    policy = (await _purchasing(store).supply([sku])).get(sku)
+async def _on_order(store: Store, item: StockItem) -> int:
+    """Units of the sku on sent purchase orders not received yet (StockLevelChanged.on_order):
+    read with its locations when they were, else now."""
+    if item.on_order is not None:
+        return item.on_order
+    policy = (await _purchasing(store).supply([item.sku])).get(item.sku)
     return policy.on_order if policy else 0
 
 
@@ -1161,10 +1161,9 @@ def _write_off_movement(shelves: Sequence[domain.Shelf], sku: str, location: str
 
 
 class Shelves(Protocol):
-    async def of(
-        self, skus: Sequence[str]
-    ) -> dict[str, tuple[tuple[domain.Shelf, ...], tuple[domain.ChannelCap, ...]]]:
-        """Each existing sku's location rows and channel caps (read after locking its item)."""
+    async def of(self, skus: Sequence[str]) -> dict[str, domain.Stocking]:
+        """Each existing sku's location rows, channel caps and units on order (read after
+        locking its item)."""
         ...
 
     async def set(
@@ -1228,8 +1227,7 @@ def availability_of(tx: Tx[Store], item: StockItem) -> Availability:
 
 async def _loaded(store: Store, item: StockItem) -> StockItem:
     """The item with its locations and channel caps."""
-    shelves, caps = (await store.shelves.of([item.sku])).get(item.sku, ((), ()))
-    return replace(item, locations=shelves, channels=caps)
+    return (await store.shelves.of([item.sku])).get(item.sku, domain.Stocking()).of(item)
 
 
 def _event_allocations(allocations: Sequence[Allocation]) -> list[AllocationOut]:
@@ -1395,12 +1393,12 @@ async def put_location(
     locked = await store.items.lock_for(await store.shelves.skus_at(code))
     loaded = await store.shelves.of(sorted(locked))
     for sku in sorted(locked):
-        shelves, caps = loaded.get(sku, ((), ()))
-        item = replace(locked[sku], locations=shelves, channels=caps)
+        item = loaded.get(sku, domain.Stocking()).of(locked[sku])
         old = replace(
             item,
             locations=tuple(
-                replace(s, active=before.active) if s.location == code else s for s in shelves
+                replace(s, active=before.active) if s.location == code else s
+                for s in item.locations
             ),
         )
         await _announce(store, tx.events, _availability(store, old), item, domain.LOCATION_CHANGED)

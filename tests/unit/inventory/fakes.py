@@ -34,6 +34,7 @@ from services.inventory.domain import (
     ReservationStatus,
     Shelf,
     StockDelta,
+    Stocking,
     StockItem,
     StockLevel,
     Supplier,
@@ -315,7 +316,7 @@ class FakeStore:
         # Issue 13.
         self.policy = policy or AllocationPolicy()
         self.locations = FakeLocations(self.clock)
-        self.shelves = FakeShelves(self.items, self.locations)
+        self.shelves = FakeShelves(self.items, self.locations, self.purchasing)
         self.caps = FakeCaps(self.items)
         self.transfers = FakeTransfers(self.clock)
 
@@ -729,10 +730,9 @@ class FakeLocations:
 class FakeShelves:
     items: FakeStockItems
     locations: FakeLocations
+    purchasing: "FakePurchasing"
 
-    async def of(
-        self, skus: Sequence[str]
-    ) -> dict[str, tuple[tuple[Shelf, ...], tuple[ChannelCap, ...]]]:
+    async def of(self, skus: Sequence[str]) -> dict[str, Stocking]:
         found = {}
         for sku in skus:
             if sku not in self.items.rows:
@@ -747,7 +747,8 @@ class FakeShelves:
                 for (s, channel), (cap, used) in sorted(self.items.caps.items())
                 if s == sku
             )
-            found[sku] = (shelves, caps)
+            policy = self.purchasing.policies.get(sku)
+            found[sku] = Stocking(shelves, caps, policy.on_order if policy else 0)
         return found
 
     async def set(

@@ -298,6 +298,17 @@ class ProductFacts:
 # ---- quotes ----
 
 
+@dataclass(frozen=True)
+class QuoteInputs:
+    """What a quote reads before it prices, in one statement: the products pricing knows, each
+    sku's unit price in the channel (see `unit_prices`; absent: it cannot be quoted), and the
+    region's tax rate (None: an unknown region)."""
+
+    products: dict[str, ProductFacts]
+    unit_prices: dict[str, Money]
+    rate_bps: int | None
+
+
 def _money(amount: int, currency: str) -> dict[str, Any]:
     return {"amount": amount, "currency": currency}
 

@@ -27,8 +27,6 @@ class PriceRepository(Protocol):
 
     async def get(self, sku: str) -> BasePrice | None: ...
 
-    async def of(self, skus: Sequence[str]) -> dict[str, BasePrice]: ...
-
 
 class RuleRepository(Protocol):
     async def add(self, rule: domain.AnyRule, definition: dict[str, Any]) -> bool:
@@ -65,8 +63,6 @@ class TaxRateRepository(Protocol):
 
     async def get(self, region: str) -> TaxRate | None: ...
 
-    async def rate_of(self, region: str) -> int | None: ...
-
 
 class QuoteRepository(Protocol):
     async def add(
@@ -87,7 +83,11 @@ class ProductRepository(Protocol):
         """Upsert the sku's facts unless they already reflect a newer catalog event."""
         ...
 
-    async def of(self, skus: Sequence[str]) -> dict[str, ProductFacts]: ...
+
+class QuoteInputRepository(Protocol):
+    async def read(self, skus: Sequence[str], channel: str, region: str) -> domain.QuoteInputs:
+        """The skus' products and unit prices in `channel`, and `region`'s tax rate."""
+        ...
 
 
 class PricingStore(Protocol):
@@ -114,6 +114,9 @@ class PricingStore(Protocol):
 
     @property
     def channel_prices(self) -> "ChannelPriceRepository": ...  # issue 13
+
+    @property
+    def quote_inputs(self) -> QuoteInputRepository: ...  # issue 10: one read per quote
 
 
 # ---- prices ----
@@ -216,11 +219,8 @@ async def create_quote(
     store = tx.store
     skus = [sku for sku, _ in lines]
     _refuse_duplicates(skus)
-    known = await store.products.of(skus)
-    base = domain.unit_prices(
-        await store.prices.of(skus), await store.channel_prices.of(channel, skus)
-    )
-    rate_bps = await store.tax_rates.rate_of(region)
+    inputs = await store.quote_inputs.read(skus, channel, region)
+    known, base, rate_bps = inputs.products, inputs.unit_prices, inputs.rate_bps
     errors: list[FieldError] = []
     for index, sku in enumerate(skus):
         product = known.get(sku)
@@ -453,8 +453,6 @@ class ChannelPriceRepository(Protocol):
         ...
 
     async def get(self, channel: str, sku: str) -> domain.ChannelPrice | None: ...
-
-    async def of(self, channel: str, skus: Sequence[str]) -> dict[str, domain.ChannelPrice]: ...
 
 
 async def set_channel_price(

@@ -32,9 +32,6 @@ class FakePrices:
     async def get(self, sku: str) -> BasePrice | None:
         return self.rows.get(sku)
 
-    async def of(self, skus: Sequence[str]) -> dict[str, BasePrice]:
-        return {sku: self.rows[sku] for sku in skus if sku in self.rows}
-
 
 @dataclass
 class FakeRules:
@@ -111,10 +108,6 @@ class FakeTaxRates:
     async def get(self, region: str) -> TaxRate | None:
         return self.rows.get(region)
 
-    async def rate_of(self, region: str) -> int | None:
-        found = self.rows.get(region)
-        return found.rate_bps if found else None
-
 
 @dataclass(frozen=True)
 class StoredQuote:
@@ -153,9 +146,6 @@ class FakeProducts:
         if current is None or current[1] <= event_time:
             self.rows[facts.sku] = (facts, event_time)
 
-    async def of(self, skus: Sequence[str]) -> dict[str, ProductFacts]:
-        return {sku: self.rows[sku][0] for sku in skus if sku in self.rows}
-
 
 class FakeStore:
     def __init__(self, clock: MutableClock | None = None) -> None:
@@ -168,6 +158,7 @@ class FakeStore:
         self.shipping_methods = FakeShippingMethods(self.clock)
         self.free_shipping = FakeFreeShippingRules(self.rules)
         self.channel_prices = FakeChannelPrices(self.clock)  # issue 13
+        self.quote_inputs = FakeQuoteInputs(self)
 
 
 # --- shipping rates (issue 12) ---
@@ -267,5 +258,26 @@ class FakeChannelPrices:
     async def get(self, channel: str, sku: str) -> domain.ChannelPrice | None:
         return self.rows.get((channel, sku))
 
-    async def of(self, channel: str, skus: Sequence[str]) -> dict[str, domain.ChannelPrice]:
-        return {sku: self.rows[channel, sku] for sku in skus if (channel, sku) in self.rows}
+
+@dataclass
+class FakeQuoteInputs:
+    """The quote's one read, answered from the other fakes' rows."""
+
+    store: FakeStore
+
+    async def read(self, skus: Sequence[str], channel: str, region: str) -> domain.QuoteInputs:
+        store = self.store
+        base = {sku: store.prices.rows[sku] for sku in skus if sku in store.prices.rows}
+        listed = {
+            sku: store.channel_prices.rows[channel, sku]
+            for sku in skus
+            if (channel, sku) in store.channel_prices.rows
+        }
+        rate = store.tax_rates.rows.get(region)
+        return domain.QuoteInputs(
+            products={
+                sku: store.products.rows[sku][0] for sku in skus if sku in store.products.rows
+            },
+            unit_prices=domain.unit_prices(base, listed),
+            rate_bps=rate.rate_bps if rate else None,
+        )

@@ -501,6 +501,9 @@ def cost(
             db: per(d["xact_commit"]) for db, d in pg["databases"].items()
         },
         "wal_syncs_per_checkout": per(pg["wal"].get("wal_sync", 0)),
+        # Connections the services opened in the phase: each costs a SCRAM exchange (4096
+        # PBKDF2 rounds) and asyncpg's set-up; a steady pool opens none.
+        "db_sessions_by_db": {db: d.get("sessions", 0) for db, d in pg["databases"].items()},
         "kafka_records": events,
         "kafka_records_per_checkout": per(sum(events.values())),
     }

@@ -142,7 +142,8 @@ async def pg_stats(dsn: str) -> dict[str, Any]:
     try:
         rows = await conn.fetch(
             "SELECT datname, xact_commit, xact_rollback, tup_inserted, tup_updated, tup_deleted,"
-            " blks_read, blks_hit FROM pg_stat_database WHERE datname = ANY($1::text[])",
+            " blks_read, blks_hit, sessions"  # sessions: connections opened (a pool's churn)
+            " FROM pg_stat_database WHERE datname = ANY($1::text[])",
             list(SERVICES),
         )
         wal = await conn.fetchrow(
@@ -169,6 +170,7 @@ def pg_delta(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "databases": dbs,
         "xact_commit": sum(d["xact_commit"] for d in dbs.values()),
         "xact_rollback": sum(d["xact_rollback"] for d in dbs.values()),
+        "sessions": sum(d.get("sessions", 0) for d in dbs.values()),
         "wal": {k: b["wal"][k] - a["wal"].get(k, 0) for k in b["wal"]},
     }
 

@@ -414,6 +414,14 @@ class Orders:
         return {order_id: tuple(entries) for order_id, entries in by_order.items()}
 
 
+# Every checkout's first reads (the key, the channel): plain text, so they take the kit's fast
+# path (libs/kit/db.py) instead of SQLAlchemy's execution of a select() (issue 10).
+FIND_KEY = text(
+    "SELECT request_hash, order_id FROM idempotency_keys"
+    " WHERE customer_id = :customer_id AND key = :key"
+)
+
+
 class IdempotencyKeys:
     """Per customer, the request each Idempotency-Key first came with and the order it placed
     (`Orders.add` claims a key with the order it places)."""
@@ -423,11 +431,7 @@ class IdempotencyKeys:
 
     async def find(self, customer_id: str, key: str) -> StoredKey | None:
         row = (
-            await self.session.execute(
-                select(idempotency_keys.c.request_hash, idempotency_keys.c.order_id).where(
-                    idempotency_keys.c.customer_id == customer_id, idempotency_keys.c.key == key
-                )
-            )
+            await self.session.execute(FIND_KEY, {"customer_id": customer_id, "key": key})
         ).first()
         return None if row is None else StoredKey(row.request_hash, row.order_id)
 
@@ -1360,12 +1364,15 @@ RECORD_CHANNEL = text(
 ).bindparams(bindparam("event_time", type_=channels.c.event_time.type))
 
 
+CHANNEL_OF = text("SELECT code, name, kind, active FROM channels WHERE code = :code")
+
+
 class Channels:
     def __init__(self, session: DbSession) -> None:
         self.session = session
 
     async def get(self, code: str) -> Channel | None:
-        row = (await self.session.execute(select(channels).where(channels.c.code == code))).first()
+        row = (await self.session.execute(CHANNEL_OF, {"code": code})).first()
         if row is None:
             return None
         return Channel(code=row.code, name=row.name, kind=row.kind, active=row.active)

@@ -20,7 +20,6 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
-    column,
     delete,
     func,
     or_,
@@ -356,6 +355,7 @@ class Products:
 # A quote's reads in one statement (issue 10: one round trip instead of four): per asked sku its
 # product facts and its unit price in the channel (the channel's list over the base price, as
 # domain.unit_prices decides), each row with the region's tax rate; NULLs where there is none.
+# Plain text, no JSON in the row: it takes the kit's fast path (libs/kit/db.py).
 QUOTE_INPUTS = text(
     "SELECT s.sku, p.category, p.status, p.weight_g,"
     " CASE WHEN c.sku IS NULL THEN b.amount ELSE c.amount END AS amount,"
@@ -365,14 +365,6 @@ QUOTE_INPUTS = text(
     " LEFT JOIN products p ON p.sku = s.sku"
     " LEFT JOIN prices b ON b.sku = s.sku"
     " LEFT JOIN channel_prices c ON c.channel = :channel AND c.sku = s.sku"
-).columns(
-    column("sku", String),
-    column("category", String),
-    column("status", String),
-    column("weight_g", BigInteger),
-    column("amount", BigInteger),
-    column("currency", String),
-    column("rate_bps", Integer),
 )
 TAX_RATE_OF = text("SELECT rate_bps FROM tax_rates WHERE region = :region")
 

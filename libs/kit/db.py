@@ -374,8 +374,13 @@ class Database:
         # statement, and SQLAlchemy then discards the whole pool (the inbox retries such errors).
         # hide_parameters: a statement's error must never print its values (a payment token is
         # a parameter of payments' instruction update, and the kit logs handler errors).
+        # max_overflow=0: `pool_size` is the ceiling and every connection opened stays pooled.
+        # An overflow connection is closed when given back, so a burst above the pool opened
+        # and closed connections over and over, each paying a SCRAM exchange (4096 PBKDF2
+        # rounds, in Python) and asyncpg's set-up: about 1 CPU-ms per checkout under overload
+        # (issue 10). A burst now waits its turn for a pooled connection.
         self.engine: AsyncEngine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, hide_parameters=True
+            url, pool_size=pool_size, max_overflow=0, hide_parameters=True
         )
         event.listen(self.engine.sync_engine, "checkout", _discard_closed)
         event.listen(self.engine.sync_engine, "before_cursor_execute", _count_uncacheable)

@@ -40,6 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Row
+from sqlalchemy.sql.elements import TextClause
 
 from libs.events.common import BackorderedLine, Money, PricedLine
 from libs.events.orders import CreditNote, Invoice
@@ -786,6 +787,23 @@ def _shipment_view(row: Row[Any]) -> ShipmentView:
 # Every column but the label's bytes: what views read.
 _VIEW_COLUMNS = [c for c in shipments.c if c.name != "label_pdf"]
 
+# A label worker's outcome for the shipment it claimed (`attempts`), if that claim still holds
+# it: fixed text on the kit's fast path (an update().values() construct took SQLAlchemy's
+# execution and compiled its cache key on every label, issue 10).
+_SETTLE_CLAIM = (
+    ", lease_until = NULL, updated_at = now()"
+    " WHERE id = :id AND status = :pending AND attempts = :attempts"
+    " RETURNING " + ", ".join(c.name for c in _VIEW_COLUMNS)
+)
+RECORD_LABEL = text(
+    "UPDATE shipments SET status = :status, tracking_number = :tracking_number,"
+    " carrier_ref = :carrier_ref, label_pdf = :label_pdf, label_url = :label_url,"
+    " tracking_url = :tracking_url" + _SETTLE_CLAIM
+)
+RECORD_NOT_BOUGHT = text(
+    "UPDATE shipments SET status = :status, failure_reason = :failure_reason" + _SETTLE_CLAIM
+)
+
 
 async def with_shipments(session: DbSession, views: list[OrderView]) -> list[OrderView]:
     """The views with their orders' shipments (oldest first), in one query."""
@@ -916,6 +934,7 @@ class Shipments:
         """The label bought under claim `attempts`; None when that claim no longer holds the
         shipment (its lease ran out and another claim took it, or it was settled)."""
         return await self._settle(
+            RECORD_LABEL,
             shipment_id,
             attempts,
             status=ShipmentStatus.LABEL_CREATED.value,
@@ -931,22 +950,18 @@ class Shipments:
     ) -> ShipmentView | None:
         """`failed` (the carrier refused) or `cancelled` (the order is not leaving), with why."""
         return await self._settle(
-            shipment_id, attempts, status=status.value, failure_reason=reason[:500]
+            RECORD_NOT_BOUGHT,
+            shipment_id,
+            attempts,
+            status=status.value,
+            failure_reason=reason[:500],
         )
 
-    async def _settle(self, shipment_id: str, attempts: int, **values: Any) -> ShipmentView | None:
-        row = (
-            await self.session.execute(
-                update(shipments)
-                .where(
-                    _s.id == shipment_id,
-                    _s.status == ShipmentStatus.PENDING.value,
-                    _s.attempts == attempts,
-                )
-                .values(**values, lease_until=None, updated_at=func.now())
-                .returning(*_VIEW_COLUMNS)
-            )
-        ).first()
+    async def _settle(
+        self, statement: TextClause, shipment_id: str, attempts: int, **values: Any
+    ) -> ShipmentView | None:
+        params = {"id": shipment_id, "attempts": attempts, "pending": ShipmentStatus.PENDING.value}
+        row = (await self.session.execute(statement, params | values)).first()
         return None if row is None else _shipment_view(row)
 
     async def lock_by_tracking(self, carrier: str, tracking_number: str) -> TrackedShipment | None:

@@ -266,6 +266,37 @@ async def test_a_claim_overtaken_after_its_lease_cannot_record_its_outcome(
     assert current is not None and current.status is ShipmentStatus.LABEL_CREATED
 
 
+async def test_a_label_the_carrier_refused_leaves_the_shipment_failed_with_its_reason(
+    app: FastAPI, client: httpx.AsyncClient, pricing: Priced
+) -> None:
+    order = await placed(client, pricing, customer())
+    db = app.state.runtime.db
+    shipment_id = f"shp-{uuid.uuid4().hex}"
+    async with db.transaction() as session:
+        await Store(session).shipments.add_intent(shipment_id, order["id"], automatic=False)
+    async with db.transaction() as session:
+        [claim] = [
+            i
+            for i in await Store(session).shipments.claim_due("sandbox", 10, 60)
+            if i.id == shipment_id
+        ]
+    reason = "no rate for this address " + "x" * 600  # kept to the column's 500
+    async with db.transaction() as session:
+        shipments = Store(session).shipments
+        stale = await shipments.record_not_bought(
+            shipment_id, claim.attempts - 1, ShipmentStatus.FAILED, reason
+        )
+        failed = await shipments.record_not_bought(
+            shipment_id, claim.attempts, ShipmentStatus.FAILED, reason
+        )
+        again = await shipments.record_not_bought(
+            shipment_id, claim.attempts, ShipmentStatus.FAILED, reason
+        )
+    assert stale is None and again is None  # another claim's, and a settled shipment's
+    assert failed is not None and failed.id == shipment_id
+    assert failed.status is ShipmentStatus.FAILED and failed.failure_reason == reason[:500]
+
+
 async def test_a_shipment_recorded_claimed_is_no_one_elses_until_its_lease_runs_out(
     app: FastAPI, client: httpx.AsyncClient, pricing: Priced
 ) -> None:

@@ -225,8 +225,8 @@ PLACE_ORDER = (
 # A new status: the order's new state and its history entry (status and reason as written, `at`
 # now()). The tracking is written only when given (a NULL keeps the stored one, as `save` leaves
 # the column out), hence a JSONB bind that sends None as SQL NULL, not as JSON null.
-SAVE_STATUS_CHANGE = text(
-    "WITH changed AS ("
+# An order's state (`_state_columns`), and its tracking when given (NULL keeps it).
+_SAVE_STATE = (
     "UPDATE orders SET status = :status, reason = :reason, stock_reserved = :stock_reserved,"
     " paid = :paid,"
     " cancellation_requested = :cancellation_requested,"
@@ -236,11 +236,15 @@ SAVE_STATUS_CHANGE = text(
     " tracking = COALESCE(CAST(:tracking AS jsonb), orders.tracking),"
     " updated_at = now()"
     " WHERE orders.id = :order_id"
-    " RETURNING orders.id, orders.status, orders.reason"
+)
+_TRACKING = bindparam("tracking", type_=JSONB(none_as_null=True))
+SAVE_STATE = text(_SAVE_STATE).bindparams(_TRACKING)
+SAVE_STATUS_CHANGE = text(
+    "WITH changed AS (" + _SAVE_STATE + " RETURNING orders.id, orders.status, orders.reason"
     ")"
     " INSERT INTO order_history (order_id, status, reason)"
     " SELECT changed.id, changed.status, changed.reason FROM changed"
-).bindparams(bindparam("tracking", type_=JSONB(none_as_null=True)))
+).bindparams(_TRACKING)
 
 
 def _state_columns(state: Order) -> dict[str, Any]:
@@ -332,10 +336,9 @@ class Orders:
         self, order_id: str, state: Order, tracking: dict[str, Any] | None = None
     ) -> None:
         """Write an order's new state (and its tracking, once shipped)."""
-        values: dict[str, Any] = {**_state_columns(state), "updated_at": func.now()}
-        if tracking is not None:
-            values["tracking"] = tracking
-        await self.session.execute(update(orders).where(orders.c.id == order_id).values(**values))
+        await self.session.execute(
+            SAVE_STATE, {"order_id": order_id, **_state_columns(state), "tracking": tracking}
+        )
 
     async def save_status_change(
         self, order_id: str, state: Order, tracking: dict[str, Any] | None = None

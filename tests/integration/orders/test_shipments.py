@@ -14,9 +14,10 @@ import pytest
 from fastapi import FastAPI
 from pypdf import PdfReader
 
+from libs.kit.db import Database
 from services.orders.adapters import SandboxCarrier
 from services.orders.db import Store
-from services.orders.domain import ShipmentStatus
+from services.orders.domain import ShipmentIntent, ShipmentStatus
 from services.orders.main import create_app
 from services.orders.settings import OrdersSettings
 from tests.integration.orders.conftest import Priced
@@ -222,26 +223,35 @@ async def test_the_label_claim_skips_shipments_another_worker_holds(
     assert held_ids[0] in {i.id for i in again}
 
 
-async def test_a_claim_overtaken_after_its_lease_cannot_record_its_outcome(
+async def manual_shipment(
     app: FastAPI, client: httpx.AsyncClient, pricing: Priced
-) -> None:
+) -> tuple[Database, str]:
+    """A shipment owed for a new (pending) order, claimed by no one yet, and the database."""
     order = await placed(client, pricing, customer())
-    db = app.state.runtime.db
+    db: Database = app.state.runtime.db
     shipment_id = f"shp-{uuid.uuid4().hex}"
     async with db.transaction() as session:
         await Store(session).shipments.add_intent(shipment_id, order["id"], automatic=False)
+    return db, shipment_id
+
+
+async def claim(db: Database, shipment_id: str, lease_s: float) -> ShipmentIntent:
+    """The label worker's claim of that shipment, for `lease_s`."""
     async with db.transaction() as session:
-        [first] = [
+        [intent] = [
             i
-            for i in await Store(session).shipments.claim_due("sandbox", 10, 0)
+            for i in await Store(session).shipments.claim_due("sandbox", 10, lease_s)
             if i.id == shipment_id
         ]
-    async with db.transaction() as session:  # the lease (0 s) ran out: claimed again
-        [second] = [
-            i
-            for i in await Store(session).shipments.claim_due("sandbox", 10, 60)
-            if i.id == shipment_id
-        ]
+    return intent
+
+
+async def test_a_claim_overtaken_after_its_lease_cannot_record_its_outcome(
+    app: FastAPI, client: httpx.AsyncClient, pricing: Priced
+) -> None:
+    db, shipment_id = await manual_shipment(app, client, pricing)
+    first = await claim(db, shipment_id, 0)
+    second = await claim(db, shipment_id, 60)  # the lease (0 s) ran out: claimed again
     assert (first.attempts, second.attempts) == (1, 2)
     async with db.transaction() as session:
         late = await Store(session).shipments.record_label(
@@ -269,28 +279,19 @@ async def test_a_claim_overtaken_after_its_lease_cannot_record_its_outcome(
 async def test_a_label_the_carrier_refused_leaves_the_shipment_failed_with_its_reason(
     app: FastAPI, client: httpx.AsyncClient, pricing: Priced
 ) -> None:
-    order = await placed(client, pricing, customer())
-    db = app.state.runtime.db
-    shipment_id = f"shp-{uuid.uuid4().hex}"
-    async with db.transaction() as session:
-        await Store(session).shipments.add_intent(shipment_id, order["id"], automatic=False)
-    async with db.transaction() as session:
-        [claim] = [
-            i
-            for i in await Store(session).shipments.claim_due("sandbox", 10, 60)
-            if i.id == shipment_id
-        ]
+    db, shipment_id = await manual_shipment(app, client, pricing)
+    claimed = await claim(db, shipment_id, 60)
     reason = "no rate for this address " + "x" * 600  # kept to the column's 500
     async with db.transaction() as session:
         shipments = Store(session).shipments
         stale = await shipments.record_not_bought(
-            shipment_id, claim.attempts - 1, ShipmentStatus.FAILED, reason
+            shipment_id, claimed.attempts - 1, ShipmentStatus.FAILED, reason
         )
         failed = await shipments.record_not_bought(
-            shipment_id, claim.attempts, ShipmentStatus.FAILED, reason
+            shipment_id, claimed.attempts, ShipmentStatus.FAILED, reason
         )
         again = await shipments.record_not_bought(
-            shipment_id, claim.attempts, ShipmentStatus.FAILED, reason
+            shipment_id, claimed.attempts, ShipmentStatus.FAILED, reason
         )
     assert stale is None and again is None  # another claim's, and a settled shipment's
     assert failed is not None and failed.id == shipment_id

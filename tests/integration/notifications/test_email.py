@@ -192,7 +192,10 @@ async def test_a_slow_smtp_server_holds_no_row_lock_and_delays_no_webhook(
         assert notifications.mailbox.to(to) == [], "the slow server answered first"
         async with notifications.app.state.runtime.db.transaction() as session:
             status = await session.scalar(
-                text("SELECT status FROM notifications WHERE order_id = :o FOR UPDATE NOWAIT"),
+                text(
+                    "SELECT status FROM notifications"
+                    " WHERE order_id = :o AND channel = 'email' FOR UPDATE NOWAIT"
+                ),
                 {"o": order_id},
             )
         assert status == "pending"  # being sent, and nobody holds its row

@@ -223,6 +223,14 @@ MOVE_AND_RECORD_STOCK = (
 )
 
 
+# The statements of every reservation (issue 10): fixed text, so they take DbSession's asyncpg
+# path. `= ANY(:skus)` rather than an expanding IN, which SQLAlchemy renders per list length.
+LOCK_STOCK_ITEMS = text(
+    "SELECT " + ", ".join(c.name for c in stock_items.c) + " FROM stock_items"
+    " WHERE sku = ANY(:skus) ORDER BY sku FOR UPDATE"
+)
+
+
 class StockItems:
     """Stock rows: one per sku. Every write bumps `version` and `updated_at`."""
 
@@ -285,12 +293,7 @@ class StockItems:
     async def lock_for(self, skus: Sequence[str]) -> dict[str, StockItem]:
         """Lock the rows of these skus (those that exist) with one statement, in sku order, so
         concurrent orders never deadlock each other."""
-        rows = await self.session.execute(
-            select(stock_items)
-            .where(stock_items.c.sku.in_(sorted(skus)))
-            .order_by(stock_items.c.sku)
-            .with_for_update()
-        )
+        rows = await self.session.execute(LOCK_STOCK_ITEMS, {"skus": sorted(skus)})
         return {row.sku: _item(row) for row in rows}
 
     async def move_and_record(
@@ -379,6 +382,16 @@ CLOSE_UNSEEN_RESERVATION = text(
 )
 
 
+LOCK_RESERVATION = text(
+    "SELECT " + ", ".join(c.name for c in reservations.c) + " FROM reservations"
+    " WHERE order_id = :order_id FOR UPDATE"
+)
+SET_RESERVATION_STATUS = text(
+    "UPDATE reservations SET status = :status, reason = :reason, updated_at = now()"
+    " WHERE order_id = :order_id"
+)
+
+
 class Reservations:
     """One row per order, whatever happened to it."""
 
@@ -418,11 +431,7 @@ class Reservations:
         return claimed is not None
 
     async def lock(self, order_id: str) -> Reservation | None:
-        row = (
-            await self.session.execute(
-                select(reservations).where(reservations.c.order_id == order_id).with_for_update()
-            )
-        ).first()
+        row = (await self.session.execute(LOCK_RESERVATION, {"order_id": order_id})).first()
         return None if row is None else _reservation(row)
 
     async def close_unseen(self, order_id: str, reason: str | None) -> None:
@@ -436,9 +445,7 @@ class Reservations:
         self, order_id: str, status: ReservationStatus, reason: str | None
     ) -> None:
         await self.session.execute(
-            update(reservations)
-            .where(reservations.c.order_id == order_id)
-            .values(status=status, reason=reason, updated_at=func.now())
+            SET_RESERVATION_STATUS, {"order_id": order_id, "status": status, "reason": reason}
         )
 
     async def claim_expired(self, now: datetime) -> Reservation | None:

@@ -439,6 +439,12 @@ class NotificationLog:
         return [_entry(r) for r in (await self.session.execute(query)).all()]
 
 
+# Read by most consumer transactions (fixed text: DbSession's asyncpg path, issue 10).
+LISTED_EVENT_TYPES = text(
+    "SELECT DISTINCT jsonb_array_elements_text(events) FROM webhook_subscriptions"
+)
+
+
 @dataclass(frozen=True)
 class Subscriptions:
     """The `webhook_subscriptions` table."""
@@ -511,11 +517,7 @@ class Subscriptions:
 
     async def listed_types(self) -> frozenset[str]:
         """Every event type some subscription lists."""
-        return frozenset(
-            await self.session.scalars(
-                select(func.jsonb_array_elements_text(webhook_subscriptions.c.events)).distinct()
-            )
-        )
+        return frozenset(await self.session.scalars(LISTED_EVENT_TYPES))
 
     async def listed_types_in_this_transaction(self) -> frozenset[str]:
         """`listed_types`, read once per transaction: the consumer applies several events in

@@ -28,7 +28,6 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     bindparam,
-    column,
     func,
     insert,
     literal,
@@ -170,56 +169,47 @@ idempotency_keys = Table(
 # takes its values from the RETURNING of the one before (they all see the same snapshot, so none
 # could read another's rows from the table).
 
-# Every column of orders, in the Table's order: what `.columns(*orders.c, ...)` reads back.
+# Every column of orders, in the Table's order: what the statements below read back.
 _ORDER_COLUMNS = ", ".join(column.name for column in orders.c)
 
 # The key claim decides: when the customer's key is taken (ON CONFLICT DO NOTHING, which waits
 # for a concurrent claimer's commit or rollback as the single insert did), `claimed` is empty and
 # neither the order nor its history row is written. The order's first history entry gets `at`
 # from the column default, now(), as the insert of its own did.
-PLACE_ORDER = (
-    text(
-        "WITH claimed AS ("
-        "INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id)"
-        " VALUES (:customer_id, :key, :request_hash, :id)"
-        " ON CONFLICT DO NOTHING"
-        " RETURNING idempotency_keys.order_id"
-        "), placed AS ("
-        "INSERT INTO orders (id, customer_id, status, region, shipping_address, email, lines,"
-        " currency, subtotal, discount, tax, total, quote_id, reservation_deadline,"
-        " correlation_id, shipping, shipping_method, weight_g, channel)"
-        " SELECT claimed.order_id, CAST(:customer_id AS text), CAST(:status AS text),"
-        " CAST(:region AS text), CAST(:shipping_address AS jsonb), CAST(:email AS text),"
-        " CAST(:lines AS jsonb), CAST(:currency AS text), CAST(:subtotal AS bigint),"
-        " CAST(:discount AS bigint), CAST(:tax AS bigint), CAST(:total AS bigint),"
-        " CAST(:quote_id AS text), CAST(:reservation_deadline AS timestamptz),"
-        " CAST(:correlation_id AS text), CAST(:shipping AS bigint),"
-        " CAST(:shipping_method AS text), CAST(:weight_g AS bigint), CAST(:channel AS text)"
-        " FROM claimed"
-        f" RETURNING {_ORDER_COLUMNS}"
-        "), entry AS ("
-        "INSERT INTO order_history (order_id, status, reason)"
-        " SELECT placed.id, placed.status, placed.reason FROM placed"
-        " RETURNING order_history.order_id, order_history.status, order_history.reason,"
-        " order_history.at"
-        ")"
-        " SELECT "
-        + ", ".join(f"placed.{column.name}" for column in orders.c)
-        + ", entry.status AS history_status, entry.reason AS history_reason,"
-        " entry.at AS history_at"
-        " FROM placed JOIN entry ON entry.order_id = placed.id"
-    )
-    .bindparams(
-        bindparam("shipping_address", type_=orders.c.shipping_address.type),
-        bindparam("lines", type_=orders.c.lines.type),
-        bindparam("reservation_deadline", type_=orders.c.reservation_deadline.type),
-    )
-    .columns(
-        *orders.c,
-        column("history_status", order_history.c.status.type),
-        column("history_reason", order_history.c.reason.type),
-        column("history_at", order_history.c.at.type),
-    )
+PLACE_ORDER = text(
+    "WITH claimed AS ("
+    "INSERT INTO idempotency_keys (customer_id, key, request_hash, order_id)"
+    " VALUES (:customer_id, :key, :request_hash, :id)"
+    " ON CONFLICT DO NOTHING"
+    " RETURNING idempotency_keys.order_id"
+    "), placed AS ("
+    "INSERT INTO orders (id, customer_id, status, region, shipping_address, email, lines,"
+    " currency, subtotal, discount, tax, total, quote_id, reservation_deadline,"
+    " correlation_id, shipping, shipping_method, weight_g, channel)"
+    " SELECT claimed.order_id, CAST(:customer_id AS text), CAST(:status AS text),"
+    " CAST(:region AS text), CAST(:shipping_address AS jsonb), CAST(:email AS text),"
+    " CAST(:lines AS jsonb), CAST(:currency AS text), CAST(:subtotal AS bigint),"
+    " CAST(:discount AS bigint), CAST(:tax AS bigint), CAST(:total AS bigint),"
+    " CAST(:quote_id AS text), CAST(:reservation_deadline AS timestamptz),"
+    " CAST(:correlation_id AS text), CAST(:shipping AS bigint),"
+    " CAST(:shipping_method AS text), CAST(:weight_g AS bigint), CAST(:channel AS text)"
+    " FROM claimed"
+    f" RETURNING {_ORDER_COLUMNS}"
+    "), entry AS ("
+    "INSERT INTO order_history (order_id, status, reason)"
+    " SELECT placed.id, placed.status, placed.reason FROM placed"
+    " RETURNING order_history.order_id, order_history.status, order_history.reason,"
+    " order_history.at"
+    ")"
+    " SELECT "
+    + ", ".join(f"placed.{column.name}" for column in orders.c)
+    + ", entry.status AS history_status, entry.reason AS history_reason,"
+    " entry.at AS history_at"
+    " FROM placed JOIN entry ON entry.order_id = placed.id"
+).bindparams(
+    bindparam("shipping_address", type_=orders.c.shipping_address.type),
+    bindparam("lines", type_=orders.c.lines.type),
+    bindparam("reservation_deadline", type_=orders.c.reservation_deadline.type),
 )
 
 # A new status: the order's new state and its history entry (status and reason as written, `at`
@@ -245,6 +235,12 @@ SAVE_STATUS_CHANGE = text(
     " INSERT INTO order_history (order_id, status, reason)"
     " SELECT changed.id, changed.status, changed.reason FROM changed"
 ).bindparams(_TRACKING)
+
+
+# The hot reads of one order (issue 10): fixed text, so they take DbSession's asyncpg path. JSONB
+# columns come back parsed there too (SQLAlchemy's asyncpg dialect sets the connection's codec).
+ORDER_BY_ID = text(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE orders.id = :order_id")
+LOCK_ORDER = text(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE orders.id = :order_id FOR UPDATE")
 
 
 def _state_columns(state: Order) -> dict[str, Any]:
@@ -310,11 +306,7 @@ class Orders:
 
     async def lock(self, order_id: str) -> LockedOrder | None:
         """The order, locked until the transaction ends (FOR UPDATE), or None."""
-        row = (
-            await self.session.execute(
-                select(orders).where(orders.c.id == order_id).with_for_update()
-            )
-        ).first()
+        row = (await self.session.execute(LOCK_ORDER, {"order_id": order_id})).first()
         return None if row is None else _locked(row)
 
     async def claim_overdue(self, now: datetime) -> LockedOrder | None:
@@ -1235,6 +1227,12 @@ ALLOCATE_NUMBER = text(
 )
 
 
+ADD_INVOICE = text(
+    "INSERT INTO invoices (order_id, number, issued_at, document)"
+    " VALUES (:order_id, :number, :issued_at, :document)"
+).bindparams(bindparam("document", type_=JSONB))
+
+
 class Invoices:
     """Invoices, credit notes and the counters that number them."""
 
@@ -1248,7 +1246,7 @@ class Invoices:
     async def source(self, order_id: str) -> InvoiceSource | None:
         """The order as its invoice needs it. The order keeps its shipping net; the tax on it is
         the order's tax beyond its lines' taxes (pricing taxes shipping at the region's rate)."""
-        row = (await self.session.execute(select(orders).where(orders.c.id == order_id))).first()
+        row = (await self.session.execute(ORDER_BY_ID, {"order_id": order_id})).first()
         if row is None:
             return None
 
@@ -1273,12 +1271,13 @@ class Invoices:
 
     async def add_invoice(self, invoice: Invoice) -> None:
         await self.session.execute(
-            insert(invoices).values(
-                order_id=invoice.order_id,
-                number=invoice.number,
-                issued_at=invoice.issued_at,
-                document=invoice.model_dump(mode="json"),
-            )
+            ADD_INVOICE,
+            {
+                "order_id": invoice.order_id,
+                "number": invoice.number,
+                "issued_at": invoice.issued_at,
+                "document": invoice.model_dump(mode="json"),
+            },
         )
 
     async def invoice(self, order_id: str) -> Invoice | None:
@@ -1437,6 +1436,8 @@ FILL_BACKORDERS = text(
     " RETURNING order_id"
 )
 
+BACKORDERS_OF = text("SELECT lines, filled_at FROM order_backorders WHERE order_id = :order_id")
+
 ADD_HELD_SHIPMENT = text(
     "INSERT INTO shipments (id, order_id, status, automatic)"
     " VALUES (:id, :order_id, :status, true)"
@@ -1466,11 +1467,7 @@ class OrderBackorders:
 
     async def get(self, order_id: str) -> tuple[tuple[BackorderedLine, ...], bool] | None:
         """The order's backordered lines and whether they were filled."""
-        row = (
-            await self.session.execute(
-                select(order_backorders).where(order_backorders.c.order_id == order_id)
-            )
-        ).first()
+        row = (await self.session.execute(BACKORDERS_OF, {"order_id": order_id})).first()
         if row is None:
             return None
         return _backordered_lines(row.lines), row.filled_at is not None

@@ -33,6 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.sql.elements import TextClause
 
 from libs.kit.db import Database, DbSession
 from libs.kit.inbox import claim_delivery
@@ -254,7 +255,56 @@ LOCK_PAYMENT_ORDER = text(
     " stock_reserved = payment_orders.stock_reserved OR EXCLUDED.stock_reserved,"
     " updated_at = now()"
     f" {_RETURNING_PAYMENT_ORDER}"
-).columns(*payment_orders.c)
+)
+
+# The writes of an order's payment state on every checkout (issue 10): fixed text, so they take
+# DbSession's asyncpg path instead of compiling and executing an update() construct.
+_SAVE_STATE = (
+    "UPDATE payment_orders SET amount = :amount, currency = :currency, token = :token,"
+    " closed_reason = :closed_reason, refund_reason = :refund_reason,"
+    " capture_status = :capture_status, capture_ref = :capture_ref,"
+    " refund_status = :refund_status, attempts = :attempts, refund_amount = :refund_amount,"
+    " hold_ref = :hold_ref, updated_at = now()"
+)
+SAVE_PAYMENT_ORDER = text(_SAVE_STATE + " WHERE payment_orders.order_id = :order_id")
+# With the provider call it now owes: unclaimed (no lease) or claimed for `lease_s` seconds.
+SAVE_PAYMENT_ORDER_OWING = text(
+    _SAVE_STATE + ", lease_until = CASE WHEN CAST(:lease_s AS double precision) IS NULL"
+    " THEN NULL ELSE now() + make_interval(secs => CAST(:lease_s AS double precision)) END,"
+    " correlation_id = :correlation_id, causation_id = :causation_id"
+    " WHERE payment_orders.order_id = :order_id"
+)
+# The provider's answers, each only while the call it answers is still owed (none: no row).
+# Every one ends the call's lease.
+_SETTLED = ", lease_until = NULL, updated_at = now() WHERE payment_orders.order_id = :order_id"
+SETTLE_CAPTURE = text(
+    "UPDATE payment_orders SET capture_status = :status, capture_ref = :ref, token = NULL,"
+    " hold_ref = CASE WHEN CAST(:authorized AS boolean) THEN :hold_ref ELSE hold_ref END,"
+    " authorized_at = CASE WHEN CAST(:authorized AS boolean) THEN now() ELSE authorized_at END"
+    + _SETTLED
+    + f" AND payment_orders.capture_status = :expected {_RETURNING_PAYMENT_ORDER}"
+)
+SETTLE_RELEASE = text(
+    "UPDATE payment_orders SET refund_status = :refund_status,"
+    " capture_status = CASE WHEN CAST(:released AS boolean) THEN 'voided' ELSE capture_status END"
+    + _SETTLED
+    + " AND payment_orders.refund_status = 'pending'"
+    f" AND payment_orders.capture_status = 'authorized' {_RETURNING_PAYMENT_ORDER}"
+)
+DROP_CAPTURE = text(
+    "UPDATE payment_orders SET capture_status = NULL, token = NULL"
+    + _SETTLED
+    + f" AND payment_orders.capture_status = 'pending' {_RETURNING_PAYMENT_ORDER}"
+)
+SETTLE_REFUND = text(
+    "UPDATE payment_orders SET refund_status = :status"
+    + _SETTLED
+    + f" AND payment_orders.refund_status = 'pending' {_RETURNING_PAYMENT_ORDER}"
+)
+LOCK_EXISTING = text(
+    "SELECT " + ", ".join(column.name for column in payment_orders.c) + " FROM payment_orders"
+    " WHERE order_id = :order_id FOR UPDATE"
+)
 
 
 def _claim(table: Table, owed: Any, limit: int, lease_s: float) -> Any:
@@ -311,6 +361,7 @@ class PaymentOrders:
         call it now owes starts in that event's story, unclaimed, or with `lease_s` claimed by
         this transaction for that long (`order.attempts` counts that claim)."""
         values: dict[str, Any] = {
+            "order_id": order.order_id,
             "amount": order.amount,
             "currency": order.currency,
             "token": order.token,
@@ -322,21 +373,16 @@ class PaymentOrders:
             "attempts": order.attempts,
             "refund_amount": order.refund_amount,
             "hold_ref": order.hold_ref,
-            "updated_at": func.now(),
         }
-        if intent is not None:
-            values |= {
-                "lease_until": (
-                    None
-                    if lease_s is None
-                    else func.now() + literal(timedelta(seconds=lease_s), Interval())
-                ),
-                "correlation_id": intent.correlation_id,
-                "causation_id": intent.causation_id,
-            }
-        await self.session.execute(
-            update(payment_orders).where(_o.order_id == order.order_id).values(**values)
-        )
+        if intent is None:
+            await self.session.execute(SAVE_PAYMENT_ORDER, values)
+            return
+        values |= {
+            "lease_s": lease_s,
+            "correlation_id": intent.correlation_id,
+            "causation_id": intent.causation_id,
+        }
+        await self.session.execute(SAVE_PAYMENT_ORDER_OWING, values)
 
     async def claim_due(self, limit: int, lease_s: float) -> list[Intent]:
         """Take up to `limit` owed provider calls nobody holds (never claimed, or whose claim's
@@ -357,45 +403,42 @@ class PaymentOrders:
         verdict on one that awaited the shopper) and erase the token; an authorization keeps
         its reference as the hold. None if no such capture is left (another claim or delivery
         recorded it, or it was dropped)."""
-        values: dict[str, Any] = {"capture_status": status, "capture_ref": ref, "token": None}
-        if status == "authorized":
-            values |= {"hold_ref": ref, "authorized_at": func.now()}
         return await self._settle(
-            _o.capture_status == ("requires_action" if awaiting else "pending"), order_id, **values
+            SETTLE_CAPTURE,
+            {
+                "order_id": order_id,
+                "status": status,
+                "ref": ref,
+                "authorized": status == "authorized",
+                "hold_ref": ref,
+                "expected": "requires_action" if awaiting else "pending",
+            },
         )
 
     async def settle_release(self, order_id: str, *, released: bool) -> OrderPayment | None:
         """Record the provider's answer to releasing the order's hold: voided, or (declined)
         left for an operator; None if no release is owed any more."""
-        values: dict[str, Any] = {"refund_status": "refunded" if released else "failed"}
-        if released:
-            values["capture_status"] = "voided"
         return await self._settle(
-            (_o.refund_status == "pending") & (_o.capture_status == "authorized"),
-            order_id,
-            **values,
+            SETTLE_RELEASE,
+            {
+                "order_id": order_id,
+                "refund_status": "refunded" if released else "failed",
+                "released": released,
+            },
         )
 
     async def drop_capture(self, order_id: str) -> OrderPayment | None:
         """The pending capture of a closed order that the provider never made: owed no more."""
-        return await self._settle(
-            _o.capture_status == "pending", order_id, capture_status=None, token=None
-        )
+        return await self._settle(DROP_CAPTURE, {"order_id": order_id})
 
     async def settle_refund(
         self, order_id: str, status: Literal["refunded", "failed"]
     ) -> OrderPayment | None:
         """Record the provider's answer to the order's pending refund; None if none is pending."""
-        return await self._settle(_o.refund_status == "pending", order_id, refund_status=status)
+        return await self._settle(SETTLE_REFUND, {"order_id": order_id, "status": status})
 
-    async def _settle(self, pending: Any, order_id: str, **values: Any) -> OrderPayment | None:
-        statement = (
-            update(payment_orders)
-            .where(_o.order_id == order_id, pending)
-            .values(**values, lease_until=None, updated_at=func.now())
-            .returning(*payment_orders.c)
-        )
-        row = (await self.session.execute(statement)).first()
+    async def _settle(self, statement: TextClause, values: dict[str, Any]) -> OrderPayment | None:
+        row = (await self.session.execute(statement, values)).first()
         return None if row is None else _order(row)
 
     async def lapse_holds(self, lifetime_s: float, limit: int) -> list[OrderPayment]:
@@ -424,11 +467,7 @@ class PaymentOrders:
     async def lock_existing(self, order_id: str) -> OrderPayment | None:
         """The order's row locked, or None if payments never heard of the order (a provider's
         webhook may name one: it creates nothing)."""
-        row = (
-            await self.session.execute(
-                select(payment_orders).where(_o.order_id == order_id).with_for_update()
-            )
-        ).first()
+        row = (await self.session.execute(LOCK_EXISTING, {"order_id": order_id})).first()
         return None if row is None else _order(row)
 
     async def customer_of(self, order_id: str) -> str | None:
@@ -853,6 +892,12 @@ class Store:
 
 
 # A ledger entry as the sandbox's step left it, created or overwritten.
+# One key's operations are serialised (the provider answers a retried key as it did the first time).
+LOCK_LEDGER_KEY = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
+_LEDGER_ENTRY = "SELECT " + ", ".join(c.name for c in sandbox_ledger.c) + " FROM sandbox_ledger"
+LEDGER_ENTRY_BY_KEY = text(_LEDGER_ENTRY + " WHERE idempotency_key = :value")
+LEDGER_ENTRY_BY_REF = text(_LEDGER_ENTRY + " WHERE ref = :value")
+
 WRITE_LEDGER_ENTRY = text(
     "INSERT INTO sandbox_ledger"
     " (idempotency_key, operation, amount, currency, attempts, ref, decline_reason, capture_ref,"
@@ -878,11 +923,11 @@ class PgSandboxLedger:
 
     async def get(self, key: str) -> LedgerEntry | None:
         async with self.db.transaction() as session:
-            return await self._select(session, sandbox_ledger.c.idempotency_key == key)
+            return await self._select(session, LEDGER_ENTRY_BY_KEY, key)
 
     async def by_ref(self, ref: str) -> LedgerEntry | None:
         async with self.db.transaction() as session:
-            return await self._select(session, sandbox_ledger.c.ref == ref)
+            return await self._select(session, LEDGER_ENTRY_BY_REF, ref)
 
     async def acting_on(self, ref: str) -> list[LedgerEntry]:
         async with self.db.transaction() as session:
@@ -897,10 +942,8 @@ class PgSandboxLedger:
         self, key: str, step: Callable[[LedgerEntry | None], LedgerEntry]
     ) -> LedgerEntry:
         async with self.db.transaction() as session:
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"), {"key": key}
-            )
-            before = await self._select(session, sandbox_ledger.c.idempotency_key == key)
+            await session.execute(LOCK_LEDGER_KEY, {"key": key})
+            before = await self._select(session, LEDGER_ENTRY_BY_KEY, key)
             after = step(before)
             if after != before:
                 await session.execute(
@@ -921,8 +964,8 @@ class PgSandboxLedger:
             return after
 
     @staticmethod
-    async def _select(session: DbSession, condition: Any) -> LedgerEntry | None:
-        row = (await session.execute(select(sandbox_ledger).where(condition))).first()
+    async def _select(session: DbSession, statement: TextClause, value: str) -> LedgerEntry | None:
+        row = (await session.execute(statement, {"value": value})).first()
         return None if row is None else _ledger_entry(row)
 
 

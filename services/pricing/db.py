@@ -22,7 +22,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    or_,
     select,
     text,
     tuple_,
@@ -185,6 +184,16 @@ ADD_RULE = text(
 )
 
 
+# The rules a quote applies (issue 10: fixed text, DbSession's asyncpg path): the skus' volume
+# breaks, the live promotions, and the customer's groups' prices for the skus (no groups: none).
+APPLICABLE_RULES = text(
+    "SELECT id, definition FROM rules"
+    " WHERE (kind = 'volume' AND sku = ANY(:skus))"
+    " OR (kind = 'promotion' AND starts_at <= :now AND ends_at > :now)"
+    " OR (kind = 'customer_group' AND sku = ANY(:skus) AND group_name = ANY(:groups))"
+)
+
+
 class Rules:
     def __init__(self, session: DbSession) -> None:
         self.session = session
@@ -232,20 +241,11 @@ class Rules:
     async def applicable(
         self, skus: Sequence[str], groups: frozenset[str], now: datetime
     ) -> list[domain.Rule]:
-        wanted = [
-            and_(rules.c.kind == "volume", rules.c.sku.in_(skus)),
-            and_(rules.c.kind == "promotion", rules.c.starts_at <= now, rules.c.ends_at > now),
-        ]
-        if groups:
-            wanted.append(
-                and_(
-                    rules.c.kind == "customer_group",
-                    rules.c.sku.in_(skus),
-                    rules.c.group_name.in_(sorted(groups)),
-                )
+        rows = (
+            await self.session.execute(
+                APPLICABLE_RULES, {"skus": list(skus), "groups": sorted(groups), "now": now}
             )
-        query = select(rules.c.id, rules.c.definition).where(or_(*wanted))
-        rows = (await self.session.execute(query)).all()
+        ).all()
         return [domain.rule_from_definition(row.id, row.definition) for row in rows]
 
 
@@ -461,6 +461,14 @@ PUT_SHIPPING_METHOD = text(
 LOCK_REGION = text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))")
 
 
+# Every quote reads its shipping method (issue 10: fixed text, DbSession's asyncpg path).
+_SHIPPING_METHOD = (
+    "SELECT " + ", ".join(c.name for c in shipping_methods.c) + " FROM shipping_methods"
+)
+SHIPPING_METHOD = text(_SHIPPING_METHOD + " WHERE code = :code")
+DEFAULT_SHIPPING_METHOD = text(_SHIPPING_METHOD + " WHERE region = :region AND is_default")
+
+
 class ShippingMethods:
     def __init__(self, session: DbSession) -> None:
         self.session = session
@@ -469,15 +477,11 @@ class ShippingMethods:
         await self.session.execute(LOCK_REGION, {"key": f"pricing.shipping_region:{region}"})
 
     async def get(self, code: str) -> domain.ShippingMethod | None:
-        query = select(shipping_methods).where(shipping_methods.c.code == code)
-        row = (await self.session.execute(query)).first()
+        row = (await self.session.execute(SHIPPING_METHOD, {"code": code})).first()
         return _shipping_method(row) if row is not None else None
 
     async def default_of(self, region: str) -> domain.ShippingMethod | None:
-        query = select(shipping_methods).where(
-            shipping_methods.c.region == region, shipping_methods.c.is_default
-        )
-        row = (await self.session.execute(query)).first()
+        row = (await self.session.execute(DEFAULT_SHIPPING_METHOD, {"region": region})).first()
         return _shipping_method(row) if row is not None else None
 
     async def clear_default(self, region: str) -> None:

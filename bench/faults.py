@@ -545,6 +545,9 @@ async def _to_cluster(stack: Stack) -> None:
 FAULT_SETTINGS = {
     "BACKROOM_INTENT_LEASE_S": "15",
     "BACKROOM_EMAIL_LEASE_S": "10",
+    # A label claimed by a killed orders replica is bought again after this lease; the drain
+    # waits for it (PENDING_WORK), so the default 60 s would stretch every kill-orders drain.
+    "BACKROOM_LABEL_LEASE_S": "15",
     "BACKROOM_SANDBOX_WEBHOOK_SECRET": SANDBOX_WEBHOOK_SECRET,
 }
 

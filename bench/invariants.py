@@ -26,7 +26,7 @@ Invariants (violation kind in brackets):
   did not [missing_email, unexpected_email]; the same Message-ID delivered again after a crash
   during the SMTP send is counted as `resent`, not a violation;
 - outboxes empty [outbox_not_empty]; no intent left pending (an email not sent, a capture or refund whose
-  outcome is not recorded) [pending_work]; no email recorded as failed [email_failed];
+  outcome is not recorded, a shipping label not bought) [pending_work]; no email recorded as failed [email_failed];
   dead-letter topics empty [dlq]; consumer groups caught up [consumer_lag].
 """
 
@@ -212,6 +212,9 @@ PENDING_WORK = {
     # `listing_sync_delay_s`, then adds a ListingChanged to catalog's outbox).
     "catalog": "SELECT count(*) AS n FROM listing_sync WHERE dirty_since IS NOT NULL",
     "notifications": "SELECT count(*) AS n FROM notifications WHERE status = 'pending'",
+    # Labels still to be bought: buying one emits orders' shipment events, which every consumer
+    # of the orders topic then reads (a run drained without them saw lag appear after the drain).
+    "orders": "SELECT count(*) AS n FROM shipments WHERE status = 'pending'",
     "payments": "SELECT count(*) AS n FROM payment_orders"
     " WHERE capture_status = 'pending' OR refund_status = 'pending'",
 }

@@ -144,7 +144,7 @@ class FakeDatabases:
             rows = [
                 r for r in rows if "pending" in (r.get("capture_status"), r.get("refund_status"))
             ]
-        if "status = 'pending'" in query and match.group(1) == "notifications":
+        if "status = 'pending'" in query and match.group(1) in ("notifications", "shipments"):
             rows = [r for r in rows if r.get("status") == "pending"]
         if "status = 'failed'" in query:
             rows = [r for r in rows if r.get("status") == "failed" and r["order_id"] in args[0]]
@@ -276,6 +276,10 @@ def _email_queued(t: dict[str, Any]) -> None:
     t.setdefault("notifications", []).append({"order_id": ORDERS["kept"], "status": "pending"})
 
 
+def _label_not_bought(t: dict[str, Any]) -> None:
+    t.setdefault("shipments", []).append({"order_id": ORDERS["kept"], "status": "pending"})
+
+
 def _email_failed(t: dict[str, Any]) -> None:
     t.setdefault("notifications", []).append(
         {"order_id": ORDERS["kept"], "status": "failed", "template": "order_confirmed"}
@@ -288,6 +292,7 @@ def _email_failed(t: dict[str, Any]) -> None:
     [
         (_capture_owed, {"pending_work"}),
         (_email_queued, {"pending_work"}),
+        (_label_not_bought, {"pending_work"}),
         (_email_failed, {"email_failed"}),
         (_lost, {"lost_order"}),
         (_stuck, {"stuck_order"}),

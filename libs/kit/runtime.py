@@ -129,6 +129,7 @@ class Runtime:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
+            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
         )(consume)
 
     def start_worker(self, worker: Worker) -> None:
@@ -324,6 +325,7 @@ class PatternConsumer:
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
+            fetch_max_wait_ms=runtime.settings.kafka_fetch_max_wait_ms,
         )(consume)
 
     async def run(self) -> None:

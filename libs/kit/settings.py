@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Self
 from urllib.parse import quote
 
-from pydantic import field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The checkout this code runs from: development state lives in its `.run/` (git-ignored).
@@ -182,6 +182,11 @@ class ServiceSettings(BaseSettings):
     # aiokafka's default. Notifications, which subscribes to each channel's listing topic by
     # pattern, sets it lower (issue 13).
     kafka_metadata_max_age_s: float = 300.0
+    # How long the broker may hold a consumer's fetch while there is nothing to read (fetch
+    # min bytes is 1, so a record arriving answers it at once). Each consumer asks again when
+    # it expires: at aiokafka's 500 ms the idle broker and services were the largest fixed cost
+    # (ADR 0016; the price is up to this much more after a rebalance or a rewind).
+    kafka_fetch_max_wait_ms: int = Field(default=5000, ge=0, le=30_000)
     relay_poll_interval_s: float = 1.0
     relay_batch_size: int = 500
     # Issue 14: how often the metrics poller reads consumer lag, outbox depth and the service's

@@ -183,10 +183,11 @@ class ServiceSettings(BaseSettings):
     # pattern, sets it lower (issue 13).
     kafka_metadata_max_age_s: float = 300.0
     # How long the broker may hold a consumer's fetch while there is nothing to read (fetch
-    # min bytes is 1, so a record arriving answers it at once). Each consumer asks again when
-    # it expires: at aiokafka's 500 ms the idle broker and services were the largest fixed cost
-    # (ADR 0016; the price is up to this much more after a rebalance or a rewind).
-    kafka_fetch_max_wait_ms: int = Field(default=5000, ge=0, le=30_000)
+    # min bytes is 1, so a record answers it at once). Longer saves idle CPU, but aiokafka keeps
+    # one fetch per broker and leaves out of it the partitions whose records are being handled,
+    # so a record arriving on one of those waits for this open fetch: a hop of a quiet saga, or
+    # the recovery after a restart, gets up to this much slower (ADR 0016: 5 s was rejected).
+    kafka_fetch_max_wait_ms: int = Field(default=500, ge=0, le=30_000)
     relay_poll_interval_s: float = 1.0
     relay_batch_size: int = 500
     # Issue 14: how often the metrics poller reads consumer lag, outbox depth and the service's

@@ -23,5 +23,6 @@ def test_every_consumer_long_polls_for_the_configured_time() -> None:
     assert all(a["fetch_min_bytes"] == 1 for a in args)  # a record still answers at once
 
 
-def test_the_default_long_poll_is_five_seconds() -> None:
-    assert ServiceSettings(service_name="kit-test").kafka_fetch_max_wait_ms == 5000
+def test_the_default_long_poll_bounds_a_quiet_hop_at_half_a_second() -> None:
+    # ADR 0016: a longer default stalled the sagas' recovery in `make faults`.
+    assert ServiceSettings(service_name="kit-test").kafka_fetch_max_wait_ms == 500

@@ -122,14 +122,8 @@ class Runtime:
         consume.__name__ = f"consume_{self.service}"
         self.broker.subscriber(
             *(Topic(topic, declare=False) for topic in topics),
-            decoder=_the_message,
             group_id=self.service,
-            ack_policy=AckPolicy.MANUAL,
-            auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            max_poll_interval_ms=300_000,
-            fetch_max_wait_ms=self.settings.kafka_fetch_max_wait_ms,
+            **consumer_options(self.settings),
         )(consume)
 
     def start_worker(self, worker: Worker) -> None:
@@ -287,6 +281,20 @@ async def _retry_forever(what: str, start: Any) -> None:
 # --- channel webhooks (issue 13) ---
 
 
+def consumer_options(settings: ServiceSettings) -> dict[str, Any]:
+    """How every consumer of a service is set up, whatever it reads: offsets committed by the
+    kit after the database commit (libs/kit/inbox.py), a new group from the start."""
+    return {
+        "decoder": _the_message,
+        "ack_policy": AckPolicy.MANUAL,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+        "max_poll_interval_ms": 300_000,
+        "fetch_max_wait_ms": settings.kafka_fetch_max_wait_ms,
+    }
+
+
 class PatternConsumer:
     """A second consumer of a runtime, subscribed by a regular expression (topics created while
     the service runs, such as each sales channel's listing topic), in a consumer group of its
@@ -318,14 +326,8 @@ class PatternConsumer:
         consume.__name__ = f"consume_{group_id.replace('.', '_').replace('-', '_')}"
         runtime.broker.subscriber(
             pattern=pattern,
-            decoder=_the_message,
             group_id=group_id,
-            ack_policy=AckPolicy.MANUAL,
-            auto_offset_reset="earliest",
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=1_000,
-            max_poll_interval_ms=300_000,
-            fetch_max_wait_ms=runtime.settings.kafka_fetch_max_wait_ms,
+            **consumer_options(runtime.settings),
         )(consume)
 
     async def run(self) -> None:

@@ -203,9 +203,13 @@ async def test_cart_to_doorstep_and_back(
     assert received.json()["refund"] == mug_line["total"] == eur(3000)
 
     async def completed() -> dict[str, Any] | None:
+        # All three, not the first two alone: GET /orders/{id} reads the order row, its returns
+        # and its credit notes in separate READ COMMITTED statements, so a read that races the
+        # refund's commit can show the return completed and credited but nothing refunded yet
+        # (seen once in CI; the same transaction writes all three).
         current = await order(gateway, order_id)
         done = [r for r in current["returns"] if r["status"] == "completed"]
-        return current if done and current["credit_notes"] else None
+        return current if done and current["credit_notes"] and current["refunded"] else None
 
     final = await eventually(completed, timeout=30, what="the return completed, credited")
     assert final["status"] == "delivered"
